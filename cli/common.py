@@ -1,0 +1,46 @@
+"""Shared command-line plumbing: logging and turning user errors into one clear line."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from idl.infer.errors import IdlError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def setup_logging(quiet: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+def user_errors(func: F) -> F:
+    """Show :class:`IdlError` (bad input, missing files) as ``error: ...`` and a non-zero exit status."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except IdlError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+def parse_threshold_option(ctx: click.Context, param: click.Parameter, value: str) -> str | float:
+    from idl.infer.postprocess import parse_threshold
+
+    try:
+        return parse_threshold(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc

@@ -1,0 +1,1 @@
+"""Export trained models: ONNX graphs (deterministic and Monte Carlo) with embedded metadata."""

@@ -1,0 +1,126 @@
+"""torch -> ONNX: a deterministic eval graph and a Monte Carlo dropout graph, checked in ONNX Runtime.
+
+Both graphs take normalized ``(N, C, Y, X)`` float32 input with Y and X multiples of the U-Net's size
+multiple (the inference side pads) and output probabilities (sigmoid or softmax inside the graph).
+Batch and spatial axes are dynamic; weights are stored inside the single ``.onnx`` file. The model's
+:class:`~idl.infer.model_info.ModelInfo` is embedded as metadata so the file describes itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from idl.infer.errors import IdlError
+from idl.infer.io import atomic_path
+from idl.infer.model import mc_path_for
+from idl.infer.model_info import METADATA_KEY, ModelInfo
+from idl.infer.session import OnnxRunner
+from idl.models import UNet2D, set_mc_dropout
+
+log = logging.getLogger("idl")
+
+OPSET = 18
+TOLERANCE = 1e-4
+
+
+class ExportError(IdlError):
+    """The exported graph does not behave like the torch model."""
+
+
+class _WithActivation(nn.Module):
+    """The exported computation: aligned U-Net forward plus the output activation."""
+
+    def __init__(self, net: UNet2D) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.net.forward_aligned(x)
+        if logits.shape[1] == 1:
+            return torch.sigmoid(logits)
+        return torch.softmax(logits, dim=1)
+
+
+def _example_input(info: ModelInfo, batch: int = 2, seed: int = 0) -> torch.Tensor:
+    m = info.size_multiple
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(batch, info.in_channels, 4 * m, 6 * m, generator=generator)
+
+
+def _export(module: nn.Module, example: torch.Tensor, path: Path, info: ModelInfo) -> None:
+    import onnx
+
+    multiple = info.size_multiple
+    batch = torch.export.Dim("batch", min=1)
+    height = multiple * torch.export.Dim("height_blocks", min=1, max=65536 // multiple)
+    width = multiple * torch.export.Dim("width_blocks", min=1, max=65536 // multiple)
+    with atomic_path(path) as tmp, contextlib.redirect_stdout(io.StringIO()):
+        torch.onnx.export(
+            module,
+            (example,),
+            str(tmp),
+            dynamo=True,
+            external_data=False,
+            opset_version=OPSET,
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_shapes={"x": {0: batch, 2: height, 3: width}},
+        )
+        proto = onnx.load(str(tmp))
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = METADATA_KEY, info.to_json()
+        proto.producer_name = "idl"
+        onnx.save(proto, str(tmp))
+
+
+def verify_deterministic(module: nn.Module, path: Path, info: ModelInfo, tolerance: float = TOLERANCE) -> float:
+    """Max absolute difference between ONNX Runtime and torch on a random input; raises if too large."""
+    x = _example_input(info, seed=1)
+    with torch.no_grad():
+        expected = module(x).numpy()
+    got = OnnxRunner(path, "cpu")(x.numpy())
+    diff = float(np.max(np.abs(got - expected)))
+    if not diff <= tolerance:
+        raise ExportError(
+            f"{path}: ONNX Runtime output differs from torch by {diff:.3g} (> {tolerance}); the export is "
+            "not trustworthy. Please report this with the checkpoint."
+        )
+    return diff
+
+
+def verify_stochastic(path: Path, info: ModelInfo) -> float:
+    """Mean absolute difference between two MC samples of the same input; raises if they are equal."""
+    x = _example_input(info, batch=1, seed=2).numpy()
+    samples = OnnxRunner(path, "cpu")(np.repeat(x, 2, axis=0))
+    spread = float(np.mean(np.abs(samples[0] - samples[1])))
+    if not spread > 0:
+        raise ExportError(f"{path}: the Monte Carlo graph returns identical samples; dropout was lost.")
+    return spread
+
+
+def export_onnx(net: UNet2D, info: ModelInfo, out_dir: Path, name: str = "model.onnx") -> tuple[Path, Path | None]:
+    """Write ``name`` (deterministic) and, when the net has dropout, its ``_mc`` twin; verify both."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    net = copy.deepcopy(net).cpu().eval()
+    module = _WithActivation(net).eval()
+    example = _example_input(info)
+    det_path = out_dir / name
+    set_mc_dropout(net, False)
+    _export(module, example, det_path, info)
+    diff = verify_deterministic(module, det_path, info)
+    log.info("exported %s (ONNX Runtime vs torch: max abs diff %.2e)", det_path.name, diff)
+    if info.dropout <= 0 or set_mc_dropout(net, True) == 0:
+        return det_path, None
+    mc_path = mc_path_for(det_path)
+    _export(module, example, mc_path, info)
+    spread = verify_stochastic(mc_path, info)
+    log.info("exported %s (Monte Carlo samples differ by %.2e on average)", mc_path.name, spread)
+    return det_path, mc_path

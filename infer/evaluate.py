@@ -1,0 +1,147 @@
+"""Evaluation of semantic segmentation predictions against ground truth.
+
+Writes ``metrics.csv`` (one row per image), ``summary.json`` (aggregates over all test pixels plus the
+median per-image Jaccard), one figure per image, a box plot and a self-contained ``report.html``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from idl.infer.axes import resolve_axes_2d, to_yxc
+from idl.infer.errors import DataError
+from idl.infer.io import atomic_path, read_image, write_text
+from idl.infer.labels import infer_num_classes, mask_plane, semantic_target
+from idl.infer.metrics import confusion_matrix, semantic_scores
+from idl.infer.project import files_by_stem
+from idl.infer.plots import save_boxplot, save_sample_figure
+from idl.infer.report import write_report
+
+log = logging.getLogger("idl")
+
+MAX_REPORT_FIGURES = 50
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    """One test image's files, matched by file name stem."""
+
+    name: str
+    prediction: Path
+    groundtruth: Path
+    image: Path | None = None
+    uncertainty: Path | None = None
+
+
+def match_items(
+    pred_dir: Path, gt_dir: Path, image_dir: Path | None = None, uncertainty_dir: Path | None = None
+) -> list[EvalItem]:
+    """Pair every prediction with its ground truth (and, when given, its image and uncertainty)."""
+    preds = files_by_stem(pred_dir)
+    if not preds:
+        raise DataError(f"{pred_dir}: no predictions to evaluate.")
+    gts = files_by_stem(gt_dir)
+    missing = sorted(set(preds) - set(gts))
+    if missing:
+        raise DataError(
+            f"{gt_dir}: no ground truth for {len(missing)} prediction(s), e.g. '{missing[0]}'. "
+            "Ground-truth files must have the same name as the images they belong to."
+        )
+    images = files_by_stem(image_dir) if image_dir is not None and image_dir.is_dir() else {}
+    uncertainties = (
+        files_by_stem(uncertainty_dir) if uncertainty_dir is not None and uncertainty_dir.is_dir() else {}
+    )
+    return [
+        EvalItem(stem, preds[stem], gts[stem], images.get(stem), uncertainties.get(stem)) for stem in preds
+    ]
+
+
+def _load_display_image(path: Path | None, axes: str | None) -> np.ndarray | None:
+    if path is None:
+        return None
+    raw = read_image(path)
+    try:
+        resolved, _ = resolve_axes_2d(raw.shape, axes, str(path))
+    except DataError:
+        return None  # the figure simply omits the image panel
+    return to_yxc(raw, resolved)
+
+
+def evaluate_semantic(
+    items: list[EvalItem],
+    out_dir: Path,
+    num_classes: int | None = None,
+    figures: bool = True,
+    axes: str | None = None,
+    progress: bool = True,
+) -> dict[str, float | int]:
+    """Score predictions, write metrics.csv, summary.json, figures and report.html; return the summary."""
+    if not items:
+        raise DataError("nothing to evaluate: no predictions were matched with ground truth.")
+    if num_classes is None:
+        num_classes = infer_num_classes(
+            [mask_plane(read_image(i.groundtruth), str(i.groundtruth)) for i in items]
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    total = np.zeros((num_classes, num_classes), np.int64)
+    rows, sample_figures = [], []
+    for item in tqdm(items, unit="image", desc="evaluate", disable=not progress, leave=False):
+        gt = semantic_target(read_image(item.groundtruth), num_classes, str(item.groundtruth))
+        pred = mask_plane(read_image(item.prediction), str(item.prediction))
+        if pred.shape != gt.shape:
+            raise DataError(
+                f"{item.prediction}: shape {pred.shape} differs from its ground truth {item.groundtruth} "
+                f"{gt.shape}. Predict the matching image again."
+            )
+        pred = semantic_target(pred, num_classes, str(item.prediction))
+        cm = confusion_matrix(pred, gt, num_classes)
+        total += cm
+        row: dict[str, float | str] = {"filename": item.name, **semantic_scores(cm)}
+        uncertainty = read_image(item.uncertainty) if item.uncertainty is not None else None
+        if uncertainty is not None:
+            row["uncertainty_mean"] = float(np.mean(uncertainty))
+        rows.append(row)
+        if figures:
+            image = _load_display_image(item.image, axes)
+            title = f"{item.name}  Jaccard {row['jaccard']:.3f}"
+            sample_figures.append(
+                save_sample_figure(
+                    out_dir / f"{item.name}.png", title, image, gt, pred, uncertainty, num_classes
+                )
+            )
+    metrics = pd.DataFrame(rows)
+    overall = semantic_scores(total)
+    summary: dict[str, float | int] = {
+        "jaccard": overall["jaccard"],
+        "jaccard_median": float(metrics["jaccard"].median()),
+        "dice": overall["dice"],
+        "accuracy": overall["accuracy"],
+        "n_images": len(items),
+        "num_classes": num_classes,
+    }
+    if "uncertainty_mean" in metrics:
+        summary["uncertainty_mean"] = float(metrics["uncertainty_mean"].mean())
+    with atomic_path(out_dir / "metrics.csv") as tmp:
+        metrics.to_csv(tmp, index=False)
+    write_text(out_dir / "summary.json", json.dumps(summary, indent=2))
+    if figures:
+        box = save_boxplot(out_dir / "jaccard_boxplot.png", metrics["jaccard"].tolist(), "jaccard")
+        write_report(
+            out_dir / "report.html",
+            "idl evaluation: semantic segmentation",
+            summary,
+            metrics,
+            [box],
+            sample_figures[:MAX_REPORT_FIGURES],
+            omitted=max(0, len(sample_figures) - MAX_REPORT_FIGURES),
+        )
+    log.info("evaluation: Jaccard %.4f (median per image %.4f) over %d image(s)",
+             summary["jaccard"], summary["jaccard_median"], len(items))
+    return summary

@@ -1,0 +1,97 @@
+"""Reading and writing images.
+
+TIFF goes through tifffile (keeps dtype and all axes), PNG/JPEG through scikit-image, ``.npy`` through
+numpy. Writes are atomic: data goes to a temporary file in the target folder that is renamed into place,
+so an interrupted run never leaves a half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from idl.infer.errors import DataError
+
+IMAGE_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy")
+
+
+def is_image_file(path: Path) -> bool:
+    """True for a visible file whose suffix idl can read."""
+    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read one image file into a numpy array, raising :class:`DataError` naming the file on failure."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise DataError(
+            f"{path}: unsupported file type '{suffix}'. Convert it to one of {', '.join(IMAGE_SUFFIXES)}."
+        )
+    if not path.is_file():
+        raise DataError(f"{path}: file not found.")
+    try:
+        if suffix in (".tif", ".tiff"):
+            import tifffile
+
+            array = tifffile.imread(path)
+        elif suffix == ".npy":
+            array = np.load(path, allow_pickle=False)
+        else:
+            from skimage.io import imread
+
+            array = imread(path)
+    except Exception as exc:  # every reader has its own exception types
+        raise DataError(
+            f"{path}: cannot read the image ({type(exc).__name__}: {exc}). "
+            "Check that the file is complete and opens in an image viewer, or remove it from the folder."
+        ) from exc
+    array = np.asarray(array)
+    if array.size == 0:
+        raise DataError(f"{path}: the image is empty (shape {array.shape}). Remove or replace the file.")
+    return array
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success rename it to ``path``, on error delete it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_tiff(path: str | os.PathLike[str], array: np.ndarray) -> Path:
+    """Write ``array`` as a (zlib-compressed) TIFF atomically and return the path."""
+    import tifffile
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, np.asarray(array), compression="zlib")
+    return path
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write a text file atomically and return the path."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path

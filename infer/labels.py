@@ -1,0 +1,43 @@
+"""Ground truth for semantic segmentation: binary or integer class masks -> class maps."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from idl.infer.errors import DataError
+
+
+def mask_plane(gt: np.ndarray, source: str) -> np.ndarray:
+    """A 2D mask from a ground-truth array; masks saved as RGB(A) with equal channels are accepted."""
+    if gt.ndim == 2:
+        return gt
+    if gt.ndim == 3 and gt.shape[-1] in (3, 4) and np.array_equal(gt[..., 0], gt[..., 1]):
+        return gt[..., 0]
+    raise DataError(
+        f"{source}: a ground-truth mask must be a 2D image (Y, X); this one has shape {gt.shape}. "
+        "Save masks as single-channel images with one integer class per pixel."
+    )
+
+
+def semantic_target(gt: np.ndarray, num_classes: int, source: str) -> np.ndarray:
+    """Class map (uint8) from a mask: binary masks (any non-zero = foreground) or classes 0..K-1."""
+    plane = mask_plane(gt, source)
+    if num_classes == 2:
+        return (plane > 0).astype(np.uint8)
+    if np.issubdtype(plane.dtype, np.floating) and not np.all(np.mod(plane, 1) == 0):
+        raise DataError(f"{source}: class masks must hold integers, found fractional values.")
+    values = np.unique(plane)
+    bad = values[(values < 0) | (values >= num_classes)]
+    if bad.size:
+        raise DataError(
+            f"{source}: holds class value(s) {bad[:5].tolist()} outside 0..{num_classes - 1}. "
+            f"Fix the mask or set --num-classes to at least {int(values.max()) + 1}."
+        )
+    return plane.astype(np.uint8)
+
+
+def infer_num_classes(masks: list[np.ndarray]) -> int:
+    """2 when every mask has at most two values (binary: any non-zero is foreground), else max + 1."""
+    if all(np.unique(m).size <= 2 for m in masks):
+        return 2
+    return int(max(int(m.max()) for m in masks)) + 1

@@ -1,0 +1,72 @@
+"""What the inference side needs to know about a model, stored inside the ONNX file.
+
+Training writes a :class:`ModelInfo` as JSON into the ONNX ``metadata_props`` under the key ``idl``, so
+a single ``model.onnx`` is self-describing: task, channels, classes, normalization, the size multiple
+the network needs and the halo that makes tiling seamless.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from idl.infer.normalize import Normalization
+
+METADATA_KEY = "idl"
+TASKS = ("semantic", "instance", "regression", "classification")
+TASK_ALIASES = {
+    "semantic": "semantic",
+    "semanticsegmentation": "semantic",
+    "instance": "instance",
+    "instancesegmentation": "instance",
+    "regression": "regression",
+    "classification": "classification",
+}
+
+
+def normalize_task(name: str) -> str:
+    """Our task name for ours or InstantDL's spelling (``SemanticSegmentation`` -> ``semantic``)."""
+    key = name.replace("_", "").replace("-", "").replace(" ", "").lower()
+    if key not in TASK_ALIASES:
+        raise ValueError(
+            f"unknown task '{name}'; use one of {', '.join(TASKS)} (InstantDL's SemanticSegmentation, "
+            "InstanceSegmentation, Regression and Classification work too)"
+        )
+    return TASK_ALIASES[key]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Self-description of an exported idl model (the ONNX graph outputs probabilities)."""
+
+    task: str
+    in_channels: int
+    num_classes: int
+    size_multiple: int
+    halo: int
+    normalization: Normalization = field(default_factory=Normalization)
+    dims: int = 2
+    axes: str = "yx"
+    dropout: float = 0.0
+    class_names: tuple[str, ...] = ()
+    name: str = "idl-model"
+    training: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def out_channels(self) -> int:
+        """Channels of the graph output: one sigmoid channel for binary, else one per class."""
+        return 1 if self.num_classes == 2 else self.num_classes
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["class_names"] = list(self.class_names)
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelInfo:
+        data = json.loads(text)
+        data["normalization"] = Normalization(**data.get("normalization", {}))
+        data["class_names"] = tuple(data.get("class_names", ()))
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})

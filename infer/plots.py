@@ -1,0 +1,103 @@
+"""Evaluation figures (matplotlib, headless): per-image panels and score distributions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from idl.infer.io import atomic_path
+
+MAX_DISPLAY = 1024  # larger images are subsampled for display only
+
+# error map colours: true negative, true positive, false positive, false negative
+ERROR_COLOURS = np.array([[0, 0, 0], [0.85, 0.85, 0.85], [0.9, 0.1, 0.6], [0.1, 0.8, 0.2]])
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _display_step(shape: tuple[int, ...]) -> int:
+    return max(1, -(-max(shape[:2]) // MAX_DISPLAY))
+
+
+def display_image(image: np.ndarray) -> np.ndarray:
+    """A channels-last image scaled to [0, 1] for display (first channel, or RGB when 3 channels)."""
+    image = image.astype(np.float32)
+    if image.ndim == 3 and image.shape[-1] != 3:
+        image = image[..., 0]
+    lo, hi = np.percentile(image, [1, 99.8])
+    return np.clip((image - lo) / (hi - lo + 1e-6), 0, 1)
+
+
+def error_map(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """RGB map: grey = correct foreground, magenta = false positive, green = missed (false negative)."""
+    p, g = pred > 0, gt > 0
+    code = np.zeros(pred.shape, np.uint8)
+    code[p & g] = 1
+    code[p & ~g] = 2
+    code[~p & g] = 3
+    wrong_class = p & g & (pred != gt)
+    code[wrong_class] = 2
+    return ERROR_COLOURS[code]
+
+
+def save_sample_figure(
+    path: Path,
+    title: str,
+    image: np.ndarray | None,
+    gt: np.ndarray,
+    pred: np.ndarray,
+    uncertainty: np.ndarray | None,
+    num_classes: int,
+) -> Path:
+    """image | ground truth | prediction | error map | uncertainty, side by side."""
+    plt = _pyplot()
+    step = _display_step(gt.shape)
+    sub = (slice(None, None, step), slice(None, None, step))
+    panels: list[tuple[str, np.ndarray, dict]] = []
+    if image is not None:
+        panels.append(("image", display_image(image[sub]), {"cmap": "gray"}))
+    classes = {"cmap": "viridis", "vmin": 0, "vmax": max(num_classes - 1, 1), "interpolation": "nearest"}
+    panels.append(("ground truth", gt[sub], classes))
+    panels.append(("prediction", pred[sub], classes))
+    panels.append(("errors: FP magenta, FN green", error_map(pred[sub], gt[sub]), {"interpolation": "nearest"}))
+    if uncertainty is not None:
+        panels.append(("uncertainty", uncertainty[sub], {"cmap": "magma"}))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), squeeze=False)
+    for ax, (name, data, kwargs) in zip(axes[0], panels):
+        shown = ax.imshow(data, **kwargs)
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+        if name == "uncertainty":
+            fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return path
+
+
+def save_boxplot(path: Path, values: Sequence[float], label: str) -> Path:
+    """Box plot with the individual per-image values drawn on top."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(3.5, 4))
+    ax.boxplot([list(values)], tick_labels=[label], widths=0.5)
+    jitter = np.random.default_rng(0).uniform(-0.08, 0.08, len(values))
+    ax.scatter(1 + jitter, values, s=12, alpha=0.6, color="tab:blue")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel(label)
+    ax.set_title(f"per-image {label} (n={len(values)})", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return path

@@ -1,0 +1,48 @@
+"""From probabilities to masks: Otsu or fixed thresholds (binary), arg-max (multi-class)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Otsu is InstantDL's default threshold. On a probability map with no foreground at all it would
+# still split the background noise in two, so the threshold is kept inside these bounds: a map whose
+# probabilities all stay below 0.1 yields an empty mask.
+OTSU_BOUNDS = (0.1, 0.9)
+
+
+def otsu_threshold(probability: np.ndarray) -> float:
+    """Otsu's threshold of a probability map (256 bins on [0, 1]), clipped to ``OTSU_BOUNDS``."""
+    from skimage.filters import threshold_otsu
+
+    counts, edges = np.histogram(probability, bins=256, range=(0.0, 1.0))
+    centers = (edges[:-1] + edges[1:]) / 2
+    if np.count_nonzero(counts) < 2:
+        return 0.5
+    threshold = float(threshold_otsu(hist=(counts, centers)))
+    return float(np.clip(threshold, *OTSU_BOUNDS))
+
+
+def parse_threshold(value: str | float) -> str | float:
+    """``'otsu'`` or a float in (0, 1), from a command-line string."""
+    if isinstance(value, str) and value.strip().lower() == "otsu":
+        return "otsu"
+    try:
+        number = float(value)
+    except ValueError as exc:
+        raise ValueError(f"threshold must be 'otsu' or a number between 0 and 1, got '{value}'") from exc
+    if not 0.0 < number < 1.0:
+        raise ValueError(f"threshold must be between 0 and 1 (exclusive), got {number}")
+    return number
+
+
+def to_mask(probabilities: np.ndarray, threshold: str | float) -> tuple[np.ndarray, float | None]:
+    """Class map (uint8) from ``(K, Y, X)`` probabilities, plus the threshold used (binary only).
+
+    One channel means binary (sigmoid): foreground where ``p > threshold``. More channels (softmax):
+    the most probable class.
+    """
+    if probabilities.shape[0] == 1:
+        p = probabilities[0]
+        t = otsu_threshold(p) if threshold == "otsu" else float(threshold)
+        return (p > t).astype(np.uint8), t
+    return np.argmax(probabilities, axis=0).astype(np.uint8), None

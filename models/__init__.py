@@ -1,0 +1,6 @@
+"""Torch network definitions (nn.Modules only): U-Net and Monte Carlo dropout."""
+
+from idl.models.dropout import MCDropout, set_mc_dropout
+from idl.models.unet import UNet2D, UNetSpec
+
+__all__ = ["MCDropout", "UNet2D", "UNetSpec", "set_mc_dropout"]

@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from idl.cli import evaluate as evaluate_cli
+from idl.cli import export as export_cli
+from idl.cli import predict as predict_cli
+from idl.cli import train as train_cli
+from idl.infer.io import read_image, write_tiff
+from idl.infer.metrics import confusion_matrix, jaccard
+from idl.infer.model import load_model
+
+
+def _run(command, args: list[str]):
+    result = CliRunner().invoke(command.main, args, catch_exceptions=False)
+    return result
+
+
+def test_predict_with_fixed_threshold_and_probabilities(model_dir: Path, tmp_path: Path) -> None:
+    image = model_dir.parent / "test" / "image" / "nuclei_000.tif"
+    out = tmp_path / "out"
+    result = _run(predict_cli, [str(model_dir / "model.onnx"), str(image), "--out", str(out), "--threshold",
+                                "0.5", "--save-probabilities", "--tile-size", "80", "--quiet"])
+    assert result.exit_code == 0, result.output
+    prob = read_image(out / "probabilities" / "nuclei_000.tif")
+    mask = read_image(out / "nuclei_000.tif")
+    assert prob.shape == (1, 96, 96)
+    np.testing.assert_array_equal(mask, (prob[0] > 0.5).astype(np.uint8))
+
+
+def test_predict_then_evaluate_matches_direct_jaccard(trained_project: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pred"
+    test = trained_project / "test"
+    assert _run(predict_cli, [str(trained_project / "model"), str(test / "image"), "--out", str(out),
+                              "--quiet"]).exit_code == 0
+    result = _run(evaluate_cli, [str(out), str(test / "groundtruth"), "--images", str(test / "image"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "evaluation" / "summary.json").read_text())
+    total = sum(confusion_matrix(read_image(p), read_image(test / "groundtruth" / p.name), 2)
+                for p in sorted(out.glob("*.tif")))
+    assert summary["jaccard"] == pytest.approx(jaccard(total))
+    metrics = pd.read_csv(out / "evaluation" / "metrics.csv")
+    assert list(metrics.columns) == ["filename", "jaccard", "dice", "accuracy"] and len(metrics) == 3
+    assert summary["jaccard_median"] == pytest.approx(metrics["jaccard"].median())
+    assert len(list((out / "evaluation").glob("nuclei_*.png"))) == 3
+
+
+def test_train_wrote_the_contracted_outputs(trained_project: Path) -> None:
+    model = trained_project / "model"
+    for name in ("best.pt", "last.pt", "config.json", "model.onnx", "model_mc.onnx"):
+        assert (model / name).is_file(), name
+    names = sorted(p.stem for p in (trained_project / "test" / "image").iterdir())
+    assert sorted(p.stem for p in (trained_project / "results").glob("*.tif")) == names
+    assert sorted(p.stem for p in (trained_project / "results" / "uncertainty").glob("*.tif")) == names
+    summary = json.loads((trained_project / "evaluation" / "summary.json").read_text())
+    assert {"jaccard", "jaccard_median", "dice", "accuracy", "uncertainty_mean"} <= set(summary)
+    assert (trained_project / "evaluation" / "report.html").stat().st_size > 10_000
+    assert (trained_project / "mlflow.db").is_file()
+    assert list((trained_project / "mlruns").rglob("model.onnx")), "ONNX model not logged to MLflow"
+
+
+def test_export_from_checkpoint_reproduces_the_model(model_dir: Path, tmp_path: Path, rng) -> None:
+    result = _run(export_cli, [str(model_dir / "best.pt"), "--out", str(tmp_path), "--quiet"])
+    assert result.exit_code == 0, result.output
+    x = rng.random((1, 1, 64, 64)).astype(np.float32)
+    np.testing.assert_allclose(load_model(tmp_path).runner(x), load_model(model_dir).runner(x), atol=1e-6)
+
+
+def test_predict_errors_are_clear(model_dir: Path, tmp_path: Path) -> None:
+    rgb = tmp_path / "rgb.tif"
+    write_tiff(rgb, np.zeros((40, 40, 3), np.uint8))
+    result = CliRunner().invoke(predict_cli.main, [str(model_dir), str(rgb), "--out", str(tmp_path / "o")])
+    assert result.exit_code != 0
+    assert "rgb.tif: has 3 channel(s)" in result.output and "expects 1" in result.output
+    result = CliRunner().invoke(predict_cli.main, [str(tmp_path), str(rgb), "--out", str(tmp_path / "o")])
+    assert "no model.onnx in this folder" in result.output
+    result = CliRunner().invoke(predict_cli.main, [str(model_dir), str(rgb), "--out", "o", "--threshold", "2"])
+    assert "threshold must be between 0 and 1" in result.output
+    image = model_dir.parent / "test" / "image" / "nuclei_000.tif"
+    result = CliRunner().invoke(predict_cli.main, [str(model_dir), str(image), "--out", str(tmp_path / "o"),
+                                                   "--tile-size", "64"])
+    assert "--tile-size 64 is too small: each tile needs 32 px of context" in result.output
+
+
+def test_train_needs_a_task(small_project: Path) -> None:
+    result = CliRunner().invoke(train_cli.main, [str(small_project)])
+    assert result.exit_code != 0 and "name the task: --task semantic" in result.output
+    result = CliRunner().invoke(train_cli.main, [str(small_project), "--task", "Segmentation"])
+    assert "unknown task 'Segmentation'" in result.output

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from idl.export.onnx import ExportError, export_onnx, verify_deterministic
+from idl.infer.model import load_model
+from idl.infer.model_info import ModelInfo
+from idl.models import UNet2D, UNetSpec
+
+
+def _info(spec: UNetSpec, num_classes: int = 2) -> ModelInfo:
+    return ModelInfo(task="semantic", in_channels=spec.in_channels, num_classes=num_classes,
+                     size_multiple=spec.size_multiple, halo=16, dropout=spec.dropout)
+
+
+@pytest.fixture(scope="module")
+def multiclass_export(tmp_path_factory) -> tuple[UNet2D, Path, Path]:
+    torch.manual_seed(3)
+    spec = UNetSpec(in_channels=2, out_channels=3, depth=2, base_filters=4, dropout=0.3)
+    net = UNet2D(spec).eval()
+    det, mc = export_onnx(net, _info(spec, 3), tmp_path_factory.mktemp("onnx"))
+    return net, det, mc
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 16, 16), (3, 2, 64, 48), (1, 2, 200, 120)])
+def test_onnx_matches_torch_on_dynamic_shapes(multiclass_export, shape) -> None:
+    net, det, _ = multiclass_export
+    model = load_model(det)
+    x = torch.rand(shape)
+    with torch.no_grad():
+        expected = torch.softmax(net.forward_aligned(x), dim=1).numpy()
+    got = model.runner(x.numpy())
+    assert np.abs(got - expected).max() <= 1e-4
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_metadata_travels_with_the_file(multiclass_export) -> None:
+    _, det, mc = multiclass_export
+    model = load_model(det)
+    assert model.info.num_classes == 3 and model.info.in_channels == 2 and model.info.out_channels == 3
+    assert model.mc_path == mc and mc.name == "model_mc.onnx"
+
+
+def test_verification_fails_loudly_for_a_wrong_graph(multiclass_export) -> None:
+    net, det, _ = multiclass_export
+    other = UNet2D(net.spec).eval()  # different random weights
+
+    class Wrapped(torch.nn.Module):
+        def forward(self, x):
+            return torch.softmax(other.forward_aligned(x), dim=1)
+
+    with pytest.raises(ExportError, match="differs from torch"):
+        verify_deterministic(Wrapped(), det, _info(net.spec, 3))
+
+
+def test_trained_model_mc_samples_differ_and_average_to_deterministic(model_dir: Path) -> None:
+    model = load_model(model_dir)
+    from idl.infer.io import read_image
+    from idl.infer.normalize import normalize
+
+    image = normalize(read_image(sorted((model_dir.parent / "test" / "image").iterdir())[0])[..., None],
+                      model.info.normalization)
+    x = np.moveaxis(image, -1, 0)[None]
+    det = model.runner(x)[0]
+    samples = model.mc_runner(np.repeat(x, 32, axis=0))
+    spread = np.abs(samples[0] - samples[1]).mean()
+    mean_gap = np.abs(samples.mean(axis=0) - det).mean()
+    print(f"MC sample spread {spread:.4f}, |MC mean - deterministic| {mean_gap:.4f}")
+    assert spread > 1e-3
+    assert mean_gap < 0.05

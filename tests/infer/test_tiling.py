@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from idl.infer.normalize import Normalization
+from idl.infer.predict import predict_probabilities
+from idl.infer.tiling import axis_tiles, read_window, round_up, tile_grid
+
+
+@pytest.mark.parametrize("size", [1, 15, 16, 17, 100, 511, 512, 513, 1000, 2048])
+@pytest.mark.parametrize("tile,halo,multiple", [(64, 8, 16), (128, 32, 16), (96, 20, 8), (512, 64, 16)])
+def test_axis_tiles_partition_the_axis_with_halo(size: int, tile: int, halo: int, multiple: int) -> None:
+    tiles = axis_tiles(size, tile, halo, multiple)
+    owned = np.zeros(size, int)
+    padded = round_up(size, multiple)
+    for t in tiles:
+        owned[t.start : t.stop] += 1
+        assert t.origin % multiple == 0 and t.size % multiple == 0
+        assert 0 <= t.origin and t.origin + t.size <= padded
+        # the owned region keeps `halo` pixels of context inside the tile, except at the image border
+        assert t.start == 0 or t.start - t.origin >= halo
+        assert t.stop == size or t.origin + t.size - t.stop >= halo
+    assert owned.tolist() == [1] * size
+
+
+def test_axis_tiles_rejects_halo_larger_than_tile() -> None:
+    with pytest.raises(ValueError, match="no room for a halo"):
+        axis_tiles(1000, 64, 32, 16)
+
+
+def test_tile_grid_counts() -> None:
+    # 4096 px, 512-px tiles, stride 384 -> 11 tiles per axis
+    assert len(tile_grid((4096, 4096), (512, 512), (64, 64), 16)) == 121
+    assert len(tile_grid((100, 40), (512, 512), (64, 64), 16)) == 1
+
+
+def test_read_window_pads_like_the_whole_image() -> None:
+    image = np.arange(20 * 30, dtype=np.float32).reshape(20, 30, 1)
+    whole = np.pad(image, ((0, 4), (0, 2), (0, 0)), mode="reflect")
+    window = (slice(8, 24), slice(16, 32))
+    np.testing.assert_array_equal(read_window(image, window), whole[8:24, 16:32])
+
+
+def _box_model(radius: int):
+    """A fake network with a known receptive field: a (2r+1)^2 box mean with zero padding."""
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        return np.stack([ndimage.uniform_filter(x, size=(1, 2 * radius + 1, 2 * radius + 1), mode="constant")
+                         for x in batch])
+
+    return run
+
+
+@pytest.mark.parametrize("shape", [(300, 257), (64, 64), (1000, 333)])
+def test_tiled_equals_whole_when_halo_covers_receptive_field(shape: tuple[int, int], rng) -> None:
+    image = rng.random((*shape, 1)).astype(np.float32)
+    run = _box_model(radius=6)
+    norm = Normalization()
+    whole, _ = predict_probabilities(run, image, norm, 1, 16, tile_size=max(shape) + 16, halo=0)
+    tiled, _ = predict_probabilities(run, image, norm, 1, 16, tile_size=96, halo=8, batch_size=3)
+    np.testing.assert_allclose(tiled, whole, atol=1e-6)
+
+
+def test_tiled_differs_when_halo_is_too_small(rng) -> None:
+    image = rng.random((300, 300, 1)).astype(np.float32)
+    run = _box_model(radius=6)
+    norm = Normalization()
+    whole, _ = predict_probabilities(run, image, norm, 1, 16, tile_size=320, halo=0)
+    tiled, _ = predict_probabilities(run, image, norm, 1, 16, tile_size=96, halo=0)
+    assert np.abs(tiled - whole).max() > 0.05

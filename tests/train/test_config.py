@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from idl.train.config import ConfigError, TrainConfig, config_from_mapping, load_config_file, resolve_config
+
+
+def test_instantdl_keys_are_translated(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({
+        "use_algorithm": "SemanticSegmentation", "path": "x", "pretrained_weights": False, "batchsize": 2,
+        "iterations_over_dataset": 7, "data_gen_args": {"horizontal_flip": True}, "loss_function": "dice_loss",
+        "num_classes": 2, "image_size": [128, 128, 1], "seeds": True, "calculate_uncertainty": False,
+        "evaluation": True,
+    }))
+    config = resolve_config(cfg, epochs=None, batch_size=3)
+    assert (config.task, config.epochs, config.batch_size, config.loss) == ("semantic", 7, 3, "dice")
+    assert (config.image_size, config.uncertainty, config.pretrained) == (128, False, None)
+
+
+def test_unknown_key_names_valid_ones(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"epocs": 3}))
+    with pytest.raises(ConfigError, match=r"unknown key 'epocs'\. Did you mean 'epochs'\? Valid keys: .*batch_size"):
+        load_config_file(cfg)
+
+
+def test_saved_config_loads_back(tmp_path: Path) -> None:
+    original = TrainConfig(epochs=5, depth=3, augment=("flip",))
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps(original.to_dict()))
+    assert resolve_config(cfg) == original
+
+
+def test_bad_values() -> None:
+    with pytest.raises(ConfigError, match="unknown loss 'focal'"):
+        TrainConfig(loss="focal")
+    with pytest.raises(ConfigError, match="does not fit binary"):
+        TrainConfig(loss="ce").resolved_loss(2)
+    with pytest.raises(ConfigError, match="unknown task 'segment'"):
+        config_from_mapping({"use_algorithm": "segment"}, "config.json")
+    assert config_from_mapping({"task": "InstanceSegmentation"}, "x") == {"task": "instance"}

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from idl.infer.errors import IdlError
+from idl.train.checkpoint import load_checkpoint
+from idl.train.config import TrainConfig
+from idl.train.pipeline import train_project
+
+FAST = dict(depth=2, base_filters=4, image_size=48, batch_size=4, evaluate=False, uncertainty=False)
+
+
+def _copy_train_split(src: Path, dst: Path) -> Path:
+    shutil.copytree(src / "train", dst / "train")
+    return dst
+
+
+def test_resumed_run_equals_uninterrupted_run(small_project: Path, tmp_path: Path) -> None:
+    straight = _copy_train_split(small_project, tmp_path / "straight")
+    resumed = _copy_train_split(small_project, tmp_path / "resumed")
+    train_project(straight, TrainConfig(epochs=3, patience=5, **FAST), progress=False)
+    train_project(resumed, TrainConfig(epochs=2, patience=5, **FAST), progress=False)
+    with pytest.raises(IdlError, match="already holds a trained model.*--resume"):
+        train_project(resumed, TrainConfig(epochs=3, patience=5, **FAST), progress=False)
+    result = train_project(resumed, TrainConfig(epochs=3, patience=5, **FAST), resume=True, progress=False)
+    assert result.state.epoch == 3
+    a = load_checkpoint(straight / "model" / "last.pt")
+    b = load_checkpoint(resumed / "model" / "last.pt")
+    assert [h["train_loss"] for h in a["state"]["history"]] == [h["train_loss"] for h in b["state"]["history"]]
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key

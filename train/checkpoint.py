@@ -1,0 +1,63 @@
+"""Checkpoints: everything needed to rebuild, export, fine-tune or resume a model.
+
+Stored with ``torch.save`` as plain containers and tensors only, so ``torch.load(weights_only=True)``
+reads them safely. Writes are atomic (temporary file + rename): an interrupted save never corrupts the
+previous checkpoint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from idl.infer.errors import ModelError
+from idl.infer.io import atomic_path
+from idl.infer.model_info import ModelInfo
+from idl.models import UNet2D, UNetSpec
+
+FORMAT = "idl-checkpoint/1"
+BEST_NAME = "best.pt"
+LAST_NAME = "last.pt"
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
+    """Atomically write a checkpoint dictionary (adds the format tag)."""
+    with atomic_path(path) as tmp:
+        torch.save({"format": FORMAT, **payload}, tmp)
+    return path
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: checkpoint not found.")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelError(f"{path}: cannot read this checkpoint ({exc}).") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ModelError(f"{path}: not an idl checkpoint (expected a best.pt or last.pt from idl-train).")
+    return payload
+
+
+def model_payload(model: UNet2D, info: ModelInfo) -> dict[str, Any]:
+    """The part of a checkpoint that describes and holds the network."""
+    spec = model.spec
+    return {
+        "architecture": "unet2d",
+        "spec": {k: getattr(spec, k) for k in spec.__dataclass_fields__},
+        "info": info.to_json(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+
+
+def model_from_checkpoint(payload: dict[str, Any]) -> tuple[UNet2D, ModelInfo]:
+    """Rebuild the network (eval mode, CPU) and its :class:`ModelInfo` from a checkpoint."""
+    if payload.get("architecture") != "unet2d":
+        raise ModelError(f"unsupported architecture '{payload.get('architecture')}' in checkpoint")
+    model = UNet2D(UNetSpec(**payload["spec"]))
+    model.load_state_dict(payload["state_dict"])
+    return model.eval(), ModelInfo.from_json(payload["info"])

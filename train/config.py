@@ -1,0 +1,203 @@
+"""Training configuration: every default in one place, InstantDL's config keys understood.
+
+Resolution order: defaults < ``--config FILE`` < command-line flags. The resolved configuration is saved
+as ``PROJECT/model/config.json`` and logged to MLflow; that file can be passed back with ``--config``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from idl.infer.errors import IdlError
+from idl.infer.model_info import TASKS, normalize_task
+from idl.infer.normalize import Normalization
+
+IMPLEMENTED_TASKS = ("semantic",)
+BINARY_LOSSES = ("bce", "dice", "bce+dice")
+MULTICLASS_LOSSES = ("ce", "dice", "ce+dice")
+AUGMENTATIONS = ("flip", "rot90")
+DEVICES = ("auto", "cpu", "cuda")
+
+# InstantDL config keys -> ours. "path" names the project folder and is handled by the caller.
+INSTANTDL_KEYS = {
+    "use_algorithm": "task",
+    "pretrained_weights": "pretrained",
+    "batchsize": "batch_size",
+    "iterations_over_dataset": "epochs",
+    "data_gen_args": "augment",
+    "loss_function": "loss",
+    "num_classes": "num_classes",
+    "image_size": "image_size",
+    "seeds": "seed",
+    "calculate_uncertainty": "uncertainty",
+    "evaluation": "evaluate",
+}
+INSTANTDL_LOSSES = {
+    "binary_crossentropy": "bce",
+    "dice_loss": "dice",
+    "binary crossentropy dice loss": "bce+dice",
+    "categorical_crossentropy": "ce",
+}
+
+
+class ConfigError(IdlError):
+    """A configuration key or value is invalid."""
+
+
+def _task(name: str) -> str:
+    try:
+        return normalize_task(name)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs; ``None`` means "decide from the data"."""
+
+    task: str = "semantic"
+    epochs: int = 100
+    batch_size: int = 4
+    learning_rate: float = 1e-3
+    patience: int = 10
+    seed: int = 42
+    loss: str | None = None  # bce+dice (binary) or ce (multi-class)
+    num_classes: int | None = None  # 2 for binary masks, else max label + 1
+    image_size: int = 256  # side of the random training patches (rounded to the U-Net's multiple)
+    dims: int = 2
+    axes: str | None = None
+    depth: int = 4
+    base_filters: int = 16
+    dropout: float = 0.2
+    val_fraction: float = 0.2
+    augment: tuple[str, ...] = AUGMENTATIONS
+    normalization: Normalization = field(default_factory=Normalization)
+    uncertainty: bool = True
+    mc_samples: int = 20
+    evaluate: bool = True
+    device: str = "auto"
+    pretrained: str | None = None
+    tracking_uri: str | None = None
+    tile_size: int = 512
+    overlap: float | None = None  # None: the halo the model recommends
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.task in TASKS, f"task '{self.task}' is not a task name"),
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.learning_rate > 0, "learning_rate must be > 0"),
+            (self.patience >= 1, "patience must be >= 1"),
+            (self.image_size >= 16, "image_size must be >= 16"),
+            (self.dims in (2, 3), "dims must be 2 or 3"),
+            (1 <= self.depth <= 6, "depth must be between 1 and 6"),
+            (self.base_filters >= 1, "base_filters must be >= 1"),
+            (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
+            (0.0 < self.val_fraction < 1.0, "val_fraction must be between 0 and 1"),
+            (self.mc_samples >= 2, "mc_samples must be >= 2"),
+            (self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}"),
+            (self.num_classes is None or self.num_classes >= 2, "num_classes must be >= 2"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        unknown = [a for a in self.augment if a not in AUGMENTATIONS]
+        if unknown:
+            raise ConfigError(f"unknown augmentation(s) {unknown}; valid: {', '.join(AUGMENTATIONS)}")
+        valid_losses = BINARY_LOSSES + MULTICLASS_LOSSES
+        if self.loss is not None and self.loss not in valid_losses:
+            raise ConfigError(f"unknown loss '{self.loss}'; valid: {', '.join(dict.fromkeys(valid_losses))}")
+
+    def resolved_loss(self, num_classes: int) -> str:
+        """The loss to train with; checks it fits binary or multi-class segmentation."""
+        if num_classes == 2:
+            loss = self.loss or "bce+dice"
+            allowed = BINARY_LOSSES
+        else:
+            loss = self.loss or "ce"
+            allowed = MULTICLASS_LOSSES
+        if loss not in allowed:
+            kind = "binary" if num_classes == 2 else f"{num_classes}-class"
+            raise ConfigError(f"loss '{loss}' does not fit {kind} segmentation; use one of {', '.join(allowed)}")
+        return loss
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["augment"] = list(self.augment)
+        return data
+
+
+FIELD_NAMES = tuple(f.name for f in fields(TrainConfig))
+
+
+def _did_you_mean(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
+def _translate_instantdl(key: str, value: Any) -> tuple[str, Any]:
+    """Map one InstantDL key/value to ours."""
+    ours = INSTANTDL_KEYS[key]
+    if ours == "task":
+        value = _task(str(value))
+    elif ours == "loss":
+        value = INSTANTDL_LOSSES.get(str(value).strip().lower(), value)
+    elif ours == "pretrained" and value in (False, "False", "", None):
+        value = None
+    elif ours == "seed":
+        value = 42 if value in (True, None) else (0 if value is False else int(value))
+    elif ours == "augment":
+        value = tuple(a for a in AUGMENTATIONS if value) if isinstance(value, dict) else value
+    elif ours == "image_size" and isinstance(value, (list, tuple)):
+        value = int(min(v for v in value[:2]))
+    return ours, value
+
+
+def config_from_mapping(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """Validate keys of a config mapping (ours or InstantDL's) and return our field overrides."""
+    out: dict[str, Any] = {}
+    valid = sorted(FIELD_NAMES) + sorted(INSTANTDL_KEYS) + ["path"]
+    for key, value in data.items():
+        if key == "path":
+            continue  # the project folder is the command's argument
+        if key in INSTANTDL_KEYS:
+            key, value = _translate_instantdl(key, value)
+        elif key not in FIELD_NAMES:
+            raise ConfigError(
+                f"{source}: unknown key '{key}'.{_did_you_mean(key, valid)} Valid keys: {', '.join(valid)}"
+            )
+        if key == "normalization" and isinstance(value, dict):
+            value = Normalization(**value)
+        if key == "augment" and isinstance(value, list):
+            value = tuple(value)
+        if key == "task":
+            value = _task(str(value))
+        out[key] = value
+    return out
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Read a JSON config file into field overrides."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: config file not found.") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc}).") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file must hold a JSON object of key: value pairs.")
+    return config_from_mapping(data, str(path))
+
+
+def resolve_config(file: Path | None = None, **overrides: Any) -> TrainConfig:
+    """Defaults, then the config file, then the non-``None`` command-line overrides."""
+    values: dict[str, Any] = load_config_file(file) if file is not None else {}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return replace(TrainConfig(), **values)
+    except TypeError as exc:
+        raise ConfigError(str(exc)) from exc

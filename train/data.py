@@ -1,0 +1,173 @@
+"""Training data: loading a project's images and masks, the validation split, patch datasets."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from idl.infer.axes import resolve_axes_2d, to_yxc
+from idl.infer.errors import DataError
+from idl.infer.io import read_image
+from idl.infer.labels import infer_num_classes, mask_plane, semantic_target
+from idl.infer.normalize import Normalization, normalize
+from idl.infer.project import Pair, pair_files
+from idl.infer.tiling import axis_tiles
+
+log = logging.getLogger("idl")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One normalized image ``(Y, X, C)`` float32 and its class map ``(Y, X)`` uint8."""
+
+    name: str
+    image: np.ndarray
+    target: np.ndarray
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    samples: list[Sample]
+    num_classes: int
+    in_channels: int
+    axes: str
+
+
+def load_semantic_data(
+    split_dir: Path, norm: Normalization, axes: str | None = None, num_classes: int | None = None
+) -> TrainingData:
+    """Read, check and normalize every image/mask pair of ``split_dir`` (e.g. ``PROJECT/train``)."""
+    pairs = pair_files(split_dir, require_groundtruth=True)
+    raw: list[tuple[Pair, np.ndarray, np.ndarray]] = []
+    guesses: dict[tuple[tuple[int, ...], str], int] = {}
+    used_axes = axes
+    for pair in pairs:
+        assert pair.groundtruth is not None
+        image = read_image(pair.image)
+        resolved, guessed = resolve_axes_2d(image.shape, axes, str(pair.image))
+        if guessed:
+            guesses[(image.shape, resolved)] = guesses.get((image.shape, resolved), 0) + 1
+        used_axes = resolved
+        image = to_yxc(image, resolved)
+        gt = mask_plane(read_image(pair.groundtruth), str(pair.groundtruth))
+        if gt.shape != image.shape[:2]:
+            raise DataError(
+                f"{pair.groundtruth}: mask shape {gt.shape} does not match its image {pair.image} "
+                f"(Y, X = {image.shape[:2]}). Masks must have the image's height and width."
+            )
+        if raw and image.shape[-1] != raw[0][1].shape[-1]:
+            raise DataError(
+                f"{pair.image}: has {image.shape[-1]} channel(s) but {raw[0][0].image} has "
+                f"{raw[0][1].shape[-1]}. All images of a project need the same channels."
+            )
+        raw.append((pair, image, gt))
+    for (shape, guess), count in guesses.items():
+        log.info("guessed axes '%s' for %d image(s) of shape %s (pass --axes to set them)", guess, count, shape)
+    if num_classes is None:
+        num_classes = infer_num_classes([gt for _, _, gt in raw])
+        log.info("found %s in the ground truth", "binary masks" if num_classes == 2 else f"{num_classes} classes")
+    samples = [
+        Sample(pair.name, normalize(image, norm), semantic_target(gt, num_classes, str(pair.groundtruth)))
+        for pair, image, gt in raw
+    ]
+    return TrainingData(samples, num_classes, raw[0][1].shape[-1], used_axes or "yx")
+
+
+def split_validation(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Seeded random split into (train, validation); at least one image on each side."""
+    if len(samples) < 2:
+        raise DataError(
+            f"only {len(samples)} training image(s): at least 2 are needed (one is held out to validate). "
+            "Add images, or cut a large image into several files."
+        )
+    order = np.random.default_rng(seed).permutation(len(samples))
+    n_val = min(max(1, round(fraction * len(samples))), len(samples) - 1)
+    val = {int(i) for i in order[:n_val]}
+    return [s for i, s in enumerate(samples) if i not in val], [s for i, s in enumerate(samples) if i in val]
+
+
+def patch_size_for(samples: list[Sample], requested: int, multiple: int) -> int:
+    """Largest square patch <= ``requested`` that fits every image, a multiple of ``multiple``."""
+    smallest = min(min(s.image.shape[:2]) for s in samples)
+    size = min(requested, smallest) // multiple * multiple
+    if size < multiple:
+        raise DataError(
+            f"the smallest image is {smallest} px wide but the U-Net needs at least {multiple} px; "
+            "use a smaller --depth or larger images."
+        )
+    return size
+
+
+def _to_tensors(image: np.ndarray, target: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(image, -1, 0)))
+    y = torch.from_numpy(np.ascontiguousarray(target).astype(np.int64))
+    return x, y
+
+
+def augment_pair(
+    image: np.ndarray, target: np.ndarray, augment: tuple[str, ...], rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random flips and 90-degree rotations applied identically to image ``(Y, X, C)`` and target."""
+    if "flip" in augment:
+        if rng.random() < 0.5:
+            image, target = image[::-1], target[::-1]
+        if rng.random() < 0.5:
+            image, target = image[:, ::-1], target[:, ::-1]
+    if "rot90" in augment and image.shape[0] == image.shape[1]:
+        k = int(rng.integers(4))
+        image, target = np.rot90(image, k, axes=(0, 1)), np.rot90(target, k, axes=(0, 1))
+    return image, target
+
+
+class PatchDataset(Dataset):
+    """One random (augmented) square patch per image per epoch.
+
+    Randomness comes from a generator seeded per epoch and index, so runs are reproducible and
+    resumable regardless of data-loader workers.
+    """
+
+    def __init__(self, samples: list[Sample], patch: int, augment: tuple[str, ...], seed: int) -> None:
+        self.samples = samples
+        self.patch = patch
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng((self.seed, self.epoch, index))
+        sample = self.samples[index]
+        h, w = sample.image.shape[:2]
+        y0 = int(rng.integers(h - self.patch + 1))
+        x0 = int(rng.integers(w - self.patch + 1))
+        window = (slice(y0, y0 + self.patch), slice(x0, x0 + self.patch))
+        image, target = augment_pair(sample.image[window], sample.target[window], self.augment, rng)
+        return _to_tensors(image, target)
+
+
+class TileDataset(Dataset):
+    """Deterministic patches covering every image (validation): the same crops every epoch."""
+
+    def __init__(self, samples: list[Sample], patch: int) -> None:
+        self.items: list[tuple[int, slice, slice]] = []
+        for i, sample in enumerate(samples):
+            h, w = sample.image.shape[:2]
+            for r in axis_tiles(h, patch, 0, 1):
+                for c in axis_tiles(w, patch, 0, 1):
+                    self.items.append((i, slice(r.origin, r.origin + patch), slice(c.origin, c.origin + patch)))
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        i, rows, cols = self.items[index]
+        sample = self.samples[i]
+        return _to_tensors(sample.image[rows, cols], sample.target[rows, cols])

@@ -1,0 +1,126 @@
+"""The training loop: Adam, early stopping on validation loss, checkpoints every epoch, resumable."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from idl.infer.metrics import jaccard
+from idl.train.data import PatchDataset, TileDataset
+from idl.train.losses import LossFn, predicted_classes
+
+
+@dataclass
+class TrainState:
+    """Progress of a run, saved in ``last.pt`` so ``--resume`` continues where it stopped."""
+
+    epoch: int = 0
+    best_val_loss: float = math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    finished: bool = False
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    epochs: int
+    batch_size: int
+    patience: int
+    seed: int
+    num_classes: int
+    progress: bool = True
+
+
+def _confusion(pred: torch.Tensor, target: torch.Tensor, k: int) -> np.ndarray:
+    index = target.reshape(-1) * k + pred.reshape(-1)
+    return torch.bincount(index, minlength=k * k).reshape(k, k).cpu().numpy()
+
+
+def validate(
+    model: torch.nn.Module, loader: DataLoader, loss_fn: LossFn, num_classes: int, device: torch.device
+) -> tuple[float, float]:
+    """Mean validation loss (per patch) and Jaccard over all validation pixels."""
+    model.eval()
+    total_loss, count = 0.0, 0
+    cm = np.zeros((num_classes, num_classes), np.int64)
+    with torch.no_grad():
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            logits = model(x)
+            total_loss += float(loss_fn(logits, y)) * x.shape[0]
+            count += x.shape[0]
+            cm += _confusion(predicted_classes(logits), y, num_classes)
+    return total_loss / count, jaccard(cm)
+
+
+def train_epoch(
+    model: torch.nn.Module,
+    loader: DataLoader,
+    loss_fn: LossFn,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    progress: bool,
+) -> float:
+    """One pass over the training patches; returns the mean loss."""
+    model.train()
+    total, count = 0.0, 0
+    for x, y in tqdm(loader, unit="batch", leave=False, disable=not progress, desc="train"):
+        x, y = x.to(device), y.to(device)
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * x.shape[0]
+        count += x.shape[0]
+    return total / count
+
+
+def fit(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train_set: PatchDataset,
+    val_set: TileDataset,
+    loss_fn: LossFn,
+    settings: LoopSettings,
+    state: TrainState,
+    device: torch.device,
+    on_epoch: Callable[[TrainState, bool], None],
+) -> TrainState:
+    """Train until ``settings.epochs`` or early stopping; ``on_epoch(state, improved)`` saves and logs."""
+    val_loader = DataLoader(val_set, batch_size=settings.batch_size, shuffle=False)
+    bar = tqdm(
+        total=settings.epochs, initial=state.epoch, unit="epoch", disable=not settings.progress, desc="epochs"
+    )
+    while not state.finished and state.epoch < settings.epochs:
+        train_set.epoch = state.epoch
+        shuffle = torch.Generator().manual_seed(settings.seed * 100_003 + state.epoch)
+        loader = DataLoader(train_set, batch_size=settings.batch_size, shuffle=True, generator=shuffle)
+        train_loss = train_epoch(model, loader, loss_fn, optimizer, device, settings.progress)
+        val_loss, val_jaccard = validate(model, val_loader, loss_fn, settings.num_classes, device)
+        state.epoch += 1
+        improved = val_loss < state.best_val_loss
+        if improved:
+            state.best_val_loss, state.best_epoch, state.bad_epochs = val_loss, state.epoch, 0
+        else:
+            state.bad_epochs += 1
+        state.history.append(
+            {"epoch": state.epoch, "train_loss": train_loss, "val_loss": val_loss, "val_jaccard": val_jaccard}
+        )
+        if state.bad_epochs >= settings.patience or state.epoch >= settings.epochs:
+            state.finished = True
+        on_epoch(state, improved)
+        bar.update(1)
+        bar.set_postfix(loss=f"{train_loss:.4f}", val_loss=f"{val_loss:.4f}", val_jaccard=f"{val_jaccard:.3f}")
+    bar.close()
+    return state

@@ -1,0 +1,74 @@
+"""MLflow logging: parameters, per-epoch metrics and artifacts of every run.
+
+Default store: ``sqlite:///PROJECT/mlflow.db`` with artifacts under ``PROJECT/mlruns`` (MLflow 3 no
+longer starts on a plain ``./mlruns`` file store). ``--tracking-uri`` or ``MLFLOW_TRACKING_URI`` point
+runs at any other store or server.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("idl")
+
+EXPERIMENT = "idl"
+
+
+def default_tracking_uri(project: Path) -> str:
+    return f"sqlite:///{(project / 'mlflow.db').resolve()}"
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+class Tracker:
+    """A thin wrapper over one MLflow run (created or resumed by id)."""
+
+    def __init__(self, project: Path, tracking_uri: str | None, run_id: str | None = None) -> None:
+        import mlflow
+
+        for noisy in ("alembic", "mlflow"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+        self.mlflow = mlflow
+        explicit = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        uri = explicit or default_tracking_uri(project)
+        mlflow.set_tracking_uri(uri)  # note: this also sets MLFLOW_TRACKING_URI in os.environ
+        experiment = mlflow.get_experiment_by_name(EXPERIMENT)
+        if experiment is None:
+            location = None if explicit else (project / "mlruns").resolve().as_uri()
+            experiment_id = mlflow.create_experiment(EXPERIMENT, artifact_location=location)
+        else:
+            experiment_id = experiment.experiment_id
+        self.run = mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment_id,
+                                    run_name=None if run_id else project.resolve().name)
+        self.run_id = self.run.info.run_id
+        self.uri = uri
+        log.info("MLflow run %s in %s", self.run_id, uri)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        flat = {k: str(v)[:500] for k, v in _flatten(params).items()}
+        existing = self.mlflow.get_run(self.run_id).data.params
+        self.mlflow.log_params({k: v for k, v in flat.items() if k not in existing})
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+    def log_artifact(self, path: Path, folder: str | None = None) -> None:
+        if path.is_dir():
+            self.mlflow.log_artifacts(str(path), artifact_path=folder or path.name)
+        elif path.is_file():
+            self.mlflow.log_artifact(str(path), artifact_path=folder)
+
+    def end(self, status: str = "FINISHED") -> None:
+        self.mlflow.end_run(status=status)
