@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-
 from idl.cli.common import setup_logging, user_errors
 
 
@@ -13,7 +12,9 @@ from idl.cli.common import setup_logging, user_errors
 @click.argument("project", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--n-train", default=40, show_default=True, type=click.IntRange(min=2), help="Training images.")
 @click.option("--n-test", default=10, show_default=True, type=click.IntRange(min=1), help="Test images.")
-@click.option("--size", default=256, show_default=True, type=click.IntRange(min=32), help="Image side in pixels.")
+@click.option(
+    "--size", default=256, show_default=True, type=click.IntRange(min=32), help="Image side in pixels."
+)
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
 @user_errors
 def main(project: Path, n_train: int, n_test: int, size: int, seed: int) -> None:

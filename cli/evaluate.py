@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-
 from idl.cli.common import setup_logging, user_errors
 
 
@@ -13,35 +12,60 @@ from idl.cli.common import setup_logging, user_errors
 @click.argument("pred_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("gt_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--task", default="semantic", show_default=True, help="Task of the predictions.")
-@click.option("--images", "image_dir", default=None, type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Folder with the input images (shown in the figures).")
-@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False, path_type=Path),
-              help="Where to write the evaluation [default: PRED_DIR/evaluation].")
-@click.option("--num-classes", default=None, type=click.IntRange(min=2),
-              help="Number of classes including background [default: from the ground truth].")
+@click.option(
+    "--images",
+    "image_dir",
+    default=None,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder with the input images (shown in the figures).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    default=None,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to write the evaluation [default: PRED_DIR/evaluation].",
+)
+@click.option(
+    "--num-classes",
+    default=None,
+    type=click.IntRange(min=2),
+    help="Number of classes including background [default: from the ground truth].",
+)
 @click.option("--axes", default=None, help="Axis order of the images, e.g. yx, yxc, cyx.")
 @click.option("--quiet", is_flag=True, help="Only warnings and errors.")
 @user_errors
-def main(pred_dir: Path, gt_dir: Path, task: str, image_dir: Path | None, out_dir: Path | None,
-         num_classes: int | None, axes: str | None, quiet: bool) -> None:
+def main(
+    pred_dir: Path,
+    gt_dir: Path,
+    task: str,
+    image_dir: Path | None,
+    out_dir: Path | None,
+    num_classes: int | None,
+    axes: str | None,
+    quiet: bool,
+) -> None:
     """Evaluate predictions in PRED_DIR against ground truth in GT_DIR (matched by file name)."""
     setup_logging(quiet)
     from idl.infer.evaluate import evaluate_semantic, match_items
-    from idl.infer.predict import UNCERTAINTY_DIR
-
     from idl.infer.model_info import normalize_task
+    from idl.infer.predict import UNCERTAINTY_DIR
 
     try:
         task = normalize_task(task)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--task") from exc
     if task != "semantic":
-        raise click.BadParameter(f"'{task}' evaluation is not available yet; use semantic", param_hint="--task")
+        raise click.BadParameter(
+            f"'{task}' evaluation is not available yet; use semantic", param_hint="--task"
+        )
     items = match_items(pred_dir, gt_dir, image_dir, pred_dir / UNCERTAINTY_DIR)
     out = out_dir or pred_dir / "evaluation"
     summary = evaluate_semantic(items, out, num_classes, axes=axes, progress=not quiet)
-    click.echo(f"Jaccard {summary['jaccard']:.4f} (median per image {summary['jaccard_median']:.4f}), "
-               f"Dice {summary['dice']:.4f}, accuracy {summary['accuracy']:.4f}; report: {out / 'report.html'}")
+    click.echo(
+        f"Jaccard {summary['jaccard']:.4f} (median per image {summary['jaccard_median']:.4f}), "
+        f"Dice {summary['dice']:.4f}, accuracy {summary['accuracy']:.4f}; report: {out / 'report.html'}"
+    )
 
 
 if __name__ == "__main__":

@@ -5,14 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-
 from idl.cli.common import setup_logging, user_errors
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for model.onnx and model_mc.onnx.")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for model.onnx and model_mc.onnx.",
+)
 @click.option("--quiet", is_flag=True, help="Only warnings and errors.")
 @user_errors
 def main(checkpoint: Path, out_dir: Path, quiet: bool) -> None:

@@ -5,28 +5,61 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-
 from idl.cli.common import parse_threshold_option, setup_logging, user_errors
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model", type=click.Path(exists=True, path_type=Path))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for the predictions (<image name>.tif).")
-@click.option("--mc-samples", default=0, show_default=True, type=click.IntRange(min=0),
-              help="Monte Carlo dropout samples; >= 2 also writes uncertainty/<image name>.tif.")
-@click.option("--tile-size", default=512, show_default=True, type=click.IntRange(min=16),
-              help="Side of the square tiles fed to the model (bounds memory).")
-@click.option("--overlap", default=None, type=click.FloatRange(0, 1, max_open=True),
-              help="Fraction of a tile shared with each neighbour [default: the model's own halo].")
-@click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Tiles (or Monte Carlo samples) per ONNX Runtime call.")
-@click.option("--threshold", default="otsu", show_default=True, callback=parse_threshold_option,
-              help="Binary segmentation: 'otsu' or a probability in (0, 1).")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the predictions (<image name>.tif).",
+)
+@click.option(
+    "--mc-samples",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Monte Carlo dropout samples; >= 2 also writes uncertainty/<image name>.tif.",
+)
+@click.option(
+    "--tile-size",
+    default=512,
+    show_default=True,
+    type=click.IntRange(min=16),
+    help="Side of the square tiles fed to the model (bounds memory).",
+)
+@click.option(
+    "--overlap",
+    default=None,
+    type=click.FloatRange(0, 1, max_open=True),
+    help="Fraction of a tile shared with each neighbour [default: the model's own halo].",
+)
+@click.option(
+    "--batch-size",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Tiles (or Monte Carlo samples) per ONNX Runtime call.",
+)
+@click.option(
+    "--threshold",
+    default="otsu",
+    show_default=True,
+    callback=parse_threshold_option,
+    help="Binary segmentation: 'otsu' or a probability in (0, 1).",
+)
 @click.option("--axes", default=None, help="Axis order of the inputs, e.g. yx, yxc, cyx [default: guessed].")
-@click.option("--gt", "gt_dir", default=None, type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Ground-truth folder: also evaluate into OUT/evaluation.")
+@click.option(
+    "--gt",
+    "gt_dir",
+    default=None,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Ground-truth folder: also evaluate into OUT/evaluation.",
+)
 @click.option("--save-probabilities", is_flag=True, help="Also write probabilities/<image name>.tif.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--quiet", is_flag=True, help="Only warnings and errors.")
@@ -48,7 +81,6 @@ def main(
 ) -> None:
     """Predict INPUT images or folders with MODEL (a PROJECT/model folder or a .onnx file)."""
     setup_logging(quiet)
-    from idl.infer.evaluate import EvalItem, evaluate_semantic
     from idl.infer.model import load_model
     from idl.infer.predict import UNCERTAINTY_DIR, PredictOptions, collect_inputs, predict_files
     from idl.infer.project import files_by_stem
@@ -62,6 +94,8 @@ def main(
     click.echo(f"{len(files)} prediction(s) written to {out_dir}")
     if gt_dir is None:
         return
+    from idl.infer.evaluate import EvalItem, evaluate_semantic  # pandas, matplotlib: only when evaluating
+
     gts = files_by_stem(gt_dir)
     missing = [f for f in files if f.stem not in gts]
     if missing:
@@ -70,14 +104,22 @@ def main(
             "Ground-truth files need the image's name."
         )
     items = [
-        EvalItem(f.stem, out_dir / f"{f.stem}.tif", gts[f.stem], f,
-                 out_dir / UNCERTAINTY_DIR / f"{f.stem}.tif" if mc_samples else None)
+        EvalItem(
+            f.stem,
+            out_dir / f"{f.stem}.tif",
+            gts[f.stem],
+            f,
+            out_dir / UNCERTAINTY_DIR / f"{f.stem}.tif" if mc_samples else None,
+        )
         for f in files
     ]
-    summary = evaluate_semantic(items, out_dir / "evaluation", loaded.info.num_classes, axes=axes,
-                                progress=not quiet)
-    click.echo(f"Jaccard {summary['jaccard']:.4f} (median per image {summary['jaccard_median']:.4f}), "
-               f"Dice {summary['dice']:.4f}; report: {out_dir / 'evaluation' / 'report.html'}")
+    summary = evaluate_semantic(
+        items, out_dir / "evaluation", loaded.info.num_classes, axes=axes, progress=not quiet
+    )
+    click.echo(
+        f"Jaccard {summary['jaccard']:.4f} (median per image {summary['jaccard_median']:.4f}), "
+        f"Dice {summary['dice']:.4f}; report: {out_dir / 'evaluation' / 'report.html'}"
+    )
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-
 from idl.cli.common import setup_logging, user_errors
 
 
@@ -30,52 +29,88 @@ def _list_option(ctx: click.Context, param: click.Parameter, value: str | None) 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("project", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--task", callback=_task_option,
-              help="semantic, instance, regression or classification (InstantDL spellings work too).")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="JSON config (ours or InstantDL's); flags override it.")
+@click.option(
+    "--task",
+    callback=_task_option,
+    help="semantic, instance, regression or classification (InstantDL spellings work too).",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSON config (ours or InstantDL's); flags override it.",
+)
 @click.option("--epochs", type=click.IntRange(min=1), help="Maximum epochs [default: 100].")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Patches per step [default: 4].")
-@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), help="Adam step size [default: 1e-3].")
-@click.option("--patience", type=click.IntRange(min=1), help="Early-stopping patience in epochs [default: 10].")
+@click.option(
+    "--learning-rate", type=click.FloatRange(min=0, min_open=True), help="Adam step size [default: 1e-3]."
+)
+@click.option(
+    "--patience", type=click.IntRange(min=1), help="Early-stopping patience in epochs [default: 10]."
+)
 @click.option("--seed", type=int, help="Random seed [default: 42].")
 @click.option("--pretrained", help="Start from a bioimage.io package or checkpoint.")
-@click.option("--augment", callback=_list_option, help="Comma-separated augmentations, or 'none' [default: flip,rot90].")
+@click.option(
+    "--augment", callback=_list_option, help="Comma-separated augmentations, or 'none' [default: flip,rot90]."
+)
 @click.option("--loss", help="bce, dice, bce+dice (binary); ce, dice, ce+dice (multi-class).")
-@click.option("--num-classes", type=click.IntRange(min=2), help="Classes incl. background [default: from the masks].")
-@click.option("--image-size", type=click.IntRange(min=16), help="Training patch side in pixels [default: 256].")
+@click.option(
+    "--num-classes", type=click.IntRange(min=2), help="Classes incl. background [default: from the masks]."
+)
+@click.option(
+    "--image-size", type=click.IntRange(min=16), help="Training patch side in pixels [default: 256]."
+)
 @click.option("--dims", type=click.Choice(["2", "3"]), help="Spatial dimensions [default: 2].")
 @click.option("--axes", help="Axis order of the images, e.g. yx, yxc, cyx [default: guessed and logged].")
 @click.option("--depth", type=click.IntRange(1, 6), help="U-Net levels [default: 4].")
-@click.option("--filters", "base_filters", type=click.IntRange(min=1), help="Filters of the first level [default: 16].")
+@click.option(
+    "--filters", "base_filters", type=click.IntRange(min=1), help="Filters of the first level [default: 16]."
+)
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), help="Encoder dropout [default: 0.2].")
-@click.option("--uncertainty/--no-uncertainty", default=None, help="Monte Carlo dropout on the test set [default: on].")
+@click.option(
+    "--uncertainty/--no-uncertainty", default=None, help="Monte Carlo dropout on the test set [default: on]."
+)
 @click.option("--mc-samples", type=click.IntRange(min=2), help="Monte Carlo samples [default: 20].")
 @click.option("--evaluate/--no-evaluate", default=None, help="Evaluate the test set [default: on].")
-@click.option("--tracking-uri", help="MLflow store [default: sqlite:///PROJECT/mlflow.db or $MLFLOW_TRACKING_URI].")
+@click.option(
+    "--tracking-uri", help="MLflow store [default: sqlite:///PROJECT/mlflow.db or $MLFLOW_TRACKING_URI]."
+)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Training device [default: auto].")
 @click.option("--resume", is_flag=True, help="Continue the training saved in PROJECT/model/last.pt.")
 @click.option("--overwrite", is_flag=True, help="Replace a model already trained in PROJECT/model.")
 @click.option("--quiet", is_flag=True, help="Only warnings and errors, no progress bars.")
 @user_errors
-def main(project: Path, config_file: Path | None, resume: bool, overwrite: bool, quiet: bool, dims: str | None,
-         **options: object) -> None:
+def main(
+    project: Path,
+    config_file: Path | None,
+    resume: bool,
+    overwrite: bool,
+    quiet: bool,
+    dims: str | None,
+    **options: object,
+) -> None:
     """Train a model on PROJECT/train, then predict and evaluate PROJECT/test with the exported ONNX model."""
     setup_logging(quiet)
     from idl.train.config import ConfigError, resolve_config
     from idl.train.pipeline import train_project
 
     if options.get("task") is None and config_file is None:
-        raise ConfigError("name the task: --task semantic (or give a --config file with use_algorithm / task)")
+        raise ConfigError(
+            "name the task: --task semantic (or give a --config file with use_algorithm / task)"
+        )
     config = resolve_config(config_file, dims=int(dims) if dims else None, **options)
     result = train_project(project, config, resume=resume, overwrite=overwrite, progress=not quiet)
-    click.echo(f"model: {result.model_dir} (best epoch {result.state.best_epoch} of {result.state.epoch}; "
-               f"{result.onnx.name}{', ' + result.onnx_mc.name if result.onnx_mc else ''})")
+    click.echo(
+        f"model: {result.model_dir} (best epoch {result.state.best_epoch} of {result.state.epoch}; "
+        f"{result.onnx.name}{', ' + result.onnx_mc.name if result.onnx_mc else ''})"
+    )
     if result.summary:
         s = result.summary
-        click.echo(f"test: Jaccard {s['jaccard']:.4f} (median per image {s['jaccard_median']:.4f}), "
-                   f"Dice {s['dice']:.4f}, accuracy {s['accuracy']:.4f}"
-                   + (f", mean uncertainty {s['uncertainty_mean']:.4f}" if "uncertainty_mean" in s else ""))
+        click.echo(
+            f"test: Jaccard {s['jaccard']:.4f} (median per image {s['jaccard_median']:.4f}), "
+            f"Dice {s['dice']:.4f}, accuracy {s['accuracy']:.4f}"
+            + (f", mean uncertainty {s['uncertainty_mean']:.4f}" if "uncertainty_mean" in s else "")
+        )
         click.echo(f"report: {project / 'evaluation' / 'report.html'}")
     click.echo(f"MLflow run {result.run_id}")
 

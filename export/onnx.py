@@ -16,14 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
-
 from idl.infer.errors import IdlError
 from idl.infer.io import atomic_path
 from idl.infer.model import mc_path_for
 from idl.infer.model_info import METADATA_KEY, ModelInfo
 from idl.infer.session import OnnxRunner
 from idl.models import UNet2D, set_mc_dropout
+from torch import nn
 
 log = logging.getLogger("idl")
 
@@ -81,7 +80,9 @@ def _export(module: nn.Module, example: torch.Tensor, path: Path, info: ModelInf
         onnx.save(proto, str(tmp))
 
 
-def verify_deterministic(module: nn.Module, path: Path, info: ModelInfo, tolerance: float = TOLERANCE) -> float:
+def verify_deterministic(
+    module: nn.Module, path: Path, info: ModelInfo, tolerance: float = TOLERANCE
+) -> float:
     """Max absolute difference between ONNX Runtime and torch on a random input; raises if too large."""
     x = _example_input(info, seed=1)
     with torch.no_grad():
@@ -106,7 +107,9 @@ def verify_stochastic(path: Path, info: ModelInfo) -> float:
     return spread
 
 
-def export_onnx(net: UNet2D, info: ModelInfo, out_dir: Path, name: str = "model.onnx") -> tuple[Path, Path | None]:
+def export_onnx(
+    net: UNet2D, info: ModelInfo, out_dir: Path, name: str = "model.onnx"
+) -> tuple[Path, Path | None]:
     """Write ``name`` (deterministic) and, when the net has dropout, its ``_mc`` twin; verify both."""
     out_dir.mkdir(parents=True, exist_ok=True)
     net = copy.deepcopy(net).cpu().eval()

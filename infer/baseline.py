@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-
 from idl.infer.axes import resolve_axes_2d, to_yxc
 from idl.infer.io import read_image
 from idl.infer.labels import mask_plane, semantic_target
@@ -32,6 +31,8 @@ def otsu_jaccard(pairs: Sequence[Pair], axes: str | None = None) -> float:
             continue
         raw = read_image(pair.image)
         image = to_yxc(raw, resolve_axes_2d(raw.shape, axes, str(pair.image))[0])
-        gt = semantic_target(mask_plane(read_image(pair.groundtruth), str(pair.groundtruth)), 2, str(pair.groundtruth))
+        gt = semantic_target(
+            mask_plane(read_image(pair.groundtruth), str(pair.groundtruth)), 2, str(pair.groundtruth)
+        )
         total += confusion_matrix(otsu_mask(image), gt, 2)
     return jaccard(total)

@@ -13,16 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
-
 from idl.infer.axes import resolve_axes_2d, to_yxc
 from idl.infer.errors import DataError
 from idl.infer.io import atomic_path, read_image, write_text
 from idl.infer.labels import infer_num_classes, mask_plane, semantic_target
 from idl.infer.metrics import confusion_matrix, semantic_scores
-from idl.infer.project import files_by_stem
 from idl.infer.plots import save_boxplot, save_sample_figure
+from idl.infer.project import files_by_stem
 from idl.infer.report import write_report
+from tqdm.auto import tqdm
 
 log = logging.getLogger("idl")
 
@@ -142,6 +141,10 @@ def evaluate_semantic(
             sample_figures[:MAX_REPORT_FIGURES],
             omitted=max(0, len(sample_figures) - MAX_REPORT_FIGURES),
         )
-    log.info("evaluation: Jaccard %.4f (median per image %.4f) over %d image(s)",
-             summary["jaccard"], summary["jaccard_median"], len(items))
+    log.info(
+        "evaluation: Jaccard %.4f (median per image %.4f) over %d image(s)",
+        summary["jaccard"],
+        summary["jaccard_median"],
+        len(items),
+    )
     return summary

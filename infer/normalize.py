@@ -23,7 +23,9 @@ class Normalization:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.low < self.high <= 100.0:
-            raise ValueError(f"normalization percentiles need 0 <= low < high <= 100, got {self.low}, {self.high}")
+            raise ValueError(
+                f"normalization percentiles need 0 <= low < high <= 100, got {self.low}, {self.high}"
+            )
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)

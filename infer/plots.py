@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-
 from idl.infer.io import atomic_path
 
 MAX_DISPLAY = 1024  # larger images are subsampled for display only
@@ -68,11 +67,13 @@ def save_sample_figure(
     classes = {"cmap": "viridis", "vmin": 0, "vmax": max(num_classes - 1, 1), "interpolation": "nearest"}
     panels.append(("ground truth", gt[sub], classes))
     panels.append(("prediction", pred[sub], classes))
-    panels.append(("errors: FP magenta, FN green", error_map(pred[sub], gt[sub]), {"interpolation": "nearest"}))
+    panels.append(
+        ("errors: FP magenta, FN green", error_map(pred[sub], gt[sub]), {"interpolation": "nearest"})
+    )
     if uncertainty is not None:
         panels.append(("uncertainty", uncertainty[sub], {"cmap": "magma"}))
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), squeeze=False)
-    for ax, (name, data, kwargs) in zip(axes[0], panels):
+    for ax, (name, data, kwargs) in zip(axes[0], panels, strict=False):
         shown = ax.imshow(data, **kwargs)
         ax.set_title(name, fontsize=9)
         ax.axis("off")

@@ -13,8 +13,6 @@ from itertools import islice
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
-
 from idl.infer.axes import resolve_axes_2d, to_yxc
 from idl.infer.errors import DataError, IdlError
 from idl.infer.io import IMAGE_SUFFIXES, is_image_file, read_image, write_tiff
@@ -23,6 +21,7 @@ from idl.infer.normalize import Normalization, apply_range, percentile_range
 from idl.infer.postprocess import to_mask
 from idl.infer.tiling import Tile, read_window, round_up, tile_grid
 from idl.infer.uncertainty import SampleMoments
+from tqdm.auto import tqdm
 
 log = logging.getLogger("idl")
 
@@ -110,7 +109,7 @@ def predict_probabilities(
     if not samples:
         for chunk in _batched(tiles, batch_size):
             out = run(np.stack([_tile_input(image, t, lo, hi, norm.eps) for t in chunk]))
-            for tile, tile_out in zip(chunk, out):
+            for tile, tile_out in zip(chunk, out, strict=False):
                 probabilities[(slice(None), *tile.owned)] = tile_out[(slice(None), *tile.owned_in_tile)]
             bar.update(len(chunk))
     else:
@@ -154,8 +153,9 @@ def predict_image(model: LoadedModel, image: np.ndarray, options: PredictOptions
     smallest = 2 * halo + info.size_multiple
     if options.tile_size < smallest and max(image.shape[:2]) > options.tile_size:
         raise IdlError(
-            f"--tile-size {options.tile_size} is too small: each tile needs {halo} px of context on both "
-            f"sides. Use --tile-size {round_up(smallest, info.size_multiple)} or more, or a smaller --overlap."
+            f"--tile-size {options.tile_size} is too small: each tile needs {halo} px of context on "
+            f"both sides. Use --tile-size {round_up(smallest, info.size_multiple)} or more, or a smaller "
+            "--overlap."
         )
     run = model.mc_runner if options.mc_samples else model.runner
     probabilities, uncertainty = predict_probabilities(
@@ -216,7 +216,9 @@ def predict_files(
         if save_probabilities:
             write_tiff(out_dir / PROBABILITY_DIR / f"{path.stem}.tif", result.probabilities)
         log.info(
-            "%s -> %s%s", path.name, written[-1].name,
+            "%s -> %s%s",
+            path.name,
+            written[-1].name,
             f" (threshold {result.threshold:.3f})" if result.threshold is not None else "",
         )
     return written

@@ -58,9 +58,7 @@ def pair_files(split_dir: Path, require_groundtruth: bool = True) -> list[Pair]:
         raise DataError(f"{image_dir}: folder not found. Put the images of this split there.")
     images = files_by_stem(image_dir)
     if not images:
-        raise DataError(
-            f"{image_dir}: the folder is empty. Add images ({', '.join(IMAGE_SUFFIXES)}) to it."
-        )
+        raise DataError(f"{image_dir}: the folder is empty. Add images ({', '.join(IMAGE_SUFFIXES)}) to it.")
     if not gt_dir.is_dir():
         if require_groundtruth:
             raise DataError(

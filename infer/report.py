@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
-
 from idl.infer.io import write_text
 
 

@@ -6,7 +6,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-
 from idl.infer.errors import ModelError
 
 log = logging.getLogger("idl")

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
-
 from idl.infer.io import write_tiff
+from scipy import ndimage
 
 
 @dataclass(frozen=True)
@@ -67,7 +66,9 @@ def _ellipse(
     return rr, cc
 
 
-def synthetic_nuclei(rng: np.random.Generator, spec: NucleiSpec = NucleiSpec()) -> tuple[np.ndarray, np.ndarray]:
+def synthetic_nuclei(
+    rng: np.random.Generator, spec: NucleiSpec = NucleiSpec()
+) -> tuple[np.ndarray, np.ndarray]:
     """One ``(image uint16, labels uint16)`` pair; labels are 0 for background and 1..N for nuclei."""
     shape = (spec.size, spec.size)
     labels = np.zeros(shape, np.uint16)

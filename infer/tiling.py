@@ -69,7 +69,7 @@ def axis_tiles(size: int, tile: int, halo: int, multiple: int) -> list[AxisTile]
     while origins[-1] + length < padded:
         origins.append(min(origins[-1] + stride, padded - length))
     bounds = [0]
-    for left, right in zip(origins[:-1], origins[1:]):
+    for left, right in zip(origins[:-1], origins[1:], strict=False):
         bounds.append((right + left + length) // 2)
     bounds.append(size)
     return [AxisTile(o, length, bounds[i], bounds[i + 1]) for i, o in enumerate(origins)]
@@ -104,12 +104,12 @@ def read_window(image: np.ndarray, window: tuple[slice, slice]) -> np.ndarray:
     are padded exactly as the whole image would be, so tiled and whole-image prediction agree.
     """
     crop = image[window]
-    pads = [(0, w.stop - w.start - n) for w, n in zip(window, crop.shape[:2])]
+    pads = [(0, w.stop - w.start - n) for w, n in zip(window, crop.shape[:2], strict=False)]
     if not any(after for _, after in pads):
         return crop
     pads += [(0, 0)] * (crop.ndim - 2)
     mode = "reflect"
-    for (_, after), n in zip(pads, crop.shape):
+    for (_, after), n in zip(pads, crop.shape, strict=False):
         if pad_mode(after, n) == "edge":
             mode = "edge"
     return np.pad(crop, pads, mode=mode)

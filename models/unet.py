@@ -12,10 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
-
 from idl.infer.tiling import pad_mode
 from idl.models.dropout import MCDropout
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -87,7 +86,7 @@ class UNet2D(nn.Module):
             skips.append(x)
             x = self.pool(x)
         x = self.bottleneck(x)
-        for up, level, skip in zip(self.up, self.decoder, reversed(skips)):
+        for up, level, skip in zip(self.up, self.decoder, reversed(skips), strict=False):
             x = level(torch.cat([up(x), skip], dim=1))
         return self.head(x)
 

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from idl.infer.synthetic import NucleiSpec, write_semantic_project
 
 SMALL = NucleiSpec(size=96, objects=(3, 7), radius=(4.0, 10.0))
@@ -15,7 +14,9 @@ SMALL = NucleiSpec(size=96, objects=(3, 7), radius=(4.0, 10.0))
 @pytest.fixture(scope="session")
 def small_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """12 training and 3 test images of 96 x 96 px with binary masks."""
-    return write_semantic_project(tmp_path_factory.mktemp("project"), n_train=12, n_test=3, seed=1, spec=SMALL)
+    return write_semantic_project(
+        tmp_path_factory.mktemp("project"), n_train=12, n_test=3, seed=1, spec=SMALL
+    )
 
 
 @pytest.fixture(scope="session")
@@ -24,8 +25,16 @@ def trained_project(small_project: Path) -> Path:
     from idl.train.config import TrainConfig
     from idl.train.pipeline import train_project
 
-    config = TrainConfig(epochs=25, patience=25, learning_rate=3e-3, depth=3, base_filters=8, image_size=64,
-                         mc_samples=4, batch_size=4)
+    config = TrainConfig(
+        epochs=25,
+        patience=25,
+        learning_rate=3e-3,
+        depth=3,
+        base_filters=8,
+        image_size=64,
+        mc_samples=4,
+        batch_size=4,
+    )
     train_project(small_project, config, progress=False)
     return small_project
 

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from idl.infer.baseline import otsu_jaccard
 from idl.infer.project import pair_files
 
@@ -24,15 +23,36 @@ def _cli(name: str, *args: str) -> str:
 def test_demo_project_unet_beats_otsu(tmp_path: Path) -> None:
     project = tmp_path / "demo"
     _cli("demo", str(project), "--n-train", "24", "--n-test", "6", "--size", "192")
-    out = _cli("train", str(project), "--task", "SemanticSegmentation", "--epochs", "25", "--patience", "6",
-               "--image-size", "128", "--mc-samples", "8", "--quiet")
+    out = _cli(
+        "train",
+        str(project),
+        "--task",
+        "SemanticSegmentation",
+        "--epochs",
+        "25",
+        "--patience",
+        "6",
+        "--image-size",
+        "128",
+        "--mc-samples",
+        "8",
+        "--quiet",
+    )
     summary = json.loads((project / "evaluation" / "summary.json").read_text())
     baseline = otsu_jaccard(pair_files(project / "test"))
     print(f"test Jaccard: U-Net {summary['jaccard']:.4f}, Otsu threshold {baseline:.4f}")
     assert "test: Jaccard" in out
     assert summary["jaccard"] > baseline + 0.05
-    pred = _cli("predict", str(project / "model"), str(project / "test" / "image"), "--out",
-                str(tmp_path / "pred"), "--gt", str(project / "test" / "groundtruth"), "--quiet")
+    pred = _cli(
+        "predict",
+        str(project / "model"),
+        str(project / "test" / "image"),
+        "--out",
+        str(tmp_path / "pred"),
+        "--gt",
+        str(project / "test" / "groundtruth"),
+        "--quiet",
+    )
     assert "Jaccard" in pred
     again = json.loads((tmp_path / "pred" / "evaluation" / "summary.json").read_text())
     assert again["jaccard"] == pytest.approx(summary["jaccard"], abs=0.02)  # MC vs deterministic masks

@@ -122,7 +122,9 @@ class TrainConfig:
             allowed = MULTICLASS_LOSSES
         if loss not in allowed:
             kind = "binary" if num_classes == 2 else f"{num_classes}-class"
-            raise ConfigError(f"loss '{loss}' does not fit {kind} segmentation; use one of {', '.join(allowed)}")
+            raise ConfigError(
+                f"loss '{loss}' does not fit {kind} segmentation; use one of {', '.join(allowed)}"
+            )
         return loss
 
     def to_dict(self) -> dict[str, Any]:

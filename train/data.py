@@ -8,8 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
-
 from idl.infer.axes import resolve_axes_2d, to_yxc
 from idl.infer.errors import DataError
 from idl.infer.io import read_image
@@ -17,6 +15,7 @@ from idl.infer.labels import infer_num_classes, mask_plane, semantic_target
 from idl.infer.normalize import Normalization, normalize
 from idl.infer.project import Pair, pair_files
 from idl.infer.tiling import axis_tiles
+from torch.utils.data import Dataset
 
 log = logging.getLogger("idl")
 
@@ -67,10 +66,14 @@ def load_semantic_data(
             )
         raw.append((pair, image, gt))
     for (shape, guess), count in guesses.items():
-        log.info("guessed axes '%s' for %d image(s) of shape %s (pass --axes to set them)", guess, count, shape)
+        log.info(
+            "guessed axes '%s' for %d image(s) of shape %s (pass --axes to set them)", guess, count, shape
+        )
     if num_classes is None:
         num_classes = infer_num_classes([gt for _, _, gt in raw])
-        log.info("found %s in the ground truth", "binary masks" if num_classes == 2 else f"{num_classes} classes")
+        log.info(
+            "found %s in the ground truth", "binary masks" if num_classes == 2 else f"{num_classes} classes"
+        )
     samples = [
         Sample(pair.name, normalize(image, norm), semantic_target(gt, num_classes, str(pair.groundtruth)))
         for pair, image, gt in raw
@@ -161,7 +164,9 @@ class TileDataset(Dataset):
             h, w = sample.image.shape[:2]
             for r in axis_tiles(h, patch, 0, 1):
                 for c in axis_tiles(w, patch, 0, 1):
-                    self.items.append((i, slice(r.origin, r.origin + patch), slice(c.origin, c.origin + patch)))
+                    self.items.append(
+                        (i, slice(r.origin, r.origin + patch), slice(c.origin, c.origin + patch))
+                    )
         self.samples = samples
 
     def __len__(self) -> int:

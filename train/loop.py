@@ -9,12 +9,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
-
 from idl.infer.metrics import jaccard
 from idl.train.data import PatchDataset, TileDataset
 from idl.train.losses import LossFn, predicted_classes
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 
 @dataclass
@@ -121,6 +120,8 @@ def fit(
             state.finished = True
         on_epoch(state, improved)
         bar.update(1)
-        bar.set_postfix(loss=f"{train_loss:.4f}", val_loss=f"{val_loss:.4f}", val_jaccard=f"{val_jaccard:.3f}")
+        bar.set_postfix(
+            loss=f"{train_loss:.4f}", val_loss=f"{val_loss:.4f}", val_jaccard=f"{val_jaccard:.3f}"
+        )
     bar.close()
     return state

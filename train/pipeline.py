@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from idl.export.onnx import export_onnx
 from idl.infer.errors import IdlError
 from idl.infer.evaluate import EvalItem, evaluate_semantic
@@ -21,6 +20,7 @@ from idl.infer.model import load_model
 from idl.infer.model_info import ModelInfo
 from idl.infer.predict import UNCERTAINTY_DIR, PredictOptions, predict_files
 from idl.infer.project import EVALUATION_DIR, IMAGE_DIR, MODEL_DIR, RESULTS_DIR, pair_files
+from idl.infer.tiling import round_up
 from idl.models import UNet2D, UNetSpec
 from idl.train.checkpoint import (
     BEST_NAME,
@@ -32,8 +32,8 @@ from idl.train.checkpoint import (
 )
 from idl.train.config import IMPLEMENTED_TASKS, ConfigError, TrainConfig
 from idl.train.data import PatchDataset, TileDataset, load_semantic_data, patch_size_for, split_validation
-from idl.train.losses import make_loss
 from idl.train.loop import LoopSettings, TrainState, fit
+from idl.train.losses import make_loss
 from idl.train.tracking import Tracker
 
 log = logging.getLogger("idl")
@@ -62,13 +62,13 @@ def resolve_device(name: str) -> torch.device:
 
 
 def recommended_halo(depth: int) -> int:
-    """Tile halo (px) that makes tiled prediction match whole-image prediction for a U-Net of ``depth``.
+    """Tile halo (px) that makes tiled prediction equal whole-image prediction for a U-Net of ``depth``.
 
-    The theoretical receptive field of a depth-4 U-Net reaches about 100 px to each side, but its
-    effective field is far smaller: measured on trained models, a 64 px halo keeps tiled probabilities
-    within 1e-4 of whole-image ones (see docs/benchmarks.md).
+    The 3x3 convolutions of a depth-d U-Net see ``6 * 2**d - 4`` px to each side (92 px for depth 4);
+    rounded up to the size multiple, that halo reproduces whole-image probabilities exactly on trained
+    models, while 64 px still left errors of 7e-3 (docs/benchmarks.md, bench/halo_2d.py).
     """
-    return 4 * 2**depth
+    return round_up(6 * 2**depth - 4, 2**depth)
 
 
 def _seed_everything(seed: int) -> None:
@@ -94,7 +94,9 @@ def train_project(
     """Train, export, predict and evaluate one project; returns where everything went."""
     project = Path(project)
     if config.task not in IMPLEMENTED_TASKS:
-        raise ConfigError(f"task '{config.task}' is not available yet; available: {', '.join(IMPLEMENTED_TASKS)}")
+        raise ConfigError(
+            f"task '{config.task}' is not available yet; available: {', '.join(IMPLEMENTED_TASKS)}"
+        )
     if config.pretrained is not None:
         raise ConfigError("--pretrained is not available yet; train from scratch for now.")
     if config.dims != 2:
@@ -125,12 +127,22 @@ def train_project(
         axes=data.axes,
         dropout=config.dropout,
         name=f"{project.resolve().name}-unet2d",
-        training={"n_train": len(train_samples), "n_val": len(val_samples), "patch": patch, "loss": loss_name},
+        training={
+            "n_train": len(train_samples),
+            "n_val": len(val_samples),
+            "patch": patch,
+            "loss": loss_name,
+        },
     )
     log.info(
         "%d training / %d validation images, %d channel(s), %s, patches of %d px, loss %s, device %s",
-        len(train_samples), len(val_samples), data.in_channels,
-        "binary" if data.num_classes == 2 else f"{data.num_classes} classes", patch, loss_name, device,
+        len(train_samples),
+        len(val_samples),
+        data.in_channels,
+        "binary" if data.num_classes == 2 else f"{data.num_classes} classes",
+        patch,
+        loss_name,
+        device,
     )
     model_dir.mkdir(parents=True, exist_ok=True)
     write_text(model_dir / CONFIG_NAME, json.dumps(config.to_dict(), indent=2))
@@ -160,19 +172,36 @@ def train_project(
                 save_checkpoint(model_dir / BEST_NAME, payload)
             save_checkpoint(
                 model_dir / LAST_NAME,
-                {**payload, "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
-                 "mlflow_run_id": tracker.run_id},
+                {
+                    **payload,
+                    "optimizer": optimizer.state_dict(),
+                    "torch_rng": torch.get_rng_state(),
+                    "mlflow_run_id": tracker.run_id,
+                },
             )
             metrics = {k: v for k, v in current.history[-1].items() if k != "epoch"}
             tracker.log_metrics(metrics, step=current.epoch)
 
-        settings = LoopSettings(config.epochs, config.batch_size, config.patience, config.seed,
-                                data.num_classes, progress)
-        fit(model, optimizer, PatchDataset(train_samples, patch, config.augment, config.seed),
-            TileDataset(val_samples, patch), make_loss(loss_name, data.num_classes), settings, state,
-            device, on_epoch)
-        log.info("training done after %d epoch(s); best validation loss %.4f at epoch %d",
-                 state.epoch, state.best_val_loss, state.best_epoch)
+        settings = LoopSettings(
+            config.epochs, config.batch_size, config.patience, config.seed, data.num_classes, progress
+        )
+        fit(
+            model,
+            optimizer,
+            PatchDataset(train_samples, patch, config.augment, config.seed),
+            TileDataset(val_samples, patch),
+            make_loss(loss_name, data.num_classes),
+            settings,
+            state,
+            device,
+            on_epoch,
+        )
+        log.info(
+            "training done after %d epoch(s); best validation loss %.4f at epoch %d",
+            state.epoch,
+            state.best_val_loss,
+            state.best_epoch,
+        )
 
         best, _ = model_from_checkpoint(load_checkpoint(model_dir / BEST_NAME))
         onnx_path, mc_path = export_onnx(best, info, model_dir)
@@ -222,5 +251,6 @@ def predict_and_evaluate(project: Path, config: TrainConfig, progress: bool = Tr
         for p in pairs
         if p.groundtruth is not None
     ]
-    return evaluate_semantic(items, project / EVALUATION_DIR, model.info.num_classes, axes=config.axes,
-                             progress=progress)
+    return evaluate_semantic(
+        items, project / EVALUATION_DIR, model.info.num_classes, axes=config.axes, progress=progress
+    )

@@ -50,8 +50,11 @@ class Tracker:
             experiment_id = mlflow.create_experiment(EXPERIMENT, artifact_location=location)
         else:
             experiment_id = experiment.experiment_id
-        self.run = mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment_id,
-                                    run_name=None if run_id else project.resolve().name)
+        self.run = mlflow.start_run(
+            run_id=run_id,
+            experiment_id=None if run_id else experiment_id,
+            run_name=None if run_id else project.resolve().name,
+        )
         self.run_id = self.run.info.run_id
         self.uri = uri
         log.info("MLflow run %s in %s", self.run_id, uri)

@@ -7,7 +7,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-
 from idl.cli import evaluate as evaluate_cli
 from idl.cli import export as export_cli
 from idl.cli import predict as predict_cli
@@ -25,8 +24,19 @@ def _run(command, args: list[str]):
 def test_predict_with_fixed_threshold_and_probabilities(model_dir: Path, tmp_path: Path) -> None:
     image = model_dir.parent / "test" / "image" / "nuclei_000.tif"
     out = tmp_path / "out"
-    result = _run(predict_cli, [str(model_dir / "model.onnx"), str(image), "--out", str(out), "--threshold",
-                                "0.5", "--save-probabilities", "--tile-size", "80", "--quiet"])
+    result = _run(
+        predict_cli,
+        [
+            str(model_dir / "model.onnx"),
+            str(image),
+            "--out",
+            str(out),
+            "--threshold",
+            "0.5",
+            "--save-probabilities",
+            "--quiet",
+        ],
+    )
     assert result.exit_code == 0, result.output
     prob = read_image(out / "probabilities" / "nuclei_000.tif")
     mask = read_image(out / "nuclei_000.tif")
@@ -37,13 +47,21 @@ def test_predict_with_fixed_threshold_and_probabilities(model_dir: Path, tmp_pat
 def test_predict_then_evaluate_matches_direct_jaccard(trained_project: Path, tmp_path: Path) -> None:
     out = tmp_path / "pred"
     test = trained_project / "test"
-    assert _run(predict_cli, [str(trained_project / "model"), str(test / "image"), "--out", str(out),
-                              "--quiet"]).exit_code == 0
-    result = _run(evaluate_cli, [str(out), str(test / "groundtruth"), "--images", str(test / "image"), "--quiet"])
+    assert (
+        _run(
+            predict_cli, [str(trained_project / "model"), str(test / "image"), "--out", str(out), "--quiet"]
+        ).exit_code
+        == 0
+    )
+    result = _run(
+        evaluate_cli, [str(out), str(test / "groundtruth"), "--images", str(test / "image"), "--quiet"]
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "evaluation" / "summary.json").read_text())
-    total = sum(confusion_matrix(read_image(p), read_image(test / "groundtruth" / p.name), 2)
-                for p in sorted(out.glob("*.tif")))
+    total = sum(
+        confusion_matrix(read_image(p), read_image(test / "groundtruth" / p.name), 2)
+        for p in sorted(out.glob("*.tif"))
+    )
     assert summary["jaccard"] == pytest.approx(jaccard(total))
     metrics = pd.read_csv(out / "evaluation" / "metrics.csv")
     assert list(metrics.columns) == ["filename", "jaccard", "dice", "accuracy"] and len(metrics) == 3
@@ -80,12 +98,15 @@ def test_predict_errors_are_clear(model_dir: Path, tmp_path: Path) -> None:
     assert "rgb.tif: has 3 channel(s)" in result.output and "expects 1" in result.output
     result = CliRunner().invoke(predict_cli.main, [str(tmp_path), str(rgb), "--out", str(tmp_path / "o")])
     assert "no model.onnx in this folder" in result.output
-    result = CliRunner().invoke(predict_cli.main, [str(model_dir), str(rgb), "--out", "o", "--threshold", "2"])
+    result = CliRunner().invoke(
+        predict_cli.main, [str(model_dir), str(rgb), "--out", "o", "--threshold", "2"]
+    )
     assert "threshold must be between 0 and 1" in result.output
     image = model_dir.parent / "test" / "image" / "nuclei_000.tif"
-    result = CliRunner().invoke(predict_cli.main, [str(model_dir), str(image), "--out", str(tmp_path / "o"),
-                                                   "--tile-size", "64"])
-    assert "--tile-size 64 is too small: each tile needs 32 px of context" in result.output
+    result = CliRunner().invoke(
+        predict_cli.main, [str(model_dir), str(image), "--out", str(tmp_path / "o"), "--tile-size", "64"]
+    )
+    assert "--tile-size 64 is too small: each tile needs 48 px of context" in result.output
 
 
 def test_train_needs_a_task(small_project: Path) -> None:

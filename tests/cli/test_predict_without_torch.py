@@ -8,7 +8,6 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
-
 from idl.infer.io import read_image
 
 SCRIPT = textwrap.dedent(
@@ -41,8 +40,17 @@ SCRIPT = textwrap.dedent(
 def test_predict_end_to_end_with_torch_blocked(model_dir: Path, tmp_path: Path) -> None:
     project = model_dir.parent
     out = tmp_path / "pred"
-    args = [str(model_dir), str(project / "test" / "image"), "--out", str(out), "--mc-samples", "3",
-            "--gt", str(project / "test" / "groundtruth"), "--quiet"]
+    args = [
+        str(model_dir),
+        str(project / "test" / "image"),
+        "--out",
+        str(out),
+        "--mc-samples",
+        "3",
+        "--gt",
+        str(project / "test" / "groundtruth"),
+        "--quiet",
+    ]
     proc = subprocess.run([sys.executable, "-c", SCRIPT, *args], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     names = sorted(p.name for p in (project / "test" / "image").iterdir())
@@ -51,4 +59,3 @@ def test_predict_end_to_end_with_torch_blocked(model_dir: Path, tmp_path: Path) 
     assert mask.dtype == np.uint8 and mask.shape == (96, 96)
     assert read_image(out / "uncertainty" / names[0]).dtype == np.float32
     assert (out / "evaluation" / "summary.json").is_file() and (out / "evaluation" / "report.html").is_file()
-

@@ -5,7 +5,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from idl.export.onnx import ExportError, export_onnx, verify_deterministic
 from idl.infer.model import load_model
 from idl.infer.model_info import ModelInfo
@@ -13,8 +12,14 @@ from idl.models import UNet2D, UNetSpec
 
 
 def _info(spec: UNetSpec, num_classes: int = 2) -> ModelInfo:
-    return ModelInfo(task="semantic", in_channels=spec.in_channels, num_classes=num_classes,
-                     size_multiple=spec.size_multiple, halo=16, dropout=spec.dropout)
+    return ModelInfo(
+        task="semantic",
+        in_channels=spec.in_channels,
+        num_classes=num_classes,
+        size_multiple=spec.size_multiple,
+        halo=16,
+        dropout=spec.dropout,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +67,10 @@ def test_trained_model_mc_samples_differ_and_average_to_deterministic(model_dir:
     from idl.infer.io import read_image
     from idl.infer.normalize import normalize
 
-    image = normalize(read_image(sorted((model_dir.parent / "test" / "image").iterdir())[0])[..., None],
-                      model.info.normalization)
+    image = normalize(
+        read_image(sorted((model_dir.parent / "test" / "image").iterdir())[0])[..., None],
+        model.info.normalization,
+    )
     x = np.moveaxis(image, -1, 0)[None]
     det = model.runner(x)[0]
     samples = model.mc_runner(np.repeat(x, 32, axis=0))

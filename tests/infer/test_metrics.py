@@ -2,9 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.metrics import accuracy_score, f1_score, jaccard_score
-
 from idl.infer.metrics import accuracy, confusion_matrix, dice, jaccard
+from sklearn.metrics import accuracy_score, f1_score, jaccard_score
 
 
 def test_binary_scores_match_scikit_learn(rng) -> None:
@@ -24,7 +23,9 @@ def test_multiclass_scores_are_macro_over_foreground_classes(rng) -> None:
     pred = np.where(rng.random(gt.shape) < 0.3, rng.integers(0, 4, gt.shape), gt)
     cm = confusion_matrix(pred, gt, 4)
     labels = [1, 2, 3]
-    assert jaccard(cm) == pytest.approx(jaccard_score(gt.ravel(), pred.ravel(), labels=labels, average="macro"))
+    assert jaccard(cm) == pytest.approx(
+        jaccard_score(gt.ravel(), pred.ravel(), labels=labels, average="macro")
+    )
     assert dice(cm) == pytest.approx(f1_score(gt.ravel(), pred.ravel(), labels=labels, average="macro"))
 
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
 from idl.infer.model import load_model
 from idl.infer.predict import PredictOptions, predict_image, predict_probabilities
 from idl.infer.synthetic import NucleiSpec, synthetic_nuclei
@@ -14,10 +13,19 @@ def test_tiled_2048_image_equals_whole_image_prediction(model_dir: Path) -> None
     info = model.info
     image, _ = synthetic_nuclei(np.random.default_rng(7), NucleiSpec(size=2048, objects=(300, 400)))
     image = image[..., None]
-    whole, _ = predict_probabilities(model.runner, image, info.normalization, 1, info.size_multiple,
-                                     tile_size=2048, halo=0)
-    tiled, _ = predict_probabilities(model.runner, image, info.normalization, 1, info.size_multiple,
-                                     tile_size=256, halo=info.halo, batch_size=4)
+    whole, _ = predict_probabilities(
+        model.runner, image, info.normalization, 1, info.size_multiple, tile_size=2048, halo=0
+    )
+    tiled, _ = predict_probabilities(
+        model.runner,
+        image,
+        info.normalization,
+        1,
+        info.size_multiple,
+        tile_size=256,
+        halo=info.halo,
+        batch_size=4,
+    )
     diff = np.abs(tiled - whole)
     print(f"2048x2048, 256-px tiles, halo {info.halo}: max abs diff {diff.max():.2e}")
     assert diff.max() <= 1e-3
@@ -32,8 +40,6 @@ def test_mc_prediction_gives_mean_and_uncertainty(model_dir: Path) -> None:
     assert det.uncertainty is None and mc.uncertainty is not None
     assert mc.uncertainty.shape == (200, 200) and mc.uncertainty.dtype == np.float32
     assert 0 <= mc.uncertainty.min() and mc.uncertainty.max() <= 0.25 + 1e-6
-    np.testing.assert_allclose(
-        mc.uncertainty, mc.probabilities[0] * (1 - mc.probabilities[0]), atol=1e-5
-    )
+    np.testing.assert_allclose(mc.uncertainty, mc.probabilities[0] * (1 - mc.probabilities[0]), atol=1e-5)
     assert np.abs(mc.probabilities - det.probabilities).mean() < 0.05
     assert mc.mask.dtype == np.uint8 and set(np.unique(mc.mask)) <= {0, 1}

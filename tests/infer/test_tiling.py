@@ -2,11 +2,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import ndimage
-
 from idl.infer.normalize import Normalization
 from idl.infer.predict import predict_probabilities
 from idl.infer.tiling import axis_tiles, read_window, round_up, tile_grid
+from scipy import ndimage
 
 
 @pytest.mark.parametrize("size", [1, 15, 16, 17, 100, 511, 512, 513, 1000, 2048])
@@ -47,8 +46,12 @@ def _box_model(radius: int):
     """A fake network with a known receptive field: a (2r+1)^2 box mean with zero padding."""
 
     def run(batch: np.ndarray) -> np.ndarray:
-        return np.stack([ndimage.uniform_filter(x, size=(1, 2 * radius + 1, 2 * radius + 1), mode="constant")
-                         for x in batch])
+        return np.stack(
+            [
+                ndimage.uniform_filter(x, size=(1, 2 * radius + 1, 2 * radius + 1), mode="constant")
+                for x in batch
+            ]
+        )
 
     return run
 

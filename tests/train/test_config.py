@@ -4,18 +4,29 @@ import json
 from pathlib import Path
 
 import pytest
-
 from idl.train.config import ConfigError, TrainConfig, config_from_mapping, load_config_file, resolve_config
 
 
 def test_instantdl_keys_are_translated(tmp_path: Path) -> None:
     cfg = tmp_path / "config.json"
-    cfg.write_text(json.dumps({
-        "use_algorithm": "SemanticSegmentation", "path": "x", "pretrained_weights": False, "batchsize": 2,
-        "iterations_over_dataset": 7, "data_gen_args": {"horizontal_flip": True}, "loss_function": "dice_loss",
-        "num_classes": 2, "image_size": [128, 128, 1], "seeds": True, "calculate_uncertainty": False,
-        "evaluation": True,
-    }))
+    cfg.write_text(
+        json.dumps(
+            {
+                "use_algorithm": "SemanticSegmentation",
+                "path": "x",
+                "pretrained_weights": False,
+                "batchsize": 2,
+                "iterations_over_dataset": 7,
+                "data_gen_args": {"horizontal_flip": True},
+                "loss_function": "dice_loss",
+                "num_classes": 2,
+                "image_size": [128, 128, 1],
+                "seeds": True,
+                "calculate_uncertainty": False,
+                "evaluation": True,
+            }
+        )
+    )
     config = resolve_config(cfg, epochs=None, batch_size=3)
     assert (config.task, config.epochs, config.batch_size, config.loss) == ("semantic", 7, 3, "dice")
     assert (config.image_size, config.uncertainty, config.pretrained) == (128, False, None)
@@ -24,7 +35,9 @@ def test_instantdl_keys_are_translated(tmp_path: Path) -> None:
 def test_unknown_key_names_valid_ones(tmp_path: Path) -> None:
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps({"epocs": 3}))
-    with pytest.raises(ConfigError, match=r"unknown key 'epocs'\. Did you mean 'epochs'\? Valid keys: .*batch_size"):
+    with pytest.raises(
+        ConfigError, match=r"unknown key 'epocs'\. Did you mean 'epochs'\? Valid keys: .*batch_size"
+    ):
         load_config_file(cfg)
 
 

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from idl.infer.errors import DataError
 from idl.infer.io import write_tiff
 from idl.infer.normalize import Normalization
@@ -25,7 +24,9 @@ def test_loads_binary_masks_of_any_encoding(tmp_path: Path, rng) -> None:
 def test_shape_mismatch_names_both_files(tmp_path: Path) -> None:
     write_tiff(tmp_path / "image" / "a.tif", np.zeros((32, 32), np.uint16))
     write_tiff(tmp_path / "groundtruth" / "a.tif", np.zeros((32, 31), np.uint8))
-    with pytest.raises(DataError, match=r"groundtruth/a\.tif: mask shape \(32, 31\) does not match its image"):
+    with pytest.raises(
+        DataError, match=r"groundtruth/a\.tif: mask shape \(32, 31\) does not match its image"
+    ):
         load_semantic_data(tmp_path, Normalization())
 
 
@@ -37,7 +38,9 @@ def test_multiclass_values_out_of_range(tmp_path: Path) -> None:
 
 
 def test_split_is_seeded_and_disjoint() -> None:
-    samples = [Sample(str(i), np.zeros((16, 16, 1), np.float32), np.zeros((16, 16), np.uint8)) for i in range(10)]
+    samples = [
+        Sample(str(i), np.zeros((16, 16, 1), np.float32), np.zeros((16, 16), np.uint8)) for i in range(10)
+    ]
     train, val = split_validation(samples, 0.2, seed=5)
     assert len(val) == 2 and len(train) == 8
     assert {s.name for s in train}.isdisjoint({s.name for s in val})

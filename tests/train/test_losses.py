@@ -2,9 +2,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.nn import functional as F
-
 from idl.train.losses import make_loss, predicted_classes, soft_dice_loss
+from torch.nn import functional as F
 
 
 def test_dice_loss_values() -> None:

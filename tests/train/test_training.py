@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from idl.infer.errors import IdlError
 from idl.train.checkpoint import load_checkpoint
 from idl.train.config import TrainConfig
@@ -30,6 +29,8 @@ def test_resumed_run_equals_uninterrupted_run(small_project: Path, tmp_path: Pat
     assert result.state.epoch == 3
     a = load_checkpoint(straight / "model" / "last.pt")
     b = load_checkpoint(resumed / "model" / "last.pt")
-    assert [h["train_loss"] for h in a["state"]["history"]] == [h["train_loss"] for h in b["state"]["history"]]
+    assert [h["train_loss"] for h in a["state"]["history"]] == [
+        h["train_loss"] for h in b["state"]["history"]
+    ]
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key
