@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+
 from idl.infer.errors import IdlError
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+
 from idl.cli.common import setup_logging, user_errors
 
 

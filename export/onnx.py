@@ -16,13 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
+
 from idl.infer.errors import IdlError
 from idl.infer.io import atomic_path
 from idl.infer.model import mc_path_for
 from idl.infer.model_info import METADATA_KEY, ModelInfo
 from idl.infer.session import OnnxRunner
 from idl.models import UNet2D, set_mc_dropout
-from torch import nn
 
 log = logging.getLogger("idl")
 

@@ -6,6 +6,7 @@ idl works internally with channels-last ``YXC`` arrays. Supported 2D orders: ``y
 from __future__ import annotations
 
 import numpy as np
+
 from idl.infer.errors import DataError
 
 SUPPORTED_2D = ("yx", "yxc", "cyx")

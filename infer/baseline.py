@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
 from idl.infer.axes import resolve_axes_2d, to_yxc
 from idl.infer.io import read_image
 from idl.infer.labels import mask_plane, semantic_target

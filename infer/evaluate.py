@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
+
 from idl.infer.axes import resolve_axes_2d, to_yxc
 from idl.infer.errors import DataError
 from idl.infer.io import atomic_path, read_image, write_text
@@ -21,7 +23,6 @@ from idl.infer.metrics import confusion_matrix, semantic_scores
 from idl.infer.plots import save_boxplot, save_sample_figure
 from idl.infer.project import files_by_stem
 from idl.infer.report import write_report
-from tqdm.auto import tqdm
 
 log = logging.getLogger("idl")
 

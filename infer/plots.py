@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
 from idl.infer.io import atomic_path
 
 MAX_DISPLAY = 1024  # larger images are subsampled for display only

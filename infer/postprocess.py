@@ -44,5 +44,7 @@ def to_mask(probabilities: np.ndarray, threshold: str | float) -> tuple[np.ndarr
     if probabilities.shape[0] == 1:
         p = probabilities[0]
         t = otsu_threshold(p) if threshold == "otsu" else float(threshold)
-        return (p > t).astype(np.uint8), t
+        mask = np.empty(p.shape, np.uint8)
+        np.greater(p, t, out=mask.view(bool))  # no temporary boolean image
+        return mask, t
     return np.argmax(probabilities, axis=0).astype(np.uint8), None

@@ -13,6 +13,8 @@ from itertools import islice
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
+
 from idl.infer.axes import resolve_axes_2d, to_yxc
 from idl.infer.errors import DataError, IdlError
 from idl.infer.io import IMAGE_SUFFIXES, is_image_file, read_image, write_tiff
@@ -21,7 +23,6 @@ from idl.infer.normalize import Normalization, apply_range, percentile_range
 from idl.infer.postprocess import to_mask
 from idl.infer.tiling import Tile, read_window, round_up, tile_grid
 from idl.infer.uncertainty import SampleMoments
-from tqdm.auto import tqdm
 
 log = logging.getLogger("idl")
 

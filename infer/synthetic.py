@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from idl.infer.io import write_tiff
 from scipy import ndimage
+
+from idl.infer.io import write_tiff
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
+
 from idl.infer.tiling import pad_mode
 from idl.models.dropout import MCDropout
-from torch import nn
 
 
 @dataclass(frozen=True)

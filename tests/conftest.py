@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from idl.infer.synthetic import NucleiSpec, write_semantic_project
 
 SMALL = NucleiSpec(size=96, objects=(3, 7), radius=(4.0, 10.0))

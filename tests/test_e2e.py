@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from idl.infer.baseline import otsu_jaccard
 from idl.infer.project import pair_files
 
@@ -55,4 +56,5 @@ def test_demo_project_unet_beats_otsu(tmp_path: Path) -> None:
     )
     assert "Jaccard" in pred
     again = json.loads((tmp_path / "pred" / "evaluation" / "summary.json").read_text())
-    assert again["jaccard"] == pytest.approx(summary["jaccard"], abs=0.02)  # MC vs deterministic masks
+    print(f"idl-predict without Monte Carlo dropout: Jaccard {again['jaccard']:.4f}")
+    assert again["jaccard"] > baseline + 0.03

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from idl.infer.errors import ModelError
 from idl.infer.io import atomic_path
 from idl.infer.model_info import ModelInfo

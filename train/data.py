@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
+
 from idl.infer.axes import resolve_axes_2d, to_yxc
 from idl.infer.errors import DataError
 from idl.infer.io import read_image
@@ -15,7 +17,6 @@ from idl.infer.labels import infer_num_classes, mask_plane, semantic_target
 from idl.infer.normalize import Normalization, normalize
 from idl.infer.project import Pair, pair_files
 from idl.infer.tiling import axis_tiles
-from torch.utils.data import Dataset
 
 log = logging.getLogger("idl")
 

@@ -9,11 +9,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
 from idl.infer.metrics import jaccard
 from idl.train.data import PatchDataset, TileDataset
 from idl.train.losses import LossFn, predicted_classes
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 
 @dataclass

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from idl.export.onnx import export_onnx
 from idl.infer.errors import IdlError
 from idl.infer.evaluate import EvalItem, evaluate_semantic

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+
 from idl.cli import evaluate as evaluate_cli
 from idl.cli import export as export_cli
 from idl.cli import predict as predict_cli

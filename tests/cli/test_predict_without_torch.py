@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+
 from idl.infer.io import read_image
 
 SCRIPT = textwrap.dedent(

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from idl.export.onnx import ExportError, export_onnx, verify_deterministic
 from idl.infer.model import load_model
 from idl.infer.model_info import ModelInfo

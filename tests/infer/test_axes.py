@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from idl.infer.axes import guess_axes_2d, resolve_axes_2d, to_yxc
 from idl.infer.errors import DataError
 

@@ -5,9 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from skimage.io import imsave
+
 from idl.infer.errors import DataError
 from idl.infer.io import atomic_path, read_image, write_tiff
-from skimage.io import imsave
 
 
 def test_roundtrip_tiff_png_npy(tmp_path: Path, rng) -> None:

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from idl.infer.metrics import accuracy, confusion_matrix, dice, jaccard
 from sklearn.metrics import accuracy_score, f1_score, jaccard_score
+
+from idl.infer.metrics import accuracy, confusion_matrix, dice, jaccard
 
 
 def test_binary_scores_match_scikit_learn(rng) -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from idl.infer.normalize import Normalization, apply_range, normalize, percentile_range
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
 from idl.infer.model import load_model
 from idl.infer.predict import PredictOptions, predict_image, predict_probabilities
 from idl.infer.synthetic import NucleiSpec, synthetic_nuclei

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from idl.infer.errors import DataError
 from idl.infer.io import write_tiff
 from idl.infer.project import pair_files

@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
+
 from idl.infer.normalize import Normalization
 from idl.infer.predict import predict_probabilities
 from idl.infer.tiling import axis_tiles, read_window, round_up, tile_grid
-from scipy import ndimage
 
 
 @pytest.mark.parametrize("size", [1, 15, 16, 17, 100, 511, 512, 513, 1000, 2048])

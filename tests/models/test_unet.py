@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from idl.models import MCDropout, UNet2D, UNetSpec, set_mc_dropout
 
 

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from idl.train.config import ConfigError, TrainConfig, config_from_mapping, load_config_file, resolve_config
 
 

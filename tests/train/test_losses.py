@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from idl.train.losses import make_loss, predicted_classes, soft_dice_loss
 from torch.nn import functional as F
+
+from idl.train.losses import make_loss, predicted_classes, soft_dice_loss
 
 
 def test_dice_loss_values() -> None:
