@@ -134,20 +134,9 @@ def main() -> None:
         ]
         subprocess.run(cmd, check=True)
     me = [sys.executable, __file__, "--model", str(model), "--image", str(image_path)]
+    predict = [sys.executable, "-m", "idl.cli.predict", str(model), str(image_path), "--quiet", "--out"]
     runs: list[Measurement] = [
-        measure(
-            "idl-predict (512-px tiles)",
-            [
-                sys.executable,
-                "-m",
-                "idl.cli.predict",
-                str(model),
-                str(image_path),
-                "--out",
-                str(args.work / "idl"),
-                "--quiet",
-            ],
-        ),
+        measure("idl-predict (512-px tiles)", [*predict, str(args.work / "idl")]),
         measure(
             "onnxruntime, whole image", [*me, "--child", "onnxruntime", "--out", str(args.work / "ort.tif")]
         ),
@@ -161,18 +150,7 @@ def main() -> None:
 
     if args.mc_samples:
         label = f"idl-predict, {args.mc_samples} MC samples"
-        cmd = [
-            sys.executable,
-            "-m",
-            "idl.cli.predict",
-            str(model),
-            str(image_path),
-            "--out",
-            str(args.work / "mc"),
-            "--mc-samples",
-            str(args.mc_samples),
-            "--quiet",
-        ]
+        cmd = [*predict, str(args.work / "mc"), "--mc-samples", str(args.mc_samples)]
         runs.append(measure(label, cmd))
     reference = runs[1].seconds
     print(f"\n{args.size} x {args.size} uint16 image, model {model}")

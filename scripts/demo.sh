@@ -9,9 +9,9 @@ bash scripts/setup.sh
 PROJECT="${1:-demo_project}"
 rm -rf "$PROJECT"
 idl-demo "$PROJECT"
-idl-train "$PROJECT" --task semantic --epochs 30 --quiet
+idl-train "$PROJECT" --task semantic --epochs 30
 idl-predict "$PROJECT/model" "$PROJECT/test/image" --out "$PROJECT/predictions" --mc-samples 20 \
-    --gt "$PROJECT/test/groundtruth" --quiet
+    --gt "$PROJECT/test/groundtruth"
 echo
 echo "trained model:       $PROJECT/model (model.onnx, model_mc.onnx, best.pt)"
 echo "test predictions:    $PROJECT/results (uncertainty maps in $PROJECT/results/uncertainty)"

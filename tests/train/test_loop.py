@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from idl.models import UNet2D, UNetSpec
+from idl.train.data import PatchDataset, Sample, TileDataset
+from idl.train.loop import LoopSettings, TrainState, fit
+from idl.train.losses import make_loss
+
+
+def _samples(n: int) -> list[Sample]:
+    rng = np.random.default_rng(0)
+    return [
+        Sample(
+            str(i), rng.random((32, 32, 1)).astype(np.float32), (rng.random((32, 32)) > 0.5).astype(np.uint8)
+        )
+        for i in range(n)
+    ]
+
+
+def test_early_stopping_after_patience_without_improvement() -> None:
+    torch.manual_seed(0)
+    net = UNet2D(UNetSpec(depth=1, base_filters=2, dropout=0.0))
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = 0.0  # running statistics stay put
+    frozen = torch.optim.SGD(net.parameters(), lr=0.0)  # nothing changes: no epoch after the first improves
+    calls: list[tuple[int, bool]] = []
+    state = fit(
+        net,
+        frozen,
+        PatchDataset(_samples(4), 32, (), seed=0),
+        TileDataset(_samples(2), 32),
+        make_loss("bce", 2),
+        LoopSettings(epochs=50, batch_size=2, patience=3, seed=0, num_classes=2, progress=False),
+        TrainState(),
+        torch.device("cpu"),
+        lambda s, improved: calls.append((s.epoch, improved)),
+    )
+    assert state.finished and state.epoch == 4 and state.best_epoch == 1 and state.bad_epochs == 3
+    assert calls == [(1, True), (2, False), (3, False), (4, False)]
