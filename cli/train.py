@@ -95,6 +95,9 @@ def main(
     from idl.train.config import ConfigError, resolve_config
     from idl.train.pipeline import train_project
 
+    saved = project / "model" / "config.json"
+    if resume and config_file is None and saved.is_file():
+        config_file = saved  # resume with the settings the run started with; flags still override
     if options.get("task") is None and config_file is None:
         raise ConfigError(
             "name the task: --task semantic (or give a --config file with use_algorithm / task)"

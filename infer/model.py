@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import onnxruntime as ort
+
 from idl.infer.errors import ModelError
 from idl.infer.model_info import METADATA_KEY, ModelInfo
-from idl.infer.session import OnnxRunner
+from idl.infer.session import OnnxRunner, choose_providers
 
 DETERMINISTIC_NAME = "model.onnx"
 MC_NAME = "model_mc.onnx"
@@ -20,21 +22,30 @@ def mc_path_for(path: Path) -> Path:
 
 @dataclass
 class LoadedModel:
-    """A deterministic ONNX graph (session open) plus its optional Monte Carlo twin (opened on demand)."""
+    """A deterministic ONNX graph plus its optional Monte Carlo twin; sessions open on first use,
+    so Monte Carlo prediction does not also hold the deterministic session in memory."""
 
     info: ModelInfo
-    runner: OnnxRunner
+    path: Path
     mc_path: Path | None
     device: str = "auto"
+    _runner: OnnxRunner | None = field(default=None, repr=False)
     _mc_runner: OnnxRunner | None = field(default=None, repr=False)
+
+    @property
+    def runner(self) -> OnnxRunner:
+        """The deterministic (eval-mode) session."""
+        if self._runner is None:
+            self._runner = OnnxRunner(self.path, self.device)
+        return self._runner
 
     @property
     def mc_runner(self) -> OnnxRunner:
         """The Monte Carlo dropout session; raises :class:`ModelError` when the model has none."""
         if self.mc_path is None:
             raise ModelError(
-                f"{self.runner.path}: this model has no Monte Carlo dropout graph (expected "
-                f"{mc_path_for(self.runner.path).name} next to it). Predict without --mc-samples, or "
+                f"{self.path}: this model has no Monte Carlo dropout graph (expected "
+                f"{mc_path_for(self.path).name} next to it). Predict without --mc-samples, or "
                 "re-export the model with idl-export."
             )
         if self._mc_runner is None:
@@ -62,8 +73,7 @@ def resolve_model_path(path: Path) -> Path:
 def load_model(path: str | Path, device: str = "auto") -> LoadedModel:
     """Open a trained model for prediction, reading its :class:`ModelInfo` from the ONNX metadata."""
     onnx_path = resolve_model_path(Path(path))
-    runner = OnnxRunner(onnx_path, device)
-    meta = runner.metadata.get(METADATA_KEY)
+    meta = OnnxRunner(onnx_path, "cpu").metadata.get(METADATA_KEY)  # this session is dropped again
     if meta is None:
         raise ModelError(
             f"{onnx_path}: this ONNX file has no idl metadata, so its task, normalization and tiling "
@@ -71,4 +81,5 @@ def load_model(path: str | Path, device: str = "auto") -> LoadedModel:
         )
     info = ModelInfo.from_json(meta)
     mc = mc_path_for(onnx_path)
-    return LoadedModel(info=info, runner=runner, mc_path=mc if mc.is_file() else None, device=device)
+    choose_providers(device, ort.get_available_providers())  # fail early on an unavailable --device
+    return LoadedModel(info=info, path=onnx_path, mc_path=mc if mc.is_file() else None, device=device)

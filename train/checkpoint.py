@@ -7,6 +7,7 @@ previous checkpoint.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +46,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 def model_payload(model: UNet2D, info: ModelInfo) -> dict[str, Any]:
     """The part of a checkpoint that describes and holds the network."""
-    spec = model.spec
     return {
         "architecture": "unet2d",
-        "spec": {k: getattr(spec, k) for k in spec.__dataclass_fields__},
+        "spec": asdict(model.spec),
         "info": info.to_json(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }

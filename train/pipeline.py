@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -145,8 +145,6 @@ def train_project(
         loss_name,
         device,
     )
-    model_dir.mkdir(parents=True, exist_ok=True)
-    write_text(model_dir / CONFIG_NAME, json.dumps(config.to_dict(), indent=2))
 
     _seed_everything(config.seed)
     model = UNet2D(spec).to(device)
@@ -154,6 +152,13 @@ def train_project(
     state, run_id = TrainState(), None
     if resume:
         payload = load_checkpoint(model_dir / LAST_NAME)
+        wanted = asdict(spec)
+        if payload["spec"] != wanted:
+            raise ConfigError(
+                f"{model_dir / LAST_NAME} holds a network built with {payload['spec']}, but the current "
+                f"settings build {wanted}. Resume with the original settings "
+                f"(--config {model_dir / CONFIG_NAME}) or train anew with --overwrite."
+            )
         model.load_state_dict(payload["state_dict"])
         optimizer.load_state_dict(payload["optimizer"])
         state = TrainState(**payload["state"])
@@ -162,6 +167,8 @@ def train_project(
         torch.set_rng_state(payload["torch_rng"])
         run_id = payload.get("mlflow_run_id")
         log.info("resuming after epoch %d (best epoch %d)", state.epoch, state.best_epoch)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    write_text(model_dir / CONFIG_NAME, json.dumps(config.to_dict(), indent=2))
 
     tracker = Tracker(project, config.tracking_uri, run_id)
     try:

@@ -26,6 +26,9 @@ def test_resumed_run_equals_uninterrupted_run(small_project: Path, tmp_path: Pat
     train_project(resumed, TrainConfig(epochs=2, patience=5, **FAST), progress=False)
     with pytest.raises(IdlError, match="already holds a trained model.*--resume"):
         train_project(resumed, TrainConfig(epochs=3, patience=5, **FAST), progress=False)
+    other = {**FAST, "base_filters": 8}
+    with pytest.raises(IdlError, match="holds a network built with .*--config"):
+        train_project(resumed, TrainConfig(epochs=3, patience=5, **other), resume=True, progress=False)
     result = train_project(resumed, TrainConfig(epochs=3, patience=5, **FAST), resume=True, progress=False)
     assert result.state.epoch == 3
     a = load_checkpoint(straight / "model" / "last.pt")
