@@ -121,9 +121,10 @@ def export_onnx(
     _export(module, example, det_path, info)
     diff = verify_deterministic(module, det_path, info)
     log.info("exported %s (ONNX Runtime vs torch: max abs diff %.2e)", det_path.name, diff)
-    if info.dropout <= 0 or set_mc_dropout(net, True) == 0:
-        return det_path, None
     mc_path = mc_path_for(det_path)
+    if info.dropout <= 0 or set_mc_dropout(net, True) == 0:
+        mc_path.unlink(missing_ok=True)  # never leave an older model's Monte Carlo graph beside this one
+        return det_path, None
     _export(module, example, mc_path, info)
     spread = verify_stochastic(mc_path, info)
     log.info("exported %s (Monte Carlo samples differ by %.2e on average)", mc_path.name, spread)

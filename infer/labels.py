@@ -36,8 +36,24 @@ def semantic_target(gt: np.ndarray, num_classes: int, source: str) -> np.ndarray
     return plane.astype(np.uint8)
 
 
+BINARY_ENCODINGS = {0, 1, 255}  # 0/1 and 0/255 masks, even mixed across files, are binary
+MAX_GUESSED_CLASSES = 20
+
+
 def infer_num_classes(masks: list[np.ndarray]) -> int:
-    """2 when every mask has at most two values (binary: any non-zero is foreground), else max + 1."""
-    if all(np.unique(m).size <= 2 for m in masks):
+    """Number of classes (incl. background) from the values of all masks together.
+
+    Binary when the values fit 0/1 or 0/255 encodings (or are only two values); otherwise classes
+    0..max. Looking at the union matters: masks holding {0, 1} and {0, 2} are three classes. Many
+    distinct values usually mean instance labels or intensity images, which is an error here.
+    """
+    values = np.unique(np.concatenate([np.unique(m) for m in masks]))
+    if values.size <= 2 or set(values.tolist()) <= BINARY_ENCODINGS:
         return 2
-    return int(max(int(m.max()) for m in masks)) + 1
+    if values.size > MAX_GUESSED_CLASSES or values.min() < 0:
+        raise DataError(
+            f"the ground truth holds {values.size} distinct values ({values.min()}..{values.max()}): that "
+            "looks like instance labels or intensity images, not class masks. Use masks with classes "
+            "0..K-1, or pass --num-classes (2 treats every non-zero pixel as foreground)."
+        )
+    return int(values.max()) + 1

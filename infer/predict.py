@@ -21,7 +21,7 @@ from idl.infer.io import IMAGE_SUFFIXES, is_image_file, read_image, write_tiff
 from idl.infer.model import LoadedModel
 from idl.infer.normalize import Normalization, apply_range, percentile_range
 from idl.infer.postprocess import to_mask
-from idl.infer.tiling import Tile, read_window, round_up, tile_grid
+from idl.infer.tiling import Tile, read_window, round_up, smallest_tile, tile_grid
 from idl.infer.uncertainty import SampleMoments
 
 log = logging.getLogger("idl")
@@ -151,12 +151,13 @@ def predict_image(model: LoadedModel, image: np.ndarray, options: PredictOptions
     """Predict one channels-last image with a loaded model."""
     info = model.info
     halo = options.halo(info.halo)
-    smallest = 2 * halo + info.size_multiple
-    if options.tile_size < smallest and max(image.shape[:2]) > options.tile_size:
+    m = info.size_multiple
+    length = max(m, options.tile_size // m * m)  # the tile size axis_tiles will use
+    smallest = smallest_tile(halo, m)
+    if length < smallest and length < round_up(max(image.shape[:2]), m):
         raise IdlError(
             f"--tile-size {options.tile_size} is too small: each tile needs {halo} px of context on "
-            f"both sides. Use --tile-size {round_up(smallest, info.size_multiple)} or more, or a smaller "
-            "--overlap."
+            f"both sides. Use --tile-size {smallest} or more, or a smaller --overlap."
         )
     run = model.mc_runner if options.mc_samples else model.runner
     probabilities, uncertainty = predict_probabilities(

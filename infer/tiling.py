@@ -100,16 +100,24 @@ def tile_grid(
 def read_window(image: np.ndarray, window: tuple[slice, slice]) -> np.ndarray:
     """Crop ``window`` from a ``(Y, X, ...)`` image, padding past the bottom/right border.
 
-    Only the last tiles along an axis reach past the border (by less than the size multiple), and they
-    are padded exactly as the whole image would be, so tiled and whole-image prediction agree.
+    Only the last tiles along an axis reach past the border (by less than the size multiple). Their
+    padding is taken from the image itself, reflected at its border (or repeating the edge when the
+    image is smaller than the padding), exactly as padding the whole image would, so tiled and
+    whole-image prediction see the same values.
     """
-    crop = image[window]
-    pads = [(0, w.stop - w.start - n) for w, n in zip(window, crop.shape[:2], strict=False)]
-    if not any(after for _, after in pads):
-        return crop
-    pads += [(0, 0)] * (crop.ndim - 2)
-    mode = "reflect"
-    for (_, after), n in zip(pads, crop.shape, strict=False):
-        if pad_mode(after, n) == "edge":
-            mode = "edge"
-    return np.pad(crop, pads, mode=mode)
+    overhang = [max(0, w.stop - n) for w, n in zip(window, image.shape[:2], strict=True)]
+    if not any(overhang):
+        return image[window]
+    edge = any(pad_mode(pad, n) == "edge" for pad, n in zip(overhang, image.shape[:2], strict=True) if pad)
+    index = []
+    for w, n in zip(window, image.shape[:2], strict=True):
+        i = np.arange(w.start, w.stop)
+        past = i >= n
+        i[past] = n - 1 if edge else 2 * (n - 1) - i[past]
+        index.append(i)
+    return image[np.ix_(*index)]
+
+
+def smallest_tile(halo: int, multiple: int) -> int:
+    """The smallest tile that keeps ``halo`` pixels of context on both sides of its owned region."""
+    return round_up(2 * halo + multiple, multiple)

@@ -152,11 +152,46 @@ def _translate_instantdl(key: str, value: Any) -> tuple[str, Any]:
         value = None
     elif ours == "seed":
         value = 42 if value in (True, None) else (0 if value is False else int(value))
-    elif ours == "augment":
-        value = tuple(a for a in AUGMENTATIONS if value) if isinstance(value, dict) else value
+    elif ours == "augment" and isinstance(value, dict):
+        # until the full augmentation set exists: flips and right-angle rotations where asked for
+        flips = value.get("horizontal_flip") or value.get("vertical_flip")
+        value = tuple(a for a, on in (("flip", flips), ("rot90", value.get("rotation_range"))) if on)
     elif ours == "image_size" and isinstance(value, (list, tuple)):
         value = int(min(v for v in value[:2]))
+    elif ours == "num_classes" and value == 1:
+        value = 2  # InstantDL counts a binary (sigmoid) task as one class
     return ours, value
+
+
+_KINDS: dict[str, tuple[str, tuple[type, ...]]] = {
+    **{
+        k: ("a whole number", (int,))
+        for k in (
+            "epochs",
+            "batch_size",
+            "patience",
+            "seed",
+            "num_classes",
+            "image_size",
+            "dims",
+            "depth",
+            "base_filters",
+            "mc_samples",
+            "tile_size",
+        )
+    },
+    **{k: ("a number", (int, float)) for k in ("learning_rate", "dropout", "val_fraction", "overlap")},
+    **{k: ("true or false", (bool,)) for k in ("uncertainty", "evaluate")},
+    **{k: ("a text", (str,)) for k in ("task", "loss", "axes", "device", "pretrained", "tracking_uri")},
+}
+
+
+def _check_kind(key: str, value: Any, source: str) -> None:
+    if key not in _KINDS:
+        return
+    name, kinds = _KINDS[key]
+    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        raise ConfigError(f"{source}: '{key}' must be {name}, got {value!r}.")
 
 
 def config_from_mapping(data: dict[str, Any], source: str) -> dict[str, Any]:
@@ -172,6 +207,9 @@ def config_from_mapping(data: dict[str, Any], source: str) -> dict[str, Any]:
             raise ConfigError(
                 f"{source}: unknown key '{key}'.{_did_you_mean(key, valid)} Valid keys: {', '.join(valid)}"
             )
+        if value is None:
+            continue  # null means "the default" (InstantDL's example configs use it so)
+        _check_kind(key, value, source)
         if key == "normalization" and isinstance(value, dict):
             value = Normalization(**value)
         if key == "augment" and isinstance(value, list):

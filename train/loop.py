@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from idl.infer.errors import IdlError
 from idl.infer.metrics import jaccard
 from idl.train.data import PatchDataset, TileDataset
 from idl.train.losses import LossFn, predicted_classes
@@ -108,6 +109,12 @@ def fit(
         loader = DataLoader(train_set, batch_size=settings.batch_size, shuffle=True, generator=shuffle)
         train_loss = train_epoch(model, loader, loss_fn, optimizer, device, settings.progress)
         val_loss, val_jaccard = validate(model, val_loader, loss_fn, settings.num_classes, device)
+        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+            raise IdlError(
+                f"training diverged in epoch {state.epoch + 1} (training loss {train_loss}, validation loss "
+                f"{val_loss}). Lower --learning-rate, check the images for NaN/inf values, or resume from "
+                "the last good epoch with --resume."
+            )
         state.epoch += 1
         improved = val_loss < state.best_val_loss
         if improved:

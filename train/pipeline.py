@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -65,24 +66,38 @@ def resolve_device(name: str) -> torch.device:
 def recommended_halo(depth: int) -> int:
     """Tile halo (px) that makes tiled prediction equal whole-image prediction for a U-Net of ``depth``.
 
-    The 3x3 convolutions of a depth-d U-Net see ``6 * 2**d - 4`` px to each side (92 px for depth 4);
-    rounded up to the size multiple, that halo reproduces whole-image probabilities exactly on trained
-    models, while 64 px still left errors of 7e-3 (docs/benchmarks.md, bench/halo_2d.py).
+    The 3x3 convolutions of a depth-d U-Net reach ``6 * 2**d - 4`` px to each side (92 px at depth 4)
+    and the 2x2 pooling/up-sampling grid adds up to 2 px more at tile borders; ``6 * 2**d`` rounded up
+    to the size multiple (96 px at depth 4) reproduces whole-image probabilities exactly, while 64 px
+    still left errors of 7e-3 on a trained model (docs/benchmarks.md, bench/halo_2d.py).
     """
-    return round_up(6 * 2**depth - 4, 2**depth)
+    return round_up(6 * 2**depth, 2**depth)
 
 
 def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _check_fresh_start(model_dir: Path, resume: bool, overwrite: bool) -> None:
-    if resume or overwrite or not (model_dir / LAST_NAME).exists():
+TRAINED_FILES = (BEST_NAME, LAST_NAME, CONFIG_NAME, "model.onnx", "model_mc.onnx")
+
+
+def _prepare_fresh_start(project: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to replace a trained model silently; with ``overwrite`` remove it and its outputs, so no
+    stale checkpoint, Monte Carlo graph, prediction or figure survives into the new run."""
+    model_dir = project / MODEL_DIR
+    if resume or not (model_dir / LAST_NAME).exists():
         return
-    raise IdlError(
-        f"{model_dir} already holds a trained model. Pass --resume to continue that training, or "
-        "--overwrite to train a new model in its place (or move the folder away first)."
-    )
+    if not overwrite:
+        raise IdlError(
+            f"{model_dir} already holds a trained model. Pass --resume to continue that training, or "
+            "--overwrite to train a new model in its place (or move the folder away first)."
+        )
+    for name in TRAINED_FILES:
+        (model_dir / name).unlink(missing_ok=True)
+    for folder in (project / RESULTS_DIR, project / EVALUATION_DIR):
+        if folder.is_dir():
+            shutil.rmtree(folder)
+    log.info("--overwrite: removed the previous model, results and evaluation of %s", project)
 
 
 def train_project(
@@ -103,13 +118,16 @@ def train_project(
     if config.dims != 2:
         raise ConfigError("3D training is not available yet; use --dims 2.")
     model_dir = project / MODEL_DIR
-    _check_fresh_start(model_dir, resume, overwrite)
+    _prepare_fresh_start(project, resume, overwrite)
     device = resolve_device(config.device)
 
     data = load_semantic_data(project / "train", config.normalization, config.axes, config.num_classes)
     train_samples, val_samples = split_validation(data.samples, config.val_fraction, config.seed)
     loss_name = config.resolved_loss(data.num_classes)
     config = replace(config, num_classes=data.num_classes, loss=loss_name, axes=data.axes)
+    if config.uncertainty and config.dropout == 0:
+        log.warning("dropout is 0, so there is no Monte Carlo dropout: predicting without uncertainty")
+        config = replace(config, uncertainty=False)
     spec = UNetSpec(
         in_channels=data.in_channels,
         out_channels=1 if data.num_classes == 2 else data.num_classes,

@@ -63,6 +63,11 @@ class Tracker:
         flat = {k: str(v)[:500] for k, v in _flatten(params).items()}
         existing = self.mlflow.get_run(self.run_id).data.params
         self.mlflow.log_params({k: v for k, v in flat.items() if k not in existing})
+        # MLflow parameters cannot change; settings changed on --resume are recorded as tags instead
+        changed = {k: v for k, v in flat.items() if k in existing and existing[k] != v}
+        if changed:
+            log.info("resumed with changed settings: %s", ", ".join(f"{k}={v}" for k, v in changed.items()))
+            self.mlflow.set_tags({f"resumed.{k}": v for k, v in changed.items()})
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         self.mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)

@@ -30,7 +30,7 @@ SCRIPT = textwrap.dedent(
         raise SystemExit("torch import was not blocked")
 
     import idl.infer
-    import idl.infer.evaluate, idl.infer.predict, idl.infer.model  # noqa: E401
+    import idl.infer.evaluate, idl.infer.predict, idl.infer.model, idl.cli.evaluate  # noqa: E401
     from idl.cli.predict import main
 
     main(sys.argv[1:], standalone_mode=True)

@@ -80,3 +80,32 @@ def test_trained_model_mc_samples_differ_and_average_to_deterministic(model_dir:
     print(f"MC sample spread {spread:.4f}, |MC mean - deterministic| {mean_gap:.4f}")
     assert spread > 1e-3
     assert mean_gap < 0.05
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_default_halo_makes_tiling_exact_and_padding_matches_torch(depth: int, tmp_path: Path, rng) -> None:
+    from idl.infer.normalize import normalize
+    from idl.infer.predict import predict_probabilities
+    from idl.train.pipeline import recommended_halo
+
+    torch.manual_seed(depth)
+    spec = UNetSpec(depth=depth, base_filters=4, dropout=0.0)
+    net = UNet2D(spec).eval()
+    info = _info(spec)
+    det, _ = export_onnx(net, info, tmp_path)
+    runner = load_model(det).runner
+    image = rng.integers(0, 1000, (203, 150, 1)).astype(np.uint16)  # not a multiple of 2**depth
+    whole, _ = predict_probabilities(runner, image, info.normalization, 1, spec.size_multiple, 256, 0)
+    with torch.no_grad():
+        x = torch.from_numpy(np.moveaxis(normalize(image, info.normalization), -1, 0)[None].copy())
+        expected = torch.sigmoid(net(x))[0].numpy()
+    assert np.abs(whole - expected).max() <= 1e-4  # the same reflect padding on both sides
+    halo = recommended_halo(depth)
+    tiled, _ = predict_probabilities(
+        runner, image, info.normalization, 1, spec.size_multiple, 2 * halo + 8, halo
+    )
+    np.testing.assert_array_equal(tiled, whole)  # bit-identical: every value sees the same inputs
+    short, _ = predict_probabilities(
+        runner, image, info.normalization, 1, spec.size_multiple, 2 * halo + 8, halo // 2
+    )
+    assert np.abs(short - whole).max() > 0  # with half the halo, context is cut (random nets: faintly)

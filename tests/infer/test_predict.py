@@ -29,7 +29,7 @@ def test_tiled_2048_image_equals_whole_image_prediction(model_dir: Path) -> None
     )
     diff = np.abs(tiled - whole)
     print(f"2048x2048, 256-px tiles, halo {info.halo}: max abs diff {diff.max():.2e}")
-    assert diff.max() <= 1e-3
+    assert diff.max() <= 1e-6  # the issue asks for 1e-3; with the default halo tiling is exact
     assert whole.std() > 0.05  # a real prediction, not a constant
 
 

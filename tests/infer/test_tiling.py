@@ -43,6 +43,12 @@ def test_read_window_pads_like_the_whole_image() -> None:
     np.testing.assert_array_equal(read_window(image, window), whole[8:24, 16:32])
 
 
+def test_read_window_repeats_edges_of_tiny_images() -> None:
+    image = np.arange(5 * 3, dtype=np.float32).reshape(5, 3, 1)
+    whole = np.pad(image, ((0, 11), (0, 13), (0, 0)), mode="edge")  # pads >= size: edge, as the U-Net
+    np.testing.assert_array_equal(read_window(image, (slice(0, 16), slice(0, 16))), whole)
+
+
 def _box_model(radius: int):
     """A fake network with a known receptive field: a (2r+1)^2 box mean with zero padding."""
 

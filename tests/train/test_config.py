@@ -33,6 +33,29 @@ def test_instantdl_keys_are_translated(tmp_path: Path) -> None:
     assert (config.image_size, config.uncertainty, config.pretrained) == (128, False, None)
 
 
+def test_instantdl_nulls_binary_classes_and_flips(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.json"
+    cfg.write_text(
+        json.dumps(
+            {
+                "image_size": None,
+                "num_classes": 1,
+                "loss_function": "binary_crossentropy",
+                "data_gen_args": {"horizontal_flip": False, "vertical_flip": False, "rotation_range": 90},
+            }
+        )
+    )
+    config = resolve_config(cfg)
+    assert (config.image_size, config.num_classes, config.loss, config.augment) == (256, 2, "bce", ("rot90",))
+
+
+def test_wrongly_typed_values_name_the_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"c\.json: 'epochs' must be a whole number, got '5'"):
+        config_from_mapping({"epochs": "5"}, "c.json")
+    with pytest.raises(ConfigError, match="'evaluate' must be true or false, got 1"):
+        config_from_mapping({"evaluation": 1}, "c.json")
+
+
 def test_unknown_key_names_valid_ones(tmp_path: Path) -> None:
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps({"epocs": 3}))

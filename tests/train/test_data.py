@@ -22,6 +22,17 @@ def test_loads_binary_masks_of_any_encoding(tmp_path: Path, rng) -> None:
     assert [int(s.target.sum()) for s in data.samples] == [100, 100]
 
 
+def test_classes_are_counted_over_all_masks(tmp_path: Path) -> None:
+    for i, value in enumerate([1, 2]):  # each mask alone looks binary; together they are 3 classes
+        mask = np.zeros((16, 16), np.uint8)
+        mask[:4] = value
+        write_tiff(tmp_path / "image" / f"{i}.tif", np.zeros((16, 16), np.uint16))
+        write_tiff(tmp_path / "groundtruth" / f"{i}.tif", mask)
+    data = load_semantic_data(tmp_path, Normalization())
+    assert data.num_classes == 3
+    assert [int(s.target.max()) for s in data.samples] == [1, 2]
+
+
 def test_shape_mismatch_names_both_files(tmp_path: Path) -> None:
     write_tiff(tmp_path / "image" / "a.tif", np.zeros((32, 32), np.uint16))
     write_tiff(tmp_path / "groundtruth" / "a.tif", np.zeros((32, 31), np.uint8))

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
+from idl.infer.errors import IdlError
 from idl.models import UNet2D, UNetSpec
 from idl.train.data import PatchDataset, Sample, TileDataset
 from idl.train.loop import LoopSettings, TrainState, fit
@@ -17,6 +19,22 @@ def _samples(n: int) -> list[Sample]:
         )
         for i in range(n)
     ]
+
+
+def test_diverging_loss_stops_with_advice() -> None:
+    net = UNet2D(UNetSpec(depth=1, base_filters=2))
+    with pytest.raises(IdlError, match="training diverged in epoch 1.*--learning-rate"):
+        fit(
+            net,
+            torch.optim.SGD(net.parameters(), lr=0.0),
+            PatchDataset(_samples(2), 32, (), seed=0),
+            TileDataset(_samples(1), 32),
+            lambda logits, target: logits.sum() * float("nan"),
+            LoopSettings(epochs=5, batch_size=2, patience=3, seed=0, num_classes=2, progress=False),
+            TrainState(),
+            torch.device("cpu"),
+            lambda s, improved: None,
+        )
 
 
 def test_early_stopping_after_patience_without_improvement() -> None:

@@ -38,3 +38,17 @@ def test_resumed_run_equals_uninterrupted_run(small_project: Path, tmp_path: Pat
     ]
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key
+
+
+def test_overwrite_without_dropout_removes_the_old_model(small_project: Path, tmp_path: Path) -> None:
+    project = _copy_train_split(small_project, tmp_path / "p")
+    shutil.copytree(small_project / "test", project / "test")
+    train_project(
+        project, TrainConfig(epochs=1, **{**FAST, "uncertainty": True, "mc_samples": 2}), progress=False
+    )
+    assert (project / "model" / "model_mc.onnx").is_file() and (project / "results" / "uncertainty").is_dir()
+    config = TrainConfig(epochs=1, dropout=0.0, **{**FAST, "uncertainty": True})
+    result = train_project(project, config, overwrite=True, progress=False)
+    assert result.onnx_mc is None and not (project / "model" / "model_mc.onnx").exists()
+    assert not (project / "results" / "uncertainty").exists()
+    assert len(list((project / "results").glob("*.tif"))) == 3
