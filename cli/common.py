@@ -37,6 +37,18 @@ def user_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def parse_task_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Our task name from ours or InstantDL's spelling (``SemanticSegmentation`` -> ``semantic``)."""
+    from idl.infer.model_info import normalize_task
+
+    if value is None:
+        return None
+    try:
+        return normalize_task(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
 def parse_threshold_option(ctx: click.Context, param: click.Parameter, value: str) -> str | float:
     from idl.infer.postprocess import parse_threshold
 

@@ -6,13 +6,19 @@ from pathlib import Path
 
 import click
 
-from idl.cli.common import setup_logging, user_errors
+from idl.cli.common import parse_task_option, setup_logging, user_errors
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("pred_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("gt_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--task", default="semantic", show_default=True, help="Task of the predictions.")
+@click.option(
+    "--task",
+    default="semantic",
+    show_default=True,
+    callback=parse_task_option,
+    help="Task of the predictions.",
+)
 @click.option(
     "--images",
     "image_dir",
@@ -49,13 +55,8 @@ def main(
     """Evaluate predictions in PRED_DIR against ground truth in GT_DIR (matched by file name)."""
     setup_logging(quiet)
     from idl.infer.evaluate import evaluate_semantic, match_items
-    from idl.infer.model_info import normalize_task
-    from idl.infer.predict import UNCERTAINTY_DIR
+    from idl.infer.project import UNCERTAINTY_DIR
 
-    try:
-        task = normalize_task(task)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--task") from exc
     if task != "semantic":
         raise click.BadParameter(
             f"'{task}' evaluation is not available yet; use semantic", param_hint="--task"

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from idl.cli.common import parse_threshold_option, setup_logging, user_errors
+from idl.infer.session import DEVICES
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -62,7 +63,7 @@ from idl.cli.common import parse_threshold_option, setup_logging, user_errors
     help="Ground-truth folder: also evaluate into OUT/evaluation.",
 )
 @click.option("--save-probabilities", is_flag=True, help="Also write probabilities/<image name>.tif.")
-@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--device", default="auto", show_default=True, type=click.Choice(DEVICES))
 @click.option("--quiet", is_flag=True, help="Only warnings and errors.")
 @user_errors
 def main(
@@ -83,8 +84,7 @@ def main(
     """Predict INPUT images or folders with MODEL (a PROJECT/model folder or a .onnx file)."""
     setup_logging(quiet)
     from idl.infer.model import load_model
-    from idl.infer.predict import UNCERTAINTY_DIR, PredictOptions, collect_inputs, predict_files
-    from idl.infer.project import files_by_stem
+    from idl.infer.predict import PredictOptions, collect_inputs, predict_files
 
     if mc_samples == 1:
         raise click.BadParameter("use 0 (off) or at least 2 samples", param_hint="--mc-samples")
@@ -95,25 +95,9 @@ def main(
     click.echo(f"{len(files)} prediction(s) written to {out_dir}")
     if gt_dir is None:
         return
-    from idl.infer.evaluate import EvalItem, evaluate_semantic  # pandas, matplotlib: only when evaluating
+    from idl.infer.evaluate import evaluate_semantic, items_for_predictions  # pandas etc.: only now
 
-    gts = files_by_stem(gt_dir)
-    missing = [f for f in files if f.stem not in gts]
-    if missing:
-        raise click.ClickException(
-            f"{gt_dir}: no ground truth for {missing[0].name} ({len(missing)} image(s) without one). "
-            "Ground-truth files need the image's name."
-        )
-    items = [
-        EvalItem(
-            f.stem,
-            out_dir / f"{f.stem}.tif",
-            gts[f.stem],
-            f,
-            out_dir / UNCERTAINTY_DIR / f"{f.stem}.tif" if mc_samples else None,
-        )
-        for f in files
-    ]
+    items = items_for_predictions(out_dir, files, gt_dir, uncertainty=mc_samples > 0)
     summary = evaluate_semantic(
         items, out_dir / "evaluation", loaded.info.num_classes, axes=axes, progress=not quiet
     )

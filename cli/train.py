@@ -6,18 +6,8 @@ from pathlib import Path
 
 import click
 
-from idl.cli.common import setup_logging, user_errors
-
-
-def _task_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    from idl.infer.model_info import normalize_task
-
-    if value is None:
-        return None
-    try:
-        return normalize_task(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from exc
+from idl.cli.common import parse_task_option, setup_logging, user_errors
+from idl.infer.session import DEVICES
 
 
 def _list_option(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...] | None:
@@ -32,7 +22,7 @@ def _list_option(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.argument("project", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
     "--task",
-    callback=_task_option,
+    callback=parse_task_option,
     help="semantic, instance, regression or classification (InstantDL spellings work too).",
 )
 @click.option(
@@ -76,7 +66,7 @@ def _list_option(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option(
     "--tracking-uri", help="MLflow store [default: sqlite:///PROJECT/mlflow.db or $MLFLOW_TRACKING_URI]."
 )
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Training device [default: auto].")
+@click.option("--device", type=click.Choice(DEVICES), help="Training device [default: auto].")
 @click.option("--resume", is_flag=True, help="Continue the training saved in PROJECT/model/last.pt.")
 @click.option("--overwrite", is_flag=True, help="Replace a model already trained in PROJECT/model.")
 @click.option("--quiet", is_flag=True, help="Only warnings and errors, no progress bars.")

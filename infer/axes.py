@@ -5,9 +5,12 @@ idl works internally with channels-last ``YXC`` arrays. Supported 2D orders: ``y
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from idl.infer.errors import DataError
+from idl.infer.io import read_image
 
 SUPPORTED_2D = ("yx", "yxc", "cyx")
 MAX_GUESSED_CHANNELS = 4
@@ -61,3 +64,10 @@ def to_yxc(image: np.ndarray, axes: str) -> np.ndarray:
     if axes == "cyx":
         return np.moveaxis(image, 0, -1)
     return image
+
+
+def read_yxc(path: Path, axes: str | None) -> tuple[np.ndarray, str, bool]:
+    """Read an image as channels-last ``(Y, X, C)``; returns ``(image, axes, guessed)``."""
+    raw = read_image(path)
+    resolved, guessed = resolve_axes_2d(raw.shape, axes, str(path))
+    return to_yxc(raw, resolved), resolved, guessed

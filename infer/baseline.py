@@ -9,9 +9,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from idl.infer.axes import resolve_axes_2d, to_yxc
+from idl.infer.axes import read_yxc
 from idl.infer.io import read_image
-from idl.infer.labels import mask_plane, semantic_target
+from idl.infer.labels import semantic_target
 from idl.infer.metrics import confusion_matrix, jaccard
 from idl.infer.project import Pair
 
@@ -30,10 +30,7 @@ def otsu_jaccard(pairs: Sequence[Pair], axes: str | None = None) -> float:
     for pair in pairs:
         if pair.groundtruth is None:
             continue
-        raw = read_image(pair.image)
-        image = to_yxc(raw, resolve_axes_2d(raw.shape, axes, str(pair.image))[0])
-        gt = semantic_target(
-            mask_plane(read_image(pair.groundtruth), str(pair.groundtruth)), 2, str(pair.groundtruth)
-        )
+        image = read_yxc(pair.image, axes)[0]
+        gt = semantic_target(read_image(pair.groundtruth), 2, str(pair.groundtruth))
         total += confusion_matrix(otsu_mask(image), gt, 2)
     return jaccard(total)

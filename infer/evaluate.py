@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,13 +16,13 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from idl.infer.axes import resolve_axes_2d, to_yxc
+from idl.infer.axes import read_yxc
 from idl.infer.errors import DataError
 from idl.infer.io import atomic_path, read_image, write_text
 from idl.infer.labels import infer_num_classes, mask_plane, semantic_target
 from idl.infer.metrics import confusion_matrix, semantic_scores
 from idl.infer.plots import save_boxplot, save_sample_figure
-from idl.infer.project import files_by_stem
+from idl.infer.project import UNCERTAINTY_DIR, files_by_stem
 from idl.infer.report import write_report
 
 log = logging.getLogger("idl")
@@ -63,15 +64,37 @@ def match_items(
     ]
 
 
+def items_for_predictions(
+    out_dir: Path, images: Sequence[Path], gt_dir: Path, uncertainty: bool
+) -> list[EvalItem]:
+    """Evaluation items for images predicted into ``out_dir`` (as ``<stem>.tif``, uncertainty maps
+    under ``uncertainty/``), with ground truth from ``gt_dir`` matched by image name."""
+    groundtruth = files_by_stem(gt_dir)
+    missing = [image for image in images if image.stem not in groundtruth]
+    if missing:
+        raise DataError(
+            f"{gt_dir}: no ground truth for {missing[0].name} ({len(missing)} image(s) without one). "
+            "Ground-truth files need the image's name."
+        )
+    return [
+        EvalItem(
+            image.stem,
+            out_dir / f"{image.stem}.tif",
+            groundtruth[image.stem],
+            image,
+            out_dir / UNCERTAINTY_DIR / f"{image.stem}.tif" if uncertainty else None,
+        )
+        for image in images
+    ]
+
+
 def _load_display_image(path: Path | None, axes: str | None) -> np.ndarray | None:
     if path is None:
         return None
-    raw = read_image(path)
     try:
-        resolved, _ = resolve_axes_2d(raw.shape, axes, str(path))
+        return read_yxc(path, axes)[0]
     except DataError:
         return None  # the figure simply omits the image panel
-    return to_yxc(raw, resolved)
 
 
 def evaluate_semantic(

@@ -12,7 +12,6 @@ from idl.infer.model_info import METADATA_KEY, ModelInfo
 from idl.infer.session import OnnxRunner, choose_providers
 
 DETERMINISTIC_NAME = "model.onnx"
-MC_NAME = "model_mc.onnx"
 
 
 def mc_path_for(path: Path) -> Path:

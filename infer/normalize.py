@@ -8,7 +8,7 @@ channel), so exported packages describe it without custom code.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -26,9 +26,6 @@ class Normalization:
             raise ValueError(
                 f"normalization percentiles need 0 <= low < high <= 100, got {self.low}, {self.high}"
             )
-
-    def to_dict(self) -> dict[str, float]:
-        return asdict(self)
 
 
 def percentile_range(image: np.ndarray, norm: Normalization) -> tuple[np.ndarray, np.ndarray]:

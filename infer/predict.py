@@ -15,20 +15,19 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from idl.infer.axes import resolve_axes_2d, to_yxc
+from idl.infer.axes import read_yxc
 from idl.infer.errors import DataError, IdlError
-from idl.infer.io import IMAGE_SUFFIXES, is_image_file, read_image, write_tiff
+from idl.infer.io import IMAGE_SUFFIXES, is_image_file, write_tiff
 from idl.infer.model import LoadedModel
 from idl.infer.normalize import Normalization, apply_range, percentile_range
 from idl.infer.postprocess import to_mask
+from idl.infer.project import PROBABILITY_DIR, UNCERTAINTY_DIR
 from idl.infer.tiling import Tile, read_window, round_up, smallest_tile, tile_grid
 from idl.infer.uncertainty import SampleMoments
 
 log = logging.getLogger("idl")
 
 Runner = Callable[[np.ndarray], np.ndarray]
-UNCERTAINTY_DIR = "uncertainty"
-PROBABILITY_DIR = "probabilities"
 
 
 @dataclass(frozen=True)
@@ -134,14 +133,12 @@ def predict_probabilities(
 
 def load_input(path: Path, axes: str | None, in_channels: int) -> np.ndarray:
     """Read an image as channels-last ``(Y, X, C)``, checking it fits the model's channel count."""
-    raw = read_image(path)
-    resolved, guessed = resolve_axes_2d(raw.shape, axes, str(path))
+    image, resolved, guessed = read_yxc(path, axes)
     if guessed:
-        log.info("%s: shape %s, guessed axes '%s' (pass --axes to set them)", path.name, raw.shape, resolved)
-    image = to_yxc(raw, resolved)
+        log.info("%s: guessed axes '%s' (pass --axes to set them)", path.name, resolved)
     if image.shape[-1] != in_channels:
         raise DataError(
-            f"{path}: has {image.shape[-1]} channel(s) (axes '{resolved}', shape {raw.shape}) but the model "
+            f"{path}: has {image.shape[-1]} channel(s) (axes '{resolved}') but the model "
             f"expects {in_channels}. Pass the right --axes or convert the image."
         )
     return image

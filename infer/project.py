@@ -19,6 +19,8 @@ GT_DIR = "groundtruth"
 MODEL_DIR = "model"
 RESULTS_DIR = "results"
 EVALUATION_DIR = "evaluation"
+UNCERTAINTY_DIR = "uncertainty"  # inside a predictions folder
+PROBABILITY_DIR = "probabilities"  # inside a predictions folder
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,12 @@ from typing import Any
 from idl.infer.errors import IdlError
 from idl.infer.model_info import TASKS, normalize_task
 from idl.infer.normalize import Normalization
+from idl.infer.session import DEVICES
 
 IMPLEMENTED_TASKS = ("semantic",)
 BINARY_LOSSES = ("bce", "dice", "bce+dice")
 MULTICLASS_LOSSES = ("ce", "dice", "ce+dice")
 AUGMENTATIONS = ("flip", "rot90")
-DEVICES = ("auto", "cpu", "cuda")
 
 # InstantDL config keys -> ours. "path" names the project folder and is handled by the caller.
 INSTANTDL_KEYS = {
@@ -190,7 +190,7 @@ def _check_kind(key: str, value: Any, source: str) -> None:
     if key not in _KINDS:
         return
     name, kinds = _KINDS[key]
-    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+    if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
         raise ConfigError(f"{source}: '{key}' must be {name}, got {value!r}.")
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from idl.infer.axes import resolve_axes_2d, to_yxc
+from idl.infer.axes import read_yxc
 from idl.infer.errors import DataError
 from idl.infer.io import read_image
 from idl.infer.labels import infer_num_classes, mask_plane, semantic_target
@@ -44,16 +44,13 @@ def load_semantic_data(
     """Read, check and normalize every image/mask pair of ``split_dir`` (e.g. ``PROJECT/train``)."""
     pairs = pair_files(split_dir, require_groundtruth=True)
     raw: list[tuple[Pair, np.ndarray, np.ndarray]] = []
-    guesses: dict[tuple[tuple[int, ...], str], int] = {}
+    guesses: dict[str, int] = {}
     used_axes = axes
     for pair in pairs:
         assert pair.groundtruth is not None
-        image = read_image(pair.image)
-        resolved, guessed = resolve_axes_2d(image.shape, axes, str(pair.image))
+        image, used_axes, guessed = read_yxc(pair.image, axes)
         if guessed:
-            guesses[(image.shape, resolved)] = guesses.get((image.shape, resolved), 0) + 1
-        used_axes = resolved
-        image = to_yxc(image, resolved)
+            guesses[used_axes] = guesses.get(used_axes, 0) + 1
         gt = mask_plane(read_image(pair.groundtruth), str(pair.groundtruth))
         if gt.shape != image.shape[:2]:
             raise DataError(
@@ -66,10 +63,8 @@ def load_semantic_data(
                 f"{raw[0][1].shape[-1]}. All images of a project need the same channels."
             )
         raw.append((pair, image, gt))
-    for (shape, guess), count in guesses.items():
-        log.info(
-            "guessed axes '%s' for %d image(s) of shape %s (pass --axes to set them)", guess, count, shape
-        )
+    for guess, count in guesses.items():
+        log.info("guessed axes '%s' for %d image(s) (pass --axes to set them)", guess, count)
     if num_classes is None:
         num_classes = infer_num_classes([gt for _, _, gt in raw])
         log.info(

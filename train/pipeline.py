@@ -16,13 +16,12 @@ import torch
 
 from idl.export.onnx import export_onnx
 from idl.infer.errors import IdlError
-from idl.infer.evaluate import EvalItem, evaluate_semantic
+from idl.infer.evaluate import evaluate_semantic, items_for_predictions
 from idl.infer.io import write_text
 from idl.infer.model import load_model
 from idl.infer.model_info import ModelInfo
-from idl.infer.predict import UNCERTAINTY_DIR, PredictOptions, predict_files
-from idl.infer.project import EVALUATION_DIR, IMAGE_DIR, MODEL_DIR, RESULTS_DIR, pair_files
-from idl.infer.tiling import round_up
+from idl.infer.predict import PredictOptions, predict_files
+from idl.infer.project import EVALUATION_DIR, GT_DIR, IMAGE_DIR, MODEL_DIR, RESULTS_DIR, pair_files
 from idl.models import UNet2D, UNetSpec
 from idl.train.checkpoint import (
     BEST_NAME,
@@ -61,21 +60,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def recommended_halo(depth: int) -> int:
-    """Tile halo (px) that makes tiled prediction equal whole-image prediction for a U-Net of ``depth``.
-
-    The 3x3 convolutions of a depth-d U-Net reach ``6 * 2**d - 4`` px to each side (92 px at depth 4)
-    and the 2x2 pooling/up-sampling grid adds up to 2 px more at tile borders; ``6 * 2**d`` rounded up
-    to the size multiple (96 px at depth 4) reproduces whole-image probabilities exactly, while 64 px
-    still left errors of 7e-3 on a trained model (docs/benchmarks.md, bench/halo_2d.py).
-    """
-    return round_up(6 * 2**depth, 2**depth)
-
-
-def _seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
 
 
 TRAINED_FILES = (BEST_NAME, LAST_NAME, CONFIG_NAME, "model.onnx", "model_mc.onnx")
@@ -141,7 +125,7 @@ def train_project(
         in_channels=data.in_channels,
         num_classes=data.num_classes,
         size_multiple=spec.size_multiple,
-        halo=recommended_halo(config.depth),
+        halo=spec.halo,
         normalization=config.normalization,
         axes=data.axes,
         dropout=config.dropout,
@@ -164,7 +148,7 @@ def train_project(
         device,
     )
 
-    _seed_everything(config.seed)
+    torch.manual_seed(config.seed)
     model = UNet2D(spec).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     state, run_id = TrainState(), None
@@ -266,17 +250,9 @@ def predict_and_evaluate(project: Path, config: TrainConfig, progress: bool = Tr
     if any(p.groundtruth is None for p in pairs):
         log.info("test images have no ground truth: skipping evaluation")
         return None
-    items = [
-        EvalItem(
-            p.name,
-            results / f"{p.image.stem}.tif",
-            p.groundtruth,
-            p.image,
-            results / UNCERTAINTY_DIR / f"{p.image.stem}.tif" if options.mc_samples else None,
-        )
-        for p in pairs
-        if p.groundtruth is not None
-    ]
+    items = items_for_predictions(
+        results, [p.image for p in pairs], test_dir / GT_DIR, options.mc_samples > 0
+    )
     return evaluate_semantic(
         items, project / EVALUATION_DIR, model.info.num_classes, axes=config.axes, progress=progress
     )

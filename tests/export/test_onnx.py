@@ -86,7 +86,6 @@ def test_trained_model_mc_samples_differ_and_average_to_deterministic(model_dir:
 def test_default_halo_makes_tiling_exact_and_padding_matches_torch(depth: int, tmp_path: Path, rng) -> None:
     from idl.infer.normalize import normalize
     from idl.infer.predict import predict_probabilities
-    from idl.train.pipeline import recommended_halo
 
     torch.manual_seed(depth)
     spec = UNetSpec(depth=depth, base_filters=4, dropout=0.0)
@@ -100,7 +99,7 @@ def test_default_halo_makes_tiling_exact_and_padding_matches_torch(depth: int, t
         x = torch.from_numpy(np.moveaxis(normalize(image, info.normalization), -1, 0)[None].copy())
         expected = torch.sigmoid(net(x))[0].numpy()
     assert np.abs(whole - expected).max() <= 1e-4  # the same reflect padding on both sides
-    halo = recommended_halo(depth)
+    halo = spec.halo
     tiled, _ = predict_probabilities(
         runner, image, info.normalization, 1, spec.size_multiple, 2 * halo + 8, halo
     )
