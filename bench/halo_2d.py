@@ -34,9 +34,7 @@ def main() -> None:
 
     def run(tile: int, halo: int) -> tuple[np.ndarray, float]:
         start = time.perf_counter()
-        p, _ = predict_probabilities(
-            model.runner, image, info.normalization, 1, info.size_multiple, tile, halo
-        )
+        p, _ = predict_probabilities(model.runner, image, model.io, tile, halo)
         return p, time.perf_counter() - start
 
     whole, whole_s = run(args.size, 0)

@@ -95,6 +95,9 @@ def main(
     click.echo(f"{len(files)} prediction(s) written to {out_dir}")
     if gt_dir is None:
         return
+    if loaded.info is None:
+        click.echo("--gt: this package was not made by idl, so its task is unknown; skipping evaluation.")
+        return
     from idl.infer.evaluate import evaluate_semantic, items_for_predictions  # pandas etc.: only now
 
     items = items_for_predictions(out_dir, files, gt_dir, uncertainty=mc_samples > 0)

@@ -1,7 +1,8 @@
 """torch -> ONNX: a deterministic eval graph and a Monte Carlo dropout graph, checked in ONNX Runtime.
 
 Both graphs take normalized ``(N, C, Y, X)`` float32 input with Y and X multiples of the U-Net's size
-multiple (the inference side pads) and output probabilities (sigmoid or softmax inside the graph).
+multiple (the inference side pads) and output logits; the inference side applies sigmoid or softmax
+(per Monte Carlo sample), which is also how bioimage.io packages declare it (post-processing).
 Batch and spatial axes are dynamic; weights are stored inside the single ``.onnx`` file. The model's
 :class:`~idl.infer.model_info.ModelInfo` is embedded as metadata so the file describes itself.
 """
@@ -35,18 +36,15 @@ class ExportError(IdlError):
     """The exported graph does not behave like the torch model."""
 
 
-class _WithActivation(nn.Module):
-    """The exported computation: aligned U-Net forward plus the output activation."""
+class _Aligned(nn.Module):
+    """The exported computation: the padding-free U-Net forward, logits out."""
 
     def __init__(self, net: UNet2D) -> None:
         super().__init__()
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.net.forward_aligned(x)
-        if logits.shape[1] == 1:
-            return torch.sigmoid(logits)
-        return torch.softmax(logits, dim=1)
+        return self.net.forward_aligned(x)
 
 
 def _example_input(info: ModelInfo, batch: int = 2, seed: int = 0) -> torch.Tensor:
@@ -114,7 +112,7 @@ def export_onnx(
     """Write ``name`` (deterministic) and, when the net has dropout, its ``_mc`` twin; verify both."""
     out_dir.mkdir(parents=True, exist_ok=True)
     net = copy.deepcopy(net).cpu().eval()
-    module = _WithActivation(net).eval()
+    module = _Aligned(net).eval()
     example = _example_input(info)
     det_path = out_dir / name
     set_mc_dropout(net, False)

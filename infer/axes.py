@@ -1,6 +1,9 @@
-"""Axis order of 2D images: explicit (``--axes``) or guessed from the shape, never silently.
+"""Axis order of images: explicit (``--axes``) or guessed from the shape, never silently.
 
-idl works internally with channels-last ``YXC`` arrays. Supported 2D orders: ``yx``, ``yxc``, ``cyx``.
+idl works internally with channels-last arrays: ``YXC`` for 2D, ``ZYXC`` for 3D. Any order of the
+spatial letters plus an optional ``c`` can be given explicitly (``yx``, ``cyx``, ``zyx``, ``czyx``,
+``xyc``, ...); guesses cover the common layouts (``yx``, ``yxc``, ``cyx``; ``zyx``, ``zyxc``, ``czyx``
+and ImageJ's ``zcyx``) and are logged by the callers.
 """
 
 from __future__ import annotations
@@ -13,61 +16,104 @@ from idl.infer.errors import DataError
 from idl.infer.io import read_image
 
 SUPPORTED_2D = ("yx", "yxc", "cyx")
+SUPPORTED_3D = ("zyx", "zyxc", "czyx", "zcyx")
 MAX_GUESSED_CHANNELS = 4
 
 
-def guess_axes_2d(shape: tuple[int, ...]) -> str | None:
-    """Guess a 2D axis order from a shape, or ``None`` when the shape is ambiguous.
+def reorder(array: np.ndarray, source: str, target: str) -> np.ndarray:
+    """Transpose ``array`` from axes ``source`` to ``target``; size-1 axes may be dropped or added."""
+    for letter in source:
+        if letter not in target:
+            size = array.shape[source.index(letter)]
+            if size != 1:
+                raise DataError(f"cannot drop axis '{letter}' of size {size} (axes '{source}' -> '{target}')")
+            array = np.squeeze(array, axis=source.index(letter))
+            source = source.replace(letter, "")
+    for letter in target:
+        if letter not in source:
+            array = array[..., np.newaxis]
+            source += letter
+    return np.transpose(array, [source.index(a) for a in target])
 
-    A 3-axis shape is channels-last when only its last axis is small (<= 4, e.g. RGB or RGBA), and
-    channels-first when only its first axis is small.
+
+def guess_axes(shape: tuple[int, ...], spatial: str = "yx") -> str | None:
+    """Guess the axis order of an image with ``spatial`` axes, or ``None`` when ambiguous.
+
+    Without a channel axis the spatial order is assumed. With one extra axis, it is the channel
+    axis when it is the only small one (<= 4, e.g. RGB) among the candidate positions.
     """
-    if len(shape) == 2:
-        return "yx"
-    if len(shape) == 3:
-        first_small = shape[0] <= MAX_GUESSED_CHANNELS
-        last_small = shape[-1] <= MAX_GUESSED_CHANNELS
-        if last_small and not first_small:
-            return "yxc"
-        if first_small and not last_small:
-            return "cyx"
-    return None
+    if len(shape) == len(spatial):
+        return spatial
+    if len(shape) != len(spatial) + 1:
+        return None
+    candidates = SUPPORTED_2D[1:] if spatial == "yx" else SUPPORTED_3D[1:]
+    small = [a for a in candidates if shape[a.index("c")] <= MAX_GUESSED_CHANNELS]
+    return small[0] if len(small) == 1 else None
 
 
-def resolve_axes_2d(shape: tuple[int, ...], axes: str | None, source: str) -> tuple[str, bool]:
+def guess_axes_2d(shape: tuple[int, ...]) -> str | None:
+    """:func:`guess_axes` for 2D images."""
+    return guess_axes(shape, "yx")
+
+
+def _check_explicit(axes: str, spatial: str, shape: tuple[int, ...], source: str) -> str:
+    axes = axes.lower()
+    letters = sorted(axes.replace("c", ""))
+    if sorted(spatial) != letters or len(set(axes)) != len(axes) or set(axes) - set(spatial + "c"):
+        examples = SUPPORTED_2D if spatial == "yx" else SUPPORTED_3D
+        raise DataError(
+            f"--axes '{axes}' is not a {len(spatial)}D axis order: use the letters {spatial} once each, "
+            f"plus c for channels, e.g. {', '.join(examples)}."
+        )
+    if len(axes) != len(shape):
+        raise DataError(
+            f"{source}: has shape {shape} ({len(shape)} axes) but --axes is '{axes}' ({len(axes)} axes)."
+        )
+    return axes
+
+
+def resolve_axes(
+    shape: tuple[int, ...], axes: str | None, source: str, spatial: str = "yx"
+) -> tuple[str, bool]:
     """Return ``(axes, guessed)`` for an array of ``shape`` read from ``source``.
 
     Raises :class:`DataError` when explicit axes do not fit the shape or the shape cannot be guessed.
     """
     if axes is not None:
-        axes = axes.lower()
-        if axes not in SUPPORTED_2D:
-            raise DataError(f"--axes '{axes}' is not a 2D axis order; use one of {', '.join(SUPPORTED_2D)}.")
-        if len(axes) != len(shape):
-            raise DataError(
-                f"{source}: has shape {shape} ({len(shape)} axes) but --axes is '{axes}' ({len(axes)} axes)."
-            )
-        return axes, False
-    guess = guess_axes_2d(shape)
+        return _check_explicit(axes, spatial, shape, source), False
+    guess = guess_axes(shape, spatial)
     if guess is None:
+        examples = SUPPORTED_2D if spatial == "yx" else SUPPORTED_3D
         raise DataError(
-            f"{source}: cannot tell the axis order of an image with shape {shape}. "
-            f"Pass it explicitly, e.g. --axes yxc or --axes cyx (2D orders: {', '.join(SUPPORTED_2D)})."
+            f"{source}: cannot tell the axis order of a {len(spatial)}D image with shape {shape}. "
+            f"Pass it explicitly, e.g. --axes {examples[1]} or --axes {examples[2]} "
+            f"(common orders: {', '.join(examples)})."
         )
     return guess, True
 
 
+def resolve_axes_2d(shape: tuple[int, ...], axes: str | None, source: str) -> tuple[str, bool]:
+    """:func:`resolve_axes` for 2D images."""
+    return resolve_axes(shape, axes, source, "yx")
+
+
+def to_channels_last(image: np.ndarray, axes: str, spatial: str = "yx") -> np.ndarray:
+    """A channels-last view (``spatial + "c"``) of ``image`` whose axis order is ``axes``."""
+    return reorder(image, axes, spatial + "c")
+
+
 def to_yxc(image: np.ndarray, axes: str) -> np.ndarray:
     """Return a channels-last ``(Y, X, C)`` view of ``image`` whose axis order is ``axes``."""
-    if axes == "yx":
-        return image[..., np.newaxis]
-    if axes == "cyx":
-        return np.moveaxis(image, 0, -1)
-    return image
+    return to_channels_last(image, axes, "yx")
+
+
+def read_channels_last(path: Path, axes: str | None, spatial: str = "yx") -> tuple[np.ndarray, str, bool]:
+    """Read an image as channels-last; returns ``(image, axes, guessed)``."""
+    raw = read_image(path)
+    resolved, guessed = resolve_axes(raw.shape, axes, str(path), spatial)
+    return to_channels_last(raw, resolved, spatial), resolved, guessed
 
 
 def read_yxc(path: Path, axes: str | None) -> tuple[np.ndarray, str, bool]:
-    """Read an image as channels-last ``(Y, X, C)``; returns ``(image, axes, guessed)``."""
-    raw = read_image(path)
-    resolved, guessed = resolve_axes_2d(raw.shape, axes, str(path))
-    return to_yxc(raw, resolved), resolved, guessed
+    """Read a 2D image as channels-last ``(Y, X, C)``; returns ``(image, axes, guessed)``."""
+    return read_channels_last(path, axes, "yx")

@@ -1,17 +1,24 @@
-"""Loading a trained idl model for inference: a PROJECT/model folder or a ``.onnx`` file."""
+"""Loading a model for inference: an idl PROJECT/model folder, a ``.onnx`` file, or a bioimage.io
+model package (ours or anyone's; see :mod:`idl.infer.package`)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import onnxruntime as ort
 
 from idl.infer.errors import ModelError
+from idl.infer.iospec import IOSpec, io_for_info
 from idl.infer.model_info import METADATA_KEY, ModelInfo
-from idl.infer.session import OnnxRunner, choose_providers
+from idl.infer.session import OnnxRunner, Runner, choose_providers
 
 DETERMINISTIC_NAME = "model.onnx"
+PACKAGE_SUFFIX = ".bioimageio.zip"
+RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")
 
 
 def mc_path_for(path: Path) -> Path:
@@ -21,64 +28,137 @@ def mc_path_for(path: Path) -> Path:
 
 @dataclass
 class LoadedModel:
-    """A deterministic ONNX graph plus its optional Monte Carlo twin; sessions open on first use,
-    so Monte Carlo prediction does not also hold the deterministic session in memory."""
+    """A deterministic ONNX graph plus its optional Monte Carlo twin, and how to feed them.
 
-    info: ModelInfo
-    path: Path
-    mc_path: Path | None
+    Sessions open on first use, so Monte Carlo prediction does not also hold the deterministic
+    session in memory. ``info`` is set for idl models (task, classes, training summary) and is
+    ``None`` for other packages, whose outputs idl writes as they come.
+    """
+
+    io: IOSpec
+    weights: Path | bytes
+    label: str
+    info: ModelInfo | None = None
+    mc_weights: Path | bytes | None = None
+    mc_missing: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
     device: str = "auto"
-    _runner: OnnxRunner | None = field(default=None, repr=False)
-    _mc_runner: OnnxRunner | None = field(default=None, repr=False)
+    _runners: dict[bool, OnnxRunner] = field(default_factory=dict, repr=False)
+
+    @property
+    def has_mc(self) -> bool:
+        return self.mc_weights is not None
+
+    def session(self, mc: bool = False) -> OnnxRunner:
+        """The deterministic (or Monte Carlo) session; raises :class:`ModelError` when there is no
+        Monte Carlo graph."""
+        if mc and self.mc_weights is None:
+            raise ModelError(
+                f"{self.label}: this model has no Monte Carlo dropout graph ({self.mc_missing}). "
+                "Predict without --mc-samples."
+            )
+        if mc not in self._runners:
+            source = self.mc_weights if mc else self.weights
+            assert source is not None
+            self._runners[mc] = OnnxRunner(source, self.device, label=f"{self.label}{' (MC)' if mc else ''}")
+        return self._runners[mc]
 
     @property
     def runner(self) -> OnnxRunner:
-        """The deterministic (eval-mode) session."""
-        if self._runner is None:
-            self._runner = OnnxRunner(self.path, self.device)
-        return self._runner
+        """The deterministic session (network axes, raw output)."""
+        return self.session(False)
 
     @property
     def mc_runner(self) -> OnnxRunner:
-        """The Monte Carlo dropout session; raises :class:`ModelError` when the model has none."""
-        if self.mc_path is None:
-            raise ModelError(
-                f"{self.path}: this model has no Monte Carlo dropout graph (expected "
-                f"{mc_path_for(self.path).name} next to it). Predict without --mc-samples, or "
-                "re-export the model with idl-export."
-            )
-        if self._mc_runner is None:
-            self._mc_runner = OnnxRunner(self.mc_path, self.device)
-        return self._mc_runner
+        """The Monte Carlo dropout session (network axes, raw output)."""
+        return self.session(True)
+
+    def network(self, mc: bool = False) -> Runner:
+        """A function from idl's ``(N, C, *spatial)`` batches to ``(N, K, *spatial)`` raw outputs."""
+        runner, io = self.session(mc), self.io
+
+        def run(batch: np.ndarray) -> np.ndarray:
+            return io.from_model(runner(io.to_model(batch)))
+
+        return run
 
 
 def resolve_model_path(path: Path) -> Path:
-    """The deterministic ``.onnx`` file behind a model folder or file path."""
+    """The deterministic ``.onnx`` file behind an idl model folder or file path."""
     if path.is_dir():
         candidate = path / DETERMINISTIC_NAME
         if not candidate.is_file():
             raise ModelError(
-                f"{path}: no {DETERMINISTIC_NAME} in this folder. Pass a trained PROJECT/model folder or a "
-                ".onnx file; export one from a checkpoint with idl-export."
+                f"{path}: no {DETERMINISTIC_NAME} or bioimage.io rdf.yaml in this folder. Pass a trained "
+                "PROJECT/model folder, a .onnx file or a bioimage.io package (.zip, folder or rdf.yaml); "
+                "export one from a checkpoint with idl-export."
             )
         return candidate
     if path.suffix.lower() == ".onnx" and path.is_file():
         return path
     if not path.exists():
         raise ModelError(f"{path}: no such file or folder.")
-    raise ModelError(f"{path}: not a model. Pass a PROJECT/model folder or a .onnx file.")
+    raise ModelError(
+        f"{path}: not a model. Pass a PROJECT/model folder, a .onnx file or a bioimage.io package "
+        "(.zip, folder or rdf.yaml)."
+    )
+
+
+def is_package(path: Path) -> bool:
+    """True for a bioimage.io package: a ``.zip``, an ``rdf.yaml``/``bioimageio.yaml`` or a folder
+    holding one (an idl model folder with its own ``model.onnx`` is loaded as an idl model)."""
+    if path.is_dir():
+        return not (path / DETERMINISTIC_NAME).is_file() and any((path / n).is_file() for n in RDF_NAMES)
+    return path.suffix.lower() == ".zip" or path.name.endswith((".yaml", ".yml"))
+
+
+def _remote_hint(text: str) -> str | None:
+    """A message for model sources idl will not download (URLs, DOIs, zoo ids)."""
+    if re.match(r"^(https?|ftp)://", text) or text.startswith("doi:") or re.match(r"^10\.\d{4,}/", text):
+        kind = "a URL" if "://" in text else "a DOI"
+    elif re.fullmatch(r"[a-z]+(-[a-z]+)+(/[\w.]+)?", text):
+        kind = "a bioimage.io model id"
+    else:
+        return None
+    return (
+        f"'{text}' looks like {kind}. idl-predict never downloads models: download the package first "
+        "(on bioimage.io: open the model and choose 'Download' -> zip), then pass the .zip file."
+    )
+
+
+def read_info(runner: OnnxRunner) -> ModelInfo | None:
+    """The :class:`ModelInfo` embedded in an idl ONNX graph, or ``None``."""
+    meta = runner.metadata.get(METADATA_KEY)
+    return None if meta is None else ModelInfo.from_json(meta)
 
 
 def load_model(path: str | Path, device: str = "auto") -> LoadedModel:
-    """Open a trained model for prediction, reading its :class:`ModelInfo` from the ONNX metadata."""
-    onnx_path = resolve_model_path(Path(path))
-    meta = OnnxRunner(onnx_path, "cpu").metadata.get(METADATA_KEY)  # this session is dropped again
-    if meta is None:
+    """Open a model for prediction: an idl model folder or ``.onnx`` file, or a bioimage.io package."""
+    text = str(path)
+    path = Path(path)
+    if not path.exists() and (hint := _remote_hint(text)) is not None:
+        raise ModelError(hint)
+    choose_providers(device, ort.get_available_providers())  # fail early on an unavailable --device
+    if path.exists() and is_package(path):
+        from idl.infer.package import load_package
+
+        return load_package(path, device)
+    onnx_path = resolve_model_path(path)
+    info = read_info(OnnxRunner(onnx_path, "cpu"))  # this session is dropped again
+    if info is None:
         raise ModelError(
             f"{onnx_path}: this ONNX file has no idl metadata, so its task, normalization and tiling "
-            "needs are unknown. Use a model trained with idl-train (or exported with idl-export)."
+            "needs are unknown. Use a model trained with idl-train (or exported with idl-export), or a "
+            "bioimage.io package, which describes its network."
         )
-    info = ModelInfo.from_json(meta)
     mc = mc_path_for(onnx_path)
-    choose_providers(device, ort.get_available_providers())  # fail early on an unavailable --device
-    return LoadedModel(info=info, path=onnx_path, mc_path=mc if mc.is_file() else None, device=device)
+    return LoadedModel(
+        io=io_for_info(info),
+        weights=onnx_path,
+        label=str(onnx_path),
+        info=info,
+        mc_weights=mc if mc.is_file() else None,
+        mc_missing=f"expected {mc.name} next to it; re-export the model with idl-export",
+        details={"name": info.name, "source": str(onnx_path)},
+        device=device,
+    )

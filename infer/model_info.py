@@ -38,7 +38,7 @@ def normalize_task(name: str) -> str:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """Self-description of an exported idl model (the ONNX graph outputs probabilities)."""
+    """Self-description of an exported idl model."""
 
     task: str
     in_channels: int
@@ -52,6 +52,7 @@ class ModelInfo:
     class_names: tuple[str, ...] = ()
     name: str = "idl-model"
     training: dict[str, Any] = field(default_factory=dict)
+    output: str = "logits"  # what the graph outputs: "logits" (activation applied by idl) or "probabilities"
 
     @property
     def out_channels(self) -> int:
@@ -66,6 +67,7 @@ class ModelInfo:
     @classmethod
     def from_json(cls, text: str) -> ModelInfo:
         data = json.loads(text)
+        data.setdefault("output", "probabilities")  # models exported before the activation moved out
         data["normalization"] = Normalization(**data.get("normalization", {}))
         data["class_names"] = tuple(data.get("class_names", ()))
         known = set(cls.__dataclass_fields__)

@@ -7,7 +7,7 @@ with whole-image percentiles, and each tile writes only the region it owns (see 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -15,26 +15,28 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from idl.infer.axes import read_yxc
+from idl.infer.axes import read_channels_last
 from idl.infer.errors import DataError, IdlError
 from idl.infer.io import IMAGE_SUFFIXES, is_image_file, write_tiff
+from idl.infer.iospec import IOSpec
 from idl.infer.model import LoadedModel
-from idl.infer.normalize import Normalization, apply_range, percentile_range
 from idl.infer.postprocess import to_mask
+from idl.infer.processing import apply_ops, fit_ops, split_pointwise
 from idl.infer.project import PROBABILITY_DIR, UNCERTAINTY_DIR
-from idl.infer.tiling import Tile, read_window, round_up, smallest_tile, tile_grid
+from idl.infer.session import Runner
+from idl.infer.tiling import Tile, read_window, smallest_tile, tile_grid
 from idl.infer.uncertainty import SampleMoments
 
 log = logging.getLogger("idl")
 
-Runner = Callable[[np.ndarray], np.ndarray]
+DEFAULT_TILE = {2: 512, 3: 128}
 
 
 @dataclass(frozen=True)
 class PredictOptions:
     """How to run a model over images (defaults suit a CPU lab PC)."""
 
-    tile_size: int = 512
+    tile_size: int | None = None  # None: 512 px for 2D, 128 voxels for 3D
     overlap: float | None = None  # fraction of a tile shared with each neighbour; None: the model's halo
     batch_size: int = 1
     mc_samples: int = 0
@@ -44,12 +46,16 @@ class PredictOptions:
     def __post_init__(self) -> None:
         if self.overlap is not None and not 0.0 <= self.overlap < 1.0:
             raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
-        if self.tile_size < 1 or self.batch_size < 1 or self.mc_samples < 0:
+        if (self.tile_size is not None and self.tile_size < 1) or self.batch_size < 1 or self.mc_samples < 0:
             raise ValueError("tile size and batch size must be >= 1 and mc samples >= 0")
         if self.mc_samples == 1:
             raise ValueError("Monte Carlo dropout needs at least 2 samples (or 0 to switch it off)")
 
-    def halo(self, model_halo: int) -> int:
+    def tile_for(self, dims: int) -> int:
+        """Tile side for 2D or 3D images."""
+        return self.tile_size if self.tile_size is not None else DEFAULT_TILE[dims]
+
+    def halo(self, model_halo: int, tile: int) -> int:
         """Context kept on each side of a tile's owned region, in pixels.
 
         ``overlap`` is the fraction of a tile shared with its neighbour, i.e. twice the halo; by default
@@ -57,15 +63,16 @@ class PredictOptions:
         """
         if self.overlap is None:
             return model_halo
-        return round(self.overlap * self.tile_size / 2)
+        return round(self.overlap * tile / 2)
 
 
 @dataclass
 class Prediction:
-    """Result for one image: ``(K, Y, X)`` probabilities, a class map and optional uncertainty."""
+    """Result for one image: ``(K, *spatial)`` probabilities (or a package's output), a class map
+    (idl segmentation models only) and optional uncertainty."""
 
     probabilities: np.ndarray
-    mask: np.ndarray
+    mask: np.ndarray | None
     uncertainty: np.ndarray | None
     threshold: float | None
 
@@ -76,101 +83,129 @@ def _batched(items: Sequence[Tile], size: int) -> Iterable[list[Tile]]:
         yield chunk
 
 
-def _tile_input(image: np.ndarray, tile: Tile, lo: np.ndarray, hi: np.ndarray, eps: float) -> np.ndarray:
-    """Normalized ``(C, T, T)`` float32 network input for one tile of a channels-last raw image."""
-    crop = apply_range(read_window(image, tile.window), lo, hi, eps)
-    return np.ascontiguousarray(np.moveaxis(crop, -1, 0))
+def _per_axis(value: int | Sequence[int], n: int) -> tuple[int, ...]:
+    return (value,) * n if isinstance(value, int) else tuple(value)
 
 
 def predict_probabilities(
     run: Runner,
     image: np.ndarray,
-    norm: Normalization,
-    out_channels: int,
-    multiple: int,
-    tile_size: int,
-    halo: int,
+    io: IOSpec,
+    tile_size: int | Sequence[int],
+    halo: int | Sequence[int] | None = None,
     batch_size: int = 1,
     samples: int = 0,
     progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Run ``run`` over a raw channels-last 2D image, tile by tile.
+    """Run a network over a raw channels-last image (``io.image_axes``), tile by tile.
 
-    Returns ``(probabilities (K, Y, X), uncertainty (Y, X) or None)``. With ``samples >= 2`` every tile
-    is predicted ``samples`` times (``run`` must be a Monte Carlo graph) and the mean and InstantDL's
-    uncertainty are returned; batches then hold copies of one tile.
+    ``run`` maps a ``(N, C, *spatial)`` batch to the network's raw ``(N, K, *spatial)`` output. Tiles
+    are pre-processed with statistics of the whole image; outputs are post-processed per tile (and per
+    Monte Carlo sample) as far as that is pointwise, the rest on the assembled output. ``halo``
+    defaults to the network's own. Returns ``(output (K, *spatial), uncertainty (*spatial) or None)``.
+    With ``samples >= 2`` every tile is predicted ``samples`` times (``run`` must be a Monte Carlo
+    graph) and the mean and InstantDL's uncertainty are returned; batches then hold copies of one tile.
     """
-    height, width = image.shape[:2]
-    lo, hi = percentile_range(image, norm)
-    tiles = tile_grid((height, width), (tile_size, tile_size), (halo, halo), multiple)
-    probabilities = np.empty((out_channels, height, width), np.float32)
-    uncertainty = np.empty((height, width), np.float32) if samples else None
+    spatial, image_axes, batch_axes = io.spatial, io.image_axes, io.batch_axes
+    shape = image.shape[:-1]
+    if len(shape) != len(spatial):
+        raise DataError(f"the network expects {len(spatial)}D images ({image_axes}), got shape {image.shape}")
+    halos = tuple(io.halo_of(a) for a in spatial) if halo is None else _per_axis(halo, len(spatial))
+    tiles = tile_grid(shape, _per_axis(tile_size, len(spatial)), halos, [io.sizes[a] for a in spatial])
+    pre = fit_ops(io.preprocessing, image, image_axes)
+    head, tail = split_pointwise(io.postprocessing)
+
+    def network_input(tile: Tile) -> np.ndarray:
+        crop = apply_ops(pre, read_window(image, tile.window), image_axes)
+        return np.ascontiguousarray(np.moveaxis(crop, -1, 0))
+
+    def network_output(batch: np.ndarray) -> np.ndarray:
+        return apply_ops(head, run(batch), batch_axes)
+
+    output: np.ndarray | None = None
+    uncertainty = np.empty(shape, np.float32) if samples else None
     bar = tqdm(total=len(tiles), unit="tile", disable=not progress, leave=False)
-    if not samples:
-        for chunk in _batched(tiles, batch_size):
-            out = run(np.stack([_tile_input(image, t, lo, hi, norm.eps) for t in chunk]))
-            for tile, tile_out in zip(chunk, out, strict=False):
-                probabilities[(slice(None), *tile.owned)] = tile_out[(slice(None), *tile.owned_in_tile)]
-            bar.update(len(chunk))
-    else:
-        for tile in tiles:
-            x = _tile_input(image, tile, lo, hi, norm.eps)
-            owned = (slice(None), slice(None), *tile.owned_in_tile)
+    for chunk in _batched(tiles, 1 if samples else batch_size):
+        if samples:
+            x = network_input(chunk[0])
+            owned = (slice(None), slice(None), *chunk[0].owned_in_tile)
             moments: SampleMoments | None = None
             for start in range(0, samples, batch_size):
-                n = min(batch_size, samples - start)
-                out = run(np.repeat(x[np.newaxis], n, axis=0))[owned]
+                out = network_output(np.repeat(x[np.newaxis], min(batch_size, samples - start), axis=0))[
+                    owned
+                ]
                 if moments is None:
                     moments = SampleMoments.zeros(out.shape[1:])
                 moments.add(out)
             assert moments is not None and uncertainty is not None
-            probabilities[(slice(None), *tile.owned)] = moments.mean()
-            uncertainty[tile.owned] = moments.uncertainty()
-            bar.update(1)
+            regions = [moments.mean()]
+            uncertainty[chunk[0].owned] = moments.uncertainty()
+        else:
+            out = network_output(np.stack([network_input(t) for t in chunk]))
+            regions = [o[(slice(None), *t.owned_in_tile)] for t, o in zip(chunk, out, strict=True)]
+        for tile, region in zip(chunk, regions, strict=True):
+            if output is None:
+                output = np.empty((region.shape[0], *shape), np.float32)
+            output[(slice(None), *tile.owned)] = region
+        bar.update(len(chunk))
     bar.close()
-    return probabilities, uncertainty
+    assert output is not None
+    if tail:
+        output_axes = "c" + spatial
+        output = apply_ops(fit_ops(tail, output, output_axes), output, output_axes).astype(np.float32)
+    return output, uncertainty
 
 
-def load_input(path: Path, axes: str | None, in_channels: int) -> np.ndarray:
-    """Read an image as channels-last ``(Y, X, C)``, checking it fits the model's channel count."""
-    image, resolved, guessed = read_yxc(path, axes)
+def load_input(path: Path, axes: str | None, io: IOSpec) -> np.ndarray:
+    """Read an image as channels-last (``io.image_axes``), checking it fits the network's channels."""
+    image, resolved, guessed = read_channels_last(path, axes, io.spatial)
     if guessed:
         log.info("%s: guessed axes '%s' (pass --axes to set them)", path.name, resolved)
-    if image.shape[-1] != in_channels:
+    if image.shape[-1] != io.in_channels:
         raise DataError(
             f"{path}: has {image.shape[-1]} channel(s) (axes '{resolved}') but the model "
-            f"expects {in_channels}. Pass the right --axes or convert the image."
+            f"expects {io.in_channels}. Pass the right --axes or convert the image."
         )
     return image
 
 
+def _check_tiles(io: IOSpec, shape: tuple[int, ...], tile: int, halos: tuple[int, ...]) -> None:
+    """Refuse tiles too small for the halo with advice (instead of the tiler's bare error)."""
+    for axis, size, halo in zip(io.spatial, shape, halos, strict=True):
+        rule = io.sizes[axis]
+        length = min(rule.at_most(tile), rule.at_least(size))
+        smallest = smallest_tile(halo, rule)
+        if length < smallest and length < rule.at_least(size):
+            raise IdlError(
+                f"--tile-size {tile} is too small along {axis}: each tile needs {halo} px of context on "
+                f"both sides. Use --tile-size {smallest} or more, or a smaller --overlap."
+            )
+
+
 def predict_image(model: LoadedModel, image: np.ndarray, options: PredictOptions) -> Prediction:
-    """Predict one channels-last image with a loaded model."""
-    info = model.info
-    halo = options.halo(info.halo)
-    m = info.size_multiple
-    length = max(m, options.tile_size // m * m)  # the tile size axis_tiles will use
-    smallest = smallest_tile(halo, m)
-    if length < smallest and length < round_up(max(image.shape[:2]), m):
-        raise IdlError(
-            f"--tile-size {options.tile_size} is too small: each tile needs {halo} px of context on "
-            f"both sides. Use --tile-size {smallest} or more, or a smaller --overlap."
-        )
-    run = model.mc_runner if options.mc_samples else model.runner
-    probabilities, uncertainty = predict_probabilities(
-        run,
+    """Predict one channels-last image with a loaded model.
+
+    idl models give class masks (Otsu or a fixed threshold, or arg-max); other packages give their
+    post-processed output, and ``mask`` is ``None``.
+    """
+    io = model.io
+    tile = options.tile_for(len(io.spatial))
+    halos = tuple(options.halo(io.halo_of(a), tile) for a in io.spatial)
+    _check_tiles(io, image.shape[:-1], tile, halos)
+    output, uncertainty = predict_probabilities(
+        model.network(mc=options.mc_samples > 0),
         image,
-        info.normalization,
-        info.out_channels,
-        info.size_multiple,
-        options.tile_size,
-        halo,
+        io,
+        tile,
+        halos,
         options.batch_size,
         options.mc_samples,
         options.progress,
     )
-    mask, threshold = to_mask(probabilities, options.threshold)
-    return Prediction(probabilities, mask, uncertainty, threshold)
+    if model.info is None or model.info.task != "semantic":
+        return Prediction(output, None, uncertainty, None)
+    mask, threshold = to_mask(output, options.threshold)
+    return Prediction(output, mask, uncertainty, threshold)
 
 
 def collect_inputs(inputs: Sequence[str | Path]) -> list[Path]:
@@ -196,6 +231,17 @@ def collect_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     return files
 
 
+def _output_image(model: LoadedModel, result: Prediction) -> np.ndarray:
+    """What is written as the prediction: the class mask, or a package's output (channel axis first,
+    dropped when there is one channel) in the dtype the package declares."""
+    if result.mask is not None:
+        return result.mask
+    output = result.probabilities
+    if output.shape[0] == 1:
+        output = output[0]
+    return output.astype(model.io.output_dtype, copy=False)
+
+
 def predict_files(
     model: LoadedModel,
     inputs: Sequence[Path],
@@ -207,12 +253,12 @@ def predict_files(
     """Predict every input file and write ``out_dir/<name>.tif`` (+ uncertainty, probabilities)."""
     written = []
     for path in tqdm(inputs, unit="image", disable=not options.progress or len(inputs) < 2):
-        image = load_input(path, axes, model.info.in_channels)
+        image = load_input(path, axes, model.io)
         result = predict_image(model, image, options)
-        written.append(write_tiff(out_dir / f"{path.stem}.tif", result.mask))
+        written.append(write_tiff(out_dir / f"{path.stem}.tif", _output_image(model, result)))
         if result.uncertainty is not None:
             write_tiff(out_dir / UNCERTAINTY_DIR / f"{path.stem}.tif", result.uncertainty)
-        if save_probabilities:
+        if save_probabilities and result.mask is not None:
             write_tiff(out_dir / PROBABILITY_DIR / f"{path.stem}.tif", result.probabilities)
         log.info(
             "%s -> %s%s",

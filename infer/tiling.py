@@ -9,6 +9,8 @@ pooling windows line up exactly as they would on the whole image.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,11 +28,38 @@ class AxisTile:
 
 @dataclass(frozen=True)
 class Tile:
-    """A 2D tile: the input window and the output region it owns, in image and in tile coordinates."""
+    """An N-D tile: the input window and the output region it owns, in image and in tile coordinates."""
 
-    window: tuple[slice, slice]
-    owned: tuple[slice, slice]
-    owned_in_tile: tuple[slice, slice]
+    window: tuple[slice, ...]
+    owned: tuple[slice, ...]
+    owned_in_tile: tuple[slice, ...]
+
+
+@dataclass(frozen=True)
+class AxisSize:
+    """Sizes a network accepts along one axis: ``minimum + k * step`` (``step`` 0: only ``minimum``).
+
+    Tile origins are multiples of ``step`` so pooling windows line up as on the whole image.
+    """
+
+    minimum: int
+    step: int
+
+    def at_least(self, n: int) -> int:
+        """The smallest accepted size >= ``n`` (for a fixed size: ``n`` itself when larger)."""
+        if self.step == 0:
+            return max(n, self.minimum)
+        return self.minimum + round_up(max(0, n - self.minimum), self.step)
+
+    def at_most(self, n: int) -> int:
+        """The largest accepted size <= ``n``, but at least ``minimum``."""
+        if self.step == 0:
+            return self.minimum
+        return self.minimum + max(0, (n - self.minimum) // self.step) * self.step
+
+    @property
+    def align(self) -> int:
+        return self.step or 1
 
 
 def round_up(value: int, multiple: int) -> int:
@@ -45,22 +74,24 @@ def pad_mode(pad: int, size: int) -> str:
     return "reflect" if pad < size else "edge"
 
 
-def axis_tiles(size: int, tile: int, halo: int, multiple: int) -> list[AxisTile]:
+def axis_tiles(size: int, tile: int, halo: int, multiple: int | AxisSize) -> list[AxisTile]:
     """Split one axis of length ``size`` into overlapping tiles.
 
-    The axis is (virtually) padded to a multiple of ``multiple``; tiles are ``tile`` long (rounded to the
-    multiple, at most the padded length) and start every ``tile - 2 * halo`` pixels (rounded down to the
-    multiple). Neighbouring tiles split their overlap in the middle, so each owned region keeps at least
-    ``halo`` pixels of context on both sides.
+    ``multiple`` is the network's size rule (an int ``m`` means sizes ``m, 2m, ...``). The axis is
+    (virtually) padded to the smallest accepted size; tiles have the largest accepted size up to
+    ``tile`` and start every ``tile - 2 * halo`` pixels (rounded down to the step). Neighbouring
+    tiles split their overlap in the middle, so each owned region keeps at least ``halo`` pixels of
+    context on both sides.
     """
+    rule = multiple if isinstance(multiple, AxisSize) else AxisSize(multiple, multiple)
     if size < 1:
         raise ValueError(f"axis length must be positive, got {size}")
-    if tile < 1 or halo < 0 or multiple < 1:
-        raise ValueError(f"invalid tiling: tile={tile}, halo={halo}, multiple={multiple}")
-    padded = round_up(size, multiple)
-    length = min(max(multiple, tile // multiple * multiple), padded)
-    stride = (length - 2 * halo) // multiple * multiple
-    if length < padded and stride < multiple:
+    if tile < 1 or halo < 0 or rule.minimum < 1 or rule.step < 0:
+        raise ValueError(f"invalid tiling: tile={tile}, halo={halo}, sizes={rule}")
+    padded = rule.at_least(size)
+    length = min(rule.at_most(tile), padded)
+    stride = (length - 2 * halo) // rule.align * rule.align
+    if length < padded and stride < rule.align:
         raise ValueError(
             f"tile size {length} leaves no room for a halo of {halo} pixels on both sides; "
             "use a larger tile or a smaller overlap"
@@ -76,41 +107,41 @@ def axis_tiles(size: int, tile: int, halo: int, multiple: int) -> list[AxisTile]
 
 
 def tile_grid(
-    shape: tuple[int, int], tile: tuple[int, int], halo: tuple[int, int], multiple: int
+    shape: tuple[int, ...],
+    tile: tuple[int, ...],
+    halo: tuple[int, ...],
+    multiple: int | Sequence[int | AxisSize],
 ) -> list[Tile]:
-    """All 2D tiles covering an image of ``shape`` (row-major order)."""
-    rows = axis_tiles(shape[0], tile[0], halo[0], multiple)
-    cols = axis_tiles(shape[1], tile[1], halo[1], multiple)
+    """All tiles covering an N-D image of ``shape`` (row-major order)."""
+    rules = [multiple] * len(shape) if isinstance(multiple, int) else list(multiple)
+    per_axis = [axis_tiles(*args) for args in zip(shape, tile, halo, rules, strict=True)]
     tiles = []
-    for r in rows:
-        for c in cols:
-            tiles.append(
-                Tile(
-                    window=(slice(r.origin, r.origin + r.size), slice(c.origin, c.origin + c.size)),
-                    owned=(slice(r.start, r.stop), slice(c.start, c.stop)),
-                    owned_in_tile=(
-                        slice(r.start - r.origin, r.stop - r.origin),
-                        slice(c.start - c.origin, c.stop - c.origin),
-                    ),
-                )
+    for combo in itertools.product(*per_axis):
+        tiles.append(
+            Tile(
+                window=tuple(slice(t.origin, t.origin + t.size) for t in combo),
+                owned=tuple(slice(t.start, t.stop) for t in combo),
+                owned_in_tile=tuple(slice(t.start - t.origin, t.stop - t.origin) for t in combo),
             )
+        )
     return tiles
 
 
-def read_window(image: np.ndarray, window: tuple[slice, slice]) -> np.ndarray:
-    """Crop ``window`` from a ``(Y, X, ...)`` image, padding past the bottom/right border.
+def read_window(image: np.ndarray, window: tuple[slice, ...]) -> np.ndarray:
+    """Crop ``window`` from a ``(Y, X, ...)`` or ``(Z, Y, X, ...)`` image, padding past the far border.
 
     Only the last tiles along an axis reach past the border (by less than the size multiple). Their
     padding is taken from the image itself, reflected at its border (or repeating the edge when the
     image is smaller than the padding), exactly as padding the whole image would, so tiled and
     whole-image prediction see the same values.
     """
-    overhang = [max(0, w.stop - n) for w, n in zip(window, image.shape[:2], strict=True)]
+    shape = image.shape[: len(window)]
+    overhang = [max(0, w.stop - n) for w, n in zip(window, shape, strict=True)]
     if not any(overhang):
         return image[window]
-    edge = any(pad_mode(pad, n) == "edge" for pad, n in zip(overhang, image.shape[:2], strict=True) if pad)
+    edge = any(pad_mode(pad, n) == "edge" for pad, n in zip(overhang, shape, strict=True) if pad)
     index = []
-    for w, n in zip(window, image.shape[:2], strict=True):
+    for w, n in zip(window, shape, strict=True):
         i = np.arange(w.start, w.stop)
         past = i >= n
         i[past] = n - 1 if edge else 2 * (n - 1) - i[past]
@@ -118,6 +149,7 @@ def read_window(image: np.ndarray, window: tuple[slice, slice]) -> np.ndarray:
     return image[np.ix_(*index)]
 
 
-def smallest_tile(halo: int, multiple: int) -> int:
+def smallest_tile(halo: int, multiple: int | AxisSize) -> int:
     """The smallest tile that keeps ``halo`` pixels of context on both sides of its owned region."""
-    return round_up(2 * halo + multiple, multiple)
+    rule = multiple if isinstance(multiple, AxisSize) else AxisSize(multiple, multiple)
+    return rule.at_least(2 * halo + rule.align)

@@ -98,7 +98,7 @@ def test_predict_errors_are_clear(model_dir: Path, tmp_path: Path) -> None:
     assert result.exit_code != 0
     assert "rgb.tif: has 3 channel(s)" in result.output and "expects 1" in result.output
     result = CliRunner().invoke(predict_cli.main, [str(tmp_path), str(rgb), "--out", str(tmp_path / "o")])
-    assert "no model.onnx in this folder" in result.output
+    assert "no model.onnx or bioimage.io rdf.yaml in this folder" in result.output
     result = CliRunner().invoke(
         predict_cli.main, [str(model_dir), str(rgb), "--out", "o", "--threshold", "2"]
     )
@@ -107,7 +107,7 @@ def test_predict_errors_are_clear(model_dir: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(
         predict_cli.main, [str(model_dir), str(image), "--out", str(tmp_path / "o"), "--tile-size", "64"]
     )
-    assert "--tile-size 64 is too small: each tile needs 48 px of context" in result.output
+    assert "--tile-size 64 is too small along y: each tile needs 48 px of context" in result.output
 
 
 def test_train_needs_a_task(small_project: Path) -> None:

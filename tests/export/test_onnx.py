@@ -7,8 +7,10 @@ import pytest
 import torch
 
 from idl.export.onnx import ExportError, export_onnx, verify_deterministic
+from idl.infer.iospec import io_for_info
 from idl.infer.model import load_model
 from idl.infer.model_info import ModelInfo
+from idl.infer.processing import apply_ops
 from idl.models import UNet2D, UNetSpec
 
 
@@ -38,17 +40,18 @@ def test_onnx_matches_torch_on_dynamic_shapes(multiclass_export, shape) -> None:
     model = load_model(det)
     x = torch.rand(shape)
     with torch.no_grad():
-        expected = torch.softmax(net.forward_aligned(x), dim=1).numpy()
+        logits = net.forward_aligned(x)
     got = model.runner(x.numpy())
-    assert np.abs(got - expected).max() <= 1e-4
-    np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-5)
+    assert np.abs(got - logits.numpy()).max() <= 1e-4
+    probabilities = apply_ops(model.io.postprocessing, got, "bcyx")  # softmax, applied by idl
+    assert np.abs(probabilities - torch.softmax(logits, dim=1).numpy()).max() <= 1e-5
 
 
 def test_metadata_travels_with_the_file(multiclass_export) -> None:
     _, det, mc = multiclass_export
     model = load_model(det)
     assert model.info.num_classes == 3 and model.info.in_channels == 2 and model.info.out_channels == 3
-    assert model.mc_path == mc and mc.name == "model_mc.onnx"
+    assert model.mc_weights == mc and mc.name == "model_mc.onnx"
 
 
 def test_verification_fails_loudly_for_a_wrong_graph(multiclass_export) -> None:
@@ -73,8 +76,8 @@ def test_trained_model_mc_samples_differ_and_average_to_deterministic(model_dir:
         model.info.normalization,
     )
     x = np.moveaxis(image, -1, 0)[None]
-    det = model.runner(x)[0]
-    samples = model.mc_runner(np.repeat(x, 32, axis=0))
+    det = apply_ops(model.io.postprocessing, model.runner(x), "bcyx")[0]
+    samples = apply_ops(model.io.postprocessing, model.mc_runner(np.repeat(x, 32, axis=0)), "bcyx")
     spread = np.abs(samples[0] - samples[1]).mean()
     mean_gap = np.abs(samples.mean(axis=0) - det).mean()
     print(f"MC sample spread {spread:.4f}, |MC mean - deterministic| {mean_gap:.4f}")
@@ -94,17 +97,14 @@ def test_default_halo_makes_tiling_exact_and_padding_matches_torch(depth: int, t
     det, _ = export_onnx(net, info, tmp_path)
     runner = load_model(det).runner
     image = rng.integers(0, 1000, (203, 150, 1)).astype(np.uint16)  # not a multiple of 2**depth
-    whole, _ = predict_probabilities(runner, image, info.normalization, 1, spec.size_multiple, 256, 0)
+    io = io_for_info(info)
+    whole, _ = predict_probabilities(runner, image, io, 256, 0)
     with torch.no_grad():
         x = torch.from_numpy(np.moveaxis(normalize(image, info.normalization), -1, 0)[None].copy())
         expected = torch.sigmoid(net(x))[0].numpy()
     assert np.abs(whole - expected).max() <= 1e-4  # the same reflect padding on both sides
     halo = spec.halo
-    tiled, _ = predict_probabilities(
-        runner, image, info.normalization, 1, spec.size_multiple, 2 * halo + 8, halo
-    )
+    tiled, _ = predict_probabilities(runner, image, io, 2 * halo + 8, halo)
     np.testing.assert_array_equal(tiled, whole)  # bit-identical: every value sees the same inputs
-    short, _ = predict_probabilities(
-        runner, image, info.normalization, 1, spec.size_multiple, 2 * halo + 8, halo // 2
-    )
+    short, _ = predict_probabilities(runner, image, io, 2 * halo + 8, halo // 2)
     assert np.abs(short - whole).max() > 0  # with half the halo, context is cut (random nets: faintly)

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from idl.infer.normalize import Normalization
+from idl.infer.iospec import io_for_info
+from idl.infer.model_info import ModelInfo
 from idl.infer.predict import predict_probabilities
 from idl.infer.tiling import axis_tiles, read_window, round_up, tile_grid
 
@@ -49,6 +50,10 @@ def test_read_window_repeats_edges_of_tiny_images() -> None:
     np.testing.assert_array_equal(read_window(image, (slice(0, 16), slice(0, 16))), whole)
 
 
+# a single-channel network accepting multiples of 16, fed percentile-normalized images
+IO_16 = io_for_info(ModelInfo("semantic", 1, 2, 16, 0, output="probabilities"))
+
+
 def _box_model(radius: int):
     """A fake network with a known receptive field: a (2r+1)^2 box mean with zero padding."""
 
@@ -67,16 +72,14 @@ def _box_model(radius: int):
 def test_tiled_equals_whole_when_halo_covers_receptive_field(shape: tuple[int, int], rng) -> None:
     image = rng.random((*shape, 1)).astype(np.float32)
     run = _box_model(radius=6)
-    norm = Normalization()
-    whole, _ = predict_probabilities(run, image, norm, 1, 16, tile_size=max(shape) + 16, halo=0)
-    tiled, _ = predict_probabilities(run, image, norm, 1, 16, tile_size=96, halo=8, batch_size=3)
+    whole, _ = predict_probabilities(run, image, IO_16, tile_size=max(shape) + 16, halo=0)
+    tiled, _ = predict_probabilities(run, image, IO_16, tile_size=96, halo=8, batch_size=3)
     np.testing.assert_allclose(tiled, whole, atol=1e-6)
 
 
 def test_tiled_differs_when_halo_is_too_small(rng) -> None:
     image = rng.random((300, 300, 1)).astype(np.float32)
     run = _box_model(radius=6)
-    norm = Normalization()
-    whole, _ = predict_probabilities(run, image, norm, 1, 16, tile_size=320, halo=0)
-    tiled, _ = predict_probabilities(run, image, norm, 1, 16, tile_size=96, halo=0)
+    whole, _ = predict_probabilities(run, image, IO_16, tile_size=320, halo=0)
+    tiled, _ = predict_probabilities(run, image, IO_16, tile_size=96, halo=0)
     assert np.abs(tiled - whole).max() > 0.05

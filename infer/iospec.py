@@ -1,0 +1,82 @@
+"""How to feed a network and read its output: axes, accepted sizes, halo, pre- and post-processing.
+
+One :class:`IOSpec` describes any model idl can run, whether it is an idl model (built from its
+:class:`~idl.infer.model_info.ModelInfo`) or someone else's bioimage.io package. Internally images are
+channels-last (``"yxc"``, ``"zyxc"``) and network batches are ``"bcyx"``/``"bczyx"``; the spec's
+axis strings say how the network itself orders them, and :meth:`IOSpec.to_model` /
+:meth:`IOSpec.from_model` convert.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from idl.infer.axes import reorder
+from idl.infer.model_info import ModelInfo
+from idl.infer.processing import Op, ScaleRange, Sigmoid, Softmax
+from idl.infer.tiling import AxisSize
+
+SPACE = "zyx"
+
+
+@dataclass(frozen=True)
+class IOSpec:
+    """Axes (letters ``b``, ``c``, ``z``, ``y``, ``x``), sizes, halo and processing of a network."""
+
+    input_axes: str
+    output_axes: str
+    in_channels: int
+    out_channels: int
+    sizes: dict[str, AxisSize]
+    halo: dict[str, int] = field(default_factory=dict)
+    preprocessing: tuple[Op, ...] = ()
+    postprocessing: tuple[Op, ...] = ()
+    output_dtype: str = "float32"
+
+    @property
+    def spatial(self) -> str:
+        """The spatial axes in idl's order (``"yx"`` or ``"zyx"``)."""
+        return "".join(a for a in SPACE if a in self.input_axes)
+
+    @property
+    def image_axes(self) -> str:
+        """Axes of a channels-last image for this network."""
+        return self.spatial + "c"
+
+    @property
+    def batch_axes(self) -> str:
+        """Axes of the batches idl's tiler exchanges with the network (channels first)."""
+        return "bc" + self.spatial
+
+    def halo_of(self, axis: str) -> int:
+        return self.halo.get(axis, 0)
+
+    def to_model(self, batch: np.ndarray) -> np.ndarray:
+        """Reorder a ``batch_axes`` array into the network's input axes."""
+        return reorder(batch, self.batch_axes, self.input_axes)
+
+    def from_model(self, output: np.ndarray) -> np.ndarray:
+        """Reorder a network output into ``batch_axes`` (missing batch/channel axes become size 1)."""
+        return reorder(output, self.output_axes, self.batch_axes)
+
+
+def io_for_info(info: ModelInfo) -> IOSpec:
+    """The :class:`IOSpec` of an idl model: channels-first batches, percentile normalization, and
+    sigmoid/softmax on the logits unless the graph already outputs probabilities."""
+    spatial = SPACE[-info.dims :]
+    norm = info.normalization
+    post: tuple[Op, ...] = ()
+    if info.output == "logits":
+        post = (Sigmoid(),) if info.out_channels == 1 else (Softmax("c"),)
+    return IOSpec(
+        input_axes="bc" + spatial,
+        output_axes="bc" + spatial,
+        in_channels=info.in_channels,
+        out_channels=info.out_channels,
+        sizes={a: AxisSize(info.size_multiple, info.size_multiple) for a in spatial},
+        halo={a: info.halo for a in spatial},
+        preprocessing=(ScaleRange(spatial, norm.low, norm.high, norm.eps),),
+        postprocessing=post,
+    )
