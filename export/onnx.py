@@ -13,6 +13,7 @@ import contextlib
 import copy
 import io
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +112,7 @@ def export_onnx(
 ) -> tuple[Path, Path | None]:
     """Write ``name`` (deterministic) and, when the net has dropout, its ``_mc`` twin; verify both."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    info = replace(info, output="logits")  # what these graphs output, whatever an older checkpoint says
     net = copy.deepcopy(net).cpu().eval()
     module = _Aligned(net).eval()
     example = _example_input(info)

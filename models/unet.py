@@ -112,3 +112,12 @@ class UNet2D(nn.Module):
             mode = "replicate" if edge else "reflect"
             x = nn.functional.pad(x, (0, pad_w, 0, pad_h), mode=mode)
         return self.forward_aligned(x)[..., :h, :w]
+
+
+def build_unet2d(**spec: object) -> UNet2D:
+    """A :class:`UNet2D` from keyword arguments (the fields of :class:`UNetSpec`).
+
+    This is the architecture entry point named in bioimage.io packages, whose ``kwargs`` are plain
+    JSON values.
+    """
+    return UNet2D(UNetSpec(**spec))  # type: ignore[arg-type]

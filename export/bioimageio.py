@@ -1,0 +1,337 @@
+"""bioimage.io model packages (spec 0.5) from a trained idl model, validated with bioimageio.core.
+
+The package holds the deterministic ONNX graph and the torch state dict (architecture from
+:mod:`idl.models`), preprocessing equal to idl's normalization (``scale_range`` per channel, then
+``ensure_dtype float32``; the input keeps the raw image dtype), the activation as post-processing,
+axes with the network's real minimum size, step and halo, a test and a sample tensor, a cover made
+from a test prediction and a README. The Monte Carlo dropout graph is an attachment described under
+``config.idl.mc_dropout``. Nothing needs the network: no GitHub users are named, and validation runs
+offline. A package that does not pass ``bioimageio.core.test_model`` is not written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+import torch
+
+from idl.export.onnx import ExportError
+from idl.infer.iospec import io_for_info
+from idl.infer.model import read_info
+from idl.infer.model_info import ModelInfo
+from idl.infer.processing import apply_ops
+from idl.infer.session import OnnxRunner
+from idl.infer.tiling import AxisSize, read_window, smallest_tile
+from idl.models import UNet2D
+
+log = logging.getLogger("idl")
+
+PACKAGE_SUFFIX = ".bioimageio.zip"
+LICENSE = "CC-BY-4.0"
+CITATIONS = (
+    (
+        "Waibel, D.J.E., Boushehri, S.S. & Marr, C. InstantDL: an easy-to-use deep learning pipeline for "
+        "image segmentation and classification. BMC Bioinformatics 22, 103 (2021).",
+        "10.1186/s12859-021-04037-3",
+    ),
+    (
+        "Ronneberger, O., Fischer, P. & Brox, T. U-Net: Convolutional Networks for Biomedical Image "
+        "Segmentation. MICCAI 2015.",
+        "10.1007/978-3-319-24574-4_28",
+    ),
+)
+TASK_TAGS = {
+    "semantic": ["semantic-segmentation", "segmentation"],
+    "instance": ["instance-segmentation", "segmentation"],
+    "regression": ["pixel-regression", "image-restoration"],
+    "classification": ["classification"],
+}
+TEST_TENSOR_MAX = 256  # px per side of the test tensor (keeps the package and its validation small)
+
+
+@dataclass(frozen=True)
+class PackageRequest:
+    """What goes into a package besides the network: a sample image, provenance and results."""
+
+    sample: np.ndarray  # raw channels-last image (the test tensor is cut from it)
+    authors: tuple[str, ...] = ("idl user",)
+    description: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)  # resolved training configuration
+    metrics: dict[str, Any] = field(default_factory=dict)  # test-set evaluation summary
+    mc_samples: int = 20
+
+
+def package_path(model_dir: Path, info: ModelInfo) -> Path:
+    """``<model_dir>/<name>.bioimageio.zip``."""
+    return model_dir / f"{safe_name(info.name)}{PACKAGE_SUFFIX}"
+
+
+def safe_name(name: str) -> str:
+    """A model name bioimage.io accepts (letters, digits, ``-``, ``_``, spaces; at most 64 chars)."""
+    cleaned = re.sub(r"[^A-Za-z0-9_\- ]+", "-", name).strip("- ") or "idl-model"
+    return cleaned[:64]
+
+
+def _test_input(sample: np.ndarray, minimum: int, step: int) -> np.ndarray:
+    """A channels-last crop of ``sample`` with an accepted size (reflect-padded when too small)."""
+    rule = AxisSize(minimum, step)
+    sides = [rule.at_most(min(max(n, minimum), TEST_TENSOR_MAX)) for n in sample.shape[:2]]
+    return np.ascontiguousarray(read_window(sample, tuple(slice(0, s) for s in sides)))
+
+
+def _cover(image: np.ndarray, output: np.ndarray, path: Path) -> Path:
+    """A 2:1 PNG: the (normalized) first input channel next to the first output channel."""
+    from skimage.io import imsave
+    from skimage.transform import resize
+
+    def tile(a: np.ndarray) -> np.ndarray:
+        a = a.astype(np.float32)
+        lo, hi = np.percentile(a, [1, 99.8])
+        scaled = np.clip((a - lo) / (hi - lo + 1e-6), 0, 1)
+        return resize(scaled, (256, 256), order=1, anti_aliasing=True)
+
+    panel = np.concatenate([tile(image[..., 0]), tile(output[-1])], axis=1)
+    imsave(path, (panel * 255).astype(np.uint8), check_contrast=False)
+    return path
+
+
+def _readme(info: ModelInfo, request: PackageRequest, has_mc: bool) -> str:
+    training = info.training
+    lines = [
+        f"# {info.name}",
+        "",
+        request.description or f"A {info.dims}D U-Net for {info.task} segmentation trained with idl.",
+        "",
+        "## Training data",
+        "",
+        f"- training images: {training.get('n_train', '?')}, validation images: {training.get('n_val', '?')}",
+        f"- input channels: {info.in_channels}, axes of the training images: {info.axes}",
+        f"- classes: {info.num_classes}" + (f" ({', '.join(info.class_names)})" if info.class_names else ""),
+        f"- training patches: {training.get('patch', '?')} px, loss: {training.get('loss', '?')}",
+        "",
+        "## Settings",
+        "",
+    ]
+    settings = request.settings or {"(not recorded)": ""}
+    lines += [f"- `{k}`: {json.dumps(v)}" for k, v in sorted(settings.items())]
+    lines += [
+        "",
+        "## Validation",
+        "",
+        "The package passed bioimageio.core's `test_model` (both weight formats reproduce the test "
+        "output) when it was written. Metrics on the held-out test images:",
+        "",
+    ]
+    metrics = {k: v for k, v in request.metrics.items() if isinstance(v, (int, float))}
+    if metrics:
+        lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {v:.4g} |" for k, v in sorted(metrics.items())]
+    else:
+        lines.append("No labelled test set was evaluated.")
+    lines += [
+        "",
+        "## Use",
+        "",
+        "Input: the raw image (any intensity range); preprocessing scales each channel so that its "
+        f"{info.normalization.low} and {info.normalization.high} percentiles map to 0 and 1. "
+        "Output: per-pixel class probabilities (sigmoid for one channel, softmax otherwise).",
+        "",
+        "```",
+        "idl-predict THIS_PACKAGE.zip IMAGES --out RESULTS" + (" [--mc-samples 20]" if has_mc else ""),
+        "```",
+        "",
+    ]
+    if has_mc:
+        lines += [
+            "Monte Carlo dropout: the attachment `model_mc.onnx` keeps dropout active "
+            f"(p = {info.dropout}); idl-predict averages `--mc-samples` runs and writes a per-pixel "
+            "uncertainty map (see `config.idl.mc_dropout`).",
+            "",
+        ]
+    lines += ["## Citation", ""] + [f"- {text} doi:{doi}" for text, doi in CITATIONS]
+    return "\n".join(lines) + "\n"
+
+
+def build_description(
+    net: UNet2D,
+    info: ModelInfo,
+    onnx_path: Path,
+    mc_path: Path | None,
+    request: PackageRequest,
+    workdir: Path,
+) -> Any:
+    """The bioimage.io ``ModelDescr`` for an idl U-Net; its files are written into ``workdir``."""
+    from bioimageio.spec.model import v0_5 as bio
+
+    from idl.infer.predict import predict_probabilities
+
+    info = read_info(OnnxRunner(onnx_path, "cpu")) or info  # describe the graph as exported
+    if info.dims != 2:
+        raise ExportError("bioimage.io packaging supports 2D models so far")
+    m = info.size_multiple
+    minimum = smallest_tile(info.halo, m)
+    io = io_for_info(info)
+    test_image = _test_input(request.sample, minimum, m)
+    test_output, _ = predict_probabilities(OnnxRunner(onnx_path, "cpu"), test_image, io, max(test_image.shape[:2]), 0)
+    raw_in = np.moveaxis(test_image, -1, 0)[np.newaxis]
+    out = test_output[np.newaxis].astype(np.float32)
+    files = {
+        "test_input.npy": raw_in,
+        "test_output.npy": out,
+    }
+    for name, array in files.items():
+        np.save(workdir / name, array)
+    # sample tensors must be images (imageio reads them): the tensors without the batch axis, as TIFF
+    tifffile.imwrite(workdir / "sample_input.tif", raw_in[0])
+    tifffile.imwrite(workdir / "sample_output.tif", out[0])
+    cover = _cover(test_image, test_output, workdir / "cover.png")
+    readme = workdir / "README.md"
+    readme.write_text(_readme(info, request, mc_path is not None), encoding="utf-8")
+    state = workdir / "weights.pt"
+    torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, state)
+    onnx_copy = workdir / "weights.onnx"
+    shutil.copyfile(onnx_path, onnx_copy)
+
+    class_names = list(info.class_names) or (
+        ["foreground"] if info.out_channels == 1 else [f"class{i}" for i in range(info.out_channels)]
+    )
+    norm = info.normalization
+    spatial = [bio.AxisId("y"), bio.AxisId("x")]
+    inputs = [
+        bio.InputTensorDescr(
+            id=bio.TensorId("input"),
+            description="raw image; each channel is scaled by its own percentiles",
+            axes=[
+                bio.BatchAxis(),
+                bio.ChannelAxis(channel_names=[bio.Identifier(f"channel{i}") for i in range(info.in_channels)]),
+                *[bio.SpaceInputAxis(id=a, size=bio.ParameterizedSize(min=minimum, step=m)) for a in spatial],
+            ],
+            test_tensor=bio.FileDescr(source=workdir / "test_input.npy"),
+            sample_tensor=bio.FileDescr(source=workdir / "sample_input.tif"),
+            data=bio.IntervalOrRatioDataDescr(type=str(raw_in.dtype)),
+            preprocessing=[
+                bio.ScaleRangeDescr(
+                    kwargs=bio.ScaleRangeKwargs(
+                        axes=spatial, min_percentile=norm.low, max_percentile=norm.high, eps=norm.eps
+                    )
+                ),
+                bio.EnsureDtypeDescr(kwargs=bio.EnsureDtypeKwargs(dtype="float32")),
+            ],
+        )
+    ]
+    activation = (
+        bio.SigmoidDescr()
+        if info.out_channels == 1
+        else bio.SoftmaxDescr(kwargs=bio.SoftmaxKwargs(axis=bio.AxisId("channel")))
+    )
+    outputs = [
+        bio.OutputTensorDescr(
+            id=bio.TensorId("probabilities"),
+            description="per-pixel class probabilities",
+            axes=[
+                bio.BatchAxis(),
+                bio.ChannelAxis(channel_names=[bio.Identifier(safe_identifier(n)) for n in class_names]),
+                *[
+                    bio.SpaceOutputAxisWithHalo(
+                        id=a, size=bio.SizeReference(tensor_id=bio.TensorId("input"), axis_id=a), halo=info.halo
+                    )
+                    for a in spatial
+                ],
+            ],
+            test_tensor=bio.FileDescr(source=workdir / "test_output.npy"),
+            sample_tensor=bio.FileDescr(source=workdir / "sample_output.tif"),
+            data=bio.IntervalOrRatioDataDescr(type="float32", range=(0.0, 1.0)),
+            postprocessing=[activation],
+        )
+    ]
+    weights = bio.WeightsDescr(
+        pytorch_state_dict=bio.PytorchStateDictWeightsDescr(
+            source=state,
+            architecture=bio.ArchitectureFromLibraryDescr(
+                callable=bio.Identifier("build_unet2d"), import_from="idl.models", kwargs=asdict(net.spec)
+            ),
+            pytorch_version=bio.Version(torch.__version__.split("+")[0]),
+        ),
+        onnx=bio.OnnxWeightsDescr(source=onnx_copy, opset_version=_opset(onnx_path), parent="pytorch_state_dict"),
+    )
+    config: dict[str, Any] = {"model_info": json.loads(info.to_json())}
+    attachments = []
+    if mc_path is not None:
+        mc_copy = workdir / "model_mc.onnx"
+        shutil.copyfile(mc_path, mc_copy)
+        attachments.append(bio.FileDescr(source=mc_copy))
+        config["mc_dropout"] = {"file": mc_copy.name, "p": info.dropout, "n_samples": request.mc_samples}
+    if request.metrics:
+        config["test_metrics"] = {k: v for k, v in request.metrics.items() if isinstance(v, (int, float))}
+    return bio.ModelDescr(
+        name=safe_name(info.name),
+        description=(request.description or f"{info.dims}D U-Net ({info.task} segmentation) trained with idl")[:1024],
+        authors=[bio.Author(name=a) for a in request.authors],
+        cite=[bio.CiteEntry(text=text, doi=bio.Doi(doi)) for text, doi in CITATIONS],
+        license=LICENSE,
+        documentation=bio.FileDescr(source=readme),
+        covers=[bio.FileDescr(source=cover)],
+        tags=["idl", "unet", f"{info.dims}d", "pytorch", "onnx", "monte-carlo-dropout", *TASK_TAGS[info.task]],
+        inputs=inputs,
+        outputs=outputs,
+        weights=weights,
+        attachments=attachments,
+        config={"idl": config},
+        version="0.1.0",
+    )
+
+
+def safe_identifier(name: str) -> str:
+    """A channel name bioimage.io accepts (an identifier)."""
+    cleaned = re.sub(r"\W+", "_", name).strip("_") or "channel"
+    return cleaned if not cleaned[0].isdigit() else f"c{cleaned}"
+
+
+def _opset(path: Path) -> int:
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def validate_package(path: Path) -> Any:
+    """Run bioimageio.core's ``test_model`` on a package (offline); raise :class:`ExportError` unless
+    it passes, with the validation report in the message."""
+    from bioimageio.core import test_model
+
+    summary = test_model(path)
+    if summary.status != "passed":
+        raise ExportError(f"{path}: the bioimage.io package failed validation:\n{summary.format()}")
+    return summary
+
+
+def export_package(
+    net: UNet2D,
+    info: ModelInfo,
+    onnx_path: Path,
+    mc_path: Path | None,
+    request: PackageRequest,
+    out_path: Path,
+) -> Path:
+    """Build, validate and atomically write ``out_path`` (a ``.bioimageio.zip``)."""
+    from bioimageio.spec import save_bioimageio_package
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    net = net.cpu().eval()
+    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".package-") as tmp:
+        workdir = Path(tmp)
+        descr = build_description(net, info, onnx_path, mc_path, request, workdir)
+        staged = workdir / out_path.name
+        save_bioimageio_package(descr, output_path=staged)
+        summary = validate_package(staged)
+        staged.replace(out_path)
+    log.info("wrote %s (bioimage.io test_model: %s)", out_path.name, summary.status)
+    return out_path
