@@ -28,7 +28,6 @@ from idl.export.onnx import ExportError
 from idl.infer.iospec import io_for_info
 from idl.infer.model import read_info
 from idl.infer.model_info import ModelInfo
-from idl.infer.processing import apply_ops
 from idl.infer.session import OnnxRunner
 from idl.infer.tiling import AxisSize, read_window, smallest_tile
 from idl.models import UNet2D
@@ -133,7 +132,9 @@ def _readme(info: ModelInfo, request: PackageRequest, has_mc: bool) -> str:
     ]
     metrics = {k: v for k, v in request.metrics.items() if isinstance(v, (int, float))}
     if metrics:
-        lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {v:.4g} |" for k, v in sorted(metrics.items())]
+        lines += ["| metric | value |", "|---|---|"] + [
+            f"| {k} | {v:.4g} |" for k, v in sorted(metrics.items())
+        ]
     else:
         lines.append("No labelled test set was evaluated.")
     lines += [
@@ -180,7 +181,9 @@ def build_description(
     minimum = smallest_tile(info.halo, m)
     io = io_for_info(info)
     test_image = _test_input(request.sample, minimum, m)
-    test_output, _ = predict_probabilities(OnnxRunner(onnx_path, "cpu"), test_image, io, max(test_image.shape[:2]), 0)
+    test_output, _ = predict_probabilities(
+        OnnxRunner(onnx_path, "cpu"), test_image, io, max(test_image.shape[:2]), 0
+    )
     raw_in = np.moveaxis(test_image, -1, 0)[np.newaxis]
     out = test_output[np.newaxis].astype(np.float32)
     files = {
@@ -211,7 +214,9 @@ def build_description(
             description="raw image; each channel is scaled by its own percentiles",
             axes=[
                 bio.BatchAxis(),
-                bio.ChannelAxis(channel_names=[bio.Identifier(f"channel{i}") for i in range(info.in_channels)]),
+                bio.ChannelAxis(
+                    channel_names=[bio.Identifier(f"channel{i}") for i in range(info.in_channels)]
+                ),
                 *[bio.SpaceInputAxis(id=a, size=bio.ParameterizedSize(min=minimum, step=m)) for a in spatial],
             ],
             test_tensor=bio.FileDescr(source=workdir / "test_input.npy"),
@@ -241,7 +246,9 @@ def build_description(
                 bio.ChannelAxis(channel_names=[bio.Identifier(safe_identifier(n)) for n in class_names]),
                 *[
                     bio.SpaceOutputAxisWithHalo(
-                        id=a, size=bio.SizeReference(tensor_id=bio.TensorId("input"), axis_id=a), halo=info.halo
+                        id=a,
+                        size=bio.SizeReference(tensor_id=bio.TensorId("input"), axis_id=a),
+                        halo=info.halo,
                     )
                     for a in spatial
                 ],
@@ -260,7 +267,9 @@ def build_description(
             ),
             pytorch_version=bio.Version(torch.__version__.split("+")[0]),
         ),
-        onnx=bio.OnnxWeightsDescr(source=onnx_copy, opset_version=_opset(onnx_path), parent="pytorch_state_dict"),
+        onnx=bio.OnnxWeightsDescr(
+            source=onnx_copy, opset_version=_opset(onnx_path), parent="pytorch_state_dict"
+        ),
     )
     config: dict[str, Any] = {"model_info": json.loads(info.to_json())}
     attachments = []
@@ -273,13 +282,23 @@ def build_description(
         config["test_metrics"] = {k: v for k, v in request.metrics.items() if isinstance(v, (int, float))}
     return bio.ModelDescr(
         name=safe_name(info.name),
-        description=(request.description or f"{info.dims}D U-Net ({info.task} segmentation) trained with idl")[:1024],
+        description=(
+            request.description or f"{info.dims}D U-Net ({info.task} segmentation) trained with idl"
+        )[:1024],
         authors=[bio.Author(name=a) for a in request.authors],
         cite=[bio.CiteEntry(text=text, doi=bio.Doi(doi)) for text, doi in CITATIONS],
         license=LICENSE,
         documentation=bio.FileDescr(source=readme),
         covers=[bio.FileDescr(source=cover)],
-        tags=["idl", "unet", f"{info.dims}d", "pytorch", "onnx", "monte-carlo-dropout", *TASK_TAGS[info.task]],
+        tags=[
+            "idl",
+            "unet",
+            f"{info.dims}d",
+            "pytorch",
+            "onnx",
+            "monte-carlo-dropout",
+            *TASK_TAGS[info.task],
+        ],
         inputs=inputs,
         outputs=outputs,
         weights=weights,

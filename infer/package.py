@@ -1,0 +1,273 @@
+"""bioimage.io model packages (zip, folder or rdf.yaml; spec 0.4 or 0.5) for ONNX Runtime inference.
+
+The package's description is read with bioimageio.spec, offline (``perform_io_checks=False``), and
+translated into an :class:`~idl.infer.iospec.IOSpec`: axes in any order, accepted sizes (minimum and
+step), the output halo, and pre- and post-processing as numpy operations. The ONNX weights (and an
+idl Monte Carlo dropout attachment, when the package has one) are read into memory; nothing is
+downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from idl.infer.errors import ModelError
+from idl.infer.iospec import SPACE, IOSpec
+from idl.infer.model import RDF_NAMES, LoadedModel
+from idl.infer.model_info import ModelInfo
+from idl.infer.processing import (
+    Binarize,
+    Clip,
+    EnsureDtype,
+    FixedZeroMeanUnitVariance,
+    Op,
+    ScaleLinear,
+    ScaleRange,
+    Sigmoid,
+    Softmax,
+    ZeroMeanUnitVariance,
+)
+from idl.infer.tiling import AxisSize
+
+log = logging.getLogger("idl")
+
+MC_CONFIG_HINT = "only packages trained with idl carry one, described under config.idl.mc_dropout"
+
+
+def _rdf_source(path: Path) -> Path:
+    if path.is_dir():
+        for name in RDF_NAMES:
+            if (path / name).is_file():
+                return path / name
+        raise ModelError(
+            f"{path}: no rdf.yaml or bioimageio.yaml in this folder; it is not a bioimage.io package."
+        )
+    return path
+
+
+def read_description(path: Path) -> Any:
+    """The package's model description (converted to spec 0.5), read without network access."""
+    from bioimageio.spec import load_model_description
+
+    try:
+        return load_model_description(_rdf_source(path), format_version="latest", perform_io_checks=False)
+    except ModelError:
+        raise
+    except Exception as exc:
+        text = str(exc).strip().splitlines()
+        detail = "\n".join(text[:12])
+        raise ModelError(f"{path}: not a valid bioimage.io model package:\n{detail}") from exc
+
+
+def _letter(axis: Any, tensor: str) -> str:
+    """idl's letter for a bioimage.io axis (batch, channel, or space x/y/z)."""
+    kind, name = str(axis.type), str(axis.id)
+    if kind == "batch":
+        return "b"
+    if kind == "channel":
+        return "c"
+    if kind == "space" and name in SPACE:
+        return name
+    raise ModelError(
+        f"tensor '{tensor}': axis '{name}' of type {kind} is not supported; idl runs networks with batch, "
+        "channel and x/y/z space axes."
+    )
+
+
+def _axis_letters(tensor: Any) -> dict[str, str]:
+    return {str(a.id): _letter(a, str(tensor.id)) for a in tensor.axes}
+
+
+def _input_layout(tensor: Any) -> tuple[str, int, dict[str, AxisSize]]:
+    """``(axes, channels, sizes per space axis)`` of the input tensor."""
+    from bioimageio.spec.model import v0_5
+
+    axes, channels, sizes = "", 1, {}
+    for axis in tensor.axes:
+        letter = _letter(axis, str(tensor.id))
+        axes += letter
+        if letter == "c":
+            channels = len(axis.channel_names)
+        elif letter in SPACE:
+            size = axis.size
+            if isinstance(size, int):
+                sizes[letter] = AxisSize(size, 0)
+            elif isinstance(size, v0_5.ParameterizedSize):
+                sizes[letter] = AxisSize(size.min, size.step)
+            else:
+                raise ModelError(
+                    f"input axis '{axis.id}': size {size!r} is not supported (use fixed or min/step)."
+                )
+    return axes, channels, sizes
+
+
+def _output_layout(tensor: Any, source: Any) -> tuple[str, int, dict[str, int]]:
+    """``(axes, channels, halo per space axis)``; output space axes must match the input's."""
+    axes, channels, halo = "", 1, {}
+    source_ids = {str(a.id): a for a in source.axes}
+    for axis in tensor.axes:
+        letter = _letter(axis, str(tensor.id))
+        axes += letter
+        if letter == "c":
+            channels = len(axis.channel_names)
+        elif letter in SPACE:
+            ref = getattr(axis.size, "axis_id", None)
+            same = ref is not None and _letter(source_ids[str(ref)], str(source.id)) == letter
+            same = same and getattr(axis.size, "offset", 0) == 0
+            same = same and float(axis.scale) == float(getattr(source_ids.get(str(ref)), "scale", 1.0))
+            if not same and not isinstance(axis.size, int):
+                raise ModelError(
+                    f"output axis '{axis.id}': its size is not the input's (size {axis.size!r}, scale "
+                    f"{axis.scale}); idl tiles networks whose output pixels match the input pixels."
+                )
+            halo[letter] = int(getattr(axis, "halo", 0) or 0)
+    return axes, channels, halo
+
+
+def _letters(ids: Any, letters: dict[str, str]) -> str | None:
+    if ids is None:
+        return None
+    return "".join(letters[str(i)] for i in ids if str(i) in letters)
+
+
+def _processing(step: Any, letters: dict[str, str], tensor: str) -> Op:
+    """One bioimage.io processing step as an idl :class:`Op`."""
+    name, kw = str(step.id), getattr(step, "kwargs", None)
+    axis = letters.get(str(getattr(kw, "axis", None)))
+    if name == "ensure_dtype":
+        return EnsureDtype(str(kw.dtype))
+    if name == "sigmoid":
+        return Sigmoid()
+    if name == "softmax":
+        return Softmax(letters.get(str(kw.axis), "c"))
+    if name == "binarize":
+        return Binarize(_values(kw.threshold), axis)
+    if name == "clip":
+        if getattr(kw, "min_percentile", None) is not None or getattr(kw, "max_percentile", None) is not None:
+            raise ModelError(f"tensor '{tensor}': clip by percentiles is not supported.")
+        return Clip(kw.min, kw.max)
+    if name == "scale_linear":
+        return ScaleLinear(_values(kw.gain), _values(kw.offset), axis)
+    if name == "fixed_zero_mean_unit_variance":
+        return FixedZeroMeanUnitVariance(_values(kw.mean), _values(kw.std), axis, kw.eps)
+    if name == "zero_mean_unit_variance":
+        return ZeroMeanUnitVariance(_letters(kw.axes, letters), kw.eps)
+    if name == "scale_range":
+        if kw.reference_tensor is not None and str(kw.reference_tensor) != tensor:
+            raise ModelError(
+                f"tensor '{tensor}': scale_range with the statistics of tensor '{kw.reference_tensor}' is "
+                "not supported."
+            )
+        return ScaleRange(_letters(kw.axes, letters), kw.min_percentile, kw.max_percentile, kw.eps)
+    raise ModelError(
+        f"tensor '{tensor}': processing step '{name}' is not supported by idl-predict (supported: "
+        "zero_mean_unit_variance, fixed_zero_mean_unit_variance, scale_range, scale_linear, clip, sigmoid, "
+        "softmax, binarize, ensure_dtype)."
+    )
+
+
+def _values(value: Any) -> float | tuple[float, ...]:
+    return tuple(float(v) for v in value) if isinstance(value, (list, tuple)) else float(value)
+
+
+def _read(descr: Any, label: str) -> bytes:
+    try:
+        return descr.get_reader().read()
+    except Exception as exc:
+        raise ModelError(f"{label}: cannot read {descr.source} from the package ({exc}).") from exc
+
+
+def _attachment(descr: Any, name: str) -> Any | None:
+    for item in descr.attachments or ():
+        if Path(str(item.source)).name == name:
+            return item
+    return None
+
+
+def io_from_description(descr: Any) -> IOSpec:
+    """Translate a spec 0.5 model description into an :class:`IOSpec` (one input, one output)."""
+    if len(descr.inputs) != 1 or len(descr.outputs) != 1:
+        raise ModelError(
+            f"the package has {len(descr.inputs)} input(s) and {len(descr.outputs)} output(s); "
+            "idl-predict runs packages with one input and one output."
+        )
+    source, target = descr.inputs[0], descr.outputs[0]
+    input_axes, in_channels, sizes = _input_layout(source)
+    output_axes, out_channels, halo = _output_layout(target, source)
+    in_letters, out_letters = _axis_letters(source), _axis_letters(target)
+    return IOSpec(
+        input_axes=input_axes,
+        output_axes=output_axes,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        sizes=sizes,
+        halo=halo,
+        preprocessing=tuple(_processing(p, in_letters, str(source.id)) for p in source.preprocessing),
+        postprocessing=tuple(_processing(p, out_letters, str(target.id)) for p in target.postprocessing),
+        output_dtype=str(target.dtype),
+    )
+
+
+WEIGHT_FORMATS = (
+    "onnx",
+    "pytorch_state_dict",
+    "torchscript",
+    "keras_hdf5",
+    "keras_v3",
+    "tensorflow_saved_model_bundle",
+    "tensorflow_js",
+)
+
+
+def weight_formats(descr: Any) -> list[str]:
+    """The weight formats a package ships."""
+    return [f for f in WEIGHT_FORMATS if getattr(descr.weights, f, None) is not None]
+
+
+def package_details(descr: Any, idl: dict[str, Any]) -> dict[str, Any]:
+    """What ``idl-predict --info`` shows about a package."""
+    return {
+        "name": str(descr.name),
+        "description": str(descr.description),
+        "authors": [str(a.name) for a in descr.authors],
+        "license": str(descr.license),
+        "weights": weight_formats(descr),
+        "test_metrics": idl.get("test_metrics", {}),
+        "training": idl.get("model_info", {}).get("training", {}),
+    }
+
+
+def load_package(path: Path, device: str = "auto") -> LoadedModel:
+    """Open a bioimage.io package with ONNX weights for tiled prediction."""
+    descr = read_description(path)
+    if descr.weights.onnx is None:
+        formats = weight_formats(descr)
+        raise ModelError(
+            f"{path}: this package has no ONNX weights (it has {', '.join(formats)}). idl-predict runs ONNX "
+            "only: convert the weights first (bioimageio.core's weight converters, e.g. "
+            "'bioimageio.core.weight_converters.pytorch_to_onnx'), or ask the author for an ONNX export."
+        )
+    io = io_from_description(descr)
+    idl = dict(getattr(descr.config, "idl", None) or {})
+    info = ModelInfo.from_json(json.dumps(idl["model_info"])) if "model_info" in idl else None
+    mc_weights, missing = None, f"this package has no Monte Carlo dropout graph; {MC_CONFIG_HINT}"
+    mc = idl.get("mc_dropout")
+    if mc:
+        item = _attachment(descr, str(mc.get("file", "")))
+        if item is None:
+            missing = f"config.idl.mc_dropout names '{mc.get('file')}', but no such attachment exists"
+        else:
+            mc_weights = _read(item, str(path))
+    return LoadedModel(
+        io=io,
+        weights=_read(descr.weights.onnx, str(path)),
+        label=str(path),
+        info=info,
+        mc_weights=mc_weights,
+        mc_missing=missing,
+        details={**package_details(descr, idl), "source": str(path), "mc_dropout": mc or None},
+        device=device,
+    )
