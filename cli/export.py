@@ -1,4 +1,4 @@
-"""``idl-export``: ONNX graphs (deterministic and Monte Carlo) from an idl checkpoint."""
+"""``idl-export``: ONNX graphs and a validated bioimage.io package from an idl checkpoint."""
 
 from __future__ import annotations
 
@@ -16,19 +16,64 @@ from idl.cli.common import setup_logging, user_errors
     "out_dir",
     required=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Folder for model.onnx and model_mc.onnx.",
+    help="Folder for model.onnx, model_mc.onnx and <name>.bioimageio.zip.",
+)
+@click.option(
+    "--sample",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Image for the package's test tensor and cover [default: the first test image of the project "
+    "the checkpoint belongs to].",
+)
+@click.option("--axes", default=None, help="Axis order of --sample, e.g. yx, yxc, cyx [default: guessed].")
+@click.option("--author", "authors", multiple=True, help="Author named in the package (repeatable).")
+@click.option(
+    "--package/--no-package", default=True, show_default=True, help="Write the bioimage.io package."
 )
 @click.option("--quiet", is_flag=True, help="Only warnings and errors.")
 @user_errors
-def main(checkpoint: Path, out_dir: Path, quiet: bool) -> None:
-    """Export CHECKPOINT (best.pt or last.pt from idl-train) to ONNX, checked against torch."""
+def main(
+    checkpoint: Path,
+    out_dir: Path,
+    sample: Path | None,
+    axes: str | None,
+    authors: tuple[str, ...],
+    package: bool,
+    quiet: bool,
+) -> None:
+    """Export CHECKPOINT (best.pt or last.pt from idl-train) to ONNX, checked against torch, and to a
+    bioimage.io package validated with bioimageio.core."""
     setup_logging(quiet)
+    from idl.export.bioimageio import PackageRequest, export_package, package_path
     from idl.export.onnx import export_onnx
+    from idl.infer.axes import read_channels_last
+    from idl.infer.errors import IdlError
     from idl.train.checkpoint import load_checkpoint, model_from_checkpoint
+    from idl.train.pipeline import sample_image
 
-    net, info = model_from_checkpoint(load_checkpoint(checkpoint))
+    payload = load_checkpoint(checkpoint)
+    net, info = model_from_checkpoint(payload)
     det, mc = export_onnx(net, info, out_dir)
     click.echo(f"wrote {det}" + (f" and {mc}" if mc else ""))
+    if not package:
+        return
+    if sample is not None:
+        image = read_channels_last(sample, axes)[0]
+    else:
+        try:
+            image = sample_image(checkpoint.resolve().parent.parent, axes or info.axes)
+        except (IdlError, OSError) as exc:
+            raise IdlError(
+                f"{checkpoint}: no project images next to this checkpoint; pass --sample IMAGE for the "
+                "package's test tensor."
+            ) from exc
+    request = PackageRequest(
+        sample=image,
+        authors=authors,
+        settings=payload.get("config", {}),
+        mc_samples=int(payload.get("config", {}).get("mc_samples", 20)),
+    )
+    written = export_package(net, info, det, mc, request, package_path(out_dir, info))
+    click.echo(f"wrote {written} (passed bioimageio.core test_model)")
 
 
 if __name__ == "__main__":

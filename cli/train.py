@@ -40,7 +40,27 @@ def _list_option(ctx: click.Context, param: click.Parameter, value: str | None) 
     "--patience", type=click.IntRange(min=1), help="Early-stopping patience in epochs [default: 10]."
 )
 @click.option("--seed", type=int, help="Random seed [default: 42].")
-@click.option("--pretrained", help="Start from a bioimage.io package or checkpoint.")
+@click.option(
+    "--pretrained",
+    help="Start from a bioimage.io package (zip, folder, rdf.yaml) or an idl checkpoint / model folder.",
+)
+@click.option(
+    "--freeze-encoder/--no-freeze-encoder",
+    default=None,
+    help="With --pretrained: train only the decoder and head [default: off].",
+)
+@click.option(
+    "--package/--no-package",
+    default=None,
+    help="Also write a validated bioimage.io package to PROJECT/model [default: on].",
+)
+@click.option(
+    "--author",
+    "authors",
+    multiple=True,
+    callback=lambda ctx, param, value: tuple(value) or None,
+    help="Author named in the bioimage.io package (repeatable) [default: your login name].",
+)
 @click.option(
     "--augment", callback=_list_option, help="Comma-separated augmentations, or 'none' [default: flip,rot90]."
 )
@@ -98,6 +118,8 @@ def main(
         f"model: {result.model_dir} (best epoch {result.state.best_epoch} of {result.state.epoch}; "
         f"{result.onnx.name}{', ' + result.onnx_mc.name if result.onnx_mc else ''})"
     )
+    if result.package is not None:
+        click.echo(f"bioimage.io package (validated): {result.package}")
     if result.summary:
         s = result.summary
         click.echo(

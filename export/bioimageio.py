@@ -11,6 +11,7 @@ offline. A package that does not pass ``bioimageio.core.test_model`` is not writ
 
 from __future__ import annotations
 
+import getpass
 import json
 import logging
 import re
@@ -62,11 +63,19 @@ class PackageRequest:
     """What goes into a package besides the network: a sample image, provenance and results."""
 
     sample: np.ndarray  # raw channels-last image (the test tensor is cut from it)
-    authors: tuple[str, ...] = ("idl user",)
+    authors: tuple[str, ...] = ()  # empty: the login name
     description: str = ""
     settings: dict[str, Any] = field(default_factory=dict)  # resolved training configuration
     metrics: dict[str, Any] = field(default_factory=dict)  # test-set evaluation summary
     mc_samples: int = 20
+
+
+def default_author() -> str:
+    """The login name, the author of a package when none is named."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # containers without a user entry
+        return "idl user"
 
 
 def package_path(model_dir: Path, info: ModelInfo) -> Path:
@@ -285,7 +294,7 @@ def build_description(
         description=(
             request.description or f"{info.dims}D U-Net ({info.task} segmentation) trained with idl"
         )[:1024],
-        authors=[bio.Author(name=a) for a in request.authors],
+        authors=[bio.Author(name=a) for a in request.authors or (default_author(),)],
         cite=[bio.CiteEntry(text=text, doi=bio.Doi(doi)) for text, doi in CITATIONS],
         license=LICENSE,
         documentation=bio.FileDescr(source=readme),

@@ -90,6 +90,25 @@ class UNet2D(nn.Module):
             self.decoder.append(_Level(width * 2, width, dropout=0.0))
         self.head = nn.Conv2d(widths[0], spec.out_channels, kernel_size=1)
 
+    def freeze_encoder(self) -> int:
+        """Stop training the encoder and bottleneck, weights and batch-norm statistics alike, so
+        fine-tuning adapts only the decoder and head. Returns the number of frozen parameters."""
+        self.frozen = True
+        parameters = [*self.encoder.parameters(), *self.bottleneck.parameters()]
+        for parameter in parameters:
+            parameter.requires_grad_(False)
+        self.train(self.training)
+        return sum(p.numel() for p in parameters)
+
+    def train(self, mode: bool = True) -> UNet2D:
+        """Switch train/eval mode; a frozen encoder keeps its batch-norm statistics fixed."""
+        super().train(mode)
+        if getattr(self, "frozen", False):
+            for module in [*self.encoder.modules(), *self.bottleneck.modules()]:
+                if isinstance(module, nn.BatchNorm2d):
+                    module.eval()
+        return self
+
     def forward_aligned(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for an input whose height and width are multiples of ``2**depth``."""
         skips = []

@@ -84,6 +84,9 @@ class TrainConfig:
     tracking_uri: str | None = None
     tile_size: int = 512
     overlap: float | None = None  # None: the halo the model recommends
+    freeze_encoder: bool = False  # with pretrained weights: train only the decoder and head
+    package: bool = True  # also write a validated bioimage.io package
+    authors: tuple[str, ...] = ()  # for the package; empty: the login name
 
     def __post_init__(self) -> None:
         checks = [
@@ -130,6 +133,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["augment"] = list(self.augment)
+        data["authors"] = list(self.authors)
         return data
 
 
@@ -181,7 +185,7 @@ _KINDS: dict[str, tuple[str, tuple[type, ...]]] = {
         )
     },
     **{k: ("a number", (int, float)) for k in ("learning_rate", "dropout", "val_fraction", "overlap")},
-    **{k: ("true or false", (bool,)) for k in ("uncertainty", "evaluate")},
+    **{k: ("true or false", (bool,)) for k in ("uncertainty", "evaluate", "freeze_encoder", "package")},
     **{k: ("a text", (str,)) for k in ("task", "loss", "axes", "device", "pretrained", "tracking_uri")},
 }
 
@@ -212,8 +216,10 @@ def config_from_mapping(data: dict[str, Any], source: str) -> dict[str, Any]:
         _check_kind(key, value, source)
         if key == "normalization" and isinstance(value, dict):
             value = Normalization(**value)
-        if key == "augment" and isinstance(value, list):
+        if key in ("augment", "authors") and isinstance(value, list):
             value = tuple(value)
+        if key == "authors" and isinstance(value, str):
+            value = (value,)
         if key == "task":
             value = _task(str(value))
         out[key] = value

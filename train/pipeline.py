@@ -12,12 +12,15 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from idl.export.bioimageio import PACKAGE_SUFFIX, PackageRequest, export_package, package_path
 from idl.export.onnx import export_onnx
+from idl.infer.axes import read_channels_last
 from idl.infer.errors import IdlError
 from idl.infer.evaluate import evaluate_semantic, items_for_predictions
-from idl.infer.io import write_text
+from idl.infer.io import is_image_file, write_text
 from idl.infer.model import load_model
 from idl.infer.model_info import ModelInfo
 from idl.infer.predict import PredictOptions, predict_files
@@ -35,6 +38,7 @@ from idl.train.config import IMPLEMENTED_TASKS, ConfigError, TrainConfig
 from idl.train.data import PatchDataset, TileDataset, load_semantic_data, patch_size_for, split_validation
 from idl.train.loop import LoopSettings, TrainState, fit
 from idl.train.losses import make_loss
+from idl.train.pretrained import Pretrained, read_pretrained, transfer
 from idl.train.tracking import Tracker
 
 log = logging.getLogger("idl")
@@ -52,6 +56,7 @@ class RunResult:
     onnx_mc: Path | None
     summary: dict[str, Any] | None
     run_id: str
+    package: Path | None = None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -62,7 +67,47 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-TRAINED_FILES = (BEST_NAME, LAST_NAME, CONFIG_NAME, "model.onnx", "model_mc.onnx")
+PRETRAINED_REPORT = "pretrained.txt"
+TRAINED_FILES = (BEST_NAME, LAST_NAME, CONFIG_NAME, "model.onnx", "model_mc.onnx", PRETRAINED_REPORT)
+
+
+def _adopt_architecture(config: TrainConfig, pretrained: Pretrained) -> TrainConfig:
+    """Fine-tuning needs the pretrained network's depth and width; take them from the weights."""
+    arch = pretrained.architecture
+    wanted = {k: arch[k] for k in ("depth", "base_filters") if k in arch and arch[k] != getattr(config, k)}
+    if wanted:
+        log.info("using the pretrained network's %s", ", ".join(f"{k}={v}" for k, v in wanted.items()))
+    return replace(config, **wanted)
+
+
+def sample_image(project: Path, axes: str | None) -> np.ndarray:
+    """The first test image (or training image) as channels-last: the package's test tensor."""
+    for part in ("test", "train"):
+        folder = project / part / IMAGE_DIR
+        images = sorted(p for p in folder.iterdir() if is_image_file(p)) if folder.is_dir() else []
+        if images:
+            return read_channels_last(images[0], axes)[0]
+    raise IdlError(f"{project}: no image to build the bioimage.io package's test tensor from.")
+
+
+def write_package(
+    project: Path,
+    config: TrainConfig,
+    net: UNet2D,
+    info: ModelInfo,
+    onnx_path: Path,
+    mc_path: Path | None,
+    summary: dict[str, Any] | None,
+) -> Path:
+    """The validated bioimage.io package of a trained model, next to its ONNX graphs."""
+    request = PackageRequest(
+        sample=sample_image(project, config.axes),
+        authors=config.authors,
+        settings=config.to_dict(),
+        metrics=summary or {},
+        mc_samples=config.mc_samples,
+    )
+    return export_package(net, info, onnx_path, mc_path, request, package_path(project / MODEL_DIR, info))
 
 
 def _prepare_fresh_start(project: Path, resume: bool, overwrite: bool) -> None:
@@ -78,6 +123,8 @@ def _prepare_fresh_start(project: Path, resume: bool, overwrite: bool) -> None:
         )
     for name in TRAINED_FILES:
         (model_dir / name).unlink(missing_ok=True)
+    for package in model_dir.glob(f"*{PACKAGE_SUFFIX}"):
+        package.unlink()
     for folder in (project / RESULTS_DIR, project / EVALUATION_DIR):
         if folder.is_dir():
             shutil.rmtree(folder)
@@ -97,14 +144,18 @@ def train_project(
         raise ConfigError(
             f"task '{config.task}' is not available yet; available: {', '.join(IMPLEMENTED_TASKS)}"
         )
-    if config.pretrained is not None:
-        raise ConfigError("--pretrained is not available yet; train from scratch for now.")
+    if config.freeze_encoder and config.pretrained is None:
+        raise ConfigError("--freeze-encoder keeps pretrained encoder weights: give --pretrained as well.")
     if config.dims != 2:
         raise ConfigError("3D training is not available yet; use --dims 2.")
     model_dir = project / MODEL_DIR
     _prepare_fresh_start(project, resume, overwrite)
+    model_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
 
+    pretrained = read_pretrained(config.pretrained) if config.pretrained and not resume else None
+    if pretrained is not None:
+        config = _adopt_architecture(config, pretrained)
     data = load_semantic_data(project / "train", config.normalization, config.axes, config.num_classes)
     train_samples, val_samples = split_validation(data.samples, config.val_fraction, config.seed)
     loss_name = config.resolved_loss(data.num_classes)
@@ -149,7 +200,24 @@ def train_project(
     )
 
     torch.manual_seed(config.seed)
-    model = UNet2D(spec).to(device)
+    model = UNet2D(spec)
+    if pretrained is not None:
+        report = transfer(model, pretrained.state_dict)
+        if not report.loaded:
+            raise ConfigError(
+                f"--pretrained {pretrained.source}: no tensor matches this network by name and shape."
+            )
+        log.info(
+            "pretrained weights from %s: %d tensors loaded, %d skipped\n%s",
+            pretrained.source,
+            len(report.loaded),
+            len(report.skipped),
+            report.table(),
+        )
+        write_text(model_dir / PRETRAINED_REPORT, report.table() + "\n")
+    if config.freeze_encoder:
+        log.info("encoder frozen: %d parameters are not trained", model.freeze_encoder())
+    model = model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     state, run_id = TrainState(), None
     if resume:
@@ -169,7 +237,6 @@ def train_project(
         torch.set_rng_state(payload["torch_rng"])
         run_id = payload.get("mlflow_run_id")
         log.info("resuming after epoch %d (best epoch %d)", state.epoch, state.best_epoch)
-    model_dir.mkdir(parents=True, exist_ok=True)
     write_text(model_dir / CONFIG_NAME, json.dumps(config.to_dict(), indent=2))
 
     tracker = Tracker(project, config.tracking_uri, run_id)
@@ -222,11 +289,15 @@ def train_project(
         if summary is not None:
             tracker.log_metrics({f"test_{k}": v for k, v in summary.items() if isinstance(v, float)})
             tracker.log_artifact(project / EVALUATION_DIR)
+        package = None
+        if config.package:
+            package = write_package(project, config, best, info, onnx_path, mc_path, summary)
+            tracker.log_artifact(package, "model")
     except BaseException:
         tracker.end("FAILED")
         raise
     tracker.end()
-    return RunResult(model_dir, state, onnx_path, mc_path, summary, tracker.run_id)
+    return RunResult(model_dir, state, onnx_path, mc_path, summary, tracker.run_id, package)
 
 
 def predict_and_evaluate(project: Path, config: TrainConfig, progress: bool = True) -> dict[str, Any] | None:
