@@ -11,14 +11,16 @@ from idl.infer.session import DEVICES
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("model", type=click.Path(exists=True, path_type=Path))
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.argument("model")
+@click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
 @click.option(
     "--out",
     "out_dir",
-    required=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Folder for the predictions (<image name>.tif).",
+    help="Folder for the predictions (<image name>.tif); required unless --info.",
+)
+@click.option(
+    "--info", "show_info", is_flag=True, help="Describe MODEL (inputs, outputs, metrics, MC) and exit."
 )
 @click.option(
     "--mc-samples",
@@ -67,9 +69,10 @@ from idl.infer.session import DEVICES
 @click.option("--quiet", is_flag=True, help="Only warnings and errors.")
 @user_errors
 def main(
-    model: Path,
+    model: str,
     inputs: tuple[Path, ...],
-    out_dir: Path,
+    out_dir: Path | None,
+    show_info: bool,
     mc_samples: int,
     tile_size: int,
     overlap: float | None,
@@ -81,15 +84,25 @@ def main(
     device: str,
     quiet: bool,
 ) -> None:
-    """Predict INPUT images or folders with MODEL (a PROJECT/model folder or a .onnx file)."""
+    """Predict INPUT images or folders with MODEL: a PROJECT/model folder, a .onnx file, or a
+    bioimage.io package (.zip, folder or rdf.yaml) with ONNX weights, ours or anyone's."""
     setup_logging(quiet)
     from idl.infer.model import load_model
     from idl.infer.predict import PredictOptions, collect_inputs, predict_files
 
+    if show_info:
+        from idl.infer.describe import describe
+
+        click.echo(describe(load_model(model, device)))
+        return
+    if not inputs:
+        raise click.UsageError("give at least one INPUT image or folder (or --info to describe MODEL)")
+    if out_dir is None:
+        raise click.UsageError("--out DIR is required to predict")
     if mc_samples == 1:
         raise click.BadParameter("use 0 (off) or at least 2 samples", param_hint="--mc-samples")
-    files = collect_inputs(inputs)
     loaded = load_model(model, device)
+    files = collect_inputs(inputs)
     options = PredictOptions(tile_size, overlap, batch_size, mc_samples, threshold, progress=not quiet)
     predict_files(loaded, files, out_dir, options, axes, save_probabilities)
     click.echo(f"{len(files)} prediction(s) written to {out_dir}")
