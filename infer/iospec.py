@@ -34,6 +34,10 @@ class IOSpec:
     preprocessing: tuple[Op, ...] = ()
     postprocessing: tuple[Op, ...] = ()
     output_dtype: str = "float32"
+    # bioimage.io semantics: the whole input is padded by the halo (numpy mode, constant value) before
+    # preprocessing, and the output cropped back; None for idl models, which see the image unpadded
+    input_pad: str | None = None
+    input_pad_value: float = 0.0
 
     @property
     def spatial(self) -> str:

@@ -187,8 +187,12 @@ def _attachment(descr: Any, name: str) -> Any | None:
     return None
 
 
-def io_from_description(descr: Any) -> IOSpec:
-    """Translate a spec 0.5 model description into an :class:`IOSpec` (one input, one output)."""
+def io_from_description(descr: Any, pad_input: bool = True) -> IOSpec:
+    """Translate a spec 0.5 model description into an :class:`IOSpec` (one input, one output).
+
+    With ``pad_input`` the input is padded by the output halo (the tensor's ``pad`` mode, symmetric by
+    default) before preprocessing, as bioimage.io tools do.
+    """
     if len(descr.inputs) != 1 or len(descr.outputs) != 1:
         raise ModelError(
             f"the package has {len(descr.inputs)} input(s) and {len(descr.outputs)} output(s); "
@@ -198,6 +202,7 @@ def io_from_description(descr: Any) -> IOSpec:
     input_axes, in_channels, sizes = _input_layout(source)
     output_axes, out_channels, halo = _output_layout(target, source)
     in_letters, out_letters = _axis_letters(source), _axis_letters(target)
+    pad_mode = str(getattr(getattr(source, "pad", None), "mode", "symmetric"))
     return IOSpec(
         input_axes=input_axes,
         output_axes=output_axes,
@@ -208,6 +213,8 @@ def io_from_description(descr: Any) -> IOSpec:
         preprocessing=tuple(_processing(p, in_letters, str(source.id)) for p in source.preprocessing),
         postprocessing=tuple(_processing(p, out_letters, str(target.id)) for p in target.postprocessing),
         output_dtype=str(target.dtype),
+        input_pad=pad_mode if pad_input and any(halo.values()) else None,
+        input_pad_value=float(getattr(getattr(source, "pad", None), "value", 0.0) or 0.0),
     )
 
 
@@ -250,9 +257,10 @@ def load_package(path: Path, device: str = "auto") -> LoadedModel:
             "only: convert the weights first (bioimageio.core's weight converters, e.g. "
             "'bioimageio.core.weight_converters.pytorch_to_onnx'), or ask the author for an ONNX export."
         )
-    io = io_from_description(descr)
     idl = dict(getattr(descr.config, "idl", None) or {})
     info = ModelInfo.from_json(json.dumps(idl["model_info"])) if "model_info" in idl else None
+    # idl's own packages run exactly as the model folder they were made from (no halo padding)
+    io = io_from_description(descr, pad_input=info is None)
     mc_weights, missing = None, f"this package has no Monte Carlo dropout graph; {MC_CONFIG_HINT}"
     mc = idl.get("mc_dropout")
     if mc:

@@ -107,9 +107,14 @@ def predict_probabilities(
     graph) and the mean and InstantDL's uncertainty are returned; batches then hold copies of one tile.
     """
     spatial, image_axes, batch_axes = io.spatial, io.image_axes, io.batch_axes
-    shape = image.shape[:-1]
-    if len(shape) != len(spatial):
+    if image.ndim - 1 != len(spatial):
         raise DataError(f"the network expects {len(spatial)}D images ({image_axes}), got shape {image.shape}")
+    original = image.shape[:-1]
+    if io.input_pad is not None:
+        widths = [(io.halo_of(a), io.halo_of(a)) for a in spatial] + [(0, 0)]
+        extra = {"constant_values": io.input_pad_value} if io.input_pad == "constant" else {}
+        image = np.pad(image, widths, mode=io.input_pad, **extra)
+    shape = image.shape[:-1]
     halos = tuple(io.halo_of(a) for a in spatial) if halo is None else _per_axis(halo, len(spatial))
     tiles = tile_grid(shape, _per_axis(tile_size, len(spatial)), halos, [io.sizes[a] for a in spatial])
     pre = fit_ops(io.preprocessing, image, image_axes)
@@ -150,6 +155,10 @@ def predict_probabilities(
         bar.update(len(chunk))
     bar.close()
     assert output is not None
+    if io.input_pad is not None:  # crop the padding back off
+        crop = tuple(slice(io.halo_of(a), io.halo_of(a) + n) for a, n in zip(spatial, original, strict=True))
+        output = output[(slice(None), *crop)]
+        uncertainty = None if uncertainty is None else uncertainty[crop]
     if tail:
         output_axes = "c" + spatial
         output = apply_ops(fit_ops(tail, output, output_axes), output, output_axes).astype(np.float32)
