@@ -89,6 +89,24 @@ def test_export_from_checkpoint_reproduces_the_model(model_dir: Path, tmp_path: 
     assert result.exit_code == 0, result.output
     x = rng.random((1, 1, 64, 64)).astype(np.float32)
     np.testing.assert_allclose(load_model(tmp_path).runner(x), load_model(model_dir).runner(x), atol=1e-6)
+    (package,) = tmp_path.glob("*.bioimageio.zip")  # test tensor from the project's first test image
+    assert "passed bioimageio.core test_model" in result.output
+    np.testing.assert_allclose(load_model(package).runner(x), load_model(model_dir).runner(x), atol=1e-6)
+    assert list(model_dir.parent.joinpath("mlruns").rglob("*.bioimageio.zip")), "package not logged"
+
+
+def test_info_describes_model_folders_and_packages(model_dir: Path) -> None:
+    for model in (model_dir, next(model_dir.glob("*.bioimageio.zip"))):
+        result = _run(predict_cli, ["--info", str(model)])
+        assert result.exit_code == 0, result.output
+        assert "input: axes bcyx (batch, channel, y, x), 1 channel(s)" in result.output
+        assert "halo y: 48, x: 48" in result.output and "task: semantic, 2 classes" in result.output
+        assert "test metrics: accuracy 0.9" in result.output and "jaccard 0." in result.output
+        assert "Monte Carlo dropout: available (p = 0.2)" in result.output
+    assert "postprocessing: sigmoid()" in result.output  # the package declares its activation
+    result = _run(predict_cli, ["affable-shark", "--info"])
+    assert result.exit_code != 0 and "looks like a bioimage.io model id" in result.output
+    assert "never downloads models" in result.output
 
 
 def test_predict_errors_are_clear(model_dir: Path, tmp_path: Path) -> None:

@@ -60,3 +60,15 @@ def test_predict_end_to_end_with_torch_blocked(model_dir: Path, tmp_path: Path) 
     assert mask.dtype == np.uint8 and mask.shape == (96, 96)
     assert read_image(out / "uncertainty" / names[0]).dtype == np.float32
     assert (out / "evaluation" / "summary.json").is_file() and (out / "evaluation" / "report.html").is_file()
+
+
+def test_package_prediction_with_torch_blocked(model_dir: Path, tmp_path: Path) -> None:
+    """The bioimage.io path (bioimageio.spec, our package with its MC attachment) needs no torch either."""
+    package = next(model_dir.glob("*.bioimageio.zip"))
+    image = next((model_dir.parent / "test" / "image").iterdir())
+    out = tmp_path / "pkg"
+    args = [str(package), str(image), "--out", str(out), "--mc-samples", "2", "--quiet"]
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, *args], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert read_image(out / f"{image.stem}.tif").shape == (96, 96)
+    assert read_image(out / "uncertainty" / f"{image.stem}.tif").max() > 0

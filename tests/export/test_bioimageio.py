@@ -1,0 +1,89 @@
+"""bioimage.io packages of trained models: validation, contents, and equality with the model folder."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from idl.export.bioimageio import PackageRequest, export_package, validate_package
+from idl.export.onnx import ExportError
+from idl.infer.model import load_model
+from idl.infer.predict import PredictOptions, predict_image
+from idl.infer.synthetic import NucleiSpec, synthetic_nuclei
+from idl.infer.tiling import smallest_tile
+
+
+@pytest.fixture(scope="module")
+def package(model_dir: Path) -> Path:
+    found = sorted(model_dir.glob("*.bioimageio.zip"))
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_exported_package_passes_bioimageio_core_test_model(package: Path) -> None:
+    summary = validate_package(package)
+    assert summary.status == "passed"
+    tested = {d.name for d in summary.details}
+    assert any("onnx" in n for n in tested) and any("pytorch_state_dict" in n for n in tested)
+
+
+def test_package_describes_the_network(package: Path, model_dir: Path) -> None:
+    rdf = yaml.safe_load(zipfile.ZipFile(package).read("rdf.yaml"))
+    info = load_model(model_dir).info
+    (inp,), (out,) = rdf["inputs"], rdf["outputs"]
+    assert [a["type"] for a in inp["axes"]] == ["batch", "channel", "space", "space"]
+    y = inp["axes"][2]
+    assert y["size"] == {"min": smallest_tile(info.halo, info.size_multiple), "step": info.size_multiple}
+    assert [a.get("halo") for a in out["axes"][2:]] == [info.halo, info.halo]
+    assert [p["id"] for p in inp["preprocessing"]][-2:] == ["scale_range", "ensure_dtype"]
+    scale = inp["preprocessing"][-2]["kwargs"]
+    assert (scale["min_percentile"], scale["max_percentile"], scale["axes"]) == (1.0, 99.8, ["y", "x"])
+    assert inp["data"]["type"] == "uint16"  # the raw dtype of the synthetic images
+    assert [p["id"] for p in out["postprocessing"]][0] == "sigmoid"
+    assert set(rdf["weights"]) == {"onnx", "pytorch_state_dict"}
+    arch = rdf["weights"]["pytorch_state_dict"]["architecture"]
+    assert (arch["callable"], arch["import_from"], arch["kwargs"]["depth"]) == (
+        "build_unet2d",
+        "idl.models",
+        3,
+    )
+    mc = rdf["config"]["idl"]["mc_dropout"]
+    assert mc == {"file": "model_mc.onnx", "p": 0.2, "n_samples": 4}
+    assert "model_mc.onnx" in zipfile.ZipFile(package).namelist()
+    assert {c["doi"] for c in rdf["cite"]} == {"10.1186/s12859-021-04037-3", "10.1007/978-3-319-24574-4_28"}
+    assert all("github_user" not in a for a in rdf["authors"])
+    readme = zipfile.ZipFile(package).read("README.md").decode()
+    assert "## Validation" in readme and "| jaccard |" in readme and "training images: " in readme
+
+
+def test_package_predicts_like_the_model_folder(package: Path, model_dir: Path) -> None:
+    image = synthetic_nuclei(np.random.default_rng(21), NucleiSpec(size=150))[0][..., None]
+    options = PredictOptions(tile_size=128, progress=False)
+    from_package = predict_image(load_model(package), image, options)
+    from_folder = predict_image(load_model(model_dir), image, options)
+    assert np.abs(from_package.probabilities - from_folder.probabilities).max() <= 1e-6
+    np.testing.assert_array_equal(from_package.mask, from_folder.mask)
+    assert load_model(package).has_mc
+    mc = predict_image(
+        load_model(package), image, PredictOptions(tile_size=128, mc_samples=3, progress=False)
+    )
+    assert mc.uncertainty is not None and mc.uncertainty.max() > 0
+
+
+def test_package_that_fails_validation_is_not_written(model_dir: Path, tmp_path: Path) -> None:
+    from idl.train.checkpoint import load_checkpoint, model_from_checkpoint
+
+    net, info = model_from_checkpoint(load_checkpoint(model_dir / "best.pt"))
+    other, _ = model_from_checkpoint(load_checkpoint(model_dir / "best.pt"))
+    for p in other.parameters():  # the state dict no longer matches the ONNX graph
+        p.data.mul_(-1.0)
+    sample = synthetic_nuclei(np.random.default_rng(2), NucleiSpec(size=96))[0][..., None]
+    out = tmp_path / "bad.bioimageio.zip"
+    with pytest.raises(ExportError, match="failed validation") as excinfo:
+        export_package(other, info, model_dir / "model.onnx", None, PackageRequest(sample=sample), out)
+    assert "pytorch_state_dict" in str(excinfo.value)
+    assert not out.exists() and not list(tmp_path.glob(".package-*"))
