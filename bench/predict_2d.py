@@ -1,8 +1,9 @@
-"""Benchmark 2D prediction: idl-predict against whole-image ONNX Runtime and torch eager.
+"""Benchmark 2D prediction: idl-predict against whole-image ONNX Runtime, torch eager and
+bioimageio.core (the same model as a bioimage.io package, predicted in 512-px blocks).
 
-All three read the same 4096 x 4096 uint16 TIFF, normalize it the same way, predict with the same
-trained U-Net weights, threshold with Otsu and write a mask; each runs as its own process, measured
-side by side in one run (wall time and peak RSS of the whole process).
+All read the same 4096 x 4096 uint16 TIFF, normalize it the same way, predict with the same trained
+U-Net weights, threshold with Otsu and write a mask; each runs as its own process, measured side by
+side in one run (wall time and peak RSS of the whole process).
 
     python bench/predict_2d.py                       # trains a quick depth-4 U-Net first
     python bench/predict_2d.py --model PROJECT/model # or uses a trained one
@@ -34,12 +35,36 @@ def _child_onnxruntime(model_dir: Path, image_path: Path, out: Path) -> None:
     from idl.infer.model import load_model
     from idl.infer.normalize import normalize
     from idl.infer.postprocess import to_mask
+    from idl.infer.processing import apply_ops
 
-    info = load_model(model_dir).info
+    model = load_model(model_dir)
     image = tifffile.imread(image_path)[..., None]
-    x = np.ascontiguousarray(np.moveaxis(normalize(image, info.normalization), -1, 0)[None])
+    x = np.ascontiguousarray(np.moveaxis(normalize(image, model.info.normalization), -1, 0)[None])
     session = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
-    p = session.run(None, {session.get_inputs()[0].name: x})[0][0]
+    logits = session.run(None, {session.get_inputs()[0].name: x})[0]
+    p = apply_ops(model.io.postprocessing, logits, "bcyx")[0]  # sigmoid
+    tifffile.imwrite(out, to_mask(p, "otsu")[0])
+
+
+def _child_bioimageio(model_dir: Path, image_path: Path, out: Path) -> None:
+    """bioimageio.core's own prediction of the package, in 512-px blocks (its halo handling)."""
+    import tifffile
+    from bioimageio.core import Tensor, predict
+    from bioimageio.spec import load_model_description
+
+    from idl.infer.postprocess import to_mask
+
+    package = next(model_dir.glob("*.bioimageio.zip"))
+    descr = load_model_description(package, perform_io_checks=False)
+    size = descr.inputs[0].axes[2].size  # min + n * step
+    n = max(0, (512 - size.min) // size.step)
+    image = tifffile.imread(image_path)[None, None]
+    sample = predict(
+        model=descr,
+        inputs={"input": Tensor.from_numpy(image, dims=["batch", "channel", "y", "x"])},
+        blocksize_parameter=n,
+    )
+    p = sample.members["probabilities"].data.values[0]
     tifffile.imwrite(out, to_mask(p, "otsu")[0])
 
 
@@ -105,7 +130,10 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("bench_out/predict_2d"))
     parser.add_argument("--skip-torch", action="store_true")
     parser.add_argument("--mc-samples", type=int, default=0, help="also time Monte Carlo prediction")
-    parser.add_argument("--child", choices=["onnxruntime", "torch", "image"], help=argparse.SUPPRESS)
+    parser.add_argument("--skip-bioimageio", action="store_true")
+    parser.add_argument(
+        "--child", choices=["onnxruntime", "torch", "bioimageio", "image"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--image", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -113,9 +141,9 @@ def main() -> None:
         _child_image(args.size, args.out)
         return
     if args.child:
-        {"onnxruntime": _child_onnxruntime, "torch": _child_torch}[args.child](
-            args.model, args.image, args.out
-        )
+        {"onnxruntime": _child_onnxruntime, "torch": _child_torch, "bioimageio": _child_bioimageio}[
+            args.child
+        ](args.model, args.image, args.out)
         return
 
     args.work.mkdir(parents=True, exist_ok=True)
@@ -148,6 +176,26 @@ def main() -> None:
             )
         )
 
+    if not args.skip_bioimageio:
+        if not list(model.glob("*.bioimageio.zip")):  # models trained before packages existed
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "idl.cli.export",
+                    str(model / "best.pt"),
+                    "--out",
+                    str(model),
+                    "--quiet",
+                ],
+                check=True,
+            )
+        runs.append(
+            measure(
+                "bioimageio.core, 512 blocks",
+                [*me, "--child", "bioimageio", "--out", str(args.work / "bioimageio.tif")],
+            )
+        )
     if args.mc_samples:
         label = f"idl-predict, {args.mc_samples} MC samples"
         cmd = [*predict, str(args.work / "mc"), "--mc-samples", str(args.mc_samples)]
@@ -162,6 +210,9 @@ def main() -> None:
     ours = tifffile.imread(args.work / "idl" / image_path.name)
     whole = tifffile.imread(args.work / "ort.tif")
     print(f"mask pixels differing between idl-predict and whole-image ORT: {int((ours != whole).sum())}")
+    if not args.skip_bioimageio:
+        core = tifffile.imread(args.work / "bioimageio.tif")
+        print(f"mask pixels differing between idl-predict and bioimageio.core: {int((ours != core).sum())}")
     ok_time = runs[0].seconds <= TIME_TARGET * reference
     ok_memory = runs[0].peak_mb <= MEMORY_TARGET_MB
     print(

@@ -202,8 +202,8 @@ def build_description(
     for name, array in files.items():
         np.save(workdir / name, array)
     # sample tensors must be images (imageio reads them): the tensors without the batch axis, as TIFF
-    tifffile.imwrite(workdir / "sample_input.tif", raw_in[0])
-    tifffile.imwrite(workdir / "sample_output.tif", out[0])
+    tifffile.imwrite(workdir / "sample_input.tif", raw_in[0], photometric="minisblack")
+    tifffile.imwrite(workdir / "sample_output.tif", out[0], photometric="minisblack")
     cover = _cover(test_image, test_output, workdir / "cover.png")
     readme = workdir / "README.md"
     readme.write_text(_readme(info, request, mc_path is not None), encoding="utf-8")

@@ -80,12 +80,15 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 def write_tiff(path: str | os.PathLike[str], array: np.ndarray) -> Path:
-    """Write ``array`` as a (zlib-compressed) TIFF atomically and return the path."""
+    """Write ``array`` as a (zlib-compressed) TIFF atomically and return the path.
+
+    Arrays are stored as they are (grayscale planes), never reinterpreted as RGB.
+    """
     import tifffile
 
     path = Path(path)
     with atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, np.asarray(array), compression="zlib")
+        tifffile.imwrite(tmp, np.asarray(array), compression="zlib", photometric="minisblack")
     return path
 
 

@@ -87,3 +87,14 @@ def test_package_that_fails_validation_is_not_written(model_dir: Path, tmp_path:
         export_package(other, info, model_dir / "model.onnx", None, PackageRequest(sample=sample), out)
     assert "pytorch_state_dict" in str(excinfo.value)
     assert not out.exists() and not list(tmp_path.glob(".package-*"))
+
+
+def test_unpacked_package_loads_from_folder_and_rdf(package: Path, tmp_path: Path) -> None:
+    zipfile.ZipFile(package).extractall(tmp_path / "unpacked")
+    image = synthetic_nuclei(np.random.default_rng(22), NucleiSpec(size=120))[0][..., None]
+    options = PredictOptions(tile_size=256, progress=False)
+    expected = predict_image(load_model(package), image, options).probabilities
+    for source in (tmp_path / "unpacked", tmp_path / "unpacked" / "rdf.yaml"):
+        model = load_model(source)
+        assert model.has_mc and model.info is not None
+        np.testing.assert_array_equal(predict_image(model, image, options).probabilities, expected)
