@@ -190,6 +190,22 @@ def main() -> None:
                 ],
                 check=True,
             )
+        package = str(next(model.glob("*.bioimageio.zip")))
+        runs.append(
+            measure(
+                "idl-predict on the package",
+                [
+                    sys.executable,
+                    "-m",
+                    "idl.cli.predict",
+                    package,
+                    str(image_path),
+                    "--quiet",
+                    "--out",
+                    str(args.work / "pkg"),
+                ],
+            )
+        )
         runs.append(
             measure(
                 "bioimageio.core, 512 blocks",

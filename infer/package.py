@@ -81,49 +81,52 @@ def _axis_letters(tensor: Any) -> dict[str, str]:
     return {str(a.id): _letter(a, str(tensor.id)) for a in tensor.axes}
 
 
-def _input_layout(tensor: Any) -> tuple[str, int, dict[str, AxisSize]]:
-    """``(axes, channels, sizes per space axis)`` of the input tensor."""
-    from bioimageio.spec.model import v0_5
-
-    axes, channels, sizes = "", 1, {}
+def _walk(tensor: Any) -> tuple[str, int, list[tuple[str, Any]]]:
+    """A tensor's axis letters, its channel count and its space axes as ``(letter, axis)``."""
+    axes, channels, space = "", 1, []
     for axis in tensor.axes:
         letter = _letter(axis, str(tensor.id))
         axes += letter
         if letter == "c":
             channels = len(axis.channel_names)
         elif letter in SPACE:
-            size = axis.size
-            if isinstance(size, int):
-                sizes[letter] = AxisSize(size, 0)
-            elif isinstance(size, v0_5.ParameterizedSize):
-                sizes[letter] = AxisSize(size.min, size.step)
-            else:
-                raise ModelError(
-                    f"input axis '{axis.id}': size {size!r} is not supported (use fixed or min/step)."
-                )
+            space.append((letter, axis))
+    return axes, channels, space
+
+
+def _input_layout(tensor: Any) -> tuple[str, int, dict[str, AxisSize]]:
+    """``(axes, channels, sizes per space axis)`` of the input tensor."""
+    from bioimageio.spec.model import v0_5
+
+    axes, channels, space = _walk(tensor)
+    sizes = {}
+    for letter, axis in space:
+        if isinstance(axis.size, int):
+            sizes[letter] = AxisSize(axis.size, 0)
+        elif isinstance(axis.size, v0_5.ParameterizedSize):
+            sizes[letter] = AxisSize(axis.size.min, axis.size.step)
+        else:
+            raise ModelError(
+                f"input axis '{axis.id}': size {axis.size!r} is not supported (use fixed or min/step)."
+            )
     return axes, channels, sizes
 
 
 def _output_layout(tensor: Any, source: Any) -> tuple[str, int, dict[str, int]]:
     """``(axes, channels, halo per space axis)``; output space axes must match the input's."""
-    axes, channels, halo = "", 1, {}
-    source_ids = {str(a.id): a for a in source.axes}
-    for axis in tensor.axes:
-        letter = _letter(axis, str(tensor.id))
-        axes += letter
-        if letter == "c":
-            channels = len(axis.channel_names)
-        elif letter in SPACE:
-            ref = getattr(axis.size, "axis_id", None)
-            same = ref is not None and _letter(source_ids[str(ref)], str(source.id)) == letter
-            same = same and getattr(axis.size, "offset", 0) == 0
-            same = same and float(axis.scale) == float(getattr(source_ids.get(str(ref)), "scale", 1.0))
-            if not same and not isinstance(axis.size, int):
-                raise ModelError(
-                    f"output axis '{axis.id}': its size is not the input's (size {axis.size!r}, scale "
-                    f"{axis.scale}); idl tiles networks whose output pixels match the input pixels."
-                )
-            halo[letter] = int(getattr(axis, "halo", 0) or 0)
+    axes, channels, space = _walk(tensor)
+    source_axes = {str(a.id): a for a in source.axes}
+    halo = {}
+    for letter, axis in space:
+        ref = source_axes.get(str(getattr(axis.size, "axis_id", None)))
+        same = ref is not None and _letter(ref, str(source.id)) == letter
+        same = same and getattr(axis.size, "offset", 0) == 0 and float(axis.scale) == float(ref.scale)
+        if not same and not isinstance(axis.size, int):
+            raise ModelError(
+                f"output axis '{axis.id}': its size is not the input's (size {axis.size!r}, scale "
+                f"{axis.scale}); idl tiles networks whose output pixels match the input pixels."
+            )
+        halo[letter] = int(getattr(axis, "halo", 0) or 0)
     return axes, channels, halo
 
 
