@@ -27,7 +27,7 @@ import torch
 
 from idl.export.onnx import ExportError
 from idl.infer.iospec import io_for_info
-from idl.infer.model import read_info
+from idl.infer.model import PACKAGE_SUFFIX, read_info
 from idl.infer.model_info import ModelInfo
 from idl.infer.session import OnnxRunner
 from idl.infer.tiling import AxisSize, read_window, smallest_tile
@@ -35,7 +35,6 @@ from idl.models import UNet2D
 
 log = logging.getLogger("idl")
 
-PACKAGE_SUFFIX = ".bioimageio.zip"
 LICENSE = "CC-BY-4.0"
 CITATIONS = (
     (

@@ -48,12 +48,18 @@ def _rdf_source(path: Path) -> Path:
     return path
 
 
-def read_description(path: Path) -> Any:
-    """The package's model description (converted to spec 0.5), read without network access."""
+def read_description(path: Path) -> tuple[Any, str]:
+    """The package's model description (converted to spec 0.5) and the spec version it was written
+    in, read without network access."""
     from bioimageio.spec import load_model_description
 
     try:
-        return load_model_description(_rdf_source(path), format_version="latest", perform_io_checks=False)
+        source = _rdf_source(path)
+        original = load_model_description(source, perform_io_checks=False)
+        if str(original.format_version).startswith("0.5"):
+            return original, str(original.format_version)
+        latest = load_model_description(source, format_version="latest", perform_io_checks=False)
+        return latest, str(original.format_version)
     except ModelError:
         raise
     except Exception as exc:
@@ -252,7 +258,7 @@ def package_details(descr: Any, idl: dict[str, Any]) -> dict[str, Any]:
 
 def load_package(path: Path, device: str = "auto") -> LoadedModel:
     """Open a bioimage.io package with ONNX weights for tiled prediction."""
-    descr = read_description(path)
+    descr, version = read_description(path)
     if descr.weights.onnx is None:
         formats = weight_formats(descr)
         raise ModelError(
@@ -262,8 +268,9 @@ def load_package(path: Path, device: str = "auto") -> LoadedModel:
         )
     idl = dict(getattr(descr.config, "idl", None) or {})
     info = ModelInfo.from_json(json.dumps(idl["model_info"])) if "model_info" in idl else None
-    # idl's own packages run exactly as the model folder they were made from (no halo padding)
-    io = io_from_description(descr, pad_input=info is None)
+    # Halo padding of the input is what bioimage.io tools do for spec 0.5 packages (bioimageio.core
+    # does not pad 0.4 ones); idl's own packages run exactly as the model folder they came from.
+    io = io_from_description(descr, pad_input=info is None and version.startswith("0.5"))
     mc_weights, missing = None, f"this package has no Monte Carlo dropout graph; {MC_CONFIG_HINT}"
     mc = idl.get("mc_dropout")
     if mc:

@@ -51,7 +51,7 @@ class TransferReport:
 def _from_package(path: Path) -> Pretrained:
     from idl.infer.package import read_description
 
-    descr = read_description(path)
+    descr, _ = read_description(path)
     weights = descr.weights.pytorch_state_dict
     if weights is None:
         raise ModelError(

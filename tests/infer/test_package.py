@@ -295,3 +295,86 @@ def test_foreign_3d_package_matches_bioimageio_core(tmp_path: Path) -> None:
     assert got.shape == (2, 40, 70, 60)
     assert diff <= 1e-4
     np.testing.assert_allclose(got.sum(axis=0), 1.0, atol=1e-5)  # softmax over the channel axis
+
+
+RDF_04 = """
+format_version: 0.4.10
+type: model
+name: an older package
+description: written in the model spec 0.4, as many zoo models are
+authors: [{name: Someone Else}]
+cite: [{text: none, url: "https://example.org"}]
+license: MIT
+documentation: README.md
+timestamp: "2023-01-01T00:00:00"
+test_inputs: [test_in.npy]
+test_outputs: [test_out.npy]
+inputs:
+  - name: raw
+    axes: bcyx
+    data_type: float32
+    shape: {min: [1, 1, 16, 16], step: [0, 0, 8, 8]}
+    preprocessing:
+      - name: zero_mean_unit_variance
+        kwargs: {mode: per_sample, axes: xy}
+outputs:
+  - name: out
+    axes: bcyx
+    data_type: float32
+    shape: {reference_tensor: raw, scale: [1, 1, 1, 1], offset: [0, 0, 0, 0]}
+    halo: [0, 0, 4, 4]
+    postprocessing:
+      - name: sigmoid
+weights:
+  onnx:
+    source: net.onnx
+    opset_version: 18
+"""
+
+
+def _onnx_bcyx(path: Path, seed: int = 2) -> None:
+    """Two 3x3 convolutions, ``(batch, channel, y, x)`` in and out."""
+    rng = np.random.default_rng(seed)
+    n1, i1 = _conv("c1", "raw", 1, 4, 2, rng)
+    n2, i2 = _conv("c2", "r1", 4, 1, 2, rng)
+    graph = helper.make_graph(
+        n1 + [helper.make_node("Relu", ["c1"], ["r1"])] + n2,
+        "old",
+        [helper.make_tensor_value_info("raw", TensorProto.FLOAT, ["n", 1, "y", "x"])],
+        [helper.make_tensor_value_info("c2", TensorProto.FLOAT, ["n", 1, "y", "x"])],
+        i1 + i2,
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9), path)
+
+
+def test_spec_04_package_as_rdf_yaml(tmp_path: Path) -> None:
+    """Most zoo models use spec 0.4: read through bioimageio.spec's conversion, from a bare rdf.yaml."""
+    _onnx_bcyx(tmp_path / "net.onnx")
+    rng = np.random.default_rng(6)
+    np.save(tmp_path / "test_in.npy", rng.random((1, 1, 32, 32)).astype(np.float32))
+    np.save(tmp_path / "test_out.npy", np.zeros((1, 1, 32, 32), np.float32))
+    (tmp_path / "README.md").write_text("# old\n")
+    (tmp_path / "rdf.yaml").write_text(RDF_04)
+    model = load_model(tmp_path / "rdf.yaml")
+    assert model.io.input_axes == "bcyx" and model.io.halo == {"y": 4, "x": 4}
+    assert model.io.sizes["x"].minimum == 16 and model.io.sizes["x"].step == 8
+    image = _blobs(rng, (72, 88, 1))[..., 0].astype(np.float32)
+    write_tiff(tmp_path / "img.tif", image)
+    expected = _core_predict(tmp_path / "rdf.yaml", image[None, None], ["batch", "channel", "y", "x"])[0, 0]
+    result = CliRunner().invoke(
+        predict_cli.main,
+        [
+            str(tmp_path / "rdf.yaml"),
+            str(tmp_path / "img.tif"),
+            "--out",
+            str(tmp_path / "o"),
+            "--tile-size",
+            "32",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    got = read_image(tmp_path / "o" / "img.tif")
+    print(
+        f"spec 0.4 package, 32-px tiles vs bioimageio.core: max abs diff {np.abs(got - expected).max():.2e}"
+    )
+    assert np.abs(got - expected).max() <= 1e-4 and expected.std() > 0.01
