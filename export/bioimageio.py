@@ -206,6 +206,8 @@ def build_description(
     cover = _cover(test_image, test_output, workdir / "cover.png")
     readme = workdir / "README.md"
     readme.write_text(_readme(info, request, mc_path is not None), encoding="utf-8")
+    environment = workdir / "environment.yaml"
+    environment.write_text(_environment(), encoding="utf-8")
     state = workdir / "weights.pt"
     torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, state)
     onnx_copy = workdir / "weights.onnx"
@@ -274,6 +276,7 @@ def build_description(
                 callable=bio.Identifier("build_unet2d"), import_from="idl.models", kwargs=asdict(net.spec)
             ),
             pytorch_version=bio.Version(torch.__version__.split("+")[0]),
+            dependencies=bio.FileDescr(source=environment),
         ),
         onnx=bio.OnnxWeightsDescr(
             source=onnx_copy, opset_version=_opset(onnx_path), parent="pytorch_state_dict"
@@ -313,6 +316,21 @@ def build_description(
         attachments=attachments,
         config={"idl": config},
         version="0.1.0",
+    )
+
+
+def _environment() -> str:
+    """The conda environment for the torch weights: the architecture is imported from idl.models."""
+    torch_version = torch.__version__.split("+")[0]
+    return (
+        "name: idl\n"
+        "channels: [conda-forge, nodefaults]\n"
+        "dependencies:\n"
+        "  - python>=3.10\n"
+        f"  - pytorch>={torch_version.rsplit('.', 1)[0]}\n"
+        "  - pip\n"
+        "  - pip:\n"
+        "      - idl-toolkit[train]\n"
     )
 
 

@@ -15,10 +15,10 @@ import numpy as np
 
 from idl.infer.axes import reorder
 from idl.infer.model_info import ModelInfo
-from idl.infer.processing import Op, ScaleRange, Sigmoid, Softmax
+from idl.infer.processing import SPACE, Op, ScaleRange, Sigmoid, Softmax
 from idl.infer.tiling import AxisSize
 
-SPACE = "zyx"
+__all__ = ["SPACE", "IOSpec", "io_for_info"]
 
 
 @dataclass(frozen=True)

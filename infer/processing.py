@@ -73,8 +73,9 @@ class EnsureDtype(Op):
 @dataclass(frozen=True)
 class Sigmoid(Op):
     def __call__(self, x: np.ndarray, axes: str) -> np.ndarray:
-        x = x.astype(np.float32, copy=False)
-        return (1.0 / (1.0 + np.exp(-x))).astype(np.float32, copy=False)
+        from scipy.special import expit  # stable for large logits, unlike 1 / (1 + exp(-x))
+
+        return expit(x.astype(np.float32, copy=False))
 
 
 @dataclass(frozen=True)

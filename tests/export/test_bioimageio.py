@@ -51,6 +51,8 @@ def test_package_describes_the_network(package: Path, model_dir: Path) -> None:
         "idl.models",
         3,
     )
+    environment = rdf["weights"]["pytorch_state_dict"]["dependencies"]["source"]
+    assert "idl-toolkit[train]" in zipfile.ZipFile(package).read(environment).decode()
     mc = rdf["config"]["idl"]["mc_dropout"]
     assert mc == {"file": "model_mc.onnx", "p": 0.2, "n_samples": 4}
     assert "model_mc.onnx" in zipfile.ZipFile(package).namelist()

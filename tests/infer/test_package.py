@@ -347,6 +347,7 @@ def _onnx_bcyx(path: Path, seed: int = 2) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9), path)
 
 
+@pytest.mark.filterwarnings("ignore:Conversion of channel size:UserWarning")
 def test_spec_04_package_as_rdf_yaml(tmp_path: Path) -> None:
     """Most zoo models use spec 0.4: read through bioimageio.spec's conversion, from a bare rdf.yaml."""
     _onnx_bcyx(tmp_path / "net.onnx")
