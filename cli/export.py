@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -56,23 +57,32 @@ def main(
     click.echo(f"wrote {det}" + (f" and {mc}" if mc else ""))
     if not package:
         return
+    project = checkpoint.resolve().parent.parent  # PROJECT/model/best.pt
     if sample is not None:
         image = read_channels_last(sample, axes)[0]
     else:
         try:
-            image = sample_image(checkpoint.resolve().parent.parent, axes or info.axes)
+            image = sample_image(project, axes or info.axes)
         except (IdlError, OSError) as exc:
             raise IdlError(
                 f"{checkpoint}: no project images next to this checkpoint; pass --sample IMAGE for the "
                 "package's test tensor."
             ) from exc
+    if image.shape[-1] != info.in_channels:
+        raise IdlError(
+            f"{sample or 'the sample image'}: has {image.shape[-1]} channel(s) but the model expects "
+            f"{info.in_channels}. Pass the right --axes or another --sample."
+        )
+    summary = project / "evaluation" / "summary.json"
+    metrics = json.loads(summary.read_text(encoding="utf-8")) if summary.is_file() else {}
     request = PackageRequest(
         sample=image,
         authors=authors,
         settings=payload.get("config", {}),
+        metrics=metrics,
         mc_samples=int(payload.get("config", {}).get("mc_samples", 20)),
     )
-    written = export_package(net, info, det, mc, request, package_path(out_dir, info))
+    written = export_package(net, info, det, mc, request, package_path(out_dir, info.name))
     click.echo(f"wrote {written} (passed bioimageio.core test_model)")
 
 

@@ -31,10 +31,9 @@ from idl.infer.session import DEVICES
 )
 @click.option(
     "--tile-size",
-    default=512,
-    show_default=True,
-    type=click.IntRange(min=16),
-    help="Side of the square tiles fed to the model (bounds memory).",
+    default=None,
+    type=click.IntRange(min=8),
+    help="Side of the tiles fed to the model (bounds memory) [default: 512 px in 2D, 128 voxels in 3D].",
 )
 @click.option(
     "--overlap",
@@ -74,7 +73,7 @@ def main(
     out_dir: Path | None,
     show_info: bool,
     mc_samples: int,
-    tile_size: int,
+    tile_size: int | None,
     overlap: float | None,
     batch_size: int,
     threshold: str | float,

@@ -77,9 +77,9 @@ def default_author() -> str:
         return "idl user"
 
 
-def package_path(model_dir: Path, info: ModelInfo) -> Path:
+def package_path(model_dir: Path, name: str) -> Path:
     """``<model_dir>/<name>.bioimageio.zip``."""
-    return model_dir / f"{safe_name(info.name)}{PACKAGE_SUFFIX}"
+    return model_dir / f"{safe_name(name)}{PACKAGE_SUFFIX}"
 
 
 def safe_name(name: str) -> str:
@@ -96,7 +96,8 @@ def _test_input(sample: np.ndarray, minimum: int, step: int) -> np.ndarray:
 
 
 def _cover(image: np.ndarray, output: np.ndarray, path: Path) -> Path:
-    """A 2:1 PNG: the (normalized) first input channel next to the first output channel."""
+    """A 2:1 PNG: the (normalized) first input channel next to the last output channel (the
+    foreground probability of a binary model)."""
     from skimage.io import imsave
     from skimage.transform import resize
 

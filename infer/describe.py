@@ -21,7 +21,9 @@ def _op(op: Op) -> str:
 
 def _metrics(model: LoadedModel) -> dict[str, Any]:
     """Test metrics stored in a package, or in PROJECT/evaluation next to a PROJECT/model folder."""
-    stored = model.details.get("test_metrics") or {}
+    stored = {
+        k: v for k, v in (model.details.get("test_metrics") or {}).items() if isinstance(v, (int, float))
+    }
     if stored:
         return stored
     summary = Path(model.label).parent.parent / "evaluation" / "summary.json"

@@ -38,6 +38,7 @@ class IOSpec:
     # preprocessing, and the output cropped back; None for idl models, which see the image unpadded
     input_pad: str | None = None
     input_pad_value: float = 0.0
+    max_batch: int = 0  # tiles per network call at most (0: any)
 
     @property
     def spatial(self) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from idl.infer.errors import ModelError
-from idl.infer.iospec import SPACE, IOSpec
+from idl.infer.iospec import SPACE, IOSpec, io_for_info
 from idl.infer.model import RDF_NAMES, LoadedModel
 from idl.infer.model_info import ModelInfo
 from idl.infer.processing import (
@@ -127,13 +127,32 @@ def _output_layout(tensor: Any, source: Any) -> tuple[str, int, dict[str, int]]:
         ref = source_axes.get(str(getattr(axis.size, "axis_id", None)))
         same = ref is not None and _letter(ref, str(source.id)) == letter
         same = same and getattr(axis.size, "offset", 0) == 0 and float(axis.scale) == float(ref.scale)
-        if not same and not isinstance(axis.size, int):
+        fixed = isinstance(axis.size, int) and _fixed_size(_axis_named(source, letter)) == axis.size
+        same = same or fixed
+        if not same:
             raise ModelError(
                 f"output axis '{axis.id}': its size is not the input's (size {axis.size!r}, scale "
                 f"{axis.scale}); idl tiles networks whose output pixels match the input pixels."
             )
         halo[letter] = int(getattr(axis, "halo", 0) or 0)
     return axes, channels, halo
+
+
+def _axis_named(tensor: Any, letter: str) -> Any | None:
+    """The axis of ``tensor`` that idl calls ``letter``."""
+    return next((a for a in tensor.axes if _letter(a, str(tensor.id)) == letter), None)
+
+
+def _fixed_size(axis: Any | None) -> int | None:
+    return axis.size if axis is not None and isinstance(axis.size, int) else None
+
+
+def _batch_limit(tensor: Any) -> int:
+    """How many tiles the network takes per call: 1 without a batch axis or with a fixed batch of 1."""
+    axis = next((a for a in tensor.axes if str(a.type) == "batch"), None)
+    if axis is None:
+        return 1
+    return int(axis.size) if isinstance(getattr(axis, "size", None), int) else 0
 
 
 def _letters(ids: Any, letters: dict[str, str]) -> str | None:
@@ -183,6 +202,12 @@ def _values(value: Any) -> float | tuple[float, ...]:
 
 
 def _read(descr: Any, label: str) -> bytes:
+    """The bytes of a file in the package; files named by URL are refused (idl never downloads)."""
+    if str(descr.source).startswith(("http://", "https://", "ftp://")):
+        raise ModelError(
+            f"{label}: the package refers to {descr.source} instead of holding the file. idl never "
+            "downloads: get the complete package as a .zip (on bioimage.io: 'Download' -> zip)."
+        )
     try:
         return descr.get_reader().read()
     except Exception as exc:
@@ -210,6 +235,12 @@ def io_from_description(descr: Any, pad_input: bool = True) -> IOSpec:
     source, target = descr.inputs[0], descr.outputs[0]
     input_axes, in_channels, sizes = _input_layout(source)
     output_axes, out_channels, halo = _output_layout(target, source)
+    missing = sorted(set(sizes) - set(halo))
+    if missing:
+        raise ModelError(
+            f"the output '{target.id}' lacks the input's space axes {', '.join(missing)}; idl-predict runs "
+            "image-to-image networks (a classifier or a fixed-size output cannot be tiled)."
+        )
     in_letters, out_letters = _axis_letters(source), _axis_letters(target)
     pad_mode = str(getattr(getattr(source, "pad", None), "mode", "symmetric"))
     return IOSpec(
@@ -223,6 +254,7 @@ def io_from_description(descr: Any, pad_input: bool = True) -> IOSpec:
         postprocessing=tuple(_processing(p, out_letters, str(target.id)) for p in target.postprocessing),
         output_dtype=str(target.dtype),
         input_pad=pad_mode if pad_input and any(halo.values()) else None,
+        max_batch=_batch_limit(source),
         input_pad_value=float(getattr(getattr(source, "pad", None), "value", 0.0) or 0.0),
     )
 
@@ -256,6 +288,18 @@ def package_details(descr: Any, idl: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _model_info(idl: dict[str, Any], path: Path) -> ModelInfo | None:
+    """The :class:`ModelInfo` of a package written by idl (``config.idl.model_info``), or ``None``."""
+    if "model_info" not in idl:
+        return None
+    try:
+        return ModelInfo.from_json(json.dumps(idl["model_info"]))
+    except (TypeError, ValueError) as exc:
+        raise ModelError(
+            f"{path}: config.idl.model_info is malformed ({exc}); re-export the package."
+        ) from exc
+
+
 def load_package(path: Path, device: str = "auto") -> LoadedModel:
     """Open a bioimage.io package with ONNX weights for tiled prediction."""
     descr, version = read_description(path)
@@ -267,10 +311,11 @@ def load_package(path: Path, device: str = "auto") -> LoadedModel:
             "'bioimageio.core.weight_converters.pytorch_to_onnx'), or ask the author for an ONNX export."
         )
     idl = dict(getattr(descr.config, "idl", None) or {})
-    info = ModelInfo.from_json(json.dumps(idl["model_info"])) if "model_info" in idl else None
-    # Halo padding of the input is what bioimage.io tools do for spec 0.5 packages (bioimageio.core
-    # does not pad 0.4 ones); idl's own packages run exactly as the model folder they came from.
-    io = io_from_description(descr, pad_input=info is None and version.startswith("0.5"))
+    info = _model_info(idl, path)
+    # idl's own packages run exactly as the model folder they came from (same sizes, no halo padding);
+    # other packages as bioimage.io tools run them: bioimageio.core pads the input of spec 0.5 models
+    # by the halo before preprocessing, and does not pad 0.4 ones.
+    io = io_for_info(info) if info is not None else io_from_description(descr, version.startswith("0.5"))
     mc_weights, missing = None, f"this package has no Monte Carlo dropout graph; {MC_CONFIG_HINT}"
     mc = idl.get("mc_dropout")
     if mc:

@@ -17,14 +17,14 @@ from tqdm.auto import tqdm
 
 from idl.infer.axes import read_channels_last
 from idl.infer.errors import DataError, IdlError
-from idl.infer.io import IMAGE_SUFFIXES, is_image_file, write_tiff
+from idl.infer.io import IMAGE_SUFFIXES, is_image_file, read_image, write_tiff
 from idl.infer.iospec import IOSpec
 from idl.infer.model import LoadedModel
 from idl.infer.postprocess import to_mask
 from idl.infer.processing import apply_ops, fit_ops, split_pointwise
 from idl.infer.project import PROBABILITY_DIR, UNCERTAINTY_DIR
 from idl.infer.session import Runner
-from idl.infer.tiling import Tile, read_window, smallest_tile, tile_grid
+from idl.infer.tiling import AxisSize, Tile, read_window, smallest_tile, tile_grid
 from idl.infer.uncertainty import SampleMoments
 
 log = logging.getLogger("idl")
@@ -53,7 +53,7 @@ class PredictOptions:
 
     def tile_for(self, dims: int) -> int:
         """Tile side for 2D or 3D images."""
-        return self.tile_size if self.tile_size is not None else DEFAULT_TILE[dims]
+        return self.tile_size if self.tile_size is not None else DEFAULT_TILE.get(dims, 512)
 
     def halo(self, model_halo: int, tile: int) -> int:
         """Context kept on each side of a tile's owned region, in pixels.
@@ -166,8 +166,23 @@ def predict_probabilities(
 
 
 def load_input(path: Path, axes: str | None, io: IOSpec) -> np.ndarray:
-    """Read an image as channels-last (``io.image_axes``), checking it fits the network's channels."""
-    image, resolved, guessed = read_channels_last(path, axes, io.spatial)
+    """Read an image as channels-last (``io.image_axes``), checking it fits the network's channels.
+
+    A 2D image given to a 3D network works when the network takes single planes (z fixed at 1);
+    otherwise the error says that the network wants a volume.
+    """
+    try:
+        image, resolved, guessed = read_channels_last(path, axes, io.spatial)
+    except DataError:
+        if io.spatial != "zyx" or (axes is not None and "z" in axes.lower()):
+            raise
+        image, resolved, guessed = read_channels_last(path, axes, "yx")  # a plane?
+        if io.sizes["z"] != AxisSize(1, 0):
+            raise DataError(
+                f"{path}: the model is 3D (zyx) and needs a volume, but this is a 2D image "
+                f"(shape {read_image(path).shape}). Pass a z-stack, or --axes if the axes were misread."
+            ) from None
+        image = image[np.newaxis]
     if guessed:
         log.info("%s: guessed axes '%s' (pass --axes to set them)", path.name, resolved)
     if image.shape[-1] != io.in_channels:
@@ -182,13 +197,36 @@ def _check_tiles(io: IOSpec, shape: tuple[int, ...], tile: int, halos: tuple[int
     """Refuse tiles too small for the halo with advice (instead of the tiler's bare error)."""
     for axis, size, halo in zip(io.spatial, shape, halos, strict=True):
         rule = io.sizes[axis]
-        length = min(rule.at_most(tile), rule.at_least(size))
+        padded = size + (2 * io.halo_of(axis) if io.input_pad else 0)
+        length = min(rule.at_most(tile), rule.at_least(padded))
         smallest = smallest_tile(halo, rule)
-        if length < smallest and length < rule.at_least(size):
+        if length >= smallest or length >= rule.at_least(padded):
+            continue
+        if rule.step == 0:
             raise IdlError(
-                f"--tile-size {tile} is too small along {axis}: each tile needs {halo} px of context on "
-                f"both sides. Use --tile-size {smallest} or more, or a smaller --overlap."
+                f"the model takes a fixed size of {rule.minimum} along {axis}, which leaves no room for "
+                f"{halo} px of context on both sides; use --overlap 0 or a smaller --overlap."
             )
+        raise IdlError(
+            f"--tile-size {tile} is too small along {axis}: each tile needs {halo} px of context on "
+            f"both sides. Use --tile-size {smallest} or more, or a smaller --overlap."
+        )
+
+
+def _halos(model: LoadedModel, options: PredictOptions, tile: int) -> tuple[int, ...]:
+    """Tile halos: the model's own, or ``--overlap``; a package that declares no halo still gets an
+    eighth of the tile, so tiles never meet without context (whole-image results need it)."""
+    io = model.io
+    declared = [io.halo_of(a) for a in io.spatial]
+    if options.overlap is None and model.info is None and not any(declared):
+        fallback = max(io.sizes[a].align for a in io.spatial) * max(
+            1, tile // 8 // max(io.sizes[a].align for a in io.spatial)
+        )
+        log.info(
+            "the package declares no halo: tiles overlap by %d px (set --overlap to change)", 2 * fallback
+        )
+        return tuple(fallback for _ in io.spatial)
+    return tuple(options.halo(h, tile) for h in declared)
 
 
 def predict_image(model: LoadedModel, image: np.ndarray, options: PredictOptions) -> Prediction:
@@ -199,18 +237,22 @@ def predict_image(model: LoadedModel, image: np.ndarray, options: PredictOptions
     """
     io = model.io
     tile = options.tile_for(len(io.spatial))
-    halos = tuple(options.halo(io.halo_of(a), tile) for a in io.spatial)
+    halos = _halos(model, options, tile)
     _check_tiles(io, image.shape[:-1], tile, halos)
-    output, uncertainty = predict_probabilities(
-        model.network(mc=options.mc_samples > 0),
-        image,
-        io,
-        tile,
-        halos,
-        options.batch_size,
-        options.mc_samples,
-        options.progress,
-    )
+    batch = min(options.batch_size, io.max_batch) if io.max_batch else options.batch_size
+    try:
+        output, uncertainty = predict_probabilities(
+            model.network(mc=options.mc_samples > 0),
+            image,
+            io,
+            tile,
+            halos,
+            batch,
+            options.mc_samples,
+            options.progress,
+        )
+    except ValueError as exc:  # tiling arithmetic the checks above did not foresee
+        raise IdlError(f"cannot tile this image for the model: {exc}") from exc
     if model.info is None or model.info.task != "semantic":
         return Prediction(output, None, uncertainty, None)
     mask, threshold = to_mask(output, options.threshold)

@@ -9,7 +9,9 @@ the statistics of the whole image, exactly as bioimage.io tools process the unti
 
 Formulas follow the bioimage.io model spec 0.5 (and bioimageio.core): ``scale_range`` is
 ``(x - p_low) / (p_high - p_low + eps)`` with linearly interpolated percentiles, ``zero_mean_unit_variance``
-is ``(x - mean) / (std + eps)`` with the population standard deviation.
+is ``(x - mean) / (std + eps)`` with the population standard deviation. The declared ``eps`` is used;
+bioimageio.core 0.11 uses its default 1e-6 whatever a package declares, so results differ from it
+only for packages that declare another ``eps``.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ side pads there, so the exported graph stays free of shape arithmetic.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import torch
@@ -90,23 +91,26 @@ class UNet2D(nn.Module):
             self.decoder.append(_Level(width * 2, width, dropout=0.0))
         self.head = nn.Conv2d(widths[0], spec.out_channels, kernel_size=1)
 
-    def freeze_encoder(self) -> int:
+    def freeze_encoder(self, keep_trainable: Collection[str] = ()) -> int:
         """Stop training the encoder and bottleneck, weights and batch-norm statistics alike, so
-        fine-tuning adapts only the decoder and head. Returns the number of frozen parameters."""
-        self.frozen = True
-        parameters = [*self.encoder.parameters(), *self.bottleneck.parameters()]
-        for parameter in parameters:
-            parameter.requires_grad_(False)
+        fine-tuning adapts only the decoder and head. Tensors named in ``keep_trainable`` (e.g. a
+        first layer that was not in the pretrained weights) keep training. Returns the number of
+        frozen parameters."""
+        frozen = 0
+        for part in ("encoder", "bottleneck"):
+            for name, parameter in getattr(self, part).named_parameters(prefix=part):
+                if name not in keep_trainable:
+                    parameter.requires_grad_(False)
+                    frozen += parameter.numel()
         self.train(self.training)
-        return sum(p.numel() for p in parameters)
+        return frozen
 
     def train(self, mode: bool = True) -> UNet2D:
-        """Switch train/eval mode; a frozen encoder keeps its batch-norm statistics fixed."""
+        """Switch train/eval mode; frozen batch-norm layers keep their statistics fixed."""
         super().train(mode)
-        if getattr(self, "frozen", False):
-            for module in [*self.encoder.modules(), *self.bottleneck.modules()]:
-                if isinstance(module, nn.BatchNorm2d):
-                    module.eval()
+        for module in self.modules():
+            if isinstance(module, nn.BatchNorm2d) and not module.weight.requires_grad:
+                module.eval()
         return self
 
     def forward_aligned(self, x: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from idl.export.bioimageio import PACKAGE_SUFFIX, PackageRequest, export_package, package_path
+from idl.export.bioimageio import PackageRequest, export_package, package_path
 from idl.export.onnx import export_onnx
 from idl.infer.axes import read_channels_last
 from idl.infer.errors import IdlError
@@ -107,7 +107,14 @@ def write_package(
         metrics=summary or {},
         mc_samples=config.mc_samples,
     )
-    return export_package(net, info, onnx_path, mc_path, request, package_path(project / MODEL_DIR, info))
+    return export_package(
+        net, info, onnx_path, mc_path, request, package_path(project / MODEL_DIR, info.name)
+    )
+
+
+def model_name(project: Path) -> str:
+    """The model's name (and package file name): the project folder's name plus the architecture."""
+    return f"{Path(project).resolve().name}-unet2d"
 
 
 def _prepare_fresh_start(project: Path, resume: bool, overwrite: bool) -> None:
@@ -123,8 +130,7 @@ def _prepare_fresh_start(project: Path, resume: bool, overwrite: bool) -> None:
         )
     for name in TRAINED_FILES:
         (model_dir / name).unlink(missing_ok=True)
-    for package in model_dir.glob(f"*{PACKAGE_SUFFIX}"):
-        package.unlink()
+    package_path(model_dir, model_name(project)).unlink(missing_ok=True)  # ours only, not a user's
     for folder in (project / RESULTS_DIR, project / EVALUATION_DIR):
         if folder.is_dir():
             shutil.rmtree(folder)
@@ -149,11 +155,12 @@ def train_project(
     if config.dims != 2:
         raise ConfigError("3D training is not available yet; use --dims 2.")
     model_dir = project / MODEL_DIR
+    # read pretrained weights before --overwrite clears the folder they may come from
+    pretrained = read_pretrained(config.pretrained) if config.pretrained and not resume else None
     _prepare_fresh_start(project, resume, overwrite)
     model_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
 
-    pretrained = read_pretrained(config.pretrained) if config.pretrained and not resume else None
     if pretrained is not None:
         config = _adopt_architecture(config, pretrained)
     data = load_semantic_data(project / "train", config.normalization, config.axes, config.num_classes)
@@ -180,7 +187,7 @@ def train_project(
         normalization=config.normalization,
         axes=data.axes,
         dropout=config.dropout,
-        name=f"{project.resolve().name}-unet2d",
+        name=model_name(project),
         training={
             "n_train": len(train_samples),
             "n_val": len(val_samples),
@@ -216,7 +223,15 @@ def train_project(
         )
         write_text(model_dir / PRETRAINED_REPORT, report.table() + "\n")
     if config.freeze_encoder:
-        log.info("encoder frozen: %d parameters are not trained", model.freeze_encoder())
+        fresh = {name for name, _ in report.skipped} if pretrained is not None else set()
+        frozen = model.freeze_encoder(keep_trainable=fresh)
+        log.info("encoder frozen: %d parameters are not trained", frozen)
+        untrained = sorted(n for n in fresh if n.startswith(("encoder", "bottleneck")))
+        if untrained:
+            log.warning(
+                "not in the pretrained weights, so kept trainable in the frozen encoder: %s",
+                ", ".join(untrained),
+            )
     model = model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     state, run_id = TrainState(), None

@@ -76,6 +76,16 @@ def test_package_predicts_like_the_model_folder(package: Path, model_dir: Path) 
     assert mc.uncertainty is not None and mc.uncertainty.max() > 0
 
 
+def test_package_equals_model_folder_on_images_below_its_minimum_size(package: Path, model_dir: Path) -> None:
+    """The package declares a minimum of 104 px (room for the halo); idl still runs it like the folder."""
+    image = synthetic_nuclei(np.random.default_rng(23), NucleiSpec(size=40, objects=(2, 3)))[0][..., None]
+    options = PredictOptions(progress=False)
+    from_package = predict_image(load_model(package), image, options).probabilities
+    from_folder = predict_image(load_model(model_dir), image, options).probabilities
+    assert from_package.shape == (1, 40, 40)
+    np.testing.assert_array_equal(from_package, from_folder)
+
+
 def test_package_that_fails_validation_is_not_written(model_dir: Path, tmp_path: Path) -> None:
     from idl.train.checkpoint import load_checkpoint, model_from_checkpoint
 

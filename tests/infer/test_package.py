@@ -250,9 +250,12 @@ def test_foreign_package_without_mc_and_with_wrong_channels(foreign_2d: Path, tm
     assert "scale_range(over='xy'" in info.output and "Monte Carlo dropout: not available" in info.output
 
 
-def test_foreign_3d_package_matches_bioimageio_core(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def foreign_3d(tmp_path_factory) -> Path:
+    """float32 volumes, (batch, channel, z, y, x), zero_mean_unit_variance, softmax over 2 channels."""
     from bioimageio.spec import save_bioimageio_package
 
+    tmp_path = tmp_path_factory.mktemp("foreign3d")
     _onnx_3d(tmp_path / "net3d.onnx")
     rng = np.random.default_rng(5)
     space = [bio.AxisId("z"), bio.AxisId("y"), bio.AxisId("x")]
@@ -280,7 +283,11 @@ def test_foreign_3d_package_matches_bioimageio_core(tmp_path: Path) -> None:
         post=[bio.SoftmaxDescr(kwargs=bio.SoftmaxKwargs(axis=bio.AxisId("channel")))],
         input_dtype="float32",
     )
-    package = save_bioimageio_package(descr, output_path=tmp_path / "foreign3d.zip")
+    return save_bioimageio_package(descr, output_path=tmp_path / "foreign3d.zip")
+
+
+def test_foreign_3d_package_matches_bioimageio_core(foreign_3d: Path, tmp_path: Path) -> None:
+    package, rng = foreign_3d, np.random.default_rng(5)
     volume = (_blobs(rng, (40, 70, 60, 1))[..., 0]).astype(np.float32)
     write_tiff(tmp_path / "volume.tif", volume)
     expected = _core_predict(package, volume[None, None], ["batch", "channel", "z", "y", "x"])[0]
@@ -347,15 +354,21 @@ def _onnx_bcyx(path: Path, seed: int = 2) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9), path)
 
 
+def _old_package(folder: Path, rdf: str = RDF_04) -> Path:
+    _onnx_bcyx(folder / "net.onnx")
+    rng = np.random.default_rng(6)
+    np.save(folder / "test_in.npy", rng.random((1, 1, 32, 32)).astype(np.float32))
+    np.save(folder / "test_out.npy", np.zeros((1, 1, 32, 32), np.float32))
+    (folder / "README.md").write_text("# old\n")
+    (folder / "rdf.yaml").write_text(rdf)
+    return folder / "rdf.yaml"
+
+
 @pytest.mark.filterwarnings("ignore:Conversion of channel size:UserWarning")
 def test_spec_04_package_as_rdf_yaml(tmp_path: Path) -> None:
     """Most zoo models use spec 0.4: read through bioimageio.spec's conversion, from a bare rdf.yaml."""
-    _onnx_bcyx(tmp_path / "net.onnx")
+    _old_package(tmp_path)
     rng = np.random.default_rng(6)
-    np.save(tmp_path / "test_in.npy", rng.random((1, 1, 32, 32)).astype(np.float32))
-    np.save(tmp_path / "test_out.npy", np.zeros((1, 1, 32, 32), np.float32))
-    (tmp_path / "README.md").write_text("# old\n")
-    (tmp_path / "rdf.yaml").write_text(RDF_04)
     model = load_model(tmp_path / "rdf.yaml")
     assert model.io.input_axes == "bcyx" and model.io.halo == {"y": 4, "x": 4}
     assert model.io.sizes["x"].minimum == 16 and model.io.sizes["x"].step == 8
@@ -379,3 +392,41 @@ def test_spec_04_package_as_rdf_yaml(tmp_path: Path) -> None:
         f"spec 0.4 package, 32-px tiles vs bioimageio.core: max abs diff {np.abs(got - expected).max():.2e}"
     )
     assert np.abs(got - expected).max() <= 1e-4 and expected.std() > 0.01
+
+
+@pytest.mark.filterwarnings("ignore:Conversion of channel size:UserWarning")
+def test_package_without_halo_still_overlaps_its_tiles(tmp_path: Path) -> None:
+    """Zoo packages often declare no halo; seams would appear at every tile border without overlap."""
+    rdf = _old_package(tmp_path, RDF_04.replace("halo: [0, 0, 4, 4]", "halo: [0, 0, 0, 0]"))
+    image = _blobs(np.random.default_rng(8), (96, 120, 1))[..., 0].astype(np.float32)
+    expected = _core_predict(rdf, image[None, None], ["batch", "channel", "y", "x"])[0, 0]
+    from idl.infer.predict import PredictOptions, predict_image
+
+    model = load_model(rdf)
+    assert model.io.halo == {"y": 0, "x": 0}
+    got = predict_image(model, image[..., None], PredictOptions(tile_size=48, progress=False)).probabilities[
+        0
+    ]
+    assert np.abs(got - expected).max() <= 1e-5  # 6 px of overlap cover the two 3x3 convolutions
+    seams = predict_image(model, image[..., None], PredictOptions(tile_size=48, overlap=0, progress=False))
+    assert np.abs(seams.probabilities[0] - expected).max() > 1e-3  # what --overlap 0 would give
+
+
+@pytest.mark.filterwarnings("ignore:Conversion of channel size:UserWarning")
+def test_package_files_named_by_url_are_not_downloaded(tmp_path: Path) -> None:
+    from idl.infer.errors import ModelError
+
+    rdf = _old_package(tmp_path, RDF_04.replace("source: net.onnx", "source: https://example.org/net.onnx"))
+    with pytest.raises(ModelError, match="idl never downloads"):
+        load_model(rdf)
+
+
+def test_2d_image_for_a_3d_package_says_so(foreign_3d: Path, tmp_path: Path) -> None:
+    write_tiff(tmp_path / "plane.tif", np.zeros((64, 64), np.float32))
+    result = CliRunner().invoke(
+        predict_cli.main, [str(foreign_3d), str(tmp_path / "plane.tif"), "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code != 0
+    assert (
+        "the model is 3D (zyx) and needs a volume, but this is a 2D image (shape (64, 64))" in result.output
+    )

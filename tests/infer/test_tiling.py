@@ -7,7 +7,7 @@ from scipy import ndimage
 from idl.infer.iospec import io_for_info
 from idl.infer.model_info import ModelInfo
 from idl.infer.predict import predict_probabilities
-from idl.infer.tiling import axis_tiles, read_window, round_up, tile_grid
+from idl.infer.tiling import AxisSize, axis_tiles, read_window, round_up, tile_grid
 
 
 @pytest.mark.parametrize("size", [1, 15, 16, 17, 100, 511, 512, 513, 1000, 2048])
@@ -83,3 +83,15 @@ def test_tiled_differs_when_halo_is_too_small(rng) -> None:
     whole, _ = predict_probabilities(run, image, IO_16, tile_size=320, halo=0)
     tiled, _ = predict_probabilities(run, image, IO_16, tile_size=96, halo=0)
     assert np.abs(tiled - whole).max() > 0.05
+
+
+def test_axis_size_rules() -> None:
+    fixed = AxisSize(64, 0)
+    assert (fixed.at_least(10), fixed.at_least(100), fixed.at_most(1000)) == (64, 100, 64)
+    odd = AxisSize(20, 8)  # minimum not a multiple of the step
+    assert (odd.at_least(1), odd.at_least(21), odd.at_least(28), odd.at_most(50)) == (20, 28, 28, 44)
+    tiles = axis_tiles(100, 64, 8, fixed)  # a fixed-size network still covers any length
+    assert all(t.size == 64 for t in tiles) and tiles[0].start == 0 and tiles[-1].stop == 100
+    assert all(a.stop == b.start for a, b in zip(tiles, tiles[1:], strict=False))
+    tiles = axis_tiles(100, 60, 8, odd)
+    assert all(t.size == 60 and t.origin % 8 == 0 for t in tiles[:-1])

@@ -63,6 +63,16 @@ def test_frozen_encoder_keeps_weights_and_batch_norm_statistics() -> None:
     assert "encoder.0.body.1.running_mean" not in changed  # batch-norm statistics stay too
 
 
+def test_tensors_missing_from_the_pretrained_weights_stay_trainable() -> None:
+    net = UNet2D(UNetSpec(depth=2, base_filters=4))
+    net.freeze_encoder(keep_trainable={"encoder.0.body.0.weight"})
+    assert net.encoder[0].body[0].weight.requires_grad
+    assert not net.encoder[0].body[3].weight.requires_grad and not net.bottleneck.body[0].weight.requires_grad
+    net.train()
+    assert not net.encoder[0].body[1].training  # frozen batch norm keeps its statistics
+    assert net.decoder[0].body[1].training
+
+
 def test_fine_tuning_from_a_package_adopts_its_architecture(model_dir: Path, tmp_path: Path) -> None:
     package = next(model_dir.glob("*.bioimageio.zip"))
     project = write_semantic_project(tmp_path / "p", n_train=6, n_test=1, seed=5, spec=NucleiSpec(size=64))
@@ -84,6 +94,10 @@ def test_fine_tuning_from_a_package_adopts_its_architecture(model_dir: Path, tmp
     assert not torch.equal(net.state_dict()["head.weight"], source["head.weight"])
     report = (project / "model" / "pretrained.txt").read_text()
     assert "head.weight" in report and "loaded" in report
+    # start again from this project's own model: --overwrite must not delete it before it is read
+    again = replace(config, pretrained=str(project / "model"), epochs=1)
+    train_project(project, again, overwrite=True, progress=False)
+    assert (project / "model" / "best.pt").is_file()
 
 
 def test_pretrained_errors_are_clear(model_dir: Path, small_project: Path) -> None:
