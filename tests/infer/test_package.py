@@ -57,16 +57,17 @@ def _onnx_2d(path: Path, channels: int, seed: int = 0) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9), path)
 
 
-def _onnx_3d(path: Path, seed: int = 1) -> None:
-    """Two 3x3x3 convolutions, ``(batch, channel, z, y, x)`` in and out."""
+def _two_conv_net(path: Path, dims: int, out_channels: int, seed: int) -> None:
+    """Two 3x3(x3) convolutions with a ReLU between, ``(batch, channel, [z,] y, x)`` in and out."""
     rng = np.random.default_rng(seed)
-    n1, i1 = _conv("c1", "raw", 1, 4, 3, rng)
-    n2, i2 = _conv("c2", "r1", 4, 2, 3, rng)
+    n1, i1 = _conv("c1", "raw", 1, 4, dims, rng)
+    n2, i2 = _conv("c2", "r1", 4, out_channels, dims, rng)
+    space = ["z", "y", "x"][-dims:]
     graph = helper.make_graph(
         n1 + [helper.make_node("Relu", ["c1"], ["r1"])] + n2,
-        "foreign3d",
-        [helper.make_tensor_value_info("raw", TensorProto.FLOAT, ["n", 1, "z", "y", "x"])],
-        [helper.make_tensor_value_info("c2", TensorProto.FLOAT, ["n", 2, "z", "y", "x"])],
+        f"two_conv_{dims}d",
+        [helper.make_tensor_value_info("raw", TensorProto.FLOAT, ["n", 1, *space])],
+        [helper.make_tensor_value_info("c2", TensorProto.FLOAT, ["n", out_channels, *space])],
         i1 + i2,
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9), path)
@@ -256,7 +257,7 @@ def foreign_3d(tmp_path_factory) -> Path:
     from bioimageio.spec import save_bioimageio_package
 
     tmp_path = tmp_path_factory.mktemp("foreign3d")
-    _onnx_3d(tmp_path / "net3d.onnx")
+    _two_conv_net(tmp_path / "net3d.onnx", dims=3, out_channels=2, seed=1)
     rng = np.random.default_rng(5)
     space = [bio.AxisId("z"), bio.AxisId("y"), bio.AxisId("x")]
     test_in = rng.random((1, 1, 16, 32, 32)).astype(np.float32)
@@ -339,23 +340,8 @@ weights:
 """
 
 
-def _onnx_bcyx(path: Path, seed: int = 2) -> None:
-    """Two 3x3 convolutions, ``(batch, channel, y, x)`` in and out."""
-    rng = np.random.default_rng(seed)
-    n1, i1 = _conv("c1", "raw", 1, 4, 2, rng)
-    n2, i2 = _conv("c2", "r1", 4, 1, 2, rng)
-    graph = helper.make_graph(
-        n1 + [helper.make_node("Relu", ["c1"], ["r1"])] + n2,
-        "old",
-        [helper.make_tensor_value_info("raw", TensorProto.FLOAT, ["n", 1, "y", "x"])],
-        [helper.make_tensor_value_info("c2", TensorProto.FLOAT, ["n", 1, "y", "x"])],
-        i1 + i2,
-    )
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9), path)
-
-
 def _old_package(folder: Path, rdf: str = RDF_04) -> Path:
-    _onnx_bcyx(folder / "net.onnx")
+    _two_conv_net(folder / "net.onnx", dims=2, out_channels=1, seed=2)
     rng = np.random.default_rng(6)
     np.save(folder / "test_in.npy", rng.random((1, 1, 32, 32)).astype(np.float32))
     np.save(folder / "test_out.npy", np.zeros((1, 1, 32, 32), np.float32))
