@@ -56,3 +56,21 @@ def parse_threshold_option(ctx: click.Context, param: click.Parameter, value: st
         return parse_threshold(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
+
+
+def summary_line(summary: dict) -> str:
+    """One line with the headline scores of an evaluation summary (segmentation or regression)."""
+    if "pearson_median" in summary:
+        line = (
+            f"Pearson median {summary['pearson_median']:.4f} (mean {summary['pearson_mean']:.4f}), "
+            f"MAE {summary['mae']:.4g}, MSE {summary['mse']:.4g}, "
+            f"mean relative error {summary['mean_relative_error']:.4f}"
+        )
+    else:
+        line = (
+            f"Jaccard {summary['jaccard']:.4f} (median per image {summary['jaccard_median']:.4f}), "
+            f"Dice {summary['dice']:.4f}, accuracy {summary['accuracy']:.4f}"
+        )
+    if "uncertainty_mean" in summary:
+        line += f", mean uncertainty {summary['uncertainty_mean']:.4g}"
+    return line

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from idl.cli.common import parse_task_option, setup_logging, user_errors
+from idl.cli.common import parse_task_option, setup_logging, summary_line, user_errors
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -54,20 +54,17 @@ def main(
 ) -> None:
     """Evaluate predictions in PRED_DIR against ground truth in GT_DIR (matched by file name)."""
     setup_logging(quiet)
-    from idl.infer.evaluate import evaluate_semantic, match_items
+    from idl.infer.evaluate import evaluate_task, match_items
     from idl.infer.project import UNCERTAINTY_DIR
 
-    if task != "semantic":
+    if task not in ("semantic", "regression"):
         raise click.BadParameter(
-            f"'{task}' evaluation is not available yet; use semantic", param_hint="--task"
+            f"'{task}' evaluation is not available yet; use semantic or regression", param_hint="--task"
         )
     items = match_items(pred_dir, gt_dir, image_dir, pred_dir / UNCERTAINTY_DIR)
     out = out_dir or pred_dir / "evaluation"
-    summary = evaluate_semantic(items, out, num_classes, axes=axes, progress=not quiet)
-    click.echo(
-        f"Jaccard {summary['jaccard']:.4f} (median per image {summary['jaccard_median']:.4f}), "
-        f"Dice {summary['dice']:.4f}, accuracy {summary['accuracy']:.4f}; report: {out / 'report.html'}"
-    )
+    summary = evaluate_task(task, items, out, num_classes, axes=axes, progress=not quiet)
+    click.echo(f"{summary_line(summary)}; report: {out / 'report.html'}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from idl.cli.common import parse_threshold_option, setup_logging, user_errors
+from idl.cli.common import parse_threshold_option, setup_logging, summary_line, user_errors
 from idl.infer.session import DEVICES
 
 
@@ -110,16 +110,14 @@ def main(
     if loaded.info is None:
         click.echo("--gt: this package was not made by idl, so its task is unknown; skipping evaluation.")
         return
-    from idl.infer.evaluate import evaluate_semantic, items_for_predictions  # pandas etc.: only now
+    from idl.infer.evaluate import evaluate_task, items_for_predictions  # pandas etc.: only now
 
     items = items_for_predictions(out_dir, files, gt_dir, uncertainty=mc_samples > 0)
-    summary = evaluate_semantic(
-        items, out_dir / "evaluation", loaded.info.num_classes, axes=axes, progress=not quiet
+    info = loaded.info
+    summary = evaluate_task(
+        info.task, items, out_dir / "evaluation", info.num_classes, axes=axes, progress=not quiet
     )
-    click.echo(
-        f"Jaccard {summary['jaccard']:.4f} (median per image {summary['jaccard_median']:.4f}), "
-        f"Dice {summary['dice']:.4f}; report: {out_dir / 'evaluation' / 'report.html'}"
-    )
+    click.echo(f"{summary_line(summary)}; report: {out_dir / 'evaluation' / 'report.html'}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from idl.cli.common import parse_task_option, setup_logging, user_errors
+from idl.cli.common import parse_task_option, setup_logging, summary_line, user_errors
 from idl.infer.session import DEVICES
 
 
@@ -64,7 +64,10 @@ def _list_option(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option(
     "--augment", callback=_list_option, help="Comma-separated augmentations, or 'none' [default: flip,rot90]."
 )
-@click.option("--loss", help="bce, dice, bce+dice (binary); ce, dice, ce+dice (multi-class).")
+@click.option(
+    "--loss",
+    help="bce, dice, bce+dice (binary); ce, dice, ce+dice (multi-class); mse, mae, huber (regression).",
+)
 @click.option(
     "--num-classes", type=click.IntRange(min=2), help="Classes incl. background [default: from the masks]."
 )
@@ -121,12 +124,7 @@ def main(
     if result.package is not None:
         click.echo(f"bioimage.io package (validated): {result.package}")
     if result.summary:
-        s = result.summary
-        click.echo(
-            f"test: Jaccard {s['jaccard']:.4f} (median per image {s['jaccard_median']:.4f}), "
-            f"Dice {s['dice']:.4f}, accuracy {s['accuracy']:.4f}"
-            + (f", mean uncertainty {s['uncertainty_mean']:.4f}" if "uncertainty_mean" in s else "")
-        )
+        click.echo(f"test: {summary_line(result.summary)}")
         click.echo(f"report: {project / 'evaluation' / 'report.html'}")
     click.echo(f"MLflow run {result.run_id}")
 

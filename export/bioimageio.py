@@ -112,18 +112,28 @@ def _cover(image: np.ndarray, output: np.ndarray, path: Path) -> Path:
     return path
 
 
+def _task_text(info: ModelInfo) -> str:
+    return "pixel-wise regression" if info.task == "regression" else f"{info.task} segmentation"
+
+
 def _readme(info: ModelInfo, request: PackageRequest, has_mc: bool) -> str:
     training = info.training
     lines = [
         f"# {info.name}",
         "",
-        request.description or f"A {info.dims}D U-Net for {info.task} segmentation trained with idl.",
+        request.description or f"A {info.dims}D U-Net for {_task_text(info)} trained with idl.",
         "",
         "## Training data",
         "",
         f"- training images: {training.get('n_train', '?')}, validation images: {training.get('n_val', '?')}",
         f"- input channels: {info.in_channels}, axes of the training images: {info.axes}",
-        f"- classes: {info.num_classes}" + (f" ({', '.join(info.class_names)})" if info.class_names else ""),
+        (
+            f"- targets: {len(info.target_mean)} channel(s), mean {list(info.target_mean)}, "
+            f"standard deviation {list(info.target_std)}"
+            if info.task == "regression"
+            else f"- classes: {info.num_classes}"
+            + (f" ({', '.join(info.class_names)})" if info.class_names else "")
+        ),
         f"- training patches: {training.get('patch', '?')} px, loss: {training.get('loss', '?')}",
         "",
         "## Settings",
@@ -152,7 +162,13 @@ def _readme(info: ModelInfo, request: PackageRequest, has_mc: bool) -> str:
         "",
         "Input: the raw image (any intensity range); preprocessing scales each channel so that its "
         f"{info.normalization.low} and {info.normalization.high} percentiles map to 0 and 1. "
-        "Output: per-pixel class probabilities (sigmoid for one channel, softmax otherwise).",
+        "Output: "
+        + (
+            "per-pixel predictions in the units of the training ground truth (the network's output is "
+            "mapped back with the training targets' mean and standard deviation, `scale_linear`)."
+            if info.task == "regression"
+            else "per-pixel class probabilities (sigmoid for one channel, softmax otherwise)."
+        ),
         "",
         "```",
         "idl-predict THIS_PACKAGE.zip IMAGES --out RESULTS" + (" [--mc-samples 20]" if has_mc else ""),
@@ -214,9 +230,7 @@ def build_description(
     onnx_copy = workdir / "weights.onnx"
     shutil.copyfile(onnx_path, onnx_copy)
 
-    class_names = list(info.class_names) or (
-        ["foreground"] if info.out_channels == 1 else [f"class{i}" for i in range(info.out_channels)]
-    )
+    output = _output_meaning(info, bio)
     norm = info.normalization
     spatial = [bio.AxisId("y"), bio.AxisId("x")]
     inputs = [
@@ -243,18 +257,13 @@ def build_description(
             ],
         )
     ]
-    activation = (
-        bio.SigmoidDescr()
-        if info.out_channels == 1
-        else bio.SoftmaxDescr(kwargs=bio.SoftmaxKwargs(axis=bio.AxisId("channel")))
-    )
     outputs = [
         bio.OutputTensorDescr(
-            id=bio.TensorId("probabilities"),
-            description="per-pixel class probabilities",
+            id=bio.TensorId(output.tensor),
+            description=output.description,
             axes=[
                 bio.BatchAxis(),
-                bio.ChannelAxis(channel_names=[bio.Identifier(safe_identifier(n)) for n in class_names]),
+                bio.ChannelAxis(channel_names=[bio.Identifier(safe_identifier(n)) for n in output.channels]),
                 *[
                     bio.SpaceOutputAxisWithHalo(
                         id=a,
@@ -266,8 +275,8 @@ def build_description(
             ],
             test_tensor=bio.FileDescr(source=workdir / "test_output.npy"),
             sample_tensor=bio.FileDescr(source=workdir / "sample_output.tif"),
-            data=bio.IntervalOrRatioDataDescr(type="float32", range=(0.0, 1.0)),
-            postprocessing=[activation],
+            data=bio.IntervalOrRatioDataDescr(type="float32", range=output.value_range),
+            postprocessing=[output.postprocessing],
         )
     ]
     weights = bio.WeightsDescr(
@@ -294,9 +303,9 @@ def build_description(
         config["test_metrics"] = {k: v for k, v in request.metrics.items() if isinstance(v, (int, float))}
     return bio.ModelDescr(
         name=safe_name(info.name),
-        description=(
-            request.description or f"{info.dims}D U-Net ({info.task} segmentation) trained with idl"
-        )[:1024],
+        description=(request.description or f"{info.dims}D U-Net ({_task_text(info)}) trained with idl")[
+            :1024
+        ],
         authors=[bio.Author(name=a) for a in request.authors or (default_author(),)],
         cite=[bio.CiteEntry(text=text, doi=bio.Doi(doi)) for text, doi in CITATIONS],
         license=LICENSE,
@@ -318,6 +327,43 @@ def build_description(
         config={"idl": config},
         version="0.1.0",
     )
+
+
+@dataclass(frozen=True)
+class _Output:
+    tensor: str
+    description: str
+    channels: list[str]
+    value_range: tuple[float | None, float | None]
+    postprocessing: Any
+
+
+def _output_meaning(info: ModelInfo, bio: Any) -> _Output:
+    """What the network's output is and how its raw values become it (an activation, or for
+    regression the mapping back to ground-truth units)."""
+    if info.task == "regression":
+        mean, std = list(info.target_mean), list(info.target_std)
+        if len(mean) == 1:
+            kwargs = bio.ScaleLinearKwargs(gain=std[0], offset=mean[0])
+        else:
+            kwargs = bio.ScaleLinearAlongAxisKwargs(axis=bio.AxisId("channel"), gain=std, offset=mean)
+        channels = [f"target{i}" for i in range(len(mean))]
+        return _Output(
+            "prediction",
+            "per-pixel prediction in ground-truth units",
+            channels,
+            (None, None),
+            bio.ScaleLinearDescr(kwargs=kwargs),
+        )
+    channels = list(info.class_names) or (
+        ["foreground"] if info.out_channels == 1 else [f"class{i}" for i in range(info.out_channels)]
+    )
+    activation = (
+        bio.SigmoidDescr()
+        if info.out_channels == 1
+        else bio.SoftmaxDescr(kwargs=bio.SoftmaxKwargs(axis=bio.AxisId("channel")))
+    )
+    return _Output("probabilities", "per-pixel class probabilities", channels, (0.0, 1.0), activation)
 
 
 def _environment() -> str:

@@ -88,7 +88,7 @@ def items_for_predictions(
     ]
 
 
-def _load_display_image(path: Path | None, axes: str | None) -> np.ndarray | None:
+def load_display_image(path: Path | None, axes: str | None) -> np.ndarray | None:
     if path is None:
         return None
     try:
@@ -132,7 +132,7 @@ def evaluate_semantic(
             row["uncertainty_mean"] = float(np.mean(uncertainty))
         rows.append(row)
         if figures:
-            image = _load_display_image(item.image, axes)
+            image = load_display_image(item.image, axes)
             title = f"{item.name}  Jaccard {row['jaccard']:.3f}"
             sample_figures.append(
                 save_sample_figure(
@@ -172,3 +172,19 @@ def evaluate_semantic(
         len(items),
     )
     return summary
+
+
+def evaluate_task(
+    task: str,
+    items: list[EvalItem],
+    out_dir: Path,
+    num_classes: int | None = None,
+    axes: str | None = None,
+    progress: bool = True,
+) -> dict[str, float | int]:
+    """Evaluate predictions of an idl model of ``task`` (semantic or regression)."""
+    if task == "regression":
+        from idl.infer.evaluate_regression import evaluate_regression
+
+        return evaluate_regression(items, out_dir, axes=axes, progress=progress)
+    return evaluate_semantic(items, out_dir, num_classes, axes=axes, progress=progress)

@@ -15,7 +15,7 @@ import numpy as np
 
 from idl.infer.axes import reorder
 from idl.infer.model_info import ModelInfo
-from idl.infer.processing import SPACE, Op, ScaleRange, Sigmoid, Softmax
+from idl.infer.processing import SPACE, Op, ScaleLinear, ScaleRange, Sigmoid, Softmax
 from idl.infer.tiling import AxisSize
 
 __all__ = ["SPACE", "IOSpec", "io_for_info"]
@@ -39,6 +39,7 @@ class IOSpec:
     input_pad: str | None = None
     input_pad_value: float = 0.0
     max_batch: int = 0  # tiles per network call at most (0: any)
+    uncertainty: str = "probability"  # Monte Carlo uncertainty: "probability" (InstantDL) or "std"
 
     @property
     def spatial(self) -> str:
@@ -69,11 +70,14 @@ class IOSpec:
 
 def io_for_info(info: ModelInfo) -> IOSpec:
     """The :class:`IOSpec` of an idl model: channels-first batches, percentile normalization, and
-    sigmoid/softmax on the logits unless the graph already outputs probabilities."""
+    sigmoid/softmax on the logits (unless the graph already outputs probabilities), or for regression
+    the mapping back to ground-truth units."""
     spatial = SPACE[-info.dims :]
     norm = info.normalization
     post: tuple[Op, ...] = ()
-    if info.output == "logits":
+    if info.task == "regression":
+        post = (ScaleLinear(info.target_std or 1.0, info.target_mean or 0.0, "c"),)
+    elif info.output == "logits":
         post = (Sigmoid(),) if info.out_channels == 1 else (Softmax("c"),)
     return IOSpec(
         input_axes="bc" + spatial,
@@ -84,4 +88,5 @@ def io_for_info(info: ModelInfo) -> IOSpec:
         halo={a: info.halo for a in spatial},
         preprocessing=(ScaleRange(spatial, norm.low, norm.high, norm.eps),),
         postprocessing=post,
+        uncertainty="std" if info.task == "regression" else "probability",
     )

@@ -1,4 +1,4 @@
-"""Segmentation metrics from confusion matrices (pure numpy, checked against scikit-learn in tests).
+"""Segmentation and regression metrics (pure numpy, checked against scikit-learn and scipy in tests).
 
 Summing confusion matrices over images gives the "over all test pixels" scores; per-image scores come
 from each image's own matrix. Binary scores are those of the foreground class; multi-class scores are
@@ -54,3 +54,31 @@ def accuracy(cm: np.ndarray) -> float:
 
 def semantic_scores(cm: np.ndarray) -> dict[str, float]:
     return {"jaccard": jaccard(cm), "dice": dice(cm), "accuracy": accuracy(cm)}
+
+
+def pearson(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Pearson correlation of two images over all pixels (0 when either is constant)."""
+    p = pred.astype(np.float64).ravel()
+    g = gt.astype(np.float64).ravel()
+    p, g = p - p.mean(), g - g.mean()
+    denominator = np.sqrt((p * p).sum() * (g * g).sum())
+    return float((p * g).sum() / denominator) if denominator > 0 else 0.0
+
+
+def regression_scores(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    """Pearson r, mean absolute and squared error, and the mean relative error.
+
+    The mean relative error is the mean absolute error relative to the mean absolute ground truth,
+    ``sum |p - t| / sum |t|``: unlike a per-pixel ratio it does not explode where the target is ~0
+    (the background of a stain).
+    """
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction shape {pred.shape} != ground truth shape {gt.shape}")
+    error = pred.astype(np.float64) - gt.astype(np.float64)
+    scale = np.abs(gt.astype(np.float64)).sum()
+    return {
+        "pearson": pearson(pred, gt),
+        "mae": float(np.abs(error).mean()),
+        "mse": float((error * error).mean()),
+        "mean_relative_error": float(np.abs(error).sum() / scale) if scale > 0 else float("nan"),
+    }

@@ -53,15 +53,23 @@ class ModelInfo:
     name: str = "idl-model"
     training: dict[str, Any] = field(default_factory=dict)
     output: str = "logits"  # what the graph outputs: "logits" (activation applied by idl) or "probabilities"
+    # regression: per target channel, the mean and standard deviation the network was trained to
+    # predict in units of; idl maps its output back to ground-truth units with them
+    target_mean: tuple[float, ...] = ()
+    target_std: tuple[float, ...] = ()
 
     @property
     def out_channels(self) -> int:
-        """Channels of the graph output: one sigmoid channel for binary, else one per class."""
+        """Channels of the graph output: one per regression target channel; for segmentation one
+        sigmoid channel when binary, else one per class."""
+        if self.task == "regression":
+            return max(1, len(self.target_mean))
         return 1 if self.num_classes == 2 else self.num_classes
 
     def to_json(self) -> str:
         data = asdict(self)
-        data["class_names"] = list(self.class_names)
+        for key in ("class_names", "target_mean", "target_std"):
+            data[key] = list(data[key])
         return json.dumps(data, sort_keys=True)
 
     @classmethod
@@ -69,6 +77,7 @@ class ModelInfo:
         data = json.loads(text)
         data.setdefault("output", "probabilities")  # models exported before the activation moved out
         data["normalization"] = Normalization(**data.get("normalization", {}))
-        data["class_names"] = tuple(data.get("class_names", ()))
+        for key in ("class_names", "target_mean", "target_std"):
+            data[key] = tuple(data.get(key, ()))
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})

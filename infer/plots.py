@@ -49,6 +49,27 @@ def error_map(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return ERROR_COLOURS[code]
 
 
+Panel = tuple[str, np.ndarray, dict]
+
+
+def save_panels(path: Path, title: str, panels: Sequence[Panel], colorbars: Sequence[str] = ()) -> Path:
+    """Images side by side in one PNG, with colour bars on the panels named in ``colorbars``."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), squeeze=False)
+    for ax, (name, data, kwargs) in zip(axes[0], panels, strict=False):
+        shown = ax.imshow(data, **kwargs)
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+        if name in colorbars:
+            fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return path
+
+
 def save_sample_figure(
     path: Path,
     title: str,
@@ -58,11 +79,10 @@ def save_sample_figure(
     uncertainty: np.ndarray | None,
     num_classes: int,
 ) -> Path:
-    """image | ground truth | prediction | error map | uncertainty, side by side."""
-    plt = _pyplot()
+    """Segmentation: image | ground truth | prediction | error map | uncertainty, side by side."""
     step = _display_step(gt.shape)
     sub = (slice(None, None, step), slice(None, None, step))
-    panels: list[tuple[str, np.ndarray, dict]] = []
+    panels: list[Panel] = []
     if image is not None:
         panels.append(("image", display_image(image[sub]), {"cmap": "gray"}))
     classes = {"cmap": "viridis", "vmin": 0, "vmax": max(num_classes - 1, 1), "interpolation": "nearest"}
@@ -73,29 +93,50 @@ def save_sample_figure(
     )
     if uncertainty is not None:
         panels.append(("uncertainty", uncertainty[sub], {"cmap": "magma"}))
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), squeeze=False)
-    for ax, (name, data, kwargs) in zip(axes[0], panels, strict=False):
-        shown = ax.imshow(data, **kwargs)
-        ax.set_title(name, fontsize=9)
-        ax.axis("off")
-        if name == "uncertainty":
-            fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return path
+    return save_panels(path, title, panels, colorbars=("uncertainty",))
 
 
-def save_boxplot(path: Path, values: Sequence[float], label: str) -> Path:
+def save_regression_figure(
+    path: Path,
+    title: str,
+    image: np.ndarray | None,
+    gt: np.ndarray,
+    pred: np.ndarray,
+    uncertainty: np.ndarray | None,
+) -> Path:
+    """Regression: image | ground truth | prediction (same scale) | signed error | uncertainty."""
+    step = _display_step(gt.shape)
+    sub = (slice(None, None, step), slice(None, None, step))
+    gt, pred = gt[sub], pred[sub]
+    lo, hi = np.percentile(gt, [0.5, 99.5])
+    values = {"cmap": "viridis", "vmin": lo, "vmax": hi}
+    error = pred.astype(np.float32) - gt
+    limit = float(np.percentile(np.abs(error), 99.5)) or 1.0
+    panels: list[Panel] = []
+    if image is not None:
+        panels.append(("image", display_image(image[sub]), {"cmap": "gray"}))
+    panels += [
+        ("ground truth", gt, values),
+        ("prediction", pred, values),
+        ("error: prediction - truth", error, {"cmap": "RdBu_r", "vmin": -limit, "vmax": limit}),
+    ]
+    if uncertainty is not None:
+        panels.append(("uncertainty (std)", uncertainty[sub], {"cmap": "magma"}))
+    return save_panels(
+        path, title, panels, colorbars=("ground truth", "error: prediction - truth", "uncertainty (std)")
+    )
+
+
+def save_boxplot(
+    path: Path, values: Sequence[float], label: str, limits: tuple[float, float] = (-0.02, 1.02)
+) -> Path:
     """Box plot with the individual per-image values drawn on top."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(3.5, 4))
     ax.boxplot([list(values)], tick_labels=[label], widths=0.5)
     jitter = np.random.default_rng(0).uniform(-0.08, 0.08, len(values))
     ax.scatter(1 + jitter, values, s=12, alpha=0.6, color="tab:blue")
-    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylim(*limits)
     ax.set_ylabel(label)
     ax.set_title(f"per-image {label} (n={len(values)})", fontsize=10)
     fig.tight_layout()

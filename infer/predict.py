@@ -144,7 +144,8 @@ def predict_probabilities(
                 moments.add(out)
             assert moments is not None and uncertainty is not None
             regions = [moments.mean()]
-            uncertainty[chunk[0].owned] = moments.uncertainty()
+            spread = moments.std() if io.uncertainty == "std" else moments.uncertainty()
+            uncertainty[chunk[0].owned] = spread
         else:
             out = network_output(np.stack([network_input(t) for t in chunk]))
             regions = [o[(slice(None), *t.owned_in_tile)] for t, o in zip(chunk, out, strict=True)]

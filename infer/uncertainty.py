@@ -42,3 +42,9 @@ class SampleMoments:
         aleatoric = m1 - m2  # mean over samples of p (1 - p)
         epistemic = np.maximum(m2 - m1 * m1, 0.0)  # variance of p over samples
         return (aleatoric + epistemic).sum(axis=0).astype(np.float32)
+
+    def std(self) -> np.ndarray:
+        """Standard deviation over samples, averaged over channels (regression, in output units)."""
+        m1 = self.total / self.count
+        variance = np.maximum(self.total_sq / self.count - m1 * m1, 0.0)
+        return np.sqrt(variance).mean(axis=0).astype(np.float32)

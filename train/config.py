@@ -17,9 +17,10 @@ from idl.infer.model_info import TASKS, normalize_task
 from idl.infer.normalize import Normalization
 from idl.infer.session import DEVICES
 
-IMPLEMENTED_TASKS = ("semantic",)
+IMPLEMENTED_TASKS = ("semantic", "regression")
 BINARY_LOSSES = ("bce", "dice", "bce+dice")
 MULTICLASS_LOSSES = ("ce", "dice", "ce+dice")
+REGRESSION_LOSSES = ("mse", "mae", "huber")
 AUGMENTATIONS = ("flip", "rot90")
 
 # InstantDL config keys -> ours. "path" names the project folder and is handled by the caller.
@@ -37,6 +38,8 @@ INSTANTDL_KEYS = {
     "evaluation": "evaluate",
 }
 INSTANTDL_LOSSES = {
+    "mean_squared_error": "mse",
+    "mean_absolute_error": "mae",
     "binary_crossentropy": "bce",
     "dice_loss": "dice",
     "binary crossentropy dice loss": "bce+dice",
@@ -65,7 +68,7 @@ class TrainConfig:
     learning_rate: float = 1e-3
     patience: int = 10
     seed: int = 42
-    loss: str | None = None  # bce+dice (binary) or ce (multi-class)
+    loss: str | None = None  # bce+dice (binary), ce (multi-class) or mse (regression)
     num_classes: int | None = None  # 2 for binary masks, else max label + 1
     image_size: int = 256  # side of the random training patches (rounded to the U-Net's multiple)
     dims: int = 2
@@ -111,12 +114,20 @@ class TrainConfig:
         unknown = [a for a in self.augment if a not in AUGMENTATIONS]
         if unknown:
             raise ConfigError(f"unknown augmentation(s) {unknown}; valid: {', '.join(AUGMENTATIONS)}")
-        valid_losses = BINARY_LOSSES + MULTICLASS_LOSSES
+        valid_losses = BINARY_LOSSES + MULTICLASS_LOSSES + REGRESSION_LOSSES
         if self.loss is not None and self.loss not in valid_losses:
             raise ConfigError(f"unknown loss '{self.loss}'; valid: {', '.join(dict.fromkeys(valid_losses))}")
 
     def resolved_loss(self, num_classes: int) -> str:
-        """The loss to train with; checks it fits binary or multi-class segmentation."""
+        """The loss to train with; checks it fits the task (binary or multi-class segmentation,
+        regression)."""
+        if self.task == "regression":
+            loss = self.loss or "mse"
+            if loss not in REGRESSION_LOSSES:
+                raise ConfigError(
+                    f"loss '{loss}' does not fit regression; use one of {', '.join(REGRESSION_LOSSES)}"
+                )
+            return loss
         if num_classes == 2:
             loss = self.loss or "bce+dice"
             allowed = BINARY_LOSSES

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,8 @@ log = logging.getLogger("idl")
 
 @dataclass(frozen=True)
 class Sample:
-    """One normalized image ``(Y, X, C)`` float32 and its class map ``(Y, X)`` uint8."""
+    """One normalized image ``(Y, X, C)`` float32 and its target: a class map ``(Y, X)`` uint8 for
+    segmentation, or normalized values ``(Y, X, T)`` float32 for regression."""
 
     name: str
     image: np.ndarray
@@ -33,15 +35,18 @@ class Sample:
 @dataclass(frozen=True)
 class TrainingData:
     samples: list[Sample]
-    num_classes: int
+    num_classes: int  # 0 for regression
     in_channels: int
     axes: str
+    target_mean: tuple[float, ...] = ()  # regression: per target channel, in ground-truth units
+    target_std: tuple[float, ...] = ()
 
 
-def load_semantic_data(
-    split_dir: Path, norm: Normalization, axes: str | None = None, num_classes: int | None = None
-) -> TrainingData:
-    """Read, check and normalize every image/mask pair of ``split_dir`` (e.g. ``PROJECT/train``)."""
+Reader = Callable[[Path], np.ndarray]
+
+
+def _read_pairs(split_dir: Path, axes: str | None, read_target: Reader) -> tuple[list, str]:
+    """Every ``(pair, image (Y, X, C), target)`` of ``split_dir``, checked, and the axes used."""
     pairs = pair_files(split_dir, require_groundtruth=True)
     raw: list[tuple[Pair, np.ndarray, np.ndarray]] = []
     guesses: dict[str, int] = {}
@@ -51,20 +56,34 @@ def load_semantic_data(
         image, used_axes, guessed = read_yxc(pair.image, axes)
         if guessed:
             guesses[used_axes] = guesses.get(used_axes, 0) + 1
-        gt = mask_plane(read_image(pair.groundtruth), str(pair.groundtruth))
-        if gt.shape != image.shape[:2]:
+        target = read_target(pair.groundtruth)
+        if target.shape[:2] != image.shape[:2]:
             raise DataError(
-                f"{pair.groundtruth}: mask shape {gt.shape} does not match its image {pair.image} "
-                f"(Y, X = {image.shape[:2]}). Masks must have the image's height and width."
+                f"{pair.groundtruth}: ground-truth shape {target.shape[:2]} does not match its image "
+                f"{pair.image} (Y, X = {image.shape[:2]}). Ground truth must have the image's height and "
+                "width."
             )
         if raw and image.shape[-1] != raw[0][1].shape[-1]:
             raise DataError(
                 f"{pair.image}: has {image.shape[-1]} channel(s) but {raw[0][0].image} has "
                 f"{raw[0][1].shape[-1]}. All images of a project need the same channels."
             )
-        raw.append((pair, image, gt))
+        if raw and target.shape[2:] != raw[0][2].shape[2:]:
+            raise DataError(
+                f"{pair.groundtruth}: has {target.shape[2:]} target channel(s) but {raw[0][0].groundtruth} "
+                f"has {raw[0][2].shape[2:]}. All targets of a project need the same channels."
+            )
+        raw.append((pair, image, target))
     for guess, count in guesses.items():
         log.info("guessed axes '%s' for %d image(s) (pass --axes to set them)", guess, count)
+    return raw, used_axes or "yx"
+
+
+def load_semantic_data(
+    split_dir: Path, norm: Normalization, axes: str | None = None, num_classes: int | None = None
+) -> TrainingData:
+    """Read, check and normalize every image/mask pair of ``split_dir`` (e.g. ``PROJECT/train``)."""
+    raw, used_axes = _read_pairs(split_dir, axes, lambda p: mask_plane(read_image(p), str(p)))
     if num_classes is None:
         num_classes = infer_num_classes([gt for _, _, gt in raw])
         log.info(
@@ -74,7 +93,38 @@ def load_semantic_data(
         Sample(pair.name, normalize(image, norm), semantic_target(gt, num_classes, str(pair.groundtruth)))
         for pair, image, gt in raw
     ]
-    return TrainingData(samples, num_classes, raw[0][1].shape[-1], used_axes or "yx")
+    return TrainingData(samples, num_classes, raw[0][1].shape[-1], used_axes)
+
+
+def _read_target(path: Path) -> np.ndarray:
+    """A regression target as ``(Y, X, T)`` float32, checked for NaN and infinity."""
+    target = read_yxc(path, None)[0].astype(np.float32)
+    if not np.isfinite(target).all():
+        raise DataError(f"{path}: the ground truth holds NaN or infinite values; fix or mask them first.")
+    return target
+
+
+def load_regression_data(split_dir: Path, norm: Normalization, axes: str | None = None) -> TrainingData:
+    """Read every image/target pair of ``split_dir``; images are normalized as for segmentation,
+    targets standardized per channel with the mean and standard deviation of all targets, which the
+    model stores to give predictions in ground-truth units."""
+    raw, used_axes = _read_pairs(split_dir, axes, _read_target)
+    stacked = np.concatenate([t.reshape(-1, t.shape[-1]) for _, _, t in raw]).astype(np.float64)
+    mean, std = stacked.mean(axis=0), stacked.std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    log.info(
+        "regression targets: %d channel(s), mean %s, std %s",
+        len(mean),
+        np.array2string(mean, precision=4),
+        np.array2string(std, precision=4),
+    )
+    samples = [
+        Sample(pair.name, normalize(image, norm), ((target - mean) / std).astype(np.float32))
+        for pair, image, target in raw
+    ]
+    return TrainingData(
+        samples, 0, raw[0][1].shape[-1], used_axes, tuple(map(float, mean)), tuple(map(float, std))
+    )
 
 
 def split_validation(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
@@ -103,9 +153,11 @@ def patch_size_for(samples: list[Sample], requested: int, multiple: int) -> int:
 
 
 def _to_tensors(image: np.ndarray, target: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Channels-first image; class maps as int64, regression targets channels-first float32."""
     x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(image, -1, 0)))
-    y = torch.from_numpy(np.ascontiguousarray(target).astype(np.int64))
-    return x, y
+    if target.dtype == np.float32:
+        return x, torch.from_numpy(np.ascontiguousarray(np.moveaxis(target, -1, 0)))
+    return x, torch.from_numpy(np.ascontiguousarray(target).astype(np.int64))
 
 
 def augment_pair(

@@ -41,6 +41,12 @@ class LoopSettings:
     seed: int
     num_classes: int
     progress: bool = True
+    task: str = "semantic"
+
+    @property
+    def metric(self) -> str:
+        """The validation score shown and logged next to the loss."""
+        return "pearson" if self.task == "regression" else "jaccard"
 
 
 def _confusion(pred: torch.Tensor, target: torch.Tensor, k: int) -> np.ndarray:
@@ -48,21 +54,40 @@ def _confusion(pred: torch.Tensor, target: torch.Tensor, k: int) -> np.ndarray:
     return torch.bincount(index, minlength=k * k).reshape(k, k).cpu().numpy()
 
 
+def _pearson_from_sums(sums: np.ndarray) -> float:
+    """Pearson r from ``n, sum p, sum t, sum p^2, sum t^2, sum p*t`` (float64, streaming)."""
+    n, sp, st, spp, stt, spt = sums
+    cov = spt - sp * st / n
+    var = (spp - sp * sp / n) * (stt - st * st / n)
+    return float(cov / np.sqrt(var)) if var > 0 else 0.0
+
+
 def validate(
-    model: torch.nn.Module, loader: DataLoader, loss_fn: LossFn, num_classes: int, device: torch.device
+    model: torch.nn.Module, loader: DataLoader, loss_fn: LossFn, settings: LoopSettings, device: torch.device
 ) -> tuple[float, float]:
-    """Mean validation loss (per patch) and Jaccard over all validation pixels."""
+    """Mean validation loss (per patch) and the score over all validation pixels: Jaccard for
+    segmentation, Pearson correlation for regression."""
     model.eval()
     total_loss, count = 0.0, 0
-    cm = np.zeros((num_classes, num_classes), np.int64)
+    k = settings.num_classes
+    cm = np.zeros((k, k), np.int64)
+    sums = np.zeros(6)
     with torch.no_grad():
         for x, y in loader:
             x, y = x.to(device), y.to(device)
-            logits = model(x)
-            total_loss += float(loss_fn(logits, y)) * x.shape[0]
+            out = model(x)
+            total_loss += float(loss_fn(out, y)) * x.shape[0]
             count += x.shape[0]
-            cm += _confusion(predicted_classes(logits), y, num_classes)
-    return total_loss / count, jaccard(cm)
+            if settings.task == "regression":
+                p, t = out.double(), y.double()
+                sums += [
+                    p.numel(),
+                    *(float(v) for v in (p.sum(), t.sum(), (p * p).sum(), (t * t).sum(), (p * t).sum())),
+                ]
+            else:
+                cm += _confusion(predicted_classes(out), y, k)
+    score = _pearson_from_sums(sums) if settings.task == "regression" else jaccard(cm)
+    return total_loss / count, score
 
 
 def train_epoch(
@@ -108,7 +133,7 @@ def fit(
         shuffle = torch.Generator().manual_seed(settings.seed * 100_003 + state.epoch)
         loader = DataLoader(train_set, batch_size=settings.batch_size, shuffle=True, generator=shuffle)
         train_loss = train_epoch(model, loader, loss_fn, optimizer, device, settings.progress)
-        val_loss, val_jaccard = validate(model, val_loader, loss_fn, settings.num_classes, device)
+        val_loss, val_score = validate(model, val_loader, loss_fn, settings, device)
         if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
             raise IdlError(
                 f"training diverged in epoch {state.epoch + 1} (training loss {train_loss}, validation loss "
@@ -122,14 +147,21 @@ def fit(
         else:
             state.bad_epochs += 1
         state.history.append(
-            {"epoch": state.epoch, "train_loss": train_loss, "val_loss": val_loss, "val_jaccard": val_jaccard}
+            {
+                "epoch": state.epoch,
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                f"val_{settings.metric}": val_score,
+            }
         )
         if state.bad_epochs >= settings.patience or state.epoch >= settings.epochs:
             state.finished = True
         on_epoch(state, improved)
         bar.update(1)
         bar.set_postfix(
-            loss=f"{train_loss:.4f}", val_loss=f"{val_loss:.4f}", val_jaccard=f"{val_jaccard:.3f}"
+            loss=f"{train_loss:.4f}",
+            val_loss=f"{val_loss:.4f}",
+            **{f"val_{settings.metric}": f"{val_score:.3f}"},
         )
     bar.close()
     return state

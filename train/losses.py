@@ -1,4 +1,5 @@
-"""Segmentation losses on logits: bce, dice, bce+dice (binary); ce, dice, ce+dice (multi-class)."""
+"""Losses on the network's raw output: bce, dice, bce+dice (binary segmentation); ce, dice, ce+dice
+(multi-class); mse, mae, huber (regression, on normalized targets)."""
 
 from __future__ import annotations
 
@@ -49,7 +50,15 @@ def multiclass_loss(name: str, num_classes: int) -> LossFn:
     return loss
 
 
-def make_loss(name: str, num_classes: int) -> LossFn:
+def regression_loss(name: str) -> LossFn:
+    """Loss for ``(N, C, Y, X)`` outputs and targets of the same shape (normalized units)."""
+    functions = {"mse": F.mse_loss, "mae": F.l1_loss, "huber": F.huber_loss}
+    return functions[name]
+
+
+def make_loss(name: str, num_classes: int, task: str = "semantic") -> LossFn:
+    if task == "regression":
+        return regression_loss(name)
     return binary_loss(name) if num_classes == 2 else multiclass_loss(name, num_classes)
 
 

@@ -19,7 +19,7 @@ from idl.export.bioimageio import PackageRequest, export_package, package_path
 from idl.export.onnx import export_onnx
 from idl.infer.axes import read_channels_last
 from idl.infer.errors import IdlError
-from idl.infer.evaluate import evaluate_semantic, items_for_predictions
+from idl.infer.evaluate import evaluate_task, items_for_predictions
 from idl.infer.io import is_image_file, write_text
 from idl.infer.model import load_model
 from idl.infer.model_info import ModelInfo
@@ -35,7 +35,15 @@ from idl.train.checkpoint import (
     save_checkpoint,
 )
 from idl.train.config import IMPLEMENTED_TASKS, ConfigError, TrainConfig
-from idl.train.data import PatchDataset, TileDataset, load_semantic_data, patch_size_for, split_validation
+from idl.train.data import (
+    PatchDataset,
+    TileDataset,
+    TrainingData,
+    load_regression_data,
+    load_semantic_data,
+    patch_size_for,
+    split_validation,
+)
 from idl.train.loop import LoopSettings, TrainState, fit
 from idl.train.losses import make_loss
 from idl.train.pretrained import Pretrained, read_pretrained, transfer
@@ -112,6 +120,12 @@ def write_package(
     )
 
 
+def _kind(data: TrainingData) -> str:
+    if not data.num_classes:
+        return f"regression of {len(data.target_mean)} channel(s)"
+    return "binary" if data.num_classes == 2 else f"{data.num_classes} classes"
+
+
 def model_name(project: Path) -> str:
     """The model's name (and package file name): the project folder's name plus the architecture."""
     return f"{Path(project).resolve().name}-unet2d"
@@ -163,16 +177,23 @@ def train_project(
 
     if pretrained is not None:
         config = _adopt_architecture(config, pretrained)
-    data = load_semantic_data(project / "train", config.normalization, config.axes, config.num_classes)
+    if config.task == "regression":
+        data = load_regression_data(project / "train", config.normalization, config.axes)
+    else:
+        data = load_semantic_data(project / "train", config.normalization, config.axes, config.num_classes)
     train_samples, val_samples = split_validation(data.samples, config.val_fraction, config.seed)
     loss_name = config.resolved_loss(data.num_classes)
-    config = replace(config, num_classes=data.num_classes, loss=loss_name, axes=data.axes)
+    config = replace(config, num_classes=data.num_classes or None, loss=loss_name, axes=data.axes)
     if config.uncertainty and config.dropout == 0:
         log.warning("dropout is 0, so there is no Monte Carlo dropout: predicting without uncertainty")
         config = replace(config, uncertainty=False)
+    if config.task == "regression":
+        out_channels = len(data.target_mean)  # one linear output per target channel
+    else:
+        out_channels = 1 if data.num_classes == 2 else data.num_classes  # sigmoid, or softmax
     spec = UNetSpec(
         in_channels=data.in_channels,
-        out_channels=1 if data.num_classes == 2 else data.num_classes,
+        out_channels=out_channels,
         depth=config.depth,
         base_filters=config.base_filters,
         dropout=config.dropout,
@@ -188,6 +209,8 @@ def train_project(
         axes=data.axes,
         dropout=config.dropout,
         name=model_name(project),
+        target_mean=data.target_mean,
+        target_std=data.target_std,
         training={
             "n_train": len(train_samples),
             "n_val": len(val_samples),
@@ -200,7 +223,7 @@ def train_project(
         len(train_samples),
         len(val_samples),
         data.in_channels,
-        "binary" if data.num_classes == 2 else f"{data.num_classes} classes",
+        _kind(data),
         patch,
         loss_name,
         device,
@@ -275,14 +298,20 @@ def train_project(
             tracker.log_metrics(metrics, step=current.epoch)
 
         settings = LoopSettings(
-            config.epochs, config.batch_size, config.patience, config.seed, data.num_classes, progress
+            config.epochs,
+            config.batch_size,
+            config.patience,
+            config.seed,
+            data.num_classes,
+            progress,
+            config.task,
         )
         fit(
             model,
             optimizer,
             PatchDataset(train_samples, patch, config.augment, config.seed),
             TileDataset(val_samples, patch),
-            make_loss(loss_name, data.num_classes),
+            make_loss(loss_name, data.num_classes, config.task),
             settings,
             state,
             device,
@@ -339,6 +368,8 @@ def predict_and_evaluate(project: Path, config: TrainConfig, progress: bool = Tr
     items = items_for_predictions(
         results, [p.image for p in pairs], test_dir / GT_DIR, options.mc_samples > 0
     )
-    return evaluate_semantic(
-        items, project / EVALUATION_DIR, model.info.num_classes, axes=config.axes, progress=progress
+    info = model.info
+    assert info is not None
+    return evaluate_task(
+        info.task, items, project / EVALUATION_DIR, info.num_classes, axes=config.axes, progress=progress
     )

@@ -37,7 +37,7 @@ def test_shape_mismatch_names_both_files(tmp_path: Path) -> None:
     write_tiff(tmp_path / "image" / "a.tif", np.zeros((32, 32), np.uint16))
     write_tiff(tmp_path / "groundtruth" / "a.tif", np.zeros((32, 31), np.uint8))
     with pytest.raises(
-        DataError, match=r"groundtruth/a\.tif: mask shape \(32, 31\) does not match its image"
+        DataError, match=r"groundtruth/a\.tif: ground-truth shape \(32, 31\) does not match its image"
     ):
         load_semantic_data(tmp_path, Normalization())
 

@@ -1,0 +1,107 @@
+"""Evaluation of pixel-wise regression (e.g. in-silico staining) against ground truth.
+
+Per image: Pearson correlation, mean absolute and squared error and the mean relative error; the
+summary gives the median and mean Pearson over images (the distribution is in ``metrics.csv`` and a
+box plot) and the errors over all test pixels. Figures show the signed error map.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from idl.infer.axes import read_yxc
+from idl.infer.errors import DataError
+from idl.infer.evaluate import MAX_REPORT_FIGURES, EvalItem, load_display_image
+from idl.infer.io import atomic_path, read_image, write_text
+from idl.infer.metrics import regression_scores
+from idl.infer.plots import save_boxplot, save_regression_figure
+from idl.infer.report import write_report
+
+log = logging.getLogger("idl")
+
+
+def _channels_last(path: Path) -> np.ndarray:
+    return read_yxc(path, None)[0].astype(np.float32)
+
+
+def evaluate_regression(
+    items: list[EvalItem],
+    out_dir: Path,
+    figures: bool = True,
+    axes: str | None = None,
+    progress: bool = True,
+) -> dict[str, float | int]:
+    """Score predictions, write metrics.csv, summary.json, figures and report.html; return the summary."""
+    if not items:
+        raise DataError("nothing to evaluate: no predictions were matched with ground truth.")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows, sample_figures = [], []
+    abs_error = sq_error = abs_truth = 0.0
+    n_pixels = 0
+    for item in tqdm(items, unit="image", desc="evaluate", disable=not progress, leave=False):
+        gt, pred = _channels_last(item.groundtruth), _channels_last(item.prediction)
+        if pred.shape != gt.shape:
+            raise DataError(
+                f"{item.prediction}: shape {pred.shape} (Y, X, channels) differs from its ground truth "
+                f"{item.groundtruth} {gt.shape}. Predict the matching image again."
+            )
+        scores = regression_scores(pred, gt)
+        error = pred.astype(np.float64) - gt
+        abs_error += float(np.abs(error).sum())
+        sq_error += float((error * error).sum())
+        abs_truth += float(np.abs(gt).sum())
+        n_pixels += error.size
+        row: dict[str, float | str] = {"filename": item.name, **scores}
+        uncertainty = read_image(item.uncertainty) if item.uncertainty is not None else None
+        if uncertainty is not None:
+            row["uncertainty_mean"] = float(np.mean(uncertainty))
+        rows.append(row)
+        if figures:
+            image = load_display_image(item.image, axes)
+            title = f"{item.name}  Pearson {scores['pearson']:.3f}"
+            sample_figures.append(
+                save_regression_figure(
+                    out_dir / f"{item.name}.png", title, image, gt[..., 0], pred[..., 0], uncertainty
+                )
+            )
+    metrics = pd.DataFrame(rows)
+    summary: dict[str, float | int] = {
+        "pearson_median": float(metrics["pearson"].median()),
+        "pearson_mean": float(metrics["pearson"].mean()),
+        "mae": abs_error / n_pixels,
+        "mse": sq_error / n_pixels,
+        "mean_relative_error": abs_error / abs_truth if abs_truth > 0 else float("nan"),
+        "n_images": len(items),
+    }
+    if "uncertainty_mean" in metrics:
+        summary["uncertainty_mean"] = float(metrics["uncertainty_mean"].mean())
+    with atomic_path(out_dir / "metrics.csv") as tmp:
+        metrics.to_csv(tmp, index=False)
+    write_text(out_dir / "summary.json", json.dumps(summary, indent=2))
+    if figures:
+        box = save_boxplot(
+            out_dir / "pearson_boxplot.png", metrics["pearson"].tolist(), "pearson", (-1.02, 1.02)
+        )
+        write_report(
+            out_dir / "report.html",
+            "idl evaluation: pixel-wise regression",
+            summary,
+            metrics,
+            [box],
+            sample_figures[:MAX_REPORT_FIGURES],
+            omitted=max(0, len(sample_figures) - MAX_REPORT_FIGURES),
+        )
+    log.info(
+        "evaluation: Pearson median %.4f (mean %.4f), MAE %.4g over %d image(s)",
+        summary["pearson_median"],
+        summary["pearson_mean"],
+        summary["mae"],
+        len(items),
+    )
+    return summary
