@@ -43,3 +43,20 @@ def test_empty_prediction_of_empty_image_is_perfect() -> None:
     empty = np.zeros((8, 8), np.uint8)
     cm = confusion_matrix(empty, empty, 2)
     assert (jaccard(cm), dice(cm), accuracy(cm)) == (1.0, 1.0, 1.0)
+
+
+def test_regression_scores_match_scipy_and_scikit_learn(rng) -> None:
+    from scipy.stats import pearsonr
+    from sklearn.metrics import mean_absolute_error, mean_squared_error
+
+    from idl.infer.metrics import regression_scores
+
+    gt = rng.gamma(2.0, 100.0, (40, 30))  # float64: the references then compute in full precision too
+    pred = 0.8 * gt + rng.normal(0, 30, gt.shape)
+    scores = regression_scores(pred, gt)
+    assert scores["pearson"] == pytest.approx(pearsonr(pred.ravel(), gt.ravel())[0], abs=1e-12)
+    assert scores["mae"] == pytest.approx(mean_absolute_error(gt.ravel(), pred.ravel()), rel=1e-9)
+    assert scores["mse"] == pytest.approx(mean_squared_error(gt.ravel(), pred.ravel()), rel=1e-9)
+    expected = np.abs(pred.astype(np.float64) - gt).sum() / np.abs(gt.astype(np.float64)).sum()
+    assert scores["mean_relative_error"] == pytest.approx(expected, rel=1e-12)
+    assert regression_scores(np.full_like(gt, 5.0), gt)["pearson"] == 0.0  # constant prediction
