@@ -17,21 +17,35 @@ from idl.cli.common import setup_logging, user_errors
     "--size", default=256, show_default=True, type=click.IntRange(min=32), help="Image side in pixels."
 )
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
+@click.option(
+    "--task",
+    default="semantic",
+    show_default=True,
+    type=click.Choice(["semantic", "regression"]),
+    help="semantic: nuclei and their masks; regression: in-silico staining (label-free image -> stain).",
+)
 @user_errors
-def main(project: Path, n_train: int, n_test: int, size: int, seed: int) -> None:
-    """Write PROJECT/{train,test}/{image,groundtruth} with synthetic fluorescence nuclei and exact masks."""
+def main(project: Path, n_train: int, n_test: int, size: int, seed: int, task: str) -> None:
+    """Write PROJECT/{train,test}/{image,groundtruth} with synthetic nuclei: fluorescence images and
+    exact masks, or (--task regression) label-free images and their fluorescence stain."""
     setup_logging()
-    from idl.infer.baseline import otsu_jaccard
+    from idl.infer.baseline import intensity_pearson, otsu_jaccard
     from idl.infer.project import pair_files
-    from idl.infer.synthetic import NucleiSpec, write_semantic_project
+    from idl.infer.synthetic import NucleiSpec, write_regression_project, write_semantic_project
 
     if project.exists() and any(project.iterdir()):
         raise click.ClickException(f"{project} is not empty; choose a new folder for the demo project.")
-    write_semantic_project(project, n_train, n_test, seed, NucleiSpec(size=size))
-    baseline = otsu_jaccard(pair_files(project / "test"))
+    if task == "regression":
+        write_regression_project(project, n_train, n_test, seed, NucleiSpec(size=size))
+        score = intensity_pearson(pair_files(project / "test"))
+        baseline = f"the raw intensity scores a median Pearson r of {score:.4f}"
+    else:
+        write_semantic_project(project, n_train, n_test, seed, NucleiSpec(size=size))
+        score = otsu_jaccard(pair_files(project / "test"))
+        baseline = f"Otsu threshold of the raw test images scores Jaccard {score:.4f}"
     click.echo(f"wrote {n_train} training and {n_test} test images to {project}")
-    click.echo(f"baseline: Otsu threshold of the raw test images scores Jaccard {baseline:.4f}")
-    click.echo(f"next: idl-train {project} --task semantic")
+    click.echo(f"baseline: {baseline}")
+    click.echo(f"next: idl-train {project} --task {task}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Classical baseline: Otsu's threshold of the raw image, scored like a model's prediction.
+"""Classical baselines, scored like a model's prediction: Otsu's threshold of the raw image
+(segmentation), the raw intensity itself (regression).
 
 Answers the first question a biologist should ask of a trained network: does it beat a threshold?
 """
@@ -12,7 +13,7 @@ import numpy as np
 from idl.infer.axes import read_yxc
 from idl.infer.io import read_image
 from idl.infer.labels import semantic_target
-from idl.infer.metrics import confusion_matrix, jaccard
+from idl.infer.metrics import confusion_matrix, jaccard, pearson
 from idl.infer.project import Pair
 
 
@@ -34,3 +35,15 @@ def otsu_jaccard(pairs: Sequence[Pair], axes: str | None = None) -> float:
         gt = semantic_target(read_image(pair.groundtruth), 2, str(pair.groundtruth))
         total += confusion_matrix(otsu_mask(image), gt, 2)
     return jaccard(total)
+
+
+def intensity_pearson(pairs: Sequence[Pair], axes: str | None = None) -> float:
+    """Regression baseline: median over images of |Pearson r| between the raw input (first channel)
+    and the target. Pearson is invariant to linear maps, so this is what the best per-image linear
+    fit of intensity to target would score."""
+    scores = [
+        abs(pearson(read_yxc(p.image, axes)[0][..., 0], read_yxc(p.groundtruth, None)[0][..., 0]))
+        for p in pairs
+        if p.groundtruth is not None
+    ]
+    return float(np.median(scores)) if scores else float("nan")
