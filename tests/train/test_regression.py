@@ -102,3 +102,31 @@ def test_regression_package_maps_back_to_units(regression_project: Path) -> None
     from_package = predict_image(load_model(package), image, options).probabilities
     from_folder = predict_image(load_model(regression_project / "model"), image, options).probabilities
     np.testing.assert_allclose(from_package, from_folder, rtol=1e-6, atol=1e-3)
+
+
+def test_demo_and_evaluate_commands_for_regression(regression_project: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from idl.cli import demo, evaluate
+
+    result = CliRunner().invoke(
+        demo.main,
+        [str(tmp_path / "demo"), "--task", "regression", "--n-train", "2", "--n-test", "2", "--size", "64"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "the raw intensity scores a median Pearson r of 0." in result.output
+    assert read_image(tmp_path / "demo" / "train" / "groundtruth" / "stain_000.tif").dtype == np.float32
+    args = [
+        str(regression_project / "results"),
+        str(regression_project / "test" / "groundtruth"),
+        "--task",
+        "regression",
+        "--out",
+        str(tmp_path / "ev"),
+    ]
+    result = CliRunner().invoke(evaluate.main, args)
+    assert result.exit_code == 0, result.output
+    again = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    first = json.loads((regression_project / "evaluation" / "summary.json").read_text())
+    assert again["pearson_median"] == pytest.approx(first["pearson_median"], abs=1e-12)
+    assert "Pearson median" in result.output
