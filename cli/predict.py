@@ -115,7 +115,13 @@ def main(
     items = items_for_predictions(out_dir, files, gt_dir, uncertainty=mc_samples > 0)
     info = loaded.info
     summary = evaluate_task(
-        info.task, items, out_dir / "evaluation", info.num_classes, axes=axes, progress=not quiet
+        info.task,
+        items,
+        out_dir / "evaluation",
+        info.num_classes,
+        axes=axes,
+        progress=not quiet,
+        dims=info.dims,
     )
     click.echo(f"{summary_line(summary)}; report: {out_dir / 'evaluation' / 'report.html'}")
 

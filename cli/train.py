@@ -75,12 +75,26 @@ def _list_option(ctx: click.Context, param: click.Parameter, value: str | None) 
     "--image-size", type=click.IntRange(min=16), help="Training patch side in pixels [default: 256]."
 )
 @click.option("--dims", type=click.Choice(["2", "3"]), help="Spatial dimensions [default: 2].")
-@click.option("--axes", help="Axis order of the images, e.g. yx, yxc, cyx [default: guessed and logged].")
-@click.option("--depth", type=click.IntRange(1, 6), help="U-Net levels [default: 4].")
+@click.option(
+    "--axes", help="Axis order of the images, e.g. yx, yxc, cyx, zyx, czyx [default: guessed and logged]."
+)
+@click.option("--depth", type=click.IntRange(1, 6), help="U-Net levels [default: 4 in 2D, 3 in 3D].")
 @click.option(
     "--filters", "base_filters", type=click.IntRange(min=1), help="Filters of the first level [default: 16]."
 )
-@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), help="Encoder dropout [default: 0.2].")
+@click.option(
+    "--dropout",
+    type=click.FloatRange(0, 1, max_open=True),
+    help="Encoder dropout [default: 0.2 in 2D, 0.3 in 3D].",
+)
+@click.option(
+    "--anisotropic/--isotropic",
+    default=None,
+    help="3D: first level pools in-plane only, for voxels long in z [default: from the TIFF voxel size].",
+)
+@click.option(
+    "--patch-z", type=click.IntRange(min=1), help="3D: depth of the training patches [default: 32]."
+)
 @click.option(
     "--uncertainty/--no-uncertainty", default=None, help="Monte Carlo dropout on the test set [default: on]."
 )

@@ -31,7 +31,7 @@ from idl.infer.model import PACKAGE_SUFFIX, read_info
 from idl.infer.model_info import ModelInfo
 from idl.infer.session import OnnxRunner
 from idl.infer.tiling import AxisSize, read_window, smallest_tile
-from idl.models import UNet2D
+from idl.models import UNet
 
 log = logging.getLogger("idl")
 
@@ -187,7 +187,7 @@ def _readme(info: ModelInfo, request: PackageRequest, has_mc: bool) -> str:
 
 
 def build_description(
-    net: UNet2D,
+    net: UNet,
     info: ModelInfo,
     onnx_path: Path,
     mc_path: Path | None,
@@ -406,7 +406,7 @@ def validate_package(path: Path) -> Any:
 
 
 def export_package(
-    net: UNet2D,
+    net: UNet,
     info: ModelInfo,
     onnx_path: Path,
     mc_path: Path | None,

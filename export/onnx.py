@@ -25,7 +25,7 @@ from idl.infer.io import atomic_path
 from idl.infer.model import mc_path_for
 from idl.infer.model_info import METADATA_KEY, ModelInfo
 from idl.infer.session import OnnxRunner
-from idl.models import UNet2D, set_mc_dropout
+from idl.models import UNet, set_mc_dropout
 
 log = logging.getLogger("idl")
 
@@ -40,7 +40,7 @@ class ExportError(IdlError):
 class _Aligned(nn.Module):
     """The exported computation: the padding-free U-Net forward, logits out."""
 
-    def __init__(self, net: UNet2D) -> None:
+    def __init__(self, net: UNet) -> None:
         super().__init__()
         self.net = net
 
@@ -49,18 +49,22 @@ class _Aligned(nn.Module):
 
 
 def _example_input(info: ModelInfo, batch: int = 2, seed: int = 0) -> torch.Tensor:
-    m = info.size_multiple
+    """A random input of accepted size (2D: 4 x 6 multiples; 3D: 2 x 3 x 2, small but uneven)."""
     generator = torch.Generator().manual_seed(seed)
-    return torch.rand(batch, info.in_channels, 4 * m, 6 * m, generator=generator)
+    blocks = (4, 6) if info.dims == 2 else (2, 3, 2)
+    spatial = "zyx"[-info.dims :]
+    shape = [b * info.multiple_of(a) for b, a in zip(blocks, spatial, strict=True)]
+    return torch.rand(batch, info.in_channels, *shape, generator=generator)
 
 
 def _export(module: nn.Module, example: torch.Tensor, path: Path, info: ModelInfo) -> None:
     import onnx
 
-    multiple = info.size_multiple
     batch = torch.export.Dim("batch", min=1)
-    height = multiple * torch.export.Dim("height_blocks", min=1, max=65536 // multiple)
-    width = multiple * torch.export.Dim("width_blocks", min=1, max=65536 // multiple)
+    dynamic = {0: batch}
+    for i, axis in enumerate("zyx"[-info.dims :]):
+        m = info.multiple_of(axis)
+        dynamic[2 + i] = m * torch.export.Dim(f"{axis}_blocks", min=1, max=65536 // m)
     with atomic_path(path) as tmp, contextlib.redirect_stdout(io.StringIO()):
         torch.onnx.export(
             module,
@@ -71,7 +75,7 @@ def _export(module: nn.Module, example: torch.Tensor, path: Path, info: ModelInf
             opset_version=OPSET,
             input_names=["input"],
             output_names=["output"],
-            dynamic_shapes={"x": {0: batch, 2: height, 3: width}},
+            dynamic_shapes={"x": dynamic},
         )
         proto = onnx.load(str(tmp))
         entry = proto.metadata_props.add()
@@ -108,7 +112,7 @@ def verify_stochastic(path: Path, info: ModelInfo) -> float:
 
 
 def export_onnx(
-    net: UNet2D, info: ModelInfo, out_dir: Path, name: str = "model.onnx"
+    net: UNet, info: ModelInfo, out_dir: Path, name: str = "model.onnx"
 ) -> tuple[Path, Path | None]:
     """Write ``name`` (deterministic) and, when the net has dropout, its ``_mc`` twin; verify both."""
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from idl.infer.axes import read_yxc
+from idl.infer.axes import read_channels_last, read_yxc
 from idl.infer.io import read_image
 from idl.infer.labels import semantic_target
 from idl.infer.metrics import confusion_matrix, jaccard, pearson
@@ -18,21 +18,21 @@ from idl.infer.project import Pair
 
 
 def otsu_mask(image: np.ndarray) -> np.ndarray:
-    """Foreground where the (first channel of the) image is above its Otsu threshold."""
+    """Foreground where the (first channel of the) image or volume is above its Otsu threshold."""
     from skimage.filters import threshold_otsu
 
     plane = image[..., 0].astype(np.float32)
     return (plane > threshold_otsu(plane)).astype(np.uint8)
 
 
-def otsu_jaccard(pairs: Sequence[Pair], axes: str | None = None) -> float:
+def otsu_jaccard(pairs: Sequence[Pair], axes: str | None = None, dims: int = 2) -> float:
     """Jaccard over all pixels of Otsu masks of the raw images against binary ground truth."""
     total = np.zeros((2, 2), np.int64)
     for pair in pairs:
         if pair.groundtruth is None:
             continue
-        image = read_yxc(pair.image, axes)[0]
-        gt = semantic_target(read_image(pair.groundtruth), 2, str(pair.groundtruth))
+        image = read_channels_last(pair.image, axes, "zyx"[-dims:])[0]
+        gt = semantic_target(read_image(pair.groundtruth), 2, str(pair.groundtruth), dims)
         total += confusion_matrix(otsu_mask(image), gt, 2)
     return jaccard(total)
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from idl.infer.axes import read_yxc
+from idl.infer.axes import read_channels_last
 from idl.infer.errors import DataError
 from idl.infer.io import atomic_path, read_image, write_text
 from idl.infer.labels import infer_num_classes, mask_plane, semantic_target
@@ -88,11 +88,11 @@ def items_for_predictions(
     ]
 
 
-def load_display_image(path: Path | None, axes: str | None) -> np.ndarray | None:
+def load_display_image(path: Path | None, axes: str | None, dims: int = 2) -> np.ndarray | None:
     if path is None:
         return None
     try:
-        return read_yxc(path, axes)[0]
+        return read_channels_last(path, axes, "zyx"[-dims:])[0]
     except DataError:
         return None  # the figure simply omits the image panel
 
@@ -104,26 +104,27 @@ def evaluate_semantic(
     figures: bool = True,
     axes: str | None = None,
     progress: bool = True,
+    dims: int = 2,
 ) -> dict[str, float | int]:
     """Score predictions, write metrics.csv, summary.json, figures and report.html; return the summary."""
     if not items:
         raise DataError("nothing to evaluate: no predictions were matched with ground truth.")
     if num_classes is None:
         num_classes = infer_num_classes(
-            [mask_plane(read_image(i.groundtruth), str(i.groundtruth)) for i in items]
+            [mask_plane(read_image(i.groundtruth), str(i.groundtruth), dims) for i in items]
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     total = np.zeros((num_classes, num_classes), np.int64)
     rows, sample_figures = [], []
     for item in tqdm(items, unit="image", desc="evaluate", disable=not progress, leave=False):
-        gt = semantic_target(read_image(item.groundtruth), num_classes, str(item.groundtruth))
-        pred = mask_plane(read_image(item.prediction), str(item.prediction))
+        gt = semantic_target(read_image(item.groundtruth), num_classes, str(item.groundtruth), dims)
+        pred = mask_plane(read_image(item.prediction), str(item.prediction), dims)
         if pred.shape != gt.shape:
             raise DataError(
                 f"{item.prediction}: shape {pred.shape} differs from its ground truth {item.groundtruth} "
                 f"{gt.shape}. Predict the matching image again."
             )
-        pred = semantic_target(pred, num_classes, str(item.prediction))
+        pred = semantic_target(pred, num_classes, str(item.prediction), dims)
         cm = confusion_matrix(pred, gt, num_classes)
         total += cm
         row: dict[str, float | str] = {"filename": item.name, **semantic_scores(cm)}
@@ -132,7 +133,7 @@ def evaluate_semantic(
             row["uncertainty_mean"] = float(np.mean(uncertainty))
         rows.append(row)
         if figures:
-            image = load_display_image(item.image, axes)
+            image = load_display_image(item.image, axes, dims)
             title = f"{item.name}  Jaccard {row['jaccard']:.3f}"
             sample_figures.append(
                 save_sample_figure(
@@ -181,10 +182,11 @@ def evaluate_task(
     num_classes: int | None = None,
     axes: str | None = None,
     progress: bool = True,
+    dims: int = 2,
 ) -> dict[str, float | int]:
-    """Evaluate predictions of an idl model of ``task`` (semantic or regression)."""
+    """Evaluate predictions of an idl model of ``task`` (semantic or regression), 2D or 3D."""
     if task == "regression":
         from idl.infer.evaluate_regression import evaluate_regression
 
-        return evaluate_regression(items, out_dir, axes=axes, progress=progress)
-    return evaluate_semantic(items, out_dir, num_classes, axes=axes, progress=progress)
+        return evaluate_regression(items, out_dir, axes=axes, progress=progress, dims=dims)
+    return evaluate_semantic(items, out_dir, num_classes, axes=axes, progress=progress, dims=dims)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from idl.infer.axes import read_yxc
+from idl.infer.axes import read_channels_last
 from idl.infer.errors import DataError
 from idl.infer.evaluate import MAX_REPORT_FIGURES, EvalItem, load_display_image
 from idl.infer.io import atomic_path, read_image, write_text
@@ -26,8 +26,8 @@ from idl.infer.report import write_report
 log = logging.getLogger("idl")
 
 
-def _channels_last(path: Path) -> np.ndarray:
-    return read_yxc(path, None)[0].astype(np.float32)
+def _channels_last(path: Path, dims: int) -> np.ndarray:
+    return read_channels_last(path, None, "zyx"[-dims:])[0].astype(np.float32)
 
 
 def evaluate_regression(
@@ -36,6 +36,7 @@ def evaluate_regression(
     figures: bool = True,
     axes: str | None = None,
     progress: bool = True,
+    dims: int = 2,
 ) -> dict[str, float | int]:
     """Score predictions, write metrics.csv, summary.json, figures and report.html; return the summary."""
     if not items:
@@ -45,7 +46,7 @@ def evaluate_regression(
     abs_error = sq_error = abs_truth = 0.0
     n_pixels = 0
     for item in tqdm(items, unit="image", desc="evaluate", disable=not progress, leave=False):
-        gt, pred = _channels_last(item.groundtruth), _channels_last(item.prediction)
+        gt, pred = _channels_last(item.groundtruth, dims), _channels_last(item.prediction, dims)
         if pred.shape != gt.shape:
             raise DataError(
                 f"{item.prediction}: shape {pred.shape} (Y, X, channels) differs from its ground truth "
@@ -63,7 +64,7 @@ def evaluate_regression(
             row["uncertainty_mean"] = float(np.mean(uncertainty))
         rows.append(row)
         if figures:
-            image = load_display_image(item.image, axes)
+            image = load_display_image(item.image, axes, dims)
             title = f"{item.name}  Pearson {scores['pearson']:.3f}"
             sample_figures.append(
                 save_regression_figure(

@@ -98,3 +98,25 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return path
+
+
+def voxel_size(path: str | os.PathLike[str]) -> tuple[float, float, float] | None:
+    """``(z, y, x)`` voxel size from a TIFF's ImageJ or OME metadata, or ``None`` when not recorded."""
+    path = Path(path)
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        return None
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages.first
+            ij = tif.imagej_metadata or {}
+            z = ij.get("spacing")
+            tag = page.tags.get("XResolution")
+            if z is None or tag is None:
+                return None
+            numerator, denominator = tag.value
+            xy = denominator / numerator if numerator else None
+    except Exception:  # unreadable metadata is not an error: the size is simply unknown
+        return None
+    return (float(z), float(xy), float(xy)) if xy else None

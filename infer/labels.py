@@ -7,21 +7,23 @@ import numpy as np
 from idl.infer.errors import DataError
 
 
-def mask_plane(gt: np.ndarray, source: str) -> np.ndarray:
-    """A 2D mask from a ground-truth array; masks saved as RGB(A) with equal channels are accepted."""
-    if gt.ndim == 2:
+def mask_plane(gt: np.ndarray, source: str, dims: int = 2) -> np.ndarray:
+    """A 2D (or 3D) mask from a ground-truth array; 2D masks saved as RGB(A) with equal channels are
+    accepted."""
+    if gt.ndim == dims:
         return gt
-    if gt.ndim == 3 and gt.shape[-1] in (3, 4) and np.array_equal(gt[..., 0], gt[..., 1]):
+    if dims == 2 and gt.ndim == 3 and gt.shape[-1] in (3, 4) and np.array_equal(gt[..., 0], gt[..., 1]):
         return gt[..., 0]
+    kind = "a 2D image (Y, X)" if dims == 2 else "a 3D volume (Z, Y, X)"
     raise DataError(
-        f"{source}: a ground-truth mask must be a 2D image (Y, X); this one has shape {gt.shape}. "
+        f"{source}: a ground-truth mask must be {kind}; this one has shape {gt.shape}. "
         "Save masks as single-channel images with one integer class per pixel."
     )
 
 
-def semantic_target(gt: np.ndarray, num_classes: int, source: str) -> np.ndarray:
+def semantic_target(gt: np.ndarray, num_classes: int, source: str, dims: int = 2) -> np.ndarray:
     """Class map (uint8) from a mask: binary masks (any non-zero = foreground) or classes 0..K-1."""
-    plane = mask_plane(gt, source)
+    plane = mask_plane(gt, source, dims)
     if num_classes == 2:
         return (plane > 0).astype(np.uint8)
     if np.issubdtype(plane.dtype, np.floating) and not np.all(np.mod(plane, 1) == 0):

@@ -57,6 +57,17 @@ class ModelInfo:
     # predict in units of; idl maps its output back to ground-truth units with them
     target_mean: tuple[float, ...] = ()
     target_std: tuple[float, ...] = ()
+    # 3D: size multiple and halo along z when they differ from in-plane (anisotropic U-Net); 0: same
+    z_multiple: int = 0
+    z_halo: int = 0
+
+    def multiple_of(self, axis: str) -> int:
+        """Size multiple along ``axis`` (z, y or x)."""
+        return (self.z_multiple or self.size_multiple) if axis == "z" else self.size_multiple
+
+    def halo_of(self, axis: str) -> int:
+        """Tile halo along ``axis`` (z, y or x)."""
+        return (self.z_halo or self.halo) if axis == "z" else self.halo
 
     @property
     def out_channels(self) -> int:

@@ -52,22 +52,55 @@ def error_map(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
 Panel = tuple[str, np.ndarray, dict]
 
 
-def save_panels(path: Path, title: str, panels: Sequence[Panel], colorbars: Sequence[str] = ()) -> Path:
-    """Images side by side in one PNG, with colour bars on the panels named in ``colorbars``."""
+def save_panels(
+    path: Path, title: str, rows: Sequence[Sequence[Panel]], colorbars: Sequence[str] = ()
+) -> Path:
+    """Rows of images side by side in one PNG, with colour bars on the panels named in ``colorbars``."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), squeeze=False)
-    for ax, (name, data, kwargs) in zip(axes[0], panels, strict=False):
-        shown = ax.imshow(data, **kwargs)
-        ax.set_title(name, fontsize=9)
-        ax.axis("off")
-        if name in colorbars:
-            fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
+    ncols = max(len(r) for r in rows)
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(3.2 * ncols, 3.6 * len(rows)), squeeze=False)
+    for row_axes, panels in zip(axes, rows, strict=True):
+        for ax in row_axes[len(panels) :]:
+            ax.axis("off")
+        for ax, (name, data, kwargs) in zip(row_axes, panels, strict=False):
+            shown = ax.imshow(data, **kwargs)
+            ax.set_title(name, fontsize=9)
+            ax.axis("off")
+            if any(name.endswith(c) for c in colorbars):
+                fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
     return path
+
+
+def _views(arrays: Sequence[np.ndarray | None], dims: int) -> list[tuple[str, list[np.ndarray | None]]]:
+    """2D: the arrays themselves; 3D: their central xy and xz slices (spatial axes first)."""
+    if dims == 2:
+        return [("", list(arrays))]
+    z, y = (arrays[1].shape[0] // 2, arrays[1].shape[1] // 2)  # arrays[1] is the ground truth
+    xy = [None if a is None else a[z] for a in arrays]
+    xz = [None if a is None else a[:, y] for a in arrays]
+    return [(f"xy z={z}: ", xy), (f"xz y={y}: ", xz)]
+
+
+def _semantic_row(prefix: str, image, gt, pred, uncertainty, num_classes: int) -> list[Panel]:
+    step = _display_step(gt.shape)
+    sub = (slice(None, None, step), slice(None, None, step))
+    panels: list[Panel] = []
+    if image is not None:
+        panels.append((prefix + "image", display_image(image[sub]), {"cmap": "gray"}))
+    classes = {"cmap": "viridis", "vmin": 0, "vmax": max(num_classes - 1, 1), "interpolation": "nearest"}
+    panels.append((prefix + "ground truth", gt[sub], classes))
+    panels.append((prefix + "prediction", pred[sub], classes))
+    panels.append(
+        (prefix + "errors: FP magenta, FN green", error_map(pred[sub], gt[sub]), {"interpolation": "nearest"})
+    )
+    if uncertainty is not None:
+        panels.append((prefix + "uncertainty", uncertainty[sub], {"cmap": "magma"}))
+    return panels
 
 
 def save_sample_figure(
@@ -79,21 +112,34 @@ def save_sample_figure(
     uncertainty: np.ndarray | None,
     num_classes: int,
 ) -> Path:
-    """Segmentation: image | ground truth | prediction | error map | uncertainty, side by side."""
+    """Segmentation: image | ground truth | prediction | error map | uncertainty, side by side;
+    for volumes one row for the central xy slice and one for the central xz slice."""
+    rows = [
+        _semantic_row(prefix, *views, num_classes)
+        for prefix, views in _views([image, gt, pred, uncertainty], gt.ndim)
+    ]
+    return save_panels(path, title, rows, colorbars=("uncertainty",))
+
+
+def _regression_row(prefix: str, image, gt, pred, uncertainty) -> list[Panel]:
     step = _display_step(gt.shape)
     sub = (slice(None, None, step), slice(None, None, step))
+    gt, pred = gt[sub], pred[sub]
+    lo, hi = np.percentile(gt, [0.5, 99.5])
+    values = {"cmap": "viridis", "vmin": lo, "vmax": hi}
+    error = pred.astype(np.float32) - gt
+    limit = float(np.percentile(np.abs(error), 99.5)) or 1.0
     panels: list[Panel] = []
     if image is not None:
-        panels.append(("image", display_image(image[sub]), {"cmap": "gray"}))
-    classes = {"cmap": "viridis", "vmin": 0, "vmax": max(num_classes - 1, 1), "interpolation": "nearest"}
-    panels.append(("ground truth", gt[sub], classes))
-    panels.append(("prediction", pred[sub], classes))
-    panels.append(
-        ("errors: FP magenta, FN green", error_map(pred[sub], gt[sub]), {"interpolation": "nearest"})
-    )
+        panels.append((prefix + "image", display_image(image[sub]), {"cmap": "gray"}))
+    panels += [
+        (prefix + "ground truth", gt, values),
+        (prefix + "prediction", pred, values),
+        (prefix + "error: prediction - truth", error, {"cmap": "RdBu_r", "vmin": -limit, "vmax": limit}),
+    ]
     if uncertainty is not None:
-        panels.append(("uncertainty", uncertainty[sub], {"cmap": "magma"}))
-    return save_panels(path, title, panels, colorbars=("uncertainty",))
+        panels.append((prefix + "uncertainty (std)", uncertainty[sub], {"cmap": "magma"}))
+    return panels
 
 
 def save_regression_figure(
@@ -104,26 +150,13 @@ def save_regression_figure(
     pred: np.ndarray,
     uncertainty: np.ndarray | None,
 ) -> Path:
-    """Regression: image | ground truth | prediction (same scale) | signed error | uncertainty."""
-    step = _display_step(gt.shape)
-    sub = (slice(None, None, step), slice(None, None, step))
-    gt, pred = gt[sub], pred[sub]
-    lo, hi = np.percentile(gt, [0.5, 99.5])
-    values = {"cmap": "viridis", "vmin": lo, "vmax": hi}
-    error = pred.astype(np.float32) - gt
-    limit = float(np.percentile(np.abs(error), 99.5)) or 1.0
-    panels: list[Panel] = []
-    if image is not None:
-        panels.append(("image", display_image(image[sub]), {"cmap": "gray"}))
-    panels += [
-        ("ground truth", gt, values),
-        ("prediction", pred, values),
-        ("error: prediction - truth", error, {"cmap": "RdBu_r", "vmin": -limit, "vmax": limit}),
+    """Regression: image | ground truth | prediction (same scale) | signed error | uncertainty; for
+    volumes the central xy and xz slices."""
+    rows = [
+        _regression_row(prefix, *views) for prefix, views in _views([image, gt, pred, uncertainty], gt.ndim)
     ]
-    if uncertainty is not None:
-        panels.append(("uncertainty (std)", uncertainty[sub], {"cmap": "magma"}))
     return save_panels(
-        path, title, panels, colorbars=("ground truth", "error: prediction - truth", "uncertainty (std)")
+        path, title, rows, colorbars=("ground truth", "error: prediction - truth", "uncertainty (std)")
     )
 
 

@@ -1,10 +1,14 @@
-"""2D U-Net with padded convolutions, batch norm and InstantDL-style encoder dropout.
+"""U-Net for 2D and 3D images with padded convolutions, batch norm and InstantDL-style encoder dropout.
 
-The architecture follows Ronneberger et al. (2015) with "same" padding so the output has the input's
-size. As in InstantDL, dropout sits after the second convolution of every encoder level (and the
-bottleneck). Inputs of any size work: :meth:`UNet2D.forward` pads to a multiple of ``2**depth`` and
-crops back. The padding-free :meth:`UNet2D.forward_aligned` is what gets exported to ONNX; the inference
-side pads there, so the exported graph stays free of shape arithmetic.
+The architecture follows Ronneberger et al. (2015) and Çiçek et al. (2016, 3D) with "same" padding so
+the output has the input's size. As in InstantDL, dropout sits after the second convolution of every
+encoder level (and the bottleneck). The anisotropic 3D variant (for voxels much longer in z, like
+1 x 1 x 2 or coarser) pools and up-samples only in-plane at the first level, as DeepMIB does, so z is
+halved one level later than y and x.
+
+Inputs of any size work: :meth:`UNet.forward` pads to the size multiples and crops back. The
+padding-free :meth:`UNet.forward_aligned` is what gets exported to ONNX; the inference side pads
+there, so the exported graph stays free of shape arithmetic.
 """
 
 from __future__ import annotations
@@ -18,6 +22,11 @@ from torch import nn
 from idl.infer.tiling import pad_mode
 from idl.models.dropout import MCDropout
 
+LAYERS = {
+    2: (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d, nn.ConvTranspose2d),
+    3: (nn.Conv3d, nn.BatchNorm3d, nn.MaxPool3d, nn.ConvTranspose3d),
+}
+
 
 @dataclass(frozen=True)
 class UNetSpec:
@@ -28,15 +37,39 @@ class UNetSpec:
     depth: int = 4
     base_filters: int = 16
     dropout: float = 0.2
+    dims: int = 2
+    anisotropic: bool = False  # 3D only: the first level pools in-plane only
+
+    def __post_init__(self) -> None:
+        if self.dims not in LAYERS:
+            raise ValueError(f"dims must be 2 or 3, got {self.dims}")
+        if self.anisotropic and self.dims != 3:
+            raise ValueError("the anisotropic U-Net is 3D")
+
+    def pool_factors(self, level: int) -> tuple[int, ...]:
+        """Pooling window of ``level`` (0 = first) per spatial axis."""
+        if self.anisotropic and level == 0:
+            return (1, 2, 2)
+        return (2,) * self.dims
 
     @property
     def size_multiple(self) -> int:
-        """Spatial sizes the network accepts without padding are multiples of this."""
+        """In-plane (y, x) sizes the network accepts without padding are multiples of this."""
         return 2**self.depth
 
     @property
+    def z_multiple(self) -> int:
+        """The same for z (3D): one halving fewer in the anisotropic variant."""
+        return 2 ** (self.depth - 1) if self.anisotropic else 2**self.depth
+
+    @property
+    def multiples(self) -> tuple[int, ...]:
+        """Size multiple per spatial axis, (z,) y, x."""
+        return ((self.z_multiple,) if self.dims == 3 else ()) + (self.size_multiple,) * 2
+
+    @property
     def halo(self) -> int:
-        """Tile halo (px) that makes tiled prediction equal whole-image prediction.
+        """In-plane tile halo (px) that makes tiled prediction equal whole-image prediction.
 
         The 3x3 convolutions reach ``6 * 2**depth - 4`` px to each side (92 px at depth 4) and the
         2x2 pooling/up-sampling grid adds up to 2 px more at tile borders, so ``6 * 2**depth`` (a
@@ -45,21 +78,26 @@ class UNetSpec:
         """
         return 6 * 2**self.depth
 
-
-def _conv_block(cin: int, cout: int) -> list[nn.Module]:
-    return [
-        nn.Conv2d(cin, cout, kernel_size=3, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-    ]
+    @property
+    def z_halo(self) -> int:
+        """The halo along z: the same reasoning with z's own multiple."""
+        return 6 * self.z_multiple
 
 
 class _Level(nn.Module):
-    """Two 3x3 conv-BN-ReLU layers, optionally followed by dropout."""
+    """Two 3x3(x3) conv-BN-ReLU layers, optionally followed by dropout."""
 
-    def __init__(self, cin: int, cout: int, dropout: float) -> None:
+    def __init__(self, cin: int, cout: int, dropout: float, dims: int) -> None:
         super().__init__()
-        layers = _conv_block(cin, cout) + _conv_block(cout, cout)
+        conv, norm = LAYERS[dims][:2]
+        layers: list[nn.Module] = [
+            conv(cin, cout, kernel_size=3, padding=1, bias=False),
+            norm(cout),
+            nn.ReLU(inplace=True),
+            conv(cout, cout, kernel_size=3, padding=1, bias=False),
+            norm(cout),
+            nn.ReLU(inplace=True),
+        ]
         if dropout > 0:
             layers.append(MCDropout(dropout))
         self.body = nn.Sequential(*layers)
@@ -68,28 +106,30 @@ class _Level(nn.Module):
         return self.body(x)
 
 
-class UNet2D(nn.Module):
-    """U-Net for 2D images, ``(N, C, H, W)`` in, ``(N, K, H, W)`` logits out."""
+class UNet(nn.Module):
+    """U-Net, ``(N, C, [Z,] Y, X)`` in, ``(N, K, [Z,] Y, X)`` logits out."""
 
     def __init__(self, spec: UNetSpec) -> None:
         super().__init__()
         if spec.depth < 1:
             raise ValueError(f"U-Net depth must be >= 1, got {spec.depth}")
         self.spec = spec
+        _, _, pool, up = LAYERS[spec.dims]
         widths = [spec.base_filters * 2**i for i in range(spec.depth + 1)]
         self.encoder = nn.ModuleList()
         cin = spec.in_channels
         for width in widths[:-1]:
-            self.encoder.append(_Level(cin, width, spec.dropout))
+            self.encoder.append(_Level(cin, width, spec.dropout, spec.dims))
             cin = width
-        self.pool = nn.MaxPool2d(2)
-        self.bottleneck = _Level(widths[-2], widths[-1], spec.dropout)
+        self.pools = nn.ModuleList(pool(spec.pool_factors(i)) for i in range(spec.depth))
+        self.bottleneck = _Level(widths[-2], widths[-1], spec.dropout, spec.dims)
         self.up = nn.ModuleList()
         self.decoder = nn.ModuleList()
-        for width in reversed(widths[:-1]):
-            self.up.append(nn.ConvTranspose2d(width * 2, width, kernel_size=2, stride=2))
-            self.decoder.append(_Level(width * 2, width, dropout=0.0))
-        self.head = nn.Conv2d(widths[0], spec.out_channels, kernel_size=1)
+        for level in reversed(range(spec.depth)):
+            width, factors = widths[level], spec.pool_factors(level)
+            self.up.append(up(width * 2, width, kernel_size=factors, stride=factors))
+            self.decoder.append(_Level(width * 2, width, 0.0, spec.dims))
+        self.head = LAYERS[spec.dims][0](widths[0], spec.out_channels, kernel_size=1)
 
     def freeze_encoder(self, keep_trainable: Collection[str] = ()) -> int:
         """Stop training the encoder and bottleneck, weights and batch-norm statistics alike, so
@@ -105,42 +145,45 @@ class UNet2D(nn.Module):
         self.train(self.training)
         return frozen
 
-    def train(self, mode: bool = True) -> UNet2D:
+    def train(self, mode: bool = True) -> UNet:
         """Switch train/eval mode; frozen batch-norm layers keep their statistics fixed."""
         super().train(mode)
         for module in self.modules():
-            if isinstance(module, nn.BatchNorm2d) and not module.weight.requires_grad:
+            if isinstance(module, (nn.BatchNorm2d, nn.BatchNorm3d)) and not module.weight.requires_grad:
                 module.eval()
         return self
 
     def forward_aligned(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits for an input whose height and width are multiples of ``2**depth``."""
+        """Logits for an input whose spatial sizes are multiples of ``spec.multiples``."""
         skips = []
-        for level in self.encoder:
+        for level, pool in zip(self.encoder, self.pools, strict=True):
             x = level(x)
             skips.append(x)
-            x = self.pool(x)
+            x = pool(x)
         x = self.bottleneck(x)
-        for up, level, skip in zip(self.up, self.decoder, reversed(skips), strict=False):
+        for up, level, skip in zip(self.up, self.decoder, reversed(skips), strict=True):
             x = level(torch.cat([up(x), skip], dim=1))
         return self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits for an input of any size: reflect-pad to a multiple of ``2**depth``, crop back."""
-        h, w = x.shape[-2:]
-        m = self.spec.size_multiple
-        pad_h, pad_w = (-h) % m, (-w) % m
-        if pad_h or pad_w:
-            edge = "edge" in (pad_mode(pad_h, h), pad_mode(pad_w, w))
-            mode = "replicate" if edge else "reflect"
-            x = nn.functional.pad(x, (0, pad_w, 0, pad_h), mode=mode)
-        return self.forward_aligned(x)[..., :h, :w]
+        """Logits for an input of any size: reflect-pad to the size multiples, crop back."""
+        sizes = x.shape[2:]
+        pads = [(-n) % m for n, m in zip(sizes, self.spec.multiples, strict=True)]
+        if any(pads):
+            edge = any(pad_mode(p, n) == "edge" for p, n in zip(pads, sizes, strict=True) if p)
+            flat = [v for p in reversed(pads) for v in (0, p)]  # F.pad wants the last axis first
+            x = nn.functional.pad(x, flat, mode="replicate" if edge else "reflect")
+        crop = tuple(slice(0, n) for n in sizes)
+        return self.forward_aligned(x)[(..., *crop)]
 
 
-def build_unet2d(**spec: object) -> UNet2D:
-    """A :class:`UNet2D` from keyword arguments (the fields of :class:`UNetSpec`).
+UNet2D = UNet  # the name 2D code and stored packages use
+
+
+def build_unet2d(**spec: object) -> UNet:
+    """A :class:`UNet` from keyword arguments (the fields of :class:`UNetSpec`, 2D or 3D).
 
     This is the architecture entry point named in bioimage.io packages, whose ``kwargs`` are plain
     JSON values.
     """
-    return UNet2D(UNetSpec(**spec))  # type: ignore[arg-type]
+    return UNet(UNetSpec(**spec))  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ import torch
 from idl.infer.errors import ModelError
 from idl.infer.io import atomic_path
 from idl.infer.model_info import ModelInfo
-from idl.models import UNet2D, UNetSpec
+from idl.models import UNet, UNetSpec
 
 FORMAT = "idl-checkpoint/1"
 BEST_NAME = "best.pt"
@@ -44,20 +44,23 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return payload
 
 
-def model_payload(model: UNet2D, info: ModelInfo) -> dict[str, Any]:
+ARCHITECTURES = ("unet", "unet2d")  # "unet2d": checkpoints written before the 3D U-Net
+
+
+def model_payload(model: UNet, info: ModelInfo) -> dict[str, Any]:
     """The part of a checkpoint that describes and holds the network."""
     return {
-        "architecture": "unet2d",
+        "architecture": "unet",
         "spec": asdict(model.spec),
         "info": info.to_json(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
 
 
-def model_from_checkpoint(payload: dict[str, Any]) -> tuple[UNet2D, ModelInfo]:
+def model_from_checkpoint(payload: dict[str, Any]) -> tuple[UNet, ModelInfo]:
     """Rebuild the network (eval mode, CPU) and its :class:`ModelInfo` from a checkpoint."""
-    if payload.get("architecture") != "unet2d":
+    if payload.get("architecture") not in ARCHITECTURES:
         raise ModelError(f"unsupported architecture '{payload.get('architecture')}' in checkpoint")
-    model = UNet2D(UNetSpec(**payload["spec"]))
+    model = UNet(UNetSpec(**payload["spec"]))
     model.load_state_dict(payload["state_dict"])
     return model.eval(), ModelInfo.from_json(payload["info"])

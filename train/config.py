@@ -71,11 +71,13 @@ class TrainConfig:
     loss: str | None = None  # bce+dice (binary), ce (multi-class) or mse (regression)
     num_classes: int | None = None  # 2 for binary masks, else max label + 1
     image_size: int = 256  # side of the random training patches (rounded to the U-Net's multiple)
+    patch_z: int = 32  # 3D: depth of the training patches (rounded to the U-Net's z multiple)
     dims: int = 2
+    anisotropic: bool | None = None  # 3D: pool in-plane only at the first level; None: from voxel size
     axes: str | None = None
-    depth: int = 4
+    depth: int | None = None  # None: 4 in 2D, 3 in 3D
     base_filters: int = 16
-    dropout: float = 0.2
+    dropout: float | None = None  # None: 0.2 in 2D, 0.3 in 3D (InstantDL's defaults)
     val_fraction: float = 0.2
     augment: tuple[str, ...] = AUGMENTATIONS
     normalization: Normalization = field(default_factory=Normalization)
@@ -100,9 +102,10 @@ class TrainConfig:
             (self.patience >= 1, "patience must be >= 1"),
             (self.image_size >= 16, "image_size must be >= 16"),
             (self.dims in (2, 3), "dims must be 2 or 3"),
-            (1 <= self.depth <= 6, "depth must be between 1 and 6"),
+            (self.depth is None or 1 <= self.depth <= 6, "depth must be between 1 and 6"),
             (self.base_filters >= 1, "base_filters must be >= 1"),
-            (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
+            (self.dropout is None or 0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
+            (self.patch_z >= 1, "patch_z must be >= 1"),
             (0.0 < self.val_fraction < 1.0, "val_fraction must be between 0 and 1"),
             (self.mc_samples >= 2, "mc_samples must be >= 2"),
             (self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}"),
@@ -117,6 +120,20 @@ class TrainConfig:
         valid_losses = BINARY_LOSSES + MULTICLASS_LOSSES + REGRESSION_LOSSES
         if self.loss is not None and self.loss not in valid_losses:
             raise ConfigError(f"unknown loss '{self.loss}'; valid: {', '.join(dict.fromkeys(valid_losses))}")
+
+    @property
+    def resolved_depth(self) -> int:
+        """U-Net levels: as set, or 4 in 2D and 3 in 3D (volumes cost far more per level)."""
+        if self.depth is not None:
+            return self.depth
+        return 3 if self.dims == 3 else 4
+
+    @property
+    def resolved_dropout(self) -> float:
+        """The dropout rate: as set, or InstantDL's default for the dimensionality."""
+        if self.dropout is not None:
+            return self.dropout
+        return 0.3 if self.dims == 3 else 0.2
 
     def resolved_loss(self, num_classes: int) -> str:
         """The loss to train with; checks it fits the task (binary or multi-class segmentation,
@@ -193,10 +210,14 @@ _KINDS: dict[str, tuple[str, tuple[type, ...]]] = {
             "base_filters",
             "mc_samples",
             "tile_size",
+            "patch_z",
         )
     },
     **{k: ("a number", (int, float)) for k in ("learning_rate", "dropout", "val_fraction", "overlap")},
-    **{k: ("true or false", (bool,)) for k in ("uncertainty", "evaluate", "freeze_encoder", "package")},
+    **{
+        k: ("true or false", (bool,))
+        for k in ("uncertainty", "evaluate", "freeze_encoder", "package", "anisotropic")
+    },
     **{k: ("a text", (str,)) for k in ("task", "loss", "axes", "device", "pretrained", "tracking_uri")},
 }
 

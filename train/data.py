@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from idl.infer.axes import read_yxc
+from idl.infer.axes import read_channels_last
 from idl.infer.errors import DataError
 from idl.infer.io import read_image
 from idl.infer.labels import infer_num_classes, mask_plane, semantic_target
@@ -45,70 +46,82 @@ class TrainingData:
 Reader = Callable[[Path], np.ndarray]
 
 
-def _read_pairs(split_dir: Path, axes: str | None, read_target: Reader) -> tuple[list, str]:
-    """Every ``(pair, image (Y, X, C), target)`` of ``split_dir``, checked, and the axes used."""
+def _read_pairs(
+    split_dir: Path, axes: str | None, read_target: Reader, spatial: str = "yx"
+) -> tuple[list, str]:
+    """Every ``(pair, image ([Z,] Y, X, C), target)`` of ``split_dir``, checked, and the axes used."""
     pairs = pair_files(split_dir, require_groundtruth=True)
     raw: list[tuple[Pair, np.ndarray, np.ndarray]] = []
     guesses: dict[str, int] = {}
     used_axes = axes
     for pair in pairs:
         assert pair.groundtruth is not None
-        image, used_axes, guessed = read_yxc(pair.image, axes)
+        image, used_axes, guessed = read_channels_last(pair.image, axes, spatial)
         if guessed:
             guesses[used_axes] = guesses.get(used_axes, 0) + 1
         target = read_target(pair.groundtruth)
-        if target.shape[:2] != image.shape[:2]:
+        n = len(spatial)
+        if target.shape[:n] != image.shape[:n]:
             raise DataError(
-                f"{pair.groundtruth}: ground-truth shape {target.shape[:2]} does not match its image "
-                f"{pair.image} (Y, X = {image.shape[:2]}). Ground truth must have the image's height and "
-                "width."
+                f"{pair.groundtruth}: ground-truth shape {target.shape[:n]} does not match its image "
+                f"{pair.image} ({spatial.upper()} = {image.shape[:n]}). Ground truth must have the "
+                "image's size."
             )
         if raw and image.shape[-1] != raw[0][1].shape[-1]:
             raise DataError(
                 f"{pair.image}: has {image.shape[-1]} channel(s) but {raw[0][0].image} has "
                 f"{raw[0][1].shape[-1]}. All images of a project need the same channels."
             )
-        if raw and target.shape[2:] != raw[0][2].shape[2:]:
+        if raw and target.shape[n:] != raw[0][2].shape[n:]:
             raise DataError(
-                f"{pair.groundtruth}: has {target.shape[2:]} target channel(s) but {raw[0][0].groundtruth} "
-                f"has {raw[0][2].shape[2:]}. All targets of a project need the same channels."
+                f"{pair.groundtruth}: has {target.shape[n:]} target channel(s) but {raw[0][0].groundtruth} "
+                f"has {raw[0][2].shape[n:]}. All targets of a project need the same channels."
             )
         raw.append((pair, image, target))
     for guess, count in guesses.items():
         log.info("guessed axes '%s' for %d image(s) (pass --axes to set them)", guess, count)
-    return raw, used_axes or "yx"
+    return raw, used_axes or spatial
 
 
 def load_semantic_data(
-    split_dir: Path, norm: Normalization, axes: str | None = None, num_classes: int | None = None
+    split_dir: Path,
+    norm: Normalization,
+    axes: str | None = None,
+    num_classes: int | None = None,
+    spatial: str = "yx",
 ) -> TrainingData:
     """Read, check and normalize every image/mask pair of ``split_dir`` (e.g. ``PROJECT/train``)."""
-    raw, used_axes = _read_pairs(split_dir, axes, lambda p: mask_plane(read_image(p), str(p)))
+    dims = len(spatial)
+    raw, used_axes = _read_pairs(split_dir, axes, lambda p: mask_plane(read_image(p), str(p), dims), spatial)
     if num_classes is None:
         num_classes = infer_num_classes([gt for _, _, gt in raw])
         log.info(
             "found %s in the ground truth", "binary masks" if num_classes == 2 else f"{num_classes} classes"
         )
     samples = [
-        Sample(pair.name, normalize(image, norm), semantic_target(gt, num_classes, str(pair.groundtruth)))
+        Sample(
+            pair.name, normalize(image, norm), semantic_target(gt, num_classes, str(pair.groundtruth), dims)
+        )
         for pair, image, gt in raw
     ]
     return TrainingData(samples, num_classes, raw[0][1].shape[-1], used_axes)
 
 
-def _read_target(path: Path) -> np.ndarray:
-    """A regression target as ``(Y, X, T)`` float32, checked for NaN and infinity."""
-    target = read_yxc(path, None)[0].astype(np.float32)
+def _read_target(path: Path, spatial: str = "yx") -> np.ndarray:
+    """A regression target as ``([Z,] Y, X, T)`` float32, checked for NaN and infinity."""
+    target = read_channels_last(path, None, spatial)[0].astype(np.float32)
     if not np.isfinite(target).all():
         raise DataError(f"{path}: the ground truth holds NaN or infinite values; fix or mask them first.")
     return target
 
 
-def load_regression_data(split_dir: Path, norm: Normalization, axes: str | None = None) -> TrainingData:
+def load_regression_data(
+    split_dir: Path, norm: Normalization, axes: str | None = None, spatial: str = "yx"
+) -> TrainingData:
     """Read every image/target pair of ``split_dir``; images are normalized as for segmentation,
     targets standardized per channel with the mean and standard deviation of all targets, which the
     model stores to give predictions in ground-truth units."""
-    raw, used_axes = _read_pairs(split_dir, axes, _read_target)
+    raw, used_axes = _read_pairs(split_dir, axes, lambda p: _read_target(p, spatial), spatial)
     stacked = np.concatenate([t.reshape(-1, t.shape[-1]) for _, _, t in raw]).astype(np.float64)
     mean, std = stacked.mean(axis=0), stacked.std(axis=0)
     std = np.where(std > 0, std, 1.0)
@@ -152,6 +165,23 @@ def patch_size_for(samples: list[Sample], requested: int, multiple: int) -> int:
     return size
 
 
+def patch_shape_for(
+    samples: list[Sample], requested: tuple[int, ...], multiples: tuple[int, ...], spatial: str
+) -> tuple[int, ...]:
+    """Largest patch <= ``requested`` per axis that fits every image, in multiples of ``multiples``."""
+    shape = []
+    for i, (want, m) in enumerate(zip(requested, multiples, strict=True)):
+        smallest = min(s.image.shape[i] for s in samples)
+        size = min(want, smallest) // m * m
+        if size < m:
+            raise DataError(
+                f"the smallest image is {smallest} px along {spatial[i]} but the U-Net needs at least "
+                f"{m} px there; use a smaller --depth (or the anisotropic 3D U-Net) or larger images."
+            )
+        shape.append(size)
+    return tuple(shape)
+
+
 def _to_tensors(image: np.ndarray, target: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """Channels-first image; class maps as int64, regression targets channels-first float32."""
     x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(image, -1, 0)))
@@ -163,28 +193,36 @@ def _to_tensors(image: np.ndarray, target: np.ndarray) -> tuple[torch.Tensor, to
 def augment_pair(
     image: np.ndarray, target: np.ndarray, augment: tuple[str, ...], rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Random flips and 90-degree rotations applied identically to image ``(Y, X, C)`` and target."""
+    """Random in-plane flips and 90-degree rotations applied identically to image ``([Z,] Y, X, C)``
+    and target (class map or values with the image's spatial axes first)."""
+    y, x = image.ndim - 3, image.ndim - 2  # the image is channels-last
     if "flip" in augment:
         if rng.random() < 0.5:
-            image, target = image[::-1], target[::-1]
+            image, target = np.flip(image, y), np.flip(target, y)
         if rng.random() < 0.5:
-            image, target = image[:, ::-1], target[:, ::-1]
-    if "rot90" in augment and image.shape[0] == image.shape[1]:
+            image, target = np.flip(image, x), np.flip(target, x)
+    if "rot90" in augment and image.shape[y] == image.shape[x]:
         k = int(rng.integers(4))
-        image, target = np.rot90(image, k, axes=(0, 1)), np.rot90(target, k, axes=(0, 1))
+        image, target = np.rot90(image, k, axes=(y, x)), np.rot90(target, k, axes=(y, x))
     return image, target
 
 
+def _patch(patch: int | tuple[int, ...], dims: int) -> tuple[int, ...]:
+    return (patch,) * dims if isinstance(patch, int) else tuple(patch)
+
+
 class PatchDataset(Dataset):
-    """One random (augmented) square patch per image per epoch.
+    """One random (augmented) patch per image per epoch (2D or 3D).
 
     Randomness comes from a generator seeded per epoch and index, so runs are reproducible and
     resumable regardless of data-loader workers.
     """
 
-    def __init__(self, samples: list[Sample], patch: int, augment: tuple[str, ...], seed: int) -> None:
+    def __init__(
+        self, samples: list[Sample], patch: int | tuple[int, ...], augment: tuple[str, ...], seed: int
+    ) -> None:
         self.samples = samples
-        self.patch = patch
+        self.patch = _patch(patch, samples[0].image.ndim - 1)
         self.augment = augment
         self.seed = seed
         self.epoch = 0
@@ -195,10 +233,13 @@ class PatchDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng((self.seed, self.epoch, index))
         sample = self.samples[index]
-        h, w = sample.image.shape[:2]
-        y0 = int(rng.integers(h - self.patch + 1))
-        x0 = int(rng.integers(w - self.patch + 1))
-        window = (slice(y0, y0 + self.patch), slice(x0, x0 + self.patch))
+        window = tuple(
+            slice(o, o + p)
+            for o, p in (
+                (int(rng.integers(n - p + 1)), p)
+                for n, p in zip(sample.image.shape, self.patch, strict=False)
+            )
+        )
         image, target = augment_pair(sample.image[window], sample.target[window], self.augment, rng)
         return _to_tensors(image, target)
 
@@ -206,21 +247,21 @@ class PatchDataset(Dataset):
 class TileDataset(Dataset):
     """Deterministic patches covering every image (validation): the same crops every epoch."""
 
-    def __init__(self, samples: list[Sample], patch: int) -> None:
-        self.items: list[tuple[int, slice, slice]] = []
+    def __init__(self, samples: list[Sample], patch: int | tuple[int, ...]) -> None:
+        self.items: list[tuple[int, tuple[slice, ...]]] = []
+        shape = _patch(patch, samples[0].image.ndim - 1)
         for i, sample in enumerate(samples):
-            h, w = sample.image.shape[:2]
-            for r in axis_tiles(h, patch, 0, 1):
-                for c in axis_tiles(w, patch, 0, 1):
-                    self.items.append(
-                        (i, slice(r.origin, r.origin + patch), slice(c.origin, c.origin + patch))
-                    )
+            per_axis = [axis_tiles(n, p, 0, 1) for n, p in zip(sample.image.shape, shape, strict=False)]
+            for combo in itertools.product(*per_axis):
+                self.items.append(
+                    (i, tuple(slice(t.origin, t.origin + p) for t, p in zip(combo, shape, strict=True)))
+                )
         self.samples = samples
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        i, rows, cols = self.items[index]
+        i, window = self.items[index]
         sample = self.samples[i]
-        return _to_tensors(sample.image[rows, cols], sample.target[rows, cols])
+        return _to_tensors(sample.image[window], sample.target[window])

@@ -20,12 +20,12 @@ from idl.export.onnx import export_onnx
 from idl.infer.axes import read_channels_last
 from idl.infer.errors import IdlError
 from idl.infer.evaluate import evaluate_task, items_for_predictions
-from idl.infer.io import is_image_file, write_text
+from idl.infer.io import is_image_file, voxel_size, write_text
 from idl.infer.model import load_model
 from idl.infer.model_info import ModelInfo
 from idl.infer.predict import PredictOptions, predict_files
 from idl.infer.project import EVALUATION_DIR, GT_DIR, IMAGE_DIR, MODEL_DIR, RESULTS_DIR, pair_files
-from idl.models import UNet2D, UNetSpec
+from idl.models import UNet, UNetSpec
 from idl.train.checkpoint import (
     BEST_NAME,
     LAST_NAME,
@@ -41,7 +41,7 @@ from idl.train.data import (
     TrainingData,
     load_regression_data,
     load_semantic_data,
-    patch_size_for,
+    patch_shape_for,
     split_validation,
 )
 from idl.train.loop import LoopSettings, TrainState, fit
@@ -101,7 +101,7 @@ def sample_image(project: Path, axes: str | None) -> np.ndarray:
 def write_package(
     project: Path,
     config: TrainConfig,
-    net: UNet2D,
+    net: UNet,
     info: ModelInfo,
     onnx_path: Path,
     mc_path: Path | None,
@@ -126,9 +126,26 @@ def _kind(data: TrainingData) -> str:
     return "binary" if data.num_classes == 2 else f"{data.num_classes} classes"
 
 
-def model_name(project: Path) -> str:
+def model_name(project: Path, dims: int = 2) -> str:
     """The model's name (and package file name): the project folder's name plus the architecture."""
-    return f"{Path(project).resolve().name}-unet2d"
+    return f"{Path(project).resolve().name}-unet{dims}d"
+
+
+def _anisotropy(project: Path, config: TrainConfig) -> bool:
+    """Whether to use the anisotropic 3D U-Net: as set, or when the first training volume's voxels
+    are at least twice as long in z as in-plane (from its TIFF metadata)."""
+    if config.anisotropic is not None:
+        return config.anisotropic
+    images = sorted(p for p in (project / "train" / IMAGE_DIR).iterdir() if is_image_file(p))
+    size = voxel_size(images[0]) if images else None
+    if size is None:
+        log.info("voxel size unknown: isotropic 3D U-Net (pass --anisotropic for voxels long in z)")
+        return False
+    ratio = size[0] / size[1]
+    log.info(
+        "voxel size z %.3g, y %.3g, x %.3g: %s 3D U-Net", *size, "anisotropic" if ratio >= 2 else "isotropic"
+    )
+    return ratio >= 2
 
 
 def _prepare_fresh_start(project: Path, resume: bool, overwrite: bool) -> None:
@@ -144,7 +161,8 @@ def _prepare_fresh_start(project: Path, resume: bool, overwrite: bool) -> None:
         )
     for name in TRAINED_FILES:
         (model_dir / name).unlink(missing_ok=True)
-    package_path(model_dir, model_name(project)).unlink(missing_ok=True)  # ours only, not a user's
+    for dims in (2, 3):  # ours only, not packages a user put there
+        package_path(model_dir, model_name(project, dims)).unlink(missing_ok=True)
     for folder in (project / RESULTS_DIR, project / EVALUATION_DIR):
         if folder.is_dir():
             shutil.rmtree(folder)
@@ -166,8 +184,6 @@ def train_project(
         )
     if config.freeze_encoder and config.pretrained is None:
         raise ConfigError("--freeze-encoder keeps pretrained encoder weights: give --pretrained as well.")
-    if config.dims != 2:
-        raise ConfigError("3D training is not available yet; use --dims 2.")
     model_dir = project / MODEL_DIR
     # read pretrained weights before --overwrite clears the folder they may come from
     pretrained = read_pretrained(config.pretrained) if config.pretrained and not resume else None
@@ -177,13 +193,24 @@ def train_project(
 
     if pretrained is not None:
         config = _adopt_architecture(config, pretrained)
+    spatial = "zyx"[-config.dims :]
     if config.task == "regression":
-        data = load_regression_data(project / "train", config.normalization, config.axes)
+        data = load_regression_data(project / "train", config.normalization, config.axes, spatial)
     else:
-        data = load_semantic_data(project / "train", config.normalization, config.axes, config.num_classes)
+        data = load_semantic_data(
+            project / "train", config.normalization, config.axes, config.num_classes, spatial
+        )
     train_samples, val_samples = split_validation(data.samples, config.val_fraction, config.seed)
     loss_name = config.resolved_loss(data.num_classes)
-    config = replace(config, num_classes=data.num_classes or None, loss=loss_name, axes=data.axes)
+    config = replace(
+        config,
+        num_classes=data.num_classes or None,
+        loss=loss_name,
+        axes=data.axes,
+        dropout=config.resolved_dropout,
+        depth=config.resolved_depth,
+        anisotropic=_anisotropy(project, config) if config.dims == 3 else None,
+    )
     if config.uncertainty and config.dropout == 0:
         log.warning("dropout is 0, so there is no Monte Carlo dropout: predicting without uncertainty")
         config = replace(config, uncertainty=False)
@@ -197,40 +224,46 @@ def train_project(
         depth=config.depth,
         base_filters=config.base_filters,
         dropout=config.dropout,
+        dims=config.dims,
+        anisotropic=bool(config.anisotropic),
     )
-    patch = patch_size_for(data.samples, config.image_size, spec.size_multiple)
+    requested = ((config.patch_z,) if config.dims == 3 else ()) + (config.image_size,) * 2
+    patch = patch_shape_for(data.samples, requested, spec.multiples, spatial)
     info = ModelInfo(
         task=config.task,
         in_channels=data.in_channels,
         num_classes=data.num_classes,
         size_multiple=spec.size_multiple,
         halo=spec.halo,
+        z_multiple=spec.z_multiple if config.dims == 3 else 0,
+        z_halo=spec.z_halo if config.dims == 3 else 0,
+        dims=config.dims,
         normalization=config.normalization,
         axes=data.axes,
         dropout=config.dropout,
-        name=model_name(project),
+        name=model_name(project, config.dims),
         target_mean=data.target_mean,
         target_std=data.target_std,
         training={
             "n_train": len(train_samples),
             "n_val": len(val_samples),
-            "patch": patch,
+            "patch": list(patch),
             "loss": loss_name,
         },
     )
     log.info(
-        "%d training / %d validation images, %d channel(s), %s, patches of %d px, loss %s, device %s",
+        "%d training / %d validation images, %d channel(s), %s, patches of %s px, loss %s, device %s",
         len(train_samples),
         len(val_samples),
         data.in_channels,
         _kind(data),
-        patch,
+        " x ".join(map(str, patch)),
         loss_name,
         device,
     )
 
     torch.manual_seed(config.seed)
-    model = UNet2D(spec)
+    model = UNet(spec)
     if pretrained is not None:
         report = transfer(model, pretrained.state_dict)
         if not report.loaded:
@@ -334,7 +367,11 @@ def train_project(
             tracker.log_metrics({f"test_{k}": v for k, v in summary.items() if isinstance(v, float)})
             tracker.log_artifact(project / EVALUATION_DIR)
         package = None
-        if config.package:
+        if config.package and config.dims == 3:
+            log.info(
+                "bioimage.io packages of 3D models are not written yet; the ONNX graphs are in %s", model_dir
+            )
+        elif config.package:
             package = write_package(project, config, best, info, onnx_path, mc_path, summary)
             tracker.log_artifact(package, "model")
     except BaseException:
@@ -371,5 +408,11 @@ def predict_and_evaluate(project: Path, config: TrainConfig, progress: bool = Tr
     info = model.info
     assert info is not None
     return evaluate_task(
-        info.task, items, project / EVALUATION_DIR, info.num_classes, axes=config.axes, progress=progress
+        info.task,
+        items,
+        project / EVALUATION_DIR,
+        info.num_classes,
+        axes=config.axes,
+        progress=progress,
+        dims=info.dims,
     )
