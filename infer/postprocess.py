@@ -10,11 +10,22 @@ import numpy as np
 OTSU_BOUNDS = (0.1, 0.9)
 
 
-def otsu_threshold(probability: np.ndarray) -> float:
-    """Otsu's threshold of a probability map (256 bins on [0, 1]), clipped to ``OTSU_BOUNDS``."""
+OTSU_BINS = 256
+
+
+def probability_histogram(probability: np.ndarray) -> np.ndarray:
+    """Counts of a probability map in Otsu's 256 bins on [0, 1] (summable over blocks)."""
+    return np.histogram(probability, bins=OTSU_BINS, range=(0.0, 1.0))[0]
+
+
+def otsu_threshold(probability: np.ndarray | None = None, counts: np.ndarray | None = None) -> float:
+    """Otsu's threshold of a probability map (256 bins on [0, 1]), clipped to ``OTSU_BOUNDS``; give
+    the map, or its histogram ``counts`` accumulated block by block."""
     from skimage.filters import threshold_otsu
 
-    counts, edges = np.histogram(probability, bins=256, range=(0.0, 1.0))
+    if counts is None:
+        counts = probability_histogram(probability)
+    edges = np.linspace(0.0, 1.0, OTSU_BINS + 1)
     centers = (edges[:-1] + edges[1:]) / 2
     if np.count_nonzero(counts) < 2:
         return 0.5

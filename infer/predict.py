@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -19,11 +20,13 @@ from idl.infer.axes import read_channels_last
 from idl.infer.errors import DataError, IdlError
 from idl.infer.io import IMAGE_SUFFIXES, is_image_file, read_image, write_tiff
 from idl.infer.iospec import IOSpec
+from idl.infer.lazy import is_lazy, open_channels_last
 from idl.infer.model import LoadedModel
-from idl.infer.postprocess import to_mask
+from idl.infer.postprocess import otsu_threshold, probability_histogram, to_mask
 from idl.infer.processing import apply_ops, fit_ops, split_pointwise
 from idl.infer.project import PROBABILITY_DIR, UNCERTAINTY_DIR
 from idl.infer.session import Runner
+from idl.infer.sinks import ChannelView, TiffSink
 from idl.infer.tiling import AxisSize, Tile, read_window, smallest_tile, tile_grid
 from idl.infer.uncertainty import SampleMoments
 
@@ -42,6 +45,9 @@ class PredictOptions:
     mc_samples: int = 0
     threshold: str | float = "otsu"
     progress: bool = True
+    # images larger than this are predicted out of core: read window by window (when the file allows
+    # it) and written tile by tile into memory-mapped TIFFs; smaller ones are predicted in memory
+    out_of_core_bytes: int = 64 * 2**20
 
     def __post_init__(self) -> None:
         if self.overlap is not None and not 0.0 <= self.overlap < 1.0:
@@ -96,8 +102,13 @@ def predict_probabilities(
     batch_size: int = 1,
     samples: int = 0,
     progress: bool = False,
-) -> tuple[np.ndarray, np.ndarray | None]:
+    output: Any = None,
+    uncertainty_out: Any = None,
+) -> tuple[Any, Any]:
     """Run a network over a raw channels-last image (``io.image_axes``), tile by tile.
+
+    ``image`` may be read lazily (see :mod:`idl.infer.lazy`); ``output`` and ``uncertainty_out``
+    may be given as array-likes to write into (e.g. memory-mapped files) instead of new arrays.
 
     ``run`` maps a ``(N, C, *spatial)`` batch to the network's raw ``(N, K, *spatial)`` output. Tiles
     are pre-processed with statistics of the whole image; outputs are post-processed per tile (and per
@@ -110,6 +121,9 @@ def predict_probabilities(
     if image.ndim - 1 != len(spatial):
         raise DataError(f"the network expects {len(spatial)}D images ({image_axes}), got shape {image.shape}")
     original = image.shape[:-1]
+    if io.input_pad is not None and is_lazy(image):
+        log.warning("this package pads its input by the halo: reading the whole image into memory")
+        image = np.asarray(image[tuple(slice(None) for _ in image.shape)])
     if io.input_pad is not None:
         widths = [(io.halo_of(a), io.halo_of(a)) for a in spatial] + [(0, 0)]
         extra = {"constant_values": io.input_pad_value} if io.input_pad == "constant" else {}
@@ -127,8 +141,14 @@ def predict_probabilities(
     def network_output(batch: np.ndarray) -> np.ndarray:
         return apply_ops(head, run(batch), batch_axes)
 
-    output: np.ndarray | None = None
-    uncertainty = np.empty(shape, np.float32) if samples else None
+    if output is not None and (io.input_pad is not None or split_pointwise(io.postprocessing)[1]):
+        raise IdlError(
+            "this package pads its input or post-processes with statistics of the whole output; that needs "
+            "the image in memory, but it is read lazily. Save it as a compressed TIFF to predict it."
+        )
+    uncertainty = (
+        (uncertainty_out if uncertainty_out is not None else np.empty(shape, np.float32)) if samples else None
+    )
     bar = tqdm(total=len(tiles), unit="tile", disable=not progress, leave=False)
     for chunk in _batched(tiles, 1 if samples else batch_size):
         if samples:
@@ -166,14 +186,16 @@ def predict_probabilities(
     return output, uncertainty
 
 
-def load_input(path: Path, axes: str | None, io: IOSpec) -> np.ndarray:
+def load_input(path: Path, axes: str | None, io: IOSpec, lazy: bool = False) -> Any:
     """Read an image as channels-last (``io.image_axes``), checking it fits the network's channels.
 
-    A 2D image given to a 3D network works when the network takes single planes (z fixed at 1);
-    otherwise the error says that the network wants a volume.
+    With ``lazy``, files that can be read window by window (uncompressed or multi-page TIFF, .npy)
+    are opened without loading them. A 2D image given to a 3D network works when the network takes
+    single planes (z fixed at 1); otherwise the error says that the network wants a volume.
     """
     try:
-        image, resolved, guessed = read_channels_last(path, axes, io.spatial)
+        reader = open_channels_last if lazy else read_channels_last
+        image, resolved, guessed = reader(path, axes, io.spatial)
     except DataError:
         if io.spatial != "zyx" or (axes is not None and "z" in axes.lower()):
             raise
@@ -294,6 +316,74 @@ def _output_image(model: LoadedModel, result: Prediction) -> np.ndarray:
     return output.astype(model.io.output_dtype, copy=False)
 
 
+def _predict_out_of_core(
+    model: LoadedModel,
+    image: Any,
+    name: str,
+    out_dir: Path,
+    options: PredictOptions,
+    save_probabilities: bool,
+) -> tuple[Path, float | None]:
+    """Predict a lazily read image with every output written tile by tile into memory-mapped TIFFs,
+    so memory follows the tiles, not the image. Returns the prediction's path and the threshold."""
+    io, info = model.io, model.info
+    shape, k = image.shape[:-1], io.out_channels
+    semantic = info is not None and info.task == "semantic"
+    if semantic:  # probabilities first (kept only when asked for), then the mask
+        target = (
+            out_dir / PROBABILITY_DIR / f"{name}.tif" if save_probabilities else out_dir / f".{name}.prob.tif"
+        )
+    else:
+        target = out_dir / f"{name}.tif"
+    values = TiffSink(target, shape if k == 1 else (k, *shape), np.float32)
+    uncertainty = (
+        TiffSink(out_dir / UNCERTAINTY_DIR / f"{name}.tif", shape, np.float32) if options.mc_samples else None
+    )
+    sinks = [s for s in (values, uncertainty) if s is not None]
+    try:
+        tile = options.tile_for(len(io.spatial))
+        halos = _halos(model, options, tile)
+        _check_tiles(io, shape, tile, halos)
+        predict_probabilities(
+            model.network(mc=options.mc_samples > 0),
+            image,
+            io,
+            tile,
+            halos,
+            min(options.batch_size, io.max_batch) if io.max_batch else options.batch_size,
+            options.mc_samples,
+            options.progress,
+            output=ChannelView(values) if k == 1 else values,
+            uncertainty_out=uncertainty,
+        )
+        threshold = None
+        if semantic:
+            mask = TiffSink(out_dir / f"{name}.tif", shape, np.uint8)
+            sinks.append(mask)
+            if k == 1:
+                threshold = options.threshold
+                if threshold == "otsu":
+                    counts = sum(probability_histogram(block) for _, block in values.blocks())
+                    threshold = otsu_threshold(counts=counts)
+                for window, block in values.blocks():
+                    mask[window] = (block > threshold).astype(np.uint8)
+            else:
+                for start in range(shape[0]):
+                    mask[start] = np.argmax(values[:, start], axis=0).astype(np.uint8)
+            mask.close()
+        if save_probabilities or not semantic:
+            values.close()
+        else:
+            values.discard()
+        if uncertainty is not None:
+            uncertainty.close()
+    except BaseException:
+        for sink in sinks:
+            sink.discard()
+        raise
+    return out_dir / f"{name}.tif", threshold
+
+
 def predict_files(
     model: LoadedModel,
     inputs: Sequence[Path],
@@ -305,7 +395,17 @@ def predict_files(
     """Predict every input file and write ``out_dir/<name>.tif`` (+ uncertainty, probabilities)."""
     written = []
     for path in tqdm(inputs, unit="image", disable=not options.progress or len(inputs) < 2):
-        image = load_input(path, axes, model.io)
+        image = load_input(path, axes, model.io, lazy=True)
+        if is_lazy(image) and image.nbytes <= options.out_of_core_bytes:
+            image = np.asarray(image[tuple(slice(None) for _ in image.shape)])
+        if is_lazy(image):
+            target, threshold = _predict_out_of_core(
+                model, image, path.stem, out_dir, options, save_probabilities
+            )
+            written.append(target)
+            note = f" (threshold {threshold:.3f})" if isinstance(threshold, float) else ""
+            log.info("%s -> %s, written tile by tile%s", path.name, target.name, note)
+            continue
         result = predict_image(model, image, options)
         written.append(write_tiff(out_dir / f"{path.stem}.tif", _output_image(model, result)))
         if result.uncertainty is not None:

@@ -16,8 +16,9 @@ only for packages that declare another ``eps``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -174,6 +175,82 @@ class ScaleRange(Op):
         return Standardize(lo.astype(np.float32), (hi - lo + np.float32(self.eps)).astype(np.float32), axes)
 
 
+STREAM_VALUES = 1 << 22  # values per block when statistics stream over a lazily read image
+SAMPLE_VALUES = 1 << 24  # floating-point percentiles of lazy images come from this many values
+
+
+def _is_lazy(x: Any) -> bool:
+    return not isinstance(x, np.ndarray) or isinstance(x, np.memmap)
+
+
+def _blocks(x: Any, pending: Sequence[Op], axes: str) -> Iterator[np.ndarray]:
+    """Consecutive blocks along the first axis of a (lazy) array, with ``pending`` ops applied."""
+    per = int(np.prod(x.shape[1:]))
+    step = max(1, STREAM_VALUES // max(per, 1))
+    for start in range(0, x.shape[0], step):
+        yield apply_ops(pending, np.asarray(x[(slice(start, min(x.shape[0], start + step)),)]), axes)
+
+
+def _streamed_moments(blocks: Iterator[np.ndarray], reduce: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and population standard deviation over ``reduce`` (keepdims), block by block."""
+    total = total_sq = None
+    count = 0
+    for block in blocks:
+        data = block.astype(np.float64)
+        s, sq = data.sum(axis=reduce, keepdims=True), (data * data).sum(axis=reduce, keepdims=True)
+        total, total_sq = (s, sq) if total is None else (total + s, total_sq + sq)
+        count += int(np.prod([block.shape[i] for i in reduce]))
+    mean = total / count
+    return mean, np.sqrt(np.maximum(total_sq / count - mean * mean, 0.0))
+
+
+def _streamed_percentiles(
+    blocks: Iterator[np.ndarray], reduce: tuple[int, ...], axes: str, qs: tuple[float, float], stride: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Percentiles over ``reduce`` (keepdims; per channel when the channel axis is kept).
+
+    8- and 16-bit images are counted exactly in histograms (numpy's linear interpolation between
+    order statistics, so results equal ``np.percentile``); other types use an evenly strided sample
+    sample (every ``stride``-th value).
+    """
+    per_channel = "c" in axes and axes.index("c") not in reduce
+    histograms: list[np.ndarray] = []
+    samples: list[list[np.ndarray]] = []
+    exact = True
+    for block in blocks:
+        planes = np.moveaxis(block, axes.index("c"), -1) if per_channel else block[..., np.newaxis]
+        planes = planes.reshape(-1, planes.shape[-1])
+        if not samples:
+            exact = planes.dtype in (np.uint8, np.uint16)
+            histograms = [np.zeros(1 << 16, np.int64) for _ in range(planes.shape[1])]
+            samples = [[] for _ in range(planes.shape[1])]
+        for c in range(planes.shape[1]):
+            if exact:
+                histograms[c] += np.bincount(planes[:, c], minlength=1 << 16)
+            else:
+                samples[c].append(planes[::stride, c].astype(np.float64))
+    lows, highs = [], []
+    for c in range(len(samples)):
+        if exact:
+            cumulative = np.cumsum(histograms[c])
+            n = int(cumulative[-1])
+            values = []
+            for q in qs:
+                position = q / 100 * (n - 1)
+                k = int(np.floor(position))
+                lo = np.searchsorted(cumulative, k, side="right")
+                hi = np.searchsorted(cumulative, min(k + 1, n - 1), side="right")
+                values.append(lo + (position - k) * (hi - lo))
+        else:
+            values = list(np.percentile(np.concatenate(samples[c]), qs))
+        lows.append(values[0])
+        highs.append(values[1])
+    shape = [1] * len(axes)
+    if per_channel:
+        shape[axes.index("c")] = -1
+    return np.asarray(lows).reshape(shape), np.asarray(highs).reshape(shape)
+
+
 def fit_ops(ops: Sequence[Op], whole: np.ndarray, axes: str) -> tuple[Op, ...]:
     """Turn a chain of operations into pointwise ones using statistics of ``whole`` (the sample).
 
@@ -181,6 +258,8 @@ def fit_ops(ops: Sequence[Op], whole: np.ndarray, axes: str) -> tuple[Op, ...]:
     bioimage.io tools; the transformed sample is only materialized when such an operation follows
     others.
     """
+    if _is_lazy(whole):
+        return _fit_streaming(ops, whole, axes)
     fitted: list[Op] = []
     current, pending = whole, []
     for op in ops:
@@ -189,6 +268,27 @@ def fit_ops(ops: Sequence[Op], whole: np.ndarray, axes: str) -> tuple[Op, ...]:
             op = op.fit(current, axes)
         fitted.append(op)
         pending.append(op)
+    return tuple(fitted)
+
+
+def _fit_streaming(ops: Sequence[Op], whole: Any, axes: str) -> tuple[Op, ...]:
+    """:func:`fit_ops` for images read lazily: statistics accumulate block by block, so memory
+    follows the block, not the image."""
+    fitted: list[Op] = []
+    for op in ops:
+        if isinstance(op, ZeroMeanUnitVariance):
+            reduce = _reduce_axes(axes, op.over)
+            mean, std = _streamed_moments(_blocks(whole, fitted, axes), reduce)
+            op = Standardize(mean.astype(np.float32), (std + op.eps).astype(np.float32), axes)
+        elif isinstance(op, ScaleRange):
+            reduce = _reduce_axes(axes, op.over)
+            qs = (op.min_percentile, op.max_percentile)
+            stride = max(1, int(np.prod(whole.shape)) // SAMPLE_VALUES)
+            lo, hi = _streamed_percentiles(_blocks(whole, fitted, axes), reduce, axes, qs, stride)
+            op = Standardize(lo.astype(np.float32), (hi - lo + np.float32(op.eps)).astype(np.float32), axes)
+        elif op.needs_fit:
+            raise ModelError(f"{type(op).__name__} cannot be computed on an image read lazily")
+        fitted.append(op)
     return tuple(fitted)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -127,9 +128,10 @@ def tile_grid(
     return tiles
 
 
-def read_window(image: np.ndarray, window: tuple[slice, ...]) -> np.ndarray:
+def read_window(image: Any, window: tuple[slice, ...]) -> np.ndarray:
     """Crop ``window`` from a ``(Y, X, ...)`` or ``(Z, Y, X, ...)`` image, padding past the far border.
 
+    ``image`` may be a numpy array or a lazy array (basic slicing only): one block is read.
     Only the last tiles along an axis reach past the border (by less than the size multiple). Their
     padding is taken from the image itself, reflected at its border (or repeating the edge when the
     image is smaller than the padding), exactly as padding the whole image would, so tiled and
@@ -138,7 +140,7 @@ def read_window(image: np.ndarray, window: tuple[slice, ...]) -> np.ndarray:
     shape = image.shape[: len(window)]
     overhang = [max(0, w.stop - n) for w, n in zip(window, shape, strict=True)]
     if not any(overhang):
-        return image[window]
+        return np.asarray(image[window])
     edge = any(pad_mode(pad, n) == "edge" for pad, n in zip(overhang, shape, strict=True) if pad)
     index = []
     for w, n in zip(window, shape, strict=True):
@@ -146,7 +148,8 @@ def read_window(image: np.ndarray, window: tuple[slice, ...]) -> np.ndarray:
         past = i >= n
         i[past] = n - 1 if edge else 2 * (n - 1) - i[past]
         index.append(i)
-    return image[np.ix_(*index)]
+    block = np.asarray(image[tuple(slice(int(i.min()), int(i.max()) + 1) for i in index)])
+    return block[np.ix_(*(i - i.min() for i in index))]
 
 
 def smallest_tile(halo: int, multiple: int | AxisSize) -> int:

@@ -1,0 +1,107 @@
+"""Images read lazily: only the windows a tile needs are loaded, so inputs can exceed memory.
+
+:func:`open_channels_last` returns an array-like with ``shape``, ``dtype``, ``ndim`` and basic slicing
+over its channels-last axes (``"yxc"``, ``"zyxc"``); each slice reads just that block from disk:
+
+- uncompressed TIFF and ``.npy``: memory maps;
+- multi-page TIFF (one page per plane, e.g. ImageJ or OME stacks, compressed or not): the pages a
+  window covers are decoded on demand;
+- anything else (PNG/JPEG, single-page compressed TIFF) is read whole.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from idl.infer.axes import reorder, resolve_axes
+from idl.infer.errors import DataError
+from idl.infer.io import read_image
+
+log = logging.getLogger("idl")
+
+
+class PagedTiff:
+    """A TIFF series whose first axis is stored page by page; slicing decodes only the pages needed."""
+
+    def __init__(self, path: Path) -> None:
+        import tifffile
+
+        self._tif = tifffile.TiffFile(path)
+        series = self._tif.series[0]
+        self.shape = tuple(series.shape)
+        self.dtype = np.dtype(series.dtype)
+        self.ndim = len(self.shape)
+        self._pages = series.pages
+        if len(self._pages) != self.shape[0] or tuple(self._pages[0].shape) != self.shape[1:]:
+            raise ValueError("not one page per plane")
+
+    def __getitem__(self, index: tuple[slice, ...]) -> np.ndarray:
+        first, rest = index[0], tuple(index[1:])
+        planes = [self._pages[k].asarray()[rest] for k in range(*first.indices(self.shape[0]))]
+        return np.stack(planes) if planes else np.empty((0, *self.shape[1:]), self.dtype)
+
+
+def _open_raw(path: Path) -> Any:
+    """The file as a lazily sliced array (memory map or paged TIFF), or fully read as a fallback."""
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    if suffix in (".tif", ".tiff"):
+        import tifffile
+
+        try:
+            return tifffile.memmap(path, mode="r")
+        except (ValueError, OSError):
+            pass  # compressed or not contiguous
+        try:
+            with tifffile.TiffFile(path) as tif:
+                many = len(tif.series[0].pages) > 1
+            if many:
+                return PagedTiff(path)
+        except (ValueError, OSError, IndexError):
+            pass
+    return read_image(path)
+
+
+class ChannelsLastView:
+    """A lazy array seen with idl's channels-last axes; slicing reads and reorders one block."""
+
+    def __init__(self, source: Any, axes: str, spatial: str) -> None:
+        self.source = source
+        self.axes = axes
+        self.target = spatial + "c"
+        sizes = dict(zip(axes, source.shape, strict=True))
+        self.shape = tuple(sizes.get(a, 1) for a in self.target)
+        self.dtype = np.dtype(source.dtype)
+        self.ndim = len(self.shape)
+        self.nbytes = int(np.prod(self.shape)) * self.dtype.itemsize
+
+    def __getitem__(self, index: tuple[slice, ...]) -> np.ndarray:
+        index = tuple(index) + (slice(None),) * (self.ndim - len(tuple(index)))
+        wanted = dict(zip(self.target, index, strict=True))
+        block = np.asarray(self.source[tuple(wanted[a] for a in self.axes)])
+        return reorder(block, self.axes, self.target)
+
+
+def open_channels_last(path: Path, axes: str | None, spatial: str) -> tuple[Any, str, bool]:
+    """Open an image lazily as channels-last; returns ``(array, axes, guessed)``.
+
+    The result is a numpy array when the file had to be read whole (or is small), else a
+    :class:`ChannelsLastView`.
+    """
+    raw = _open_raw(Path(path))
+    resolved, guessed = resolve_axes(tuple(raw.shape), axes, str(path), spatial)
+    if isinstance(raw, np.ndarray) and not isinstance(raw, np.memmap):
+        return reorder(raw, resolved, spatial + "c"), resolved, guessed
+    if any(a not in resolved for a in spatial):
+        raise DataError(f"{path}: axes '{resolved}' lack one of {spatial}.")
+    return ChannelsLastView(raw, resolved, spatial), resolved, guessed
+
+
+def is_lazy(image: Any) -> bool:
+    """True for images that are not (fully) in memory."""
+    return not isinstance(image, np.ndarray) or isinstance(image, np.memmap)
