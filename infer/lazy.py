@@ -11,7 +11,9 @@ over its channels-last axes (``"yxc"``, ``"zyxc"``); each slice reads just that 
 
 from __future__ import annotations
 
+import itertools
 import logging
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,12 @@ log = logging.getLogger("idl")
 
 
 class PagedTiff:
-    """A TIFF series whose first axis is stored page by page; slicing decodes only the pages needed."""
+    """A TIFF series stored page by page (the leading axes index the pages, e.g. z, or c and z);
+    slicing decodes only the pages needed.
+
+    Decoded pages are cached for the pages of the latest request: tiles are visited row by row, so
+    every tile of a z-slab reuses them, and memory stays one slab of pages, whatever the depth.
+    """
 
     def __init__(self, path: Path) -> None:
         import tifffile
@@ -36,13 +43,35 @@ class PagedTiff:
         self.dtype = np.dtype(series.dtype)
         self.ndim = len(self.shape)
         self._pages = series.pages
-        if len(self._pages) != self.shape[0] or tuple(self._pages[0].shape) != self.shape[1:]:
-            raise ValueError("not one page per plane")
+        page_shape = tuple(self._pages[0].shape)
+        self._lead = self.ndim - len(page_shape)
+        if self._lead < 1 or self.shape[self._lead :] != page_shape:
+            raise ValueError("not a stack of equal pages")
+        if len(self._pages) != int(np.prod(self.shape[: self._lead])):
+            raise ValueError("pages do not match the series shape")
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+
+    def _page(self, k: int, keep: int) -> np.ndarray:
+        if k in self._cache:
+            self._cache.move_to_end(k)
+        else:
+            self._cache[k] = self._pages[k].asarray()
+            while len(self._cache) > keep:
+                self._cache.popitem(last=False)
+        return self._cache[k]
 
     def __getitem__(self, index: tuple[slice, ...]) -> np.ndarray:
-        first, rest = index[0], tuple(index[1:])
-        planes = [self._pages[k].asarray()[rest] for k in range(*first.indices(self.shape[0]))]
-        return np.stack(planes) if planes else np.empty((0, *self.shape[1:]), self.dtype)
+        index = tuple(index) + (slice(None),) * (self.ndim - len(tuple(index)))
+        lead, rest = self.shape[: self._lead], index[self._lead :]
+        ranges = [range(*s.indices(n)) for s, n in zip(index[: self._lead], lead, strict=True)]
+        count = int(np.prod([len(r) for r in ranges]))
+        crop_shape = np.empty(self.shape[self._lead :], np.bool_)[rest].shape
+        out = np.empty((*(len(r) for r in ranges), *crop_shape), self.dtype)
+        for position, combo in zip(
+            np.ndindex(*out.shape[: self._lead]), itertools.product(*ranges), strict=True
+        ):
+            out[position] = self._page(int(np.ravel_multi_index(combo, lead)), count)[rest]
+        return out
 
 
 def _open_raw(path: Path) -> Any:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-RELEASE_EVERY = 8  # tile writes between page releases
+RELEASE_EVERY = 1  # tile writes between page releases: a 3D tile touches a page per row it writes
 BLOCK_VALUES = 1 << 22  # values per block when a finished output is read back
 
 
