@@ -59,10 +59,10 @@ def main(
         return
     project = checkpoint.resolve().parent.parent  # PROJECT/model/best.pt
     if sample is not None:
-        image = read_channels_last(sample, axes)[0]
+        image = read_channels_last(sample, axes, "zyx"[-info.dims :])[0]
     else:
         try:
-            image = sample_image(project, axes or info.axes)
+            image = sample_image(project, axes or info.axes, "zyx"[-info.dims :])
         except (IdlError, OSError) as exc:
             raise IdlError(
                 f"{checkpoint}: no project images next to this checkpoint; pass --sample IMAGE for the "

@@ -88,10 +88,13 @@ def safe_name(name: str) -> str:
     return cleaned[:64]
 
 
-def _test_input(sample: np.ndarray, minimum: int, step: int) -> np.ndarray:
-    """A channels-last crop of ``sample`` with an accepted size (reflect-padded when too small)."""
-    rule = AxisSize(minimum, step)
-    sides = [rule.at_most(min(max(n, minimum), TEST_TENSOR_MAX)) for n in sample.shape[:2]]
+def _test_input(sample: np.ndarray, rules: list[AxisSize]) -> np.ndarray:
+    """A channels-last crop of ``sample`` with an accepted size (reflect-padded when too small): at
+    most 256 px per side in 2D, the minimum size in 3D (volumes are costly to validate)."""
+    caps = [TEST_TENSOR_MAX if len(rules) == 2 else r.minimum for r in rules]
+    sides = [
+        r.at_most(min(max(n, r.minimum), cap)) for r, n, cap in zip(rules, sample.shape, caps, strict=False)
+    ]
     return np.ascontiguousarray(read_window(sample, tuple(slice(0, s) for s in sides)))
 
 
@@ -107,6 +110,8 @@ def _cover(image: np.ndarray, output: np.ndarray, path: Path) -> Path:
         scaled = np.clip((a - lo) / (hi - lo + 1e-6), 0, 1)
         return resize(scaled, (256, 256), order=1, anti_aliasing=True)
 
+    if output.ndim == 4:  # volumes: the central plane
+        image, output = image[image.shape[0] // 2], output[:, output.shape[1] // 2]
     panel = np.concatenate([tile(image[..., 0]), tile(output[-1])], axis=1)
     imsave(path, (panel * 255).astype(np.uint8), check_contrast=False)
     return path
@@ -200,14 +205,14 @@ def build_description(
     from idl.infer.predict import predict_probabilities
 
     info = read_info(OnnxRunner(onnx_path, "cpu")) or info  # describe the graph as exported
-    if info.dims != 2:
-        raise ExportError("bioimage.io packaging supports 2D models so far")
-    m = info.size_multiple
-    minimum = smallest_tile(info.halo, m)
+    letters = "zyx"[-info.dims :]
+    rules = [
+        AxisSize(smallest_tile(info.halo_of(a), info.multiple_of(a)), info.multiple_of(a)) for a in letters
+    ]
     io = io_for_info(info)
-    test_image = _test_input(request.sample, minimum, m)
+    test_image = _test_input(request.sample, rules)
     test_output, _ = predict_probabilities(
-        OnnxRunner(onnx_path, "cpu"), test_image, io, max(test_image.shape[:2]), 0
+        OnnxRunner(onnx_path, "cpu"), test_image, io, max(test_image.shape[:-1]), 0
     )
     raw_in = np.moveaxis(test_image, -1, 0)[np.newaxis]
     out = test_output[np.newaxis].astype(np.float32)
@@ -232,7 +237,7 @@ def build_description(
 
     output = _output_meaning(info, bio)
     norm = info.normalization
-    spatial = [bio.AxisId("y"), bio.AxisId("x")]
+    spatial = [bio.AxisId(a) for a in letters]
     inputs = [
         bio.InputTensorDescr(
             id=bio.TensorId("input"),
@@ -242,7 +247,10 @@ def build_description(
                 bio.ChannelAxis(
                     channel_names=[bio.Identifier(f"channel{i}") for i in range(info.in_channels)]
                 ),
-                *[bio.SpaceInputAxis(id=a, size=bio.ParameterizedSize(min=minimum, step=m)) for a in spatial],
+                *[
+                    bio.SpaceInputAxis(id=a, size=bio.ParameterizedSize(min=r.minimum, step=r.step))
+                    for a, r in zip(spatial, rules, strict=True)
+                ],
             ],
             test_tensor=bio.FileDescr(source=workdir / "test_input.npy"),
             sample_tensor=bio.FileDescr(source=workdir / "sample_input.tif"),
@@ -268,7 +276,7 @@ def build_description(
                     bio.SpaceOutputAxisWithHalo(
                         id=a,
                         size=bio.SizeReference(tensor_id=bio.TensorId("input"), axis_id=a),
-                        halo=info.halo,
+                        halo=info.halo_of(str(a)),
                     )
                     for a in spatial
                 ],

@@ -1,13 +1,13 @@
-"""Outputs written tile by tile into memory-mapped TIFF files, with bounded memory.
+"""Outputs written tile by tile into TIFF files, with bounded memory.
 
-A memory map keeps written pages resident (and counted in the process's memory) until the kernel
-writes them back. :class:`TiffSink` flushes them and tells the kernel to drop them every few tiles,
-so memory follows the tiles, not the image. Files appear under their final name only when complete.
+The TIFF (uncompressed, so every pixel has a fixed place) is created at its full size, then each
+tile's rows are written at their offsets with ``pwrite`` and read back with ``pread``. Nothing is
+memory-mapped, so no written page stays resident in the process: memory follows the tiles, not the
+image. Files appear under their final name only when complete.
 """
 
 from __future__ import annotations
 
-import mmap
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,12 +15,27 @@ from typing import Any
 
 import numpy as np
 
-RELEASE_EVERY = 1  # tile writes between page releases: a 3D tile touches a page per row it writes
 BLOCK_VALUES = 1 << 22  # values per block when a finished output is read back
 
 
+def _region(index: Any, shape: tuple[int, ...]) -> list[range]:
+    """Index ranges per axis for a basic index (ints and step-1 slices)."""
+    index = index if isinstance(index, tuple) else (index,)
+    index = index + (slice(None),) * (len(shape) - len(index))
+    ranges = []
+    for item, n in zip(index, shape, strict=True):
+        if isinstance(item, slice):
+            start, stop, step = item.indices(n)
+            if step != 1:
+                raise ValueError("TIFF outputs take contiguous slices only")
+            ranges.append(range(start, stop))
+        else:
+            ranges.append(range(int(item), int(item) + 1))
+    return ranges
+
+
 class TiffSink:
-    """An array-like output backed by a memory-mapped, uncompressed TIFF."""
+    """An array-like output backed by an uncompressed TIFF on disk (write, then read back)."""
 
     def __init__(self, path: Path, shape: tuple[int, ...], dtype: Any) -> None:
         import tifffile
@@ -28,46 +43,68 @@ class TiffSink:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.partial = self.path.with_name(f".{self.path.name}.part")
-        self.array = tifffile.memmap(self.partial, shape=shape, dtype=dtype, photometric="minisblack")
+        created = tifffile.memmap(self.partial, shape=shape, dtype=dtype, photometric="minisblack")
+        self.offset = int(created.offset)
+        del created  # only the layout was needed
         self.shape, self.dtype, self.ndim = tuple(shape), np.dtype(dtype), len(shape)
-        self._writes = 0
+        self._strides = (
+            np.array([int(np.prod(self.shape[i + 1 :])) for i in range(self.ndim)]) * self.dtype.itemsize
+        )
+        self._fd = os.open(self.partial, os.O_RDWR)
+
+    def _rows(self, ranges: list[range]) -> Iterator[tuple[tuple[int, ...], int]]:
+        """Each row of a region (its index in the region, its byte offset in the file)."""
+        outer = ranges[:-1]
+        for position in np.ndindex(*(len(r) for r in outer)):
+            start = [r[p] for r, p in zip(outer, position, strict=True)] + [ranges[-1].start]
+            yield position, self.offset + int(np.dot(start, self._strides))
 
     def __setitem__(self, index: Any, value: np.ndarray) -> None:
-        self.array[index] = value
-        self._writes += 1
-        if self._writes % RELEASE_EVERY == 0:
-            self.release()
+        ranges = _region(index, self.shape)
+        block = np.ascontiguousarray(np.broadcast_to(np.asarray(value, self.dtype), [len(r) for r in ranges]))
+        for position, offset in self._rows(ranges):
+            os.pwrite(self._fd, block[position].tobytes(), offset)
 
     def __getitem__(self, index: Any) -> np.ndarray:
-        return np.asarray(self.array[index])
-
-    def release(self) -> None:
-        """Write dirty pages back and drop the mapping's resident pages."""
-        self.array.flush()
-        raw = getattr(self.array, "_mmap", None)
-        if raw is not None and hasattr(mmap, "MADV_DONTNEED"):
-            raw.madvise(mmap.MADV_DONTNEED)
+        ranges = _region(index, self.shape)
+        out = np.empty([len(r) for r in ranges], self.dtype)
+        size = len(ranges[-1]) * self.dtype.itemsize
+        for position, offset in self._rows(ranges):
+            out[position] = np.frombuffer(os.pread(self._fd, size, offset), self.dtype)
+        squeeze = tuple(
+            i
+            for i, item in enumerate(index if isinstance(index, tuple) else (index,))
+            if not isinstance(item, slice)
+        )
+        return out.squeeze(axis=squeeze) if squeeze else out
 
     def blocks(self) -> Iterator[tuple[slice, np.ndarray]]:
-        """The written data in blocks along the first axis: ``(slice, block)``."""
+        """The written data in blocks along the first axis: ``(slice, block)``, each one read."""
         per = int(np.prod(self.shape[1:])) or 1
         step = max(1, BLOCK_VALUES // per)
         for start in range(0, self.shape[0], step):
             window = slice(start, min(self.shape[0], start + step))
-            yield window, np.array(self.array[window])
-            self.release()
+            count = (window.stop - window.start) * per
+            data = os.pread(
+                self._fd, count * self.dtype.itemsize, self.offset + start * int(self._strides[0])
+            )
+            yield (
+                window,
+                np.frombuffer(data, self.dtype).reshape((window.stop - window.start, *self.shape[1:])),
+            )
 
     def close(self) -> Path:
         """Finish the file and move it to its final name."""
-        self.release()
-        del self.array
+        os.close(self._fd)
         os.replace(self.partial, self.path)
         return self.path
 
     def discard(self) -> None:
         """Remove an unfinished or temporary file."""
-        if hasattr(self, "array"):
-            del self.array
+        try:
+            os.close(self._fd)
+        except OSError:
+            pass
         self.partial.unlink(missing_ok=True)
 
 

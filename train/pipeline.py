@@ -88,13 +88,13 @@ def _adopt_architecture(config: TrainConfig, pretrained: Pretrained) -> TrainCon
     return replace(config, **wanted)
 
 
-def sample_image(project: Path, axes: str | None) -> np.ndarray:
+def sample_image(project: Path, axes: str | None, spatial: str = "yx") -> np.ndarray:
     """The first test image (or training image) as channels-last: the package's test tensor."""
     for part in ("test", "train"):
         folder = project / part / IMAGE_DIR
         images = sorted(p for p in folder.iterdir() if is_image_file(p)) if folder.is_dir() else []
         if images:
-            return read_channels_last(images[0], axes)[0]
+            return read_channels_last(images[0], axes, spatial)[0]
     raise IdlError(f"{project}: no image to build the bioimage.io package's test tensor from.")
 
 
@@ -109,7 +109,7 @@ def write_package(
 ) -> Path:
     """The validated bioimage.io package of a trained model, next to its ONNX graphs."""
     request = PackageRequest(
-        sample=sample_image(project, config.axes),
+        sample=sample_image(project, config.axes, "zyx"[-config.dims :]),
         authors=config.authors,
         settings=config.to_dict(),
         metrics=summary or {},
@@ -367,11 +367,7 @@ def train_project(
             tracker.log_metrics({f"test_{k}": v for k, v in summary.items() if isinstance(v, float)})
             tracker.log_artifact(project / EVALUATION_DIR)
         package = None
-        if config.package and config.dims == 3:
-            log.info(
-                "bioimage.io packages of 3D models are not written yet; the ONNX graphs are in %s", model_dir
-            )
-        elif config.package:
+        if config.package:
             package = write_package(project, config, best, info, onnx_path, mc_path, summary)
             tracker.log_artifact(package, "model")
     except BaseException:

@@ -127,3 +127,23 @@ def test_out_of_core_prediction_equals_in_memory(project_3d: Path, tmp_path: Pat
         agreement = (results["streamed"]["mask"] == results["memory"]["mask"]).mean()
         assert agreement > 0.95
     assert not list((tmp_path / "streamed").rglob(".*"))  # no partial or temporary files left
+
+
+def test_3d_package_describes_volumes_and_predicts_like_the_folder(project_3d: Path) -> None:
+    import zipfile
+
+    import yaml
+
+    from idl.infer.predict import PredictOptions, predict_image
+
+    package = next((project_3d / "model").glob("*-unet3d.bioimageio.zip"))  # validated when written
+    rdf = yaml.safe_load(zipfile.ZipFile(package).read("rdf.yaml"))
+    axes = rdf["inputs"][0]["axes"]
+    assert [a.get("id", a["type"]) for a in axes] == ["batch", "channel", "z", "y", "x"]
+    assert axes[2]["size"] == {"min": 52, "step": 4}  # room for the 24-voxel halo of a depth-2 U-Net
+    assert [a.get("halo") for a in rdf["outputs"][0]["axes"][2:]] == [24, 24, 24]
+    volume = synthetic_nuclei_3d(np.random.default_rng(12), (20, 40, 44))[0][..., None]
+    options = PredictOptions(progress=False)
+    from_package = predict_image(load_model(package), volume, options)
+    from_folder = predict_image(load_model(project_3d / "model"), volume, options)
+    np.testing.assert_array_equal(from_package.mask, from_folder.mask)
