@@ -63,3 +63,24 @@ def test_small_images_stay_numpy(tmp_path: Path, axes: str, rng) -> None:
     write_tiff(tmp_path / "img.png.tif", rng.integers(0, 255, (20, 30), dtype=np.uint8))
     image, _, _ = open_channels_last(tmp_path / "img.png.tif", "yx", "yx")
     assert image.shape == (20, 30, 1)
+
+
+def test_large_2d_image_out_of_core_equals_in_memory(model_dir: Path, tmp_path: Path) -> None:
+    """A 2D .npy is memory-mapped and predicted out of core with the same mask as in memory."""
+    from idl.infer.io import read_image
+    from idl.infer.model import load_model
+    from idl.infer.predict import PredictOptions, predict_files
+    from idl.infer.synthetic import NucleiSpec, synthetic_nuclei
+
+    image = synthetic_nuclei(np.random.default_rng(5), NucleiSpec(size=300, objects=(20, 30)))[0]
+    np.save(tmp_path / "big.npy", image)
+    model = load_model(model_dir)
+    for name, limit in (("memory", 2**40), ("streamed", 0)):
+        options = PredictOptions(tile_size=128, progress=False, out_of_core_bytes=limit)
+        predict_files(model, [tmp_path / "big.npy"], tmp_path / name, options, save_probabilities=True)
+    np.testing.assert_array_equal(
+        read_image(tmp_path / "streamed" / "big.tif"), read_image(tmp_path / "memory" / "big.tif")
+    )
+    streamed = read_image(tmp_path / "streamed" / "probabilities" / "big.tif")
+    memory = read_image(tmp_path / "memory" / "probabilities" / "big.tif")
+    assert np.abs(streamed - memory.reshape(streamed.shape)).max() <= 1e-6
