@@ -147,3 +147,22 @@ def test_3d_package_describes_volumes_and_predicts_like_the_folder(project_3d: P
     from_package = predict_image(load_model(package), volume, options)
     from_folder = predict_image(load_model(project_3d / "model"), volume, options)
     np.testing.assert_array_equal(from_package.mask, from_folder.mask)
+
+
+def test_anisotropy_is_chosen_from_the_voxel_size(tmp_path: Path) -> None:
+    import tifffile
+
+    from idl.infer.io import voxel_size
+    from idl.train.pipeline import _anisotropy
+
+    volume = np.zeros((4, 8, 8), np.uint16)
+    (tmp_path / "train" / "image").mkdir(parents=True)
+    path = tmp_path / "train" / "image" / "v.tif"
+    tifffile.imwrite(path, volume, imagej=True, resolution=(1 / 0.2, 1 / 0.2), metadata={"spacing": 0.6})
+    assert voxel_size(path) == pytest.approx((0.6, 0.2, 0.2))
+    assert _anisotropy(tmp_path, TrainConfig(dims=3)) is True  # 3x longer in z
+    assert _anisotropy(tmp_path, TrainConfig(dims=3, anisotropic=False)) is False  # the flag wins
+    tifffile.imwrite(path, volume, imagej=True, resolution=(1 / 0.2, 1 / 0.2), metadata={"spacing": 0.25})
+    assert _anisotropy(tmp_path, TrainConfig(dims=3)) is False
+    tifffile.imwrite(path, volume)  # no voxel size recorded
+    assert voxel_size(path) is None and _anisotropy(tmp_path, TrainConfig(dims=3)) is False
