@@ -4,8 +4,8 @@
 over its channels-last axes (``"yxc"``, ``"zyxc"``); each slice reads just that block from disk:
 
 - uncompressed TIFF and ``.npy``: memory maps;
-- multi-page TIFF (one page per plane, e.g. ImageJ or OME stacks, compressed or not): the pages a
-  window covers are decoded on demand;
+- compressed TIFF, one page or a stack of pages (ImageJ, OME, Fiji): through zarr, which decodes only
+  the strips or tiles a window covers (page by page as a fallback);
 - anything else (PNG/JPEG, single-page compressed TIFF) is read whole.
 """
 
@@ -86,6 +86,12 @@ def _open_raw(path: Path) -> Any:
             return tifffile.memmap(path, mode="r")
         except (ValueError, OSError):
             pass  # compressed or not contiguous
+        try:  # strips or tiles decoded on demand, one page or many
+            import zarr
+
+            return zarr.open(tifffile.imread(path, aszarr=True), mode="r")
+        except Exception as exc:  # an unusual layout: fall back to pages, or to reading it whole
+            log.debug("%s: no chunked reading (%s)", path, exc)
         try:
             with tifffile.TiffFile(path) as tif:
                 many = len(tif.series[0].pages) > 1

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from idl.infer.lazy import ChannelsLastView, PagedTiff, is_lazy, open_channels_last
+from idl.infer.lazy import ChannelsLastView, is_lazy, open_channels_last
 from idl.infer.processing import EnsureDtype, ScaleRange, ZeroMeanUnitVariance, fit_ops
 from idl.infer.sinks import TiffSink
 from idl.infer.tiling import read_window
@@ -24,7 +24,7 @@ def test_multipage_and_uncompressed_tiffs_read_window_by_window(tmp_path: Path, 
         assert is_lazy(image) and axes == "czyx" and guessed and image.shape == (12, 30, 20, 2)
         window = (slice(3, 9), slice(20, 36), slice(0, 16))  # past the y border: reflected
         np.testing.assert_array_equal(read_window(image, window), read_window(expected, window))
-    assert isinstance(open_channels_last(tmp_path / "paged.tif", None, "zyx")[0].source, PagedTiff)
+    assert type(open_channels_last(tmp_path / "paged.tif", None, "zyx")[0].source).__name__ == "Array"  # zarr
 
 
 def test_streamed_statistics_equal_in_memory_ones(tmp_path: Path, rng) -> None:
