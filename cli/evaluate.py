@@ -39,7 +39,10 @@ from idl.cli.common import parse_task_option, setup_logging, summary_line, user_
     type=click.IntRange(min=2),
     help="Number of classes including background [default: from the ground truth].",
 )
-@click.option("--axes", default=None, help="Axis order of the images, e.g. yx, yxc, cyx.")
+@click.option("--axes", default=None, help="Axis order of the images, e.g. yx, yxc, cyx, zyx.")
+@click.option(
+    "--dims", type=click.Choice(["2", "3"]), default="2", show_default=True, help="2D images or 3D volumes."
+)
 @click.option("--quiet", is_flag=True, help="Only warnings and errors.")
 @user_errors
 def main(
@@ -50,6 +53,7 @@ def main(
     out_dir: Path | None,
     num_classes: int | None,
     axes: str | None,
+    dims: str,
     quiet: bool,
 ) -> None:
     """Evaluate predictions in PRED_DIR against ground truth in GT_DIR (matched by file name)."""
@@ -63,7 +67,7 @@ def main(
         )
     items = match_items(pred_dir, gt_dir, image_dir, pred_dir / UNCERTAINTY_DIR)
     out = out_dir or pred_dir / "evaluation"
-    summary = evaluate_task(task, items, out, num_classes, axes=axes, progress=not quiet)
+    summary = evaluate_task(task, items, out, num_classes, axes=axes, progress=not quiet, dims=int(dims))
     click.echo(f"{summary_line(summary)}; report: {out / 'report.html'}")
 
 

@@ -64,6 +64,13 @@ from idl.infer.session import DEVICES
     help="Ground-truth folder: also evaluate into OUT/evaluation.",
 )
 @click.option("--save-probabilities", is_flag=True, help="Also write probabilities/<image name>.tif.")
+@click.option(
+    "--out-format",
+    type=click.Choice(["tif", "zarr"]),
+    default="tif",
+    show_default=True,
+    help="TIFF files, or OME-Zarr folders (<image name>.ome.zarr) for napari and other OME-Zarr tools.",
+)
 @click.option("--device", default="auto", show_default=True, type=click.Choice(DEVICES))
 @click.option("--quiet", is_flag=True, help="Only warnings and errors.")
 @user_errors
@@ -80,6 +87,7 @@ def main(
     axes: str | None,
     gt_dir: Path | None,
     save_probabilities: bool,
+    out_format: str,
     device: str,
     quiet: bool,
 ) -> None:
@@ -102,7 +110,9 @@ def main(
         raise click.BadParameter("use 0 (off) or at least 2 samples", param_hint="--mc-samples")
     loaded = load_model(model, device)
     files = collect_inputs(inputs)
-    options = PredictOptions(tile_size, overlap, batch_size, mc_samples, threshold, progress=not quiet)
+    options = PredictOptions(
+        tile_size, overlap, batch_size, mc_samples, threshold, progress=not quiet, out_format=out_format
+    )
     predict_files(loaded, files, out_dir, options, axes, save_probabilities)
     click.echo(f"{len(files)} prediction(s) written to {out_dir}")
     if gt_dir is None:
@@ -112,7 +122,7 @@ def main(
         return
     from idl.infer.evaluate import evaluate_task, items_for_predictions  # pandas etc.: only now
 
-    items = items_for_predictions(out_dir, files, gt_dir, uncertainty=mc_samples > 0)
+    items = items_for_predictions(out_dir, files, gt_dir, uncertainty=mc_samples > 0, suffix=options.suffix)
     info = loaded.info
     summary = evaluate_task(
         info.task,

@@ -21,6 +21,7 @@ from idl.infer.errors import DataError
 from idl.infer.io import atomic_path, read_image, write_text
 from idl.infer.labels import infer_num_classes, mask_plane, semantic_target
 from idl.infer.metrics import confusion_matrix, semantic_scores
+from idl.infer.omezarr import image_stem
 from idl.infer.plots import save_boxplot, save_sample_figure
 from idl.infer.project import UNCERTAINTY_DIR, files_by_stem
 from idl.infer.report import write_report
@@ -65,12 +66,12 @@ def match_items(
 
 
 def items_for_predictions(
-    out_dir: Path, images: Sequence[Path], gt_dir: Path, uncertainty: bool
+    out_dir: Path, images: Sequence[Path], gt_dir: Path, uncertainty: bool, suffix: str = ".tif"
 ) -> list[EvalItem]:
     """Evaluation items for images predicted into ``out_dir`` (as ``<stem>.tif``, uncertainty maps
     under ``uncertainty/``), with ground truth from ``gt_dir`` matched by image name."""
     groundtruth = files_by_stem(gt_dir)
-    missing = [image for image in images if image.stem not in groundtruth]
+    missing = [image for image in images if image_stem(image) not in groundtruth]
     if missing:
         raise DataError(
             f"{gt_dir}: no ground truth for {missing[0].name} ({len(missing)} image(s) without one). "
@@ -78,11 +79,11 @@ def items_for_predictions(
         )
     return [
         EvalItem(
-            image.stem,
-            out_dir / f"{image.stem}.tif",
-            groundtruth[image.stem],
+            image_stem(image),
+            out_dir / f"{image_stem(image)}{suffix}",
+            groundtruth[image_stem(image)],
             image,
-            out_dir / UNCERTAINTY_DIR / f"{image.stem}.tif" if uncertainty else None,
+            out_dir / UNCERTAINTY_DIR / f"{image_stem(image)}{suffix}" if uncertainty else None,
         )
         for image in images
     ]

@@ -21,14 +21,23 @@ IMAGE_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".n
 
 
 def is_image_file(path: Path) -> bool:
-    """True for a visible file whose suffix idl can read."""
-    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
+    """True for a visible file whose suffix idl can read, or an OME-Zarr folder (``*.zarr``)."""
+    if path.name.startswith("."):
+        return False
+    if path.is_dir():
+        return path.suffix.lower() == ".zarr"
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Read one image file into a numpy array, raising :class:`DataError` naming the file on failure."""
     path = Path(path)
     suffix = path.suffix.lower()
+    if suffix == ".zarr" and path.is_dir():
+        from idl.infer.omezarr import open_ome_zarr
+
+        array, _ = open_ome_zarr(path)
+        return np.asarray(array[...])
     if suffix not in IMAGE_SUFFIXES:
         raise DataError(
             f"{path}: unsupported file type '{suffix}'. Convert it to one of {', '.join(IMAGE_SUFFIXES)}."

@@ -74,11 +74,23 @@ class PagedTiff:
         return out
 
 
-def _open_raw(path: Path) -> Any:
-    """The file as a lazily sliced array (memory map or paged TIFF), or fully read as a fallback."""
+def _open_raw(path: Path) -> tuple[Any, str | None]:
+    """The file as a lazily sliced array (memory map, zarr, paged TIFF), or fully read as a fallback,
+    with the axis letters its metadata records (OME-Zarr) or ``None``."""
+    from idl.infer.omezarr import is_zarr, open_ome_zarr
+
+    if is_zarr(path):
+        return open_ome_zarr(path)
+    return _open_file(path), None
+
+
+def _open_file(path: Path) -> Any:
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        return np.load(path, mmap_mode="r", allow_pickle=False)
+        try:
+            return np.load(path, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise DataError(f"{path}: cannot read this .npy file ({exc}).") from exc
     if suffix in (".tif", ".tiff"):
         import tifffile
 
@@ -89,7 +101,9 @@ def _open_raw(path: Path) -> Any:
         try:  # strips or tiles decoded on demand, one page or many
             import zarr
 
-            return zarr.open(tifffile.imread(path, aszarr=True), mode="r")
+            opened = zarr.open(tifffile.imread(path, aszarr=True, level=0), mode="r")  # full resolution
+            if isinstance(opened, zarr.Array):
+                return opened
         except Exception as exc:  # an unusual layout: fall back to pages, or to reading it whole
             log.debug("%s: no chunked reading (%s)", path, exc)
         try:
@@ -118,7 +132,7 @@ class ChannelsLastView:
     def __getitem__(self, index: tuple[slice, ...]) -> np.ndarray:
         index = tuple(index) + (slice(None),) * (self.ndim - len(tuple(index)))
         wanted = dict(zip(self.target, index, strict=True))
-        block = np.asarray(self.source[tuple(wanted[a] for a in self.axes)])
+        block = np.asarray(self.source[tuple(wanted.get(a, slice(None)) for a in self.axes)])  # t: size 1
         return reorder(block, self.axes, self.target)
 
 
@@ -128,7 +142,19 @@ def open_channels_last(path: Path, axes: str | None, spatial: str) -> tuple[Any,
     The result is a numpy array when the file had to be read whole (or is small), else a
     :class:`ChannelsLastView`.
     """
-    raw = _open_raw(Path(path))
+    raw, recorded = _open_raw(Path(path))
+    if recorded is not None and axes is None:  # OME-Zarr says which axis is which
+        sizes = dict(zip(recorded, raw.shape, strict=True))
+        if (
+            sizes.get("t", 1) != 1
+            or any(a not in recorded for a in spatial)
+            or set(recorded) - set(spatial + "ct")
+        ):
+            raise DataError(
+                f"{path}: its axes '{recorded}' (shape {tuple(raw.shape)}) do not fit a "
+                f"{len(spatial)}D model ({spatial}, optional c, t of size 1)."
+            )
+        return ChannelsLastView(raw, recorded, spatial), recorded, False
     resolved, guessed = resolve_axes(tuple(raw.shape), axes, str(path), spatial)
     if isinstance(raw, np.ndarray) and not isinstance(raw, np.memmap):
         return reorder(raw, resolved, spatial + "c"), resolved, guessed

@@ -22,6 +22,7 @@ from idl.infer.io import IMAGE_SUFFIXES, is_image_file, read_image, write_tiff
 from idl.infer.iospec import IOSpec
 from idl.infer.lazy import is_lazy, open_channels_last
 from idl.infer.model import LoadedModel
+from idl.infer.omezarr import ZarrSink, image_stem, is_zarr, write_ome_zarr
 from idl.infer.postprocess import otsu_threshold, probability_histogram, to_mask
 from idl.infer.processing import apply_ops, fit_ops, split_pointwise
 from idl.infer.project import PROBABILITY_DIR, UNCERTAINTY_DIR
@@ -48,6 +49,12 @@ class PredictOptions:
     # images larger than this are predicted out of core: read window by window (when the file allows
     # it) and written tile by tile into memory-mapped TIFFs; smaller ones are predicted in memory
     out_of_core_bytes: int = 64 * 2**20
+    out_format: str = "tif"  # "tif" (TIFF files) or "zarr" (OME-Zarr folders)
+
+    @property
+    def suffix(self) -> str:
+        """File name ending of the outputs."""
+        return ".ome.zarr" if self.out_format == "zarr" else ".tif"
 
     def __post_init__(self) -> None:
         if self.overlap is not None and not 0.0 <= self.overlap < 1.0:
@@ -56,6 +63,8 @@ class PredictOptions:
             raise ValueError("tile size and batch size must be >= 1 and mc samples >= 0")
         if self.mc_samples == 1:
             raise ValueError("Monte Carlo dropout needs at least 2 samples (or 0 to switch it off)")
+        if self.out_format not in ("tif", "zarr"):
+            raise ValueError(f"output format must be tif or zarr, got {self.out_format}")
 
     def tile_for(self, dims: int) -> int:
         """Tile side for 2D or 3D images."""
@@ -286,7 +295,9 @@ def collect_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     """Expand files and folders into a sorted list of image files with unique names."""
     files: list[Path] = []
     for item in map(Path, inputs):
-        if item.is_dir():
+        if is_zarr(item):
+            files.append(item)
+        elif item.is_dir():
             found = sorted(p for p in item.iterdir() if is_image_file(p))
             if not found:
                 raise DataError(f"{item}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder.")
@@ -297,11 +308,10 @@ def collect_inputs(inputs: Sequence[str | Path]) -> list[Path]:
             raise DataError(f"{item}: no such file or folder.")
     stems: dict[str, Path] = {}
     for f in files:
-        if f.stem in stems:
-            raise DataError(
-                f"{f} and {stems[f.stem]} would both be written as {f.stem}.tif; rename one of them."
-            )
-        stems[f.stem] = f
+        stem = image_stem(f)
+        if stem in stems:
+            raise DataError(f"{f} and {stems[stem]} would both be written as {stem}; rename one of them.")
+        stems[stem] = f
     return files
 
 
@@ -324,23 +334,32 @@ def _predict_out_of_core(
     options: PredictOptions,
     save_probabilities: bool,
 ) -> tuple[Path, float | None]:
-    """Predict a lazily read image with every output written tile by tile into memory-mapped TIFFs,
-    so memory follows the tiles, not the image. Returns the prediction's path and the threshold."""
+    """Predict a lazily read image with every output written tile by tile into TIFF files (or
+    OME-Zarr), so memory follows the tiles, not the image. Returns the prediction's path and the
+    threshold."""
     io, info = model.io, model.info
-    shape, k = image.shape[:-1], io.out_channels
+    shape, k, ext = image.shape[:-1], io.out_channels, options.suffix
     semantic = info is not None and info.task == "semantic"
     if semantic:  # probabilities first (kept only when asked for), then the mask
-        target = (
-            out_dir / PROBABILITY_DIR / f"{name}.tif" if save_probabilities else out_dir / f".{name}.prob.tif"
-        )
+        hidden = out_dir / f".{name}.prob{ext}"
+        target = out_dir / PROBABILITY_DIR / f"{name}{ext}" if save_probabilities else hidden
     else:
-        target = out_dir / f"{name}.tif"
-    values = TiffSink(target, shape if k == 1 else (k, *shape), np.float32)
-    uncertainty = (
-        TiffSink(out_dir / UNCERTAINTY_DIR / f"{name}.tif", shape, np.float32) if options.mc_samples else None
-    )
-    sinks = [s for s in (values, uncertainty) if s is not None]
+        target = out_dir / f"{name}{ext}"
+
+    def sink(path: Path, sink_shape: tuple[int, ...], dtype: Any) -> Any:
+        if options.out_format == "zarr":
+            return ZarrSink(
+                path, sink_shape, dtype, ("c" if len(sink_shape) > len(shape) else "") + io.spatial
+            )
+        return TiffSink(path, sink_shape, dtype)
+
+    values = sink(target, shape if k == 1 else (k, *shape), np.float32)
+    sinks = [values]
+    uncertainty = None
     try:
+        if options.mc_samples:
+            uncertainty = sink(out_dir / UNCERTAINTY_DIR / f"{name}{ext}", shape, np.float32)
+            sinks.append(uncertainty)
         tile = options.tile_for(len(io.spatial))
         halos = _halos(model, options, tile)
         _check_tiles(io, shape, tile, halos)
@@ -358,7 +377,7 @@ def _predict_out_of_core(
         )
         threshold = None
         if semantic:
-            mask = TiffSink(out_dir / f"{name}.tif", shape, np.uint8)
+            mask = sink(out_dir / f"{name}{ext}", shape, np.uint8)
             sinks.append(mask)
             if k == 1:
                 threshold = options.threshold
@@ -381,7 +400,15 @@ def _predict_out_of_core(
         for sink in sinks:
             sink.discard()
         raise
-    return out_dir / f"{name}.tif", threshold
+    return out_dir / f"{name}{ext}", threshold
+
+
+def _write(path: Path, array: np.ndarray, options: PredictOptions, io: IOSpec) -> Path:
+    """Write one output in the chosen format (OME-Zarr axes: the spatial ones, c first if present)."""
+    if options.out_format == "zarr":
+        axes = ("c" if array.ndim > len(io.spatial) else "") + io.spatial
+        return write_ome_zarr(path, array, axes)
+    return write_tiff(path, array)
 
 
 def predict_files(
@@ -396,22 +423,32 @@ def predict_files(
     written = []
     for path in tqdm(inputs, unit="image", disable=not options.progress or len(inputs) < 2):
         image = load_input(path, axes, model.io, lazy=True)
-        if is_lazy(image) and image.nbytes <= options.out_of_core_bytes:
+        whole_image_needed = model.io.input_pad is not None or bool(
+            split_pointwise(model.io.postprocessing)[1]
+        )
+        if is_lazy(image) and whole_image_needed and image.nbytes > options.out_of_core_bytes:
+            log.warning(
+                "%s: this package pads its input or post-processes with statistics of the whole output, "
+                "so the image is predicted in memory",
+                path.name,
+            )
+        if is_lazy(image) and (image.nbytes <= options.out_of_core_bytes or whole_image_needed):
             image = np.asarray(image[tuple(slice(None) for _ in image.shape)])
         if is_lazy(image):
             target, threshold = _predict_out_of_core(
-                model, image, path.stem, out_dir, options, save_probabilities
+                model, image, image_stem(path), out_dir, options, save_probabilities
             )
             written.append(target)
             note = f" (threshold {threshold:.3f})" if isinstance(threshold, float) else ""
             log.info("%s -> %s, written tile by tile%s", path.name, target.name, note)
             continue
         result = predict_image(model, image, options)
-        written.append(write_tiff(out_dir / f"{path.stem}.tif", _output_image(model, result)))
+        stem, ext = image_stem(path), options.suffix
+        written.append(_write(out_dir / f"{stem}{ext}", _output_image(model, result), options, model.io))
         if result.uncertainty is not None:
-            write_tiff(out_dir / UNCERTAINTY_DIR / f"{path.stem}.tif", result.uncertainty)
+            _write(out_dir / UNCERTAINTY_DIR / f"{stem}{ext}", result.uncertainty, options, model.io)
         if save_probabilities and result.mask is not None:
-            write_tiff(out_dir / PROBABILITY_DIR / f"{path.stem}.tif", result.probabilities)
+            _write(out_dir / PROBABILITY_DIR / f"{stem}{ext}", result.probabilities, options, model.io)
         log.info(
             "%s -> %s%s",
             path.name,

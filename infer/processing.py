@@ -221,7 +221,7 @@ def _streamed_percentiles(
         planes = np.moveaxis(block, axes.index("c"), -1) if per_channel else block[..., np.newaxis]
         planes = planes.reshape(-1, planes.shape[-1])
         if not samples:
-            exact = planes.dtype in (np.uint8, np.uint16)
+            exact = planes.dtype.kind == "u" and planes.dtype.itemsize <= 2  # any byte order
             histograms = [np.zeros(1 << 16, np.int64) for _ in range(planes.shape[1])]
             samples = [[] for _ in range(planes.shape[1])]
         for c in range(planes.shape[1]):

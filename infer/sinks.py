@@ -19,7 +19,7 @@ BLOCK_VALUES = 1 << 22  # values per block when a finished output is read back
 
 
 def _region(index: Any, shape: tuple[int, ...]) -> list[range]:
-    """Index ranges per axis for a basic index (ints and step-1 slices)."""
+    """Index ranges per axis for a basic index (non-negative ints and step-1 slices)."""
     index = index if isinstance(index, tuple) else (index,)
     index = index + (slice(None),) * (len(shape) - len(index))
     ranges = []
@@ -30,6 +30,8 @@ def _region(index: Any, shape: tuple[int, ...]) -> list[range]:
                 raise ValueError("TIFF outputs take contiguous slices only")
             ranges.append(range(start, stop))
         else:
+            if not 0 <= int(item) < n:
+                raise IndexError(f"index {item} out of range for an axis of {n}")
             ranges.append(range(int(item), int(item) + 1))
     return ranges
 
@@ -95,17 +97,19 @@ class TiffSink:
 
     def close(self) -> Path:
         """Finish the file and move it to its final name."""
-        os.close(self._fd)
+        self._close_fd()
         os.replace(self.partial, self.path)
         return self.path
 
     def discard(self) -> None:
-        """Remove an unfinished or temporary file."""
-        try:
-            os.close(self._fd)
-        except OSError:
-            pass
+        """Remove an unfinished or temporary file (a finished one stays)."""
+        self._close_fd()
         self.partial.unlink(missing_ok=True)
+
+    def _close_fd(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 class ChannelView:

@@ -13,8 +13,8 @@ SMOOTH = 1.0
 
 
 def soft_dice_loss(probabilities: torch.Tensor, one_hot: torch.Tensor) -> torch.Tensor:
-    """1 - soft Dice per channel over the whole batch, averaged over channels."""
-    dims = (0, 2, 3)
+    """1 - soft Dice per channel over the whole batch (2D or 3D), averaged over channels."""
+    dims = (0, *range(2, probabilities.ndim))
     intersection = (probabilities * one_hot).sum(dims)
     total = probabilities.sum(dims) + one_hot.sum(dims)
     return 1.0 - ((2.0 * intersection + SMOOTH) / (total + SMOOTH)).mean()
@@ -43,7 +43,7 @@ def multiclass_loss(name: str, num_classes: int) -> LossFn:
         if name in ("ce", "ce+dice"):
             value = value + F.cross_entropy(logits, target)
         if name in ("dice", "ce+dice"):
-            one_hot = F.one_hot(target, num_classes).permute(0, 3, 1, 2).to(logits.dtype)
+            one_hot = F.one_hot(target, num_classes).movedim(-1, 1).to(logits.dtype)
             value = value + soft_dice_loss(torch.softmax(logits, dim=1), one_hot)
         return value
 

@@ -84,3 +84,64 @@ def test_large_2d_image_out_of_core_equals_in_memory(model_dir: Path, tmp_path: 
     streamed = read_image(tmp_path / "streamed" / "probabilities" / "big.tif")
     memory = read_image(tmp_path / "memory" / "probabilities" / "big.tif")
     assert np.abs(streamed - memory.reshape(streamed.shape)).max() <= 1e-6
+
+
+def test_page_stack_fallback_reads_windows(tmp_path: Path, rng) -> None:
+    from idl.infer.lazy import PagedTiff
+
+    volume = rng.integers(0, 4000, (2, 6, 20, 10), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "stack.tif", volume, photometric="minisblack", compression="zlib")
+    paged = PagedTiff(tmp_path / "stack.tif")
+    window = (slice(1, 2), slice(2, 5), slice(3, 17), slice(0, 10))
+    np.testing.assert_array_equal(paged[window], volume[window])
+
+
+def test_ome_zarr_in_and_out(model_dir: Path, tmp_path: Path) -> None:
+    """OME-Zarr images are read with their recorded axes; --out-format zarr writes OME-Zarr, in memory
+    and out of core, with the masks of the TIFF path; --gt evaluates them."""
+    import json
+
+    import zarr
+    from click.testing import CliRunner
+
+    from idl.cli import predict as predict_cli
+    from idl.infer.io import read_image
+    from idl.infer.omezarr import write_ome_zarr
+
+    project = model_dir.parent
+    image_path = sorted((project / "test" / "image").iterdir())[0]
+    image = read_image(image_path)
+    inputs = tmp_path / "inputs"
+    write_ome_zarr(inputs / f"{image_path.stem}.ome.zarr", image[np.newaxis], "cyx")  # channel first
+    gt = project / "test" / "groundtruth"
+    tif = CliRunner().invoke(
+        predict_cli.main, [str(model_dir), str(image_path), "--out", str(tmp_path / "t"), "--quiet"]
+    )
+    assert tif.exit_code == 0, tif.output
+    expected = read_image(tmp_path / "t" / image_path.name)
+    args = [
+        str(model_dir),
+        str(inputs),
+        "--out",
+        str(tmp_path / "z"),
+        "--out-format",
+        "zarr",
+        "--gt",
+        str(gt),
+        "--quiet",
+    ]
+    result = CliRunner().invoke(predict_cli.main, args)
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "z" / f"{image_path.stem}.ome.zarr"
+    group = zarr.open_group(store=str(out), mode="r")
+    assert [a["name"] for a in group.attrs["multiscales"][0]["axes"]] == ["y", "x"]
+    np.testing.assert_array_equal(np.asarray(group["0"][...]), expected)
+    summary = json.loads((tmp_path / "z" / "evaluation" / "summary.json").read_text())
+    assert 0.5 < summary["jaccard"] <= 1.0
+    from idl.infer.model import load_model
+    from idl.infer.predict import PredictOptions, predict_files
+
+    options = PredictOptions(progress=False, out_of_core_bytes=0, out_format="zarr", tile_size=104)
+    predict_files(load_model(model_dir), [inputs / f"{image_path.stem}.ome.zarr"], tmp_path / "s", options)
+    np.testing.assert_array_equal(read_image(tmp_path / "s" / f"{image_path.stem}.ome.zarr"), expected)
+    assert not list((tmp_path / "s").glob(".*"))

@@ -416,3 +416,18 @@ def test_2d_image_for_a_3d_package_says_so(foreign_3d: Path, tmp_path: Path) -> 
     assert (
         "the model is 3D (zyx) and needs a volume, but this is a 2D image (shape (64, 64))" in result.output
     )
+
+
+def test_padded_package_on_a_large_lazy_image_runs_in_memory(foreign_2d: Path, tmp_path: Path) -> None:
+    """Halo padding needs the whole image: above the out-of-core limit it is still predicted, in memory."""
+    from idl.infer.predict import PredictOptions, predict_files
+
+    image = _blobs(np.random.default_rng(9), (96, 112, 2))
+    np.save(tmp_path / "cells.npy", image)  # memory-mapped when read
+    model = load_model(foreign_2d)
+    for name, limit in (("memory", 2**40), ("over_limit", 0)):
+        options = PredictOptions(tile_size=64, progress=False, out_of_core_bytes=limit)
+        predict_files(model, [tmp_path / "cells.npy"], tmp_path / name, options, axes="yxc")
+    np.testing.assert_array_equal(
+        read_image(tmp_path / "over_limit" / "cells.tif"), read_image(tmp_path / "memory" / "cells.tif")
+    )

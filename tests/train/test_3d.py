@@ -166,3 +166,23 @@ def test_anisotropy_is_chosen_from_the_voxel_size(tmp_path: Path) -> None:
     assert _anisotropy(tmp_path, TrainConfig(dims=3)) is False
     tifffile.imwrite(path, volume)  # no voxel size recorded
     assert voxel_size(path) is None and _anisotropy(tmp_path, TrainConfig(dims=3)) is False
+
+
+def test_idl_evaluate_scores_volumes(project_3d: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from idl.cli import evaluate
+
+    args = [
+        str(project_3d / "results"),
+        str(project_3d / "test" / "groundtruth"),
+        "--dims",
+        "3",
+        "--out",
+        str(tmp_path),
+    ]
+    result = CliRunner().invoke(evaluate.main, args)
+    assert result.exit_code == 0, result.output
+    again = json.loads((tmp_path / "summary.json").read_text())
+    first = json.loads((project_3d / "evaluation" / "summary.json").read_text())
+    assert again["jaccard"] == pytest.approx(first["jaccard"], abs=1e-12)
