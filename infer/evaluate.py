@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,38 +141,53 @@ def evaluate_semantic(
                     out_dir / f"{item.name}.png", title, image, gt, pred, uncertainty, num_classes
                 )
             )
-    metrics = pd.DataFrame(rows)
     overall = semantic_scores(total)
-    summary: dict[str, float | int] = {
-        "jaccard": overall["jaccard"],
-        "jaccard_median": float(metrics["jaccard"].median()),
-        "dice": overall["dice"],
-        "accuracy": overall["accuracy"],
-        "n_images": len(items),
-        "num_classes": num_classes,
-    }
-    if "uncertainty_mean" in metrics:
-        summary["uncertainty_mean"] = float(metrics["uncertainty_mean"].mean())
-    with atomic_path(out_dir / "metrics.csv") as tmp:
-        metrics.to_csv(tmp, index=False)
-    write_text(out_dir / "summary.json", json.dumps(summary, indent=2))
-    if figures:
-        box = save_boxplot(out_dir / "jaccard_boxplot.png", metrics["jaccard"].tolist(), "jaccard")
-        write_report(
-            out_dir / "report.html",
-            "idl evaluation: semantic segmentation",
-            summary,
-            metrics,
-            [box],
-            sample_figures[:MAX_REPORT_FIGURES],
-            omitted=max(0, len(sample_figures) - MAX_REPORT_FIGURES),
-        )
+
+    def summarize(metrics: pd.DataFrame) -> dict[str, float | int]:
+        return {
+            "jaccard": overall["jaccard"],
+            "jaccard_median": float(metrics["jaccard"].median()),
+            "dice": overall["dice"],
+            "accuracy": overall["accuracy"],
+            "n_images": len(items),
+            "num_classes": num_classes,
+        }
+
+    summary = write_evaluation(
+        out_dir, rows, summarize, sample_figures, "jaccard", "idl evaluation: semantic segmentation"
+    )
     log.info(
         "evaluation: Jaccard %.4f (median per image %.4f) over %d image(s)",
         summary["jaccard"],
         summary["jaccard_median"],
         len(items),
     )
+    return summary
+
+
+def write_evaluation(
+    out_dir: Path,
+    rows: list[dict],
+    summarize: Callable[[pd.DataFrame], dict[str, float | int]],
+    sample_figures: list[Path],
+    score: str,
+    title: str,
+    limits: tuple[float, float] = (-0.02, 1.02),
+) -> dict[str, float | int]:
+    """The files every evaluation writes: metrics.csv, summary.json (with the mean uncertainty when
+    there is one), and, with figures, a box plot of the per-image ``score`` and report.html."""
+    metrics = pd.DataFrame(rows)
+    summary = summarize(metrics)
+    if "uncertainty_mean" in metrics:
+        summary["uncertainty_mean"] = float(metrics["uncertainty_mean"].mean())
+    with atomic_path(out_dir / "metrics.csv") as tmp:
+        metrics.to_csv(tmp, index=False)
+    write_text(out_dir / "summary.json", json.dumps(summary, indent=2))
+    if sample_figures:
+        box = save_boxplot(out_dir / f"{score}_boxplot.png", metrics[score].tolist(), score, limits)
+        shown = sample_figures[:MAX_REPORT_FIGURES]
+        omitted = len(sample_figures) - len(shown)
+        write_report(out_dir / "report.html", title, summary, metrics, [box], shown, omitted=omitted)
     return summary
 
 

@@ -7,7 +7,6 @@ box plot) and the errors over all test pixels. Figures show the signed error map
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -17,11 +16,10 @@ from tqdm.auto import tqdm
 
 from idl.infer.axes import read_channels_last
 from idl.infer.errors import DataError
-from idl.infer.evaluate import MAX_REPORT_FIGURES, EvalItem, load_display_image
-from idl.infer.io import atomic_path, read_image, write_text
+from idl.infer.evaluate import EvalItem, load_display_image, write_evaluation
+from idl.infer.io import read_image
 from idl.infer.metrics import regression_scores
-from idl.infer.plots import save_boxplot, save_regression_figure
-from idl.infer.report import write_report
+from idl.infer.plots import save_regression_figure
 
 log = logging.getLogger("idl")
 
@@ -71,33 +69,26 @@ def evaluate_regression(
                     out_dir / f"{item.name}.png", title, image, gt[..., 0], pred[..., 0], uncertainty
                 )
             )
-    metrics = pd.DataFrame(rows)
-    summary: dict[str, float | int] = {
-        "pearson_median": float(metrics["pearson"].median()),
-        "pearson_mean": float(metrics["pearson"].mean()),
-        "mae": abs_error / n_pixels,
-        "mse": sq_error / n_pixels,
-        "mean_relative_error": abs_error / abs_truth if abs_truth > 0 else float("nan"),
-        "n_images": len(items),
-    }
-    if "uncertainty_mean" in metrics:
-        summary["uncertainty_mean"] = float(metrics["uncertainty_mean"].mean())
-    with atomic_path(out_dir / "metrics.csv") as tmp:
-        metrics.to_csv(tmp, index=False)
-    write_text(out_dir / "summary.json", json.dumps(summary, indent=2))
-    if figures:
-        box = save_boxplot(
-            out_dir / "pearson_boxplot.png", metrics["pearson"].tolist(), "pearson", (-1.02, 1.02)
-        )
-        write_report(
-            out_dir / "report.html",
-            "idl evaluation: pixel-wise regression",
-            summary,
-            metrics,
-            [box],
-            sample_figures[:MAX_REPORT_FIGURES],
-            omitted=max(0, len(sample_figures) - MAX_REPORT_FIGURES),
-        )
+
+    def summarize(metrics: pd.DataFrame) -> dict[str, float | int]:
+        return {
+            "pearson_median": float(metrics["pearson"].median()),
+            "pearson_mean": float(metrics["pearson"].mean()),
+            "mae": abs_error / n_pixels,
+            "mse": sq_error / n_pixels,
+            "mean_relative_error": abs_error / abs_truth if abs_truth > 0 else float("nan"),
+            "n_images": len(items),
+        }
+
+    summary = write_evaluation(
+        out_dir,
+        rows,
+        summarize,
+        sample_figures,
+        "pearson",
+        "idl evaluation: pixel-wise regression",
+        (-1.02, 1.02),
+    )
     log.info(
         "evaluation: Pearson median %.4f (mean %.4f), MAE %.4g over %d image(s)",
         summary["pearson_median"],
