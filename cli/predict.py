@@ -55,7 +55,9 @@ from idl.infer.session import DEVICES
     callback=parse_threshold_option,
     help="Binary segmentation: 'otsu' or a probability in (0, 1).",
 )
-@click.option("--axes", default=None, help="Axis order of the inputs, e.g. yx, yxc, cyx [default: guessed].")
+@click.option(
+    "--axes", default=None, help="Axis order of the inputs, e.g. yx, yxc, cyx, zyx, czyx [default: guessed]."
+)
 @click.option(
     "--gt",
     "gt_dir",
