@@ -164,7 +164,7 @@ def test_anisotropy_is_chosen_from_the_voxel_size(tmp_path: Path) -> None:
     assert _anisotropy(tmp_path, TrainConfig(dims=3, anisotropic=False)) is False  # the flag wins
     tifffile.imwrite(path, volume, imagej=True, resolution=(1 / 0.2, 1 / 0.2), metadata={"spacing": 0.25})
     assert _anisotropy(tmp_path, TrainConfig(dims=3)) is False
-    tifffile.imwrite(path, volume)  # no voxel size recorded
+    tifffile.imwrite(path, volume, photometric="minisblack")  # no voxel size recorded
     assert voxel_size(path) is None and _anisotropy(tmp_path, TrainConfig(dims=3)) is False
 
 
