@@ -153,22 +153,13 @@ def split_validation(samples: list[Sample], fraction: float, seed: int) -> tuple
     return [s for i, s in enumerate(samples) if i not in val], [s for i, s in enumerate(samples) if i in val]
 
 
-def patch_size_for(samples: list[Sample], requested: int, multiple: int) -> int:
-    """Largest square patch <= ``requested`` that fits every image, a multiple of ``multiple``."""
-    smallest = min(min(s.image.shape[:2]) for s in samples)
-    size = min(requested, smallest) // multiple * multiple
-    if size < multiple:
-        raise DataError(
-            f"the smallest image is {smallest} px wide but the U-Net needs at least {multiple} px; "
-            "use a smaller --depth or larger images."
-        )
-    return size
-
-
 def patch_shape_for(
     samples: list[Sample], requested: tuple[int, ...], multiples: tuple[int, ...], spatial: str
 ) -> tuple[int, ...]:
-    """Largest patch <= ``requested`` per axis that fits every image, in multiples of ``multiples``."""
+    """Largest patch <= ``requested`` per axis that fits every image, in multiples of ``multiples``.
+
+    The in-plane sides are kept equal (the smaller of the two), so 90-degree rotations always apply.
+    """
     shape = []
     for i, (want, m) in enumerate(zip(requested, multiples, strict=True)):
         smallest = min(s.image.shape[i] for s in samples)
@@ -179,7 +170,8 @@ def patch_shape_for(
                 f"{m} px there; use a smaller --depth (or the anisotropic 3D U-Net) or larger images."
             )
         shape.append(size)
-    return tuple(shape)
+    side = min(shape[-2:])
+    return (*shape[:-2], side, side)
 
 
 def _to_tensors(image: np.ndarray, target: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

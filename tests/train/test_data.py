@@ -75,3 +75,12 @@ def test_patches_are_reproducible(rng) -> None:
     assert np.array_equal(a[0][0].numpy(), b[0][0].numpy())
     b.epoch = 1
     assert not np.array_equal(a[0][0].numpy(), b[0][0].numpy())
+
+
+def test_patches_are_square_in_plane_so_rotations_apply() -> None:
+    from idl.train.data import Sample, patch_shape_for
+
+    samples = [Sample("a", np.zeros((40, 100, 1), np.float32), np.zeros((40, 100), np.uint8))]
+    assert patch_shape_for(samples, (64, 64), (8, 8), "yx") == (40, 40)
+    volumes = [Sample("v", np.zeros((20, 48, 80, 1), np.float32), np.zeros((20, 48, 80), np.uint8))]
+    assert patch_shape_for(volumes, (16, 64, 64), (4, 8, 8), "zyx") == (16, 48, 48)
