@@ -129,9 +129,7 @@ def evaluate_semantic(
         cm = confusion_matrix(pred, gt, num_classes)
         total += cm
         row: dict[str, float | str] = {"filename": item.name, **semantic_scores(cm)}
-        uncertainty = read_image(item.uncertainty) if item.uncertainty is not None else None
-        if uncertainty is not None:
-            row["uncertainty_mean"] = float(np.mean(uncertainty))
+        uncertainty = record_uncertainty(item, row)
         rows.append(row)
         if figures:
             image = load_display_image(item.image, axes, dims)
@@ -163,6 +161,15 @@ def evaluate_semantic(
         len(items),
     )
     return summary
+
+
+def record_uncertainty(item: EvalItem, row: dict) -> np.ndarray | None:
+    """The item's uncertainty map, if it has one, with its mean recorded in ``row``."""
+    if item.uncertainty is None:
+        return None
+    uncertainty = read_image(item.uncertainty)
+    row["uncertainty_mean"] = float(np.mean(uncertainty))
+    return uncertainty
 
 
 def write_evaluation(

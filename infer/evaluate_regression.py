@@ -16,8 +16,7 @@ from tqdm.auto import tqdm
 
 from idl.infer.axes import read_channels_last
 from idl.infer.errors import DataError
-from idl.infer.evaluate import EvalItem, load_display_image, write_evaluation
-from idl.infer.io import read_image
+from idl.infer.evaluate import EvalItem, load_display_image, record_uncertainty, write_evaluation
 from idl.infer.metrics import regression_scores
 from idl.infer.plots import save_regression_figure
 
@@ -57,9 +56,7 @@ def evaluate_regression(
         abs_truth += float(np.abs(gt).sum())
         n_pixels += error.size
         row: dict[str, float | str] = {"filename": item.name, **scores}
-        uncertainty = read_image(item.uncertainty) if item.uncertainty is not None else None
-        if uncertainty is not None:
-            row["uncertainty_mean"] = float(np.mean(uncertainty))
+        uncertainty = record_uncertainty(item, row)
         rows.append(row)
         if figures:
             image = load_display_image(item.image, axes, dims)

@@ -41,7 +41,8 @@ class Tracker:
         for noisy in ("alembic", "mlflow"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
         self.mlflow = mlflow
-        explicit = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        self._environment = os.environ.get("MLFLOW_TRACKING_URI")  # restored by end()
+        explicit = tracking_uri or self._environment
         uri = explicit or default_tracking_uri(project)
         mlflow.set_tracking_uri(uri)  # note: this also sets MLFLOW_TRACKING_URI in os.environ
         experiment = mlflow.get_experiment_by_name(EXPERIMENT)
@@ -79,4 +80,10 @@ class Tracker:
             self.mlflow.log_artifact(str(path), artifact_path=folder)
 
     def end(self, status: str = "FINISHED") -> None:
+        """End the run and undo ``set_tracking_uri``'s change of the environment, so the next run
+        (e.g. of another project in the same process) goes to its own store."""
         self.mlflow.end_run(status=status)
+        if self._environment is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = self._environment

@@ -22,3 +22,19 @@ def test_tracking_uri_from_environment(tmp_path: Path, monkeypatch: pytest.Monke
     assert elsewhere.is_file() and not (project / "mlflow.db").exists()
     run = mlflow.get_run(tracker.run_id)
     assert run.data.params == {"a": "1", "nested.b": "2"} and run.data.metrics == {"val_loss": 0.5}
+
+
+def test_second_project_in_one_process_gets_its_own_store(tmp_path) -> None:
+    """MLflow's set_tracking_uri writes MLFLOW_TRACKING_URI; a later project must not inherit it."""
+    import os
+
+    from idl.train.tracking import Tracker
+
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    for name in ("first", "second"):
+        (tmp_path / name).mkdir()
+        tracker = Tracker(tmp_path / name, None)
+        tracker.log_metrics({"x": 1.0})
+        tracker.end()
+        assert (tmp_path / name / "mlflow.db").is_file(), name
+    assert "MLFLOW_TRACKING_URI" not in os.environ
