@@ -86,21 +86,36 @@ def _views(arrays: Sequence[np.ndarray | None], dims: int) -> list[tuple[str, li
     return [(f"xy z={z}: ", xy), (f"xz y={y}: ", xz)]
 
 
-def _semantic_row(prefix: str, image, gt, pred, uncertainty, num_classes: int) -> list[Panel]:
-    step = _display_step(gt.shape)
-    sub = (slice(None, None, step), slice(None, None, step))
+def _subsample(shape: tuple[int, ...]) -> tuple[slice, slice]:
+    step = _display_step(shape)
+    return (slice(None, None, step), slice(None, None, step))
+
+
+def _framed(prefix: str, image, middle: list[Panel], uncertainty, sub, label: str) -> list[Panel]:
+    """The image panel (when there is an image), ``middle``, and the uncertainty panel (when there
+    is one): the frame both figure kinds share."""
     panels: list[Panel] = []
     if image is not None:
         panels.append((prefix + "image", display_image(image[sub]), {"cmap": "gray"}))
-    classes = {"cmap": "viridis", "vmin": 0, "vmax": max(num_classes - 1, 1), "interpolation": "nearest"}
-    panels.append((prefix + "ground truth", gt[sub], classes))
-    panels.append((prefix + "prediction", pred[sub], classes))
-    panels.append(
-        (prefix + "errors: FP magenta, FN green", error_map(pred[sub], gt[sub]), {"interpolation": "nearest"})
-    )
+    panels += middle
     if uncertainty is not None:
-        panels.append((prefix + "uncertainty", uncertainty[sub], {"cmap": "magma"}))
+        panels.append((prefix + label, uncertainty[sub], {"cmap": "magma"}))
     return panels
+
+
+def _semantic_row(prefix: str, image, gt, pred, uncertainty, num_classes: int) -> list[Panel]:
+    sub = _subsample(gt.shape)
+    classes = {"cmap": "viridis", "vmin": 0, "vmax": max(num_classes - 1, 1), "interpolation": "nearest"}
+    middle: list[Panel] = [
+        (prefix + "ground truth", gt[sub], classes),
+        (prefix + "prediction", pred[sub], classes),
+        (
+            prefix + "errors: FP magenta, FN green",
+            error_map(pred[sub], gt[sub]),
+            {"interpolation": "nearest"},
+        ),
+    ]
+    return _framed(prefix, image, middle, uncertainty, sub, "uncertainty")
 
 
 def save_sample_figure(
@@ -122,24 +137,18 @@ def save_sample_figure(
 
 
 def _regression_row(prefix: str, image, gt, pred, uncertainty) -> list[Panel]:
-    step = _display_step(gt.shape)
-    sub = (slice(None, None, step), slice(None, None, step))
+    sub = _subsample(gt.shape)
     gt, pred = gt[sub], pred[sub]
     lo, hi = np.percentile(gt, [0.5, 99.5])
     values = {"cmap": "viridis", "vmin": lo, "vmax": hi}
     error = pred.astype(np.float32) - gt
     limit = float(np.percentile(np.abs(error), 99.5)) or 1.0
-    panels: list[Panel] = []
-    if image is not None:
-        panels.append((prefix + "image", display_image(image[sub]), {"cmap": "gray"}))
-    panels += [
+    middle: list[Panel] = [
         (prefix + "ground truth", gt, values),
         (prefix + "prediction", pred, values),
         (prefix + "error: prediction - truth", error, {"cmap": "RdBu_r", "vmin": -limit, "vmax": limit}),
     ]
-    if uncertainty is not None:
-        panels.append((prefix + "uncertainty (std)", uncertainty[sub], {"cmap": "magma"}))
-    return panels
+    return _framed(prefix, image, middle, uncertainty, sub, "uncertainty (std)")
 
 
 def save_regression_figure(
