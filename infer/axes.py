@@ -51,11 +51,6 @@ def guess_axes(shape: tuple[int, ...], spatial: str = "yx") -> str | None:
     return small[0] if len(small) == 1 else None
 
 
-def guess_axes_2d(shape: tuple[int, ...]) -> str | None:
-    """:func:`guess_axes` for 2D images."""
-    return guess_axes(shape, "yx")
-
-
 def _check_explicit(axes: str, spatial: str, shape: tuple[int, ...], source: str) -> str:
     axes = axes.lower()
     letters = sorted(axes.replace("c", ""))
@@ -92,19 +87,9 @@ def resolve_axes(
     return guess, True
 
 
-def resolve_axes_2d(shape: tuple[int, ...], axes: str | None, source: str) -> tuple[str, bool]:
-    """:func:`resolve_axes` for 2D images."""
-    return resolve_axes(shape, axes, source, "yx")
-
-
 def to_channels_last(image: np.ndarray, axes: str, spatial: str = "yx") -> np.ndarray:
     """A channels-last view (``spatial + "c"``) of ``image`` whose axis order is ``axes``."""
     return reorder(image, axes, spatial + "c")
-
-
-def to_yxc(image: np.ndarray, axes: str) -> np.ndarray:
-    """Return a channels-last ``(Y, X, C)`` view of ``image`` whose axis order is ``axes``."""
-    return to_channels_last(image, axes, "yx")
 
 
 def read_channels_last(path: Path, axes: str | None, spatial: str = "yx") -> tuple[np.ndarray, str, bool]:
@@ -112,8 +97,3 @@ def read_channels_last(path: Path, axes: str | None, spatial: str = "yx") -> tup
     raw = read_image(path)
     resolved, guessed = resolve_axes(raw.shape, axes, str(path), spatial)
     return to_channels_last(raw, resolved, spatial), resolved, guessed
-
-
-def read_yxc(path: Path, axes: str | None) -> tuple[np.ndarray, str, bool]:
-    """Read a 2D image as channels-last ``(Y, X, C)``; returns ``(image, axes, guessed)``."""
-    return read_channels_last(path, axes, "yx")

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from idl.infer.axes import read_channels_last, read_yxc
+from idl.infer.axes import read_channels_last
 from idl.infer.io import read_image
 from idl.infer.labels import semantic_target
 from idl.infer.metrics import confusion_matrix, jaccard, pearson
@@ -42,7 +42,12 @@ def intensity_pearson(pairs: Sequence[Pair], axes: str | None = None) -> float:
     and the target. Pearson is invariant to linear maps, so this is what the best per-image linear
     fit of intensity to target would score."""
     scores = [
-        abs(pearson(read_yxc(p.image, axes)[0][..., 0], read_yxc(p.groundtruth, None)[0][..., 0]))
+        abs(
+            pearson(
+                read_channels_last(p.image, axes)[0][..., 0],
+                read_channels_last(p.groundtruth, None)[0][..., 0],
+            )
+        )
         for p in pairs
         if p.groundtruth is not None
     ]

@@ -28,23 +28,11 @@ class Normalization:
             )
 
 
-def percentile_range(image: np.ndarray, norm: Normalization) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel ``(p_low, p_high)`` of a channels-last image, as float32 arrays of shape ``(C,)``."""
-    flat = image.reshape(-1, image.shape[-1])
-    lo, hi = np.percentile(flat, [norm.low, norm.high], axis=0)
-    return lo.astype(np.float32), hi.astype(np.float32)
-
-
-def apply_range(image: np.ndarray, lo: np.ndarray, hi: np.ndarray, eps: float) -> np.ndarray:
-    """Scale a channels-last image (or any crop of it) with precomputed per-channel percentiles.
-
-    Works on crops so large images can be normalized tile by tile with whole-image statistics.
-    """
-    scale = (hi - lo + np.float32(eps)).astype(np.float32)
-    return (image.astype(np.float32) - lo) / scale
-
-
 def normalize(image: np.ndarray, norm: Normalization) -> np.ndarray:
-    """Normalize a whole channels-last image with its own percentiles (float32 out)."""
-    lo, hi = percentile_range(image, norm)
-    return apply_range(image, lo, hi, norm.eps)
+    """Normalize a whole channels-last image (2D or 3D) with its own per-channel percentiles
+    (float32 out). This is the ``scale_range`` operation the inference side applies tile by tile."""
+    from idl.infer.processing import ScaleRange, apply_ops, fit_ops
+
+    axes = "zyx"[-(image.ndim - 1) :] + "c"
+    ops = fit_ops([ScaleRange(axes[:-1], norm.low, norm.high, norm.eps)], image, axes)
+    return apply_ops(ops, image, axes)

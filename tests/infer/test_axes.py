@@ -3,27 +3,27 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from idl.infer.axes import guess_axes_2d, resolve_axes_2d, to_yxc
+from idl.infer.axes import guess_axes, resolve_axes, to_channels_last
 from idl.infer.errors import DataError
 
 
 def test_guesses() -> None:
-    assert guess_axes_2d((100, 200)) == "yx"
-    assert guess_axes_2d((100, 200, 3)) == "yxc"
-    assert guess_axes_2d((2, 100, 200)) == "cyx"
-    assert guess_axes_2d((3, 100, 4)) is None
-    assert guess_axes_2d((30, 100, 200)) is None
+    assert guess_axes((100, 200), "yx") == "yx"
+    assert guess_axes((100, 200, 3), "yx") == "yxc"
+    assert guess_axes((2, 100, 200), "yx") == "cyx"
+    assert guess_axes((3, 100, 4), "yx") is None
+    assert guess_axes((30, 100, 200), "yx") is None
 
 
 def test_ambiguous_shape_asks_for_axes() -> None:
     with pytest.raises(DataError, match=r"img\.tif: cannot tell the axis order .* --axes"):
-        resolve_axes_2d((30, 100, 200), None, "img.tif")
+        resolve_axes((30, 100, 200), None, "img.tif", "yx")
     with pytest.raises(DataError, match="has shape"):
-        resolve_axes_2d((30, 100), "yxc", "img.tif")
-    assert resolve_axes_2d((30, 100, 200), "cyx", "img.tif") == ("cyx", False)
+        resolve_axes((30, 100), "yxc", "img.tif", "yx")
+    assert resolve_axes((30, 100, 200), "cyx", "img.tif", "yx") == ("cyx", False)
 
 
-def test_to_yxc() -> None:
+def test_to_channels_last() -> None:
     x = np.zeros((2, 5, 7))
-    assert to_yxc(x, "cyx").shape == (5, 7, 2)
-    assert to_yxc(np.zeros((5, 7)), "yx").shape == (5, 7, 1)
+    assert to_channels_last(x, "cyx", "yx").shape == (5, 7, 2)
+    assert to_channels_last(np.zeros((5, 7)), "yx", "yx").shape == (5, 7, 1)

@@ -3,7 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from idl.infer.normalize import Normalization, apply_range, normalize, percentile_range
+from idl.infer.normalize import Normalization, normalize
+from idl.infer.processing import ScaleRange, fit_ops
 
 
 def test_percentiles_map_to_zero_and_one_per_channel(rng) -> None:
@@ -20,8 +21,8 @@ def test_percentiles_map_to_zero_and_one_per_channel(rng) -> None:
 def test_crops_normalized_with_whole_image_statistics_match(rng) -> None:
     image = rng.integers(0, 4000, (40, 50, 1)).astype(np.uint16)
     norm = Normalization()
-    lo, hi = percentile_range(image, norm)
-    crop = apply_range(image[10:30, 5:25], lo, hi, norm.eps)
+    (fitted,) = fit_ops([ScaleRange("yx", norm.low, norm.high, norm.eps)], image, "yxc")
+    crop = fitted(image[10:30, 5:25], "yxc")
     np.testing.assert_array_equal(crop, normalize(image, norm)[10:30, 5:25])
 
 
