@@ -59,8 +59,18 @@ def parse_threshold_option(ctx: click.Context, param: click.Parameter, value: st
 
 
 def summary_line(summary: dict) -> str:
-    """One line with the headline scores of an evaluation summary (segmentation or regression)."""
-    if "pearson_median" in summary:
+    """One line with the headline scores of an evaluation summary (segmentation, regression or
+    classification)."""
+    if "auc" in summary:
+        line = (
+            f"accuracy {summary['accuracy']:.4f}, AUC {summary['auc']:.4f}, Jaccard {summary['jaccard']:.4f}"
+        )
+        if "uncertainty_auroc" in summary:
+            line += (
+                f", MC accuracy {summary['accuracy_mc']:.4f}, uncertainty AUROC wrong vs right "
+                f"{summary['uncertainty_auroc']:.3f}"
+            )
+    elif "pearson_median" in summary:
         line = (
             f"Pearson median {summary['pearson_median']:.4f} (mean {summary['pearson_mean']:.4f}), "
             f"MAE {summary['mae']:.4g}, MSE {summary['mse']:.4g}, "

@@ -32,7 +32,11 @@ def _list_option(ctx: click.Context, param: click.Parameter, value: str | None) 
     help="JSON config (ours or InstantDL's); flags override it.",
 )
 @click.option("--epochs", type=click.IntRange(min=1), help="Maximum epochs [default: 100].")
-@click.option("--batch-size", type=click.IntRange(min=1), help="Patches per step [default: 4].")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    help="Patches (images for classification) per step [default: 4; classification 32].",
+)
 @click.option(
     "--learning-rate", type=click.FloatRange(min=0, min_open=True), help="Adam step size [default: 1e-3]."
 )
@@ -72,7 +76,20 @@ def _list_option(ctx: click.Context, param: click.Parameter, value: str | None) 
     "--num-classes", type=click.IntRange(min=2), help="Classes incl. background [default: from the masks]."
 )
 @click.option(
-    "--image-size", type=click.IntRange(min=16), help="Training patch side in pixels [default: 256]."
+    "--image-size",
+    type=click.IntRange(min=8),
+    help="Training patch side in pixels [default: 256]; classification: resize every image to this side "
+    "[default: the images' own size].",
+)
+@click.option(
+    "--model",
+    help="Network: unet (segmentation, regression); resnet18, resnet34, resnet50 or resnet101 "
+    "(classification) [default: unet, resnet50].",
+)
+@click.option(
+    "--class-weights",
+    help="Classification: 'balanced' (inverse class frequency) or one weight per class, e.g. 1,4 "
+    "[default: equal].",
 )
 @click.option("--dims", type=click.Choice(["2", "3"]), help="Spatial dimensions [default: 2].")
 @click.option(
@@ -127,8 +144,13 @@ def main(
         config_file = saved  # resume with the settings the run started with; flags still override
     if options.get("task") is None and config_file is None:
         raise ConfigError(
-            "name the task: --task semantic (or give a --config file with use_algorithm / task)"
+            "name the task: --task semantic, regression or classification (or give a --config file with "
+            "use_algorithm / task)"
         )
+    if options.get("class_weights") is not None:
+        from idl.train.config import parse_class_weights
+
+        options["class_weights"] = parse_class_weights(options["class_weights"])
     config = resolve_config(config_file, dims=int(dims) if dims else None, **options)
     result = train_project(project, config, resume=resume, overwrite=overwrite, progress=not quiet)
     click.echo(

@@ -1,7 +1,7 @@
 """torch -> ONNX: a deterministic eval graph and a Monte Carlo dropout graph, checked in ONNX Runtime.
 
 Both graphs take normalized ``(N, C, Y, X)`` float32 input with Y and X multiples of the U-Net's size
-multiple (the inference side pads) and output logits; the inference side applies sigmoid or softmax
+multiple (the inference side pads), or for classifiers of their fixed input size, and output logits; the inference side applies sigmoid or softmax
 (per Monte Carlo sample), which is also how bioimage.io packages declare it (post-processing).
 Batch and spatial axes are dynamic; weights are stored inside the single ``.onnx`` file. The model's
 :class:`~idl.infer.model_info.ModelInfo` is embedded as metadata so the file describes itself.
@@ -25,7 +25,7 @@ from idl.infer.io import atomic_path
 from idl.infer.model import mc_path_for
 from idl.infer.model_info import METADATA_KEY, ModelInfo
 from idl.infer.session import OnnxRunner
-from idl.models import UNet, set_mc_dropout
+from idl.models import ResNetClassifier, UNet, set_mc_dropout
 
 log = logging.getLogger("idl")
 
@@ -51,6 +51,8 @@ class _Aligned(nn.Module):
 def _example_input(info: ModelInfo, batch: int = 2, seed: int = 0) -> torch.Tensor:
     """A random input of accepted size (2D: 4 x 6 multiples; 3D: 2 x 3 x 2, small but uneven)."""
     generator = torch.Generator().manual_seed(seed)
+    if info.task == "classification":  # the fixed input size
+        return torch.rand(batch, info.in_channels, *info.input_size, generator=generator)
     blocks = (4, 6) if info.dims == 2 else (2, 3, 2)
     spatial = "zyx"[-info.dims :]
     shape = [b * info.multiple_of(a) for b, a in zip(blocks, spatial, strict=True)]
@@ -62,7 +64,8 @@ def _export(module: nn.Module, example: torch.Tensor, path: Path, info: ModelInf
 
     batch = torch.export.Dim("batch", min=1)
     dynamic = {0: batch}
-    for i, axis in enumerate("zyx"[-info.dims :]):
+    spatial = "" if info.task == "classification" else "zyx"[-info.dims :]  # classifiers: fixed size
+    for i, axis in enumerate(spatial):
         m = info.multiple_of(axis)
         dynamic[2 + i] = m * torch.export.Dim(f"{axis}_blocks", min=1, max=65536 // m)
     with atomic_path(path) as tmp, contextlib.redirect_stdout(io.StringIO()):
@@ -112,13 +115,13 @@ def verify_stochastic(path: Path, info: ModelInfo) -> float:
 
 
 def export_onnx(
-    net: UNet, info: ModelInfo, out_dir: Path, name: str = "model.onnx"
+    net: UNet | ResNetClassifier, info: ModelInfo, out_dir: Path, name: str = "model.onnx"
 ) -> tuple[Path, Path | None]:
     """Write ``name`` (deterministic) and, when the net has dropout, its ``_mc`` twin; verify both."""
     out_dir.mkdir(parents=True, exist_ok=True)
     info = replace(info, output="logits")  # what these graphs output, whatever an older checkpoint says
     net = copy.deepcopy(net).cpu().eval()
-    module = _Aligned(net).eval()
+    module = net if isinstance(net, ResNetClassifier) else _Aligned(net).eval()
     example = _example_input(info)
     det_path = out_dir / name
     set_mc_dropout(net, False)

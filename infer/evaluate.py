@@ -180,9 +180,11 @@ def write_evaluation(
     score: str,
     title: str,
     limits: tuple[float, float] = (-0.02, 1.02),
+    boxplot: bool = True,
 ) -> dict[str, float | int]:
     """The files every evaluation writes: metrics.csv, summary.json (with the mean uncertainty when
-    there is one), and, with figures, a box plot of the per-image ``score`` and report.html."""
+    there is one), and, with figures, a box plot of the per-image ``score`` (unless ``boxplot`` is
+    off) and report.html."""
     metrics = pd.DataFrame(rows)
     summary = summarize(metrics)
     if "uncertainty_mean" in metrics:
@@ -191,10 +193,14 @@ def write_evaluation(
         metrics.to_csv(tmp, index=False)
     write_text(out_dir / "summary.json", json.dumps(summary, indent=2))
     if sample_figures:
-        box = save_boxplot(out_dir / f"{score}_boxplot.png", metrics[score].tolist(), score, limits)
+        boxes = (
+            [save_boxplot(out_dir / f"{score}_boxplot.png", metrics[score].tolist(), score, limits)]
+            if boxplot
+            else []
+        )
         shown = sample_figures[:MAX_REPORT_FIGURES]
         omitted = len(sample_figures) - len(shown)
-        write_report(out_dir / "report.html", title, summary, metrics, [box], shown, omitted=omitted)
+        write_report(out_dir / "report.html", title, summary, metrics, boxes, shown, omitted=omitted)
     return summary
 
 

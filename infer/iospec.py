@@ -71,9 +71,20 @@ class IOSpec:
 def io_for_info(info: ModelInfo) -> IOSpec:
     """The :class:`IOSpec` of an idl model: channels-first batches, percentile normalization, and
     sigmoid/softmax on the logits (unless the graph already outputs probabilities), or for regression
-    the mapping back to ground-truth units."""
+    the mapping back to ground-truth units. Classifiers take one image of their fixed input size and
+    output one value per class (axes ``bc``)."""
     spatial = SPACE[-info.dims :]
     norm = info.normalization
+    if info.task == "classification":  # one image of a fixed size in, class logits out
+        return IOSpec(
+            input_axes="bc" + spatial,
+            output_axes="bc",
+            in_channels=info.in_channels,
+            out_channels=info.num_classes,
+            sizes={a: AxisSize(n, 0) for a, n in zip(spatial, info.input_size, strict=True)},
+            preprocessing=(ScaleRange(spatial, norm.low, norm.high, norm.eps),),
+            postprocessing=(Softmax("c"),) if info.output == "logits" else (),
+        )
     post: tuple[Op, ...] = ()
     if info.task == "regression":
         post = (ScaleLinear(info.target_std or 1.0, info.target_mean or 0.0, "c"),)

@@ -60,6 +60,9 @@ class ModelInfo:
     # 3D: size multiple and halo along z when they differ from in-plane (anisotropic U-Net); 0: same
     z_multiple: int = 0
     z_halo: int = 0
+    # classification: the (Y, X) size every image is resized to before normalization; () for the
+    # U-Net tasks, which take any size
+    input_size: tuple[int, ...] = ()
 
     def multiple_of(self, axis: str) -> int:
         """Size multiple along ``axis`` (z, y or x)."""
@@ -72,14 +75,16 @@ class ModelInfo:
     @property
     def out_channels(self) -> int:
         """Channels of the graph output: one per regression target channel; for segmentation one
-        sigmoid channel when binary, else one per class."""
+        sigmoid channel when binary, else one per class; for classification one per class."""
         if self.task == "regression":
             return max(1, len(self.target_mean))
+        if self.task == "classification":
+            return self.num_classes  # softmax over all classes, also for two
         return 1 if self.num_classes == 2 else self.num_classes
 
     def to_json(self) -> str:
         data = asdict(self)
-        for key in ("class_names", "target_mean", "target_std"):
+        for key in ("class_names", "target_mean", "target_std", "input_size"):
             data[key] = list(data[key])
         return json.dumps(data, sort_keys=True)
 
@@ -88,7 +93,7 @@ class ModelInfo:
         data = json.loads(text)
         data.setdefault("output", "probabilities")  # models exported before the activation moved out
         data["normalization"] = Normalization(**data.get("normalization", {}))
-        for key in ("class_names", "target_mean", "target_std"):
+        for key in ("class_names", "target_mean", "target_std", "input_size"):
             data[key] = tuple(data.get(key, ()))
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})

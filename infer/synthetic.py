@@ -227,3 +227,64 @@ def write_semantic_project_3d(
             write_tiff(root / split / "image" / name, volume)
             write_tiff(root / split / "groundtruth" / name, (labels > 0).astype(np.uint8))
     return root
+
+
+CELL_CLASSES = ("round", "elongated", "dividing")
+
+
+def synthetic_cell(rng: np.random.Generator, kind: str, size: int = 32) -> np.ndarray:
+    """One uint16 image of a single nucleus of class ``kind`` (see :data:`CELL_CLASSES`): round
+    (axis ratio 1-1.4), elongated (1.3-2.5, so the two overlap a little) or dividing (two touching
+    nuclei); random size, orientation, position, brightness, blur and noise."""
+    shape = (size, size)
+    labels = np.zeros(shape, np.uint16)
+    scale = size / 32
+    radius = rng.uniform(4.0, 6.0) * scale
+    angle = rng.uniform(0, np.pi)
+    center = np.array(shape) / 2 + rng.uniform(-3, 3, size=2) * scale
+    if kind == "round":
+        ratio = rng.uniform(1.0, 1.4)
+        shapes = [(center, (radius * ratio, radius))]
+    elif kind == "elongated":
+        ratio = rng.uniform(1.3, 2.5)
+        shapes = [(center, (radius * ratio, radius / np.sqrt(ratio)))]
+    elif kind == "dividing":
+        r = radius * 0.8
+        offset = r * rng.uniform(0.9, 1.15) * np.array([np.sin(angle), np.cos(angle)])
+        shapes = [(center - offset, (r, r * rng.uniform(0.8, 1.0))), (center + offset, (r, r))]
+    else:
+        raise ValueError(f"unknown cell class '{kind}'; use one of {', '.join(CELL_CLASSES)}")
+    signal = np.zeros(shape, np.float64)
+    texture = 0.75 + 0.5 * _smooth_field(rng, shape, 1.5)
+    brightness = rng.uniform(0.4, 1.0)
+    from skimage.draw import ellipse
+
+    for c, axes in shapes:
+        rr, cc = ellipse(c[0], c[1], axes[0], axes[1], shape=shape, rotation=angle)
+        labels[rr, cc] = 1
+        signal[rr, cc] = brightness * texture[rr, cc]
+    blurred = ndimage.gaussian_filter(signal, rng.uniform(0.6, 1.4) * scale)
+    expected = (blurred + rng.uniform(0.05, 0.3)) * 150.0
+    counts = rng.poisson(expected) + rng.normal(100.0, 4.0, shape)
+    return np.clip(np.round(counts), 0, np.iinfo(np.uint16).max).astype(np.uint16)
+
+
+def write_classification_project(
+    root: str | Path, n_train: int = 90, n_test: int = 30, seed: int = 0, size: int = 32
+) -> Path:
+    """Write ``{train,test}/image/cell_XXX.tif`` and ``{train,test}/groundtruth/groundtruth.csv``
+    (``filename,groundtruth`` with the class names of :data:`CELL_CLASSES`, classes in turn)."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", n_train), ("test", n_test)):
+        rows = ["filename,groundtruth"]
+        for i in range(count):
+            kind = CELL_CLASSES[i % len(CELL_CLASSES)]
+            name = f"cell_{i:03d}.tif"
+            write_tiff(root / split / "image" / name, synthetic_cell(rng, kind, size))
+            rows.append(f"{name},{kind}")
+        (root / split / "groundtruth").mkdir(parents=True, exist_ok=True)
+        (root / split / "groundtruth" / "groundtruth.csv").write_text(
+            "\n".join(rows) + "\n", encoding="utf-8"
+        )
+    return root

@@ -131,6 +131,11 @@ class UNet(nn.Module):
             self.decoder.append(_Level(width * 2, width, 0.0, spec.dims))
         self.head = LAYERS[spec.dims][0](widths[0], spec.out_channels, kernel_size=1)
 
+    @staticmethod
+    def in_encoder(name: str) -> bool:
+        """Whether a parameter belongs to the encoder or bottleneck (what ``freeze_encoder`` freezes)."""
+        return name.startswith(("encoder", "bottleneck"))
+
     def freeze_encoder(self, keep_trainable: Collection[str] = ()) -> int:
         """Stop training the encoder and bottleneck, weights and batch-norm statistics alike, so
         fine-tuning adapts only the decoder and head. Tensors named in ``keep_trainable`` (e.g. a

@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from idl.infer.errors import ModelError
 from idl.infer.io import atomic_path
 from idl.infer.model_info import ModelInfo
-from idl.models import UNet, UNetSpec
+from idl.models import ResNetClassifier, ResNetSpec, UNet, UNetSpec
 
 FORMAT = "idl-checkpoint/1"
 BEST_NAME = "best.pt"
@@ -44,23 +45,34 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return payload
 
 
-ARCHITECTURES = ("unet", "unet2d")  # "unet2d": checkpoints written before the 3D U-Net
+# architecture name -> (network, spec); "unet2d": checkpoints written before the 3D U-Net
+ARCHITECTURES: dict[str, tuple[type[nn.Module], type]] = {
+    "unet": (UNet, UNetSpec),
+    "unet2d": (UNet, UNetSpec),
+    "resnet": (ResNetClassifier, ResNetSpec),
+}
 
 
-def model_payload(model: UNet, info: ModelInfo) -> dict[str, Any]:
+def architecture_name(model: nn.Module) -> str:
+    """The checkpoint's architecture tag of a network."""
+    return "resnet" if isinstance(model, ResNetClassifier) else "unet"
+
+
+def model_payload(model: UNet | ResNetClassifier, info: ModelInfo) -> dict[str, Any]:
     """The part of a checkpoint that describes and holds the network."""
     return {
-        "architecture": "unet",
+        "architecture": architecture_name(model),
         "spec": asdict(model.spec),
         "info": info.to_json(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
 
 
-def model_from_checkpoint(payload: dict[str, Any]) -> tuple[UNet, ModelInfo]:
+def model_from_checkpoint(payload: dict[str, Any]) -> tuple[Any, ModelInfo]:
     """Rebuild the network (eval mode, CPU) and its :class:`ModelInfo` from a checkpoint."""
     if payload.get("architecture") not in ARCHITECTURES:
         raise ModelError(f"unsupported architecture '{payload.get('architecture')}' in checkpoint")
-    model = UNet(UNetSpec(**payload["spec"]))
+    network, spec = ARCHITECTURES[payload["architecture"]]
+    model = network(spec(**payload["spec"]))
     model.load_state_dict(payload["state_dict"])
     return model.eval(), ModelInfo.from_json(payload["info"])

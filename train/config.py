@@ -17,10 +17,13 @@ from idl.infer.model_info import TASKS, normalize_task
 from idl.infer.normalize import Normalization
 from idl.infer.session import DEVICES
 
-IMPLEMENTED_TASKS = ("semantic", "regression")
+IMPLEMENTED_TASKS = ("semantic", "regression", "classification")
 BINARY_LOSSES = ("bce", "dice", "bce+dice")
 MULTICLASS_LOSSES = ("ce", "dice", "ce+dice")
 REGRESSION_LOSSES = ("mse", "mae", "huber")
+CLASSIFICATION_LOSSES = ("ce",)
+SEGMENTATION_MODELS = ("unet",)
+CLASSIFICATION_MODELS = ("resnet18", "resnet34", "resnet50", "resnet101")
 AUGMENTATIONS = ("flip", "rot90")
 
 # InstantDL config keys -> ours. "path" names the project folder and is handled by the caller.
@@ -64,19 +67,25 @@ class TrainConfig:
 
     task: str = "semantic"
     epochs: int = 100
-    batch_size: int = 4
+    batch_size: int | None = None  # None: 4 patches (segmentation, regression) or 32 images
     learning_rate: float = 1e-3
     patience: int = 10
     seed: int = 42
-    loss: str | None = None  # bce+dice (binary), ce (multi-class) or mse (regression)
+    loss: str | None = None  # bce+dice (binary), ce (multi-class, classification) or mse (regression)
     num_classes: int | None = None  # 2 for binary masks, else max label + 1
-    image_size: int = 256  # side of the random training patches (rounded to the U-Net's multiple)
+    # segmentation/regression: side of the random training patches (rounded to the U-Net's multiple),
+    # None: 256; classification: images are resized to this side, None: kept at their size
+    image_size: int | None = None
     patch_z: int = 32  # 3D: depth of the training patches (rounded to the U-Net's z multiple)
     dims: int = 2
     anisotropic: bool | None = None  # 3D: pool in-plane only at the first level; None: from voxel size
     axes: str | None = None
     depth: int | None = None  # None: 4 in 2D, 3 in 3D
     base_filters: int = 16
+    model: str | None = None  # None: unet (segmentation, regression) or resnet50 (classification)
+    # classification: None (every class weighs the same), "balanced" (inverse class frequency) or
+    # one weight per class
+    class_weights: str | tuple[float, ...] | None = None
     dropout: float | None = None  # None: 0.2 in 2D, 0.3 in 3D (InstantDL's defaults)
     val_fraction: float = 0.2
     augment: tuple[str, ...] = AUGMENTATIONS
@@ -97,10 +106,10 @@ class TrainConfig:
         checks = [
             (self.task in TASKS, f"task '{self.task}' is not a task name"),
             (self.epochs >= 1, "epochs must be >= 1"),
-            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.batch_size is None or self.batch_size >= 1, "batch_size must be >= 1"),
             (self.learning_rate > 0, "learning_rate must be > 0"),
             (self.patience >= 1, "patience must be >= 1"),
-            (self.image_size >= 16, "image_size must be >= 16"),
+            (self.image_size is None or self.image_size >= 8, "image_size must be >= 8"),
             (self.dims in (2, 3), "dims must be 2 or 3"),
             (self.depth is None or 1 <= self.depth <= 6, "depth must be between 1 and 6"),
             (self.base_filters >= 1, "base_filters must be >= 1"),
@@ -117,9 +126,37 @@ class TrainConfig:
         unknown = [a for a in self.augment if a not in AUGMENTATIONS]
         if unknown:
             raise ConfigError(f"unknown augmentation(s) {unknown}; valid: {', '.join(AUGMENTATIONS)}")
-        valid_losses = BINARY_LOSSES + MULTICLASS_LOSSES + REGRESSION_LOSSES
+        valid_losses = BINARY_LOSSES + MULTICLASS_LOSSES + REGRESSION_LOSSES + CLASSIFICATION_LOSSES
         if self.loss is not None and self.loss not in valid_losses:
             raise ConfigError(f"unknown loss '{self.loss}'; valid: {', '.join(dict.fromkeys(valid_losses))}")
+        valid_models = CLASSIFICATION_MODELS if self.task == "classification" else SEGMENTATION_MODELS
+        if self.model is not None and self.model not in valid_models:
+            raise ConfigError(
+                f"model '{self.model}' does not fit the {self.task} task; "
+                f"use one of {', '.join(valid_models)}"
+            )
+        weights = self.class_weights
+        if isinstance(weights, str) and weights != "balanced":
+            raise ConfigError(f"class_weights must be 'balanced' or one number per class, got '{weights}'")
+        if isinstance(weights, tuple) and (len(weights) < 2 or not all(w > 0 for w in weights)):
+            raise ConfigError(f"class_weights need one positive number per class, got {list(weights)}")
+
+    @property
+    def resolved_model(self) -> str:
+        """The network: as set, or resnet50 for classification (InstantDL's) and the U-Net otherwise."""
+        return self.model or ("resnet50" if self.task == "classification" else "unet")
+
+    @property
+    def resolved_batch_size(self) -> int:
+        """Patches (segmentation, regression) or images (classification) per training step."""
+        if self.batch_size is not None:
+            return self.batch_size
+        return 32 if self.task == "classification" else 4
+
+    @property
+    def patch_size(self) -> int:
+        """Side of the training patches of the U-Net tasks."""
+        return self.image_size or 256
 
     @property
     def resolved_depth(self) -> int:
@@ -138,6 +175,14 @@ class TrainConfig:
     def resolved_loss(self, num_classes: int) -> str:
         """The loss to train with; checks it fits the task (binary or multi-class segmentation,
         regression)."""
+        if self.task == "classification":
+            loss = self.loss or "ce"
+            if loss not in CLASSIFICATION_LOSSES:
+                raise ConfigError(
+                    f"loss '{loss}' does not fit classification; "
+                    f"use one of {', '.join(CLASSIFICATION_LOSSES)}"
+                )
+            return loss
         if self.task == "regression":
             loss = self.loss or "mse"
             if loss not in REGRESSION_LOSSES:
@@ -162,6 +207,8 @@ class TrainConfig:
         data = asdict(self)
         data["augment"] = list(self.augment)
         data["authors"] = list(self.authors)
+        if isinstance(self.class_weights, tuple):
+            data["class_weights"] = list(self.class_weights)
         return data
 
 
@@ -218,7 +265,10 @@ _KINDS: dict[str, tuple[str, tuple[type, ...]]] = {
         k: ("true or false", (bool,))
         for k in ("uncertainty", "evaluate", "freeze_encoder", "package", "anisotropic")
     },
-    **{k: ("a text", (str,)) for k in ("task", "loss", "axes", "device", "pretrained", "tracking_uri")},
+    **{
+        k: ("a text", (str,))
+        for k in ("task", "loss", "axes", "device", "pretrained", "tracking_uri", "model")
+    },
 }
 
 
@@ -250,12 +300,27 @@ def config_from_mapping(data: dict[str, Any], source: str) -> dict[str, Any]:
             value = Normalization(**value)
         if key in ("augment", "authors") and isinstance(value, list):
             value = tuple(value)
+        if key == "class_weights":
+            value = parse_class_weights(value, source)
         if key == "authors" and isinstance(value, str):
             value = (value,)
         if key == "task":
             value = _task(str(value))
         out[key] = value
     return out
+
+
+def parse_class_weights(value: Any, source: str = "--class-weights") -> str | tuple[float, ...]:
+    """``balanced`` or one weight per class (a list, or text like ``1,3.5``)."""
+    if isinstance(value, str) and value.strip().lower() == "balanced":
+        return "balanced"
+    items = value.split(",") if isinstance(value, str) else value
+    try:
+        return tuple(float(v) for v in items)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"{source}: class weights must be 'balanced' or one number per class (e.g. 1,3.5), got {value!r}."
+        ) from exc
 
 
 def load_config_file(path: Path) -> dict[str, Any]:

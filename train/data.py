@@ -183,19 +183,29 @@ def _to_tensors(image: np.ndarray, target: np.ndarray) -> tuple[torch.Tensor, to
 
 
 def augment_pair(
-    image: np.ndarray, target: np.ndarray, augment: tuple[str, ...], rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """Random in-plane flips and 90-degree rotations applied identically to image ``([Z,] Y, X, C)``
-    and target (class map or values with the image's spatial axes first)."""
-    y, x = image.ndim - 3, image.ndim - 2  # the image is channels-last
+    image: np.ndarray,
+    target: np.ndarray | None,
+    augment: tuple[str, ...],
+    rng: np.random.Generator,
+    y: int | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Random in-plane flips and 90-degree rotations applied identically to image and target (class
+    map or values with the image's spatial axes first; ``None`` for image-level labels). The image is
+    channels-last ``([Z,] Y, X, C)`` unless ``y`` gives the index of its Y axis (X follows it)."""
+    y = image.ndim - 3 if y is None else y
+    x = y + 1
+
+    def both(f, *args, **kwargs):
+        return f(image, *args, **kwargs), (None if target is None else f(target, *args, **kwargs))
+
     if "flip" in augment:
         if rng.random() < 0.5:
-            image, target = np.flip(image, y), np.flip(target, y)
+            image, target = both(np.flip, y)
         if rng.random() < 0.5:
-            image, target = np.flip(image, x), np.flip(target, x)
+            image, target = both(np.flip, x)
     if "rot90" in augment and image.shape[y] == image.shape[x]:
         k = int(rng.integers(4))
-        image, target = np.rot90(image, k, axes=(y, x)), np.rot90(target, k, axes=(y, x))
+        image, target = both(np.rot90, k, axes=(y, x))
     return image, target
 
 

@@ -9,12 +9,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from idl.infer.errors import IdlError
 from idl.infer.metrics import jaccard
-from idl.train.data import PatchDataset, TileDataset
 from idl.train.losses import LossFn, predicted_classes
 
 
@@ -46,7 +45,7 @@ class LoopSettings:
     @property
     def metric(self) -> str:
         """The validation score shown and logged next to the loss."""
-        return "pearson" if self.task == "regression" else "jaccard"
+        return {"regression": "pearson", "classification": "accuracy"}.get(self.task, "jaccard")
 
 
 def _confusion(pred: torch.Tensor, target: torch.Tensor, k: int) -> np.ndarray:
@@ -65,8 +64,8 @@ def _pearson_from_sums(sums: np.ndarray) -> float:
 def validate(
     model: torch.nn.Module, loader: DataLoader, loss_fn: LossFn, settings: LoopSettings, device: torch.device
 ) -> tuple[float, float]:
-    """Mean validation loss (per patch) and the score over all validation pixels: Jaccard for
-    segmentation, Pearson correlation for regression."""
+    """Mean validation loss (per patch or image) and the score over all validation pixels: Jaccard for
+    segmentation, Pearson correlation for regression; for classification the accuracy over images."""
     model.eval()
     total_loss, count = 0.0, 0
     k = settings.num_classes
@@ -86,7 +85,12 @@ def validate(
                 ]
             else:
                 cm += _confusion(predicted_classes(out), y, k)
-    score = _pearson_from_sums(sums) if settings.task == "regression" else jaccard(cm)
+    if settings.task == "regression":
+        score = _pearson_from_sums(sums)
+    elif settings.task == "classification":
+        score = float(np.trace(cm) / max(cm.sum(), 1))
+    else:
+        score = jaccard(cm)
     return total_loss / count, score
 
 
@@ -115,8 +119,8 @@ def train_epoch(
 def fit(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
-    train_set: PatchDataset,
-    val_set: TileDataset,
+    train_set: Dataset,
+    val_set: Dataset,
     loss_fn: LossFn,
     settings: LoopSettings,
     state: TrainState,

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from idl.export.bioimageio import PackageRequest, export_package, package_path
 from idl.export.onnx import export_onnx
@@ -34,7 +35,7 @@ from idl.train.checkpoint import (
     model_payload,
     save_checkpoint,
 )
-from idl.train.config import IMPLEMENTED_TASKS, ConfigError, TrainConfig
+from idl.train.config import CLASSIFICATION_MODELS, IMPLEMENTED_TASKS, ConfigError, TrainConfig
 from idl.train.data import (
     PatchDataset,
     TileDataset,
@@ -47,6 +48,7 @@ from idl.train.data import (
 from idl.train.loop import LoopSettings, TrainState, fit
 from idl.train.losses import make_loss
 from idl.train.pretrained import Pretrained, read_pretrained, transfer
+from idl.train.setup import Setup
 from idl.train.tracking import Tracker
 
 log = logging.getLogger("idl")
@@ -126,9 +128,11 @@ def _kind(data: TrainingData) -> str:
     return "binary" if data.num_classes == 2 else f"{data.num_classes} classes"
 
 
-def model_name(project: Path, dims: int = 2) -> str:
-    """The model's name (and package file name): the project folder's name plus the architecture."""
-    return f"{Path(project).resolve().name}-unet{dims}d"
+def model_name(project: Path, dims: int = 2, architecture: str = "unet") -> str:
+    """The model's name (and package file name): the project folder's name plus the architecture
+    (``unet2d``, ``unet3d``, ``resnet50`` ...)."""
+    suffix = f"unet{dims}d" if architecture == "unet" else architecture
+    return f"{Path(project).resolve().name}-{suffix}"
 
 
 def _anisotropy(project: Path, config: TrainConfig) -> bool:
@@ -161,12 +165,122 @@ def _prepare_fresh_start(project: Path, resume: bool, overwrite: bool) -> None:
         )
     for name in TRAINED_FILES:
         (model_dir / name).unlink(missing_ok=True)
-    for dims in (2, 3):  # ours only, not packages a user put there
-        package_path(model_dir, model_name(project, dims)).unlink(missing_ok=True)
+    ours = [model_name(project, dims) for dims in (2, 3)]
+    ours += [model_name(project, 2, name) for name in CLASSIFICATION_MODELS]
+    for name in ours:  # ours only, not packages a user put there
+        package_path(model_dir, name).unlink(missing_ok=True)
     for folder in (project / RESULTS_DIR, project / EVALUATION_DIR):
         if folder.is_dir():
             shutil.rmtree(folder)
     log.info("--overwrite: removed the previous model, results and evaluation of %s", project)
+
+
+def _prepare_unet(project: Path, config: TrainConfig, pretrained: Pretrained | None) -> Setup:
+    """Data, U-Net, loss and model description of a segmentation or regression run."""
+    if config.model not in (None, "unet"):
+        raise ConfigError(f"model '{config.model}' does not fit the {config.task} task; use unet")
+    if pretrained is not None:
+        config = _adopt_architecture(config, pretrained)
+    spatial = "zyx"[-config.dims :]
+    if config.task == "regression":
+        data = load_regression_data(project / "train", config.normalization, config.axes, spatial)
+    else:
+        data = load_semantic_data(
+            project / "train", config.normalization, config.axes, config.num_classes, spatial
+        )
+    train_samples, val_samples = split_validation(data.samples, config.val_fraction, config.seed)
+    loss_name = config.resolved_loss(data.num_classes)
+    config = replace(
+        config,
+        model="unet",
+        num_classes=data.num_classes or None,
+        loss=loss_name,
+        axes=data.axes,
+        dropout=config.resolved_dropout,
+        depth=config.resolved_depth,
+        anisotropic=_anisotropy(project, config) if config.dims == 3 else None,
+    )
+    if config.task == "regression":
+        out_channels = len(data.target_mean)  # one linear output per target channel
+    else:
+        out_channels = 1 if data.num_classes == 2 else data.num_classes  # sigmoid, or softmax
+    spec = UNetSpec(
+        in_channels=data.in_channels,
+        out_channels=out_channels,
+        depth=config.depth,
+        base_filters=config.base_filters,
+        dropout=config.dropout,
+        dims=config.dims,
+        anisotropic=bool(config.anisotropic),
+    )
+    requested = ((config.patch_z,) if config.dims == 3 else ()) + (config.patch_size,) * 2
+    patch = patch_shape_for(data.samples, requested, spec.multiples, spatial)
+    info = ModelInfo(
+        task=config.task,
+        in_channels=data.in_channels,
+        num_classes=data.num_classes,
+        size_multiple=spec.size_multiple,
+        halo=spec.halo,
+        z_multiple=spec.z_multiple if config.dims == 3 else 0,
+        z_halo=spec.z_halo if config.dims == 3 else 0,
+        dims=config.dims,
+        normalization=config.normalization,
+        axes=data.axes,
+        dropout=config.dropout,
+        name=model_name(project, config.dims),
+        target_mean=data.target_mean,
+        target_std=data.target_std,
+        training={
+            "n_train": len(train_samples),
+            "n_val": len(val_samples),
+            "patch": list(patch),
+            "loss": loss_name,
+        },
+    )
+    summary = (
+        f"{len(train_samples)} training / {len(val_samples)} validation images, {data.in_channels} "
+        f"channel(s), {_kind(data)}, patches of {' x '.join(map(str, patch))} px, loss {loss_name}"
+    )
+    return Setup(
+        config=config,
+        model=UNet(spec),
+        spec=spec,
+        info=info,
+        train_set=PatchDataset(train_samples, patch, config.augment, config.seed),
+        val_set=TileDataset(val_samples, patch),
+        loss=make_loss(loss_name, data.num_classes, config.task),
+        num_classes=data.num_classes,
+        summary=summary,
+    )
+
+
+def _start_from(model: nn.Module, pretrained: Pretrained, model_dir: Path) -> set[str]:
+    """Copy matching pretrained tensors into ``model``; returns the names of those not loaded."""
+    report = transfer(model, pretrained.state_dict)
+    if not report.loaded:
+        raise ConfigError(
+            f"--pretrained {pretrained.source}: no tensor matches this network by name and shape."
+        )
+    log.info(
+        "pretrained weights from %s: %d tensors loaded, %d skipped\n%s",
+        pretrained.source,
+        len(report.loaded),
+        len(report.skipped),
+        report.table(),
+    )
+    write_text(model_dir / PRETRAINED_REPORT, report.table() + "\n")
+    return {name for name, _ in report.skipped}
+
+
+def _freeze(model: Any, fresh: set[str]) -> None:
+    """Freeze the pretrained encoder; tensors the source did not have stay trainable."""
+    frozen = model.freeze_encoder(keep_trainable=fresh)
+    log.info("encoder frozen: %d parameters are not trained", frozen)
+    untrained = sorted(n for n in fresh if model.in_encoder(n))
+    if untrained:
+        log.warning(
+            "not in the pretrained weights, so kept trainable in the frozen encoder: %s", ", ".join(untrained)
+        )
 
 
 def train_project(
@@ -191,109 +305,28 @@ def train_project(
     model_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
 
-    if pretrained is not None:
-        config = _adopt_architecture(config, pretrained)
-    spatial = "zyx"[-config.dims :]
-    if config.task == "regression":
-        data = load_regression_data(project / "train", config.normalization, config.axes, spatial)
+    torch.manual_seed(config.seed)  # the network's initialization
+    if config.task == "classification":
+        from idl.train.classification import prepare_classification
+
+        setup = prepare_classification(project, config, pretrained)
     else:
-        data = load_semantic_data(
-            project / "train", config.normalization, config.axes, config.num_classes, spatial
-        )
-    train_samples, val_samples = split_validation(data.samples, config.val_fraction, config.seed)
-    loss_name = config.resolved_loss(data.num_classes)
-    config = replace(
-        config,
-        num_classes=data.num_classes or None,
-        loss=loss_name,
-        axes=data.axes,
-        dropout=config.resolved_dropout,
-        depth=config.resolved_depth,
-        anisotropic=_anisotropy(project, config) if config.dims == 3 else None,
-    )
+        setup = _prepare_unet(project, config, pretrained)
+    config, info, model = setup.config, setup.info, setup.model
     if config.uncertainty and config.dropout == 0:
         log.warning("dropout is 0, so there is no Monte Carlo dropout: predicting without uncertainty")
         config = replace(config, uncertainty=False)
-    if config.task == "regression":
-        out_channels = len(data.target_mean)  # one linear output per target channel
-    else:
-        out_channels = 1 if data.num_classes == 2 else data.num_classes  # sigmoid, or softmax
-    spec = UNetSpec(
-        in_channels=data.in_channels,
-        out_channels=out_channels,
-        depth=config.depth,
-        base_filters=config.base_filters,
-        dropout=config.dropout,
-        dims=config.dims,
-        anisotropic=bool(config.anisotropic),
-    )
-    requested = ((config.patch_z,) if config.dims == 3 else ()) + (config.image_size,) * 2
-    patch = patch_shape_for(data.samples, requested, spec.multiples, spatial)
-    info = ModelInfo(
-        task=config.task,
-        in_channels=data.in_channels,
-        num_classes=data.num_classes,
-        size_multiple=spec.size_multiple,
-        halo=spec.halo,
-        z_multiple=spec.z_multiple if config.dims == 3 else 0,
-        z_halo=spec.z_halo if config.dims == 3 else 0,
-        dims=config.dims,
-        normalization=config.normalization,
-        axes=data.axes,
-        dropout=config.dropout,
-        name=model_name(project, config.dims),
-        target_mean=data.target_mean,
-        target_std=data.target_std,
-        training={
-            "n_train": len(train_samples),
-            "n_val": len(val_samples),
-            "patch": list(patch),
-            "loss": loss_name,
-        },
-    )
-    log.info(
-        "%d training / %d validation images, %d channel(s), %s, patches of %s px, loss %s, device %s",
-        len(train_samples),
-        len(val_samples),
-        data.in_channels,
-        _kind(data),
-        " x ".join(map(str, patch)),
-        loss_name,
-        device,
-    )
+    log.info("%s, device %s", setup.summary, device)
 
-    torch.manual_seed(config.seed)
-    model = UNet(spec)
-    if pretrained is not None:
-        report = transfer(model, pretrained.state_dict)
-        if not report.loaded:
-            raise ConfigError(
-                f"--pretrained {pretrained.source}: no tensor matches this network by name and shape."
-            )
-        log.info(
-            "pretrained weights from %s: %d tensors loaded, %d skipped\n%s",
-            pretrained.source,
-            len(report.loaded),
-            len(report.skipped),
-            report.table(),
-        )
-        write_text(model_dir / PRETRAINED_REPORT, report.table() + "\n")
+    fresh = _start_from(model, pretrained, model_dir) if pretrained is not None else set()
     if config.freeze_encoder:
-        fresh = {name for name, _ in report.skipped} if pretrained is not None else set()
-        frozen = model.freeze_encoder(keep_trainable=fresh)
-        log.info("encoder frozen: %d parameters are not trained", frozen)
-        untrained = sorted(n for n in fresh if n.startswith(("encoder", "bottleneck")))
-        if untrained:
-            log.warning(
-                "not in the pretrained weights, so kept trainable in the frozen encoder: %s",
-                ", ".join(untrained),
-            )
+        _freeze(model, fresh)
     model = model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
     state, run_id = TrainState(), None
     if resume:
         payload = load_checkpoint(model_dir / LAST_NAME)
-        wanted = asdict(spec)
+        wanted = asdict(setup.spec)
         if payload["spec"] != wanted:
             raise ConfigError(
                 f"{model_dir / LAST_NAME} holds a network built with {payload['spec']}, but the current "
@@ -332,24 +365,14 @@ def train_project(
 
         settings = LoopSettings(
             config.epochs,
-            config.batch_size,
+            config.resolved_batch_size,
             config.patience,
             config.seed,
-            data.num_classes,
+            setup.num_classes,
             progress,
             config.task,
         )
-        fit(
-            model,
-            optimizer,
-            PatchDataset(train_samples, patch, config.augment, config.seed),
-            TileDataset(val_samples, patch),
-            make_loss(loss_name, data.num_classes, config.task),
-            settings,
-            state,
-            device,
-            on_epoch,
-        )
+        fit(model, optimizer, setup.train_set, setup.val_set, setup.loss, settings, state, device, on_epoch)
         log.info(
             "training done after %d epoch(s); best validation loss %.4f at epoch %d",
             state.epoch,
@@ -383,6 +406,8 @@ def predict_and_evaluate(project: Path, config: TrainConfig, progress: bool = Tr
     if not (test_dir / IMAGE_DIR).is_dir():
         log.info("no %s folder: skipping test prediction and evaluation", test_dir / IMAGE_DIR)
         return None
+    if config.task == "classification":
+        return _classify_and_evaluate(project, config, progress)
     pairs = pair_files(test_dir, require_groundtruth=False)
     model = load_model(project / MODEL_DIR, config.device)
     options = PredictOptions(
@@ -411,4 +436,41 @@ def predict_and_evaluate(project: Path, config: TrainConfig, progress: bool = Tr
         axes=config.axes,
         progress=progress,
         dims=info.dims,
+    )
+
+
+def _classify_and_evaluate(project: Path, config: TrainConfig, progress: bool) -> dict[str, Any] | None:
+    """Classify ``PROJECT/test/image`` into ``PROJECT/results/results.csv``; evaluate against the test
+    split's ``groundtruth.csv`` when there is one."""
+    from idl.infer.classes import labelled_images
+    from idl.infer.classify import predict_classes
+    from idl.infer.evaluate_classification import evaluate_classification
+
+    items = labelled_images(project / "test", require_labels=False)
+    labels = {i.name: i.label for i in items if i.label is not None}
+    known = labels if len(labels) == len(items) else None
+    model = load_model(project / MODEL_DIR, config.device)
+    results = predict_classes(
+        model,
+        [i.image for i in items],
+        project / RESULTS_DIR,
+        config.mc_samples if config.uncertainty else 0,
+        config.axes,
+        groundtruth=known,
+        progress=progress,
+    )
+    if not config.evaluate:
+        return None
+    if known is None:
+        log.info("the test images have no groundtruth.csv: skipping evaluation")
+        return None
+    info = model.info
+    assert info is not None
+    return evaluate_classification(
+        results,
+        known,
+        info.class_names,
+        project / EVALUATION_DIR,
+        images={i.name: i.image for i in items},
+        axes=config.axes,
     )

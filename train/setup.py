@@ -1,0 +1,29 @@
+"""What a task prepares for the shared training run: the resolved settings, the network, its
+description for the inference side, the datasets and the loss."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+from torch.utils.data import Dataset
+
+from idl.infer.model_info import ModelInfo
+from idl.train.config import TrainConfig
+from idl.train.losses import LossFn
+
+
+@dataclass
+class Setup:
+    """Everything :func:`idl.train.pipeline.train_project` needs to train one task's network."""
+
+    config: TrainConfig  # with every "decide from the data" setting resolved
+    model: nn.Module
+    spec: Any  # the network's spec dataclass (stored in checkpoints, compared on --resume)
+    info: ModelInfo
+    train_set: Dataset
+    val_set: Dataset
+    loss: LossFn
+    num_classes: int  # 0 for regression
+    summary: str  # one log line describing the data and the network
