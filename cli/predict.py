@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from idl.cli.common import parse_threshold_option, setup_logging, summary_line, user_errors
+from idl.infer.errors import DataError
 from idl.infer.session import DEVICES
+
+if TYPE_CHECKING:
+    from idl.infer.model import LoadedModel
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -62,8 +67,9 @@ from idl.infer.session import DEVICES
     "--gt",
     "gt_dir",
     default=None,
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Ground-truth folder: also evaluate into OUT/evaluation.",
+    type=click.Path(exists=True, path_type=Path),
+    help="Ground-truth folder (classification: groundtruth.csv or its folder): also evaluate into "
+    "OUT/evaluation.",
 )
 @click.option("--save-probabilities", is_flag=True, help="Also write probabilities/<image name>.tif.")
 @click.option(
@@ -112,6 +118,11 @@ def main(
         raise click.BadParameter("use 0 (off) or at least 2 samples", param_hint="--mc-samples")
     loaded = load_model(model, device)
     files = collect_inputs(inputs)
+    if loaded.info is not None and loaded.info.task == "classification":
+        _classify(loaded, files, out_dir, mc_samples, axes, gt_dir, batch_size, quiet)
+        return
+    if gt_dir is not None and not gt_dir.is_dir():
+        raise click.BadParameter(f"{gt_dir} is a file; give the ground-truth folder", param_hint="--gt")
     options = PredictOptions(
         tile_size, overlap, batch_size, mc_samples, threshold, progress=not quiet, out_format=out_format
     )
@@ -134,6 +145,50 @@ def main(
         axes=axes,
         progress=not quiet,
         dims=info.dims,
+    )
+    click.echo(f"{summary_line(summary)}; report: {out_dir / 'evaluation' / 'report.html'}")
+
+
+def _classify(
+    model: LoadedModel,
+    files: list[Path],
+    out_dir: Path,
+    mc_samples: int,
+    axes: str | None,
+    gt: Path | None,
+    batch_size: int,
+    quiet: bool,
+) -> None:
+    """Classification: OUT/results.csv, and with --gt (groundtruth.csv) the evaluation."""
+    from idl.infer.classes import find_label_csv, read_label_csv
+    from idl.infer.classify import predict_classes
+    from idl.infer.omezarr import image_stem
+
+    labels = None
+    if gt is not None:
+        csv_path = gt if gt.is_file() else find_label_csv(gt.parent if gt.name == "groundtruth" else gt)
+        labels = read_label_csv(csv_path)
+        missing = [f for f in files if image_stem(f) not in labels]
+        if missing:
+            raise DataError(
+                f"{csv_path}: no row for {missing[0].name} ({len(missing)} image(s) without one); add "
+                "'file name,class' rows for every image."
+            )
+    results = predict_classes(model, files, out_dir, mc_samples, axes, labels, batch_size, not quiet)
+    click.echo(f"{len(files)} image(s) classified: {results}")
+    if labels is None:
+        return
+    from idl.infer.classes import canonical
+    from idl.infer.evaluate_classification import evaluate_classification
+
+    assert model.info is not None
+    summary = evaluate_classification(
+        results,
+        {k: canonical(v) for k, v in labels.items()},
+        model.info.class_names,
+        out_dir / "evaluation",
+        images={image_stem(f): f for f in files},
+        axes=axes,
     )
     click.echo(f"{summary_line(summary)}; report: {out_dir / 'evaluation' / 'report.html'}")
 

@@ -31,7 +31,7 @@ from idl.infer.model import PACKAGE_SUFFIX, read_info
 from idl.infer.model_info import ModelInfo
 from idl.infer.session import OnnxRunner
 from idl.infer.tiling import AxisSize, read_window, smallest_tile
-from idl.models import UNet
+from idl.models import ResNetClassifier, UNet
 
 log = logging.getLogger("idl")
 
@@ -118,7 +118,46 @@ def _cover(image: np.ndarray, output: np.ndarray, path: Path) -> Path:
 
 
 def _task_text(info: ModelInfo) -> str:
+    if info.task == "classification":
+        return "image classification"
     return "pixel-wise regression" if info.task == "regression" else f"{info.task} segmentation"
+
+
+def _network_text(info: ModelInfo) -> str:
+    if info.task == "classification":
+        return str(info.training.get("architecture", "ResNet")).split(" ")[0].replace("resnet", "ResNet")
+    return f"{info.dims}D U-Net"
+
+
+def _classifier_test(sample: np.ndarray, info: ModelInfo, onnx_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The test input of a classifier (the sample at the input size: raw when it has that size, else
+    resized as float32) and its class probabilities ``(1, K)``."""
+    from idl.infer.classify import prepare_image, resize_to
+
+    io = io_for_info(info)
+    image = sample if sample.shape[:-1] == tuple(info.input_size) else resize_to(sample, info.input_size)
+    logits = OnnxRunner(onnx_path, "cpu")(prepare_image(image, io)[np.newaxis])
+    from idl.infer.processing import apply_ops
+
+    return np.ascontiguousarray(image), apply_ops(io.postprocessing, logits, "bc")
+
+
+def _classifier_cover(image: np.ndarray, probabilities: np.ndarray, names, path: Path) -> Path:
+    """A 2:1 PNG: the test image next to a bar chart of its class probabilities."""
+    from idl.infer.plots import _pyplot, display_image
+
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(6, 3))
+    left.imshow(display_image(image), cmap="gray")
+    left.axis("off")
+    labels = list(names) or [f"class{i}" for i in range(len(probabilities))]
+    right.barh(labels[::-1], probabilities[::-1], color="tab:blue")
+    right.set_xlim(0, 1)
+    right.set_xlabel("probability")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, format="png")
+    plt.close(fig)
+    return path
 
 
 def _readme(info: ModelInfo, request: PackageRequest, has_mc: bool) -> str:
@@ -126,7 +165,7 @@ def _readme(info: ModelInfo, request: PackageRequest, has_mc: bool) -> str:
     lines = [
         f"# {info.name}",
         "",
-        request.description or f"A {info.dims}D U-Net for {_task_text(info)} trained with idl.",
+        request.description or f"A {_network_text(info)} for {_task_text(info)} trained with idl.",
         "",
         "## Training data",
         "",
@@ -139,7 +178,12 @@ def _readme(info: ModelInfo, request: PackageRequest, has_mc: bool) -> str:
             else f"- classes: {info.num_classes}"
             + (f" ({', '.join(info.class_names)})" if info.class_names else "")
         ),
-        f"- training patches: {training.get('patch', '?')} px, loss: {training.get('loss', '?')}",
+        (
+            f"- input size: {list(info.input_size)} px (images are resized to it), loss: "
+            f"{training.get('loss', '?')}, images per class: {training.get('images_per_class', '?')}"
+            if info.task == "classification"
+            else f"- training patches: {training.get('patch', '?')} px, loss: {training.get('loss', '?')}"
+        ),
         "",
         "## Settings",
         "",
@@ -172,7 +216,12 @@ def _readme(info: ModelInfo, request: PackageRequest, has_mc: bool) -> str:
             "per-pixel predictions in the units of the training ground truth (the network's output is "
             "mapped back with the training targets' mean and standard deviation, `scale_linear`)."
             if info.task == "regression"
-            else "per-pixel class probabilities (sigmoid for one channel, softmax otherwise)."
+            else (
+                f"class probabilities (softmax), one per class. Resize images to {list(info.input_size)} "
+                "px first (idl-predict does this itself)."
+                if info.task == "classification"
+                else "per-pixel class probabilities (sigmoid for one channel, softmax otherwise)."
+            )
         ),
         "",
         "```",
@@ -183,8 +232,13 @@ def _readme(info: ModelInfo, request: PackageRequest, has_mc: bool) -> str:
     if has_mc:
         lines += [
             "Monte Carlo dropout: the attachment `model_mc.onnx` keeps dropout active "
-            f"(p = {info.dropout}); idl-predict averages `--mc-samples` runs and writes a per-pixel "
-            "uncertainty map (see `config.idl.mc_dropout`).",
+            f"(p = {info.dropout}); idl-predict averages `--mc-samples` runs and writes "
+            + (
+                "an uncertainty in [0, 1] per image (normalized entropy of the mean distribution)"
+                if info.task == "classification"
+                else "a per-pixel uncertainty map"
+            )
+            + " (see `config.idl.mc_dropout`).",
             "",
         ]
     lines += ["## Citation", ""] + [f"- {text} doi:{doi}" for text, doi in CITATIONS]
@@ -192,7 +246,7 @@ def _readme(info: ModelInfo, request: PackageRequest, has_mc: bool) -> str:
 
 
 def build_description(
-    net: UNet,
+    net: UNet | ResNetClassifier,
     info: ModelInfo,
     onnx_path: Path,
     mc_path: Path | None,
@@ -206,26 +260,33 @@ def build_description(
 
     info = read_info(OnnxRunner(onnx_path, "cpu")) or info  # describe the graph as exported
     letters = "zyx"[-info.dims :]
-    rules = [
-        AxisSize(smallest_tile(info.halo_of(a), info.multiple_of(a)), info.multiple_of(a)) for a in letters
-    ]
+    classifier = info.task == "classification"
     io = io_for_info(info)
-    test_image = _test_input(request.sample, rules)
-    test_output, _ = predict_probabilities(
-        OnnxRunner(onnx_path, "cpu"), test_image, io, max(test_image.shape[:-1]), 0
-    )
+    if classifier:
+        rules = [AxisSize(n, 0) for n in info.input_size]
+        test_image, test_output = _classifier_test(request.sample, info, onnx_path)
+        out = test_output.astype(np.float32)
+    else:
+        rules = [
+            AxisSize(smallest_tile(info.halo_of(a), info.multiple_of(a)), info.multiple_of(a))
+            for a in letters
+        ]
+        test_image = _test_input(request.sample, rules)
+        test_output, _ = predict_probabilities(
+            OnnxRunner(onnx_path, "cpu"), test_image, io, max(test_image.shape[:-1]), 0
+        )
+        out = test_output[np.newaxis].astype(np.float32)
     raw_in = np.moveaxis(test_image, -1, 0)[np.newaxis]
-    out = test_output[np.newaxis].astype(np.float32)
-    files = {
-        "test_input.npy": raw_in,
-        "test_output.npy": out,
-    }
-    for name, array in files.items():
-        np.save(workdir / name, array)
+    np.save(workdir / "test_input.npy", raw_in)
+    np.save(workdir / "test_output.npy", out)
     # sample tensors must be images (imageio reads them): the tensors without the batch axis, as TIFF
     tifffile.imwrite(workdir / "sample_input.tif", raw_in[0], photometric="minisblack")
-    tifffile.imwrite(workdir / "sample_output.tif", out[0], photometric="minisblack")
-    cover = _cover(test_image, test_output, workdir / "cover.png")
+    if not classifier:
+        tifffile.imwrite(workdir / "sample_output.tif", out[0], photometric="minisblack")
+    if classifier:
+        cover = _classifier_cover(test_image, out[0], info.class_names, workdir / "cover.png")
+    else:
+        cover = _cover(test_image, test_output, workdir / "cover.png")
     readme = workdir / "README.md"
     readme.write_text(_readme(info, request, mc_path is not None), encoding="utf-8")
     environment = workdir / "environment.yaml"
@@ -248,7 +309,10 @@ def build_description(
                     channel_names=[bio.Identifier(f"channel{i}") for i in range(info.in_channels)]
                 ),
                 *[
-                    bio.SpaceInputAxis(id=a, size=bio.ParameterizedSize(min=r.minimum, step=r.step))
+                    bio.SpaceInputAxis(
+                        id=a,
+                        size=r.minimum if r.step == 0 else bio.ParameterizedSize(min=r.minimum, step=r.step),
+                    )
                     for a, r in zip(spatial, rules, strict=True)
                 ],
             ],
@@ -278,11 +342,11 @@ def build_description(
                         size=bio.SizeReference(tensor_id=bio.TensorId("input"), axis_id=a),
                         halo=info.halo_of(str(a)),
                     )
-                    for a in spatial
+                    for a in ([] if classifier else spatial)
                 ],
             ],
             test_tensor=bio.FileDescr(source=workdir / "test_output.npy"),
-            sample_tensor=bio.FileDescr(source=workdir / "sample_output.tif"),
+            sample_tensor=None if classifier else bio.FileDescr(source=workdir / "sample_output.tif"),
             data=bio.IntervalOrRatioDataDescr(type="float32", range=output.value_range),
             postprocessing=[output.postprocessing],
         )
@@ -291,7 +355,9 @@ def build_description(
         pytorch_state_dict=bio.PytorchStateDictWeightsDescr(
             source=state,
             architecture=bio.ArchitectureFromLibraryDescr(
-                callable=bio.Identifier("build_unet2d"), import_from="idl.models", kwargs=asdict(net.spec)
+                callable=bio.Identifier("build_resnet" if classifier else "build_unet2d"),
+                import_from="idl.models",
+                kwargs=asdict(net.spec),
             ),
             pytorch_version=bio.Version(torch.__version__.split("+")[0]),
             dependencies=bio.FileDescr(source=environment),
@@ -311,7 +377,7 @@ def build_description(
         config["test_metrics"] = {k: v for k, v in request.metrics.items() if isinstance(v, (int, float))}
     return bio.ModelDescr(
         name=safe_name(info.name),
-        description=(request.description or f"{info.dims}D U-Net ({_task_text(info)}) trained with idl")[
+        description=(request.description or f"{_network_text(info)} ({_task_text(info)}) trained with idl")[
             :1024
         ],
         authors=[bio.Author(name=a) for a in request.authors or (default_author(),)],
@@ -321,7 +387,7 @@ def build_description(
         covers=[bio.FileDescr(source=cover)],
         tags=[
             "idl",
-            "unet",
+            "resnet" if classifier else "unet",
             f"{info.dims}d",
             "pytorch",
             "onnx",
@@ -366,6 +432,9 @@ def _output_meaning(info: ModelInfo, bio: Any) -> _Output:
     channels = list(info.class_names) or (
         ["foreground"] if info.out_channels == 1 else [f"class{i}" for i in range(info.out_channels)]
     )
+    if info.task == "classification":
+        softmax = bio.SoftmaxDescr(kwargs=bio.SoftmaxKwargs(axis=bio.AxisId("channel")))
+        return _Output("probabilities", "class probabilities per image", channels, (0.0, 1.0), softmax)
     activation = (
         bio.SigmoidDescr()
         if info.out_channels == 1
@@ -414,7 +483,7 @@ def validate_package(path: Path) -> Any:
 
 
 def export_package(
-    net: UNet,
+    net: UNet | ResNetClassifier,
     info: ModelInfo,
     onnx_path: Path,
     mc_path: Path | None,

@@ -1,10 +1,12 @@
 """torch -> ONNX: a deterministic eval graph and a Monte Carlo dropout graph, checked in ONNX Runtime.
 
-Both graphs take normalized ``(N, C, Y, X)`` float32 input with Y and X multiples of the U-Net's size
-multiple (the inference side pads), or for classifiers of their fixed input size, and output logits; the inference side applies sigmoid or softmax
-(per Monte Carlo sample), which is also how bioimage.io packages declare it (post-processing).
-Batch and spatial axes are dynamic; weights are stored inside the single ``.onnx`` file. The model's
-:class:`~idl.infer.model_info.ModelInfo` is embedded as metadata so the file describes itself.
+Both graphs take normalized ``(N, C, Y, X)`` float32 input and output logits: U-Nets take Y and X in
+multiples of their size multiple (the inference side pads) and output ``(N, K, Y, X)``; classifiers
+take their fixed input size and output ``(N, K)``. The inference side applies sigmoid or softmax (per
+Monte Carlo sample), which is also how bioimage.io packages declare it (post-processing). The batch
+axis is dynamic, and so are a U-Net's spatial axes; weights are stored inside the single ``.onnx``
+file. The model's :class:`~idl.infer.model_info.ModelInfo` is embedded as metadata so the file
+describes itself.
 """
 
 from __future__ import annotations

@@ -143,7 +143,7 @@ def classify_files(
     batch_size: int = 1,
     progress: bool = True,
 ) -> tuple[list[str], ClassScores]:
-    """Classify image files; returns their names (file name without suffix) and scores."""
+    """Classify image files; returns their file names and scores."""
     io = model.io
     if io.output_axes.strip("b") != "c" or any(a in io.output_axes for a in "zyx"):
         raise ModelError(f"{model.label}: this model outputs images, not one value per class.")
@@ -160,7 +160,7 @@ def classify_files(
                     f"{io.in_channels}. Pass the right --axes or convert the image."
                 )
             inputs.append(prepare_image(image, io))
-            names.append(image_stem(path))
+            names.append(path.name)
         parts.append(classify_batch(model, np.stack(inputs), mc_samples, batch))
     fields = {
         f: (np.concatenate([getattr(p, f) for p in parts]) if getattr(parts[0], f) is not None else None)
@@ -188,13 +188,13 @@ def predict_classes(
     progress: bool = True,
 ) -> Path:
     """Classify ``files`` and write ``out_dir/results.csv`` (with a ``groundtruth`` column when the
-    labels are given, keyed by file name without suffix)."""
+    labels are given, keyed by file name without suffix as in ``groundtruth.csv``)."""
     if not files:
         raise DataError("no images to classify.")
     names, scores = classify_files(model, files, mc_samples, axes, batch_size, progress)
     table = results_table(names, scores, class_names_for(model))
     if groundtruth is not None:
-        table["groundtruth"] = [groundtruth.get(n, "") for n in names]
+        table["groundtruth"] = [groundtruth.get(image_stem(Path(n)), "") for n in names]
     path = write_results(table, out_dir)
     counts = table["prediction"].value_counts().to_dict()
     log.info(

@@ -31,6 +31,7 @@ from idl.infer.classes import class_indices
 from idl.infer.errors import DataError
 from idl.infer.evaluate import write_evaluation
 from idl.infer.io import atomic_path
+from idl.infer.omezarr import image_stem
 
 log = logging.getLogger("idl")
 
@@ -181,21 +182,22 @@ def _error_gallery(
     rows = table[wrong].head(MAX_SHOWN_ERRORS)
     panels = []
     for _, row in rows.iterrows():
-        source = images.get(str(row["filename"]))
+        source = images.get(str(row["key"]))
         if source is None:
             continue
         try:
             image = read_channels_last(source, axes, "yx")[0]
         except DataError:
             continue
-        note = f" u={row['uncertainty']:.2f}" if "uncertainty" in row else ""
-        title = f"{row['filename']}\ntrue {row['groundtruth']}, predicted {row['prediction']}{note}"
+        note = f" (u {row['uncertainty']:.2f})" if "uncertainty" in row else ""
+        title = f"{row['filename']}: {row['groundtruth']} -> {row['prediction']}{note}"
         panels.append((title, display_image(image), {"cmap": "gray"}))
     if not panels:
         return None
     per_row = 6
     grid = [panels[i : i + per_row] for i in range(0, len(panels), per_row)]
-    return save_panels(path, f"misclassified images ({int(wrong.sum())} in all)", grid)
+    title = f"misclassified images ({int(wrong.sum())} in all): true -> predicted class (uncertainty)"
+    return save_panels(path, title, grid)
 
 
 def evaluate_classification(
@@ -210,14 +212,16 @@ def evaluate_classification(
     """Score ``results.csv`` against ``labels`` (image name -> class); write metrics.csv, summary.json,
     figures and report.html into ``out_dir``; return the summary."""
     table = pd.read_csv(results, dtype={"filename": str, "prediction": str, "prediction_mc": str})
-    missing = [n for n in table["filename"] if n not in labels]
+    keys = [image_stem(Path(n)) for n in table["filename"]]  # labels are keyed by name without suffix
+    missing = [n for n, key in zip(table["filename"], keys, strict=True) if key not in labels]
     if missing:
         raise DataError(
             f"no ground-truth label for {missing[0]} ({len(missing)} image(s) without one); add a row for it "
             "to groundtruth.csv."
         )
     class_names = [str(c) for c in class_names]
-    table["groundtruth"] = [labels[n] for n in table["filename"]]
+    table["groundtruth"] = [labels[key] for key in keys]
+    table["key"] = keys
     truth = np.array(class_indices(table["groundtruth"].tolist(), class_names, "ground truth"))
     probabilities = _columns(table, "probability_", class_names)
     if probabilities is None:

@@ -103,7 +103,7 @@ def sample_image(project: Path, axes: str | None, spatial: str = "yx") -> np.nda
 def write_package(
     project: Path,
     config: TrainConfig,
-    net: UNet,
+    net: nn.Module,
     info: ModelInfo,
     onnx_path: Path,
     mc_path: Path | None,
