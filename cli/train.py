@@ -147,10 +147,6 @@ def main(
             "name the task: --task semantic, regression or classification (or give a --config file with "
             "use_algorithm / task)"
         )
-    if options.get("class_weights") is not None:
-        from idl.train.config import parse_class_weights
-
-        options["class_weights"] = parse_class_weights(options["class_weights"])
     config = resolve_config(config_file, dims=int(dims) if dims else None, **options)
     result = train_project(project, config, resume=resume, overwrite=overwrite, progress=not quiet)
     click.echo(

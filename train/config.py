@@ -314,6 +314,8 @@ def parse_class_weights(value: Any, source: str = "--class-weights") -> str | tu
     """``balanced`` or one weight per class (a list, or text like ``1,3.5``)."""
     if isinstance(value, str) and value.strip().lower() == "balanced":
         return "balanced"
+    if isinstance(value, tuple):
+        return value
     items = value.split(",") if isinstance(value, str) else value
     try:
         return tuple(float(v) for v in items)
@@ -340,6 +342,8 @@ def resolve_config(file: Path | None = None, **overrides: Any) -> TrainConfig:
     """Defaults, then the config file, then the non-``None`` command-line overrides."""
     values: dict[str, Any] = load_config_file(file) if file is not None else {}
     values.update({k: v for k, v in overrides.items() if v is not None})
+    if values.get("class_weights") is not None:  # "balanced", "1,2.5" (command line) or a list
+        values["class_weights"] = parse_class_weights(values["class_weights"])
     try:
         return replace(TrainConfig(), **values)
     except TypeError as exc:

@@ -1,0 +1,105 @@
+"""Classification scores: uncertainty definitions, input preparation, metrics against scikit-learn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import entropy
+from sklearn.metrics import accuracy_score, jaccard_score, roc_auc_score
+
+from idl.infer.classify import (
+    ClassScores,
+    mc_scores,
+    normalized_entropy,
+    prepare_image,
+    resize_to,
+    results_table,
+)
+from idl.infer.evaluate_classification import (
+    classification_scores,
+    evaluate_classification,
+    expected_calibration_error,
+)
+from idl.infer.iospec import io_for_info
+from idl.infer.model_info import ModelInfo
+from idl.infer.normalize import Normalization, normalize
+
+
+def _distributions(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    p = rng.gamma(0.5, size=shape)
+    return p / p.sum(axis=-1, keepdims=True)
+
+
+def test_normalized_entropy_matches_scipy_and_spans_zero_to_one(rng: np.random.Generator) -> None:
+    p = _distributions(rng, (50, 4))
+    np.testing.assert_allclose(normalized_entropy(p), entropy(p, axis=1) / np.log(4), atol=1e-9)
+    assert normalized_entropy(np.array([[1.0, 0, 0, 0], [0.25, 0.25, 0.25, 0.25]])) == pytest.approx(
+        [0, 1], abs=1e-9
+    )
+
+
+def test_entropy_of_the_mean_is_never_below_instantdls_mean_entropy(rng: np.random.Generator) -> None:
+    samples = _distributions(rng, (20, 30, 3))
+    mean, of_mean, mean_of = mc_scores(samples)
+    np.testing.assert_allclose(mean, samples.mean(axis=0))
+    np.testing.assert_allclose(mean_of, (entropy(samples, axis=2) / np.log(3)).mean(axis=0), atol=1e-9)
+    assert (of_mean >= mean_of - 1e-12).all()  # concavity: the gap is the mutual information
+    # samples that agree but are flat vs confident samples that disagree: only the entropy of the mean
+    # sees the disagreement as doubt
+    disagree = np.array([[[1.0, 0, 0]], [[0, 1.0, 0]]])
+    assert mc_scores(disagree)[1][0] > 0.6 and mc_scores(disagree)[2][0] == pytest.approx(0, abs=1e-9)
+
+
+def test_prepare_image_resizes_then_normalizes_like_training(rng: np.random.Generator) -> None:
+    info = ModelInfo("classification", 2, 3, 1, 0, input_size=(16, 16), class_names=("a", "b", "c"))
+    image = rng.integers(0, 4000, (40, 40, 2)).astype(np.uint16)
+    x = prepare_image(image, io_for_info(info))
+    expected = np.moveaxis(normalize(resize_to(image, (16, 16)), Normalization()), -1, 0)
+    assert x.shape == (2, 16, 16) and x.dtype == np.float32
+    np.testing.assert_allclose(x, expected, atol=1e-6)
+    same = rng.random((16, 16, 2)).astype(np.float32)
+    np.testing.assert_array_equal(resize_to(same, (16, 16)), same)  # no resampling at the input size
+
+
+def test_scores_match_scikit_learn(rng: np.random.Generator) -> None:
+    truth = rng.integers(0, 4, 80)
+    p = _distributions(rng, (80, 4))
+    p[np.arange(80), truth] += 0.5  # informative, not perfect
+    p /= p.sum(axis=1, keepdims=True)
+    scores = classification_scores(truth, p)
+    assert scores["accuracy"] == pytest.approx(accuracy_score(truth, p.argmax(1)))
+    assert scores["auc"] == pytest.approx(roc_auc_score(truth, p, multi_class="ovr", average="macro"))
+    assert scores["jaccard"] == pytest.approx(jaccard_score(truth, p.argmax(1), average="macro"))
+    one_hot = np.eye(4)[truth]
+    assert scores["mse"] == pytest.approx(np.mean(np.sum((one_hot - p) ** 2, axis=1)) / 4)  # Brier / K
+    assert scores["mae"] == pytest.approx(np.mean(np.abs(one_hot - p)))
+    binary = classification_scores(truth % 2, np.stack([1 - p[:, 0], p[:, 0]], axis=1))
+    assert binary["auc"] == pytest.approx(roc_auc_score(truth % 2, p[:, 0]))
+
+
+def test_expected_calibration_error_by_hand() -> None:
+    # two bins: confidence 0.95 (2 of 2 right) and 0.6 (1 of 2 right)
+    p = np.array([[0.95, 0.05], [0.95, 0.05], [0.6, 0.4], [0.6, 0.4]])
+    truth = np.array([0, 0, 0, 1])
+    assert expected_calibration_error(p, truth) == pytest.approx(0.5 * 0.05 + 0.5 * 0.1)
+
+
+def test_evaluation_files_and_uncertainty_auroc(tmp_path: Path) -> None:
+    names = [f"im{i}.tif" for i in range(6)]
+    det = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.2, 0.8], [0.6, 0.4], [0.45, 0.55]])
+    mc = det.copy()
+    unc = np.array([0.1, 0.2, 0.15, 0.1, 0.9, 0.8])
+    table = results_table(names, ClassScores(det, mc, unc, unc * 0.9), ("neg", "pos"))
+    table.to_csv(tmp_path / "results.csv", index=False)
+    labels = {"im0": "neg", "im1": "neg", "im2": "pos", "im3": "pos", "im4": "pos", "im5": "neg"}
+    summary = evaluate_classification(tmp_path / "results.csv", labels, ("neg", "pos"), tmp_path / "ev")
+    assert summary["accuracy"] == pytest.approx(4 / 6)
+    assert summary["uncertainty_auroc"] == pytest.approx(1.0)  # the two wrong ones are the most uncertain
+    assert summary["uncertainty_mean"] == pytest.approx(unc.mean())
+    metrics = pd.read_csv(tmp_path / "ev" / "metrics.csv")
+    assert metrics["correct"].tolist() == [1, 1, 1, 1, 0, 0]
+    for name in ("confusion_matrix.png", "roc.png", "reliability.png", "uncertainty.png", "report.html"):
+        assert (tmp_path / "ev" / name).stat().st_size > 1000

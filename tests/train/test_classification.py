@@ -1,0 +1,165 @@
+"""Classification training: data loading, stratified split, class weights, settings checks, and a
+short run through the whole pipeline (ONNX = torch, MC samples differ, package = model folder)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.utils.class_weight import compute_class_weight
+
+from idl.infer.errors import DataError
+from idl.infer.io import write_tiff
+from idl.infer.normalize import Normalization
+from idl.infer.synthetic import write_classification_project
+from idl.train.classification import class_weights, load_classification_data, split_stratified
+from idl.train.config import ConfigError, TrainConfig, parse_class_weights, resolve_config
+
+
+@pytest.fixture(scope="session")
+def classified_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """90 training and 15 test images (3 classes, 32 px) after a short ResNet18 run with a package."""
+    from idl.train.pipeline import train_project
+
+    project = write_classification_project(tmp_path_factory.mktemp("cells"), n_train=90, n_test=15, seed=3)
+    config = TrainConfig(
+        task="classification", model="resnet18", epochs=3, batch_size=16, mc_samples=6, seed=1
+    )
+    train_project(project, config, progress=False)
+    return project
+
+
+def test_images_resized_to_the_common_size(tmp_path: Path, rng: np.random.Generator) -> None:
+    split = tmp_path / "train"
+    sizes = [(20, 20), (20, 20), (30, 24)]
+    for i, size in enumerate(sizes):
+        write_tiff(split / "image" / f"im{i}.tif", rng.integers(0, 255, (*size, 3)).astype(np.uint8))
+    (split / "groundtruth.csv").write_text("filename,groundtruth\nim0,b\nim1,a\nim2,b\n")
+    data = load_classification_data(split, Normalization())
+    assert data.images.shape == (3, 3, 20, 20) and data.input_size == (20, 20)
+    assert data.class_names == ("a", "b") and data.labels.tolist() == [1, 0, 1]
+    assert data.images.min() < 0.05 and data.images.max() > 0.95  # normalized per image
+    assert load_classification_data(split, Normalization(), image_size=12).images.shape == (3, 3, 12, 12)
+
+
+def test_stratified_split_holds_out_every_class() -> None:
+    labels = np.array([0] * 20 + [1] * 5 + [2] * 2)
+    train, val = split_stratified(labels, 0.2, seed=0)
+    assert sorted(np.bincount(labels[val], minlength=3).tolist()) == [1, 1, 4]
+    assert len(set(train) | set(val)) == 27 and not set(train) & set(val)
+    with pytest.raises(DataError, match="too few images to hold any out"):
+        split_stratified(np.array([0, 1]), 0.2, 0)
+
+
+def test_balanced_class_weights_equal_scikit_learns() -> None:
+    labels = np.array([0] * 30 + [1] * 6 + [2] * 12)
+    expected = compute_class_weight("balanced", classes=np.arange(3), y=labels)
+    np.testing.assert_allclose(class_weights("balanced", labels, 3), expected)
+    assert class_weights(None, labels, 3) is None
+    with pytest.raises(ConfigError, match="gives 2 weight"):
+        class_weights((1.0, 2.0), labels, 3)
+    with pytest.raises(DataError, match="class 2 has no training image"):
+        class_weights("balanced", np.array([0, 1]), 3)
+
+
+def test_classification_settings_are_checked() -> None:
+    with pytest.raises(
+        ConfigError, match="model 'unet' does not fit the classification task; use one of resnet18"
+    ):
+        TrainConfig(task="classification", model="unet")
+    with pytest.raises(ConfigError, match="model 'resnet50' does not fit the semantic task"):
+        TrainConfig(task="semantic", model="resnet50")
+    with pytest.raises(ConfigError, match="loss 'dice' does not fit classification; use one of ce"):
+        TrainConfig(task="classification", loss="dice").resolved_loss(3)
+    with pytest.raises(ConfigError, match="class weights must be 'balanced' or one number per class"):
+        parse_class_weights("heavy")
+    with pytest.raises(ConfigError, match="class_weights must be 'balanced' or one number per class"):
+        TrainConfig(task="classification", class_weights="heavy")
+    config = TrainConfig(task="classification")
+    assert (config.resolved_model, config.resolved_batch_size, config.image_size) == ("resnet50", 32, None)
+    assert TrainConfig().resolved_batch_size == 4 and TrainConfig().patch_size == 256
+
+
+def test_instantdl_classification_config(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(
+        json.dumps(
+            {"use_algorithm": "Classification", "batchsize": 8, "image_size": [32, 32, 1], "num_classes": 3}
+        )
+    )
+    config = resolve_config(path, class_weights="1,2,0.5")
+    assert (config.task, config.batch_size, config.image_size) == ("classification", 8, 32)
+    assert config.class_weights == (1.0, 2.0, 0.5)
+
+
+def test_run_writes_results_and_evaluation(classified_project: Path) -> None:
+    table = pd.read_csv(classified_project / "results" / "results.csv", dtype={"groundtruth": str})
+    assert list(table.columns[:5]) == [
+        "filename",
+        "prediction",
+        "probability_dividing",
+        "probability_elongated",
+        "probability_round",
+    ]
+    assert {"prediction_mc", "uncertainty", "uncertainty_instantdl", "groundtruth"} <= set(table.columns)
+    probs = table[[c for c in table if c.startswith("probability_")]].to_numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert table["uncertainty"].between(0, 1).all()
+    assert (table["uncertainty"] >= table["uncertainty_instantdl"] - 1e-6).all()
+    summary = json.loads((classified_project / "evaluation" / "summary.json").read_text())
+    correct = (table["prediction"] == table["groundtruth"]).mean()
+    assert summary["accuracy"] == pytest.approx(correct)
+    assert summary["n_images"] == 15 and summary["num_classes"] == 3
+    assert (classified_project / "evaluation" / "confusion_matrix.png").is_file()
+
+
+def test_onnx_equals_torch_and_monte_carlo_samples_differ(classified_project: Path) -> None:
+    from idl.infer.session import OnnxRunner
+    from idl.models import set_mc_dropout
+    from idl.train.checkpoint import load_checkpoint, model_from_checkpoint
+
+    net, info = model_from_checkpoint(load_checkpoint(classified_project / "model" / "best.pt"))
+    assert info.input_size == (32, 32) and info.class_names == ("dividing", "elongated", "round")
+    x = torch.rand(5, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = net(x).numpy()
+    got = OnnxRunner(classified_project / "model" / "model.onnx", "cpu")(x.numpy())
+    assert got.shape == (5, 3)
+    np.testing.assert_allclose(got, expected, atol=1e-4)  # the stated export tolerance
+    mc = OnnxRunner(classified_project / "model" / "model_mc.onnx", "cpu")(
+        np.repeat(x[:1].numpy(), 4, axis=0)
+    )
+    assert np.abs(mc[0] - mc[1]).max() > 1e-3 and np.abs(mc[2] - mc[3]).max() > 1e-3
+    set_mc_dropout(net, True)
+    with torch.no_grad():  # the torch MC samples spread about as much as ONNX Runtime's
+        torch_spread = net(x[:1].repeat(64, 1, 1, 1)).std(0).mean().item()
+    onnx_spread = (
+        OnnxRunner(classified_project / "model" / "model_mc.onnx", "cpu")(
+            np.repeat(x[:1].numpy(), 64, axis=0)
+        )
+        .std(0)
+        .mean()
+    )
+    assert 0.5 < onnx_spread / torch_spread < 2.0
+
+
+def test_package_predicts_like_the_model_folder(classified_project: Path, tmp_path: Path) -> None:
+    from idl.infer.classify import classify_files
+    from idl.infer.model import load_model
+
+    package = classified_project / "model" / f"{classified_project.name}-resnet18.bioimageio.zip"
+    assert package.is_file()
+    files = sorted((classified_project / "test" / "image").iterdir())
+    _, folder = classify_files(load_model(classified_project / "model"), files, progress=False)
+    _, packaged = classify_files(load_model(package), files, progress=False)
+    np.testing.assert_allclose(packaged.probabilities, folder.probabilities, atol=1e-6)
+    from bioimageio.spec import load_model_description
+
+    descr = load_model_description(package, perform_io_checks=False)
+    assert [str(a.id) for a in descr.outputs[0].axes] == ["batch", "channel"]
+    assert [str(n) for n in descr.outputs[0].axes[1].channel_names] == ["dividing", "elongated", "round"]
+    assert [a.size for a in descr.inputs[0].axes[2:]] == [32, 32]
