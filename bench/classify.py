@@ -160,8 +160,8 @@ def run(name: str, root: Path, epochs: int, model_name: str, mc: int) -> dict:
 
 def report(result: dict) -> None:
     print(
-        f"\n== {result['project']} ({result['model']}, {result['epochs_run']} epochs, best {result['best_epoch']}, "
-        f"training + test prediction {result['train_seconds']} s)"
+        f"\n== {result['project']} ({result['model']}, {result['epochs_run']} epochs, best "
+        f"{result['best_epoch']}, training + test prediction {result['train_seconds']} s)"
     )
     print(
         f"test images {result['n_test']}: accuracy {result['accuracy']:.4f}, AUC {result['auc']:.4f}, "

@@ -11,7 +11,7 @@ from idl.cli.common import parse_task_option, setup_logging, summary_line, user_
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("pred_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("gt_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("gt_dir", type=click.Path(exists=True, path_type=Path))
 @click.option(
     "--task",
     default="semantic",
@@ -56,17 +56,29 @@ def main(
     dims: str,
     quiet: bool,
 ) -> None:
-    """Evaluate predictions in PRED_DIR against ground truth in GT_DIR (matched by file name)."""
+    """Evaluate predictions in PRED_DIR against ground truth in GT_DIR (matched by file name).
+
+    Classification: PRED_DIR holds results.csv (from idl-predict) and GT_DIR is groundtruth.csv or the
+    folder holding it."""
     setup_logging(quiet)
     from idl.infer.evaluate import evaluate_task, match_items
     from idl.infer.project import UNCERTAINTY_DIR
 
+    out = out_dir or pred_dir / "evaluation"
+    if task == "classification":
+        from idl.infer.evaluate_classification import evaluate_results_folder
+
+        summary = evaluate_results_folder(pred_dir, gt_dir, out, image_dir, axes)
+        click.echo(f"{summary_line(summary)}; report: {out / 'report.html'}")
+        return
     if task not in ("semantic", "regression"):
         raise click.BadParameter(
-            f"'{task}' evaluation is not available yet; use semantic or regression", param_hint="--task"
+            f"'{task}' evaluation is not available yet; use semantic, regression or classification",
+            param_hint="--task",
         )
+    if not gt_dir.is_dir():
+        raise click.BadParameter(f"{gt_dir} is a file; give the ground-truth folder", param_hint="GT_DIR")
     items = match_items(pred_dir, gt_dir, image_dir, pred_dir / UNCERTAINTY_DIR)
-    out = out_dir or pred_dir / "evaluation"
     summary = evaluate_task(task, items, out, num_classes, axes=axes, progress=not quiet, dims=int(dims))
     click.echo(f"{summary_line(summary)}; report: {out / 'report.html'}")
 

@@ -160,31 +160,29 @@ def _classify(
     quiet: bool,
 ) -> None:
     """Classification: OUT/results.csv, and with --gt (groundtruth.csv) the evaluation."""
-    from idl.infer.classes import find_label_csv, read_label_csv
+    from idl.infer.classes import label_csv_for, read_labels
     from idl.infer.classify import predict_classes
     from idl.infer.omezarr import image_stem
 
     labels = None
     if gt is not None:
-        csv_path = gt if gt.is_file() else find_label_csv(gt.parent if gt.name == "groundtruth" else gt)
-        labels = read_label_csv(csv_path)
+        labels = read_labels(gt)
         missing = [f for f in files if image_stem(f) not in labels]
         if missing:
             raise DataError(
-                f"{csv_path}: no row for {missing[0].name} ({len(missing)} image(s) without one); add "
-                "'file name,class' rows for every image."
+                f"{label_csv_for(gt)}: no row for {missing[0].name} ({len(missing)} image(s) without "
+                "one); add 'file name,class' rows for every image."
             )
     results = predict_classes(model, files, out_dir, mc_samples, axes, labels, batch_size, not quiet)
     click.echo(f"{len(files)} image(s) classified: {results}")
     if labels is None:
         return
-    from idl.infer.classes import canonical
     from idl.infer.evaluate_classification import evaluate_classification
 
     assert model.info is not None
     summary = evaluate_classification(
         results,
-        {k: canonical(v) for k, v in labels.items()},
+        labels,
         model.info.class_names,
         out_dir / "evaluation",
         images={image_stem(f): f for f in files},

@@ -38,6 +38,19 @@ def find_label_csv(split_dir: Path) -> Path:
     )
 
 
+def label_csv_for(path: Path) -> Path:
+    """The labels a user points to with ``--gt``: the CSV itself, its ``groundtruth`` folder, or the
+    split folder above it."""
+    if path.is_file():
+        return path
+    return find_label_csv(path.parent if path.name == GT_DIR else path)
+
+
+def read_labels(path: Path) -> dict[str, str]:
+    """Image name (without suffix) -> class, from ``--gt`` (see :func:`label_csv_for`)."""
+    return {k: canonical(v) for k, v in read_label_csv(label_csv_for(path)).items()}
+
+
 def _leaves_folder(name: str) -> bool:
     for pure in (PurePosixPath(name), PureWindowsPath(name)):
         if pure.is_absolute() or pure.anchor or ".." in pure.parts or len(pure.parts) > 1:
@@ -171,7 +184,3 @@ def class_indices(labels: Sequence[str], class_names: Sequence[str], source: str
             f"({', '.join(class_names)})."
         )
     return [index[label] for label in labels]
-
-
-def stems(paths: Sequence[Path]) -> list[str]:
-    return [image_stem(p) for p in paths]

@@ -52,7 +52,13 @@ def describe(model: LoadedModel) -> str:
         + (", ".join(f"{a}: {h}" for a, h in io.halo.items()) or "none"),
         "  postprocessing: " + ("; ".join(_op(o) for o in io.postprocessing) or "none"),
     ]
-    if info is not None:
+    if info is not None and info.task == "classification":
+        lines.append(
+            f"task: classification, {info.num_classes} classes ({', '.join(info.class_names)}); images are "
+            f"resized to {' x '.join(map(str, info.input_size))} px; trained on axes {info.axes}"
+        )
+        lines.append("  writes results.csv: filename, prediction, probability_<class>... (+ MC columns)")
+    elif info is not None:
         lines.append(
             f"task: {info.task}, {info.num_classes} classes, {info.dims}D, trained on axes {info.axes}"
         )

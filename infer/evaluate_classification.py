@@ -275,3 +275,24 @@ def evaluate_classification(
         f"; uncertainty AUROC (wrong vs right) {extra['uncertainty_auroc']:.3f}" if extra else "",
     )
     return summary
+
+
+def evaluate_results_folder(
+    pred_dir: Path, gt: Path, out_dir: Path, image_dir: Path | None = None, axes: str | None = None
+) -> dict[str, float | int]:
+    """``idl-evaluate --task classification``: ``pred_dir/results.csv`` against ``gt`` (a
+    ``groundtruth.csv`` or the folder holding it); classes from the results' probability columns."""
+    from idl.infer.classes import read_labels
+    from idl.infer.classify import RESULTS_NAME
+    from idl.infer.project import files_by_stem
+
+    results = pred_dir / RESULTS_NAME
+    if not results.is_file():
+        raise DataError(f"{results}: not found. Classify the images with idl-predict first.")
+    header = pd.read_csv(results, nrows=0).columns
+    class_names = [c.removeprefix("probability_") for c in header if c.startswith("probability_")]
+    if not class_names:
+        raise DataError(f"{results}: no probability_<class> columns; is this idl-predict's results.csv?")
+    labels = read_labels(gt)
+    images = files_by_stem(image_dir) if image_dir is not None else {}
+    return evaluate_classification(results, labels, class_names, out_dir, images, axes)

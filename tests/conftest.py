@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from idl.infer.synthetic import NucleiSpec, write_semantic_project
+from idl.infer.synthetic import NucleiSpec, write_classification_project, write_semantic_project
 
 SMALL = NucleiSpec(size=96, objects=(3, 7), radius=(4.0, 10.0))
 
@@ -43,6 +43,20 @@ def trained_project(small_project: Path) -> Path:
 @pytest.fixture(scope="session")
 def model_dir(trained_project: Path) -> Path:
     return trained_project / "model"
+
+
+@pytest.fixture(scope="session")
+def classified_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """90 training and 15 test images (3 classes, 32 px) after a short ResNet18 run with a package."""
+    from idl.train.config import TrainConfig
+    from idl.train.pipeline import train_project
+
+    project = write_classification_project(tmp_path_factory.mktemp("cells"), n_train=90, n_test=15, seed=3)
+    config = TrainConfig(
+        task="classification", model="resnet18", epochs=3, batch_size=16, mc_samples=6, seed=1
+    )
+    train_project(project, config, progress=False)
+    return project
 
 
 @pytest.fixture

@@ -133,3 +133,38 @@ def test_train_needs_a_task(small_project: Path) -> None:
     assert result.exit_code != 0 and "name the task: --task semantic" in result.output
     result = CliRunner().invoke(train_cli.main, [str(small_project), "--task", "Segmentation"])
     assert "unknown task 'Segmentation'" in result.output
+
+
+def test_classification_info_evaluate_and_errors(classified_project: Path, tmp_path: Path) -> None:
+    model = classified_project / "model"
+    info = _run(predict_cli, [str(model), "--info"])
+    assert "task: classification, 3 classes (dividing, elongated, round); images are resized to 32 x 32" in (
+        info.output
+    )
+    out = tmp_path / "pred"
+    images = classified_project / "test" / "image"
+    _run(predict_cli, [str(model), str(images), "--out", str(out), "--quiet"])
+    table = pd.read_csv(out / "results.csv")
+    assert "uncertainty" not in table and table["filename"].iloc[0] == "cell_000.tif"
+    gt = classified_project / "test" / "groundtruth"
+    result = _run(
+        evaluate_cli, [str(out), str(gt), "--task", "Classification", "--images", str(images), "--quiet"]
+    )
+    summary = json.loads((out / "evaluation" / "summary.json").read_text())
+    stored = json.loads((classified_project / "evaluation" / "summary.json").read_text())
+    assert summary["accuracy"] == pytest.approx(stored["accuracy"])  # same model, same images
+    assert summary["auc"] == pytest.approx(stored["auc"], abs=1e-6)
+    assert f"accuracy {summary['accuracy']:.4f}" in result.output
+    partial = tmp_path / "partial.csv"
+    partial.write_text("filename,groundtruth\ncell_000.tif,round\n")
+    bad = CliRunner().invoke(
+        predict_cli.main, [str(model), str(images), "--out", str(out), "--gt", str(partial)]
+    )
+    assert (
+        bad.exit_code != 0 and "partial.csv: no row for cell_001.tif (14 image(s) without one)" in bad.output
+    )
+    wrong = CliRunner().invoke(
+        train_cli.main, [str(classified_project), "--task", "classification", "--model", "unet"]
+    )
+    assert wrong.exit_code != 0
+    assert "model 'unet' does not fit the classification task; use one of resnet18" in wrong.output

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pytest
 
 from idl.infer.io import read_image
 
@@ -72,3 +75,17 @@ def test_package_prediction_with_torch_blocked(model_dir: Path, tmp_path: Path) 
     assert proc.returncode == 0, proc.stderr
     assert read_image(out / f"{image.stem}.tif").shape == (96, 96)
     assert read_image(out / "uncertainty" / f"{image.stem}.tif").max() > 0
+
+
+def test_classification_package_with_torch_blocked(classified_project: Path, tmp_path: Path) -> None:
+    package = classified_project / "model" / f"{classified_project.name}-resnet18.bioimageio.zip"
+    out = tmp_path / "classes"
+    args = [str(package), str(classified_project / "test" / "image"), "--out", str(out), "--mc-samples", "4"]
+    args += ["--gt", str(classified_project / "test" / "groundtruth" / "groundtruth.csv"), "--quiet"]
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, *args], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    table = pd.read_csv(out / "results.csv")
+    assert len(table) == 15 and table["uncertainty"].between(0, 1).all()
+    summary = json.loads((out / "evaluation" / "summary.json").read_text())
+    assert summary["accuracy"] == pytest.approx((table["prediction"] == table["groundtruth"]).mean())
+    assert "accuracy" in proc.stdout and "uncertainty AUROC" in proc.stdout

@@ -15,22 +15,8 @@ from sklearn.utils.class_weight import compute_class_weight
 from idl.infer.errors import DataError
 from idl.infer.io import write_tiff
 from idl.infer.normalize import Normalization
-from idl.infer.synthetic import write_classification_project
 from idl.train.classification import class_weights, load_classification_data, split_stratified
 from idl.train.config import ConfigError, TrainConfig, parse_class_weights, resolve_config
-
-
-@pytest.fixture(scope="session")
-def classified_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """90 training and 15 test images (3 classes, 32 px) after a short ResNet18 run with a package."""
-    from idl.train.pipeline import train_project
-
-    project = write_classification_project(tmp_path_factory.mktemp("cells"), n_train=90, n_test=15, seed=3)
-    config = TrainConfig(
-        task="classification", model="resnet18", epochs=3, batch_size=16, mc_samples=6, seed=1
-    )
-    train_project(project, config, progress=False)
-    return project
 
 
 def test_images_resized_to_the_common_size(tmp_path: Path, rng: np.random.Generator) -> None:
