@@ -21,21 +21,31 @@ from idl.cli.common import setup_logging, user_errors
     "--task",
     default="semantic",
     show_default=True,
-    type=click.Choice(["semantic", "regression"]),
-    help="semantic: nuclei and their masks; regression: in-silico staining (label-free image -> stain).",
+    type=click.Choice(["semantic", "regression", "classification"]),
+    help="semantic: nuclei and their masks; regression: in-silico staining (label-free image -> stain); "
+    "classification: single nuclei, round, elongated or dividing (32 x 32 px).",
 )
 @user_errors
 def main(project: Path, n_train: int, n_test: int, size: int, seed: int, task: str) -> None:
     """Write PROJECT/{train,test}/{image,groundtruth} with synthetic nuclei: fluorescence images and
-    exact masks, or (--task regression) label-free images and their fluorescence stain."""
+    exact masks, (--task regression) label-free images and their fluorescence stain, or
+    (--task classification) one nucleus per image and groundtruth/groundtruth.csv."""
     setup_logging()
     from idl.infer.baseline import intensity_pearson, otsu_jaccard
     from idl.infer.project import pair_files
-    from idl.infer.synthetic import NucleiSpec, write_regression_project, write_semantic_project
+    from idl.infer.synthetic import (
+        NucleiSpec,
+        write_classification_project,
+        write_regression_project,
+        write_semantic_project,
+    )
 
     if project.exists() and any(project.iterdir()):
         raise click.ClickException(f"{project} is not empty; choose a new folder for the demo project.")
-    if task == "regression":
+    if task == "classification":
+        write_classification_project(project, n_train, n_test, seed, size=min(size, 64))
+        baseline = "always answering the most common class scores accuracy 0.33 (3 balanced classes)"
+    elif task == "regression":
         write_regression_project(project, n_train, n_test, seed, NucleiSpec(size=size))
         score = intensity_pearson(pair_files(project / "test"))
         baseline = f"the raw intensity scores a median Pearson r of {score:.4f}"

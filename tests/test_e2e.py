@@ -58,3 +58,21 @@ def test_demo_project_unet_beats_otsu(tmp_path: Path) -> None:
     again = json.loads((tmp_path / "pred" / "evaluation" / "summary.json").read_text())
     print(f"idl-predict without Monte Carlo dropout: Jaccard {again['jaccard']:.4f}")
     assert again["jaccard"] > baseline + 0.03
+
+
+@pytest.mark.slow
+def test_classification_demo_learns_and_its_uncertainty_flags_mistakes(tmp_path: Path) -> None:
+    project = tmp_path / "cells"
+    _cli("demo", str(project), "--task", "classification", "--n-train", "240", "--n-test", "150")
+    args = ["--task", "Classification", "--model", "resnet18", "--epochs", "20", "--batch-size", "16"]
+    out = _cli("train", str(project), *args, "--mc-samples", "10", "--no-package", "--quiet")
+    summary = json.loads((project / "evaluation" / "summary.json").read_text())
+    print(
+        f"test accuracy {summary['accuracy']:.4f}, AUC {summary['auc']:.4f}, uncertainty AUROC wrong vs "
+        f"right {summary['uncertainty_auroc']:.3f} (InstantDL's {summary['uncertainty_instantdl_auroc']:.3f})"
+    )
+    assert "test: accuracy" in out
+    assert summary["accuracy"] > 0.6  # three balanced classes: chance is 0.33
+    assert summary["auc"] > 0.8
+    # with ~30 of 150 wrong, an uninformative score lands at 0.5 +- 0.06
+    assert summary["uncertainty_auroc"] > 0.62

@@ -171,6 +171,16 @@ def cross_entropy(weights: np.ndarray | None) -> LossFn:
     return loss
 
 
+def _check_test_labels(test_dir: Path, class_names: tuple[str, ...]) -> None:
+    """Fail before training, not after it, when the test split's groundtruth.csv is broken or names
+    classes the training data does not have."""
+    if not (test_dir / "image").is_dir():
+        return
+    items = labelled_images(test_dir, require_labels=False)
+    labels = [i.label for i in items if i.label is not None]
+    class_indices(labels, class_names, f"{test_dir} (groundtruth.csv)")
+
+
 def prepare_classification(project: Path, config: TrainConfig, pretrained: Pretrained | None) -> Setup:
     """Data, network, loss and model description of a classification run."""
     if config.dims != 2:
@@ -180,6 +190,7 @@ def prepare_classification(project: Path, config: TrainConfig, pretrained: Pretr
         log.info("using the pretrained network's architecture %s", arch["variant"])
         config = replace(config, model=arch["variant"])
     data = load_classification_data(project / "train", config.normalization, config.axes, config.image_size)
+    _check_test_labels(project / "test", data.class_names)
     k = len(data.class_names)
     if config.num_classes is not None and config.num_classes != k:
         raise ConfigError(

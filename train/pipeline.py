@@ -152,17 +152,24 @@ def _anisotropy(project: Path, config: TrainConfig) -> bool:
     return ratio >= 2
 
 
-def _prepare_fresh_start(project: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to replace a trained model silently; with ``overwrite`` remove it and its outputs, so no
-    stale checkpoint, Monte Carlo graph, prediction or figure survives into the new run."""
+def _replaces_model(project: Path, resume: bool, overwrite: bool) -> bool:
+    """Whether this run replaces a trained model; refuses to do so silently (without ``overwrite``)."""
     model_dir = project / MODEL_DIR
     if resume or not (model_dir / LAST_NAME).exists():
-        return
+        return False
     if not overwrite:
         raise IdlError(
             f"{model_dir} already holds a trained model. Pass --resume to continue that training, or "
             "--overwrite to train a new model in its place (or move the folder away first)."
         )
+    return True
+
+
+def _clear_previous(project: Path) -> None:
+    """Remove the previous model and its outputs, so no stale checkpoint, Monte Carlo graph,
+    prediction or figure survives into the new run (done once the new data has been read, so a data
+    error loses nothing)."""
+    model_dir = project / MODEL_DIR
     for name in TRAINED_FILES:
         (model_dir / name).unlink(missing_ok=True)
     ours = [model_name(project, dims) for dims in (2, 3)]
@@ -299,11 +306,9 @@ def train_project(
     if config.freeze_encoder and config.pretrained is None:
         raise ConfigError("--freeze-encoder keeps pretrained encoder weights: give --pretrained as well.")
     model_dir = project / MODEL_DIR
-    # read pretrained weights before --overwrite clears the folder they may come from
-    pretrained = read_pretrained(config.pretrained) if config.pretrained and not resume else None
-    _prepare_fresh_start(project, resume, overwrite)
-    model_dir.mkdir(parents=True, exist_ok=True)
+    replaces = _replaces_model(project, resume, overwrite)
     device = resolve_device(config.device)
+    pretrained = read_pretrained(config.pretrained) if config.pretrained and not resume else None
 
     torch.manual_seed(config.seed)  # the network's initialization
     if config.task == "classification":
@@ -312,6 +317,9 @@ def train_project(
         setup = prepare_classification(project, config, pretrained)
     else:
         setup = _prepare_unet(project, config, pretrained)
+    if replaces:  # only now: the pretrained weights may come from this folder, and the data is fine
+        _clear_previous(project)
+    model_dir.mkdir(parents=True, exist_ok=True)
     config, info, model = setup.config, setup.info, setup.model
     if config.uncertainty and config.dropout == 0:
         log.warning("dropout is 0, so there is no Monte Carlo dropout: predicting without uncertainty")

@@ -4,6 +4,7 @@ short run through the whole pipeline (ONNX = torch, MC samples differ, package =
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from idl.infer.errors import DataError
 from idl.infer.io import write_tiff
 from idl.infer.normalize import Normalization
+from idl.infer.synthetic import write_classification_project
 from idl.train.classification import class_weights, load_classification_data, split_stratified
 from idl.train.config import ConfigError, TrainConfig, parse_class_weights, resolve_config
 
@@ -149,3 +151,40 @@ def test_package_predicts_like_the_model_folder(classified_project: Path, tmp_pa
     assert [str(a.id) for a in descr.outputs[0].axes] == ["batch", "channel"]
     assert [str(n) for n in descr.outputs[0].axes[1].channel_names] == ["dividing", "elongated", "round"]
     assert [a.size for a in descr.inputs[0].axes[2:]] == [32, 32]
+
+
+def test_resume_pretrained_and_early_test_label_check(tmp_path: Path) -> None:
+    from idl.train.pipeline import train_project
+
+    project = write_classification_project(tmp_path / "a", n_train=24, n_test=6, seed=5, size=16)
+    base = TrainConfig(
+        task="classification", model="resnet18", epochs=2, batch_size=8, package=False, uncertainty=False
+    )
+    first = train_project(project, base, progress=False)
+    assert first.state.epoch == 2
+    resumed = train_project(
+        project, TrainConfig(**{**base.__dict__, "epochs": 3}), resume=True, progress=False
+    )
+    assert resumed.state.epoch == 3 and len(resumed.state.history) == 3
+
+    # fine-tune on two of the classes: everything but the classifier's last layer is transferred
+    other = write_classification_project(tmp_path / "b", n_train=24, n_test=6, seed=6, size=16)
+    csv = other / "train" / "groundtruth" / "groundtruth.csv"
+    csv.write_text(csv.read_text().replace("dividing", "round"))
+    test_csv = other / "test" / "groundtruth" / "groundtruth.csv"
+    test_csv.write_text(test_csv.read_text().replace("dividing", "round"))
+    tuned = TrainConfig(**{**base.__dict__, "epochs": 1, "pretrained": str(project / "model" / "best.pt")})
+    train_project(other, tuned, progress=False)
+    report = (other / "model" / "pretrained.txt").read_text()
+    assert (
+        "net.fc.1.weight" in report
+        and "skipped: shape (3, 512) in the pretrained weights, (2, 512) here" in report
+    )
+    assert re.search(r"net\.layer4\.1\.conv2\.1\.weight +loaded \(512, 512, 3, 3\)", report)
+
+    # a test label the training data does not have fails before any training, and --overwrite has
+    # not removed the previous model yet
+    test_csv.write_text(test_csv.read_text().replace(",round", ",mitotic", 1))
+    with pytest.raises(DataError, match=r"class\(es\) 'mitotic' are not among the model's classes"):
+        train_project(other, TrainConfig(**{**base.__dict__, "epochs": 1}), overwrite=True, progress=False)
+    assert (other / "model" / "best.pt").is_file() and (other / "results" / "results.csv").is_file()

@@ -46,7 +46,7 @@ def test_instantdl_nulls_binary_classes_and_flips(tmp_path: Path) -> None:
         )
     )
     config = resolve_config(cfg)
-    assert (config.image_size, config.num_classes, config.loss, config.augment) == (256, 2, "bce", ("rot90",))
+    assert (config.patch_size, config.num_classes, config.loss, config.augment) == (256, 2, "bce", ("rot90",))
 
 
 def test_wrongly_typed_values_name_the_key(tmp_path: Path) -> None:
