@@ -13,7 +13,8 @@ For each: test accuracy and AUC, then the AUROC of the uncertainty for telling w
 test predictions, and for telling out-of-distribution images from the in-distribution test images.
 Out-of-distribution sets: uniform noise images, and "another data set" (the digits model sees the
 synthetic cells; the cells model sees the digits), all at 32 x 32. Each uncertainty is compared with
-the deterministic network's own score, 1 - max softmax probability.
+the deterministic network's own score, 1 - max softmax probability, and with idl's input check, the
+atypicality of the image's statistics (idl.infer.typicality).
 
     python bench/classify.py [--epochs 15] [--model resnet50] [--only digits|cells] [--out DIR]
 """
@@ -98,6 +99,7 @@ def uncertainty_scores(model, files: list[Path], mc: int) -> dict[str, np.ndarra
         "MC entropy of mean": scores.uncertainty,
         "MC mean entropy (InstantDL)": scores.uncertainty_instantdl,
         "1 - max softmax (no MC)": 1.0 - scores.probabilities.max(axis=1),
+        "atypicality (input statistics)": scores.atypicality,
     }
 
 
@@ -146,8 +148,18 @@ def run(name: str, root: Path, epochs: int, model_name: str, mc: int) -> dict:
     wrong_det = (table["prediction"] != table["groundtruth"]).to_numpy()
     probs = table[[c for c in table if c.startswith("probability_")]].astype(float).to_numpy()
     out["wrong_vs_right"]["1 - max softmax (no MC)"] = auroc(1 - probs.max(axis=1), wrong_det)
+    out["wrong_vs_right"]["atypicality (input statistics)"] = auroc(
+        table["atypicality"].astype(float), wrong_det
+    )
+    out["atypicality_test"] = {
+        "median": float(np.median(in_dist["atypicality (input statistics)"])),
+        "max": float(np.max(in_dist["atypicality (input statistics)"])),
+    }
     for ood_name, files in ood_sets(root / f"{name}_ood", name).items():
         scores = uncertainty_scores(model, files, mc)
+        out.setdefault("atypicality_ood_median", {})[ood_name] = float(
+            np.median(scores["atypicality (input statistics)"])
+        )
         out["ood"][ood_name] = {
             key: auroc(
                 np.concatenate([in_dist[key], scores[key]]),
@@ -167,6 +179,8 @@ def report(result: dict) -> None:
         f"test images {result['n_test']}: accuracy {result['accuracy']:.4f}, AUC {result['auc']:.4f}, "
         f"MC accuracy {result['accuracy_mc']:.4f}, ECE {result['ece']:.4f} (MC {result['ece_mc']:.4f})"
     )
+    typical = result["atypicality_test"]
+    print(f"atypicality of the test images: median {typical['median']:.2f}, max {typical['max']:.2f}")
     header = ["score", "wrong vs right", *[f"OOD: {k}" for k in result["ood"]]]
     print(" | ".join(header))
     for key in result["wrong_vs_right"]:

@@ -81,6 +81,8 @@ def summary_line(summary: dict) -> str:
             f"Jaccard {summary['jaccard']:.4f} (median per image {summary['jaccard_median']:.4f}), "
             f"Dice {summary['dice']:.4f}, accuracy {summary['accuracy']:.4f}"
         )
+    if "atypical_fraction" in summary:
+        line += f", atypical inputs {100 * summary['atypical_fraction']:.0f}%"
     if "uncertainty_mean" in summary:
         line += f", mean uncertainty {summary['uncertainty_mean']:.4g}"
     return line

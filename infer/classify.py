@@ -13,13 +13,17 @@ through the MC graph; from the sampled class distributions ``p_1 .. p_S``:
   (entropy is concave), and the gap between the two is the mutual information (the samples'
   disagreement).
 - ``prediction_mc`` = arg max of the mean distribution.
+
+Uncertainty says little about images unlike the training images, which often get confident
+predictions; idl classifiers therefore also report ``atypicality``, how far an image's input
+statistics lie from the training images' (see :mod:`idl.infer.typicality`; about 1 or less: typical).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +37,7 @@ from idl.infer.iospec import IOSpec
 from idl.infer.model import LoadedModel
 from idl.infer.omezarr import image_stem
 from idl.infer.processing import apply_ops, fit_ops
+from idl.infer.typicality import InputReference
 
 log = logging.getLogger("idl")
 
@@ -77,6 +82,7 @@ class ClassScores:
     mc_probabilities: np.ndarray | None = None  # (N, K), mean over samples
     uncertainty: np.ndarray | None = None  # (N,), entropy of the mean
     uncertainty_instantdl: np.ndarray | None = None  # (N,), mean per-sample entropy
+    atypicality: np.ndarray | None = None  # (N,), how unlike the training inputs (idl.infer.typicality)
 
 
 def _probabilities(model: LoadedModel, output: np.ndarray) -> np.ndarray:
@@ -115,8 +121,8 @@ def class_names_for(model: LoadedModel) -> tuple[str, ...]:
 
 
 def results_table(names: Sequence[str], scores: ClassScores, class_names: Sequence[str]) -> pd.DataFrame:
-    """``filename, prediction, probability_<class>..., [prediction_mc, uncertainty,
-    uncertainty_instantdl]`` as a table."""
+    """``filename, prediction, probability_<class>..., [prediction_mc, mc_probability_<class>...,
+    uncertainty, uncertainty_instantdl], [atypicality]`` as a table."""
     table = pd.DataFrame({"filename": list(names)})
     table["prediction"] = [class_names[i] for i in scores.probabilities.argmax(axis=1)]
     for i, name in enumerate(class_names):
@@ -127,6 +133,8 @@ def results_table(names: Sequence[str], scores: ClassScores, class_names: Sequen
             table[f"mc_probability_{name}"] = scores.mc_probabilities[:, i]
         table["uncertainty"] = scores.uncertainty
         table["uncertainty_instantdl"] = scores.uncertainty_instantdl
+    if scores.atypicality is not None:
+        table["atypicality"] = scores.atypicality
     return table
 
 
@@ -148,6 +156,8 @@ def classify_files(
     if io.output_axes.strip("b") != "c" or any(a in io.output_axes for a in "zyx"):
         raise ModelError(f"{model.label}: this model outputs images, not one value per class.")
     batch = _batch_size(io, batch_size)
+    stored = model.info.input_reference if model.info is not None else {}
+    reference = InputReference.from_dict(stored) if stored else None
     names, parts = [], []
     for start in tqdm(range(0, len(files), batch), unit="batch", disable=not progress, desc="classify"):
         chunk = files[start : start + batch]
@@ -161,7 +171,11 @@ def classify_files(
                 )
             inputs.append(prepare_image(image, io))
             names.append(path.name)
-        parts.append(classify_batch(model, np.stack(inputs), mc_samples, batch))
+        x = np.stack(inputs)
+        scores = classify_batch(model, x, mc_samples, batch)
+        if reference is not None:
+            scores = replace(scores, atypicality=reference.atypicality(x))
+        parts.append(scores)
     fields = {
         f: (np.concatenate([getattr(p, f) for p in parts]) if getattr(parts[0], f) is not None else None)
         for f in ClassScores.__dataclass_fields__

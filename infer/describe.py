@@ -58,6 +58,10 @@ def describe(model: LoadedModel) -> str:
             f"resized to {' x '.join(map(str, info.input_size))} px; trained on axes {info.axes}"
         )
         lines.append("  writes results.csv: filename, prediction, probability_<class>... (+ MC columns)")
+        if info.input_reference:
+            lines.append(
+                "  input check: atypicality against the training images' statistics (<= ~1: typical)"
+            )
     elif info is not None:
         lines.append(
             f"task: {info.task}, {info.num_classes} classes, {info.dims}D, trained on axes {info.axes}"

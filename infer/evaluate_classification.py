@@ -12,7 +12,9 @@ Scores (``summary.json``):
 - with Monte Carlo dropout also ``accuracy_mc``, ``ece_mc`` (of the mean sampled distribution),
   ``uncertainty_mean`` and ``uncertainty_auroc``: how well the uncertainty separates wrong from
   right predictions (0.5: not at all, 1: every wrong prediction is more uncertain than every right
-  one), likewise ``uncertainty_instantdl_auroc``.
+  one), likewise ``uncertainty_instantdl_auroc``;
+- for idl classifiers ``atypicality_mean`` and ``atypical_fraction`` (the share of images with an
+  atypicality above 1.5, i.e. unlike the training images; see :mod:`idl.infer.typicality`).
 
 Figures: confusion matrix, ROC curves, a reliability diagram, the uncertainty of right and wrong
 predictions, and the misclassified images; all in a self-contained ``report.html``.
@@ -247,6 +249,10 @@ def evaluate_classification(
         metrics["prediction_mc"] = table["prediction_mc"]
         metrics["uncertainty_mean"] = table["uncertainty"]  # per image: its uncertainty
         metrics["uncertainty_instantdl"] = table["uncertainty_instantdl"]
+    if "atypicality" in table:
+        metrics["atypicality"] = table["atypicality"]
+        extra["atypicality_mean"] = float(table["atypicality"].mean())
+        extra["atypical_fraction"] = float((table["atypicality"] > 1.5).mean())
     out_dir.mkdir(parents=True, exist_ok=True)
     overview = _figures(out_dir, truth, probabilities, class_names, table, correct) if figures else []
     gallery = (
@@ -272,7 +278,9 @@ def evaluate_classification(
         summary["accuracy"],
         summary["auc"],
         len(truth),
-        f"; uncertainty AUROC (wrong vs right) {extra['uncertainty_auroc']:.3f}" if extra else "",
+        f"; uncertainty AUROC (wrong vs right) {extra['uncertainty_auroc']:.3f}"
+        if "uncertainty_auroc" in extra
+        else "",
     )
     return summary
 

@@ -63,6 +63,9 @@ class ModelInfo:
     # classification: the (Y, X) size every image is resized to before normalization; () for the
     # U-Net tasks, which take any size
     input_size: tuple[int, ...] = ()
+    # classification: statistics of the training inputs, to tell how unusual an image is (see
+    # idl.infer.typicality); {} when not recorded
+    input_reference: dict[str, Any] = field(default_factory=dict)
 
     def multiple_of(self, axis: str) -> int:
         """Size multiple along ``axis`` (z, y or x)."""

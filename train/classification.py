@@ -24,6 +24,7 @@ from idl.infer.classify import resize_to
 from idl.infer.errors import DataError
 from idl.infer.model_info import ModelInfo
 from idl.infer.normalize import Normalization, normalize
+from idl.infer.typicality import fit_reference
 from idl.models import ResNetClassifier, ResNetSpec
 from idl.models.resnet import SMALL_INPUT
 from idl.train.config import ConfigError, TrainConfig
@@ -225,6 +226,7 @@ def prepare_classification(project: Path, config: TrainConfig, pretrained: Pretr
         class_names=data.class_names,
         name=f"{Path(project).resolve().name}-{config.model}",
         input_size=data.input_size,
+        input_reference=fit_reference(data.images).to_dict(),
         training={
             "n_train": len(train_idx),
             "n_val": len(val_idx),

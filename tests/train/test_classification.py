@@ -188,3 +188,20 @@ def test_resume_pretrained_and_early_test_label_check(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"class\(es\) 'mitotic' are not among the model's classes"):
         train_project(other, TrainConfig(**{**base.__dict__, "epochs": 1}), overwrite=True, progress=False)
     assert (other / "model" / "best.pt").is_file() and (other / "results" / "results.csv").is_file()
+
+
+def test_noise_images_are_flagged_atypical(classified_project: Path, tmp_path: Path) -> None:
+    from idl.infer.classify import classify_files
+    from idl.infer.model import load_model
+
+    rng = np.random.default_rng(0)
+    noise = [
+        write_tiff(tmp_path / f"noise_{i}.tif", rng.poisson(130, (32, 32)).astype(np.uint16))
+        for i in range(8)
+    ]
+    model = load_model(classified_project / "model")
+    _, flagged = classify_files(model, noise, progress=False)
+    table = pd.read_csv(classified_project / "results" / "results.csv")
+    assert flagged.atypicality is not None
+    assert np.median(table["atypicality"]) < 1.0  # the test images look like the training images
+    assert flagged.atypicality.min() > 2 * table["atypicality"].max()
