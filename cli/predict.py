@@ -187,6 +187,7 @@ def _classify(
         out_dir / "evaluation",
         images={image_stem(f): f for f in files},
         axes=axes,
+        labels_source=str(label_csv_for(gt)),
     )
     click.echo(f"{summary_line(summary)}; report: {out_dir / 'evaluation' / 'report.html'}")
 

@@ -10,11 +10,13 @@ labels, and file names that point outside the image folder.
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from idl.infer.errors import DataError
+from idl.infer.io import IMAGE_SUFFIXES
 from idl.infer.omezarr import image_stem
 from idl.infer.project import GT_DIR, IMAGE_DIR, files_by_stem
 
@@ -32,6 +34,11 @@ def find_label_csv(split_dir: Path) -> Path:
     others = sorted((split_dir / GT_DIR).glob("*.csv")) if (split_dir / GT_DIR).is_dir() else []
     if len(others) == 1:
         return others[0]
+    if others:
+        raise DataError(
+            f"{split_dir / GT_DIR}: holds {len(others)} CSV files ({', '.join(p.name for p in others)}); "
+            f"name the one with the labels {CSV_NAME} (or pass it with --gt)."
+        )
     raise DataError(
         f"{candidates[0]}: not found. Classification needs a CSV file with the columns "
         f"{','.join(COLUMNS)} (one row per image: its file name and its class)."
@@ -100,7 +107,7 @@ def read_label_csv(path: Path) -> dict[str, str]:
                 f"{path}, row {number}: '{name}' is not a plain file name. Give names of files in the image "
                 "folder (no folders, no '..', no absolute paths)."
             )
-        stem = image_stem(Path(name))
+        stem = label_key(name)
         if stem in labels:
             raise DataError(
                 f"{path}, rows {first_row[stem]} and {number}: '{name}' is listed twice; "
@@ -122,12 +129,19 @@ def class_names_of(labels: Sequence[str]) -> tuple[str, ...]:
 
 
 def canonical(label: str) -> str:
-    """Integers written differently (``"01"``, ``"1.0"``) are the same class."""
-    try:
-        number = float(label)
-    except ValueError:
-        return label
-    return str(int(number)) if number.is_integer() else label
+    """Integers written differently (``"01"``, ``"1.0"``) are the same class; anything else is kept
+    exactly as written."""
+    match = re.fullmatch(r"([+-]?\d+)(\.0+)?", label)
+    return str(int(match.group(1))) if match else label
+
+
+def label_key(name: str) -> str:
+    """How a CSV row's file name is matched to images: without its suffix when that is an image
+    suffix (``a.tif`` and ``a`` both name ``a.tif``), else as written (``sample.01``)."""
+    lower = name.lower()
+    if lower.endswith((".zarr", *IMAGE_SUFFIXES)):
+        return image_stem(Path(name))
+    return name
 
 
 @dataclass(frozen=True)

@@ -104,12 +104,16 @@ def classify_batch(model: LoadedModel, x: np.ndarray, mc_samples: int = 0, batch
     if mc_samples < 2:
         return ClassScores(probabilities)
     run_mc = model.network(mc=True)
-    # all samples of an image in one call where the batch allows (ORT draws fresh masks per row)
-    repeated = np.repeat(x, mc_samples, axis=0)
-    flat = np.concatenate(
-        [_probabilities(model, run_mc(repeated[i : i + batch])) for i in range(0, len(repeated), batch)]
-    )
-    samples = flat.reshape(len(x), mc_samples, -1).transpose(1, 0, 2)
+    # the samples of a few images per call (ONNX Runtime draws fresh masks for every row); only
+    # those copies exist at a time, so memory stays at one batch
+    group = max(1, batch // mc_samples)
+    flat = []
+    for i in range(0, len(x), group):
+        repeated = np.repeat(x[i : i + group], mc_samples, axis=0)
+        flat += [
+            _probabilities(model, run_mc(repeated[j : j + batch])) for j in range(0, len(repeated), batch)
+        ]
+    samples = np.concatenate(flat).reshape(len(x), mc_samples, -1).transpose(1, 0, 2)
     return ClassScores(probabilities, *mc_scores(samples))
 
 

@@ -5,7 +5,8 @@ Scores (``summary.json``):
 - ``accuracy``; ``auc``: ROC AUC of the class probabilities, for two classes that of the second
   class, beyond two the macro average of one-vs-rest AUCs (as scikit-learn's ``multi_class="ovr"``;
   classes absent from the test labels are left out of the average);
-- ``jaccard``: of the second class for two classes, else the macro mean over classes;
+- ``jaccard``: of the second class for two classes, else the macro mean over the classes that occur
+  in the labels or the predictions;
 - ``mae``, ``mse``: mean absolute and squared difference between the one-hot ground truth and the
   probabilities (``mse`` is the Brier score divided by the number of classes);
 - ``ece``: expected calibration error (10 equal-width confidence bins);
@@ -29,11 +30,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from idl.infer.classes import class_indices
+from idl.infer.classes import class_indices, label_key
 from idl.infer.errors import DataError
 from idl.infer.evaluate import write_evaluation
 from idl.infer.io import atomic_path
-from idl.infer.omezarr import image_stem
 
 log = logging.getLogger("idl")
 
@@ -79,7 +79,8 @@ def classification_scores(truth: np.ndarray, probabilities: np.ndarray) -> dict[
         per_class = [auroc(probabilities[:, c], truth == c) for c in range(k)]
         present = [a for a in per_class if np.isfinite(a)]
         auc = float(np.mean(present)) if present else float("nan")
-        jaccard = jaccard_score(truth, predicted, average="macro", labels=list(range(k)), zero_division=0.0)
+        present = sorted(set(truth.tolist()) | set(predicted.tolist()))  # as the AUC: absent classes out
+        jaccard = jaccard_score(truth, predicted, average="macro", labels=present, zero_division=0.0)
     return {
         "accuracy": float(np.mean(predicted == truth)),
         "auc": auc,
@@ -104,6 +105,7 @@ def _figures(
     class_names: Sequence[str],
     table: pd.DataFrame,
     correct: np.ndarray,
+    mc_correct: np.ndarray,
 ) -> list[Path]:
     from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
 
@@ -161,15 +163,13 @@ def _figures(
     if "uncertainty" in table:
         fig, ax = plt.subplots(figsize=(4.5, 4))
         bins = np.linspace(0, 1, 21)
-        values = table["uncertainty"].to_numpy(np.float64)
-        ax.hist(values[correct], bins=bins, alpha=0.6, label=f"right (n={int(correct.sum())})", density=True)
-        ax.hist(
-            values[~correct], bins=bins, alpha=0.6, label=f"wrong (n={int((~correct).sum())})", density=True
-        )
+        values, right = table["uncertainty"].to_numpy(np.float64), mc_correct
+        ax.hist(values[right], bins=bins, alpha=0.6, label=f"right (n={int(right.sum())})", density=True)
+        ax.hist(values[~right], bins=bins, alpha=0.6, label=f"wrong (n={int((~right).sum())})", density=True)
         ax.set_xlabel("uncertainty (normalized entropy)")
         ax.set_ylabel("density")
         ax.legend(fontsize=8)
-        ax.set_title("uncertainty of right and wrong predictions", fontsize=10)
+        ax.set_title("uncertainty of right and wrong MC predictions", fontsize=10)
         save(fig, "uncertainty.png")
     return saved
 
@@ -210,21 +210,22 @@ def evaluate_classification(
     images: dict[str, Path] | None = None,
     axes: str | None = None,
     figures: bool = True,
+    labels_source: str = "groundtruth.csv",
 ) -> dict[str, float | int]:
-    """Score ``results.csv`` against ``labels`` (image name -> class); write metrics.csv, summary.json,
-    figures and report.html into ``out_dir``; return the summary."""
+    """Score ``results.csv`` against ``labels`` (image name -> class, from ``labels_source``); write
+    metrics.csv, summary.json, figures and report.html into ``out_dir``; return the summary."""
     table = pd.read_csv(results, dtype={"filename": str, "prediction": str, "prediction_mc": str})
-    keys = [image_stem(Path(n)) for n in table["filename"]]  # labels are keyed by name without suffix
+    keys = [label_key(n) for n in table["filename"]]  # labels are keyed by name without suffix
     missing = [n for n, key in zip(table["filename"], keys, strict=True) if key not in labels]
     if missing:
         raise DataError(
-            f"no ground-truth label for {missing[0]} ({len(missing)} image(s) without one); add a row for it "
-            "to groundtruth.csv."
+            f"{labels_source}: no row for {missing[0]} ({len(missing)} image(s) without one); add "
+            "'file name,class' rows for every image."
         )
     class_names = [str(c) for c in class_names]
     table["groundtruth"] = [labels[key] for key in keys]
     table["key"] = keys
-    truth = np.array(class_indices(table["groundtruth"].tolist(), class_names, "ground truth"))
+    truth = np.array(class_indices(table["groundtruth"].tolist(), class_names, labels_source))
     probabilities = _columns(table, "probability_", class_names)
     if probabilities is None:
         raise DataError(f"{results}: expected columns probability_<class> for {', '.join(class_names)}.")
@@ -254,7 +255,11 @@ def evaluate_classification(
         extra["atypicality_mean"] = float(table["atypicality"].mean())
         extra["atypical_fraction"] = float((table["atypicality"] > 1.5).mean())
     out_dir.mkdir(parents=True, exist_ok=True)
-    overview = _figures(out_dir, truth, probabilities, class_names, table, correct) if figures else []
+    # the uncertainty describes the MC prediction: its figure splits by the MC prediction's mistakes
+    mc_right = (mc.argmax(axis=1) == truth) if mc is not None else correct
+    overview = (
+        _figures(out_dir, truth, probabilities, class_names, table, correct, mc_right) if figures else []
+    )
     gallery = (
         _error_gallery(out_dir / "misclassified.png", table, ~correct, images or {}, axes)
         if figures and (~correct).any()
@@ -290,7 +295,7 @@ def evaluate_results_folder(
 ) -> dict[str, float | int]:
     """``idl-evaluate --task classification``: ``pred_dir/results.csv`` against ``gt`` (a
     ``groundtruth.csv`` or the folder holding it); classes from the results' probability columns."""
-    from idl.infer.classes import read_labels
+    from idl.infer.classes import label_csv_for, read_labels
     from idl.infer.classify import RESULTS_NAME
     from idl.infer.project import files_by_stem
 
@@ -303,4 +308,6 @@ def evaluate_results_folder(
         raise DataError(f"{results}: no probability_<class> columns; is this idl-predict's results.csv?")
     labels = read_labels(gt)
     images = files_by_stem(image_dir) if image_dir is not None else {}
-    return evaluate_classification(results, labels, class_names, out_dir, images, axes)
+    return evaluate_classification(
+        results, labels, class_names, out_dir, images, axes, labels_source=str(label_csv_for(gt))
+    )

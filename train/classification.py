@@ -12,6 +12,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,7 +31,6 @@ from idl.models.resnet import SMALL_INPUT
 from idl.train.config import ConfigError, TrainConfig
 from idl.train.data import augment_pair
 from idl.train.losses import LossFn
-from idl.train.pretrained import Pretrained
 from idl.train.setup import Setup
 
 log = logging.getLogger("idl")
@@ -182,13 +182,15 @@ def _check_test_labels(test_dir: Path, class_names: tuple[str, ...]) -> None:
     class_indices(labels, class_names, f"{test_dir} (groundtruth.csv)")
 
 
-def prepare_classification(project: Path, config: TrainConfig, pretrained: Pretrained | None) -> Setup:
-    """Data, network, loss and model description of a classification run."""
+def prepare_classification(project: Path, config: TrainConfig, arch: dict[str, Any] | None = None) -> Setup:
+    """Data, network, loss and model description of a classification run. ``arch`` holds the
+    architecture of the weights the run starts from (pretrained, or the run being resumed): their
+    variant and stem are kept."""
     if config.dims != 2:
         raise ConfigError("classification works on 2D images; use --dims 2 (3D classification is not built).")
-    arch = pretrained.architecture if pretrained is not None else {}
+    arch = arch or {}
     if arch.get("variant") and arch["variant"] != config.resolved_model:
-        log.info("using the pretrained network's architecture %s", arch["variant"])
+        log.info("using the source network's architecture %s", arch["variant"])
         config = replace(config, model=arch["variant"])
     data = load_classification_data(project / "train", config.normalization, config.axes, config.image_size)
     _check_test_labels(project / "test", data.class_names)

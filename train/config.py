@@ -110,6 +110,10 @@ class TrainConfig:
             (self.learning_rate > 0, "learning_rate must be > 0"),
             (self.patience >= 1, "patience must be >= 1"),
             (self.image_size is None or self.image_size >= 8, "image_size must be >= 8"),
+            (
+                self.image_size is None or self.image_size >= 16 or self.task == "classification",
+                "image_size (the training patch side) must be >= 16",
+            ),
             (self.dims in (2, 3), "dims must be 2 or 3"),
             (self.depth is None or 1 <= self.depth <= 6, "depth must be between 1 and 6"),
             (self.base_filters >= 1, "base_filters must be >= 1"),

@@ -135,7 +135,11 @@ def fit(
     while not state.finished and state.epoch < settings.epochs:
         train_set.epoch = state.epoch
         shuffle = torch.Generator().manual_seed(settings.seed * 100_003 + state.epoch)
-        loader = DataLoader(train_set, batch_size=settings.batch_size, shuffle=True, generator=shuffle)
+        # a last batch of one image breaks batch norm where features are 1 x 1 (small classifiers)
+        single = len(train_set) % settings.batch_size == 1 and len(train_set) > 1
+        loader = DataLoader(
+            train_set, batch_size=settings.batch_size, shuffle=True, generator=shuffle, drop_last=single
+        )
         train_loss = train_epoch(model, loader, loss_fn, optimizer, device, settings.progress)
         val_loss, val_score = validate(model, val_loader, loss_fn, settings, device)
         if not (math.isfinite(train_loss) and math.isfinite(val_loss)):

@@ -47,7 +47,7 @@ from idl.train.data import (
 )
 from idl.train.loop import LoopSettings, TrainState, fit
 from idl.train.losses import make_loss
-from idl.train.pretrained import Pretrained, read_pretrained, transfer
+from idl.train.pretrained import Pretrained, TransferReport, read_pretrained, transfer
 from idl.train.setup import Setup
 from idl.train.tracking import Tracker
 
@@ -261,8 +261,8 @@ def _prepare_unet(project: Path, config: TrainConfig, pretrained: Pretrained | N
     )
 
 
-def _start_from(model: nn.Module, pretrained: Pretrained, model_dir: Path) -> set[str]:
-    """Copy matching pretrained tensors into ``model``; returns the names of those not loaded."""
+def _transfer_weights(model: nn.Module, pretrained: Pretrained) -> TransferReport:
+    """Copy matching pretrained tensors into ``model``; raises when none matches."""
     report = transfer(model, pretrained.state_dict)
     if not report.loaded:
         raise ConfigError(
@@ -275,8 +275,7 @@ def _start_from(model: nn.Module, pretrained: Pretrained, model_dir: Path) -> se
         len(report.skipped),
         report.table(),
     )
-    write_text(model_dir / PRETRAINED_REPORT, report.table() + "\n")
-    return {name for name, _ in report.skipped}
+    return report
 
 
 def _freeze(model: Any, fresh: set[str]) -> None:
@@ -309,31 +308,41 @@ def train_project(
     replaces = _replaces_model(project, resume, overwrite)
     device = resolve_device(config.device)
     pretrained = read_pretrained(config.pretrained) if config.pretrained and not resume else None
+    saved = load_checkpoint(model_dir / LAST_NAME) if resume else None
 
     torch.manual_seed(config.seed)  # the network's initialization
     if config.task == "classification":
         from idl.train.classification import prepare_classification
 
-        setup = prepare_classification(project, config, pretrained)
+        # the architecture details the data does not decide come from the source weights, or on
+        # --resume from the run being continued
+        source = pretrained.architecture if pretrained is not None else (saved or {}).get("spec", {})
+        setup = prepare_classification(project, config, source)
     else:
         setup = _prepare_unet(project, config, pretrained)
-    if replaces:  # only now: the pretrained weights may come from this folder, and the data is fine
-        _clear_previous(project)
-    model_dir.mkdir(parents=True, exist_ok=True)
     config, info, model = setup.config, setup.info, setup.model
     if config.uncertainty and config.dropout == 0:
         log.warning("dropout is 0, so there is no Monte Carlo dropout: predicting without uncertainty")
         config = replace(config, uncertainty=False)
     log.info("%s, device %s", setup.summary, device)
 
-    fresh = _start_from(model, pretrained, model_dir) if pretrained is not None else set()
+    report = _transfer_weights(model, pretrained) if pretrained is not None else None
+    if replaces:  # only now: the pretrained weights may come from this folder, and the data is fine
+        _clear_previous(project)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    if report is not None:
+        write_text(model_dir / PRETRAINED_REPORT, report.table() + "\n")
+    # tensors the source lacked stay trainable in a frozen encoder, also when the run is resumed
+    fresh = {n for n, _ in report.skipped} if report is not None else set((saved or {}).get("fresh", []))
     if config.freeze_encoder:
         _freeze(model, fresh)
     model = model.to(device)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
+    # all parameters: frozen ones get no gradient, so Adam leaves them alone, and the optimizer state
+    # of a checkpoint fits whatever was frozen
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     state, run_id = TrainState(), None
-    if resume:
-        payload = load_checkpoint(model_dir / LAST_NAME)
+    if saved is not None:
+        payload = saved
         wanted = asdict(setup.spec)
         if payload["spec"] != wanted:
             raise ConfigError(
@@ -356,7 +365,12 @@ def train_project(
         tracker.log_params({**config.to_dict(), "data": info.training})
 
         def on_epoch(current: TrainState, improved: bool) -> None:
-            payload = {**model_payload(model, info), "config": config.to_dict(), "state": current.to_dict()}
+            payload = {
+                **model_payload(model, info),
+                "config": config.to_dict(),
+                "state": current.to_dict(),
+                "fresh": sorted(fresh),
+            }
             if improved:
                 save_checkpoint(model_dir / BEST_NAME, payload)
             save_checkpoint(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,11 @@ def default_tracking_uri(project: Path) -> str:
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as ``a.b.c`` keys, with characters MLflow refuses in keys (e.g. a class named
+    ``CD4+``) replaced by ``_``."""
     flat: dict[str, Any] = {}
     for key, value in data.items():
-        name = f"{prefix}{key}"
+        name = prefix + re.sub(r"[^\w\-. /]", "_", str(key))
         if isinstance(value, dict):
             flat.update(_flatten(value, f"{name}."))
         else:

@@ -7,7 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from idl.infer.classes import class_indices, class_names_of, labelled_images, read_label_csv
+from idl.infer.classes import (
+    canonical,
+    class_indices,
+    class_names_of,
+    label_key,
+    labelled_images,
+    read_label_csv,
+)
 from idl.infer.errors import DataError
 from idl.infer.io import write_tiff
 
@@ -74,3 +81,38 @@ def test_missing_csv_rows_and_images(tmp_path: Path) -> None:
         labelled_images(orphan)
     unlabelled = labelled_images(_split(tmp_path / "test", ["a.tif"], None), require_labels=False)
     assert unlabelled[0].label is None
+
+
+def test_labels_and_names_are_kept_as_written_unless_clearly_the_same() -> None:
+    assert [canonical(v) for v in ("01", "1.0", "-2", "1_0", "1.5", "12345678901234567890")] == [
+        "1",
+        "1",
+        "-2",
+        "1_0",
+        "1.5",
+        "12345678901234567890",
+    ]
+    assert [label_key(n) for n in ("a.tif", "a.TIFF", "cells.ome.zarr", "sample.01", "a")] == [
+        "a",
+        "a",
+        "cells",
+        "sample.01",
+        "a",
+    ]
+
+
+def test_dotted_names_and_several_csvs(tmp_path: Path) -> None:
+    split = _split(
+        tmp_path / "dots",
+        ["sample.01.tif", "sample.02.tif"],
+        "filename,groundtruth\nsample.01,x\nsample.02.tif,y\n",
+    )
+    assert [(i.name, i.label) for i in labelled_images(split)] == [("sample.01", "x"), ("sample.02", "y")]
+    several = _split(
+        tmp_path / "several", ["a.tif"], "filename,groundtruth\na.tif,x\n", "groundtruth/labels.csv"
+    )
+    (several / "groundtruth" / "other.csv").write_text("x\n")
+    with pytest.raises(
+        DataError, match=r"holds 2 CSV files \(labels.csv, other.csv\); name the one with the labels"
+    ):
+        labelled_images(several)

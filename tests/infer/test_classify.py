@@ -10,22 +10,12 @@ import pytest
 from scipy.stats import entropy
 from sklearn.metrics import accuracy_score, jaccard_score, roc_auc_score
 
-from idl.infer.classify import (
-    ClassScores,
-    mc_scores,
-    normalized_entropy,
-    prepare_image,
-    resize_to,
-    results_table,
-)
+from idl.infer.classify import ClassScores, mc_scores, normalized_entropy, results_table
 from idl.infer.evaluate_classification import (
     classification_scores,
     evaluate_classification,
     expected_calibration_error,
 )
-from idl.infer.iospec import io_for_info
-from idl.infer.model_info import ModelInfo
-from idl.infer.normalize import Normalization, normalize
 
 
 def _distributions(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -53,17 +43,6 @@ def test_entropy_of_the_mean_is_never_below_instantdls_mean_entropy(rng: np.rand
     assert mc_scores(disagree)[1][0] > 0.6 and mc_scores(disagree)[2][0] == pytest.approx(0, abs=1e-9)
 
 
-def test_prepare_image_resizes_then_normalizes_like_training(rng: np.random.Generator) -> None:
-    info = ModelInfo("classification", 2, 3, 1, 0, input_size=(16, 16), class_names=("a", "b", "c"))
-    image = rng.integers(0, 4000, (40, 40, 2)).astype(np.uint16)
-    x = prepare_image(image, io_for_info(info))
-    expected = np.moveaxis(normalize(resize_to(image, (16, 16)), Normalization()), -1, 0)
-    assert x.shape == (2, 16, 16) and x.dtype == np.float32
-    np.testing.assert_allclose(x, expected, atol=1e-6)
-    same = rng.random((16, 16, 2)).astype(np.float32)
-    np.testing.assert_array_equal(resize_to(same, (16, 16)), same)  # no resampling at the input size
-
-
 def test_scores_match_scikit_learn(rng: np.random.Generator) -> None:
     truth = rng.integers(0, 4, 80)
     p = _distributions(rng, (80, 4))
@@ -76,6 +55,10 @@ def test_scores_match_scikit_learn(rng: np.random.Generator) -> None:
     one_hot = np.eye(4)[truth]
     assert scores["mse"] == pytest.approx(np.mean(np.sum((one_hot - p) ** 2, axis=1)) / 4)  # Brier / K
     assert scores["mae"] == pytest.approx(np.mean(np.abs(one_hot - p)))
+    # a class absent from labels and predictions is left out of the macro Jaccard, as of the AUC
+    right = np.array([[0.8, 0.1, 0.1], [0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.7, 0.1]])
+    only_two = classification_scores(np.array([0, 0, 1, 1]), right)
+    assert only_two["jaccard"] == pytest.approx(1.0) and only_two["auc"] == pytest.approx(1.0)
     binary = classification_scores(truth % 2, np.stack([1 - p[:, 0], p[:, 0]], axis=1))
     assert binary["auc"] == pytest.approx(roc_auc_score(truth % 2, p[:, 0]))
 
@@ -91,13 +74,16 @@ def test_evaluation_files_and_uncertainty_auroc(tmp_path: Path) -> None:
     names = [f"im{i}.tif" for i in range(6)]
     det = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.2, 0.8], [0.6, 0.4], [0.45, 0.55]])
     mc = det.copy()
-    unc = np.array([0.1, 0.2, 0.15, 0.1, 0.9, 0.8])
+    mc[1] = [0.4, 0.6]  # the MC mean gets image 1 wrong, which the deterministic graph gets right
+    unc = np.array([0.1, 0.7, 0.15, 0.1, 0.9, 0.8])
     table = results_table(names, ClassScores(det, mc, unc, unc * 0.9), ("neg", "pos"))
     table.to_csv(tmp_path / "results.csv", index=False)
     labels = {"im0": "neg", "im1": "neg", "im2": "pos", "im3": "pos", "im4": "pos", "im5": "neg"}
     summary = evaluate_classification(tmp_path / "results.csv", labels, ("neg", "pos"), tmp_path / "ev")
     assert summary["accuracy"] == pytest.approx(4 / 6)
-    assert summary["uncertainty_auroc"] == pytest.approx(1.0)  # the two wrong ones are the most uncertain
+    # the MC prediction's three mistakes are its three most uncertain images
+    assert summary["uncertainty_auroc"] == pytest.approx(1.0)
+    assert summary["accuracy_mc"] == pytest.approx(3 / 6)
     assert summary["uncertainty_mean"] == pytest.approx(unc.mean())
     metrics = pd.read_csv(tmp_path / "ev" / "metrics.csv")
     assert metrics["correct"].tolist() == [1, 1, 1, 1, 0, 0]

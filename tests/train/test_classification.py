@@ -205,3 +205,30 @@ def test_noise_images_are_flagged_atypical(classified_project: Path, tmp_path: P
     assert flagged.atypicality is not None
     assert np.median(table["atypicality"]) < 1.0  # the test images look like the training images
     assert flagged.atypicality.min() > 2 * table["atypicality"].max()
+
+
+def test_training_inputs_equal_what_inference_feeds_the_network(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    from idl.infer.axes import read_channels_last
+    from idl.infer.classify import prepare_image
+    from idl.infer.iospec import io_for_info
+    from idl.infer.model_info import ModelInfo
+
+    split = tmp_path / "train"
+    for i, size in enumerate([(40, 40), (40, 40), (56, 30)]):
+        write_tiff(split / "image" / f"im{i}.tif", rng.integers(0, 4000, (*size, 2)).astype(np.uint16))
+    (split / "groundtruth.csv").write_text("filename,groundtruth\nim0,a\nim1,b\nim2,a\n")
+    data = load_classification_data(split, Normalization(), axes="yxc", image_size=24)
+    info = ModelInfo("classification", 2, 2, 1, 0, input_size=(24, 24), class_names=("a", "b"))
+    io = io_for_info(info)
+    for i in range(3):
+        image = read_channels_last(split / "image" / f"im{i}.tif", "yxc", "yx")[0]
+        np.testing.assert_allclose(prepare_image(image, io), data.images[i], atol=1e-6)
+
+
+def test_mlflow_keys_are_cleaned() -> None:
+    from idl.train.tracking import _flatten
+
+    flat = _flatten({"data": {"images_per_class": {"CD4+": 3, "mitosis (late)": 2}}})
+    assert flat == {"data.images_per_class.CD4_": 3, "data.images_per_class.mitosis _late_": 2}
