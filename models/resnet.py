@@ -18,7 +18,6 @@ post-processing).
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +25,7 @@ from torch import nn
 from torchvision import models as tv
 
 from idl.models.dropout import MCDropout
+from idl.models.freezing import FreezableEncoder
 
 VARIANTS = {
     "resnet18": tv.resnet18,
@@ -59,7 +59,7 @@ def _with_dropout(conv: nn.Module, p: float) -> nn.Sequential:
     return nn.Sequential(MCDropout(p), conv)
 
 
-class ResNetClassifier(nn.Module):
+class ResNetClassifier(FreezableEncoder):
     """torchvision ResNet with any input channels, small-input stem and MC dropout (see module doc)."""
 
     def __init__(self, spec: ResNetSpec) -> None:
@@ -84,26 +84,6 @@ class ResNetClassifier(nn.Module):
     def in_encoder(name: str) -> bool:
         """Whether a parameter belongs to the feature extractor (everything but the classifier)."""
         return not name.startswith("net.fc")
-
-    def freeze_encoder(self, keep_trainable: Collection[str] = ()) -> int:
-        """Stop training the feature extractor (weights and batch-norm statistics), so fine-tuning
-        adapts only the classifier. Tensors named in ``keep_trainable`` keep training. Returns the
-        number of frozen parameters."""
-        frozen = 0
-        for name, parameter in self.named_parameters():
-            if self.in_encoder(name) and name not in keep_trainable:
-                parameter.requires_grad_(False)
-                frozen += parameter.numel()
-        self.train(self.training)
-        return frozen
-
-    def train(self, mode: bool = True) -> ResNetClassifier:
-        """Switch train/eval mode; frozen batch-norm layers keep their statistics fixed."""
-        super().train(mode)
-        for module in self.modules():
-            if isinstance(module, nn.BatchNorm2d) and not module.weight.requires_grad:
-                module.eval()
-        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, classes)`` for a batch ``(N, C, H, W)`` of normalized images."""

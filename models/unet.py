@@ -13,7 +13,6 @@ there, so the exported graph stays free of shape arithmetic.
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +20,7 @@ from torch import nn
 
 from idl.infer.tiling import pad_mode
 from idl.models.dropout import MCDropout
+from idl.models.freezing import FreezableEncoder
 
 LAYERS = {
     2: (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d, nn.ConvTranspose2d),
@@ -106,7 +106,7 @@ class _Level(nn.Module):
         return self.body(x)
 
 
-class UNet(nn.Module):
+class UNet(FreezableEncoder):
     """U-Net, ``(N, C, [Z,] Y, X)`` in, ``(N, K, [Z,] Y, X)`` logits out."""
 
     def __init__(self, spec: UNetSpec) -> None:
@@ -135,28 +135,6 @@ class UNet(nn.Module):
     def in_encoder(name: str) -> bool:
         """Whether a parameter belongs to the encoder or bottleneck (what ``freeze_encoder`` freezes)."""
         return name.startswith(("encoder", "bottleneck"))
-
-    def freeze_encoder(self, keep_trainable: Collection[str] = ()) -> int:
-        """Stop training the encoder and bottleneck, weights and batch-norm statistics alike, so
-        fine-tuning adapts only the decoder and head. Tensors named in ``keep_trainable`` (e.g. a
-        first layer that was not in the pretrained weights) keep training. Returns the number of
-        frozen parameters."""
-        frozen = 0
-        for part in ("encoder", "bottleneck"):
-            for name, parameter in getattr(self, part).named_parameters(prefix=part):
-                if name not in keep_trainable:
-                    parameter.requires_grad_(False)
-                    frozen += parameter.numel()
-        self.train(self.training)
-        return frozen
-
-    def train(self, mode: bool = True) -> UNet:
-        """Switch train/eval mode; frozen batch-norm layers keep their statistics fixed."""
-        super().train(mode)
-        for module in self.modules():
-            if isinstance(module, (nn.BatchNorm2d, nn.BatchNorm3d)) and not module.weight.requires_grad:
-                module.eval()
-        return self
 
     def forward_aligned(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for an input whose spatial sizes are multiples of ``spec.multiples``."""
