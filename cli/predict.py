@@ -118,7 +118,9 @@ def main(
         raise click.BadParameter("use 0 (off) or at least 2 samples", param_hint="--mc-samples")
     loaded = load_model(model, device)
     files = collect_inputs(inputs)
-    if loaded.info is not None and loaded.info.task == "classification":
+    from idl.infer.classify import is_classifier
+
+    if is_classifier(loaded):
         _classify(loaded, files, out_dir, mc_samples, axes, gt_dir, batch_size, quiet)
         return
     if gt_dir is not None and not gt_dir.is_dir():
@@ -177,13 +179,13 @@ def _classify(
     click.echo(f"{len(files)} image(s) classified: {results}")
     if labels is None:
         return
+    from idl.infer.classify import class_names_for
     from idl.infer.evaluate_classification import evaluate_classification
 
-    assert model.info is not None
     summary = evaluate_classification(
         results,
         labels,
-        model.info.class_names,
+        class_names_for(model),
         out_dir / "evaluation",
         images={image_stem(f): f for f in files},
         axes=axes,

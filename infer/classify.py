@@ -117,11 +117,18 @@ def classify_batch(model: LoadedModel, x: np.ndarray, mc_samples: int = 0, batch
     return ClassScores(probabilities, *mc_scores(samples))
 
 
+def is_classifier(model: LoadedModel) -> bool:
+    """An idl classifier, or any network whose output has no space axes (one value per class)."""
+    if model.info is not None:
+        return model.info.task == "classification"
+    return not any(a in model.io.output_axes for a in "zyx")
+
+
 def class_names_for(model: LoadedModel) -> tuple[str, ...]:
-    """The model's class names (``class0``... when it stores none)."""
+    """The model's class names: idl's, a package's output channel names, or ``class0``..."""
     k = model.io.out_channels
-    names = model.info.class_names if model.info is not None else ()
-    return tuple(names) if len(names) == k else tuple(f"class{i}" for i in range(k))
+    names = model.info.class_names if model.info is not None else model.details.get("channel_names", ())
+    return tuple(map(str, names)) if len(names) == k else tuple(f"class{i}" for i in range(k))
 
 
 def results_table(names: Sequence[str], scores: ClassScores, class_names: Sequence[str]) -> pd.DataFrame:

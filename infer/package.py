@@ -236,10 +236,25 @@ def io_from_description(descr: Any, pad_input: bool = True) -> IOSpec:
     input_axes, in_channels, sizes = _input_layout(source)
     output_axes, out_channels, halo = _output_layout(target, source)
     missing = sorted(set(sizes) - set(halo))
+    if not halo and all(size.step == 0 for size in sizes.values()):
+        # an image classifier: one fixed-size image in, one value per class out (no tiling)
+        in_letters, out_letters = _axis_letters(source), _axis_letters(target)
+        return IOSpec(
+            input_axes=input_axes,
+            output_axes=output_axes,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            sizes=sizes,
+            preprocessing=tuple(_processing(p, in_letters, str(source.id)) for p in source.preprocessing),
+            postprocessing=tuple(_processing(p, out_letters, str(target.id)) for p in target.postprocessing),
+            output_dtype=str(target.dtype),
+            max_batch=_batch_limit(source),
+        )
     if missing:
         raise ModelError(
             f"the output '{target.id}' lacks the input's space axes {', '.join(missing)}; idl-predict runs "
-            "image-to-image networks (a classifier or a fixed-size output cannot be tiled)."
+            "image-to-image networks and classifiers of fixed-size images (a classifier with a "
+            "variable input size is not supported)."
         )
     in_letters, out_letters = _axis_letters(source), _axis_letters(target)
     pad_mode = str(getattr(getattr(source, "pad", None), "mode", "symmetric"))
@@ -285,7 +300,16 @@ def package_details(descr: Any, idl: dict[str, Any]) -> dict[str, Any]:
         "weights": weight_formats(descr),
         "test_metrics": idl.get("test_metrics", {}),
         "training": idl.get("model_info", {}).get("training", {}),
+        "channel_names": _output_channel_names(descr),
     }
+
+
+def _output_channel_names(descr: Any) -> list[str]:
+    """Names of the first output's channels (a classifier's classes), if it has a channel axis."""
+    axis = (
+        next((a for a in descr.outputs[0].axes if str(a.type) == "channel"), None) if descr.outputs else None
+    )
+    return [str(n) for n in getattr(axis, "channel_names", None) or []]
 
 
 def _model_info(idl: dict[str, Any], path: Path) -> ModelInfo | None:

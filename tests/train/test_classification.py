@@ -232,3 +232,39 @@ def test_mlflow_keys_are_cleaned() -> None:
 
     flat = _flatten({"data": {"images_per_class": {"CD4+": 3, "mitosis (late)": 2}}})
     assert flat == {"data.images_per_class.CD4_": 3, "data.images_per_class.mitosis _late_": 2}
+
+
+def test_a_classifier_package_without_idl_metadata_runs_like_ours(
+    classified_project: Path, tmp_path: Path
+) -> None:
+    """Anyone's classifier package (fixed input size, batch + channel output) is classified too, with
+    the output channel names as classes."""
+    import zipfile
+
+    import yaml
+    from click.testing import CliRunner
+
+    from idl.cli import predict as predict_cli
+
+    package = classified_project / "model" / f"{classified_project.name}-resnet18.bioimageio.zip"
+    folder = tmp_path / "foreign"
+    with zipfile.ZipFile(package) as archive:
+        archive.extractall(folder)
+    rdf = yaml.safe_load((folder / "rdf.yaml").read_text())
+    rdf.pop("config")  # no idl model info, no Monte Carlo graph description
+    (folder / "rdf.yaml").write_text(yaml.safe_dump(rdf))
+    images = classified_project / "test" / "image"
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        predict_cli.main, [str(folder / "rdf.yaml"), str(images), "--out", str(out), "--quiet"]
+    )
+    assert result.exit_code == 0, result.output
+    theirs = pd.read_csv(out / "results.csv")
+    ours = pd.read_csv(classified_project / "results" / "results.csv")
+    assert list(theirs.columns) == [
+        "filename",
+        "prediction",
+        *[f"probability_{c}" for c in ("dividing", "elongated", "round")],
+    ]
+    np.testing.assert_allclose(theirs.iloc[:, 2:5].to_numpy(), ours.iloc[:, 2:5].to_numpy(), atol=1e-5)
+    assert (theirs["prediction"] == ours["prediction"]).all()
