@@ -64,15 +64,17 @@ def test_demo_project_unet_beats_otsu(tmp_path: Path) -> None:
 def test_classification_demo_learns_and_its_uncertainty_flags_mistakes(tmp_path: Path) -> None:
     project = tmp_path / "cells"
     _cli("demo", str(project), "--task", "classification", "--n-train", "240", "--n-test", "150")
-    args = ["--task", "Classification", "--model", "resnet18", "--epochs", "20", "--batch-size", "16"]
-    out = _cli("train", str(project), *args, "--mc-samples", "10", "--no-package", "--quiet")
+    args = ["--task", "Classification", "--model", "resnet18", "--epochs", "20"]
+    out = _cli("train", str(project), *args, "--mc-samples", "20", "--no-package", "--quiet")
     summary = json.loads((project / "evaluation" / "summary.json").read_text())
     print(
         f"test accuracy {summary['accuracy']:.4f}, AUC {summary['auc']:.4f}, uncertainty AUROC wrong vs "
         f"right {summary['uncertainty_auroc']:.3f} (InstantDL's {summary['uncertainty_instantdl_auroc']:.3f})"
     )
     assert "test: accuracy" in out
-    assert summary["accuracy"] > 0.6  # three balanced classes: chance is 0.33
-    assert summary["auc"] > 0.8
-    # with ~30 of 150 wrong, an uninformative score lands at 0.5 +- 0.06
-    assert summary["uncertainty_auroc"] > 0.62
+    # measured: accuracy 0.83, AUC 0.94, uncertainty AUROC 0.76 (without the batch-norm statistics
+    # recomputed after each epoch: 0.68, 0.86, 0.63)
+    assert summary["accuracy"] > 0.7  # three balanced classes: chance is 0.33
+    assert summary["auc"] > 0.88
+    # with ~25 of 150 wrong, an uninformative score lands at 0.5 +- 0.06
+    assert summary["uncertainty_auroc"] > 0.68

@@ -41,6 +41,7 @@ class LoopSettings:
     num_classes: int
     progress: bool = True
     task: str = "semantic"
+    precise_batch_norm: bool = False  # recompute batch-norm statistics after every epoch
 
     @property
     def metric(self) -> str:
@@ -94,6 +95,33 @@ def validate(
     return total_loss / count, score
 
 
+def recompute_batch_norm(model: torch.nn.Module, loader: DataLoader, device: torch.device) -> int:
+    """Replace the running statistics of the trainable batch-norm layers by their exact average over
+    one pass of ``loader`` with the current weights ("precise BN"); returns how many layers.
+
+    With few steps per epoch (small data sets) the exponential running averages lag behind the
+    weights, and evaluation-mode predictions swing from epoch to epoch (a classifier's validation
+    accuracy jumping between chance and 0.8). Frozen layers keep their statistics.
+    """
+    norms = [
+        m
+        for m in model.modules()
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats and m.training
+    ]
+    if not norms:
+        return 0
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    with torch.no_grad():
+        for x, _ in loader:
+            model(x.to(device))
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
+    return len(norms)
+
+
 def train_epoch(
     model: torch.nn.Module,
     loader: DataLoader,
@@ -141,6 +169,9 @@ def fit(
             train_set, batch_size=settings.batch_size, shuffle=True, generator=shuffle, drop_last=single
         )
         train_loss = train_epoch(model, loader, loss_fn, optimizer, device, settings.progress)
+        if settings.precise_batch_norm:
+            model.train()
+            recompute_batch_norm(model, loader, device)
         val_loss, val_score = validate(model, val_loader, loss_fn, settings, device)
         if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
             raise IdlError(

@@ -393,6 +393,7 @@ def train_project(
             setup.num_classes,
             progress,
             config.task,
+            precise_batch_norm=config.task == "classification",
         )
         fit(model, optimizer, setup.train_set, setup.val_set, setup.loss, settings, state, device, on_epoch)
         log.info(
