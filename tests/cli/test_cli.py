@@ -168,3 +168,14 @@ def test_classification_info_evaluate_and_errors(classified_project: Path, tmp_p
     )
     assert wrong.exit_code != 0
     assert "model 'unet' does not fit the classification task; use one of resnet18" in wrong.output
+
+
+def test_export_a_classifier_checkpoint(classified_project: Path, tmp_path: Path, rng) -> None:
+    model_dir = classified_project / "model"
+    result = _run(export_cli, [str(model_dir / "best.pt"), "--out", str(tmp_path), "--no-package", "--quiet"])
+    assert result.exit_code == 0, result.output
+    x = rng.random((3, 1, 32, 32)).astype(np.float32)
+    again, trained = load_model(tmp_path), load_model(model_dir)
+    assert again.info.class_names == ("dividing", "elongated", "round") and again.info.input_size == (32, 32)
+    np.testing.assert_allclose(again.runner(x), trained.runner(x), atol=1e-6)
+    assert again.has_mc
