@@ -157,7 +157,7 @@ def labelled_images(split_dir: Path, require_labels: bool = True) -> list[Labell
     """Every image of ``split_dir/image`` with its label from the split's CSV; raises for images
     without a row and rows without an image."""
     image_dir = split_dir / IMAGE_DIR
-    images = files_by_stem(image_dir)
+    images = images_by_name(image_dir)
     if not images:
         raise DataError(f"{image_dir}: the folder holds no images.")
     try:
@@ -168,6 +168,11 @@ def labelled_images(split_dir: Path, require_labels: bool = True) -> list[Labell
         return [LabelledImage(stem, path, None) for stem, path in images.items()]
     labels = {stem: canonical(label) for stem, label in read_label_csv(csv_path).items()}
     return match_labels(images, labels, csv_path)
+
+
+def images_by_name(folder: Path) -> dict[str, Path]:
+    """Image files keyed as CSV rows name them: without the image suffix (``a.ome.zarr`` -> ``a``)."""
+    return {image_stem(path): path for path in files_by_stem(folder).values()}
 
 
 def match_labels(images: dict[str, Path], labels: dict[str, str], csv_path: Path) -> list[LabelledImage]:

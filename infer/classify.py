@@ -31,6 +31,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from idl.infer.axes import read_channels_last
+from idl.infer.classes import canonical
 from idl.infer.errors import DataError, ModelError
 from idl.infer.io import atomic_path
 from idl.infer.iospec import IOSpec
@@ -86,7 +87,16 @@ class ClassScores:
 
 
 def _probabilities(model: LoadedModel, output: np.ndarray) -> np.ndarray:
-    return apply_ops(model.io.postprocessing, output.reshape(output.shape[0], -1), "bc").astype(np.float64)
+    """Class probabilities ``(N, K)`` from a network output: the model's post-processing, then a
+    softmax when the result is not a distribution yet (packages that output logits)."""
+    p = apply_ops(model.io.postprocessing, output.reshape(output.shape[0], -1), "bc").astype(np.float64)
+    if (p < 0).any() or not np.allclose(p.sum(axis=1), 1.0, atol=1e-3):
+        if not model.details.get("softmax_warned"):
+            log.warning("%s: the outputs are not probabilities; applying a softmax", model.label)
+            model.details["softmax_warned"] = True
+        p = np.exp(p - p.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+    return p
 
 
 def mc_scores(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -127,8 +137,11 @@ def is_classifier(model: LoadedModel) -> bool:
 def class_names_for(model: LoadedModel) -> tuple[str, ...]:
     """The model's class names: idl's, a package's output channel names, or ``class0``..."""
     k = model.io.out_channels
-    names = model.info.class_names if model.info is not None else model.details.get("channel_names", ())
-    return tuple(map(str, names)) if len(names) == k else tuple(f"class{i}" for i in range(k))
+    if model.info is not None:
+        names = tuple(model.info.class_names)
+    else:  # spelled as labels are (``01`` is class ``1``)
+        names = tuple(canonical(str(n)) for n in model.details.get("channel_names", ()))
+    return names if len(names) == k else tuple(f"class{i}" for i in range(k))
 
 
 def results_table(names: Sequence[str], scores: ClassScores, class_names: Sequence[str]) -> pd.DataFrame:
@@ -150,8 +163,11 @@ def results_table(names: Sequence[str], scores: ClassScores, class_names: Sequen
 
 
 def _batch_size(io: IOSpec, requested: int) -> int:
+    """Images per call: as many as fit in ``BATCH_BYTES`` (at least ``requested``), but no more than
+    a package's network takes (e.g. 1 without a batch axis)."""
     per_image = io.in_channels * int(np.prod([io.sizes[a].minimum for a in io.spatial])) * 4
-    return max(requested, min(256, max(1, BATCH_BYTES // per_image)))
+    batch = max(requested, min(256, max(1, BATCH_BYTES // per_image)))
+    return min(batch, io.max_batch) if io.max_batch else batch
 
 
 def classify_files(

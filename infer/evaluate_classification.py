@@ -295,9 +295,8 @@ def evaluate_results_folder(
 ) -> dict[str, float | int]:
     """``idl-evaluate --task classification``: ``pred_dir/results.csv`` against ``gt`` (a
     ``groundtruth.csv`` or the folder holding it); classes from the results' probability columns."""
-    from idl.infer.classes import label_csv_for, read_labels
+    from idl.infer.classes import images_by_name, label_csv_for, read_labels
     from idl.infer.classify import RESULTS_NAME
-    from idl.infer.project import files_by_stem
 
     results = pred_dir / RESULTS_NAME
     if not results.is_file():
@@ -307,7 +306,7 @@ def evaluate_results_folder(
     if not class_names:
         raise DataError(f"{results}: no probability_<class> columns; is this idl-predict's results.csv?")
     labels = read_labels(gt)
-    images = files_by_stem(image_dir) if image_dir is not None else {}
+    images = images_by_name(image_dir) if image_dir is not None else {}
     return evaluate_classification(
         results, labels, class_names, out_dir, images, axes, labels_source=str(label_csv_for(gt))
     )

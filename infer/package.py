@@ -236,7 +236,7 @@ def io_from_description(descr: Any, pad_input: bool = True) -> IOSpec:
     input_axes, in_channels, sizes = _input_layout(source)
     output_axes, out_channels, halo = _output_layout(target, source)
     missing = sorted(set(sizes) - set(halo))
-    if not halo and all(size.step == 0 for size in sizes.values()):
+    if sizes and not halo and all(size.step == 0 for size in sizes.values()):
         # an image classifier: one fixed-size image in, one value per class out (no tiling)
         in_letters, out_letters = _axis_letters(source), _axis_letters(target)
         return IOSpec(

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from idl.infer.errors import DataError
 from idl.infer.io import IMAGE_SUFFIXES, is_image_file
-from idl.infer.omezarr import image_stem
 
 IMAGE_DIR = "image"
 GT_DIR = "groundtruth"
@@ -34,20 +33,19 @@ class Pair:
 
 
 def files_by_stem(folder: Path) -> dict[str, Path]:
-    """Image files of a folder keyed by name without suffix (``a.tif`` and ``a.ome.zarr`` -> ``a``;
-    duplicate names are an error)."""
+    """Image files of a folder keyed by name without suffix (duplicate names are an error)."""
     if not folder.is_dir():
         raise DataError(f"{folder}: folder not found.")
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         if not is_image_file(path):
             continue
-        stem = image_stem(path)
-        if stem in found:
+        if path.stem in found:
             raise DataError(
-                f"{path} and {found[stem]} have the same name with different suffixes; keep only one of them."
+                f"{path} and {found[path.stem]} have the same name with different suffixes; "
+                "keep only one of them."
             )
-        found[stem] = path
+        found[path.stem] = path
     return found
 
 

@@ -19,13 +19,20 @@ import numpy as np
 SHRINKAGE = 0.1  # covariance -> (1 - s) cov + s * mean variance * I: stable with few images
 
 
-def descriptors(x: np.ndarray) -> np.ndarray:
+def descriptors(x: np.ndarray, chunk: int = 256) -> np.ndarray:
     """Statistics of normalized inputs ``(N, C, H, W)``: per channel the mean, standard deviation,
-    fraction of pixels above 0.5 and mean gradient magnitude; shape ``(N, 4 C)``."""
-    x = x.astype(np.float64, copy=False)
-    gradient = np.abs(np.diff(x, axis=2)).mean(axis=(2, 3)) + np.abs(np.diff(x, axis=3)).mean(axis=(2, 3))
-    parts = [x.mean(axis=(2, 3)), x.std(axis=(2, 3)), (x > 0.5).mean(axis=(2, 3)), gradient]
-    return np.concatenate(parts, axis=1)
+    fraction of pixels above 0.5 and mean gradient magnitude; shape ``(N, 4 C)``. Computed ``chunk``
+    images at a time, so memory stays small for large training sets."""
+    out = []
+    for start in range(0, len(x), chunk):
+        b = x[start : start + chunk].astype(np.float64)
+        gradient = np.abs(np.diff(b, axis=2)).mean(axis=(2, 3)) + np.abs(np.diff(b, axis=3)).mean(axis=(2, 3))
+        out.append(
+            np.concatenate(
+                [b.mean(axis=(2, 3)), b.std(axis=(2, 3)), (b > 0.5).mean(axis=(2, 3)), gradient], 1
+            )
+        )
+    return np.concatenate(out)
 
 
 @dataclass(frozen=True)
@@ -55,13 +62,30 @@ class InputReference:
         return cls(tuple(data["mean"]), tuple(tuple(r) for r in data["precision"]), float(data["scale"]))
 
 
-def fit_reference(x: np.ndarray) -> InputReference:
-    """The reference of training inputs ``(N, C, H, W)`` (normalized, at the network's input size)."""
-    features = descriptors(x)
+def _moments(features: np.ndarray) -> InputReference:
+    """Mean and shrunk precision of descriptor rows (scale 1)."""
     mean = features.mean(axis=0)
     cov = np.atleast_2d(np.cov(features, rowvar=False)) if len(features) > 1 else np.eye(features.shape[1])
-    ridge = max(float(np.trace(cov)) / len(cov), 1e-12)
+    ridge = max(float(np.trace(cov)) / len(cov), 1e-6)
     precision = np.linalg.inv((1 - SHRINKAGE) * cov + SHRINKAGE * ridge * np.eye(len(cov)))
-    reference = InputReference(tuple(mean), tuple(map(tuple, precision)), 1.0)
-    scale = float(np.percentile(reference.distances(features), 99)) or 1.0
+    return InputReference(tuple(mean), tuple(map(tuple, precision)), 1.0)
+
+
+def fit_reference(x: np.ndarray, folds: int = 5, seed: int = 0) -> InputReference:
+    """The reference of training inputs ``(N, C, H, W)`` (normalized, at the network's input size).
+
+    The scale is the 99th percentile of *held-out* distances (each image measured against the other
+    folds), so that images like the training images score about 1 or less even for small training
+    sets, where the images' distances to their own mean would be optimistic."""
+    features = descriptors(x)
+    reference = _moments(features)
+    if len(features) >= 2 * folds:
+        order = np.random.default_rng(seed).permutation(len(features))
+        held_out = np.empty(len(features))
+        for part in np.array_split(order, folds):
+            rest = np.setdiff1d(order, part)
+            held_out[part] = _moments(features[rest]).distances(features[part])
+    else:
+        held_out = reference.distances(features)
+    scale = float(np.percentile(held_out, 99)) or 1.0
     return InputReference(reference.mean, reference.precision, scale)

@@ -25,7 +25,8 @@ class FreezableEncoder(nn.Module):
         """Switch train/eval mode; frozen batch-norm layers keep their statistics fixed."""
         super().train(mode)
         for module in self.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm) and not module.weight.requires_grad:
+            frozen = isinstance(module, nn.modules.batchnorm._BatchNorm) and module.weight is not None
+            if frozen and not module.weight.requires_grad:
                 module.eval()
         return self
 

@@ -96,8 +96,9 @@ def validate(
 
 
 def recompute_batch_norm(model: torch.nn.Module, loader: DataLoader, device: torch.device) -> int:
-    """Replace the running statistics of the trainable batch-norm layers by their exact average over
-    one pass of ``loader`` with the current weights ("precise BN"); returns how many layers.
+    """Replace the running statistics of the trainable batch-norm layers by their average over the
+    batches of one pass of ``loader`` with the current weights ("precise BN", in training mode as the
+    statistics were gathered during training); returns how many layers.
 
     With few steps per epoch (small data sets) the exponential running averages lag behind the
     weights, and evaluation-mode predictions swing from epoch to epoch (a classifier's validation

@@ -351,7 +351,10 @@ def train_project(
                 f"(--config {model_dir / CONFIG_NAME}) or train anew with --overwrite."
             )
         model.load_state_dict(payload["state_dict"])
-        optimizer.load_state_dict(payload["optimizer"])
+        try:
+            optimizer.load_state_dict(payload["optimizer"])
+        except ValueError:  # written when the optimizer held only the unfrozen parameters
+            log.warning("the optimizer state in %s does not fit; Adam starts afresh", model_dir / LAST_NAME)
         state = TrainState(**payload["state"])
         # the new run may allow more epochs or more patience than the one that stopped
         state.finished = state.bad_epochs >= config.patience or state.epoch >= config.epochs

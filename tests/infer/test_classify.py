@@ -89,3 +89,21 @@ def test_evaluation_files_and_uncertainty_auroc(tmp_path: Path) -> None:
     assert metrics["correct"].tolist() == [1, 1, 1, 1, 0, 0]
     for name in ("confusion_matrix.png", "roc.png", "reliability.png", "uncertainty.png", "report.html"):
         assert (tmp_path / "ev" / name).stat().st_size > 1000
+
+
+def test_foreign_logits_become_probabilities_and_batches_respect_the_network() -> None:
+    from types import SimpleNamespace
+
+    from idl.infer.classify import _batch_size, _probabilities
+    from idl.infer.iospec import IOSpec
+    from idl.infer.tiling import AxisSize
+
+    io = IOSpec("bcyx", "bc", 1, 3, {"y": AxisSize(32, 0), "x": AxisSize(32, 0)})
+    model = SimpleNamespace(io=io, details={}, label="package")
+    logits = np.array([[2.0, -1.0, 0.5], [0.0, 0.0, 0.0]])
+    expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(_probabilities(model, logits), expected)  # no softmax declared: applied
+    np.testing.assert_allclose(_probabilities(model, expected), expected)  # already probabilities: kept
+    assert _batch_size(io, 1) == 256  # small images: many per call
+    no_batch_axis = IOSpec("cyx", "c", 1, 3, io.sizes, max_batch=1)
+    assert _batch_size(no_batch_axis, 1) == 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from scipy.spatial.distance import mahalanobis
 
 from idl.infer.typicality import SHRINKAGE, InputReference, descriptors, fit_reference
@@ -39,7 +38,10 @@ def test_distances_equal_scipys_mahalanobis(rng: np.random.Generator) -> None:
     inverse = np.linalg.inv(shrunk)
     expected = [mahalanobis(f, features.mean(axis=0), inverse) for f in features[:5]]
     np.testing.assert_allclose(reference.distances(features[:5]), expected, rtol=1e-9)
-    assert np.percentile(reference.atypicality(train), 99) == pytest.approx(1.0)
+    # the scale comes from held-out distances: the training images' own are a little smaller
+    assert 0.8 < np.percentile(reference.atypicality(train), 99) < 1.0
+    fresh = reference.atypicality(_blobs(rng, 400))
+    assert 0.8 < np.percentile(fresh, 99) < 1.5  # new images like the training ones: about 1
     again = InputReference.from_dict(reference.to_dict())
     np.testing.assert_allclose(again.atypicality(train[:3]), reference.atypicality(train[:3]))
 
