@@ -1,0 +1,96 @@
+"""Instance ground truth: label images from binary masks, and the Kaggle DSB2018 layout as a project.
+
+Instance segmentation learns from label images (0 background, 1..N one value per object, uint16).
+Two ways to get them:
+
+- :func:`binary_to_labels`: connected components of a binary mask; with ``split_touching`` the
+  components are cut along the valleys of their distance transform (a watershed from its peaks), so
+  touching round objects become separate objects;
+- :func:`import_dsb2018`: the Data Science Bowl 2018 layout, ``<id>/images/<id>.png`` with one mask
+  per object in ``<id>/masks/*.png``, written as ``PROJECT/<split>/image/<id>.png`` and
+  ``PROJECT/<split>/groundtruth/<id>.tif``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from idl.infer.errors import DataError
+from idl.infer.io import read_image, write_tiff
+from idl.infer.project import GT_DIR, IMAGE_DIR
+
+log = logging.getLogger("idl")
+
+
+def binary_to_labels(mask: np.ndarray, split_touching: bool = False, min_distance: int = 3) -> np.ndarray:
+    """Label image (uint16, 0 background) of the non-zero pixels of ``mask`` (2D or 3D).
+
+    Objects are the connected components (pixels touching by a side or a corner). With
+    ``split_touching`` each component is cut by a watershed of its distance transform from the
+    transform's local maxima at least ``min_distance`` pixels apart.
+    """
+    from skimage.feature import peak_local_max
+    from skimage.measure import label
+    from skimage.segmentation import watershed
+
+    foreground = np.asarray(mask) > 0
+    components = label(foreground)
+    if not split_touching or components.max() == 0:
+        return components.astype(np.uint16)
+    distance = ndimage.distance_transform_edt(foreground)
+    peaks = peak_local_max(distance, min_distance=min_distance, labels=components, exclude_border=False)
+    markers = np.zeros(foreground.shape, np.int32)
+    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    # components without a peak (too thin for min_distance) keep one marker of their own
+    missing = np.setdiff1d(np.unique(components[foreground]), np.unique(components[markers > 0]))
+    for i, component in enumerate(missing, start=len(peaks) + 1):
+        markers[tuple(np.argwhere(components == component)[0])] = i
+    split = watershed(-distance, markers, mask=foreground)
+    return split.astype(np.uint16)
+
+
+def masks_to_labels(masks: list[np.ndarray], source: str) -> np.ndarray:
+    """One label image from one binary mask per object (object i gets label i)."""
+    if not masks:
+        raise DataError(f"{source}: no masks.")
+    shape = masks[0].shape
+    labels = np.zeros(shape, np.uint16)
+    overlaps = 0
+    for i, mask in enumerate(masks, start=1):
+        if mask.shape != shape:
+            raise DataError(f"{source}: the masks differ in size ({mask.shape} vs {shape}).")
+        on = mask > 0
+        overlaps += int(np.count_nonzero(on & (labels > 0)))
+        labels[on] = i
+    if overlaps:
+        log.warning("%s: %d pixel(s) belong to two masks; the later mask keeps them", source, overlaps)
+    return labels
+
+
+def import_dsb2018(source: Path, project: Path, split: str = "train") -> int:
+    """Write every ``source/<id>`` sample into ``project/<split>``; returns how many. Samples without a
+    ``masks`` folder (the DSB test sets) get no ground truth."""
+    source, project = Path(source), Path(project)
+    samples = sorted(p for p in source.iterdir() if p.is_dir()) if source.is_dir() else []
+    if not samples:
+        raise DataError(
+            f"{source}: no sample folders. The DSB2018 layout is <id>/images/<id>.png with one mask per "
+            "object in <id>/masks/*.png."
+        )
+    for sample in samples:
+        images = sorted((sample / "images").glob("*.png"))
+        if len(images) != 1:
+            raise DataError(f"{sample / 'images'}: expected one .png image, found {len(images)}.")
+        (project / split / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(images[0], project / split / IMAGE_DIR / f"{sample.name}.png")
+        mask_files = sorted((sample / "masks").glob("*.png"))
+        if mask_files:
+            labels = masks_to_labels([read_image(m) for m in mask_files], str(sample / "masks"))
+            write_tiff(project / split / GT_DIR / f"{sample.name}.tif", labels)
+    log.info("imported %d DSB2018 sample(s) into %s", len(samples), project / split)
+    return len(samples)

@@ -1,0 +1,78 @@
+"""Label images from binary masks (touching objects split) and the DSB2018 importer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from skimage.draw import disk
+from skimage.io import imsave
+
+from idl.infer.errors import DataError
+from idl.infer.instance_labels import binary_to_labels, import_dsb2018
+from idl.infer.instance_metrics import instance_scores
+from idl.infer.io import read_image
+
+
+def _touching_pair() -> tuple[np.ndarray, np.ndarray]:
+    truth = np.zeros((40, 60), np.uint16)
+    truth[disk((20, 18), 10, shape=truth.shape)] = 1
+    truth[disk((20, 37), 10, shape=truth.shape)] = 2  # overlapping discs: one touching blob
+    truth[disk((5, 55), 3, shape=truth.shape)] = 3  # a small separate one
+    return truth, truth > 0
+
+
+def test_connected_components_merge_touching_objects_and_the_watershed_splits_them() -> None:
+    truth, mask = _touching_pair()
+    merged = binary_to_labels(mask)
+    assert merged.dtype == np.uint16 and merged.max() == 2
+    split = binary_to_labels(mask, split_touching=True)
+    assert split.max() == 3
+    assert instance_scores(truth, merged)["ap50"] == pytest.approx(1 / 4)  # 1 TP, 1 FP, 2 FN
+    assert instance_scores(truth, split)["ap50"] == 1.0
+    assert (split > 0).sum() == mask.sum()  # every foreground pixel keeps a label
+    assert binary_to_labels(np.zeros((5, 5)), split_touching=True).max() == 0
+
+
+def _dsb_sample(root: Path, name: str, masks: list[np.ndarray] | None) -> None:
+    (root / name / "images").mkdir(parents=True)
+    imsave(root / name / "images" / f"{name}.png", np.full((16, 16, 4), 200, np.uint8), check_contrast=False)
+    for i, mask in enumerate(masks or []):
+        (root / name / "masks").mkdir(exist_ok=True)
+        imsave(root / name / "masks" / f"m{i}.png", (mask * 255).astype(np.uint8), check_contrast=False)
+
+
+def test_dsb2018_import(tmp_path: Path) -> None:
+    a, b = np.zeros((16, 16), bool), np.zeros((16, 16), bool)
+    a[2:6, 2:6], b[8:12, 8:14] = True, True
+    _dsb_sample(tmp_path / "dsb", "abc", [a, b])
+    _dsb_sample(tmp_path / "dsb", "def", None)  # a test sample: no masks
+    assert import_dsb2018(tmp_path / "dsb", tmp_path / "project") == 2
+    labels = read_image(tmp_path / "project" / "train" / "groundtruth" / "abc.tif")
+    assert labels.dtype == np.uint16 and sorted(np.unique(labels)) == [0, 1, 2]
+    assert (labels == 1).sum() == 16 and (labels == 2).sum() == 24
+    assert sorted(p.name for p in (tmp_path / "project" / "train" / "image").iterdir()) == [
+        "abc.png",
+        "def.png",
+    ]
+    assert not (tmp_path / "project" / "train" / "groundtruth" / "def.tif").exists()
+    with pytest.raises(DataError, match="no sample folders. The DSB2018 layout is <id>/images/<id>.png"):
+        import_dsb2018(tmp_path / "empty", tmp_path / "p2")
+
+
+def test_labels_command(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from idl.cli import labels as labels_cli
+    from idl.infer.io import write_tiff
+
+    _, mask = _touching_pair()
+    write_tiff(tmp_path / "masks" / "pair.tif", mask.astype(np.uint8))
+    result = CliRunner().invoke(
+        labels_cli.main,
+        ["from-masks", str(tmp_path / "masks"), "--out", str(tmp_path / "out"), "--split-touching"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "pair.tif: 3 object(s)" in result.output
+    assert read_image(tmp_path / "out" / "pair.tif").max() == 3
