@@ -94,3 +94,48 @@ def import_dsb2018(source: Path, project: Path, split: str = "train") -> int:
             write_tiff(project / split / GT_DIR / f"{sample.name}.tif", labels)
     log.info("imported %d DSB2018 sample(s) into %s", len(samples), project / split)
     return len(samples)
+
+
+INSTANCE_CLASSES = ("background", "interior", "boundary")
+
+
+def instance_target(labels: np.ndarray) -> np.ndarray:
+    """The U-Net instance model's training target from a label image: 0 background, 1 object
+    interior, 2 object boundary (an object's own pixels next to the background or another object),
+    so that touching objects are separated by their boundaries."""
+    from skimage.segmentation import find_boundaries
+
+    target = (labels > 0).astype(np.uint8)
+    target[find_boundaries(labels, mode="inner") & (labels > 0)] = 2
+    return target
+
+
+def labels_from_probabilities(probabilities: np.ndarray, min_size: int = 4) -> np.ndarray:
+    """Label image (uint32 when more than 65535 objects, else uint16) from the instance U-Net's
+    ``(3, ...)`` probabilities: seeds are the connected interiors (p > 0.5, at least ``min_size``
+    pixels), grown by a watershed on the interior probability over the foreground (1 - p_background
+    > 0.5), so boundary pixels go to the object they border."""
+    from skimage.measure import label
+    from skimage.morphology import remove_small_objects
+    from skimage.segmentation import watershed
+
+    interior = probabilities[1]
+    foreground = probabilities[0] < 0.5
+    seeds = label(remove_small_objects(interior > 0.5, min_size=min_size))
+    labels = watershed(-interior, seeds, mask=foreground)
+    return labels.astype(np.uint32 if labels.max() > np.iinfo(np.uint16).max else np.uint16)
+
+
+def objects_table(labels: np.ndarray, uncertainty: np.ndarray | None = None):
+    """One row per object: label, area (pixels), centroid, and with Monte Carlo dropout the mean
+    pixel uncertainty inside the object (pandas DataFrame)."""
+    import pandas as pd
+    from skimage.measure import regionprops_table
+
+    properties = ["label", "area", "centroid"]
+    if uncertainty is not None:
+        properties.append("intensity_mean")
+    table = pd.DataFrame(regionprops_table(labels, intensity_image=uncertainty, properties=properties))
+    axes = "zyx"[-labels.ndim :]
+    table = table.rename(columns={f"centroid-{i}": f"centroid_{a}" for i, a in enumerate(axes)})
+    return table.rename(columns={"intensity_mean": "uncertainty_mean"})

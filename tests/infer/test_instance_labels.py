@@ -76,3 +76,23 @@ def test_labels_command(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "pair.tif: 3 object(s)" in result.output
     assert read_image(tmp_path / "out" / "pair.tif").max() == 3
+
+
+def test_instance_target_and_back() -> None:
+    from idl.infer.instance_labels import instance_target, labels_from_probabilities, objects_table
+
+    truth, _ = _touching_pair()
+    target = instance_target(truth)
+    assert set(np.unique(target)) == {0, 1, 2}
+    # where the two discs touch, a boundary separates their interiors
+    interiors = binary_to_labels(target == 1)
+    assert interiors.max() == 3
+    # a perfect network: one-hot probabilities of the target give the objects back
+    p = np.stack([(target == k).astype(np.float32) for k in range(3)])
+    labels = labels_from_probabilities(p)
+    assert instance_scores(truth, labels)["ap50_95"] == 1.0 and (labels > 0).sum() == (truth > 0).sum()
+    uncertainty = np.where(truth == 2, 0.5, 0.1).astype(np.float32)
+    table = objects_table(labels, uncertainty)
+    assert list(table.columns) == ["label", "area", "centroid_y", "centroid_x", "uncertainty_mean"]
+    row = table.set_index("label").loc[labels[20, 45]]  # the object truth labels 2
+    assert row["uncertainty_mean"] == pytest.approx(0.5) and row["area"] == (truth == 2).sum()
