@@ -116,12 +116,14 @@ def labels_from_probabilities(probabilities: np.ndarray, min_size: int = 4) -> n
     pixels), grown by a watershed on the interior probability over the foreground (1 - p_background
     > 0.5), so boundary pixels go to the object they border."""
     from skimage.measure import label
-    from skimage.morphology import remove_small_objects
     from skimage.segmentation import watershed
 
     interior = probabilities[1]
     foreground = probabilities[0] < 0.5
-    seeds = label(remove_small_objects(interior > 0.5, min_size=min_size))
+    seeds = label(interior > 0.5)
+    small = np.bincount(seeds.ravel()) < min_size
+    small[0] = False
+    seeds[small[seeds]] = 0  # specks are no objects
     labels = watershed(-interior, seeds, mask=foreground)
     return labels.astype(np.uint32 if labels.max() > np.iinfo(np.uint16).max else np.uint16)
 
