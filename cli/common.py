@@ -70,6 +70,11 @@ def summary_line(summary: dict) -> str:
                 f", MC accuracy {summary['accuracy_mc']:.4f}, uncertainty AUROC wrong vs right "
                 f"{summary['uncertainty_auroc']:.3f}"
             )
+    elif "ap50_95" in summary:
+        line = (
+            f"ap50 {summary['ap50']:.4f}, ap50_95 {summary['ap50_95']:.4f} (median per image "
+            f"{summary['ap50_95_median']:.4f}), Jaccard {summary['jaccard']:.4f}"
+        )
     elif "pearson_median" in summary:
         line = (
             f"Pearson median {summary['pearson_median']:.4f} (mean {summary['pearson_mean']:.4f}), "

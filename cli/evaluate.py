@@ -71,9 +71,9 @@ def main(
         summary = evaluate_results_folder(pred_dir, gt_dir, out, image_dir, axes)
         click.echo(f"{summary_line(summary)}; report: {out / 'report.html'}")
         return
-    if task not in ("semantic", "regression"):
+    if task not in ("semantic", "instance", "regression"):
         raise click.BadParameter(
-            f"'{task}' evaluation is not available yet; use semantic, regression or classification",
+            f"'{task}' evaluation is not available yet; use semantic, instance, regression or classification",
             param_hint="--task",
         )
     if not gt_dir.is_dir():

@@ -52,3 +52,19 @@ def intensity_pearson(pairs: Sequence[Pair], axes: str | None = None) -> float:
         if p.groundtruth is not None
     ]
     return float(np.median(scores)) if scores else float("nan")
+
+
+def otsu_instance_scores(pairs: Sequence[Pair], axes: str | None = None) -> dict[str, float]:
+    """Instance baseline: connected components of Otsu masks of the raw images, scored like the
+    models (ap50, ap50_95 from the match counts of all images)."""
+    from idl.infer.instance_labels import binary_to_labels
+    from idl.infer.instance_metrics import MatchCounts, counts_per_threshold, scores_from_counts
+
+    totals = [MatchCounts(0, 0, 0)] * 10
+    for pair in pairs:
+        if pair.groundtruth is None:
+            continue
+        image = read_channels_last(pair.image, axes, "yx")[0]
+        counts = counts_per_threshold(read_image(pair.groundtruth), binary_to_labels(otsu_mask(image)))
+        totals = [a + b for a, b in zip(totals, counts, strict=True)]
+    return scores_from_counts(totals)

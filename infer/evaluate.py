@@ -213,9 +213,13 @@ def evaluate_task(
     progress: bool = True,
     dims: int = 2,
 ) -> dict[str, float | int]:
-    """Evaluate predictions of an idl model of ``task`` (semantic or regression), 2D or 3D."""
+    """Evaluate predictions of an idl model of ``task`` (semantic, instance or regression), 2D or 3D."""
     if task == "regression":
         from idl.infer.evaluate_regression import evaluate_regression
 
         return evaluate_regression(items, out_dir, axes=axes, progress=progress, dims=dims)
+    if task == "instance":
+        from idl.infer.evaluate_instance import evaluate_instance
+
+        return evaluate_instance(items, out_dir, axes=axes, progress=progress, dims=dims)
     return evaluate_semantic(items, out_dir, num_classes, axes=axes, progress=progress, dims=dims)

@@ -18,14 +18,14 @@ from tqdm.auto import tqdm
 
 from idl.infer.axes import read_channels_last
 from idl.infer.errors import DataError, IdlError
-from idl.infer.io import IMAGE_SUFFIXES, is_image_file, read_image, write_tiff
+from idl.infer.io import IMAGE_SUFFIXES, atomic_path, is_image_file, read_image, write_tiff
 from idl.infer.iospec import IOSpec
 from idl.infer.lazy import is_lazy, open_channels_last
 from idl.infer.model import LoadedModel
 from idl.infer.omezarr import ZarrSink, image_stem, is_zarr, write_ome_zarr
 from idl.infer.postprocess import otsu_threshold, probability_histogram, to_mask
 from idl.infer.processing import apply_ops, fit_ops, split_pointwise
-from idl.infer.project import PROBABILITY_DIR, UNCERTAINTY_DIR
+from idl.infer.project import OBJECTS_DIR, PROBABILITY_DIR, UNCERTAINTY_DIR
 from idl.infer.session import Runner
 from idl.infer.sinks import ChannelView, TiffSink
 from idl.infer.tiling import AxisSize, Tile, read_window, smallest_tile, tile_grid
@@ -285,6 +285,10 @@ def predict_image(model: LoadedModel, image: np.ndarray, options: PredictOptions
         )
     except ValueError as exc:  # tiling arithmetic the checks above did not foresee
         raise IdlError(f"cannot tile this image for the model: {exc}") from exc
+    if model.info is not None and model.info.task == "instance":
+        from idl.infer.instance_labels import labels_from_probabilities
+
+        return Prediction(output, labels_from_probabilities(output), uncertainty, None)
     if model.info is None or model.info.task != "semantic":
         return Prediction(output, None, uncertainty, None)
     mask, threshold = to_mask(output, options.threshold)
@@ -403,6 +407,16 @@ def _predict_out_of_core(
     return out_dir / f"{name}{ext}", threshold
 
 
+def _write_objects(path: Path, result: Prediction) -> Path:
+    """``objects/<name>.csv``: label, area, centroid and (with MC) mean uncertainty per object."""
+    from idl.infer.instance_labels import objects_table
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        objects_table(result.mask, result.uncertainty).to_csv(tmp, index=False, float_format="%.6g")
+    return path
+
+
 def _write(path: Path, array: np.ndarray, options: PredictOptions, io: IOSpec) -> Path:
     """Write one output in the chosen format (OME-Zarr axes: the spatial ones, c first if present)."""
     if options.out_format == "zarr":
@@ -423,14 +437,17 @@ def predict_files(
     written = []
     for path in tqdm(inputs, unit="image", disable=not options.progress or len(inputs) < 2):
         image = load_input(path, axes, model.io, lazy=True)
-        whole_image_needed = model.io.input_pad is not None or bool(
-            split_pointwise(model.io.postprocessing)[1]
+        instance = model.info is not None and model.info.task == "instance"
+        whole_image_needed = (
+            instance or model.io.input_pad is not None or bool(split_pointwise(model.io.postprocessing)[1])
         )
         if is_lazy(image) and whole_image_needed and image.nbytes > options.out_of_core_bytes:
             log.warning(
-                "%s: this package pads its input or post-processes with statistics of the whole output, "
-                "so the image is predicted in memory",
+                "%s: %s, so the image is predicted in memory",
                 path.name,
+                "instance labels are made from the whole probability map"
+                if instance
+                else "this package pads its input or post-processes with statistics of the whole output",
             )
         if is_lazy(image) and (image.nbytes <= options.out_of_core_bytes or whole_image_needed):
             image = np.asarray(image[tuple(slice(None) for _ in image.shape)])
@@ -447,6 +464,8 @@ def predict_files(
         written.append(_write(out_dir / f"{stem}{ext}", _output_image(model, result), options, model.io))
         if result.uncertainty is not None:
             _write(out_dir / UNCERTAINTY_DIR / f"{stem}{ext}", result.uncertainty, options, model.io)
+        if instance:
+            _write_objects(out_dir / OBJECTS_DIR / f"{stem}.csv", result)
         if save_probabilities and result.mask is not None:
             _write(out_dir / PROBABILITY_DIR / f"{stem}{ext}", result.probabilities, options, model.io)
         log.info(

@@ -21,6 +21,7 @@ RESULTS_DIR = "results"
 EVALUATION_DIR = "evaluation"
 UNCERTAINTY_DIR = "uncertainty"  # inside a predictions folder
 PROBABILITY_DIR = "probabilities"  # inside a predictions folder
+OBJECTS_DIR = "objects"  # instance segmentation: one <name>.csv per image, inside a predictions folder
 
 
 @dataclass(frozen=True)

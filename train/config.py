@@ -17,7 +17,7 @@ from idl.infer.model_info import TASKS, normalize_task
 from idl.infer.normalize import Normalization
 from idl.infer.session import DEVICES
 
-IMPLEMENTED_TASKS = ("semantic", "regression", "classification")
+IMPLEMENTED_TASKS = ("semantic", "instance", "regression", "classification")
 BINARY_LOSSES = ("bce", "dice", "bce+dice")
 MULTICLASS_LOSSES = ("ce", "dice", "ce+dice")
 REGRESSION_LOSSES = ("mse", "mae", "huber")

@@ -107,6 +107,33 @@ def load_semantic_data(
     return TrainingData(samples, num_classes, raw[0][1].shape[-1], used_axes)
 
 
+def _read_labels(path: Path, dims: int) -> np.ndarray:
+    """An instance label image (0 background, 1..N objects), checked to hold whole numbers."""
+    labels = mask_plane(read_image(path), str(path), dims)
+    if np.issubdtype(labels.dtype, np.floating) and not np.all(np.mod(labels, 1) == 0):
+        raise DataError(f"{path}: a label image must hold whole numbers (0 background, 1..N objects).")
+    if labels.min() < 0:
+        raise DataError(f"{path}: a label image must not hold negative values.")
+    return labels.astype(np.int64)
+
+
+def load_instance_data(
+    split_dir: Path, norm: Normalization, axes: str | None = None, spatial: str = "yx"
+) -> TrainingData:
+    """Read every image/label-image pair of ``split_dir``; targets are the instance U-Net's three
+    classes (background, interior, boundary; see :func:`idl.infer.instance_labels.instance_target`)."""
+    from idl.infer.instance_labels import instance_target
+
+    dims = len(spatial)
+    raw, used_axes = _read_pairs(split_dir, axes, lambda p: _read_labels(p, dims), spatial)
+    objects = sum(len(np.unique(labels)) - int((labels == 0).any()) for _, _, labels in raw)
+    log.info("instance ground truth: %d object(s) in %d image(s)", objects, len(raw))
+    samples = [
+        Sample(pair.name, normalize(image, norm), instance_target(labels)) for pair, image, labels in raw
+    ]
+    return TrainingData(samples, 3, raw[0][1].shape[-1], used_axes)
+
+
 def _read_target(path: Path, spatial: str = "yx") -> np.ndarray:
     """A regression target as ``([Z,] Y, X, T)`` float32, checked for NaN and infinity."""
     target = read_channels_last(path, None, spatial)[0].astype(np.float32)

@@ -21,6 +21,7 @@ from idl.export.onnx import export_onnx
 from idl.infer.axes import read_channels_last
 from idl.infer.errors import IdlError
 from idl.infer.evaluate import evaluate_task, items_for_predictions
+from idl.infer.instance_labels import INSTANCE_CLASSES
 from idl.infer.io import is_image_file, voxel_size, write_text
 from idl.infer.model import load_model
 from idl.infer.model_info import ModelInfo
@@ -40,6 +41,7 @@ from idl.train.data import (
     PatchDataset,
     TileDataset,
     TrainingData,
+    load_instance_data,
     load_regression_data,
     load_semantic_data,
     patch_shape_for,
@@ -191,6 +193,8 @@ def _prepare_unet(project: Path, config: TrainConfig, pretrained: Pretrained | N
     spatial = "zyx"[-config.dims :]
     if config.task == "regression":
         data = load_regression_data(project / "train", config.normalization, config.axes, spatial)
+    elif config.task == "instance":
+        data = load_instance_data(project / "train", config.normalization, config.axes, spatial)
     else:
         data = load_semantic_data(
             project / "train", config.normalization, config.axes, config.num_classes, spatial
@@ -237,6 +241,7 @@ def _prepare_unet(project: Path, config: TrainConfig, pretrained: Pretrained | N
         name=model_name(project, config.dims),
         target_mean=data.target_mean,
         target_std=data.target_std,
+        class_names=INSTANCE_CLASSES if config.task == "instance" else (),
         training={
             "n_train": len(train_samples),
             "n_val": len(val_samples),

@@ -78,3 +78,27 @@ def test_touching_objects_merged_by_connected_components_lose_both() -> None:
     truth[2:8, 2:10], truth[2:8, 10:18] = 1, 2
     merged = label(truth > 0)
     assert instance_scores(truth, merged)["ap50"] == pytest.approx(0 / 3)  # IoU 0.5 each: no match
+
+
+def test_evaluation_adds_up_the_counts_of_all_images(tmp_path) -> None:
+    import json
+
+    from idl.infer.evaluate import EvalItem
+    from idl.infer.evaluate_instance import evaluate_instance
+    from idl.infer.io import write_tiff
+
+    truth = np.zeros((20, 20), np.uint16)
+    truth[2:8, 2:8], truth[10:16, 10:16] = 1, 2
+    perfect, half = truth.copy(), truth.copy()
+    half[10:16, 10:16] = 0  # one of two objects missed
+    items = []
+    for name, pred in (("a", perfect), ("b", half)):
+        write_tiff(tmp_path / "gt" / f"{name}.tif", truth)
+        write_tiff(tmp_path / "pred" / f"{name}.tif", pred)
+        items.append(EvalItem(name, tmp_path / "pred" / f"{name}.tif", tmp_path / "gt" / f"{name}.tif"))
+    summary = evaluate_instance(items, tmp_path / "ev", progress=False)
+    assert summary["ap50"] == pytest.approx(3 / 4)  # 3 TP, 0 FP, 1 FN over both images
+    assert summary["ap50_median"] == pytest.approx((1 + 0.5) / 2)
+    assert summary["jaccard"] == pytest.approx(108 / 144) and summary["n_objects"] == 4
+    assert json.loads((tmp_path / "ev" / "summary.json").read_text())["ap50_95"] == pytest.approx(3 / 4)
+    assert (tmp_path / "ev" / "a.png").stat().st_size > 1000 and (tmp_path / "ev" / "report.html").is_file()
