@@ -118,13 +118,8 @@ def evaluate_semantic(
     total = np.zeros((num_classes, num_classes), np.int64)
     rows, sample_figures = [], []
     for item in tqdm(items, unit="image", desc="evaluate", disable=not progress, leave=False):
-        gt = semantic_target(read_image(item.groundtruth), num_classes, str(item.groundtruth), dims)
-        pred = mask_plane(read_image(item.prediction), str(item.prediction), dims)
-        if pred.shape != gt.shape:
-            raise DataError(
-                f"{item.prediction}: shape {pred.shape} differs from its ground truth {item.groundtruth} "
-                f"{gt.shape}. Predict the matching image again."
-            )
+        gt, pred = read_mask_pair(item, dims)
+        gt = semantic_target(gt, num_classes, str(item.groundtruth), dims)
         pred = semantic_target(pred, num_classes, str(item.prediction), dims)
         cm = confusion_matrix(pred, gt, num_classes)
         total += cm
@@ -161,6 +156,18 @@ def evaluate_semantic(
         len(items),
     )
     return summary
+
+
+def read_mask_pair(item: EvalItem, dims: int) -> tuple[np.ndarray, np.ndarray]:
+    """An item's ground-truth and predicted masks (class maps or label images), checked to match."""
+    gt = mask_plane(read_image(item.groundtruth), str(item.groundtruth), dims)
+    pred = mask_plane(read_image(item.prediction), str(item.prediction), dims)
+    if pred.shape != gt.shape:
+        raise DataError(
+            f"{item.prediction}: shape {pred.shape} differs from its ground truth {item.groundtruth} "
+            f"{gt.shape}. Predict the matching image again."
+        )
+    return gt, pred
 
 
 def record_uncertainty(item: EvalItem, row: dict) -> np.ndarray | None:

@@ -17,10 +17,14 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from idl.infer.errors import DataError
-from idl.infer.evaluate import EvalItem, load_display_image, record_uncertainty, write_evaluation
+from idl.infer.evaluate import (
+    EvalItem,
+    load_display_image,
+    read_mask_pair,
+    record_uncertainty,
+    write_evaluation,
+)
 from idl.infer.instance_metrics import MatchCounts, counts_per_threshold, scores_from_counts
-from idl.infer.io import read_image
-from idl.infer.labels import mask_plane
 
 log = logging.getLogger("idl")
 
@@ -60,13 +64,7 @@ def evaluate_instance(
     inter = union = 0
     rows, sample_figures = [], []
     for item in tqdm(items, unit="image", desc="evaluate", disable=not progress, leave=False):
-        truth = mask_plane(read_image(item.groundtruth), str(item.groundtruth), dims)
-        pred = mask_plane(read_image(item.prediction), str(item.prediction), dims)
-        if truth.shape != pred.shape:
-            raise DataError(
-                f"{item.prediction}: shape {pred.shape} differs from its ground truth {item.groundtruth} "
-                f"{truth.shape}. Predict the matching image again."
-            )
+        truth, pred = read_mask_pair(item, dims)
         counts = counts_per_threshold(truth, pred)
         totals = [a + b for a, b in zip(totals, counts, strict=True)]
         inter += int(np.count_nonzero((truth > 0) & (pred > 0)))

@@ -236,21 +236,9 @@ def io_from_description(descr: Any, pad_input: bool = True) -> IOSpec:
     input_axes, in_channels, sizes = _input_layout(source)
     output_axes, out_channels, halo = _output_layout(target, source)
     missing = sorted(set(sizes) - set(halo))
-    if sizes and not halo and all(size.step == 0 for size in sizes.values()):
-        # an image classifier: one fixed-size image in, one value per class out (no tiling)
-        in_letters, out_letters = _axis_letters(source), _axis_letters(target)
-        return IOSpec(
-            input_axes=input_axes,
-            output_axes=output_axes,
-            in_channels=in_channels,
-            out_channels=out_channels,
-            sizes=sizes,
-            preprocessing=tuple(_processing(p, in_letters, str(source.id)) for p in source.preprocessing),
-            postprocessing=tuple(_processing(p, out_letters, str(target.id)) for p in target.postprocessing),
-            output_dtype=str(target.dtype),
-            max_batch=_batch_limit(source),
-        )
-    if missing:
+    # an image classifier: one fixed-size image in, one value per class out (no tiling, no halo)
+    classifier = bool(sizes) and not halo and all(size.step == 0 for size in sizes.values())
+    if missing and not classifier:
         raise ModelError(
             f"the output '{target.id}' lacks the input's space axes {', '.join(missing)}; idl-predict runs "
             "image-to-image networks and classifiers of fixed-size images (a classifier with a "
