@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +89,15 @@ def items_for_predictions(
     ]
 
 
+def each_item(items: list[EvalItem], out_dir: Path, progress: bool = True) -> Iterable[EvalItem]:
+    """The items to evaluate, with a progress bar, once ``out_dir`` exists; an error right away when
+    there are none (what every evaluation starts with)."""
+    if not items:
+        raise DataError("nothing to evaluate: no predictions were matched with ground truth.")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return tqdm(items, unit="image", desc="evaluate", disable=not progress, leave=False)
+
+
 def load_display_image(path: Path | None, axes: str | None, dims: int = 2) -> np.ndarray | None:
     if path is None:
         return None
@@ -108,16 +117,14 @@ def evaluate_semantic(
     dims: int = 2,
 ) -> dict[str, float | int]:
     """Score predictions, write metrics.csv, summary.json, figures and report.html; return the summary."""
-    if not items:
-        raise DataError("nothing to evaluate: no predictions were matched with ground truth.")
+    todo = each_item(items, out_dir, progress)
     if num_classes is None:
         num_classes = infer_num_classes(
             [mask_plane(read_image(i.groundtruth), str(i.groundtruth), dims) for i in items]
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
     total = np.zeros((num_classes, num_classes), np.int64)
     rows, sample_figures = [], []
-    for item in tqdm(items, unit="image", desc="evaluate", disable=not progress, leave=False):
+    for item in todo:
         gt, pred = read_mask_pair(item, dims)
         gt = semantic_target(gt, num_classes, str(item.groundtruth), dims)
         pred = semantic_target(pred, num_classes, str(item.prediction), dims)

@@ -14,11 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
-from idl.infer.errors import DataError
 from idl.infer.evaluate import (
     EvalItem,
+    each_item,
     load_display_image,
     read_mask_pair,
     record_uncertainty,
@@ -57,13 +56,10 @@ def evaluate_instance(
     """Score predicted label images, write metrics.csv, summary.json, figures and report.html."""
     from idl.infer.plots import save_panels
 
-    if not items:
-        raise DataError("nothing to evaluate: no predictions were matched with ground truth.")
-    out_dir.mkdir(parents=True, exist_ok=True)
     totals = [MatchCounts(0, 0, 0)] * 10
     inter = union = 0
     rows, sample_figures = [], []
-    for item in tqdm(items, unit="image", desc="evaluate", disable=not progress, leave=False):
+    for item in each_item(items, out_dir, progress):
         truth, pred = read_mask_pair(item, dims)
         counts = counts_per_threshold(truth, pred)
         totals = [a + b for a, b in zip(totals, counts, strict=True)]

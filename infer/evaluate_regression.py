@@ -12,11 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from idl.infer.axes import read_channels_last
 from idl.infer.errors import DataError
-from idl.infer.evaluate import EvalItem, load_display_image, record_uncertainty, write_evaluation
+from idl.infer.evaluate import EvalItem, each_item, load_display_image, record_uncertainty, write_evaluation
 from idl.infer.metrics import regression_scores
 from idl.infer.plots import save_regression_figure
 
@@ -36,13 +35,10 @@ def evaluate_regression(
     dims: int = 2,
 ) -> dict[str, float | int]:
     """Score predictions, write metrics.csv, summary.json, figures and report.html; return the summary."""
-    if not items:
-        raise DataError("nothing to evaluate: no predictions were matched with ground truth.")
-    out_dir.mkdir(parents=True, exist_ok=True)
     rows, sample_figures = [], []
     abs_error = sq_error = abs_truth = 0.0
     n_pixels = 0
-    for item in tqdm(items, unit="image", desc="evaluate", disable=not progress, leave=False):
+    for item in each_item(items, out_dir, progress):
         gt, pred = _channels_last(item.groundtruth, dims), _channels_last(item.prediction, dims)
         if pred.shape != gt.shape:
             raise DataError(

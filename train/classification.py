@@ -40,7 +40,6 @@ log = logging.getLogger("idl")
 class ClassificationData:
     """Normalized images ``(N, C, H, W)`` float32, class indices ``(N,)`` and what they mean."""
 
-    names: list[str]
     images: np.ndarray
     labels: np.ndarray
     class_names: tuple[str, ...]
@@ -105,7 +104,7 @@ def load_classification_data(
         np.float32
     )
     indices = np.array(class_indices(labels, names, str(split_dir)), np.int64)
-    return ClassificationData([i.name for i in items], images, indices, names, used_axes or "yx", size)
+    return ClassificationData(images, indices, names, used_axes or "yx", size)
 
 
 def split_stratified(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
