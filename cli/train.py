@@ -38,7 +38,9 @@ def _list_option(ctx: click.Context, param: click.Parameter, value: str | None) 
     help="Patches (images for classification) per step [default: 4; classification 32].",
 )
 @click.option(
-    "--learning-rate", type=click.FloatRange(min=0, min_open=True), help="Adam step size [default: 1e-3]."
+    "--learning-rate",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Adam step size [default: 1e-3; 1e-4 for Mask R-CNN].",
 )
 @click.option(
     "--patience", type=click.IntRange(min=1), help="Early-stopping patience in epochs [default: 10]."
@@ -83,8 +85,8 @@ def _list_option(ctx: click.Context, param: click.Parameter, value: str | None) 
 )
 @click.option(
     "--model",
-    help="Network: unet (segmentation, regression); resnet18, resnet34, resnet50 or resnet101 "
-    "(classification) [default: unet, resnet50].",
+    help="Network: unet (segmentation, regression); unet or maskrcnn (instance); resnet18, resnet34, "
+    "resnet50 or resnet101 (classification) [default: unet, resnet50].",
 )
 @click.option(
     "--class-weights",

@@ -15,6 +15,7 @@ import contextlib
 import copy
 import io
 import logging
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from idl.infer.model import mc_path_for
 from idl.infer.model_info import METADATA_KEY, ModelInfo
 from idl.infer.session import OnnxRunner
 from idl.models import ResNetClassifier, UNet, set_mc_dropout
+from idl.models.maskrcnn import InstanceMaskRCNN
 
 log = logging.getLogger("idl")
 
@@ -62,8 +64,6 @@ def _example_input(info: ModelInfo, batch: int = 2, seed: int = 0) -> torch.Tens
 
 
 def _export(module: nn.Module, example: torch.Tensor, path: Path, info: ModelInfo) -> None:
-    import onnx
-
     batch = torch.export.Dim("batch", min=1)
     dynamic = {0: batch}
     spatial = "" if info.task == "classification" else "zyx"[-info.dims :]  # classifiers: fixed size
@@ -82,11 +82,7 @@ def _export(module: nn.Module, example: torch.Tensor, path: Path, info: ModelInf
             output_names=["output"],
             dynamic_shapes={"x": dynamic},
         )
-        proto = onnx.load(str(tmp))
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = METADATA_KEY, info.to_json()
-        proto.producer_name = "idl"
-        onnx.save(proto, str(tmp))
+        _add_metadata(tmp, info)
 
 
 def verify_deterministic(
@@ -116,11 +112,73 @@ def verify_stochastic(path: Path, info: ModelInfo) -> float:
     return spread
 
 
+def _add_metadata(path: Path, info: ModelInfo) -> None:
+    import onnx
+
+    proto = onnx.load(str(path))
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, info.to_json()
+    proto.producer_name = "idl"
+    onnx.save(proto, str(path))
+
+
+DETECTOR_SIZES = ((160, 224), (256, 192))  # two uneven sizes, neither a multiple of 32
+DETECTOR_OPSET = 17
+
+
+def compare_detector(module: nn.Module, path: Path, x: torch.Tensor) -> tuple[float, float]:
+    """ONNX Runtime vs torch on one ``(1, C, Y, X)`` input of a Mask R-CNN graph: the share of pixels
+    whose label differs, and the largest score difference where the labels agree."""
+    with torch.no_grad():
+        expected = module(x).numpy()
+    got = OnnxRunner(path, "cpu")(x.numpy())
+    same = got[0, 0] == expected[0, 0]
+    score = float(np.max(np.abs(got[0, 1] - expected[0, 1])[same], initial=0.0))
+    return float(1.0 - same.mean()), score
+
+
+def export_detector(net: InstanceMaskRCNN, info: ModelInfo, path: Path, tolerance: float = 1e-3) -> Path:
+    """Export Mask R-CNN the way torchvision's own ONNX tests do (TorchScript tracing, opset 17,
+    dynamic image size), then check ONNX Runtime against torch on two image sizes: labels may differ
+    on at most ``tolerance`` of the pixels (a mask probability within rounding of 0.5), scores by at
+    most ``tolerance``."""
+    net = copy.deepcopy(net).cpu().eval()
+    generator = torch.Generator().manual_seed(0)
+    examples = [torch.rand(1, info.in_channels, *size, generator=generator) for size in DETECTOR_SIZES]
+    with atomic_path(path) as tmp, contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracing warnings about Python control flow torchvision expects
+        torch.onnx.export(
+            net,
+            (examples[0],),
+            str(tmp),
+            dynamo=False,
+            opset_version=DETECTOR_OPSET,
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_axes={"input": {2: "y", 3: "x"}, "output": {2: "y", 3: "x"}},
+        )
+        _add_metadata(tmp, info)
+    for x in examples:
+        labels, scores = compare_detector(net, path, x)
+        if labels > tolerance or scores > tolerance:
+            path.unlink(missing_ok=True)
+            raise ExportError(
+                f"{path}: ONNX Runtime differs from torch on a {x.shape[2]} x {x.shape[3]} image ({labels:.2%} "
+                f"of the labels, scores by {scores:.3g}); the export is not trustworthy. Please report this."
+            )
+    log.info("exported %s (Mask R-CNN; ONNX Runtime equals torch on two image sizes)", path.name)
+    return path
+
+
 def export_onnx(
-    net: UNet | ResNetClassifier, info: ModelInfo, out_dir: Path, name: str = "model.onnx"
+    net: UNet | ResNetClassifier | InstanceMaskRCNN, info: ModelInfo, out_dir: Path, name: str = "model.onnx"
 ) -> tuple[Path, Path | None]:
     """Write ``name`` (deterministic) and, when the net has dropout, its ``_mc`` twin; verify both."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    if isinstance(net, InstanceMaskRCNN):
+        info = replace(info, output="labels")
+        mc_path_for(out_dir / name).unlink(missing_ok=True)
+        return export_detector(net, info, out_dir / name), None
     info = replace(info, output="logits")  # what these graphs output, whatever an older checkpoint says
     net = copy.deepcopy(net).cpu().eval()
     module = net if isinstance(net, ResNetClassifier) else _Aligned(net).eval()

@@ -128,16 +128,19 @@ def labels_from_probabilities(probabilities: np.ndarray, min_size: int = 4) -> n
     return labels.astype(np.uint32 if labels.max() > np.iinfo(np.uint16).max else np.uint16)
 
 
-def objects_table(labels: np.ndarray, uncertainty: np.ndarray | None = None):
+def objects_table(
+    labels: np.ndarray, uncertainty: np.ndarray | None = None, scores: np.ndarray | None = None
+):
     """One row per object: label, area (pixels), centroid, and with Monte Carlo dropout the mean
-    pixel uncertainty inside the object (pandas DataFrame)."""
+    pixel uncertainty inside the object; for Mask R-CNN its detection score (pandas DataFrame)."""
     import pandas as pd
     from skimage.measure import regionprops_table
 
-    properties = ["label", "area", "centroid"]
-    if uncertainty is not None:
-        properties.append("intensity_mean")
-    table = pd.DataFrame(regionprops_table(labels, intensity_image=uncertainty, properties=properties))
+    table = pd.DataFrame(regionprops_table(labels, properties=["label", "area", "centroid"]))
     axes = "zyx"[-labels.ndim :]
     table = table.rename(columns={f"centroid-{i}": f"centroid_{a}" for i, a in enumerate(axes)})
-    return table.rename(columns={"intensity_mean": "uncertainty_mean"})
+    for name, values in (("score", scores), ("uncertainty_mean", uncertainty)):
+        if values is not None:
+            means = regionprops_table(labels, intensity_image=values, properties=["intensity_mean"])
+            table[name] = means["intensity_mean"]
+    return table

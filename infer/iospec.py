@@ -20,6 +20,8 @@ from idl.infer.tiling import AxisSize
 
 __all__ = ["SPACE", "IOSpec", "io_for_info"]
 
+DETECTOR_MIN_SIZE = 64  # Mask R-CNN tiles: at least two cells of its coarsest (stride 32) feature map
+
 
 @dataclass(frozen=True)
 class IOSpec:
@@ -84,6 +86,17 @@ def io_for_info(info: ModelInfo) -> IOSpec:
             sizes={a: AxisSize(n, 0) for a, n in zip(spatial, info.input_size, strict=True)},
             preprocessing=(ScaleRange(spatial, norm.low, norm.high, norm.eps),),
             postprocessing=(Softmax("c"),) if info.output == "logits" else (),
+        )
+    if info.output == "labels":  # Mask R-CNN: one image of any size in, labels and scores out
+        return IOSpec(
+            input_axes="bc" + spatial,
+            output_axes="bc" + spatial,
+            in_channels=info.in_channels,
+            out_channels=2,
+            sizes={a: AxisSize(DETECTOR_MIN_SIZE, 1) for a in spatial},
+            halo={a: info.halo_of(a) for a in spatial},
+            preprocessing=(ScaleRange(spatial, norm.low, norm.high, norm.eps),),
+            max_batch=1,
         )
     post: tuple[Op, ...] = ()
     if info.task == "regression":

@@ -90,6 +90,7 @@ class Prediction:
     mask: np.ndarray | None
     uncertainty: np.ndarray | None
     threshold: float | None
+    scores: np.ndarray | None = None  # Mask R-CNN: the detection score of the object owning each pixel
 
 
 def _batched(items: Sequence[Tile], size: int) -> Iterable[list[Tile]]:
@@ -271,6 +272,13 @@ def predict_image(model: LoadedModel, image: np.ndarray, options: PredictOptions
     tile = options.tile_for(len(io.spatial))
     halos = _halos(model, options, tile)
     _check_tiles(io, image.shape[:-1], tile, halos)
+    if model.info is not None and model.info.output == "labels":
+        from idl.infer.instance_tiles import predict_instance_tiles
+
+        if options.mc_samples:
+            model.session(mc=True)  # raises: Mask R-CNN has no Monte Carlo graph
+        labels, scores = predict_instance_tiles(model.network(), image, io, tile, halos[0], options.progress)
+        return Prediction(scores[np.newaxis], labels, None, None, scores)
     batch = min(options.batch_size, io.max_batch) if io.max_batch else options.batch_size
     try:
         output, uncertainty = predict_probabilities(
@@ -413,7 +421,9 @@ def _write_objects(path: Path, result: Prediction) -> Path:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        objects_table(result.mask, result.uncertainty).to_csv(tmp, index=False, float_format="%.6g")
+        objects_table(result.mask, result.uncertainty, result.scores).to_csv(
+            tmp, index=False, float_format="%.6g"
+        )
     return path
 
 

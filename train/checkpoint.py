@@ -18,6 +18,7 @@ from idl.infer.errors import ModelError
 from idl.infer.io import atomic_path
 from idl.infer.model_info import ModelInfo
 from idl.models import ResNetClassifier, ResNetSpec, UNet, UNetSpec
+from idl.models.maskrcnn import InstanceMaskRCNN, MaskRCNNSpec
 
 FORMAT = "idl-checkpoint/1"
 BEST_NAME = "best.pt"
@@ -50,15 +51,18 @@ ARCHITECTURES: dict[str, tuple[type[nn.Module], type]] = {
     "unet": (UNet, UNetSpec),
     "unet2d": (UNet, UNetSpec),
     "resnet": (ResNetClassifier, ResNetSpec),
+    "maskrcnn": (InstanceMaskRCNN, MaskRCNNSpec),
 }
 
 
 def architecture_name(model: nn.Module) -> str:
     """The checkpoint's architecture tag of a network."""
+    if isinstance(model, InstanceMaskRCNN):
+        return "maskrcnn"
     return "resnet" if isinstance(model, ResNetClassifier) else "unet"
 
 
-def model_payload(model: UNet | ResNetClassifier, info: ModelInfo) -> dict[str, Any]:
+def model_payload(model: UNet | ResNetClassifier | InstanceMaskRCNN, info: ModelInfo) -> dict[str, Any]:
     """The part of a checkpoint that describes and holds the network."""
     return {
         "architecture": architecture_name(model),

@@ -23,6 +23,7 @@ MULTICLASS_LOSSES = ("ce", "dice", "ce+dice")
 REGRESSION_LOSSES = ("mse", "mae", "huber")
 CLASSIFICATION_LOSSES = ("ce",)
 SEGMENTATION_MODELS = ("unet",)
+INSTANCE_MODELS = ("unet", "maskrcnn")
 CLASSIFICATION_MODELS = ("resnet18", "resnet34", "resnet50", "resnet101")
 AUGMENTATIONS = ("flip", "rot90")
 
@@ -68,7 +69,7 @@ class TrainConfig:
     task: str = "semantic"
     epochs: int = 100
     batch_size: int | None = None  # None: 4 patches (segmentation, regression) or 32 images
-    learning_rate: float = 1e-3
+    learning_rate: float | None = None  # None: 1e-4 for Mask R-CNN, else 1e-3
     patience: int = 10
     seed: int = 42
     loss: str | None = None  # bce+dice (binary), ce (multi-class, classification) or mse (regression)
@@ -107,7 +108,7 @@ class TrainConfig:
             (self.task in TASKS, f"task '{self.task}' is not a task name"),
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.batch_size is None or self.batch_size >= 1, "batch_size must be >= 1"),
-            (self.learning_rate > 0, "learning_rate must be > 0"),
+            (self.learning_rate is None or self.learning_rate > 0, "learning_rate must be > 0"),
             (self.patience >= 1, "patience must be >= 1"),
             (self.image_size is None or self.image_size >= 8, "image_size must be >= 8"),
             (
@@ -133,7 +134,9 @@ class TrainConfig:
         valid_losses = BINARY_LOSSES + MULTICLASS_LOSSES + REGRESSION_LOSSES + CLASSIFICATION_LOSSES
         if self.loss is not None and self.loss not in valid_losses:
             raise ConfigError(f"unknown loss '{self.loss}'; valid: {', '.join(dict.fromkeys(valid_losses))}")
-        valid_models = CLASSIFICATION_MODELS if self.task == "classification" else SEGMENTATION_MODELS
+        valid_models = {"classification": CLASSIFICATION_MODELS, "instance": INSTANCE_MODELS}.get(
+            self.task, SEGMENTATION_MODELS
+        )
         if self.model is not None and self.model not in valid_models:
             raise ConfigError(
                 f"model '{self.model}' does not fit the {self.task} task; "
@@ -149,6 +152,14 @@ class TrainConfig:
     def resolved_model(self) -> str:
         """The network: as set, or resnet50 for classification (InstantDL's) and the U-Net otherwise."""
         return self.model or ("resnet50" if self.task == "classification" else "unet")
+
+    @property
+    def resolved_learning_rate(self) -> float:
+        """Adam's step size: as set, or 1e-4 for Mask R-CNN (from scratch it diverges at 1e-3) and
+        1e-3 for the other networks."""
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return 1e-4 if self.model == "maskrcnn" else 1e-3
 
     @property
     def resolved_batch_size(self) -> int:

@@ -118,19 +118,25 @@ def _read_labels(path: Path, dims: int) -> np.ndarray:
 
 
 def load_instance_data(
-    split_dir: Path, norm: Normalization, axes: str | None = None, spatial: str = "yx"
+    split_dir: Path,
+    norm: Normalization,
+    axes: str | None = None,
+    spatial: str = "yx",
+    as_labels: bool = False,
 ) -> TrainingData:
     """Read every image/label-image pair of ``split_dir``; targets are the instance U-Net's three
-    classes (background, interior, boundary; see :func:`idl.infer.instance_labels.instance_target`)."""
+    classes (background, interior, boundary; see :func:`idl.infer.instance_labels.instance_target`),
+    or with ``as_labels`` the label images themselves (int64, for Mask R-CNN)."""
     from idl.infer.instance_labels import instance_target
+
+    def target(labels: np.ndarray) -> np.ndarray:
+        return labels.astype(np.int64) if as_labels else instance_target(labels)
 
     dims = len(spatial)
     raw, used_axes = _read_pairs(split_dir, axes, lambda p: _read_labels(p, dims), spatial)
     objects = sum(len(np.unique(labels)) - int((labels == 0).any()) for _, _, labels in raw)
     log.info("instance ground truth: %d object(s) in %d image(s)", objects, len(raw))
-    samples = [
-        Sample(pair.name, normalize(image, norm), instance_target(labels)) for pair, image, labels in raw
-    ]
+    samples = [Sample(pair.name, normalize(image, norm), target(labels)) for pair, image, labels in raw]
     return TrainingData(samples, 3, raw[0][1].shape[-1], used_axes)
 
 

@@ -42,11 +42,29 @@ class LoopSettings:
     progress: bool = True
     task: str = "semantic"
     precise_batch_norm: bool = False  # recompute batch-norm statistics after every epoch
+    score_name: str = ""  # the validation score's name when the task's default does not apply
 
     @property
     def metric(self) -> str:
         """The validation score shown and logged next to the loss."""
+        if self.score_name:
+            return self.score_name
         return {"regression": "pearson", "classification": "accuracy"}.get(self.task, "jaccard")
+
+
+BatchLoss = Callable[[torch.nn.Module, Any, Any, torch.device], torch.Tensor]
+Validation = Callable[[torch.nn.Module, DataLoader, torch.device], tuple[float, float]]
+
+
+@dataclass(frozen=True)
+class Steps:
+    """How a network that is not called as ``loss(model(x), y)`` trains: the loss of one batch, the
+    validation (mean loss, score) and how samples form a batch (e.g. lists of differently sized
+    images for Mask R-CNN)."""
+
+    batch_loss: BatchLoss
+    validate: Validation
+    collate: Callable[[list[Any]], Any] | None = None
 
 
 def _confusion(pred: torch.Tensor, target: torch.Tensor, k: int) -> np.ndarray:
@@ -123,25 +141,31 @@ def recompute_batch_norm(model: torch.nn.Module, loader: DataLoader, device: tor
     return len(norms)
 
 
+def _standard_loss(loss_fn: LossFn) -> BatchLoss:
+    def batch_loss(model: torch.nn.Module, x: Any, y: Any, device: torch.device) -> torch.Tensor:
+        return loss_fn(model(x.to(device)), y.to(device))
+
+    return batch_loss
+
+
 def train_epoch(
     model: torch.nn.Module,
     loader: DataLoader,
-    loss_fn: LossFn,
+    batch_loss: BatchLoss,
     optimizer: torch.optim.Optimizer,
     device: torch.device,
     progress: bool,
 ) -> float:
-    """One pass over the training patches; returns the mean loss."""
+    """One pass over the training patches; returns the mean loss per sample."""
     model.train()
     total, count = 0.0, 0
     for x, y in tqdm(loader, unit="batch", leave=False, disable=not progress, desc="train"):
-        x, y = x.to(device), y.to(device)
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y)
+        loss = batch_loss(model, x, y, device)
         loss.backward()
         optimizer.step()
-        total += loss.item() * x.shape[0]
-        count += x.shape[0]
+        total += loss.item() * len(x)
+        count += len(x)
     return total / count
 
 
@@ -155,9 +179,13 @@ def fit(
     state: TrainState,
     device: torch.device,
     on_epoch: Callable[[TrainState, bool], None],
+    steps: Steps | None = None,
 ) -> TrainState:
-    """Train until ``settings.epochs`` or early stopping; ``on_epoch(state, improved)`` saves and logs."""
-    val_loader = DataLoader(val_set, batch_size=settings.batch_size, shuffle=False)
+    """Train until ``settings.epochs`` or early stopping; ``on_epoch(state, improved)`` saves and logs.
+    ``steps`` replaces the loss and validation of networks called as ``loss(model(x), y)``."""
+    collate = steps.collate if steps is not None else None
+    batch_loss = steps.batch_loss if steps is not None else _standard_loss(loss_fn)
+    val_loader = DataLoader(val_set, batch_size=settings.batch_size, shuffle=False, collate_fn=collate)
     bar = tqdm(
         total=settings.epochs, initial=state.epoch, unit="epoch", disable=not settings.progress, desc="epochs"
     )
@@ -167,13 +195,21 @@ def fit(
         # a last batch of one image breaks batch norm where features are 1 x 1 (small classifiers)
         single = len(train_set) % settings.batch_size == 1 and len(train_set) > 1
         loader = DataLoader(
-            train_set, batch_size=settings.batch_size, shuffle=True, generator=shuffle, drop_last=single
+            train_set,
+            batch_size=settings.batch_size,
+            shuffle=True,
+            generator=shuffle,
+            drop_last=single,
+            collate_fn=collate,
         )
-        train_loss = train_epoch(model, loader, loss_fn, optimizer, device, settings.progress)
+        train_loss = train_epoch(model, loader, batch_loss, optimizer, device, settings.progress)
         if settings.precise_batch_norm:
             model.train()
             recompute_batch_norm(model, loader, device)
-        val_loss, val_score = validate(model, val_loader, loss_fn, settings, device)
+        if steps is not None:
+            val_loss, val_score = steps.validate(model, val_loader, device)
+        else:
+            val_loss, val_score = validate(model, val_loader, loss_fn, settings, device)
         if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
             raise IdlError(
                 f"training diverged in epoch {state.epoch + 1} (training loss {train_loss}, validation loss "

@@ -175,7 +175,7 @@ def _clear_previous(project: Path) -> None:
     for name in TRAINED_FILES:
         (model_dir / name).unlink(missing_ok=True)
     ours = [model_name(project, dims) for dims in (2, 3)]
-    ours += [model_name(project, 2, name) for name in CLASSIFICATION_MODELS]
+    ours += [model_name(project, 2, name) for name in (*CLASSIFICATION_MODELS, "maskrcnn")]
     for name in ours:  # ours only, not packages a user put there
         package_path(model_dir, name).unlink(missing_ok=True)
     for folder in (project / RESULTS_DIR, project / EVALUATION_DIR):
@@ -323,6 +323,10 @@ def train_project(
         # --resume from the run being continued
         source = pretrained.architecture if pretrained is not None else (saved or {}).get("spec", {})
         setup = prepare_classification(project, config, source)
+    elif config.task == "instance" and config.model == "maskrcnn":
+        from idl.train.detection import prepare_maskrcnn
+
+        setup = prepare_maskrcnn(project, config, model_name(project, 2, "maskrcnn"))
     else:
         setup = _prepare_unet(project, config, pretrained)
     config, info, model = setup.config, setup.info, setup.model
@@ -344,7 +348,7 @@ def train_project(
     model = model.to(device)
     # all parameters: frozen ones get no gradient, so Adam leaves them alone, and the optimizer state
     # of a checkpoint fits whatever was frozen
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.resolved_learning_rate)
     state, run_id = TrainState(), None
     if saved is not None:
         payload = saved
@@ -402,8 +406,20 @@ def train_project(
             progress,
             config.task,
             precise_batch_norm=config.task == "classification",
+            score_name="ap50" if config.model == "maskrcnn" else "",
         )
-        fit(model, optimizer, setup.train_set, setup.val_set, setup.loss, settings, state, device, on_epoch)
+        fit(
+            model,
+            optimizer,
+            setup.train_set,
+            setup.val_set,
+            setup.loss,
+            settings,
+            state,
+            device,
+            on_epoch,
+            setup.steps,
+        )
         log.info(
             "training done after %d epoch(s); best validation loss %.4f at epoch %d",
             state.epoch,

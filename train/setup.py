@@ -11,6 +11,7 @@ from torch.utils.data import Dataset
 
 from idl.infer.model_info import ModelInfo
 from idl.train.config import TrainConfig
+from idl.train.loop import Steps
 from idl.train.losses import LossFn
 
 
@@ -27,3 +28,4 @@ class Setup:
     loss: LossFn
     num_classes: int  # 0 for regression
     summary: str  # one log line describing the data and the network
+    steps: Steps | None = None  # loss and validation of networks not trained as loss(model(x), y)

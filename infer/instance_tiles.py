@@ -1,0 +1,86 @@
+"""Tiled prediction with networks that output label images (Mask R-CNN): each object once.
+
+A label image cannot be stitched pixel by pixel like probabilities: the same nucleus gets a different
+number in each tile, and an object cut by a tile's border is a fragment there. So objects are resolved
+by ownership: tiles overlap by a halo at least as large as the largest object, each tile owns the
+region it covers in the tiling of :mod:`idl.infer.tiling`, and an object is kept only by the tile that
+owns its centre (computed from what the tile sees). An object whose centre a tile owns lies within
+the halo of that region, so the tile sees it whole; a fragment at a tile's border has its centre near
+that border, i.e. outside the region the tile owns, and is dropped there. Kept objects are written
+into one label image, each pixel taken by the first object to claim it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+from tqdm.auto import tqdm
+
+from idl.infer.iospec import IOSpec
+from idl.infer.processing import apply_ops, fit_ops
+from idl.infer.tiling import Tile, read_window, tile_grid
+
+TileRunner = Callable[[np.ndarray], np.ndarray]
+
+
+def label_dtype(count: int) -> type:
+    """uint16 labels, or uint32 beyond 65 535 objects."""
+    return np.uint16 if count <= np.iinfo(np.uint16).max else np.uint32
+
+
+def owned_objects(labels: np.ndarray, tile: Tile) -> list[int]:
+    """The labels (in tile numbering) of the objects whose centre lies in the region ``tile`` owns."""
+    ids = np.unique(labels)
+    ids = ids[ids > 0]
+    if not ids.size:
+        return []
+    centres = ndimage.center_of_mass(np.ones(labels.shape), labels, ids)
+    owned = tile.owned_in_tile
+    return [
+        int(k)
+        for k, centre in zip(ids, centres, strict=True)
+        if all(s.start <= c < s.stop for c, s in zip(centre, owned, strict=True))
+    ]
+
+
+def predict_instance_tiles(
+    run: TileRunner,
+    image: Any,
+    io: IOSpec,
+    tile_size: int,
+    halo: int,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Label image and per-pixel score of a raw channels-last 2D image, tile by tile.
+
+    ``run`` maps a ``(1, C, Y, X)`` normalized tile to ``(1, 2, Y, X)``: labels (0 background) and
+    the score of the object owning each pixel. Tiles are normalized with statistics of the whole
+    image. Returns ``(labels (Y, X) uint16/uint32, scores (Y, X) float32)``.
+    """
+    spatial, image_axes = io.spatial, io.image_axes
+    shape = image.shape[:-1]
+    tiles = tile_grid(
+        shape, (tile_size,) * len(spatial), (halo,) * len(spatial), [io.sizes[a] for a in spatial]
+    )
+    pre = fit_ops(io.preprocessing, image, image_axes)
+    labels = np.zeros(shape, np.uint32)
+    scores = np.zeros(shape, np.float32)
+    count = 0
+    for tile in tqdm(tiles, unit="tile", disable=not progress, leave=False):
+        crop = apply_ops(pre, read_window(image, tile.window), image_axes)
+        out = run(np.ascontiguousarray(np.moveaxis(crop, -1, 0))[np.newaxis])[0]
+        inside = tuple(slice(0, min(w.stop, n) - w.start) for w, n in zip(tile.window, shape, strict=True))
+        tile_labels = np.rint(out[0]).astype(np.int64)[inside]
+        tile_scores = out[1][inside]
+        target = tuple(slice(w.start, min(w.stop, n)) for w, n in zip(tile.window, shape, strict=True))
+        free = labels[target] == 0
+        for k in owned_objects(tile_labels, tile):
+            count += 1
+            claim = (tile_labels == k) & free
+            labels[target][claim] = count
+            scores[target][claim] = tile_scores[claim]
+            free &= ~claim
+    return labels.astype(label_dtype(count), copy=False), scores
