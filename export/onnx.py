@@ -163,8 +163,9 @@ def export_detector(net: InstanceMaskRCNN, info: ModelInfo, path: Path, toleranc
         if labels > tolerance or scores > tolerance:
             path.unlink(missing_ok=True)
             raise ExportError(
-                f"{path}: ONNX Runtime differs from torch on a {x.shape[2]} x {x.shape[3]} image ({labels:.2%} "
-                f"of the labels, scores by {scores:.3g}); the export is not trustworthy. Please report this."
+                f"{path}: ONNX Runtime differs from torch on a {x.shape[2]} x {x.shape[3]} image "
+                f"({labels:.2%} of the labels, scores by {scores:.3g}); the export is not trustworthy. "
+                "Please report this."
             )
     log.info("exported %s (Mask R-CNN; ONNX Runtime equals torch on two image sizes)", path.name)
     return path
