@@ -25,13 +25,13 @@ import numpy as np
 import tifffile
 import torch
 
-from idl.export.onnx import ExportError
+from idl.export.onnx import ExportError, NothingToShow
 from idl.infer.iospec import io_for_info
 from idl.infer.model import PACKAGE_SUFFIX, read_info
 from idl.infer.model_info import ModelInfo
 from idl.infer.session import OnnxRunner
 from idl.infer.tiling import AxisSize, read_window, smallest_tile
-from idl.models import ResNetClassifier, UNet
+from idl.models import InstanceMaskRCNN, ResNetClassifier, UNet
 
 log = logging.getLogger("idl")
 
@@ -124,6 +124,8 @@ def _task_text(info: ModelInfo) -> str:
 
 
 def _network_text(info: ModelInfo) -> str:
+    if info.output == "labels":
+        return "Mask R-CNN"
     if info.task == "classification":
         return str(info.training.get("architecture", "ResNet")).split(" ")[0].replace("resnet", "ResNet")
     return f"{info.dims}D U-Net"
@@ -246,7 +248,7 @@ def _readme(info: ModelInfo, request: PackageRequest, has_mc: bool) -> str:
 
 
 def build_description(
-    net: UNet | ResNetClassifier,
+    net: UNet | ResNetClassifier | InstanceMaskRCNN,
     info: ModelInfo,
     onnx_path: Path,
     mc_path: Path | None,
@@ -261,21 +263,25 @@ def build_description(
     info = read_info(OnnxRunner(onnx_path, "cpu")) or info  # describe the graph as exported
     letters = "zyx"[-info.dims :]
     classifier = info.task == "classification"
+    detector = info.output == "labels"
     io = io_for_info(info)
     if classifier:
         rules = [AxisSize(n, 0) for n in info.input_size]
         test_image, test_output = _classifier_test(request.sample, info, onnx_path)
         out = test_output.astype(np.float32)
     else:
-        rules = [
-            AxisSize(smallest_tile(info.halo_of(a), info.multiple_of(a)), info.multiple_of(a))
-            for a in letters
-        ]
+        rules = [AxisSize(smallest_tile(info.halo_of(a), io.sizes[a]), io.sizes[a].step) for a in letters]
         test_image = _test_input(request.sample, rules)
         test_output, _ = predict_probabilities(
             OnnxRunner(onnx_path, "cpu"), test_image, io, max(test_image.shape[:-1]), 0
         )
         out = test_output[np.newaxis].astype(np.float32)
+        if detector and not np.any(out[0, 0]):
+            raise NothingToShow(
+                f"{info.name}: the model finds no object in the package's test image, and bioimage.io "
+                "needs a test output with objects. Train longer (or on more images), then write the "
+                "package with idl-export."
+            )
     raw_in = np.moveaxis(test_image, -1, 0)[np.newaxis]
     np.save(workdir / "test_input.npy", raw_in)
     np.save(workdir / "test_output.npy", out)
@@ -285,6 +291,8 @@ def build_description(
         tifffile.imwrite(workdir / "sample_output.tif", out[0], photometric="minisblack")
     if classifier:
         cover = _classifier_cover(test_image, out[0], info.class_names, workdir / "cover.png")
+    elif detector:
+        cover = _labels_cover(test_image, test_output[0], workdir / "cover.png")
     else:
         cover = _cover(test_image, test_output, workdir / "cover.png")
     readme = workdir / "README.md"
@@ -304,7 +312,7 @@ def build_description(
             id=bio.TensorId("input"),
             description="raw image; each channel is scaled by its own percentiles",
             axes=[
-                bio.BatchAxis(),
+                bio.BatchAxis(size=1 if detector else None),
                 bio.ChannelAxis(
                     channel_names=[bio.Identifier(f"channel{i}") for i in range(info.in_channels)]
                 ),
@@ -334,7 +342,7 @@ def build_description(
             id=bio.TensorId(output.tensor),
             description=output.description,
             axes=[
-                bio.BatchAxis(),
+                bio.BatchAxis(size=1 if detector else None),
                 bio.ChannelAxis(channel_names=[bio.Identifier(safe_identifier(n)) for n in output.channels]),
                 *[
                     bio.SpaceOutputAxisWithHalo(
@@ -348,14 +356,14 @@ def build_description(
             test_tensor=bio.FileDescr(source=workdir / "test_output.npy"),
             sample_tensor=None if classifier else bio.FileDescr(source=workdir / "sample_output.tif"),
             data=bio.IntervalOrRatioDataDescr(type="float32", range=output.value_range),
-            postprocessing=[output.postprocessing],
+            postprocessing=[] if output.postprocessing is None else [output.postprocessing],
         )
     ]
     weights = bio.WeightsDescr(
         pytorch_state_dict=bio.PytorchStateDictWeightsDescr(
             source=state,
             architecture=bio.ArchitectureFromLibraryDescr(
-                callable=bio.Identifier("build_resnet" if classifier else "build_unet2d"),
+                callable=bio.Identifier(_builder(info)),
                 import_from="idl.models",
                 kwargs=asdict(net.spec),
             ),
@@ -373,6 +381,9 @@ def build_description(
         shutil.copyfile(mc_path, mc_copy)
         attachments.append(bio.FileDescr(source=mc_copy))
         config["mc_dropout"] = {"file": mc_copy.name, "p": info.dropout, "n_samples": request.mc_samples}
+    tolerance = {}
+    if detector:  # a mask probability within rounding of 0.5 may flip a pixel between frameworks
+        tolerance = {"bioimageio": {"reproducibility_tolerance": [{"mismatched_elements_per_million": 1000}]}}
     if request.metrics:
         config["test_metrics"] = {k: v for k, v in request.metrics.items() if isinstance(v, (int, float))}
     return bio.ModelDescr(
@@ -387,18 +398,18 @@ def build_description(
         covers=[bio.FileDescr(source=cover)],
         tags=[
             "idl",
-            "resnet" if classifier else "unet",
+            "resnet" if classifier else ("maskrcnn" if detector else "unet"),
             f"{info.dims}d",
             "pytorch",
             "onnx",
-            "monte-carlo-dropout",
+            *(["monte-carlo-dropout"] if mc_path is not None else []),
             *TASK_TAGS[info.task],
         ],
         inputs=inputs,
         outputs=outputs,
         weights=weights,
         attachments=attachments,
-        config={"idl": config},
+        config={"idl": config, **tolerance},
         version="0.1.0",
     )
 
@@ -409,12 +420,43 @@ class _Output:
     description: str
     channels: list[str]
     value_range: tuple[float | None, float | None]
-    postprocessing: Any
+    postprocessing: Any  # None: the output is used as it is
+
+
+def _builder(info: ModelInfo) -> str:
+    """The ``idl.models`` function that builds the network from the package's ``kwargs``."""
+    if info.output == "labels":
+        return "build_maskrcnn"
+    return "build_resnet" if info.task == "classification" else "build_unet2d"
+
+
+def _labels_cover(image: np.ndarray, labels: np.ndarray, path: Path) -> Path:
+    """A 2:1 PNG: the test image next to it with every object's outline in its own colour."""
+    from skimage.io import imsave
+
+    from idl.infer.evaluate_instance import outlines
+    from idl.infer.plots import display_image
+
+    shown = display_image(image)
+    if shown.ndim == 3:
+        shown = shown.mean(axis=-1)
+    grey = np.repeat(shown[..., None], 3, axis=-1)
+    panel = np.concatenate([grey, outlines(np.rint(labels).astype(np.int64), image)], axis=1)
+    imsave(path, (np.clip(panel, 0, 1) * 255).astype(np.uint8), check_contrast=False)
+    return path
 
 
 def _output_meaning(info: ModelInfo, bio: Any) -> _Output:
     """What the network's output is and how its raw values become it (an activation, or for
     regression the mapping back to ground-truth units)."""
+    if info.output == "labels":
+        return _Output(
+            "labels",
+            "labels (0 background, 1..N objects) and the detection score of the object owning each pixel",
+            ["labels", "score"],
+            (0.0, None),
+            None,
+        )
     if info.task == "regression":
         mean, std = list(info.target_mean), list(info.target_std)
         if len(mean) == 1:
@@ -483,7 +525,7 @@ def validate_package(path: Path) -> Any:
 
 
 def export_package(
-    net: UNet | ResNetClassifier,
+    net: UNet | ResNetClassifier | InstanceMaskRCNN,
     info: ModelInfo,
     onnx_path: Path,
     mc_path: Path | None,

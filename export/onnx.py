@@ -41,6 +41,11 @@ class ExportError(IdlError):
     """The exported graph does not behave like the torch model."""
 
 
+class NothingToShow(ExportError):
+    """The model's output on the package's test image is empty (e.g. a detector that finds nothing),
+    which bioimage.io refuses as a test output."""
+
+
 class _Aligned(nn.Module):
     """The exported computation: the padding-free U-Net forward, logits out."""
 

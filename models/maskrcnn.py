@@ -144,3 +144,9 @@ def targets_from_labels(labels: np.ndarray, min_area: int = 4) -> dict[str, torc
         "labels": torch.ones(len(boxes), dtype=torch.int64),
         "masks": torch.from_numpy(np.stack(masks) if masks else np.zeros((0, *shape), bool)).to(torch.uint8),
     }
+
+
+def build_maskrcnn(**spec: object) -> InstanceMaskRCNN:
+    """An :class:`InstanceMaskRCNN` in evaluation mode from the fields of :class:`MaskRCNNSpec`: the
+    architecture entry point named in bioimage.io packages (plain JSON keyword arguments)."""
+    return InstanceMaskRCNN(MaskRCNNSpec(**spec)).eval()  # type: ignore[arg-type]

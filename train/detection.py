@@ -165,7 +165,7 @@ def prepare_maskrcnn(project: Path, config: TrainConfig, name: str) -> Setup:
         config,
         model="maskrcnn",
         num_classes=None,
-        loss="maskrcnn",
+        loss=None,  # torchvision's Mask R-CNN losses
         axes=data.axes,
         dropout=0.0,  # no dropout in Mask R-CNN, so no Monte Carlo uncertainty
         uncertainty=False,

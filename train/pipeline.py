@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from idl.export.bioimageio import PackageRequest, export_package, package_path
-from idl.export.onnx import export_onnx
+from idl.export.onnx import NothingToShow, export_onnx
 from idl.infer.axes import read_channels_last
 from idl.infer.errors import IdlError
 from idl.infer.evaluate import evaluate_task, items_for_predictions
@@ -438,8 +438,11 @@ def train_project(
             tracker.log_artifact(project / EVALUATION_DIR)
         package = None
         if config.package:
-            package = write_package(project, config, best, info, onnx_path, mc_path, summary)
-            tracker.log_artifact(package, "model")
+            try:
+                package = write_package(project, config, best, info, onnx_path, mc_path, summary)
+                tracker.log_artifact(package, "model")
+            except NothingToShow as exc:  # the model and its evaluation are saved all the same
+                log.warning("no bioimage.io package written: %s", exc)
     except BaseException:
         tracker.end("FAILED")
         raise

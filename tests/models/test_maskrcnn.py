@@ -90,3 +90,37 @@ def test_an_image_without_detections_gives_empty_labels_in_both(tmp_path: Path) 
     got = OnnxRunner(path, "cpu")(x.numpy())
     assert got.shape == expected.shape == (1, 2, 128, 96)
     assert float(np.abs(got).sum()) == 0.0 and float(np.abs(expected).sum()) == 0.0
+
+
+def test_package_passes_test_model_and_predicts_like_the_model_folder(detector_onnx, tmp_path: Path) -> None:
+    from idl.export.bioimageio import PackageRequest, export_package
+    from idl.infer.model import load_model
+    from idl.infer.predict import PredictOptions, predict_image
+
+    net, path = detector_onnx
+    sample = np.random.default_rng(3).random((150, 170, 1)).astype(np.float32)
+    package = export_package(net, _info(), path, None, PackageRequest(sample=sample), tmp_path / "m.zip")
+    image = np.random.default_rng(4).random((300, 260, 1)).astype(np.float32)
+    options = PredictOptions(tile_size=160, progress=False)
+    ours = predict_image(load_model(path.parent), image, options)
+    theirs = predict_image(load_model(package), image, options)
+    assert ours.mask.max() >= 5 and ours.mask.dtype == np.uint16
+    assert np.mean(ours.mask != theirs.mask) <= 1e-3
+    from bioimageio.spec import load_model_description
+
+    descr = load_model_description(package)
+    assert [str(a.id) for a in descr.outputs[0].axes] == ["batch", "channel", "y", "x"]
+    assert descr.weights.pytorch_state_dict.architecture.callable == "build_maskrcnn"
+    assert "monte-carlo-dropout" not in descr.tags and "maskrcnn" in descr.tags
+
+
+def test_no_package_from_a_detector_that_finds_nothing(tmp_path: Path) -> None:
+    from idl.export.bioimageio import PackageRequest, export_package
+    from idl.export.onnx import NothingToShow
+
+    net = InstanceMaskRCNN(MaskRCNNSpec(1, (16, 32, 64, 128, 256), 50, score_threshold=0.999)).eval()
+    path, _ = export_onnx(net, _info(), tmp_path)
+    sample = np.zeros((100, 100, 1), np.float32)
+    with pytest.raises(NothingToShow, match="finds no object in the package's test image"):
+        export_package(net, _info(), path, None, PackageRequest(sample=sample), tmp_path / "m.zip")
+    assert not (tmp_path / "m.zip").exists()
