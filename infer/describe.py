@@ -63,9 +63,16 @@ def describe(model: LoadedModel) -> str:
                 "  input check: atypicality against the training images' statistics (<= ~1: typical)"
             )
     elif info is not None:
-        lines.append(
-            f"task: {info.task}, {info.num_classes} classes, {info.dims}D, trained on axes {info.axes}"
-        )
+        if info.output == "labels":
+            lines.append(f"task: instance (Mask R-CNN), {info.dims}D, trained on axes {info.axes}")
+            lines.append(
+                "  output channels: labels (0 background, 1..N objects) and the score of the owning "
+                "object; writes label images and objects/<name>.csv with each object's score"
+            )
+        else:
+            lines.append(
+                f"task: {info.task}, {info.num_classes} classes, {info.dims}D, trained on axes {info.axes}"
+            )
         if info.training:
             lines.append("training: " + ", ".join(f"{k} {v}" for k, v in info.training.items()))
     metrics = _metrics(model)

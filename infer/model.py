@@ -158,7 +158,11 @@ def load_model(path: str | Path, device: str = "auto") -> LoadedModel:
         label=str(onnx_path),
         info=info,
         mc_weights=mc if mc.is_file() else None,
-        mc_missing=f"expected {mc.name} next to it; re-export the model with idl-export",
+        mc_missing=(
+            "Mask R-CNN has no dropout; train with --model unet for Monte Carlo uncertainty"
+            if info.output == "labels"
+            else f"expected {mc.name} next to it; re-export the model with idl-export"
+        ),
         details={"name": info.name, "source": str(onnx_path)},
         device=device,
     )

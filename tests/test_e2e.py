@@ -136,3 +136,48 @@ def test_tiled_instance_prediction_of_a_large_image_equals_whole_image(tmp_path:
     assert whole.max() > 100
     assert scores["precision"] >= 0.95 and scores["recall"] >= 0.95  # matched at IoU 0.5
     assert int(tiled.max()) == int(whole.max())  # none doubled at tile borders
+
+
+@pytest.mark.slow
+def test_maskrcnn_trains_resumes_exports_and_predicts(tmp_path: Path) -> None:
+    """The Mask R-CNN path as a user runs it, on a tiny project (a few epochs learn little; the
+    accuracy is measured in bench/instance.py)."""
+    import pandas as pd
+
+    from idl.infer.synthetic import NucleiSpec, write_instance_project
+
+    project = write_instance_project(tmp_path / "nuclei", 8, 2, 0, NucleiSpec(size=128))
+    args = ["--task", "instance", "--model", "maskrcnn", "--patience", "5", "--quiet"]
+    _cli("train", str(project), *args, "--epochs", "3")
+    _cli("train", str(project), *args, "--epochs", "4", "--resume")
+    config = json.loads((project / "model" / "config.json").read_text())
+    assert (
+        config["model"] == "maskrcnn" and config["learning_rate"] == 1e-4 and config["uncertainty"] is False
+    )
+    state = __import__("torch").load(project / "model" / "last.pt", weights_only=True)["state"]
+    losses = [h["train_loss"] for h in state["history"]]
+    assert len(losses) == 4 and losses[-1] < losses[0] * 0.8
+    assert all("val_ap50" in h for h in state["history"])
+    summary = json.loads((project / "evaluation" / "summary.json").read_text())
+    assert {"ap50", "ap50_95", "jaccard", "n_objects"} <= set(summary)
+    out = tmp_path / "pred"
+    _cli("predict", str(project / "model"), str(project / "test" / "image"), "--out", str(out), "--quiet")
+    table = pd.read_csv(out / "objects" / "nuclei_000.csv")
+    assert list(table.columns) == ["label", "area", "centroid_y", "centroid_x", "score"]
+    code = "from idl.cli.predict import main; main()"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            str(project / "model"),
+            str(project / "test" / "image"),
+            "--out",
+            str(tmp_path / "mc"),
+            "--mc-samples",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0 and "Mask R-CNN has no dropout" in proc.stdout + proc.stderr

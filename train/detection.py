@@ -186,9 +186,9 @@ def prepare_maskrcnn(project: Path, config: TrainConfig, name: str) -> Setup:
             "n_train": len(train_samples),
             "n_val": len(val_samples),
             "patch": [patch, patch],
-            "loss": "maskrcnn",
+            "loss": "Mask R-CNN (torchvision)",
             "anchor_sizes": list(spec.anchor_sizes),
-            "object_side_median": float(np.median(sides)),
+            "object_side_median": round(float(np.median(sides)), 1),
         },
     )
     summary = (

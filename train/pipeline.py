@@ -330,6 +330,7 @@ def train_project(
     else:
         setup = _prepare_unet(project, config, pretrained)
     config, info, model = setup.config, setup.info, setup.model
+    config = replace(config, learning_rate=config.resolved_learning_rate)  # saved and logged as used
     if config.uncertainty and config.dropout == 0:
         log.warning("dropout is 0, so there is no Monte Carlo dropout: predicting without uncertainty")
         config = replace(config, uncertainty=False)
