@@ -23,7 +23,13 @@ from idl.infer.evaluate import (
     record_uncertainty,
     write_evaluation,
 )
-from idl.infer.instance_metrics import MatchCounts, counts_per_threshold, scores_from_counts
+from idl.infer.instance_metrics import (
+    MatchCounts,
+    best_iou,
+    counts_per_threshold,
+    iou_matrix,
+    scores_from_counts,
+)
 
 log = logging.getLogger("idl")
 
@@ -45,6 +51,37 @@ def outlines(labels: np.ndarray, image: np.ndarray | None) -> np.ndarray:
     return rgb
 
 
+def object_uncertainty(labels: np.ndarray, uncertainty: np.ndarray) -> np.ndarray:
+    """Mean Monte Carlo uncertainty inside every object of a label image (in label order)."""
+    from scipy import ndimage
+
+    ids = np.unique(labels)
+    ids = ids[ids > 0]
+    return np.asarray(ndimage.mean(uncertainty, labels, ids), dtype=float).reshape(-1)
+
+
+def save_object_uncertainty(path: Path, uncertainty: np.ndarray, iou: np.ndarray, area_under: float) -> Path:
+    """Scatter of every predicted object's mean uncertainty against its best IoU with the truth."""
+    from idl.infer.io import atomic_path
+    from idl.infer.plots import _pyplot
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.5, 3.5))
+    wrong = iou <= 0.5
+    ax.scatter(iou[~wrong], uncertainty[~wrong], s=8, alpha=0.5, color="tab:blue", label="matched")
+    ax.scatter(iou[wrong], uncertainty[wrong], s=8, alpha=0.7, color="tab:red", label="false detection")
+    ax.axvline(0.5, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("best IoU with a true object")
+    ax.set_ylabel("mean uncertainty in the object")
+    ax.set_title(f"per-object uncertainty (AUROC false vs matched {area_under:.3f})", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return path
+
+
 def evaluate_instance(
     items: list[EvalItem],
     out_dir: Path,
@@ -59,9 +96,11 @@ def evaluate_instance(
     totals = [MatchCounts(0, 0, 0)] * 10
     inter = union = 0
     rows, sample_figures = [], []
+    per_object: list[tuple[np.ndarray, np.ndarray]] = []  # (mean uncertainty, best IoU) per object
     for item in each_item(items, out_dir, progress):
         truth, pred = read_mask_pair(item, dims)
-        counts = counts_per_threshold(truth, pred)
+        iou = iou_matrix(truth, pred)
+        counts = counts_per_threshold(truth, pred, iou)
         totals = [a + b for a, b in zip(totals, counts, strict=True)]
         inter += int(np.count_nonzero((truth > 0) & (pred > 0)))
         union += int(np.count_nonzero((truth > 0) | (pred > 0)))
@@ -74,6 +113,8 @@ def evaluate_instance(
             "n_predicted": counts[0].tp + counts[0].fp,
         }
         uncertainty = record_uncertainty(item, row)
+        if uncertainty is not None:
+            per_object.append((object_uncertainty(pred, uncertainty), best_iou(iou)))
         rows.append(row)
         if figures and dims == 2:
             image = load_display_image(item.image, axes, dims)
@@ -88,6 +129,17 @@ def evaluate_instance(
                 save_panels(out_dir / f"{item.name}.png", title, [panels], ("uncertainty",))
             )
     overall = scores_from_counts(totals)
+    if per_object:  # does an object's uncertainty tell false detections from matched ones?
+        from idl.infer.evaluate_classification import auroc
+
+        spread = np.concatenate([u for u, _ in per_object])
+        quality = np.concatenate([q for _, q in per_object])
+        overall["object_uncertainty_auroc"] = auroc(spread, quality <= 0.5)
+        if figures and spread.size:
+            figure = out_dir / "object_uncertainty.png"
+            sample_figures.insert(
+                0, save_object_uncertainty(figure, spread, quality, overall["object_uncertainty_auroc"])
+            )
 
     def summarize(metrics: pd.DataFrame) -> dict[str, float | int]:
         return {

@@ -70,10 +70,19 @@ def match_counts(iou: np.ndarray, threshold: float) -> MatchCounts:
     return MatchCounts(tp, n_pred - tp, n_true - tp)
 
 
-def counts_per_threshold(truth: np.ndarray, prediction: np.ndarray) -> list[MatchCounts]:
-    """Match counts of one image at every threshold of :data:`THRESHOLDS`."""
-    iou = iou_matrix(truth, prediction)
+def counts_per_threshold(
+    truth: np.ndarray, prediction: np.ndarray, iou: np.ndarray | None = None
+) -> list[MatchCounts]:
+    """Match counts of one image at every threshold of :data:`THRESHOLDS` (``iou``: the image's
+    :func:`iou_matrix`, when already computed)."""
+    iou = iou_matrix(truth, prediction) if iou is None else iou
     return [match_counts(iou, t) for t in THRESHOLDS]
+
+
+def best_iou(iou: np.ndarray) -> np.ndarray:
+    """For every predicted object (columns of :func:`iou_matrix`, in label order) its best IoU with
+    any true object: above 0.5 it is a true positive at that threshold, else a false detection."""
+    return iou.max(axis=0) if iou.shape[0] else np.zeros(iou.shape[1])
 
 
 def scores_from_counts(counts: list[MatchCounts]) -> dict[str, float]:

@@ -102,3 +102,35 @@ def test_evaluation_adds_up_the_counts_of_all_images(tmp_path) -> None:
     assert summary["jaccard"] == pytest.approx(108 / 144) and summary["n_objects"] == 4
     assert json.loads((tmp_path / "ev" / "summary.json").read_text())["ap50_95"] == pytest.approx(3 / 4)
     assert (tmp_path / "ev" / "a.png").stat().st_size > 1000 and (tmp_path / "ev" / "report.html").is_file()
+
+
+def test_object_uncertainty_flags_false_detections(tmp_path) -> None:
+    from idl.infer.evaluate import EvalItem
+    from idl.infer.evaluate_instance import evaluate_instance, object_uncertainty
+    from idl.infer.io import write_tiff
+
+    truth = np.zeros((30, 30), np.uint16)
+    truth[2:8, 2:8], truth[10:16, 10:16] = 1, 2
+    pred = truth.copy()
+    pred[20:26, 20:26] = 7  # a false detection
+    pred[10:16, 13:16] = 0  # object 2 only half found: IoU 0.5, not a match
+    uncertainty = np.full((30, 30), 0.1, np.float32)
+    uncertainty[20:26, 20:26] = 0.6
+    uncertainty[10:16, 10:13] = 0.3
+    expected = [0.1, 0.3, 0.6]  # objects 1, 2 and 7
+    np.testing.assert_allclose(object_uncertainty(pred, uncertainty), expected, rtol=1e-6)
+    write_tiff(tmp_path / "gt" / "a.tif", truth)
+    write_tiff(tmp_path / "pred" / "a.tif", pred)
+    write_tiff(tmp_path / "unc" / "a.tif", uncertainty)
+    item = EvalItem(
+        "a", tmp_path / "pred" / "a.tif", tmp_path / "gt" / "a.tif", None, tmp_path / "unc" / "a.tif"
+    )
+    summary = evaluate_instance([item], tmp_path / "ev", progress=False)
+    assert summary["object_uncertainty_auroc"] == pytest.approx(1.0)  # both false ones above the match
+    assert (tmp_path / "ev" / "object_uncertainty.png").stat().st_size > 1000
+    pred[20:26, 20:26] = 0
+    uncertainty[10:16, 10:13] = 0.05  # now the false one is the least uncertain
+    write_tiff(tmp_path / "pred" / "a.tif", pred)
+    write_tiff(tmp_path / "unc" / "a.tif", uncertainty)
+    summary = evaluate_instance([item], tmp_path / "ev2", progress=False)
+    assert summary["object_uncertainty_auroc"] == pytest.approx(0.0)
