@@ -31,7 +31,7 @@ from idl.models.resnet import SMALL_INPUT
 from idl.train.config import ConfigError, TrainConfig
 from idl.train.data import augment_pair
 from idl.train.losses import LossFn
-from idl.train.setup import Setup
+from idl.train.setup import Setup, data_summary
 
 log = logging.getLogger("idl")
 
@@ -239,7 +239,7 @@ def prepare_classification(project: Path, config: TrainConfig, arch: dict[str, A
         },
     )
     summary = (
-        f"{len(train_idx)} training / {len(val_idx)} validation images, {data.in_channels} channel(s), "
+        f"{data_summary(len(train_idx), len(val_idx), data.in_channels)}, "
         f"{k} classes ({', '.join(f'{n}: {c}' for n, c in zip(data.class_names, counts, strict=True))}), "
         f"input {data.input_size[0]} x {data.input_size[1]} px, {config.model}"
         f"{' (small-input stem)' if small else ''}, loss {loss_name}"

@@ -25,7 +25,7 @@ from idl.models.maskrcnn import InstanceMaskRCNN, MaskRCNNSpec, anchor_sizes_for
 from idl.train.config import ConfigError, TrainConfig
 from idl.train.data import Sample, augment_pair, load_instance_data, split_validation
 from idl.train.loop import Steps
-from idl.train.setup import Setup
+from idl.train.setup import Setup, data_summary
 
 log = logging.getLogger("idl")
 
@@ -192,8 +192,8 @@ def prepare_maskrcnn(project: Path, config: TrainConfig, name: str) -> Setup:
         },
     )
     summary = (
-        f"{len(train_samples)} training / {len(val_samples)} validation images, {data.in_channels} "
-        f"channel(s), {sides.size} objects (median side {np.median(sides):.0f} px), Mask R-CNN with anchors "
+        f"{data_summary(len(train_samples), len(val_samples), data.in_channels)}, {sides.size} objects "
+        f"(median side {np.median(sides):.0f} px), Mask R-CNN with anchors "
         f"{', '.join(map(str, spec.anchor_sizes))} px, crops of up to {patch} px"
     )
     return Setup(

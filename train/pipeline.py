@@ -50,7 +50,7 @@ from idl.train.data import (
 from idl.train.loop import LoopSettings, TrainState, fit
 from idl.train.losses import make_loss
 from idl.train.pretrained import Pretrained, TransferReport, read_pretrained, transfer
-from idl.train.setup import Setup
+from idl.train.setup import Setup, data_summary
 from idl.train.tracking import Tracker
 
 log = logging.getLogger("idl")
@@ -250,8 +250,8 @@ def _prepare_unet(project: Path, config: TrainConfig, pretrained: Pretrained | N
         },
     )
     summary = (
-        f"{len(train_samples)} training / {len(val_samples)} validation images, {data.in_channels} "
-        f"channel(s), {_kind(data)}, patches of {' x '.join(map(str, patch))} px, loss {loss_name}"
+        f"{data_summary(len(train_samples), len(val_samples), data.in_channels)}, {_kind(data)}, "
+        f"patches of {' x '.join(map(str, patch))} px, loss {loss_name}"
     )
     return Setup(
         config=config,

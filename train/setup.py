@@ -29,3 +29,8 @@ class Setup:
     num_classes: int  # 0 for regression
     summary: str  # one log line describing the data and the network
     steps: Steps | None = None  # loss and validation of networks not trained as loss(model(x), y)
+
+
+def data_summary(n_train: int, n_val: int, channels: int) -> str:
+    """The start of every task's log line about its data."""
+    return f"{n_train} training / {n_val} validation images, {channels} channel(s)"
