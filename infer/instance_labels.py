@@ -125,7 +125,12 @@ def labels_from_probabilities(probabilities: np.ndarray, min_size: int = 4) -> n
     small[0] = False
     seeds[small[seeds]] = 0  # specks are no objects
     labels = watershed(-interior, seeds, mask=foreground)
-    return labels.astype(np.uint32 if labels.max() > np.iinfo(np.uint16).max else np.uint16)
+    return labels.astype(label_dtype(int(labels.max())))
+
+
+def label_dtype(count: int) -> type:
+    """uint16 labels, or uint32 beyond 65 535 objects."""
+    return np.uint16 if count <= np.iinfo(np.uint16).max else np.uint32
 
 
 def objects_table(

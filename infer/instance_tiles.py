@@ -19,16 +19,12 @@ import numpy as np
 from scipy import ndimage
 from tqdm.auto import tqdm
 
+from idl.infer.instance_labels import label_dtype
 from idl.infer.iospec import IOSpec
 from idl.infer.processing import apply_ops, fit_ops
 from idl.infer.tiling import Tile, read_window, tile_grid
 
 TileRunner = Callable[[np.ndarray], np.ndarray]
-
-
-def label_dtype(count: int) -> type:
-    """uint16 labels, or uint32 beyond 65 535 objects."""
-    return np.uint16 if count <= np.iinfo(np.uint16).max else np.uint32
 
 
 def owned_objects(labels: np.ndarray, tile: Tile) -> list[int]:

@@ -140,7 +140,7 @@ def validate(model: InstanceMaskRCNN, loader: DataLoader, device: torch.device) 
                 found = counts_per_threshold(_labels_of(target), predicted)
                 counts = found if counts is None else [a + b for a, b in zip(counts, found, strict=True)]
     model.eval()
-    return total / max(count, 1), scores_from_counts(counts or [])["ap50"] if counts else 0.0
+    return total / max(count, 1), (scores_from_counts(counts)["ap50"] if counts else 0.0)
 
 
 STEPS = Steps(batch_loss=batch_loss, validate=validate, collate=collate)
