@@ -21,21 +21,24 @@ from idl.cli.common import setup_logging, user_errors
     "--task",
     default="semantic",
     show_default=True,
-    type=click.Choice(["semantic", "regression", "classification"]),
-    help="semantic: nuclei and their masks; regression: in-silico staining (label-free image -> stain); "
-    "classification: single nuclei, round, elongated or dividing (32 x 32 px).",
+    type=click.Choice(["semantic", "instance", "regression", "classification"]),
+    help="semantic: nuclei and their masks; instance: touching nuclei and their label images; regression: "
+    "in-silico staining (label-free image -> stain); classification: single nuclei, round, elongated or "
+    "dividing (32 x 32 px).",
 )
 @user_errors
 def main(project: Path, n_train: int, n_test: int, size: int, seed: int, task: str) -> None:
     """Write PROJECT/{train,test}/{image,groundtruth} with synthetic nuclei: fluorescence images and
-    exact masks, (--task regression) label-free images and their fluorescence stain, or
+    exact masks, (--task instance) label images of partly touching nuclei, (--task regression) label-free
+    images and their fluorescence stain, or
     (--task classification) one nucleus per image and groundtruth/groundtruth.csv."""
     setup_logging()
-    from idl.infer.baseline import intensity_pearson, otsu_jaccard
+    from idl.infer.baseline import intensity_pearson, otsu_instance_scores, otsu_jaccard
     from idl.infer.project import pair_files
     from idl.infer.synthetic import (
         NucleiSpec,
         write_classification_project,
+        write_instance_project,
         write_regression_project,
         write_semantic_project,
     )
@@ -49,6 +52,13 @@ def main(project: Path, n_train: int, n_test: int, size: int, seed: int, task: s
         write_regression_project(project, n_train, n_test, seed, NucleiSpec(size=size))
         score = intensity_pearson(pair_files(project / "test"))
         baseline = f"the raw intensity scores a median Pearson r of {score:.4f}"
+    elif task == "instance":
+        write_instance_project(project, n_train, n_test, seed, NucleiSpec(size=size))
+        scores = otsu_instance_scores(pair_files(project / "test"))
+        baseline = (
+            f"Otsu threshold + connected components of the raw test images score ap50 {scores['ap50']:.4f}, "
+            f"ap50_95 {scores['ap50_95']:.4f}"
+        )
     else:
         write_semantic_project(project, n_train, n_test, seed, NucleiSpec(size=size))
         score = otsu_jaccard(pair_files(project / "test"))

@@ -179,3 +179,20 @@ def test_export_a_classifier_checkpoint(classified_project: Path, tmp_path: Path
     assert again.info.class_names == ("dividing", "elongated", "round") and again.info.input_size == (32, 32)
     np.testing.assert_allclose(again.runner(x), trained.runner(x), atol=1e-6)
     assert again.has_mc
+
+
+def test_demo_writes_an_instance_project_with_its_baseline(tmp_path: Path) -> None:
+    from idl.cli import demo as demo_cli
+    from idl.infer.baseline import otsu_instance_scores
+    from idl.infer.project import pair_files
+
+    project = tmp_path / "inst"
+    result = _run(
+        demo_cli, [str(project), "--task", "instance", "--n-train", "3", "--n-test", "2", "--size", "96"]
+    )
+    assert result.exit_code == 0, result.output
+    labels = read_image(project / "train" / "groundtruth" / "nuclei_000.tif")
+    assert labels.dtype == np.uint16 and len(np.unique(labels)) > 3  # one value per nucleus
+    expected = otsu_instance_scores(pair_files(project / "test"))
+    assert f"ap50 {expected['ap50']:.4f}, ap50_95 {expected['ap50_95']:.4f}" in result.output
+    assert f"next: idl-train {project} --task instance" in result.output
