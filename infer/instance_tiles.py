@@ -49,12 +49,16 @@ def predict_instance_tiles(
     tile_size: int,
     halo: int,
     progress: bool = False,
+    min_share: float = 0.5,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Label image and per-pixel score of a raw channels-last 2D image, tile by tile.
 
     ``run`` maps a ``(1, C, Y, X)`` normalized tile to ``(1, 2, Y, X)``: labels (0 background) and
     the score of the object owning each pixel. Tiles are normalized with statistics of the whole
-    image. Returns ``(labels (Y, X) uint16/uint32, scores (Y, X) float32)``.
+    image. Two tiles may each keep their own detection of an object whose centre lies right at the
+    border of their regions (the detections differ slightly); an object is therefore dropped when less
+    than ``min_share`` of its pixels are still free. Returns ``(labels (Y, X) uint16/uint32, scores
+    (Y, X) float32)``.
     """
     spatial, image_axes = io.spatial, io.image_axes
     shape = image.shape[:-1]
@@ -72,11 +76,34 @@ def predict_instance_tiles(
         tile_labels = np.rint(out[0]).astype(np.int64)[inside]
         tile_scores = out[1][inside]
         target = tuple(slice(w.start, min(w.stop, n)) for w, n in zip(tile.window, shape, strict=True))
-        free = labels[target] == 0
-        for k in owned_objects(tile_labels, tile):
-            count += 1
-            claim = (tile_labels == k) & free
-            labels[target][claim] = count
-            scores[target][claim] = tile_scores[claim]
-            free &= ~claim
+        keep = owned_objects(tile_labels, tile)
+        count = paste_objects(
+            labels[target], scores[target], tile_labels, tile_scores, keep, count, min_share
+        )
     return labels.astype(label_dtype(count), copy=False), scores
+
+
+def paste_objects(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    tile_labels: np.ndarray,
+    tile_scores: np.ndarray,
+    keep: list[int],
+    count: int,
+    min_share: float = 0.5,
+) -> int:
+    """Write the objects ``keep`` of a tile into the (view of the) label image and score map on
+    pixels no earlier object took, numbering them from ``count + 1``; an object with less than
+    ``min_share`` of its pixels free is skipped as a second detection of an object already there.
+    Returns the new object count."""
+    free = labels == 0
+    for k in keep:
+        mask = tile_labels == k
+        claim = mask & free
+        if np.count_nonzero(claim) < min_share * np.count_nonzero(mask):
+            continue  # mostly an object already kept from a neighbouring tile: the same one again
+        count += 1
+        labels[claim] = count
+        scores[claim] = tile_scores[claim]
+        free &= ~claim
+    return count

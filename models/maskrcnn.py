@@ -34,6 +34,7 @@ from idl.models.freezing import FreezableEncoder
 FPN_LEVELS = 5  # feature maps of the ResNet-50 FPN: strides 4, 8, 16, 32, 64
 ASPECT_RATIOS = (0.5, 1.0, 2.0)
 MASK_THRESHOLD = 0.5
+MIN_VISIBLE_SHARE = 0.5  # of its mask an object must keep after better objects took their pixels
 
 
 @dataclass(frozen=True)
@@ -76,11 +77,17 @@ class _KeepSize(GeneralizedRCNNTransform):
 def compose_labels(masks: torch.Tensor, scores: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """``(2, Y, X)``: the label image and the score of the owning object, from ``(N, Y, X)`` mask
     probabilities sorted by descending score. A pixel belongs to the first (highest-scoring) object
-    whose mask covers it. ``like`` is any ``(1, Y, X)`` tensor: it gives the background plane, so
-    an image without detections works (also in ONNX)."""
+    whose mask covers it; an object left with less than half of its mask that way is mostly a second
+    detection of a better one and is dropped (its label number stays unused). ``like`` is any
+    ``(1, Y, X)`` tensor: it gives the background plane, so an image without detections works (also
+    in ONNX)."""
     covered = (masks > MASK_THRESHOLD).to(like.dtype)
-    planes = torch.cat([torch.zeros_like(like), covered], dim=0)
-    index = torch.argmax(planes, dim=0)  # first maximum: the best object, or 0 for background
+    background = torch.zeros_like(like)
+    index = torch.argmax(torch.cat([background, covered], dim=0), dim=0)  # first maximum: best object
+    ids = torch.cumsum(torch.ones_like(scores, dtype=like.dtype), dim=0)  # 1..N, traceable for any N
+    visible = (index.to(like.dtype)[None] == ids[:, None, None]).to(like.dtype).sum(dim=(1, 2))
+    kept = (visible >= MIN_VISIBLE_SHARE * covered.sum(dim=(1, 2))).to(like.dtype)
+    index = torch.argmax(torch.cat([background, covered * kept[:, None, None]], dim=0), dim=0)
     score_of = torch.cat([torch.zeros_like(like[:, 0, 0]), scores.to(like.dtype)], dim=0)
     return torch.stack([index.to(like.dtype), score_of[index]], dim=0)
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from scipy import ndimage
 from skimage.draw import disk
 
-from idl.infer.instance_tiles import owned_objects, predict_instance_tiles
+from idl.infer.instance_tiles import owned_objects, paste_objects, predict_instance_tiles
 from idl.infer.iospec import io_for_info
 from idl.infer.model_info import ModelInfo
 from idl.infer.tiling import tile_grid
@@ -61,3 +62,22 @@ def test_an_object_belongs_to_the_tile_owning_its_centre() -> None:
     image[48:58] = 2  # centre 52.5: the second tile's, though the first sees it whole too
     owners = [owned_objects(image[t.window], t) for t in tiles]
     assert owners == [[1], [2]]
+
+
+def test_a_second_detection_of_a_kept_object_is_dropped() -> None:
+    labels = np.zeros((10, 10), np.uint32)
+    labels[2:6, 2:6] = 1  # kept from an earlier tile
+    scores = np.where(labels > 0, 0.8, 0.0).astype(np.float32)
+    tile = np.zeros((10, 10), np.int64)
+    tile[2:6, 3:7] = 4  # the same object seen again, 12 of 16 pixels taken: dropped
+    tile[6:9, 4:8] = 5  # a neighbour touching it: all 12 pixels free, kept
+    tile[0:2, 0:4] = 6  # 4 of its 8 pixels free: kept, on those pixels only
+    labels[0, 0:4] = 1
+    count = paste_objects(labels, scores, tile, np.full((10, 10), 0.7, np.float32), [4, 5, 6], 1)
+    assert count == 3
+    assert np.count_nonzero(labels == 2) == 12 and np.count_nonzero(labels == 3) == 4
+    assert np.count_nonzero(labels == 1) == 16 + 4 and float(scores[7, 5]) == pytest.approx(0.7)
+    again = np.where(tile == 4, 0, labels).astype(np.uint32)
+    again[2:6, 2:6] = 1
+    assert paste_objects(again.copy(), scores.copy(), tile, scores, [4], 3) == 3
+    assert paste_objects(again, scores.copy(), tile, scores, [4], 3, min_share=0.0) == 4  # the sliver

@@ -38,6 +38,13 @@ def test_overlapping_masks_go_to_the_higher_score() -> None:
     expected = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 2, 2], [0, 0, 2, 2, 2], [0, 0, 0, 0, 0]])
     np.testing.assert_array_equal(out[0].numpy(), expected)
     np.testing.assert_allclose(out[1].numpy(), np.choose(expected, [0.0, 0.95, 0.7]), rtol=1e-6)
+    masks = torch.cat([masks, torch.zeros(1, 4, 5)])
+    masks[3, 0:2, 1:4] = 0.7  # 6 pixels, 4 of them object 1's: a second detection of it, dropped
+    again = compose_labels(masks, torch.tensor([0.95, 0.7, 0.6, 0.55]), torch.zeros(1, 4, 5))
+    np.testing.assert_array_equal(again[0].numpy(), expected)
+    masks[3, 0:2, 1:4], masks[3, 3, 0:4] = 0.0, 0.7  # now 4 free pixels: kept as object 4
+    kept = compose_labels(masks, torch.tensor([0.95, 0.7, 0.6, 0.55]), torch.zeros(1, 4, 5))
+    assert kept[0, 3].tolist() == [4.0, 4.0, 4.0, 4.0, 0.0]
     empty = compose_labels(torch.zeros(0, 4, 5), torch.zeros(0), torch.zeros(1, 4, 5))
     assert empty.shape == (2, 4, 5) and float(empty.abs().sum()) == 0.0
 
