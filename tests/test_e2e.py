@@ -160,24 +160,17 @@ def test_maskrcnn_trains_resumes_exports_and_predicts(tmp_path: Path) -> None:
     assert all("val_ap50" in h for h in state["history"])
     summary = json.loads((project / "evaluation" / "summary.json").read_text())
     assert {"ap50", "ap50_95", "jaccard", "n_objects"} <= set(summary)
+    from click.testing import CliRunner
+
+    from idl.cli import predict as predict_cli
+
     out = tmp_path / "pred"
-    _cli("predict", str(project / "model"), str(project / "test" / "image"), "--out", str(out), "--quiet")
+    model, images = str(project / "model"), str(project / "test" / "image")
+    result = CliRunner().invoke(predict_cli.main, [model, images, "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
     table = pd.read_csv(out / "objects" / "nuclei_000.csv")
     assert list(table.columns) == ["label", "area", "centroid_y", "centroid_x", "score"]
-    code = "from idl.cli.predict import main; main()"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            code,
-            str(project / "model"),
-            str(project / "test" / "image"),
-            "--out",
-            str(tmp_path / "mc"),
-            "--mc-samples",
-            "4",
-        ],
-        capture_output=True,
-        text=True,
+    mc = CliRunner().invoke(
+        predict_cli.main, [model, images, "--out", str(tmp_path / "mc"), "--mc-samples", "4"]
     )
-    assert proc.returncode != 0 and "Mask R-CNN has no dropout" in proc.stdout + proc.stderr
+    assert mc.exit_code != 0 and "Mask R-CNN has no dropout" in mc.output
