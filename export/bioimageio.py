@@ -146,7 +146,7 @@ def _classifier_test(sample: np.ndarray, info: ModelInfo, onnx_path: Path) -> tu
 
 def _classifier_cover(image: np.ndarray, probabilities: np.ndarray, names, path: Path) -> Path:
     """A 2:1 PNG: the test image next to a bar chart of its class probabilities."""
-    from idl.infer.plots import _pyplot, display_image
+    from idl.infer.plots import _pyplot, display_image, save_figure
 
     plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(6, 3))
@@ -156,10 +156,7 @@ def _classifier_cover(image: np.ndarray, probabilities: np.ndarray, names, path:
     right.barh(labels[::-1], probabilities[::-1], color="tab:blue")
     right.set_xlim(0, 1)
     right.set_xlabel("probability")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _readme(info: ModelInfo, request: PackageRequest, has_mc: bool) -> str:

@@ -33,7 +33,6 @@ import pandas as pd
 from idl.infer.classes import class_indices, label_key
 from idl.infer.errors import DataError
 from idl.infer.evaluate import write_evaluation
-from idl.infer.io import atomic_path
 
 log = logging.getLogger("idl")
 
@@ -109,18 +108,14 @@ def _figures(
 ) -> list[Path]:
     from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
 
-    from idl.infer.plots import _pyplot
+    from idl.infer.plots import _pyplot, save_figure
 
     plt = _pyplot()
     k = len(class_names)
     saved = []
 
     def save(fig, name: str) -> None:
-        fig.tight_layout()
-        with atomic_path(out_dir / name) as tmp:
-            fig.savefig(tmp, dpi=100, format="png")
-        plt.close(fig)
-        saved.append(out_dir / name)
+        saved.append(save_figure(fig, out_dir / name))
 
     fig, ax = plt.subplots(figsize=(1.2 + 0.6 * k, 1.0 + 0.6 * k) if k > 4 else (4.5, 4))
     ConfusionMatrixDisplay.from_predictions(

@@ -62,8 +62,7 @@ def object_uncertainty(labels: np.ndarray, uncertainty: np.ndarray) -> np.ndarra
 
 def save_object_uncertainty(path: Path, uncertainty: np.ndarray, iou: np.ndarray, area_under: float) -> Path:
     """Scatter of every predicted object's mean uncertainty against its best IoU with the truth."""
-    from idl.infer.io import atomic_path
-    from idl.infer.plots import _pyplot
+    from idl.infer.plots import _pyplot, save_figure
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.5, 3.5))
@@ -75,11 +74,7 @@ def save_object_uncertainty(path: Path, uncertainty: np.ndarray, iou: np.ndarray
     ax.set_ylabel("mean uncertainty in the object")
     ax.set_title(f"per-object uncertainty (AUROC false vs matched {area_under:.3f})", fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def evaluate_instance(

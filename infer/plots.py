@@ -24,6 +24,15 @@ def _pyplot():
     return plt
 
 
+def save_figure(fig, path: Path) -> Path:
+    """Lay out, write atomically as PNG (100 dpi) and close a matplotlib figure."""
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    _pyplot().close(fig)
+    return path
+
+
 def _display_step(shape: tuple[int, ...]) -> int:
     return max(1, -(-max(shape[:2]) // MAX_DISPLAY))
 
@@ -69,11 +78,7 @@ def save_panels(
             if any(name.endswith(c) for c in colorbars):
                 fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _views(arrays: Sequence[np.ndarray | None], dims: int) -> list[tuple[str, list[np.ndarray | None]]]:
@@ -181,8 +186,4 @@ def save_boxplot(
     ax.set_ylim(*limits)
     ax.set_ylabel(label)
     ax.set_title(f"per-image {label} (n={len(values)})", fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
