@@ -72,7 +72,8 @@ def _list_option(ctx: click.Context, param: click.Parameter, value: str | None) 
 )
 @click.option(
     "--loss",
-    help="bce, dice, bce+dice (binary); ce, dice, ce+dice (multi-class); mse, mae, huber (regression).",
+    help="bce, dice, bce+dice, focal, tversky (binary); ce, dice, ce+dice, focal, tversky (multi-class); "
+    "mse, mae, huber (regression). InstantDL's names work too (binary_crossentropy, dice_loss, ...).",
 )
 @click.option(
     "--num-classes", type=click.IntRange(min=2), help="Classes incl. background [default: from the masks]."

@@ -18,8 +18,8 @@ from idl.infer.normalize import Normalization
 from idl.infer.session import DEVICES
 
 IMPLEMENTED_TASKS = ("semantic", "instance", "regression", "classification")
-BINARY_LOSSES = ("bce", "dice", "bce+dice")
-MULTICLASS_LOSSES = ("ce", "dice", "ce+dice")
+BINARY_LOSSES = ("bce", "dice", "bce+dice", "focal", "tversky")
+MULTICLASS_LOSSES = ("ce", "dice", "ce+dice", "focal", "tversky")
 REGRESSION_LOSSES = ("mse", "mae", "huber")
 CLASSIFICATION_LOSSES = ("ce",)
 SEGMENTATION_MODELS = ("unet",)
@@ -46,9 +46,16 @@ INSTANTDL_LOSSES = {
     "mean_absolute_error": "mae",
     "binary_crossentropy": "bce",
     "dice_loss": "dice",
+    "tversky_loss": "tversky",
+    "focal_loss": "focal",
     "binary crossentropy dice loss": "bce+dice",
     "categorical_crossentropy": "ce",
 }
+
+
+def canonical_loss(name: str) -> str:
+    """Our loss name for ours or InstantDL's (``"binary crossentropy dice loss"`` -> ``bce+dice``)."""
+    return INSTANTDL_LOSSES.get(str(name).strip().lower(), str(name))
 
 
 class ConfigError(IdlError):
@@ -104,6 +111,8 @@ class TrainConfig:
     authors: tuple[str, ...] = ()  # for the package; empty: the login name
 
     def __post_init__(self) -> None:
+        if self.loss is not None:  # InstantDL's loss names, from a config file or the command line
+            object.__setattr__(self, "loss", canonical_loss(self.loss))
         checks = [
             (self.task in TASKS, f"task '{self.task}' is not a task name"),
             (self.epochs >= 1, "epochs must be >= 1"),
@@ -241,7 +250,7 @@ def _translate_instantdl(key: str, value: Any) -> tuple[str, Any]:
     if ours == "task":
         value = _task(str(value))
     elif ours == "loss":
-        value = INSTANTDL_LOSSES.get(str(value).strip().lower(), value)
+        value = canonical_loss(value)
     elif ours == "pretrained" and value in (False, "False", "", None):
         value = None
     elif ours == "seed":

@@ -73,8 +73,8 @@ def test_saved_config_loads_back(tmp_path: Path) -> None:
 
 
 def test_bad_values() -> None:
-    with pytest.raises(ConfigError, match="unknown loss 'focal'"):
-        TrainConfig(loss="focal")
+    with pytest.raises(ConfigError, match="unknown loss 'hinge'"):
+        TrainConfig(loss="hinge")
     with pytest.raises(ConfigError, match="does not fit binary"):
         TrainConfig(loss="ce").resolved_loss(2)
     with pytest.raises(ConfigError, match="unknown task 'segment'"):

@@ -52,3 +52,66 @@ def test_dice_losses_work_on_volumes() -> None:
     assert float(value) == pytest.approx(float(ce + expected), rel=1e-6)
     binary = make_loss("bce+dice", 2)(logits[:, :1], (target > 0).long())
     assert torch.isfinite(binary)
+
+
+def test_binary_focal_loss_is_torchvisions_and_down_weights_easy_pixels() -> None:
+    from torchvision.ops import sigmoid_focal_loss
+
+    logits = torch.tensor([[[[4.0, -4.0], [0.2, -0.3]]]])
+    target = torch.tensor([[[1, 0], [0, 1]]])
+    t = target.unsqueeze(1).float()
+    p = torch.sigmoid(logits)
+    p_t = p * t + (1 - p) * (1 - t)
+    alpha_t = 0.25 * t + 0.75 * (1 - t)
+    by_hand = (-alpha_t * (1 - p_t) ** 2 * torch.log(p_t)).mean()
+    value = make_loss("focal", 2)(logits, target)
+    assert float(value) == pytest.approx(float(by_hand), rel=1e-5)
+    assert float(value) == pytest.approx(float(sigmoid_focal_loss(logits, t, reduction="mean")), rel=1e-6)
+    # the two confident, right pixels contribute almost nothing; bce counts them far more
+    easy = (-alpha_t * (1 - p_t) ** 2 * torch.log(p_t))[..., 0, :].sum() / by_hand / 4
+    assert float(easy) < 1e-3
+
+
+def test_multiclass_focal_loss_with_gamma_zero_is_cross_entropy() -> None:
+    from idl.train.losses import multiclass_focal_loss
+
+    logits = torch.randn(2, 4, 5, 6, generator=torch.Generator().manual_seed(0))
+    target = torch.randint(0, 4, (2, 5, 6), generator=torch.Generator().manual_seed(1))
+    ce = F.cross_entropy(logits, target)
+    assert float(multiclass_focal_loss(logits, target, gamma=0.0)) == pytest.approx(float(ce), rel=1e-6)
+    p_t = torch.softmax(logits, 1).gather(1, target.unsqueeze(1)).squeeze(1)
+    by_hand = (-((1 - p_t) ** 2) * torch.log(p_t)).mean()
+    assert float(make_loss("focal", 4)(logits, target)) == pytest.approx(float(by_hand), rel=1e-5)
+
+
+def test_tversky_weights_misses_more_than_false_alarms() -> None:
+    from idl.train.losses import soft_tversky_loss
+
+    truth = torch.zeros(1, 1, 4, 4)
+    truth[..., :2, :] = 1  # 8 true pixels
+    missed = truth.clone()
+    missed[..., 0, :] = 0  # 4 false negatives
+    extra = truth.clone()
+    extra[..., 2, :] = 1  # 4 false positives
+    # (tp + 0.5) / (tp + 0.3 fp + 0.7 fn + 0.5)
+    assert float(soft_tversky_loss(missed, truth)) == pytest.approx(1 - 4.5 / (4 + 0.7 * 4 + 0.5))
+    assert float(soft_tversky_loss(extra, truth)) == pytest.approx(1 - 8.5 / (8 + 0.3 * 4 + 0.5))
+    assert float(soft_tversky_loss(missed, truth)) > float(soft_tversky_loss(extra, truth))
+    probabilities = torch.rand(2, 3, 5, 5, generator=torch.Generator().manual_seed(2))
+    one_hot = (torch.rand(2, 3, 5, 5, generator=torch.Generator().manual_seed(3)) > 0.5).float()
+    assert float(soft_tversky_loss(probabilities, one_hot, 0.5, 0.5)) == pytest.approx(
+        float(soft_dice_loss(probabilities, one_hot)), rel=1e-6
+    )
+    assert float(make_loss("tversky", 3)(torch.randn(1, 3, 4, 4), torch.randint(0, 3, (1, 4, 4)))) > 0
+
+
+def test_instantdl_loss_names_map_to_ours_everywhere() -> None:
+    from idl.train.config import TrainConfig
+
+    assert TrainConfig(loss="Binary CrossEntropy Dice Loss").loss == "bce+dice"
+    assert (
+        TrainConfig(loss="tversky_loss").loss == "tversky" and TrainConfig(loss="focal_loss").loss == "focal"
+    )
+    assert TrainConfig(loss="dice").loss == "dice"
+    with pytest.raises(Exception, match="unknown loss 'hinge'.*focal, tversky"):
+        TrainConfig(loss="hinge")
