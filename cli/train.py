@@ -68,7 +68,10 @@ def _list_option(ctx: click.Context, param: click.Parameter, value: str | None) 
     help="Author named in the bioimage.io package (repeatable) [default: your login name].",
 )
 @click.option(
-    "--augment", callback=_list_option, help="Comma-separated augmentations, or 'none' [default: flip,rot90]."
+    "--augment",
+    callback=_list_option,
+    help="Comma-separated augmentations, or 'none': flip, rot90, rotate, zoom, shift, contrast, brightness, "
+    "gamma, gaussian_noise, poisson_noise, blur [default: flip,rot90].",
 )
 @click.option(
     "--loss",

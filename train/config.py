@@ -16,6 +16,7 @@ from idl.infer.errors import IdlError
 from idl.infer.model_info import TASKS, normalize_task
 from idl.infer.normalize import Normalization
 from idl.infer.session import DEVICES
+from idl.train.augment import GEOMETRIC, INTENSITY
 
 IMPLEMENTED_TASKS = ("semantic", "instance", "regression", "classification")
 BINARY_LOSSES = ("bce", "dice", "bce+dice", "focal", "tversky")
@@ -25,7 +26,8 @@ CLASSIFICATION_LOSSES = ("ce",)
 SEGMENTATION_MODELS = ("unet",)
 INSTANCE_MODELS = ("unet", "maskrcnn")
 CLASSIFICATION_MODELS = ("resnet18", "resnet34", "resnet50", "resnet101")
-AUGMENTATIONS = ("flip", "rot90")
+DEFAULT_AUGMENTATIONS = ("flip", "rot90")
+AUGMENTATIONS = (*DEFAULT_AUGMENTATIONS, *GEOMETRIC, *INTENSITY)
 
 # InstantDL config keys -> ours. "path" names the project folder and is handled by the caller.
 INSTANTDL_KEYS = {
@@ -96,7 +98,7 @@ class TrainConfig:
     class_weights: str | tuple[float, ...] | None = None
     dropout: float | None = None  # None: 0.2 in 2D, 0.3 in 3D (InstantDL's defaults)
     val_fraction: float = 0.2
-    augment: tuple[str, ...] = AUGMENTATIONS
+    augment: tuple[str, ...] = DEFAULT_AUGMENTATIONS
     normalization: Normalization = field(default_factory=Normalization)
     uncertainty: bool = True
     mc_samples: int = 20

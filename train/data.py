@@ -19,6 +19,7 @@ from idl.infer.labels import infer_num_classes, mask_plane, semantic_target
 from idl.infer.normalize import Normalization, normalize
 from idl.infer.project import Pair, pair_files
 from idl.infer.tiling import axis_tiles
+from idl.train.augment import GEOMETRIC, INTENSITY, augment_more
 
 log = logging.getLogger("idl")
 
@@ -239,6 +240,8 @@ def augment_pair(
     if "rot90" in augment and image.shape[y] == image.shape[x]:
         k = int(rng.integers(4))
         image, target = both(np.rot90, k, axes=(y, x))
+    if any(a in augment for a in (*GEOMETRIC, *INTENSITY)):
+        image, target = augment_more(image, target, augment, rng, y)
     return image, target
 
 
