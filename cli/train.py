@@ -61,6 +61,13 @@ def _list_option(ctx: click.Context, param: click.Parameter, value: str | None) 
     help="Also write a validated bioimage.io package to PROJECT/model [default: on].",
 )
 @click.option(
+    "--save-augmentations",
+    is_flag=True,
+    default=None,
+    help="Write PROJECT/model/augmentations.png (augmented training samples and their ground truth) "
+    "before training, to check the augmentations.",
+)
+@click.option(
     "--author",
     "authors",
     multiple=True,
@@ -150,8 +157,8 @@ def main(
         config_file = saved  # resume with the settings the run started with; flags still override
     if options.get("task") is None and config_file is None:
         raise ConfigError(
-            "name the task: --task semantic, regression or classification (or give a --config file with "
-            "use_algorithm / task)"
+            "name the task: --task semantic, instance, regression or classification (or give a --config "
+            "file with use_algorithm / task)"
         )
     config = resolve_config(config_file, dims=int(dims) if dims else None, **options)
     result = train_project(project, config, resume=resume, overwrite=overwrite, progress=not quiet)

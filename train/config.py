@@ -110,6 +110,7 @@ class TrainConfig:
     overlap: float | None = None  # None: the halo the model recommends
     freeze_encoder: bool = False  # with pretrained weights: train only the decoder and head
     package: bool = True  # also write a validated bioimage.io package
+    save_augmentations: bool = False  # write PROJECT/model/augmentations.png before training
     authors: tuple[str, ...] = ()  # for the package; empty: the login name
 
     def __post_init__(self) -> None:
@@ -289,7 +290,7 @@ _KINDS: dict[str, tuple[str, tuple[type, ...]]] = {
     **{k: ("a number", (int, float)) for k in ("learning_rate", "dropout", "val_fraction", "overlap")},
     **{
         k: ("true or false", (bool,))
-        for k in ("uncertainty", "evaluate", "freeze_encoder", "package", "anisotropic")
+        for k in ("uncertainty", "evaluate", "freeze_encoder", "package", "anisotropic", "save_augmentations")
     },
     **{
         k: ("a text", (str,))

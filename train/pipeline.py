@@ -372,6 +372,11 @@ def train_project(
         run_id = payload.get("mlflow_run_id")
         log.info("resuming after epoch %d (best epoch %d)", state.epoch, state.best_epoch)
     write_text(model_dir / CONFIG_NAME, json.dumps(config.to_dict(), indent=2))
+    if config.save_augmentations:
+        from idl.train.preview import PREVIEW_NAME, save_augmentation_grid
+
+        preview = save_augmentation_grid(setup.train_set, model_dir / PREVIEW_NAME)
+        log.info("augmented training samples: %s (stop with Ctrl-C if they look wrong)", preview)
 
     tracker = Tracker(project, config.tracking_uri, run_id)
     try:
