@@ -247,6 +247,21 @@ def _did_you_mean(key: str, valid: list[str]) -> str:
     return f" Did you mean '{close[0]}'?" if close else ""
 
 
+def _augmentations_of(args: dict[str, Any]) -> tuple[str, ...]:
+    """Our augmentations for InstantDL's (Keras-style) ``data_gen_args``: flips, rotations (right
+    angles when the range is a multiple of 90 degrees, else arbitrary), shifts and zoom where asked for.
+    Our ranges apply (see :mod:`idl.train.augment`)."""
+    rotation = args.get("rotation_range") or 0
+    wanted = {
+        "flip": args.get("horizontal_flip") or args.get("vertical_flip"),
+        "rot90": rotation and rotation % 90 == 0,
+        "rotate": rotation and rotation % 90 != 0,
+        "shift": args.get("width_shift_range") or args.get("height_shift_range"),
+        "zoom": args.get("zoom_range"),
+    }
+    return tuple(name for name, on in wanted.items() if on)
+
+
 def _translate_instantdl(key: str, value: Any) -> tuple[str, Any]:
     """Map one InstantDL key/value to ours."""
     ours = INSTANTDL_KEYS[key]
@@ -259,9 +274,7 @@ def _translate_instantdl(key: str, value: Any) -> tuple[str, Any]:
     elif ours == "seed":
         value = 42 if value in (True, None) else (0 if value is False else int(value))
     elif ours == "augment" and isinstance(value, dict):
-        # until the full augmentation set exists: flips and right-angle rotations where asked for
-        flips = value.get("horizontal_flip") or value.get("vertical_flip")
-        value = tuple(a for a, on in (("flip", flips), ("rot90", value.get("rotation_range"))) if on)
+        value = _augmentations_of(value)
     elif ours == "image_size" and isinstance(value, (list, tuple)):
         value = int(min(v for v in value[:2]))
     elif ours == "num_classes" and value == 1:

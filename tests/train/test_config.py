@@ -80,3 +80,12 @@ def test_bad_values() -> None:
     with pytest.raises(ConfigError, match="unknown task 'segment'"):
         config_from_mapping({"use_algorithm": "segment"}, "config.json")
     assert config_from_mapping({"task": "InstanceSegmentation"}, "x") == {"task": "instance"}
+
+
+def test_keras_style_data_gen_args_become_our_augmentations() -> None:
+    from idl.train.config import _augmentations_of
+
+    args = {"horizontal_flip": True, "rotation_range": 20, "width_shift_range": 0.1, "zoom_range": 0.2}
+    assert _augmentations_of(args) == ("flip", "rotate", "shift", "zoom")
+    assert _augmentations_of({"rotation_range": 180, "height_shift_range": 0.0}) == ("rot90",)
+    assert _augmentations_of({"horizontal_flip": False, "vertical_flip": None}) == ()
