@@ -153,6 +153,16 @@ def targets_from_labels(labels: np.ndarray, min_area: int = 4) -> dict[str, torc
     }
 
 
+def labels_from_targets(target: dict[str, torch.Tensor]) -> np.ndarray:
+    """The ``(Y, X)`` label image (objects numbered 1..N in target order) of Mask R-CNN targets: the
+    inverse of :func:`targets_from_labels`."""
+    masks = target["masks"].numpy().astype(bool)
+    labels = np.zeros(masks.shape[1:], np.int64)
+    for k, mask in enumerate(masks, start=1):
+        labels[mask] = k
+    return labels
+
+
 def build_maskrcnn(**spec: object) -> InstanceMaskRCNN:
     """An :class:`InstanceMaskRCNN` in evaluation mode from the fields of :class:`MaskRCNNSpec`: the
     architecture entry point named in bioimage.io packages (plain JSON keyword arguments)."""

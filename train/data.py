@@ -282,6 +282,17 @@ class PatchDataset(Dataset):
         return _to_tensors(image, target)
 
 
+def covering_windows(shape: tuple[int, ...], patch: tuple[int, ...]) -> list[tuple[slice, ...]]:
+    """Windows of ``patch`` (at most the image's own size) that together cover an image of ``shape``,
+    overlapping as little as possible: the fixed validation crops."""
+    sizes = [min(p, n) for p, n in zip(patch, shape, strict=True)]
+    per_axis = [axis_tiles(n, p, 0, 1) for n, p in zip(shape, sizes, strict=True)]
+    return [
+        tuple(slice(t.origin, t.origin + p) for t, p in zip(combo, sizes, strict=True))
+        for combo in itertools.product(*per_axis)
+    ]
+
+
 class TileDataset(Dataset):
     """Deterministic patches covering every image (validation): the same crops every epoch."""
 
@@ -289,11 +300,7 @@ class TileDataset(Dataset):
         self.items: list[tuple[int, tuple[slice, ...]]] = []
         shape = _patch(patch, samples[0].image.ndim - 1)
         for i, sample in enumerate(samples):
-            per_axis = [axis_tiles(n, p, 0, 1) for n, p in zip(sample.image.shape, shape, strict=False)]
-            for combo in itertools.product(*per_axis):
-                self.items.append(
-                    (i, tuple(slice(t.origin, t.origin + p) for t, p in zip(combo, shape, strict=True)))
-                )
+            self.items += [(i, w) for w in covering_windows(sample.image.shape[: len(shape)], shape)]
         self.samples = samples
 
     def __len__(self) -> int:

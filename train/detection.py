@@ -8,7 +8,6 @@ inference (from the largest object, so a tile always sees whole objects around t
 
 from __future__ import annotations
 
-import itertools
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -20,10 +19,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from idl.infer.instance_metrics import counts_per_threshold, scores_from_counts
 from idl.infer.model_info import ModelInfo
-from idl.infer.tiling import axis_tiles
-from idl.models.maskrcnn import InstanceMaskRCNN, MaskRCNNSpec, anchor_sizes_for, targets_from_labels
+from idl.models.maskrcnn import (
+    InstanceMaskRCNN,
+    MaskRCNNSpec,
+    anchor_sizes_for,
+    labels_from_targets,
+    targets_from_labels,
+)
 from idl.train.config import ConfigError, TrainConfig
-from idl.train.data import Sample, augment_pair, load_instance_data, split_validation
+from idl.train.data import Sample, augment_pair, covering_windows, load_instance_data, split_validation
 from idl.train.loop import Steps
 from idl.train.setup import Setup, data_summary
 
@@ -76,9 +80,8 @@ class DetectionDataset(Dataset):
             if augment is not None:
                 self.items.append((i, None))
                 continue
-            per_axis = [axis_tiles(n, min(patch, n), 0, 1) for n in sample.target.shape]
-            for combo in itertools.product(*per_axis):
-                self.items.append((i, tuple(slice(t.origin, t.origin + t.size) for t in combo)))
+            for window in covering_windows(sample.target.shape, (patch,) * sample.target.ndim):
+                self.items.append((i, window))
 
     def __len__(self) -> int:
         return len(self.items)
@@ -114,14 +117,6 @@ def batch_loss(model: InstanceMaskRCNN, images: Any, targets: Any, device: torch
     return model.losses(*_on(device, images, targets))
 
 
-def _labels_of(target: dict[str, torch.Tensor]) -> np.ndarray:
-    masks = target["masks"].numpy().astype(bool)
-    labels = np.zeros(masks.shape[1:], np.int64)
-    for k, mask in enumerate(masks, start=1):
-        labels[mask] = k
-    return labels
-
-
 def validate(model: InstanceMaskRCNN, loader: DataLoader, device: torch.device) -> tuple[float, float]:
     """Mean validation loss per crop (training-mode losses with batch-norm statistics fixed) and
     ``ap50`` of the predicted label images over all validation crops."""
@@ -137,7 +132,7 @@ def validate(model: InstanceMaskRCNN, loader: DataLoader, device: torch.device) 
             model.eval()
             for image, target in zip(images, targets, strict=True):
                 predicted = model(image[None].to(device))[0, 0].cpu().numpy().astype(np.int64)
-                found = counts_per_threshold(_labels_of(target), predicted)
+                found = counts_per_threshold(labels_from_targets(target), predicted)
                 counts = found if counts is None else [a + b for a, b in zip(counts, found, strict=True)]
     model.eval()
     return total / max(count, 1), (scores_from_counts(counts)["ap50"] if counts else 0.0)

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from idl.infer.plots import _pyplot, display_image, save_figure
+from idl.models.maskrcnn import labels_from_targets
 
 PREVIEW_NAME = "augmentations.png"
 
@@ -22,11 +23,7 @@ def _middle(array: np.ndarray, dims: int) -> np.ndarray:
 def _target_panel(target: Any, dims: int) -> tuple[np.ndarray | str, str]:
     """What to draw for one sample's ground truth, and its title."""
     if isinstance(target, dict):  # Mask R-CNN: one mask per object -> a label image
-        masks = target["masks"].numpy().astype(bool)
-        labels = np.zeros(masks.shape[1:], np.int64)
-        for k, mask in enumerate(masks, start=1):
-            labels[mask] = k
-        return labels, f"{len(masks)} objects"
+        return labels_from_targets(target), f"{len(target['masks'])} objects"
     value = target.numpy() if isinstance(target, torch.Tensor) else np.asarray(target)
     if value.ndim == 0:  # classification
         return f"class {int(value)}", "label"
