@@ -21,8 +21,8 @@ from tqdm.auto import tqdm
 
 from idl.infer.instance_labels import label_dtype
 from idl.infer.iospec import IOSpec
-from idl.infer.processing import apply_ops, fit_ops
-from idl.infer.tiling import Tile, read_window, tile_grid
+from idl.infer.processing import fit_ops, network_tile
+from idl.infer.tiling import Tile, tile_grid
 
 TileRunner = Callable[[np.ndarray], np.ndarray]
 
@@ -70,8 +70,7 @@ def predict_instance_tiles(
     scores = np.zeros(shape, np.float32)
     count = 0
     for tile in tqdm(tiles, unit="tile", disable=not progress, leave=False):
-        crop = apply_ops(pre, read_window(image, tile.window), image_axes)
-        out = run(np.ascontiguousarray(np.moveaxis(crop, -1, 0))[np.newaxis])[0]
+        out = run(network_tile(image, tile.window, pre, image_axes)[np.newaxis])[0]
         inside = tuple(slice(0, min(w.stop, n) - w.start) for w, n in zip(tile.window, shape, strict=True))
         tile_labels = np.rint(out[0]).astype(np.int64)[inside]
         tile_scores = out[1][inside]

@@ -24,11 +24,11 @@ from idl.infer.lazy import is_lazy, open_channels_last
 from idl.infer.model import LoadedModel
 from idl.infer.omezarr import ZarrSink, image_stem, is_zarr, write_ome_zarr
 from idl.infer.postprocess import otsu_threshold, probability_histogram, to_mask
-from idl.infer.processing import apply_ops, fit_ops, split_pointwise
+from idl.infer.processing import apply_ops, fit_ops, network_tile, split_pointwise
 from idl.infer.project import OBJECTS_DIR, PROBABILITY_DIR, UNCERTAINTY_DIR
 from idl.infer.session import Runner
 from idl.infer.sinks import ChannelView, TiffSink
-from idl.infer.tiling import AxisSize, Tile, read_window, smallest_tile, tile_grid
+from idl.infer.tiling import AxisSize, Tile, smallest_tile, tile_grid
 from idl.infer.uncertainty import SampleMoments
 
 log = logging.getLogger("idl")
@@ -145,8 +145,7 @@ def predict_probabilities(
     head, tail = split_pointwise(io.postprocessing)
 
     def network_input(tile: Tile) -> np.ndarray:
-        crop = apply_ops(pre, read_window(image, tile.window), image_axes)
-        return np.ascontiguousarray(np.moveaxis(crop, -1, 0))
+        return network_tile(image, tile.window, pre, image_axes)
 
     def network_output(batch: np.ndarray) -> np.ndarray:
         return apply_ops(head, run(batch), batch_axes)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from idl.infer.errors import ModelError
+from idl.infer.tiling import read_window
 
 SPACE = "zyx"
 
@@ -306,3 +307,10 @@ def split_pointwise(ops: Sequence[Op]) -> tuple[tuple[Op, ...], tuple[Op, ...]]:
         if op.needs_fit:
             return tuple(ops[:i]), tuple(ops[i:])
     return tuple(ops), ()
+
+
+def network_tile(image: Any, window: tuple[slice, ...], pre: Sequence[Op], image_axes: str) -> np.ndarray:
+    """One tile of a raw channels-last image, pre-processed with ops fitted to the whole image, as the
+    network's channels-first ``(C, *spatial)`` input."""
+    crop = apply_ops(pre, read_window(image, window), image_axes)
+    return np.ascontiguousarray(np.moveaxis(crop, -1, 0))
