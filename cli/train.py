@@ -19,7 +19,7 @@ def _list_option(ctx: click.Context, param: click.Parameter, value: str | None) 
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("project", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("project", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
     "--task",
     callback=parse_task_option,
@@ -77,8 +77,10 @@ def _list_option(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option(
     "--augment",
     callback=_list_option,
-    help="Comma-separated augmentations, or 'none': flip, rot90, rotate, zoom, shift, contrast, brightness, "
-    "gamma, gaussian_noise, poisson_noise, blur [default: flip,rot90].",
+    help="Comma-separated augmentations, or 'none': flip, hflip, vflip, rot90, rotate, zoom, shift, elastic, "
+    "threshold_background, resample, blur, contrast, brightness, gamma, gaussian_noise, poisson_noise, "
+    "feature_scaling, std_normalization [default: flip,rot90]. Probabilities and ranges: in the config "
+    "file (augment_settings).",
 )
 @click.option(
     "--loss",
@@ -139,7 +141,7 @@ def _list_option(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--quiet", is_flag=True, help="Only warnings and errors, no progress bars.")
 @user_errors
 def main(
-    project: Path,
+    project: Path | None,
     config_file: Path | None,
     resume: bool,
     overwrite: bool,
@@ -147,10 +149,17 @@ def main(
     dims: str | None,
     **options: object,
 ) -> None:
-    """Train a model on PROJECT/train, then predict and evaluate PROJECT/test with the exported ONNX model."""
+    """Train a model on PROJECT/train, then predict and evaluate PROJECT/test with the exported ONNX model.
+
+    PROJECT may be left out when the --config file names it in 'path' (as InstantDL's files do)."""
     setup_logging(quiet)
-    from idl.train.config import ConfigError, resolve_config
+    from idl.train.config import ConfigError, project_of_config, resolve_config
     from idl.train.pipeline import train_project
+
+    if project is None:
+        if config_file is None:
+            raise ConfigError("give the PROJECT folder (or a --config file whose 'path' names it)")
+        project = project_of_config(config_file)
 
     saved = project / "model" / "config.json"
     if resume and config_file is None and saved.is_file():

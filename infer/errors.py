@@ -13,3 +13,7 @@ class DataError(IdlError):
 
 class ModelError(IdlError):
     """A model file is missing, unreadable or lacks what idl needs."""
+
+
+class ConfigError(IdlError):
+    """A configuration key or value is invalid."""

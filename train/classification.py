@@ -28,8 +28,8 @@ from idl.infer.normalize import Normalization, normalize
 from idl.infer.typicality import fit_reference
 from idl.models import ResNetClassifier, ResNetSpec
 from idl.models.resnet import SMALL_INPUT
+from idl.train.augment import Augmentation, augment_pair
 from idl.train.config import ConfigError, TrainConfig
-from idl.train.data import augment_pair
 from idl.train.losses import LossFn
 from idl.train.setup import Setup, data_summary
 
@@ -124,9 +124,12 @@ def split_stratified(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
 
 
 class ImageDataset(Dataset):
-    """Images ``(C, H, W)`` with class indices; random flips/rotations seeded per epoch and index."""
+    """Images ``(C, H, W)`` with class indices; augmented (no ground truth to move) seeded per epoch and
+    index."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, augment: tuple[str, ...] = (), seed: int = 0):
+    def __init__(
+        self, images: np.ndarray, labels: np.ndarray, augment: Augmentation | None = None, seed: int = 0
+    ):
         self.images, self.labels, self.augment, self.seed = images, labels, augment, seed
         self.epoch = 0
 
@@ -250,7 +253,9 @@ def prepare_classification(project: Path, config: TrainConfig, arch: dict[str, A
         model=ResNetClassifier(spec),
         spec=spec,
         info=info,
-        train_set=ImageDataset(data.images[train_idx], data.labels[train_idx], config.augment, config.seed),
+        train_set=ImageDataset(
+            data.images[train_idx], data.labels[train_idx], config.augmentation, config.seed
+        ),
         val_set=ImageDataset(data.images[val_idx], data.labels[val_idx]),
         loss=cross_entropy(weights),
         num_classes=k,

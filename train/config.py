@@ -6,17 +6,24 @@ as ``PROJECT/model/config.json`` and logged to MLflow; that file can be passed b
 
 from __future__ import annotations
 
-import difflib
 import json
+import logging
+import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from idl.infer.errors import IdlError
+from idl.infer.errors import ConfigError
 from idl.infer.model_info import TASKS, normalize_task
 from idl.infer.normalize import Normalization
 from idl.infer.session import DEVICES
-from idl.train.augment import GEOMETRIC, INTENSITY
+from idl.train.augment import Augmentation, did_you_mean
+from idl.train.augment import resolve as resolve_augmentation
+from idl.train.instantdl import KEYS as INSTANTDL_KEYS
+from idl.train.instantdl import LOSSES as INSTANTDL_LOSSES
+from idl.train.instantdl import canonical_loss, translate
+
+log = logging.getLogger("idl")
 
 IMPLEMENTED_TASKS = ("semantic", "instance", "regression", "classification")
 BINARY_LOSSES = ("bce", "dice", "bce+dice", "focal", "tversky")
@@ -27,41 +34,6 @@ SEGMENTATION_MODELS = ("unet",)
 INSTANCE_MODELS = ("unet", "maskrcnn")
 CLASSIFICATION_MODELS = ("resnet18", "resnet34", "resnet50", "resnet101")
 DEFAULT_AUGMENTATIONS = ("flip", "rot90")
-AUGMENTATIONS = (*DEFAULT_AUGMENTATIONS, *GEOMETRIC, *INTENSITY)
-
-# InstantDL config keys -> ours. "path" names the project folder and is handled by the caller.
-INSTANTDL_KEYS = {
-    "use_algorithm": "task",
-    "pretrained_weights": "pretrained",
-    "batchsize": "batch_size",
-    "iterations_over_dataset": "epochs",
-    "data_gen_args": "augment",
-    "loss_function": "loss",
-    "num_classes": "num_classes",
-    "image_size": "image_size",
-    "seeds": "seed",
-    "calculate_uncertainty": "uncertainty",
-    "evaluation": "evaluate",
-}
-INSTANTDL_LOSSES = {
-    "mean_squared_error": "mse",
-    "mean_absolute_error": "mae",
-    "binary_crossentropy": "bce",
-    "dice_loss": "dice",
-    "tversky_loss": "tversky",
-    "focal_loss": "focal",
-    "binary crossentropy dice loss": "bce+dice",
-    "categorical_crossentropy": "ce",
-}
-
-
-def canonical_loss(name: str) -> str:
-    """Our loss name for ours or InstantDL's (``"binary crossentropy dice loss"`` -> ``bce+dice``)."""
-    return INSTANTDL_LOSSES.get(str(name).strip().lower(), str(name))
-
-
-class ConfigError(IdlError):
-    """A configuration key or value is invalid."""
 
 
 def _task(name: str) -> str:
@@ -82,6 +54,9 @@ class TrainConfig:
     patience: int = 10
     seed: int = 42
     loss: str | None = None  # bce+dice (binary), ce (multi-class, classification) or mse (regression)
+    # InstantDL's loss_function: used where it fits the task, else the task's default (with a warning),
+    # because InstantDL's own example files pair tasks with losses that do not fit them
+    instantdl_loss: str | None = None
     num_classes: int | None = None  # 2 for binary masks, else max label + 1
     # segmentation/regression: side of the random training patches (rounded to the U-Net's multiple),
     # None: 256; classification: images are resized to this side, None: kept at their size
@@ -99,6 +74,9 @@ class TrainConfig:
     dropout: float | None = None  # None: 0.2 in 2D, 0.3 in 3D (InstantDL's defaults)
     val_fraction: float = 0.2
     augment: tuple[str, ...] = DEFAULT_AUGMENTATIONS
+    # per augmentation: {"probability": p, "range": [lowest, highest]}; ours (train/augment.py) where
+    # not given. Resolved on creation, so the saved config shows what was used.
+    augment_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     normalization: Normalization = field(default_factory=Normalization)
     uncertainty: bool = True
     mc_samples: int = 20
@@ -116,9 +94,15 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.loss is not None:  # InstantDL's loss names, from a config file or the command line
             object.__setattr__(self, "loss", canonical_loss(self.loss))
+        if self.instantdl_loss is not None:
+            object.__setattr__(self, "instantdl_loss", canonical_loss(self.instantdl_loss))
         checks = [
             (self.task in TASKS, f"task '{self.task}' is not a task name"),
-            (self.epochs >= 1, "epochs must be >= 1"),
+            (
+                self.epochs >= 1,
+                "epochs must be >= 1 (InstantDL's 0 epochs, predicting with given weights, is idl-predict "
+                "with a trained model)",
+            ),
             (self.batch_size is None or self.batch_size >= 1, "batch_size must be >= 1"),
             (self.learning_rate is None or self.learning_rate > 0, "learning_rate must be > 0"),
             (self.patience >= 1, "patience must be >= 1"),
@@ -134,31 +118,47 @@ class TrainConfig:
             (self.patch_z >= 1, "patch_z must be >= 1"),
             (0.0 < self.val_fraction < 1.0, "val_fraction must be between 0 and 1"),
             (self.mc_samples >= 2, "mc_samples must be >= 2"),
-            (self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}"),
+            (
+                self.device in DEVICES,
+                f"device '{self.device}' is not known.{did_you_mean(self.device, DEVICES)} "
+                f"Use one of {', '.join(DEVICES)}",
+            ),
             (self.num_classes is None or self.num_classes >= 2, "num_classes must be >= 2"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
-        unknown = [a for a in self.augment if a not in AUGMENTATIONS]
-        if unknown:
-            raise ConfigError(f"unknown augmentation(s) {unknown}; valid: {', '.join(AUGMENTATIONS)}")
-        valid_losses = BINARY_LOSSES + MULTICLASS_LOSSES + REGRESSION_LOSSES + CLASSIFICATION_LOSSES
-        if self.loss is not None and self.loss not in valid_losses:
-            raise ConfigError(f"unknown loss '{self.loss}'; valid: {', '.join(dict.fromkeys(valid_losses))}")
+        try:
+            resolved = resolve_augmentation(self.augment, self.augment_settings)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        object.__setattr__(self, "augment", tuple(resolved))
+        object.__setattr__(self, "augment_settings", {n: s.to_dict() for n, s in resolved.items()})
+        valid_losses = tuple(dict.fromkeys(BINARY_LOSSES + MULTICLASS_LOSSES + REGRESSION_LOSSES))
+        for loss in (self.loss, self.instantdl_loss):
+            if loss is not None and loss not in valid_losses:
+                raise ConfigError(
+                    f"unknown loss '{loss}'.{did_you_mean(loss, valid_losses + tuple(INSTANTDL_LOSSES))} "
+                    f"Valid: {', '.join(valid_losses)} (or InstantDL's: {', '.join(INSTANTDL_LOSSES)})"
+                )
         valid_models = {"classification": CLASSIFICATION_MODELS, "instance": INSTANCE_MODELS}.get(
             self.task, SEGMENTATION_MODELS
         )
         if self.model is not None and self.model not in valid_models:
             raise ConfigError(
-                f"model '{self.model}' does not fit the {self.task} task; "
-                f"use one of {', '.join(valid_models)}"
+                f"model '{self.model}' does not fit the {self.task} task."
+                f"{did_you_mean(self.model, valid_models)} Use one of {', '.join(valid_models)}"
             )
         weights = self.class_weights
         if isinstance(weights, str) and weights != "balanced":
             raise ConfigError(f"class_weights must be 'balanced' or one number per class, got '{weights}'")
         if isinstance(weights, tuple) and (len(weights) < 2 or not all(w > 0 for w in weights)):
             raise ConfigError(f"class_weights need one positive number per class, got {list(weights)}")
+
+    @property
+    def augmentation(self) -> Augmentation:
+        """The augmentations of training with their probabilities and ranges."""
+        return resolve_augmentation(self.augment, self.augment_settings)
 
     @property
     def resolved_model(self) -> str:
@@ -200,35 +200,31 @@ class TrainConfig:
         return 0.3 if self.dims == 3 else 0.2
 
     def resolved_loss(self, num_classes: int) -> str:
-        """The loss to train with; checks it fits the task (binary or multi-class segmentation,
-        regression)."""
+        """The loss to train with: ``loss`` if set (it must fit the task: classification, regression,
+        binary or multi-class segmentation), else InstantDL's ``loss_function`` where it fits, else the
+        task's default."""
         if self.task == "classification":
-            loss = self.loss or "ce"
-            if loss not in CLASSIFICATION_LOSSES:
-                raise ConfigError(
-                    f"loss '{loss}' does not fit classification; "
-                    f"use one of {', '.join(CLASSIFICATION_LOSSES)}"
-                )
-            return loss
-        if self.task == "regression":
-            loss = self.loss or "mse"
-            if loss not in REGRESSION_LOSSES:
-                raise ConfigError(
-                    f"loss '{loss}' does not fit regression; use one of {', '.join(REGRESSION_LOSSES)}"
-                )
-            return loss
-        if num_classes == 2:
-            loss = self.loss or "bce+dice"
-            allowed = BINARY_LOSSES
+            default, allowed, kind = "ce", CLASSIFICATION_LOSSES, "classification"
+        elif self.task == "regression":
+            default, allowed, kind = "mse", REGRESSION_LOSSES, "regression"
+        elif num_classes == 2:
+            default, allowed, kind = "bce+dice", BINARY_LOSSES, "binary segmentation"
         else:
-            loss = self.loss or "ce"
-            allowed = MULTICLASS_LOSSES
-        if loss not in allowed:
-            kind = "binary" if num_classes == 2 else f"{num_classes}-class"
-            raise ConfigError(
-                f"loss '{loss}' does not fit {kind} segmentation; use one of {', '.join(allowed)}"
+            default, allowed, kind = "ce", MULTICLASS_LOSSES, f"{num_classes}-class segmentation"
+        if self.loss is not None:
+            if self.loss not in allowed:
+                raise ConfigError(f"loss '{self.loss}' does not fit {kind}; use one of {', '.join(allowed)}")
+            return self.loss
+        if self.instantdl_loss is not None and self.instantdl_loss not in allowed:
+            log.warning(
+                "loss_function '%s' does not fit %s; training with '%s' (set loss to one of %s to choose)",
+                self.instantdl_loss,
+                kind,
+                default,
+                ", ".join(allowed),
             )
-        return loss
+            return default
+        return self.instantdl_loss or default
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -240,46 +236,6 @@ class TrainConfig:
 
 
 FIELD_NAMES = tuple(f.name for f in fields(TrainConfig))
-
-
-def _did_you_mean(key: str, valid: list[str]) -> str:
-    close = difflib.get_close_matches(key, valid, n=1)
-    return f" Did you mean '{close[0]}'?" if close else ""
-
-
-def _augmentations_of(args: dict[str, Any]) -> tuple[str, ...]:
-    """Our augmentations for InstantDL's (Keras-style) ``data_gen_args``: flips, rotations (right
-    angles when the range is a multiple of 90 degrees, else arbitrary), shifts and zoom where asked for.
-    Our ranges apply (see :mod:`idl.train.augment`)."""
-    rotation = args.get("rotation_range") or 0
-    wanted = {
-        "flip": args.get("horizontal_flip") or args.get("vertical_flip"),
-        "rot90": rotation and rotation % 90 == 0,
-        "rotate": rotation and rotation % 90 != 0,
-        "shift": args.get("width_shift_range") or args.get("height_shift_range"),
-        "zoom": args.get("zoom_range"),
-    }
-    return tuple(name for name, on in wanted.items() if on)
-
-
-def _translate_instantdl(key: str, value: Any) -> tuple[str, Any]:
-    """Map one InstantDL key/value to ours."""
-    ours = INSTANTDL_KEYS[key]
-    if ours == "task":
-        value = _task(str(value))
-    elif ours == "loss":
-        value = canonical_loss(value)
-    elif ours == "pretrained" and value in (False, "False", "", None):
-        value = None
-    elif ours == "seed":
-        value = 42 if value in (True, None) else (0 if value is False else int(value))
-    elif ours == "augment" and isinstance(value, dict):
-        value = _augmentations_of(value)
-    elif ours == "image_size" and isinstance(value, (list, tuple)):
-        value = int(min(v for v in value[:2]))
-    elif ours == "num_classes" and value == 1:
-        value = 2  # InstantDL counts a binary (sigmoid) task as one class
-    return ours, value
 
 
 _KINDS: dict[str, tuple[str, tuple[type, ...]]] = {
@@ -307,7 +263,7 @@ _KINDS: dict[str, tuple[str, tuple[type, ...]]] = {
     },
     **{
         k: ("a text", (str,))
-        for k in ("task", "loss", "axes", "device", "pretrained", "tracking_uri", "model")
+        for k in ("task", "loss", "instantdl_loss", "axes", "device", "pretrained", "tracking_uri", "model")
     },
 }
 
@@ -320,25 +276,45 @@ def _check_kind(key: str, value: Any, source: str) -> None:
         raise ConfigError(f"{source}: '{key}' must be {name}, got {value!r}.")
 
 
+def _augment(value: Any, source: str) -> dict[str, Any]:
+    """``augment`` as a list of names, or as an object of name -> settings (``{}``: ours)."""
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, dict):
+        for name, settings in value.items():
+            if not isinstance(settings, dict):
+                raise ConfigError(
+                    f"{source}: augmentation '{name}' needs an object such as "
+                    f'{{"probability": 0.5, "range": [-30, 30]}} (or {{}} for ours), got {settings!r}.'
+                )
+        return {"augment": tuple(value), "augment_settings": {k: v for k, v in value.items() if v}}
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return {"augment": tuple(value)}
+    raise ConfigError(
+        f"{source}: 'augment' must be a list of augmentation names or an object, got {value!r}."
+    )
+
+
 def config_from_mapping(data: dict[str, Any], source: str) -> dict[str, Any]:
     """Validate keys of a config mapping (ours or InstantDL's) and return our field overrides."""
     out: dict[str, Any] = {}
-    valid = sorted(FIELD_NAMES) + sorted(INSTANTDL_KEYS) + ["path"]
-    for key, value in data.items():
-        if key == "path":
-            continue  # the project folder is the command's argument
-        if key in INSTANTDL_KEYS:
-            key, value = _translate_instantdl(key, value)
-        elif key not in FIELD_NAMES:
+    valid = sorted(set(FIELD_NAMES) | set(INSTANTDL_KEYS))
+    instantdl = {k.lower(): v for k, v in data.items() if k.lower() in INSTANTDL_KEYS}
+    ours = [(k, v) for k, v in data.items() if k.lower() not in INSTANTDL_KEYS]
+    for key, value in [*translate(instantdl, source).items(), *ours]:
+        if key not in FIELD_NAMES:
             raise ConfigError(
-                f"{source}: unknown key '{key}'.{_did_you_mean(key, valid)} Valid keys: {', '.join(valid)}"
+                f"{source}: unknown key '{key}'.{did_you_mean(key, valid)} Valid keys: {', '.join(valid)}"
             )
         if value is None:
             continue  # null means "the default" (InstantDL's example configs use it so)
         _check_kind(key, value, source)
         if key == "normalization" and isinstance(value, dict):
             value = Normalization(**value)
-        if key in ("augment", "authors") and isinstance(value, list):
+        if key == "augment":
+            out.update(_augment(value, source))
+            continue
+        if key == "authors" and isinstance(value, list):
             value = tuple(value)
         if key == "class_weights":
             value = parse_class_weights(value, source)
@@ -365,23 +341,58 @@ def parse_class_weights(value: Any, source: str = "--class-weights") -> str | tu
         ) from exc
 
 
-def load_config_file(path: Path) -> dict[str, Any]:
-    """Read a JSON config file into field overrides."""
+# a JSON string, or a bare Python literal outside strings
+_PYTHON_LITERALS = re.compile(r'"(?:\\.|[^"\\])*"|\b(True|False|None)\b')
+
+
+def json_text(text: str) -> str:
+    """JSON text with Python's ``True``/``False``/``None`` (outside strings) turned into JSON's, as
+    InstantDL's own example files write them."""
+    spelled = {"True": "true", "False": "false", "None": "null"}
+    return _PYTHON_LITERALS.sub(lambda m: spelled[m.group(1)] if m.group(1) else m.group(0), text)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The key: value pairs of a JSON config file (Python literals tolerated), unchecked."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(json_text(Path(path).read_text(encoding="utf-8")))
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: config file not found.") from exc
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: not valid JSON ({exc}).") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config file must hold a JSON object of key: value pairs.")
-    return config_from_mapping(data, str(path))
+    return data
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Read a JSON config file (ours or InstantDL's) into field overrides."""
+    return config_from_mapping(read_config_file(path), str(path))
+
+
+def project_of_config(path: Path) -> Path:
+    """The project folder an InstantDL config file names in ``path``: as given (relative to the working
+    folder, as InstantDL reads it) or else relative to the config file's own folder."""
+    data = {k.lower(): v for k, v in read_config_file(path).items()}
+    if not data.get("path"):
+        raise ConfigError(f"{path}: no 'path' names the project folder; give the PROJECT folder instead.")
+    candidates = [Path(str(data["path"])), Path(path).parent / str(data["path"])]
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    raise ConfigError(
+        f"{path}: the project folder '{data['path']}' was found neither in the working folder nor next to "
+        "the config file; correct 'path' or give the PROJECT folder."
+    )
 
 
 def resolve_config(file: Path | None = None, **overrides: Any) -> TrainConfig:
     """Defaults, then the config file, then the non-``None`` command-line overrides."""
     values: dict[str, Any] = load_config_file(file) if file is not None else {}
     values.update({k: v for k, v in overrides.items() if v is not None})
+    if overrides.get("augment") is not None:  # the command line's names: keep the file's settings of those
+        kept = values.get("augment_settings", {})
+        values["augment_settings"] = {k: v for k, v in kept.items() if k in overrides["augment"]}
     if values.get("class_weights") is not None:  # "balanced", "1,2.5" (command line) or a list
         values["class_weights"] = parse_class_weights(values["class_weights"])
     try:

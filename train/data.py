@@ -19,7 +19,7 @@ from idl.infer.labels import infer_num_classes, mask_plane, semantic_target
 from idl.infer.normalize import Normalization, normalize
 from idl.infer.project import Pair, pair_files
 from idl.infer.tiling import axis_tiles
-from idl.train.augment import GEOMETRIC, INTENSITY, augment_more
+from idl.train.augment import Augmentation, augment_pair
 
 log = logging.getLogger("idl")
 
@@ -216,35 +216,6 @@ def _to_tensors(image: np.ndarray, target: np.ndarray) -> tuple[torch.Tensor, to
     return x, torch.from_numpy(np.ascontiguousarray(target).astype(np.int64))
 
 
-def augment_pair(
-    image: np.ndarray,
-    target: np.ndarray | None,
-    augment: tuple[str, ...],
-    rng: np.random.Generator,
-    y: int | None = None,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Random in-plane flips and 90-degree rotations applied identically to image and target (class
-    map or values with the image's spatial axes first; ``None`` for image-level labels). The image is
-    channels-last ``([Z,] Y, X, C)`` unless ``y`` gives the index of its Y axis (X follows it)."""
-    y = image.ndim - 3 if y is None else y
-    x = y + 1
-
-    def both(f, *args, **kwargs):
-        return f(image, *args, **kwargs), (None if target is None else f(target, *args, **kwargs))
-
-    if "flip" in augment:
-        if rng.random() < 0.5:
-            image, target = both(np.flip, y)
-        if rng.random() < 0.5:
-            image, target = both(np.flip, x)
-    if "rot90" in augment and image.shape[y] == image.shape[x]:
-        k = int(rng.integers(4))
-        image, target = both(np.rot90, k, axes=(y, x))
-    if any(a in augment for a in (*GEOMETRIC, *INTENSITY)):
-        image, target = augment_more(image, target, augment, rng, y)
-    return image, target
-
-
 def _patch(patch: int | tuple[int, ...], dims: int) -> tuple[int, ...]:
     return (patch,) * dims if isinstance(patch, int) else tuple(patch)
 
@@ -257,7 +228,7 @@ class PatchDataset(Dataset):
     """
 
     def __init__(
-        self, samples: list[Sample], patch: int | tuple[int, ...], augment: tuple[str, ...], seed: int
+        self, samples: list[Sample], patch: int | tuple[int, ...], augment: Augmentation, seed: int
     ) -> None:
         self.samples = samples
         self.patch = _patch(patch, samples[0].image.ndim - 1)

@@ -26,8 +26,9 @@ from idl.models.maskrcnn import (
     labels_from_targets,
     targets_from_labels,
 )
+from idl.train.augment import Augmentation, augment_pair
 from idl.train.config import ConfigError, TrainConfig
-from idl.train.data import Sample, augment_pair, covering_windows, load_instance_data, split_validation
+from idl.train.data import Sample, covering_windows, load_instance_data, split_validation
 from idl.train.loop import Steps
 from idl.train.setup import Setup, data_summary
 
@@ -71,7 +72,7 @@ class DetectionDataset(Dataset):
     """
 
     def __init__(
-        self, samples: list[Sample], patch: int, augment: tuple[str, ...] | None, seed: int = 0
+        self, samples: list[Sample], patch: int, augment: Augmentation | None, seed: int = 0
     ) -> None:
         self.samples, self.patch, self.augment, self.seed = samples, patch, augment, seed
         self.epoch = 0
@@ -96,7 +97,7 @@ class DetectionDataset(Dataset):
                 for n in sample.target.shape
                 for o in [int(rng.integers(n - min(self.patch, n) + 1))]
             )
-            image, labels = augment_pair(sample.image[window], sample.target[window], self.augment or (), rng)
+            image, labels = augment_pair(sample.image[window], sample.target[window], self.augment or {}, rng)
         else:
             image, labels = sample.image[window], sample.target[window]
         return _tensor(image), targets_from_labels(np.ascontiguousarray(labels))
@@ -196,7 +197,7 @@ def prepare_maskrcnn(project: Path, config: TrainConfig, name: str) -> Setup:
         model=InstanceMaskRCNN(spec),
         spec=spec,
         info=info,
-        train_set=DetectionDataset(train_samples, patch, config.augment, config.seed),
+        train_set=DetectionDataset(train_samples, patch, config.augmentation, config.seed),
         val_set=DetectionDataset(val_samples, patch, None),
         loss=lambda out, y: out,  # unused: STEPS computes the loss
         num_classes=2,

@@ -258,7 +258,7 @@ def _prepare_unet(project: Path, config: TrainConfig, pretrained: Pretrained | N
         model=UNet(spec),
         spec=spec,
         info=info,
-        train_set=PatchDataset(train_samples, patch, config.augment, config.seed),
+        train_set=PatchDataset(train_samples, patch, config.augmentation, config.seed),
         val_set=TileDataset(val_samples, patch),
         loss=make_loss(loss_name, data.num_classes, config.task),
         num_classes=data.num_classes,

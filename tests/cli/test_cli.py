@@ -167,7 +167,7 @@ def test_classification_info_evaluate_and_errors(classified_project: Path, tmp_p
         train_cli.main, [str(classified_project), "--task", "classification", "--model", "unet"]
     )
     assert wrong.exit_code != 0
-    assert "model 'unet' does not fit the classification task; use one of resnet18" in wrong.output
+    assert "model 'unet' does not fit the classification task. Use one of resnet18" in wrong.output
 
 
 def test_export_a_classifier_checkpoint(classified_project: Path, tmp_path: Path, rng) -> None:

@@ -56,7 +56,7 @@ def test_balanced_class_weights_equal_scikit_learns() -> None:
 
 def test_classification_settings_are_checked() -> None:
     with pytest.raises(
-        ConfigError, match="model 'unet' does not fit the classification task; use one of resnet18"
+        ConfigError, match="model 'unet' does not fit the classification task. Use one of resnet18"
     ):
         TrainConfig(task="classification", model="unet")
     with pytest.raises(ConfigError, match="model 'resnet50' does not fit the semantic task"):

@@ -29,7 +29,12 @@ def test_instantdl_keys_are_translated(tmp_path: Path) -> None:
         )
     )
     config = resolve_config(cfg, epochs=None, batch_size=3)
-    assert (config.task, config.epochs, config.batch_size, config.loss) == ("semantic", 7, 3, "dice")
+    assert (config.task, config.epochs, config.batch_size, config.resolved_loss(2)) == (
+        "semantic",
+        7,
+        3,
+        "dice",
+    )
     assert (config.image_size, config.uncertainty, config.pretrained) == (128, False, None)
 
 
@@ -46,7 +51,8 @@ def test_instantdl_nulls_binary_classes_and_flips(tmp_path: Path) -> None:
         )
     )
     config = resolve_config(cfg)
-    assert (config.patch_size, config.num_classes, config.loss, config.augment) == (256, 2, "bce", ("rot90",))
+    assert (config.patch_size, config.num_classes, config.augment) == (256, 2, ("rot90",))
+    assert (config.loss, config.instantdl_loss, config.resolved_loss(2)) == (None, "bce", "bce")
 
 
 def test_wrongly_typed_values_name_the_key(tmp_path: Path) -> None:
@@ -66,7 +72,9 @@ def test_unknown_key_names_valid_ones(tmp_path: Path) -> None:
 
 
 def test_saved_config_loads_back(tmp_path: Path) -> None:
-    original = TrainConfig(epochs=5, depth=3, augment=("flip",))
+    original = TrainConfig(
+        epochs=5, depth=3, augment=("flip", "elastic"), augment_settings={"elastic": {"probability": 0.9}}
+    )
     cfg = tmp_path / "config.json"
     cfg.write_text(json.dumps(original.to_dict()))
     assert resolve_config(cfg) == original
@@ -75,17 +83,14 @@ def test_saved_config_loads_back(tmp_path: Path) -> None:
 def test_bad_values() -> None:
     with pytest.raises(ConfigError, match="unknown loss 'hinge'"):
         TrainConfig(loss="hinge")
+    with pytest.raises(ConfigError, match="unknown loss 'tverski'. Did you mean 'tversky'"):
+        TrainConfig(loss="tverski")
+    with pytest.raises(ConfigError, match="model 'resnet5' does not fit .* Did you mean 'resnet50'"):
+        TrainConfig(task="classification", model="resnet5")
+    with pytest.raises(ConfigError, match="device 'cuda0' is not known. Did you mean 'cuda'"):
+        TrainConfig(device="cuda0")
     with pytest.raises(ConfigError, match="does not fit binary"):
         TrainConfig(loss="ce").resolved_loss(2)
     with pytest.raises(ConfigError, match="unknown task 'segment'"):
         config_from_mapping({"use_algorithm": "segment"}, "config.json")
     assert config_from_mapping({"task": "InstanceSegmentation"}, "x") == {"task": "instance"}
-
-
-def test_keras_style_data_gen_args_become_our_augmentations() -> None:
-    from idl.train.config import _augmentations_of
-
-    args = {"horizontal_flip": True, "rotation_range": 20, "width_shift_range": 0.1, "zoom_range": 0.2}
-    assert _augmentations_of(args) == ("flip", "rotate", "shift", "zoom")
-    assert _augmentations_of({"rotation_range": 180, "height_shift_range": 0.0}) == ("rot90",)
-    assert _augmentations_of({"horizontal_flip": False, "vertical_flip": None}) == ()

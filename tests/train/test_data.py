@@ -8,7 +8,8 @@ import pytest
 from idl.infer.errors import DataError
 from idl.infer.io import write_tiff
 from idl.infer.normalize import Normalization
-from idl.train.data import PatchDataset, Sample, augment_pair, load_semantic_data, split_validation
+from idl.train.augment import augment_pair, resolve
+from idl.train.data import PatchDataset, Sample, load_semantic_data, split_validation
 
 
 def test_loads_binary_masks_of_any_encoding(tmp_path: Path, rng) -> None:
@@ -65,13 +66,15 @@ def test_augmentation_keeps_image_and_mask_aligned(rng) -> None:
     image = rng.random((32, 32, 1)).astype(np.float32)
     target = (image[..., 0] > 0.5).astype(np.uint8)  # a mask drawn from the image itself
     for seed in range(8):
-        aug_image, aug_target = augment_pair(image, target, ("flip", "rot90"), np.random.default_rng(seed))
+        aug_image, aug_target = augment_pair(
+            image, target, resolve(("flip", "rot90")), np.random.default_rng(seed)
+        )
         assert np.array_equal((aug_image[..., 0] > 0.5).astype(np.uint8), aug_target)
 
 
 def test_patches_are_reproducible(rng) -> None:
     samples = [Sample("a", rng.random((50, 60, 1)).astype(np.float32), np.zeros((50, 60), np.uint8))]
-    a, b = PatchDataset(samples, 32, ("flip",), seed=1), PatchDataset(samples, 32, ("flip",), seed=1)
+    a, b = (PatchDataset(samples, 32, resolve(("flip",)), seed=1) for _ in range(2))
     assert np.array_equal(a[0][0].numpy(), b[0][0].numpy())
     b.epoch = 1
     assert not np.array_equal(a[0][0].numpy(), b[0][0].numpy())

@@ -10,6 +10,7 @@ import torch
 from skimage.io import imread
 
 from idl.train.data import PatchDataset, Sample
+from idl.train.augment import resolve
 from idl.train.preview import _target_panel, save_augmentation_grid
 
 
@@ -26,7 +27,10 @@ def _samples(shape: tuple[int, ...], target_dtype, n: int = 3) -> list[Sample]:
 @pytest.mark.parametrize("shape", [(40, 48), (6, 40, 48)])
 def test_grid_of_segmentation_samples(tmp_path: Path, shape) -> None:
     dataset = PatchDataset(
-        _samples(shape, np.uint8), shape[-2:] if len(shape) == 2 else (4, 32, 32), ("flip", "rotate"), 0
+        _samples(shape, np.uint8),
+        shape[-2:] if len(shape) == 2 else (4, 32, 32),
+        resolve(("flip", "rotate")),
+        0,
     )
     path = save_augmentation_grid(dataset, tmp_path / "a.png")
     picture = imread(path)
