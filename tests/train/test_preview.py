@@ -9,8 +9,8 @@ import pytest
 import torch
 from skimage.io import imread
 
-from idl.train.data import PatchDataset, Sample
 from idl.train.augment import resolve
+from idl.train.data import PatchDataset, Sample
 from idl.train.preview import _target_panel, save_augmentation_grid
 
 
