@@ -133,6 +133,8 @@ def test_train_needs_a_task(small_project: Path) -> None:
     assert result.exit_code != 0 and "name the task: --task semantic" in result.output
     result = CliRunner().invoke(train_cli.main, [str(small_project), "--task", "Segmentation"])
     assert "unknown task 'Segmentation'" in result.output
+    result = CliRunner().invoke(train_cli.main, ["--task", "semantic"])
+    assert result.exit_code != 0 and "give the PROJECT folder (or a --config file" in result.output
 
 
 def test_classification_info_evaluate_and_errors(classified_project: Path, tmp_path: Path) -> None:

@@ -222,3 +222,23 @@ def test_instantdl_config_trains_end_to_end(
     assert run.data.params["augment"] == str(saved["augment"])
     assert run.data.params["augment_settings.zoom.range"] == "[1.0, 1.5]"
     assert run.data.params["data.loss"] == "bce+dice"
+
+
+def test_project_folder_from_the_config_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from idl.train.config import project_of_config
+
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "data" / "lung").mkdir(parents=True)
+    cfg = tmp_path / "configs" / "c.json"
+    cfg.write_text('{"path": "data/lung", "use_algorithm": "Regression"}')
+    monkeypatch.chdir(tmp_path)  # InstantDL's way: relative to the working folder
+    assert project_of_config(cfg) == Path("data/lung")
+    beside = tmp_path / "data" / "c.json"
+    beside.write_text('{"path": "lung"}')  # not in the working folder: relative to the config file
+    assert project_of_config(beside) == tmp_path / "data" / "lung"
+    cfg.write_text('{"path": "nowhere"}')
+    with pytest.raises(ConfigError, match="project folder 'nowhere' was found neither in the working folder"):
+        project_of_config(cfg)
+    cfg.write_text('{"use_algorithm": "Regression"}')
+    with pytest.raises(ConfigError, match="no 'path' names the project folder"):
+        project_of_config(cfg)
