@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class IdlError(Exception):
     """An error caused by the user's input, shown without a traceback by the command-line tools."""
@@ -13,6 +16,12 @@ class DataError(IdlError):
 
 class ModelError(IdlError):
     """A model file is missing, unreadable or lacks what idl needs."""
+
+
+def did_you_mean(name: str, valid: Iterable[str]) -> str:
+    """`` Did you mean 'x'?`` for the closest valid name, or an empty text."""
+    close = difflib.get_close_matches(name, list(valid), n=1)
+    return f" Did you mean '{close[0]}'?" if close else ""
 
 
 class ConfigError(IdlError):

@@ -27,7 +27,6 @@ any channel count, and the ground truth gets exact nearest-neighbour values.
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -36,6 +35,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 from skimage.transform import resize
+
+from idl.infer.errors import did_you_mean
 
 
 @dataclass(frozen=True)
@@ -95,12 +96,6 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
     "poisson_noise": (0.1, 1e6, "photons at intensity 1"),
 }
 ELASTIC_SPACING = 32  # pixels between the control points of the elastic displacement field
-
-
-def did_you_mean(name: str, valid: Iterable[str]) -> str:
-    """`` Did you mean 'x'?`` for the closest valid name, or an empty text."""
-    close = difflib.get_close_matches(name, list(valid), n=1)
-    return f" Did you mean '{close[0]}'?" if close else ""
 
 
 def _setting(name: str, given: Mapping[str, Any]) -> Setting:

@@ -13,11 +13,11 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from idl.infer.errors import ConfigError
+from idl.infer.errors import ConfigError, did_you_mean
 from idl.infer.model_info import TASKS, normalize_task
 from idl.infer.normalize import Normalization
 from idl.infer.session import DEVICES
-from idl.train.augment import Augmentation, did_you_mean
+from idl.train.augment import Augmentation
 from idl.train.augment import resolve as resolve_augmentation
 from idl.train.instantdl import KEYS as INSTANTDL_KEYS
 from idl.train.instantdl import LOSSES as INSTANTDL_LOSSES
@@ -36,11 +36,11 @@ CLASSIFICATION_MODELS = ("resnet18", "resnet34", "resnet50", "resnet101")
 DEFAULT_AUGMENTATIONS = ("flip", "rot90")
 
 
-def _task(name: str) -> str:
+def _task(name: str, source: str) -> str:
     try:
         return normalize_task(name)
     except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
+        raise ConfigError(f"{source}: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -320,8 +320,8 @@ def config_from_mapping(data: dict[str, Any], source: str) -> dict[str, Any]:
             value = parse_class_weights(value, source)
         if key == "authors" and isinstance(value, str):
             value = (value,)
-        if key == "task":
-            value = _task(str(value))
+        if key == "task":  # ours or InstantDL's use_algorithm
+            value = _task(str(value), source)
         out[key] = value
     return out
 

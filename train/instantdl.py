@@ -15,9 +15,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from idl.infer.errors import ConfigError
-from idl.infer.model_info import normalize_task
-from idl.train.augment import did_you_mean
+from idl.infer.errors import ConfigError, did_you_mean
 
 log = logging.getLogger("idl")
 
@@ -183,12 +181,7 @@ def translate(values: dict[str, Any], source: str) -> dict[str, Any]:
         ours = KEYS[key]
         if ours is None or ours == "pretrained" or value is None:
             continue
-        if ours == "task":
-            try:
-                value = normalize_task(str(value))
-            except ValueError as exc:
-                raise ConfigError(f"{source}: {exc}") from exc
-        elif ours == "instantdl_loss":
+        if ours == "instantdl_loss":
             value = canonical_loss(value)
         elif ours == "seed":
             value = 42 if value is True else (0 if value is False else value)
