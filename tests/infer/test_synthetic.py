@@ -33,7 +33,7 @@ def test_round_debris_is_in_the_image_but_not_in_the_mask() -> None:
     for blob in debris:
         assert blob.axis_major_length / blob.axis_minor_length < 1.6
     # rods are as bright as the debris: only the shape tells them apart
-    rods = [r for r in regionprops(label(mask), intensity_image=smooth)]
+    rods = regionprops(label(mask), intensity_image=smooth)
     blobs = [r for r in regionprops(bright, intensity_image=smooth) if r.label in {b.label for b in debris}]
     background = np.median(smooth[(mask == 0) & (bright == 0)])
     rod_contrast = np.median([r.intensity_mean for r in rods]) / background
