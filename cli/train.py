@@ -31,11 +31,27 @@ def _list_option(ctx: click.Context, param: click.Parameter, value: str | None) 
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="JSON config (ours or InstantDL's); flags override it.",
 )
-@click.option("--epochs", type=click.IntRange(min=1), help="Maximum epochs [default: 100].")
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    help="Training budget in epochs of --steps-per-epoch optimizer steps [default: planned from the data "
+    "and the device].",
+)
+@click.option(
+    "--steps-per-epoch",
+    type=click.IntRange(min=1),
+    help="Optimizer steps between two validations [default: 50 on CPU, 250 on GPU].",
+)
+@click.option(
+    "--val-fraction",
+    type=click.FloatRange(0, 1, max_open=True),
+    help="Share of the training images held out to validate (one image: a block of it) [default: 0.2]; "
+    "0 trains the whole budget without validation.",
+)
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
-    help="Patches (images for classification) per step [default: 4; classification 32].",
+    help="Patches (images for classification) per step [default: planned; classification 32].",
 )
 @click.option(
     "--learning-rate",
@@ -43,7 +59,15 @@ def _list_option(ctx: click.Context, param: click.Parameter, value: str | None) 
     help="Adam step size [default: 1e-3; 1e-4 for Mask R-CNN].",
 )
 @click.option(
-    "--patience", type=click.IntRange(min=1), help="Early-stopping patience in epochs [default: 10]."
+    "--lr-schedule",
+    type=click.Choice(["trapezoid", "cosine", "constant"]),
+    help="After a linear warm-up: trapezoid (constant, then linearly to zero over the last 40 % of the "
+    "steps), cosine, or constant [default: trapezoid].",
+)
+@click.option(
+    "--patience",
+    type=click.IntRange(min=1),
+    help="Stop after this many epochs without a better validation score [default: half the epochs].",
 )
 @click.option("--seed", type=int, help="Random seed [default: 42].")
 @click.option(
@@ -93,7 +117,7 @@ def _list_option(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option(
     "--image-size",
     type=click.IntRange(min=8),
-    help="Training patch side in pixels [default: 256]; classification: resize every image to this side "
+    help="Training patch side in pixels [default: planned]; classification: resize every image to this side "
     "[default: the images' own size].",
 )
 @click.option(
@@ -106,11 +130,15 @@ def _list_option(ctx: click.Context, param: click.Parameter, value: str | None) 
     help="Classification: 'balanced' (inverse class frequency) or one weight per class, e.g. 1,4 "
     "[default: equal].",
 )
-@click.option("--dims", type=click.Choice(["2", "3"]), help="Spatial dimensions [default: 2].")
+@click.option(
+    "--dims", type=click.Choice(["2", "3"]), help="Spatial dimensions [default: 3 for volumes, else 2]."
+)
 @click.option(
     "--axes", help="Axis order of the images, e.g. yx, yxc, cyx, zyx, czyx [default: guessed and logged]."
 )
-@click.option("--depth", type=click.IntRange(1, 6), help="U-Net levels [default: 4 in 2D, 3 in 3D].")
+@click.option(
+    "--depth", type=click.IntRange(1, 6), help="U-Net levels [default: planned from the object sizes]."
+)
 @click.option(
     "--filters", "base_filters", type=click.IntRange(min=1), help="Filters of the first level [default: 16]."
 )
@@ -125,7 +153,7 @@ def _list_option(ctx: click.Context, param: click.Parameter, value: str | None) 
     help="3D: first level pools in-plane only, for voxels long in z [default: from the TIFF voxel size].",
 )
 @click.option(
-    "--patch-z", type=click.IntRange(min=1), help="3D: depth of the training patches [default: 32]."
+    "--patch-z", type=click.IntRange(min=1), help="3D: depth of the training patches [default: planned]."
 )
 @click.option(
     "--uncertainty/--no-uncertainty", default=None, help="Monte Carlo dropout on the test set [default: on]."

@@ -97,3 +97,16 @@ def read_channels_last(path: Path, axes: str | None, spatial: str = "yx") -> tup
     raw = read_image(path)
     resolved, guessed = resolve_axes(raw.shape, axes, str(path), spatial)
     return to_channels_last(raw, resolved, spatial), resolved, guessed
+
+
+def match_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """A channels-last image with ``channels`` channels where that loses nothing: a grey image repeated
+    into the three channels of a colour model, or a colour image whose channels are all equal (grey
+    saved as RGB) reduced to one. Otherwise ``image`` unchanged (callers report the mismatch)."""
+    have = image.shape[-1]
+    if have == 1 and channels == 3:
+        return np.repeat(image, 3, axis=-1)
+    grey = have == 3 and all(np.array_equal(image[..., 0], image[..., i]) for i in (1, 2))
+    if channels == 1 and grey:
+        return image[..., :1]
+    return image

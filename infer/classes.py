@@ -10,6 +10,7 @@ labels, and file names that point outside the image folder.
 from __future__ import annotations
 
 import csv
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from idl.infer.errors import DataError
 from idl.infer.io import IMAGE_SUFFIXES
 from idl.infer.omezarr import image_stem
 from idl.infer.project import GT_DIR, IMAGE_DIR, files_by_stem
+
+log = logging.getLogger("idl")
 
 CSV_NAME = "groundtruth.csv"
 COLUMNS = ("filename", "groundtruth")
@@ -176,7 +179,8 @@ def images_by_name(folder: Path) -> dict[str, Path]:
 
 
 def match_labels(images: dict[str, Path], labels: dict[str, str], csv_path: Path) -> list[LabelledImage]:
-    """Pair image files (by stem) with CSV labels; every image needs a row and every row an image."""
+    """Pair image files (by stem) with CSV labels. Every image needs a row; rows naming no image are
+    skipped with one warning that counts them (InstantDL's example lists thousands of removed files)."""
     unlabelled = sorted(set(images) - set(labels))
     if unlabelled:
         raise DataError(
@@ -186,9 +190,15 @@ def match_labels(images: dict[str, Path], labels: dict[str, str], csv_path: Path
     orphans = sorted(set(labels) - set(images))
     if orphans:
         folder = next(iter(images.values())).parent
-        raise DataError(
-            f"{csv_path}: the row for '{orphans[0]}' names no image in {folder} ({len(orphans)} row(s) "
-            "without an image). Fix the file name or remove the row."
+        log.warning(
+            "%s: %d of %d row(s) name no image in %s (e.g. '%s') and are skipped; the %d image(s) there "
+            "all have a row",
+            csv_path,
+            len(orphans),
+            len(labels),
+            folder,
+            orphans[0],
+            len(images),
         )
     return [LabelledImage(stem, path, labels[stem]) for stem, path in images.items()]
 

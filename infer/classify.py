@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from idl.infer.axes import read_channels_last
+from idl.infer.axes import match_channels, read_channels_last
 from idl.infer.classes import canonical
 from idl.infer.errors import DataError, ModelError
 from idl.infer.io import atomic_path
@@ -191,6 +191,7 @@ def classify_files(
         inputs = []
         for path in chunk:
             image, resolved, _ = read_channels_last(path, axes, io.spatial)
+            image = match_channels(image, io.in_channels)
             if image.shape[-1] != io.in_channels:
                 raise DataError(
                     f"{path}: has {image.shape[-1]} channel(s) (axes '{resolved}') but the model expects "

@@ -23,7 +23,7 @@ from idl.infer.labels import infer_num_classes, mask_plane, semantic_target
 from idl.infer.metrics import confusion_matrix, semantic_scores
 from idl.infer.omezarr import image_stem
 from idl.infer.plots import save_boxplot, save_sample_figure
-from idl.infer.project import UNCERTAINTY_DIR, files_by_stem
+from idl.infer.project import UNCERTAINTY_DIR, Pair, files_by_stem
 from idl.infer.report import write_report
 
 log = logging.getLogger("idl")
@@ -86,6 +86,24 @@ def items_for_predictions(
             out_dir / UNCERTAINTY_DIR / f"{image_stem(image)}{suffix}" if uncertainty else None,
         )
         for image in images
+    ]
+
+
+def items_for_pairs(
+    out_dir: Path, pairs: Sequence[Pair], uncertainty: bool, suffix: str = ".tif"
+) -> list[EvalItem]:
+    """Evaluation items for the images of ``pairs`` predicted into ``out_dir``, each with its own ground
+    truth (a file, or a folder of object masks)."""
+    return [
+        EvalItem(
+            image_stem(p.image),
+            out_dir / f"{image_stem(p.image)}{suffix}",
+            p.groundtruth,
+            p.image,
+            out_dir / UNCERTAINTY_DIR / f"{image_stem(p.image)}{suffix}" if uncertainty else None,
+        )
+        for p in pairs
+        if p.groundtruth is not None
     ]
 
 

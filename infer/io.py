@@ -33,6 +33,8 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Read one image file into a numpy array, raising :class:`DataError` naming the file on failure."""
     path = Path(path)
     suffix = path.suffix.lower()
+    if path.is_dir() and suffix != ".zarr":
+        return read_mask_folder(path)
     if suffix == ".zarr" and path.is_dir():
         from idl.infer.omezarr import open_ome_zarr
 
@@ -63,7 +65,34 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     array = np.asarray(array)
     if array.size == 0:
         raise DataError(f"{path}: the image is empty (shape {array.shape}). Remove or replace the file.")
+    if suffix == ".png" and without_alpha(array) is not None:
+        array = without_alpha(array)
     return array
+
+
+def without_alpha(array: np.ndarray) -> np.ndarray | None:
+    """The colour channels of an RGBA image ``(Y, X, 4)`` whose alpha is the same everywhere (fully
+    opaque PNGs, as the Kaggle DSB2018 and InstantDL's examples store them), else ``None``: such an
+    alpha channel holds no image content."""
+    if array.ndim != 3 or array.shape[-1] != 4:
+        return None
+    alpha = array[..., 3]
+    return array[..., :3] if alpha.min() == alpha.max() else None
+
+
+def read_mask_folder(folder: Path) -> np.ndarray:
+    """A label image from a folder holding one binary mask per object (InstantDL's and the Kaggle
+    DSB2018's instance layout, ``<id>/mask/*.png``): object i gets label i, in file-name order."""
+    from idl.infer.instance_labels import masks_to_labels
+
+    files = sorted(p for p in folder.iterdir() if is_image_file(p))
+    if not files:
+        raise DataError(f"{folder}: a mask folder must hold one mask image per object; it holds none.")
+    masks = []
+    for file in files:
+        mask = read_image(file)
+        masks.append(mask if mask.ndim == 2 else mask[..., 0])
+    return masks_to_labels(masks, str(folder))
 
 
 def _umask() -> int:

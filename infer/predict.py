@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from idl.infer.axes import read_channels_last
+from idl.infer.axes import match_channels, read_channels_last
 from idl.infer.errors import DataError, IdlError
 from idl.infer.io import IMAGE_SUFFIXES, atomic_path, is_image_file, read_image, write_tiff
 from idl.infer.iospec import IOSpec
@@ -217,6 +217,19 @@ def load_input(path: Path, axes: str | None, io: IOSpec, lazy: bool = False) -> 
         image = image[np.newaxis]
     if guessed:
         log.info("%s: guessed axes '%s' (pass --axes to set them)", path.name, resolved)
+    if image.shape[-1] != io.in_channels and not is_lazy(image):
+        matched = match_channels(image, io.in_channels)
+        if matched.shape[-1] == io.in_channels:
+            log.info(
+                "%s: %d channel(s) given to a model of %d: %s",
+                path.name,
+                image.shape[-1],
+                io.in_channels,
+                "the grey image is repeated"
+                if io.in_channels == 3
+                else "its equal channels are taken as one",
+            )
+            image = matched
     if image.shape[-1] != io.in_channels:
         raise DataError(
             f"{path}: has {image.shape[-1]} channel(s) (axes '{resolved}') but the model "

@@ -97,14 +97,29 @@ def axis_tiles(size: int, tile: int, halo: int, multiple: int | AxisSize) -> lis
             f"tile size {length} leaves no room for a halo of {halo} pixels on both sides; "
             "use a larger tile or a smaller overlap"
         )
-    origins = [0]
-    while origins[-1] + length < padded:
-        origins.append(min(origins[-1] + stride, padded - length))
+    origins = _origins(padded, length, stride)
+    # as many tiles, each only as long as needed: a 696 px axis takes two 400 px tiles, not two of
+    # 512 (tiles a little larger than the image would nearly double the work)
+    if len(origins) > 1 and rule.step:
+        shorter = rule.at_least(-(-(padded + 2 * halo * (len(origins) - 1)) // len(origins)))
+        short_stride = (shorter - 2 * halo) // rule.align * rule.align
+        if shorter < length and short_stride >= rule.align:
+            candidate = _origins(padded, shorter, short_stride)
+            if len(candidate) == len(origins):
+                origins, length = candidate, shorter
     bounds = [0]
     for left, right in zip(origins[:-1], origins[1:], strict=False):
         bounds.append((right + left + length) // 2)
     bounds.append(size)
     return [AxisTile(o, length, bounds[i], bounds[i + 1]) for i, o in enumerate(origins)]
+
+
+def _origins(padded: int, length: int, stride: int) -> list[int]:
+    """Tile starts every ``stride`` px, the last one flush with the (padded) end."""
+    origins = [0]
+    while origins[-1] + length < padded:
+        origins.append(min(origins[-1] + stride, padded - length))
+    return origins
 
 
 def tile_grid(

@@ -22,12 +22,14 @@ def small_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_project(small_project: Path) -> Path:
-    """``small_project`` after a short ``train_project`` run (depth-3 U-Net, 8 filters, 25 epochs)."""
+    """``small_project`` after a short ``train_project`` run (depth-3 U-Net, 8 filters, 25 epochs of 3
+    steps)."""
     from idl.train.config import TrainConfig
     from idl.train.pipeline import train_project
 
     config = TrainConfig(
         epochs=25,
+        steps_per_epoch=3,
         patience=25,
         learning_rate=3e-3,
         depth=3,
@@ -53,7 +55,13 @@ def classified_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     project = write_classification_project(tmp_path_factory.mktemp("cells"), n_train=90, n_test=15, seed=3)
     config = TrainConfig(
-        task="classification", model="resnet18", epochs=3, batch_size=16, mc_samples=6, seed=1
+        task="classification",
+        model="resnet18",
+        epochs=3,
+        steps_per_epoch=5,
+        batch_size=16,
+        mc_samples=6,
+        seed=1,
     )
     train_project(project, config, progress=False)
     return project

@@ -31,6 +31,10 @@ def test_demo_project_unet_beats_otsu(tmp_path: Path) -> None:
         "SemanticSegmentation",
         "--epochs",
         "25",
+        "--steps-per-epoch",
+        "5",
+        "--batch-size",
+        "4",
         "--patience",
         "6",
         "--image-size",
@@ -65,7 +69,7 @@ def test_classification_demo_learns_and_its_uncertainty_flags_mistakes(tmp_path:
     project = tmp_path / "cells"
     _cli("demo", str(project), "--task", "classification", "--n-train", "240", "--n-test", "150")
     # 12 epochs: the validation loss is lowest at epoch 9 of 20, so longer runs keep the same weights
-    args = ["--task", "Classification", "--model", "resnet18", "--epochs", "12"]
+    args = ["--task", "Classification", "--model", "resnet18", "--epochs", "12", "--steps-per-epoch", "6"]
     out = _cli("train", str(project), *args, "--mc-samples", "20", "--no-package", "--quiet")
     summary = json.loads((project / "evaluation" / "summary.json").read_text())
     print(
@@ -89,6 +93,7 @@ def test_instance_unet_beats_otsu_and_connected_components(tmp_path: Path) -> No
 
     project = write_instance_project(tmp_path / "nuclei", 24, 6, 0, NucleiSpec(size=192))
     args = ["--task", "InstanceSegmentation", "--epochs", "25", "--patience", "8", "--image-size", "128"]
+    args += ["--steps-per-epoch", "5", "--batch-size", "4"]
     _cli("train", str(project), *args, "--mc-samples", "8", "--quiet")
     summary = json.loads((project / "evaluation" / "summary.json").read_text())
     baseline = otsu_instance_scores(pair_files(project / "test"))
@@ -128,6 +133,7 @@ def test_tiled_instance_prediction_of_a_large_image_equals_whole_image(tmp_path:
 
     project = write_instance_project(tmp_path / "nuclei", 12, 2, 1, NucleiSpec(size=192))
     args = ["--task", "instance", "--epochs", "8", "--image-size", "128", "--no-uncertainty", "--no-package"]
+    args += ["--steps-per-epoch", "3", "--batch-size", "4"]
     _cli("train", str(project), *args, "--quiet")
     model = load_model(project / "model")
     image, _ = synthetic_nuclei(np.random.default_rng(7), NucleiSpec(size=2048, objects=(400, 500)))
@@ -150,6 +156,7 @@ def test_maskrcnn_trains_resumes_exports_and_predicts(tmp_path: Path) -> None:
 
     project = write_instance_project(tmp_path / "nuclei", 8, 2, 0, NucleiSpec(size=128))
     args = ["--task", "instance", "--model", "maskrcnn", "--patience", "5", "--quiet"]
+    args += ["--steps-per-epoch", "2", "--batch-size", "4"]
     _cli("train", str(project), *args, "--epochs", "3", "--no-package", "--no-evaluate")
     _cli("train", str(project), *args, "--epochs", "4", "--resume", "--package", "--evaluate")
     config = json.loads((project / "model" / "config.json").read_text())

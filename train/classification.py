@@ -19,7 +19,7 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
-from idl.infer.axes import read_channels_last
+from idl.infer.axes import match_channels, read_channels_last
 from idl.infer.classes import class_indices, class_names_of, labelled_images
 from idl.infer.classify import resize_to
 from idl.infer.errors import DataError
@@ -31,6 +31,7 @@ from idl.models.resnet import SMALL_INPUT
 from idl.train.augment import Augmentation, augment_pair
 from idl.train.config import ConfigError, TrainConfig
 from idl.train.losses import LossFn
+from idl.train.plan import make_classification_plan
 from idl.train.setup import Setup, data_summary
 
 log = logging.getLogger("idl")
@@ -83,6 +84,8 @@ def load_classification_data(
     for item in items:
         image, used_axes, guessed = read_channels_last(item.image, axes, "yx")
         guesses[used_axes] += guessed
+        if raw:
+            image = match_channels(image, raw[0].shape[-1])
         if raw and image.shape[-1] != raw[0].shape[-1]:
             raise DataError(
                 f"{item.image}: has {image.shape[-1]} channel(s) but {items[0].image} has "
@@ -125,21 +128,33 @@ def split_stratified(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
 
 class ImageDataset(Dataset):
     """Images ``(C, H, W)`` with class indices; augmented (no ground truth to move) seeded per epoch and
-    index."""
+    index.
+
+    With ``length`` (training) an epoch is that many images drawn at random from all of them, so the
+    budget does not depend on how many images there are; without it (validation) every image once.
+    """
 
     def __init__(
-        self, images: np.ndarray, labels: np.ndarray, augment: Augmentation | None = None, seed: int = 0
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        augment: Augmentation | None = None,
+        seed: int = 0,
+        length: int | None = None,
     ):
         self.images, self.labels, self.augment, self.seed = images, labels, augment, seed
+        self.length = length
         self.epoch = 0
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return self.length if self.length is not None else len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng((self.seed, self.epoch, index))
+        if self.length is not None:
+            index = int(rng.integers(len(self.labels)))
         image = self.images[index]
         if self.augment:
-            rng = np.random.default_rng((self.seed, self.epoch, index))
             image = augment_pair(image, None, self.augment, rng, y=1)[0]
         return torch.from_numpy(np.ascontiguousarray(image)), torch.tensor(self.labels[index])
 
@@ -184,7 +199,9 @@ def _check_test_labels(test_dir: Path, class_names: tuple[str, ...]) -> None:
     class_indices(labels, class_names, f"{test_dir} (groundtruth.csv)")
 
 
-def prepare_classification(project: Path, config: TrainConfig, arch: dict[str, Any] | None = None) -> Setup:
+def prepare_classification(
+    project: Path, config: TrainConfig, arch: dict[str, Any] | None = None, device: str = "cpu"
+) -> Setup:
     """Data, network, loss and model description of a classification run. ``arch`` holds the
     architecture of the weights the run starts from (pretrained, or the run being resumed): their
     variant and stem are kept."""
@@ -202,7 +219,10 @@ def prepare_classification(project: Path, config: TrainConfig, arch: dict[str, A
             f"--num-classes is {config.num_classes}, but groundtruth.csv holds {k} classes "
             f"({', '.join(data.class_names)}). Leave --num-classes out or fix the labels."
         )
-    train_idx, val_idx = split_stratified(data.labels, config.val_fraction, config.seed)
+    if config.val_fraction == 0:
+        train_idx, val_idx = np.arange(len(data.labels)), np.zeros(0, np.int64)
+    else:
+        train_idx, val_idx = split_stratified(data.labels, config.val_fraction, config.seed)
     weights = class_weights(config.class_weights, data.labels[train_idx], k)
     loss_name = config.resolved_loss(k)
     config = replace(
@@ -215,6 +235,28 @@ def prepare_classification(project: Path, config: TrainConfig, arch: dict[str, A
         image_size=config.image_size,
     )
     small = bool(arch.get("small_input", max(data.input_size) <= SMALL_INPUT))
+    plan = make_classification_plan(
+        data.input_size,
+        config.model,
+        small,
+        config.plan_requests,
+        device,
+        config.resolved_learning_rate,
+    )
+    validation = (
+        f"{len(val_idx)} of {len(data.labels)} images, stratified by class"
+        if len(val_idx)
+        else "none (--val-fraction 0): the last epoch is kept"
+    )
+    plan = replace(plan, validation=validation)
+    config = replace(
+        config,
+        batch_size=plan.batch_size,
+        epochs=plan.epochs,
+        steps_per_epoch=plan.steps_per_epoch,
+        patience=plan.patience,
+        learning_rate=plan.learning_rate,
+    )
     spec = ResNetSpec(data.in_channels, k, config.model, config.dropout, small)
     counts = np.bincount(data.labels, minlength=k)
     info = ModelInfo(
@@ -254,9 +296,14 @@ def prepare_classification(project: Path, config: TrainConfig, arch: dict[str, A
         spec=spec,
         info=info,
         train_set=ImageDataset(
-            data.images[train_idx], data.labels[train_idx], config.augmentation, config.seed
+            data.images[train_idx],
+            data.labels[train_idx],
+            config.augmentation,
+            config.seed,
+            plan.steps_per_epoch * plan.batch_size,
         ),
-        val_set=ImageDataset(data.images[val_idx], data.labels[val_idx]),
+        val_set=ImageDataset(data.images[val_idx], data.labels[val_idx]) if len(val_idx) else None,
+        plan=plan,
         loss=cross_entropy(weights),
         num_classes=k,
         summary=summary,

@@ -22,6 +22,7 @@ from idl.train.augment import resolve as resolve_augmentation
 from idl.train.instantdl import KEYS as INSTANTDL_KEYS
 from idl.train.instantdl import LOSSES as INSTANTDL_LOSSES
 from idl.train.instantdl import canonical_loss, translate
+from idl.train.plan import SCHEDULES, Requests
 
 log = logging.getLogger("idl")
 
@@ -48,10 +49,20 @@ class TrainConfig:
     """Everything a training run needs; ``None`` means "decide from the data"."""
 
     task: str = "semantic"
-    epochs: int = 100
-    batch_size: int | None = None  # None: 4 patches (segmentation, regression) or 32 images
+    # The training budget, in epochs of steps_per_epoch optimizer steps (not passes over the files).
+    # None: planned from the data and the device (train/plan.py); the learning rate warms up, then
+    # decays to zero at the last epoch.
+    epochs: int | None = None
+    steps_per_epoch: int | None = None  # None: 50 on CPU, 250 on GPU
+    # InstantDL's iterations_over_dataset: at most this many epochs (its number was a limit too: it
+    # stopped early when validation stopped improving)
+    epoch_limit: int | None = None
+    batch_size: int | None = None  # None: planned (patches per step), 32 images for classification
     learning_rate: float | None = None  # None: 1e-4 for Mask R-CNN, else 1e-3
-    patience: int = 10
+    # after a linear warm-up: trapezoid (constant, then linearly to zero over the last 40 %), cosine
+    # or constant (see train/plan.py)
+    lr_schedule: str = "trapezoid"
+    patience: int | None = None  # epochs without a better validation score; None: half the epochs
     seed: int = 42
     loss: str | None = None  # bce+dice (binary), ce (multi-class, classification) or mse (regression)
     # InstantDL's loss_function: used where it fits the task, else the task's default (with a warning),
@@ -59,13 +70,13 @@ class TrainConfig:
     instantdl_loss: str | None = None
     num_classes: int | None = None  # 2 for binary masks, else max label + 1
     # segmentation/regression: side of the random training patches (rounded to the U-Net's multiple),
-    # None: 256; classification: images are resized to this side, None: kept at their size
+    # None: planned; classification: images are resized to this side, None: kept at their size
     image_size: int | None = None
-    patch_z: int = 32  # 3D: depth of the training patches (rounded to the U-Net's z multiple)
-    dims: int = 2
+    patch_z: int | None = None  # 3D: depth of the training patches; None: planned
+    dims: int | None = None  # None: 3 when the training images are volumes, else 2
     anisotropic: bool | None = None  # 3D: pool in-plane only at the first level; None: from voxel size
     axes: str | None = None
-    depth: int | None = None  # None: 4 in 2D, 3 in 3D
+    depth: int | None = None  # None: planned from the object sizes (3 to 5)
     base_filters: int = 16
     model: str | None = None  # None: unet (segmentation, regression) or resnet50 (classification)
     # classification: None (every class weighs the same), "balanced" (inverse class frequency) or
@@ -99,24 +110,34 @@ class TrainConfig:
         checks = [
             (self.task in TASKS, f"task '{self.task}' is not a task name"),
             (
-                self.epochs >= 1,
+                self.epochs is None or self.epochs >= 1,
                 "epochs must be >= 1 (InstantDL's 0 epochs, predicting with given weights, is idl-predict "
                 "with a trained model)",
             ),
+            (self.steps_per_epoch is None or self.steps_per_epoch >= 1, "steps_per_epoch must be >= 1"),
+            (self.epoch_limit is None or self.epoch_limit >= 1, "epoch_limit must be >= 1"),
             (self.batch_size is None or self.batch_size >= 1, "batch_size must be >= 1"),
             (self.learning_rate is None or self.learning_rate > 0, "learning_rate must be > 0"),
-            (self.patience >= 1, "patience must be >= 1"),
+            (self.patience is None or self.patience >= 1, "patience must be >= 1"),
+            (
+                self.lr_schedule in SCHEDULES,
+                f"lr_schedule '{self.lr_schedule}' is not known.{did_you_mean(self.lr_schedule, SCHEDULES)} "
+                f"Use one of {', '.join(SCHEDULES)}",
+            ),
             (self.image_size is None or self.image_size >= 8, "image_size must be >= 8"),
             (
                 self.image_size is None or self.image_size >= 16 or self.task == "classification",
                 "image_size (the training patch side) must be >= 16",
             ),
-            (self.dims in (2, 3), "dims must be 2 or 3"),
+            (self.dims in (None, 2, 3), "dims must be 2 or 3"),
             (self.depth is None or 1 <= self.depth <= 6, "depth must be between 1 and 6"),
             (self.base_filters >= 1, "base_filters must be >= 1"),
             (self.dropout is None or 0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
-            (self.patch_z >= 1, "patch_z must be >= 1"),
-            (0.0 < self.val_fraction < 1.0, "val_fraction must be between 0 and 1"),
+            (self.patch_z is None or self.patch_z >= 1, "patch_z must be >= 1"),
+            (
+                0.0 <= self.val_fraction < 1.0,
+                "val_fraction must be at least 0 (0: no validation) and below 1",
+            ),
             (self.mc_samples >= 2, "mc_samples must be >= 2"),
             (
                 self.device in DEVICES,
@@ -174,23 +195,9 @@ class TrainConfig:
         return 1e-4 if self.model == "maskrcnn" else 1e-3
 
     @property
-    def resolved_batch_size(self) -> int:
-        """Patches (segmentation, regression) or images (classification) per training step."""
-        if self.batch_size is not None:
-            return self.batch_size
-        return 32 if self.task == "classification" else 4
-
-    @property
-    def patch_size(self) -> int:
-        """Side of the training patches of the U-Net tasks."""
-        return self.image_size or 256
-
-    @property
-    def resolved_depth(self) -> int:
-        """U-Net levels: as set, or 4 in 2D and 3 in 3D (volumes cost far more per level)."""
-        if self.depth is not None:
-            return self.depth
-        return 3 if self.dims == 3 else 4
+    def classification_batch_size(self) -> int:
+        """Images per training step of a classifier."""
+        return self.batch_size or 32
 
     @property
     def resolved_dropout(self) -> float:
@@ -198,6 +205,22 @@ class TrainConfig:
         if self.dropout is not None:
             return self.dropout
         return 0.3 if self.dims == 3 else 0.2
+
+    @property
+    def plan_requests(self) -> Requests:
+        """The plan items this configuration sets (the rest is planned from the data)."""
+        return Requests(
+            patch_side=self.image_size,
+            patch_z=self.patch_z,
+            batch_size=self.batch_size,
+            depth=self.depth,
+            anisotropic=self.anisotropic,
+            steps_per_epoch=self.steps_per_epoch,
+            epochs=self.epochs,
+            epoch_limit=self.epoch_limit,
+            patience=self.patience,
+            learning_rate=self.learning_rate,
+        )
 
     def resolved_loss(self, num_classes: int) -> str:
         """The loss to train with: ``loss`` if set (it must fit the task: classification, regression,
@@ -243,6 +266,8 @@ _KINDS: dict[str, tuple[str, tuple[type, ...]]] = {
         k: ("a whole number", (int,))
         for k in (
             "epochs",
+            "steps_per_epoch",
+            "epoch_limit",
             "batch_size",
             "patience",
             "seed",
@@ -263,7 +288,17 @@ _KINDS: dict[str, tuple[str, tuple[type, ...]]] = {
     },
     **{
         k: ("a text", (str,))
-        for k in ("task", "loss", "instantdl_loss", "axes", "device", "pretrained", "tracking_uri", "model")
+        for k in (
+            "task",
+            "loss",
+            "instantdl_loss",
+            "axes",
+            "device",
+            "pretrained",
+            "tracking_uri",
+            "model",
+            "lr_schedule",
+        )
     },
 }
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from idl.infer.axes import read_channels_last
+from idl.infer.axes import match_channels, read_channels_last
 from idl.infer.errors import DataError
 from idl.infer.io import read_image
 from idl.infer.labels import infer_num_classes, mask_plane, semantic_target
@@ -32,6 +32,7 @@ class Sample:
     name: str
     image: np.ndarray
     target: np.ndarray
+    labels: np.ndarray | None = None  # instance: the label image the target was made from
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,16 @@ class TrainingData:
 
 
 Reader = Callable[[Path], np.ndarray]
+
+
+def _same_channels(image: np.ndarray, channels: int, source: Path) -> np.ndarray:
+    """``image`` with the first image's channel count where nothing is lost (grey and grey-as-RGB),
+    logged; else unchanged (the caller reports the mismatch)."""
+    matched = match_channels(image, channels)
+    if matched.shape[-1] != channels:
+        return image
+    log.info("%s: %d channel(s) converted to the project's %d", source.name, image.shape[-1], channels)
+    return matched
 
 
 def _read_pairs(
@@ -68,6 +79,8 @@ def _read_pairs(
                 f"{pair.image} ({spatial.upper()} = {image.shape[:n]}). Ground truth must have the "
                 "image's size."
             )
+        if raw and image.shape[-1] != raw[0][1].shape[-1]:
+            image = _same_channels(image, raw[0][1].shape[-1], pair.image)
         if raw and image.shape[-1] != raw[0][1].shape[-1]:
             raise DataError(
                 f"{pair.image}: has {image.shape[-1]} channel(s) but {raw[0][0].image} has "
@@ -137,7 +150,12 @@ def load_instance_data(
     raw, used_axes = _read_pairs(split_dir, axes, lambda p: _read_labels(p, dims), spatial)
     objects = sum(len(np.unique(labels)) - int((labels == 0).any()) for _, _, labels in raw)
     log.info("instance ground truth: %d object(s) in %d image(s)", objects, len(raw))
-    samples = [Sample(pair.name, normalize(image, norm), target(labels)) for pair, image, labels in raw]
+    samples = [
+        Sample(
+            pair.name, normalize(image, norm), target(labels), None if as_labels else labels.astype(np.int32)
+        )
+        for pair, image, labels in raw
+    ]
     return TrainingData(samples, 3, raw[0][1].shape[-1], used_axes)
 
 
@@ -174,17 +192,78 @@ def load_regression_data(
     )
 
 
-def split_validation(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
-    """Seeded random split into (train, validation); at least one image on each side."""
-    if len(samples) < 2:
-        raise DataError(
-            f"only {len(samples)} training image(s): at least 2 are needed (one is held out to validate). "
-            "Add images, or cut a large image into several files."
-        )
+def split_validation(
+    samples: list[Sample], fraction: float, seed: int, gap: int = 0, multiple: int = 1
+) -> tuple[list[Sample], list[Sample], str]:
+    """Split into (train, validation, description).
+
+    Two or more images: a seeded random share of whole images (at least one on each side). One image:
+    a block at the far end of its longest in-plane axis (see :func:`split_region`). ``fraction`` 0:
+    no validation at all.
+    """
+    if fraction == 0:
+        return list(samples), [], "none (--val-fraction 0): the last epoch is kept"
+    if not samples:
+        raise DataError("no training images.")
+    if len(samples) == 1:
+        train, val, description = split_region(samples[0], fraction, gap, multiple)
+        return [train], [val], description
     order = np.random.default_rng(seed).permutation(len(samples))
     n_val = min(max(1, round(fraction * len(samples))), len(samples) - 1)
     val = {int(i) for i in order[:n_val]}
-    return [s for i, s in enumerate(samples) if i not in val], [s for i, s in enumerate(samples) if i in val]
+    train_set = [s for i, s in enumerate(samples) if i not in val]
+    val_set = [s for i, s in enumerate(samples) if i in val]
+    return (
+        train_set,
+        val_set,
+        f"{len(val_set)} of {len(samples)} images ({', '.join(s.name for s in val_set)})",
+    )
+
+
+def _crop(sample: Sample, axis: int, start: int, stop: int) -> Sample:
+    index = tuple(slice(start, stop) if i == axis else slice(None) for i in range(sample.target.ndim))
+    labels = None if sample.labels is None else sample.labels[index]
+    return Sample(sample.name, sample.image[index], sample.target[index], labels)
+
+
+def split_region(sample: Sample, fraction: float, gap: int, multiple: int = 1) -> tuple[Sample, Sample, str]:
+    """Hold out the far end of one image's longest in-plane axis for validation.
+
+    The block is ``fraction`` of that axis (at least ``multiple`` px) and lies ``gap`` px (the
+    network's receptive field) away from the region training patches come from, so no training patch
+    sees a validation pixel and validation is not scored on pixels next to trained ones. On images
+    too small for the whole gap the gap shrinks, with a warning.
+    """
+    spatial = sample.target.shape
+    axis = len(spatial) - 2 + int(np.argmax(spatial[-2:]))
+    n = spatial[axis]
+    n_val = max(multiple, round(fraction * n))
+    smallest_train = 2 * multiple
+    room = n - n_val - smallest_train
+    if room < 0:
+        raise DataError(
+            f"{sample.name}: the only training image is {n} px along its longest axis, too small to hold out "
+            f"a validation block of {n_val} px and keep {smallest_train} px to train on. Add images, or "
+            "train without validation (--val-fraction 0)."
+        )
+    used_gap = min(gap, room)
+    if used_gap < gap:
+        log.warning(
+            "%s: the image is too small to keep the validation block %d px (the receptive field) away from "
+            "the training region; the gap is %d px, so validation scores are somewhat optimistic",
+            sample.name,
+            gap,
+            used_gap,
+        )
+    stop_train = n - n_val - used_gap
+    train = _crop(sample, axis, 0, stop_train)
+    val = _crop(sample, axis, n - n_val, n)
+    letter = "zyx"[-len(spatial) :][axis]
+    description = (
+        f"one training image: {letter} >= {n - n_val} of {sample.name} ({n_val} of {n} px), "
+        f"{used_gap} px away from the training region ({letter} < {stop_train})"
+    )
+    return train, val, description
 
 
 def patch_shape_for(
@@ -220,35 +299,84 @@ def _patch(patch: int | tuple[int, ...], dims: int) -> tuple[int, ...]:
     return (patch,) * dims if isinstance(patch, int) else tuple(patch)
 
 
-class PatchDataset(Dataset):
-    """One random (augmented) patch per image per epoch (2D or 3D).
+FOREGROUND_SHARE = 1 / 3  # of patches forced to hold foreground (nnU-Net's share)
+MAX_COORDINATES = 10_000  # foreground positions kept per image and class
 
-    Randomness comes from a generator seeded per epoch and index, so runs are reproducible and
-    resumable regardless of data-loader workers.
+
+def foreground_positions(target: np.ndarray, seed: int) -> dict[int, np.ndarray]:
+    """Up to :data:`MAX_COORDINATES` random positions of every foreground class (values > 0) of a class
+    map; nothing for regression targets (float)."""
+    if target.dtype == np.float32:
+        return {}
+    rng = np.random.default_rng(seed)
+    out = {}
+    for value in np.unique(target):
+        if value == 0:
+            continue
+        positions = np.argwhere(target == value)
+        if len(positions) > MAX_COORDINATES:
+            positions = positions[rng.choice(len(positions), MAX_COORDINATES, replace=False)]
+        out[int(value)] = positions
+    return out
+
+
+class PatchDataset(Dataset):
+    """Fixed-length epochs of random (augmented) patches drawn from all training images (2D or 3D).
+
+    An epoch holds ``steps * batch_size`` patches whatever the number of images: each patch comes from
+    an image chosen with probability proportional to its size, and :data:`FOREGROUND_SHARE` of them are
+    placed on a random pixel of a random foreground class of that image, so sparse objects and rare
+    classes are seen. Randomness comes from a generator seeded per epoch and index, so runs are
+    reproducible and resumable regardless of data-loader workers.
     """
 
     def __init__(
-        self, samples: list[Sample], patch: int | tuple[int, ...], augment: Augmentation, seed: int
+        self,
+        samples: list[Sample],
+        patch: int | tuple[int, ...],
+        augment: Augmentation,
+        seed: int,
+        steps: int = 1,
+        batch_size: int = 1,
+        foreground: float = FOREGROUND_SHARE,
     ) -> None:
         self.samples = samples
         self.patch = _patch(patch, samples[0].image.ndim - 1)
         self.augment = augment
         self.seed = seed
         self.epoch = 0
+        self.length = steps * batch_size
+        sizes = np.array([s.target.size for s in samples], np.float64)
+        self.weights = sizes / sizes.sum()
+        self.foreground = foreground
+        self.positions = [foreground_positions(s.target, seed + i) for i, s in enumerate(samples)]
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return self.length
+
+    def window(self, index: int, rng: np.random.Generator) -> tuple[int, tuple[slice, ...]]:
+        """The image and the patch window of item ``index``."""
+        i = int(rng.choice(len(self.samples), p=self.weights))
+        shape = self.samples[i].target.shape[: len(self.patch)]  # regression targets have channels
+        sizes = [min(p, n) for p, n in zip(self.patch, shape, strict=True)]
+        positions = self.positions[i]
+        if positions and rng.random() < self.foreground:
+            classes = sorted(positions)
+            chosen = positions[classes[int(rng.integers(len(classes)))]]
+            point = chosen[int(rng.integers(len(chosen)))]
+            # the point lies anywhere inside the patch, which stays inside the image
+            origins = [
+                int(np.clip(c - rng.integers(p), 0, n - p))
+                for c, p, n in zip(point, sizes, shape, strict=True)
+            ]
+        else:
+            origins = [int(rng.integers(n - p + 1)) for p, n in zip(sizes, shape, strict=True)]
+        return i, tuple(slice(o, o + p) for o, p in zip(origins, sizes, strict=True))
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng((self.seed, self.epoch, index))
-        sample = self.samples[index]
-        window = tuple(
-            slice(o, o + p)
-            for o, p in (
-                (int(rng.integers(n - p + 1)), p)
-                for n, p in zip(sample.image.shape, self.patch, strict=False)
-            )
-        )
+        i, window = self.window(index, rng)
+        sample = self.samples[i]
         image, target = augment_pair(sample.image[window], sample.target[window], self.augment, rng)
         return _to_tensors(image, target)
 
@@ -262,22 +390,3 @@ def covering_windows(shape: tuple[int, ...], patch: tuple[int, ...]) -> list[tup
         tuple(slice(t.origin, t.origin + p) for t, p in zip(combo, sizes, strict=True))
         for combo in itertools.product(*per_axis)
     ]
-
-
-class TileDataset(Dataset):
-    """Deterministic patches covering every image (validation): the same crops every epoch."""
-
-    def __init__(self, samples: list[Sample], patch: int | tuple[int, ...]) -> None:
-        self.items: list[tuple[int, tuple[slice, ...]]] = []
-        shape = _patch(patch, samples[0].image.ndim - 1)
-        for i, sample in enumerate(samples):
-            self.items += [(i, w) for w in covering_windows(sample.image.shape[: len(shape)], shape)]
-        self.samples = samples
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        i, window = self.items[index]
-        sample = self.samples[i]
-        return _to_tensors(sample.image[window], sample.target[window])

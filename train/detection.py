@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from idl.infer.instance_metrics import counts_per_threshold, scores_from_counts
+from idl.infer.iospec import DETECTOR_MIN_SIZE
 from idl.infer.model_info import ModelInfo
 from idl.models.maskrcnn import (
     InstanceMaskRCNN,
@@ -30,6 +31,7 @@ from idl.train.augment import Augmentation, augment_pair
 from idl.train.config import ConfigError, TrainConfig
 from idl.train.data import Sample, covering_windows, load_instance_data, split_validation
 from idl.train.loop import Steps
+from idl.train.plan import make_detection_plan
 from idl.train.setup import Setup, data_summary
 
 log = logging.getLogger("idl")
@@ -67,39 +69,47 @@ def _tensor(image: np.ndarray) -> torch.Tensor:
 class DetectionDataset(Dataset):
     """Crops of at most ``patch`` pixels with their Mask R-CNN targets.
 
-    Training (``augment`` given): one random, augmented crop per image per epoch, seeded per epoch and
-    index. Validation (``augment`` None): fixed crops covering every image.
+    Training (``length`` given): an epoch of ``length`` random, augmented crops, each from an image
+    chosen in proportion to its size, seeded per epoch and index. Validation: fixed crops covering
+    every image.
     """
 
     def __init__(
-        self, samples: list[Sample], patch: int, augment: Augmentation | None, seed: int = 0
+        self,
+        samples: list[Sample],
+        patch: int,
+        augment: Augmentation | None,
+        seed: int = 0,
+        length: int | None = None,
     ) -> None:
         self.samples, self.patch, self.augment, self.seed = samples, patch, augment, seed
         self.epoch = 0
-        self.items: list[tuple[int, tuple[slice, ...] | None]] = []
-        for i, sample in enumerate(samples):
-            if augment is not None:
-                self.items.append((i, None))
-                continue
-            for window in covering_windows(sample.target.shape, (patch,) * sample.target.ndim):
-                self.items.append((i, window))
+        self.length = length
+        sizes = np.array([s.target.size for s in samples], np.float64)
+        self.weights = sizes / sizes.sum()
+        self.items: list[tuple[int, tuple[slice, ...]]] = []
+        if length is None:
+            for i, sample in enumerate(samples):
+                for window in covering_windows(sample.target.shape, (patch,) * sample.target.ndim):
+                    self.items.append((i, window))
 
     def __len__(self) -> int:
-        return len(self.items)
+        return self.length if self.length is not None else len(self.items)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        i, window = self.items[index]
-        sample = self.samples[i]
-        if window is None:
+        if self.length is None:
+            i, window = self.items[index]
+            sample = self.samples[i]
+            image, labels = sample.image[window], sample.target[window]
+        else:
             rng = np.random.default_rng((self.seed, self.epoch, index))
+            sample = self.samples[int(rng.choice(len(self.samples), p=self.weights))]
             window = tuple(
                 slice(o, o + min(self.patch, n))
                 for n in sample.target.shape
                 for o in [int(rng.integers(n - min(self.patch, n) + 1))]
             )
             image, labels = augment_pair(sample.image[window], sample.target[window], self.augment or {}, rng)
-        else:
-            image, labels = sample.image[window], sample.target[window]
         return _tensor(image), targets_from_labels(np.ascontiguousarray(labels))
 
 
@@ -142,12 +152,15 @@ def validate(model: InstanceMaskRCNN, loader: DataLoader, device: torch.device) 
 STEPS = Steps(batch_loss=batch_loss, validate=validate, collate=collate)
 
 
-def prepare_maskrcnn(project: Path, config: TrainConfig, name: str) -> Setup:
+def prepare_maskrcnn(project: Path, config: TrainConfig, name: str, device: str = "cpu") -> Setup:
     """Data, Mask R-CNN, steps and model description of an instance run with ``--model maskrcnn``."""
     if config.dims != 2:
         raise ConfigError("Mask R-CNN is 2D only; use --model unet for 3D instance segmentation.")
     data = load_instance_data(project / "train", config.normalization, config.axes, as_labels=True)
-    train_samples, val_samples = split_validation(data.samples, config.val_fraction, config.seed)
+    halo = halo_for(object_boxes(data.samples))
+    train_samples, val_samples, validation = split_validation(
+        data.samples, config.val_fraction, config.seed, gap=halo, multiple=DETECTOR_MIN_SIZE
+    )
     boxes = object_boxes(data.samples)
     if not boxes.size:
         raise ConfigError(f"{project / 'train'}: the label images hold no objects to train Mask R-CNN on.")
@@ -157,8 +170,24 @@ def prepare_maskrcnn(project: Path, config: TrainConfig, name: str) -> Setup:
         anchor_sizes=anchor_sizes_for(sides),
         max_detections=max_detections_for(data.samples, config.tile_size),
     )
+    plan = replace(
+        make_detection_plan(
+            [s.target.shape for s in train_samples],
+            config.plan_requests,
+            device,
+            config.resolved_learning_rate,
+        ),
+        validation=validation,
+    )
+    patch = plan.patch[-1]
     config = replace(
         config,
+        image_size=patch,
+        batch_size=plan.batch_size,
+        epochs=plan.epochs,
+        steps_per_epoch=plan.steps_per_epoch,
+        patience=plan.patience,
+        learning_rate=plan.learning_rate,
         model="maskrcnn",
         num_classes=None,
         loss=None,  # torchvision's Mask R-CNN losses
@@ -166,13 +195,12 @@ def prepare_maskrcnn(project: Path, config: TrainConfig, name: str) -> Setup:
         dropout=0.0,  # no dropout in Mask R-CNN, so no Monte Carlo uncertainty
         uncertainty=False,
     )
-    patch = config.patch_size
     info = ModelInfo(
         task="instance",
         in_channels=data.in_channels,
         num_classes=2,
         size_multiple=1,
-        halo=halo_for(boxes),
+        halo=halo,
         normalization=config.normalization,
         axes=data.axes,
         name=name,
@@ -197,8 +225,11 @@ def prepare_maskrcnn(project: Path, config: TrainConfig, name: str) -> Setup:
         model=InstanceMaskRCNN(spec),
         spec=spec,
         info=info,
-        train_set=DetectionDataset(train_samples, patch, config.augmentation, config.seed),
-        val_set=DetectionDataset(val_samples, patch, None),
+        train_set=DetectionDataset(
+            train_samples, patch, config.augmentation, config.seed, plan.steps_per_epoch * plan.batch_size
+        ),
+        val_set=DetectionDataset(val_samples, patch, None) if val_samples else None,
+        plan=plan,
         loss=lambda out, y: out,  # unused: STEPS computes the loss
         num_classes=2,
         summary=summary,

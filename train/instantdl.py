@@ -27,7 +27,7 @@ KEYS = {
     "pretrained_weights_path": "pretrained",
     "use_pretrained_weights": "pretrained",
     "batchsize": "batch_size",
-    "iterations_over_dataset": "epochs",
+    "iterations_over_dataset": "epoch_limit",
     "data_gen_args": "augment",
     "loss_function": "instantdl_loss",
     "num_classes": "num_classes",
@@ -180,6 +180,16 @@ def translate(values: dict[str, Any], source: str) -> dict[str, Any]:
     for key, value in values.items():
         ours = KEYS[key]
         if ours is None or ours == "pretrained" or value is None:
+            continue
+        if ours == "image_size" and value is False:
+            continue  # InstantDL's "no resizing": idl never resizes for the U-Net tasks; planned patches
+        if ours == "epoch_limit" and value == 0 and not isinstance(value, bool):
+            log.warning(
+                "%s: iterations_over_dataset 0 asks InstantDL to only predict with the given weights; idl "
+                "cannot load InstantDL's Keras weights, so it trains with its planned budget (to predict "
+                "with a trained idl model, use idl-predict)",
+                source,
+            )
             continue
         if ours == "instantdl_loss":
             value = canonical_loss(value)

@@ -1,9 +1,13 @@
-"""The training loop: Adam, early stopping on validation loss, checkpoints every epoch, resumable."""
+"""The training loop: Adam with a warm-up and cosine learning-rate schedule over a fixed budget of
+optimizer steps, validation after every epoch (a fixed number of steps), the best epoch by the
+validation score, early stopping, checkpoints every epoch, resumable."""
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -15,6 +19,7 @@ from tqdm.auto import tqdm
 from idl.infer.errors import IdlError
 from idl.infer.metrics import jaccard
 from idl.train.losses import LossFn, predicted_classes
+from idl.train.plan import learning_rate_at
 
 
 @dataclass
@@ -23,9 +28,11 @@ class TrainState:
 
     epoch: int = 0
     best_val_loss: float = math.inf
+    best_score: float = -math.inf
     best_epoch: int = 0
     bad_epochs: int = 0
     finished: bool = False
+    seconds: float = 0.0  # spent training and validating (summed over resumed runs)
     history: list[dict[str, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -43,17 +50,28 @@ class LoopSettings:
     task: str = "semantic"
     precise_batch_norm: bool = False  # recompute batch-norm statistics after every epoch
     score_name: str = ""  # the validation score's name when the task's default does not apply
+    steps_per_epoch: int = 0  # 0: whatever the training set's length gives
+    learning_rate: float = 0.0  # 0: leave the optimizer's as it is (no schedule)
+    warmup_steps: int = 0
+    schedule: str = "trapezoid"  # see idl.train.plan.learning_rate_at
 
     @property
     def metric(self) -> str:
         """The validation score shown and logged next to the loss."""
         if self.score_name:
             return self.score_name
-        return {"regression": "pearson", "classification": "accuracy"}.get(self.task, "jaccard")
+        return {"regression": "pearson", "classification": "accuracy", "instance": "ap50_95"}.get(
+            self.task, "jaccard"
+        )
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
 
 
 BatchLoss = Callable[[torch.nn.Module, Any, Any, torch.device], torch.Tensor]
 Validation = Callable[[torch.nn.Module, DataLoader, torch.device], tuple[float, float]]
+Validator = Callable[[torch.nn.Module, torch.device], tuple[float, float]]
 
 
 @dataclass(frozen=True)
@@ -65,6 +83,23 @@ class Steps:
     batch_loss: BatchLoss
     validate: Validation
     collate: Callable[[list[Any]], Any] | None = None
+
+
+def channels_last(model: torch.nn.Module) -> torch.nn.Module:
+    """The network in channels-last memory layout: convolutions on CPU run about 30 % faster
+    (measured: 2D U-Net training step 0.35 -> 0.25 s, 3D 0.97 -> 0.67 s)."""
+    volumes = any(p.ndim == 5 for p in model.parameters())
+    return model.to(memory_format=torch.channels_last_3d if volumes else torch.channels_last)
+
+
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch on ``device``, channels-last when it is an image (4D) or volume (5D) batch."""
+    x = x.to(device)
+    if x.ndim == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    if x.ndim == 5:
+        return x.contiguous(memory_format=torch.channels_last_3d)
+    return x
 
 
 def _confusion(pred: torch.Tensor, target: torch.Tensor, k: int) -> np.ndarray:
@@ -92,7 +127,7 @@ def validate(
     sums = np.zeros(6)
     with torch.no_grad():
         for x, y in loader:
-            x, y = x.to(device), y.to(device)
+            x, y = to_device(x, device), y.to(device)
             out = model(x)
             total_loss += float(loss_fn(out, y)) * x.shape[0]
             count += x.shape[0]
@@ -113,7 +148,7 @@ def validate(
     return total_loss / count, score
 
 
-def recompute_batch_norm(model: torch.nn.Module, loader: DataLoader, device: torch.device) -> int:
+def recompute_batch_norm(model: torch.nn.Module, loader: Iterable[Any], device: torch.device) -> int:
     """Replace the running statistics of the trainable batch-norm layers by their average over the
     batches of one pass of ``loader`` with the current weights ("precise BN", in training mode as the
     statistics were gathered during training); returns how many layers.
@@ -135,7 +170,7 @@ def recompute_batch_norm(model: torch.nn.Module, loader: DataLoader, device: tor
         m.momentum = None  # cumulative average
     with torch.no_grad():
         for x, _ in loader:
-            model(x.to(device))
+            model(to_device(x, device))
     for m, momentum in zip(norms, momenta, strict=True):
         m.momentum = momentum
     return len(norms)
@@ -143,7 +178,7 @@ def recompute_batch_norm(model: torch.nn.Module, loader: DataLoader, device: tor
 
 def _standard_loss(loss_fn: LossFn) -> BatchLoss:
     def batch_loss(model: torch.nn.Module, x: Any, y: Any, device: torch.device) -> torch.Tensor:
-        return loss_fn(model(x.to(device)), y.to(device))
+        return loss_fn(model(to_device(x, device)), y.to(device))
 
     return batch_loss
 
@@ -155,11 +190,16 @@ def train_epoch(
     optimizer: torch.optim.Optimizer,
     device: torch.device,
     progress: bool,
+    learning_rate: Callable[[int], float] | None = None,
 ) -> float:
-    """One pass over the training patches; returns the mean loss per sample."""
+    """One pass over the epoch's batches; returns the mean loss per sample. ``learning_rate(i)`` sets
+    the step size of the epoch's ``i``-th step."""
     model.train()
     total, count = 0.0, 0
-    for x, y in tqdm(loader, unit="batch", leave=False, disable=not progress, desc="train"):
+    for i, (x, y) in enumerate(tqdm(loader, unit="batch", leave=False, disable=not progress, desc="train")):
+        if learning_rate is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(i)
         optimizer.zero_grad(set_to_none=True)
         loss = batch_loss(model, x, y, device)
         loss.backward()
@@ -169,11 +209,54 @@ def train_epoch(
     return total / count
 
 
+def loader_validation(
+    val_set: Dataset,
+    loss_fn: LossFn,
+    settings: LoopSettings,
+    steps: Steps | None = None,
+) -> Validator:
+    """A validator over the batches of ``val_set`` (classification; Mask R-CNN through ``steps``)."""
+    collate = steps.collate if steps is not None else None
+    loader = DataLoader(val_set, batch_size=settings.batch_size, shuffle=False, collate_fn=collate)
+
+    def run(model: torch.nn.Module, device: torch.device) -> tuple[float, float]:
+        if steps is not None:
+            return steps.validate(model, loader, device)
+        return validate(model, loader, loss_fn, settings, device)
+
+    return run
+
+
+PRECISE_BN_BATCHES = 20  # batches of an epoch that the recomputed batch-norm statistics average
+
+
+BURN_IN = 0.25  # of the epochs: too early for the network to be chosen
+
+
+def burn_in_epochs(epochs: int) -> int:
+    """Epochs at the start in which the latest epoch is kept whatever its score (at least one).
+
+    An untrained network's output often follows the image's brightness, and thresholding it scores
+    like a threshold of the raw image: on easy data the first epoch can out-score the next few. So
+    the best epoch is chosen by score only after the first quarter of the budget; patience counts
+    from there too.
+    """
+    return max(1, math.ceil(BURN_IN * epochs))
+
+
+def _improved(state: TrainState, val_loss: float, score: float, burn_in: int) -> bool:
+    """Within the burn-in always; then a better score, or the same score at a lower loss (the first
+    epochs of instance training often all score 0)."""
+    if state.epoch <= burn_in:
+        return True
+    return score > state.best_score or (score == state.best_score and val_loss < state.best_val_loss)
+
+
 def fit(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     train_set: Dataset,
-    val_set: Dataset,
+    validation: Validator | None,
     loss_fn: LossFn,
     settings: LoopSettings,
     state: TrainState,
@@ -182,62 +265,72 @@ def fit(
     steps: Steps | None = None,
 ) -> TrainState:
     """Train until ``settings.epochs`` or early stopping; ``on_epoch(state, improved)`` saves and logs.
-    ``steps`` replaces the loss and validation of networks called as ``loss(model(x), y)``."""
+
+    ``train_set`` holds one epoch (``steps_per_epoch * batch_size`` samples, redrawn per epoch).
+    The best epoch is the one with the highest validation score (ties: the lower loss) after the
+    burn-in (:func:`burn_in_epochs`); without ``validation`` every epoch counts as the best so far,
+    so the last one is kept.
+    ``steps`` replaces the loss of networks not called as ``loss(model(x), y)``.
+    """
     collate = steps.collate if steps is not None else None
     batch_loss = steps.batch_loss if steps is not None else _standard_loss(loss_fn)
-    val_loader = DataLoader(val_set, batch_size=settings.batch_size, shuffle=False, collate_fn=collate)
     bar = tqdm(
         total=settings.epochs, initial=state.epoch, unit="epoch", disable=not settings.progress, desc="epochs"
     )
     while not state.finished and state.epoch < settings.epochs:
+        started = time.perf_counter()
         train_set.epoch = state.epoch
-        shuffle = torch.Generator().manual_seed(settings.seed * 100_003 + state.epoch)
         # a last batch of one image breaks batch norm where features are 1 x 1 (small classifiers)
         single = len(train_set) % settings.batch_size == 1 and len(train_set) > 1
         loader = DataLoader(
-            train_set,
-            batch_size=settings.batch_size,
-            shuffle=True,
-            generator=shuffle,
-            drop_last=single,
-            collate_fn=collate,
+            train_set, batch_size=settings.batch_size, shuffle=False, drop_last=single, collate_fn=collate
         )
-        train_loss = train_epoch(model, loader, batch_loss, optimizer, device, settings.progress)
+        schedule = None
+        if settings.learning_rate > 0:
+            first = state.epoch * len(loader)
+            total = settings.epochs * len(loader)
+
+            def schedule(i: int, first: int = first, total: int = total) -> float:
+                return learning_rate_at(
+                    first + i, total, settings.learning_rate, settings.warmup_steps, settings.schedule
+                )
+
+        train_loss = train_epoch(model, loader, batch_loss, optimizer, device, settings.progress, schedule)
         if settings.precise_batch_norm:
             model.train()
-            recompute_batch_norm(model, loader, device)
-        if steps is not None:
-            val_loss, val_score = steps.validate(model, val_loader, device)
+            recompute_batch_norm(model, itertools.islice(loader, PRECISE_BN_BATCHES), device)
+        if validation is not None:
+            val_loss, val_score = validation(model, device)
         else:
-            val_loss, val_score = validate(model, val_loader, loss_fn, settings, device)
-        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+            val_loss, val_score = math.nan, math.nan
+        if not (math.isfinite(train_loss) and (validation is None or math.isfinite(val_loss))):
             raise IdlError(
                 f"training diverged in epoch {state.epoch + 1} (training loss {train_loss}, validation loss "
                 f"{val_loss}). Lower --learning-rate, check the images for NaN/inf values, or resume from "
                 "the last good epoch with --resume."
             )
         state.epoch += 1
-        improved = val_loss < state.best_val_loss
+        state.seconds += time.perf_counter() - started
+        improved = validation is None or _improved(
+            state, val_loss, val_score, burn_in_epochs(settings.epochs)
+        )
         if improved:
-            state.best_val_loss, state.best_epoch, state.bad_epochs = val_loss, state.epoch, 0
+            state.best_epoch, state.bad_epochs = state.epoch, 0
+            if validation is not None:
+                state.best_val_loss, state.best_score = val_loss, val_score
         else:
             state.bad_epochs += 1
-        state.history.append(
-            {
-                "epoch": state.epoch,
-                "train_loss": train_loss,
-                "val_loss": val_loss,
-                f"val_{settings.metric}": val_score,
-            }
-        )
+        record = {"epoch": state.epoch, "train_loss": train_loss}
+        if validation is not None:
+            record.update({"val_loss": val_loss, f"val_{settings.metric}": val_score})
+        state.history.append(record)
         if state.bad_epochs >= settings.patience or state.epoch >= settings.epochs:
             state.finished = True
         on_epoch(state, improved)
         bar.update(1)
-        bar.set_postfix(
-            loss=f"{train_loss:.4f}",
-            val_loss=f"{val_loss:.4f}",
-            **{f"val_{settings.metric}": f"{val_score:.3f}"},
-        )
+        shown = {"loss": f"{train_loss:.4f}"}
+        if validation is not None:
+            shown.update({"val_loss": f"{val_loss:.4f}", f"val_{settings.metric}": f"{val_score:.3f}"})
+        bar.set_postfix(**shown)
     bar.close()
     return state

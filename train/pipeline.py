@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -18,15 +19,15 @@ from torch import nn
 
 from idl.export.bioimageio import PackageRequest, export_package, package_path
 from idl.export.onnx import NothingToShow, export_onnx
-from idl.infer.axes import read_channels_last
-from idl.infer.errors import IdlError
-from idl.infer.evaluate import evaluate_task, items_for_predictions
+from idl.infer.axes import guess_axes, read_channels_last
+from idl.infer.errors import DataError, IdlError
+from idl.infer.evaluate import evaluate_task, items_for_pairs
 from idl.infer.instance_labels import INSTANCE_CLASSES
-from idl.infer.io import is_image_file, voxel_size, write_text
+from idl.infer.io import read_image, voxel_size, write_text
 from idl.infer.model import load_model
 from idl.infer.model_info import ModelInfo
-from idl.infer.predict import PredictOptions, predict_files
-from idl.infer.project import EVALUATION_DIR, GT_DIR, IMAGE_DIR, MODEL_DIR, RESULTS_DIR, pair_files
+from idl.infer.predict import DEFAULT_TILE, PredictOptions, predict_files
+from idl.infer.project import EVALUATION_DIR, MODEL_DIR, RESULTS_DIR, pair_files
 from idl.models import UNet, UNetSpec
 from idl.train.checkpoint import (
     BEST_NAME,
@@ -39,7 +40,6 @@ from idl.train.checkpoint import (
 from idl.train.config import CLASSIFICATION_MODELS, IMPLEMENTED_TASKS, ConfigError, TrainConfig
 from idl.train.data import (
     PatchDataset,
-    TileDataset,
     TrainingData,
     load_instance_data,
     load_regression_data,
@@ -47,11 +47,13 @@ from idl.train.data import (
     patch_shape_for,
     split_validation,
 )
-from idl.train.loop import LoopSettings, TrainState, fit
+from idl.train.loop import LoopSettings, TrainState, channels_last, fit, loader_validation
 from idl.train.losses import make_loss
+from idl.train.plan import Fingerprint, Plan, class_components, make_plan, object_sides
 from idl.train.pretrained import Pretrained, TransferReport, read_pretrained, transfer
 from idl.train.setup import Setup, data_summary
 from idl.train.tracking import Tracker
+from idl.train.validation import WholeImageValidation
 
 log = logging.getLogger("idl")
 
@@ -80,7 +82,16 @@ def resolve_device(name: str) -> torch.device:
 
 
 PRETRAINED_REPORT = "pretrained.txt"
-TRAINED_FILES = (BEST_NAME, LAST_NAME, CONFIG_NAME, "model.onnx", "model_mc.onnx", PRETRAINED_REPORT)
+PLAN_NAME = "plan.json"
+TRAINED_FILES = (
+    BEST_NAME,
+    LAST_NAME,
+    CONFIG_NAME,
+    PLAN_NAME,
+    "model.onnx",
+    "model_mc.onnx",
+    PRETRAINED_REPORT,
+)
 
 
 def _adopt_architecture(config: TrainConfig, pretrained: Pretrained) -> TrainConfig:
@@ -95,11 +106,18 @@ def _adopt_architecture(config: TrainConfig, pretrained: Pretrained) -> TrainCon
 def sample_image(project: Path, axes: str | None, spatial: str = "yx") -> np.ndarray:
     """The first test image (or training image) as channels-last: the package's test tensor."""
     for part in ("test", "train"):
-        folder = project / part / IMAGE_DIR
-        images = sorted(p for p in folder.iterdir() if is_image_file(p)) if folder.is_dir() else []
+        images = split_images(project / part)
         if images:
             return read_channels_last(images[0], axes, spatial)[0]
     raise IdlError(f"{project}: no image to build the bioimage.io package's test tensor from.")
+
+
+def split_images(split_dir: Path) -> list[Path]:
+    """The image files of a split (either layout), or none when it has no images."""
+    try:
+        return [p.image for p in pair_files(split_dir, require_groundtruth=False)]
+    except DataError:
+        return []
 
 
 def write_package(
@@ -137,21 +155,62 @@ def model_name(project: Path, dims: int = 2, architecture: str = "unet") -> str:
     return f"{Path(project).resolve().name}-{suffix}"
 
 
-def _anisotropy(project: Path, config: TrainConfig) -> bool:
-    """Whether to use the anisotropic 3D U-Net: as set, or when the first training volume's voxels
-    are at least twice as long in z as in-plane (from its TIFF metadata)."""
-    if config.anisotropic is not None:
-        return config.anisotropic
-    images = sorted(p for p in (project / "train" / IMAGE_DIR).iterdir() if is_image_file(p))
-    size = voxel_size(images[0]) if images else None
-    if size is None:
-        log.info("voxel size unknown: isotropic 3D U-Net (pass --anisotropic for voxels long in z)")
-        return False
-    ratio = size[0] / size[1]
-    log.info(
-        "voxel size z %.3g, y %.3g, x %.3g: %s 3D U-Net", *size, "anisotropic" if ratio >= 2 else "isotropic"
+def training_images(project: Path) -> list[Path]:
+    """The image files of ``PROJECT/train``."""
+    return split_images(project / "train")
+
+
+def detect_dims(project: Path, axes: str | None) -> int:
+    """3 when the training images are volumes (a z axis in ``axes``, four axes, or three axes none of
+    which is small enough to be channels), else 2; logged."""
+    if axes is not None:
+        return 3 if "z" in axes.lower() else 2
+    images = training_images(project)
+    if not images:
+        return 2
+    shape = read_image(images[0]).shape
+    dims = 3 if len(shape) >= 4 or (len(shape) == 3 and guess_axes(shape, "yx") is None) else 2
+    if dims == 3:
+        log.info(
+            "%s has shape %s: a volume, so a 3D U-Net (pass --dims 2 if it is not)", images[0].name, shape
+        )
+    return dims
+
+
+def fingerprint_of(project: Path, data: TrainingData, dims: int, task: str) -> Fingerprint:
+    """Sizes, spacing and object sizes of the training data (see :mod:`idl.train.plan`)."""
+    sides = np.concatenate(
+        [
+            object_sides(s.labels if s.labels is not None else class_components(s.target))
+            for s in data.samples
+            if task != "regression"
+        ]
+        or [np.zeros(0)]
     )
-    return ratio >= 2
+    images = training_images(project)
+    spacing = voxel_size(images[0]) if dims == 3 and images else None
+    return Fingerprint(
+        dims=dims,
+        shapes=tuple(tuple(s.target.shape[:dims]) for s in data.samples),
+        channels=data.in_channels,
+        spacing=spacing,
+        object_size=float(np.median(sides)) if sides.size else None,
+        n_objects=int(sides.size),
+    )
+
+
+def _fit_patch(plan: Plan, samples: list, multiples: tuple[int, ...], spatial: str, batch_set: bool) -> Plan:
+    """The plan with its patch shrunk to fit the training region (after a region was held out), the
+    batch grown to keep the voxels per step (unless set)."""
+    patch = patch_shape_for(samples, plan.patch, multiples, spatial)
+    if patch == plan.patch:
+        return plan
+    batch = (
+        plan.batch_size
+        if batch_set
+        else max(plan.batch_size, plan.batch_size * math.prod(plan.patch) // math.prod(patch))
+    )
+    return replace(plan, patch=patch, batch_size=batch)
 
 
 def _replaces_model(project: Path, resume: bool, overwrite: bool) -> bool:
@@ -184,8 +243,11 @@ def _clear_previous(project: Path) -> None:
     log.info("--overwrite: removed the previous model, results and evaluation of %s", project)
 
 
-def _prepare_unet(project: Path, config: TrainConfig, pretrained: Pretrained | None) -> Setup:
-    """Data, U-Net, loss and model description of a segmentation or regression run."""
+def _prepare_unet(
+    project: Path, config: TrainConfig, pretrained: Pretrained | None, device: torch.device
+) -> Setup:
+    """Data, plan, U-Net, loss, validation and model description of a segmentation, instance or
+    regression run."""
     if config.model not in (None, "unet"):
         raise ConfigError(f"model '{config.model}' does not fit the {config.task} task; use unet")
     if pretrained is not None:
@@ -199,7 +261,17 @@ def _prepare_unet(project: Path, config: TrainConfig, pretrained: Pretrained | N
         data = load_semantic_data(
             project / "train", config.normalization, config.axes, config.num_classes, spatial
         )
-    train_samples, val_samples = split_validation(data.samples, config.val_fraction, config.seed)
+    fp = fingerprint_of(project, data, config.dims, config.task)
+    plan = make_plan(fp, config.plan_requests, str(device), base_lr=config.resolved_learning_rate)
+    spec = UNetSpec(depth=plan.depth, dims=config.dims, anisotropic=plan.anisotropic)
+    halo = (spec.z_halo,) * (config.dims == 3) + (spec.halo,) * 2
+    train_samples, val_samples, validation = split_validation(
+        data.samples, config.val_fraction, config.seed, gap=spec.halo, multiple=spec.size_multiple
+    )
+    plan = replace(
+        _fit_patch(plan, train_samples, spec.multiples, spatial, config.batch_size is not None),
+        validation=validation,
+    )
     loss_name = config.resolved_loss(data.num_classes)
     config = replace(
         config,
@@ -208,8 +280,15 @@ def _prepare_unet(project: Path, config: TrainConfig, pretrained: Pretrained | N
         loss=loss_name,
         axes=data.axes,
         dropout=config.resolved_dropout,
-        depth=config.resolved_depth,
-        anisotropic=_anisotropy(project, config) if config.dims == 3 else None,
+        depth=plan.depth,
+        anisotropic=plan.anisotropic if config.dims == 3 else None,
+        image_size=plan.patch[-1],
+        patch_z=plan.patch[0] if config.dims == 3 else config.patch_z,
+        batch_size=plan.batch_size,
+        epochs=plan.epochs,
+        steps_per_epoch=plan.steps_per_epoch,
+        patience=plan.patience,
+        learning_rate=plan.learning_rate,
     )
     if config.task == "regression":
         out_channels = len(data.target_mean)  # one linear output per target channel
@@ -218,14 +297,13 @@ def _prepare_unet(project: Path, config: TrainConfig, pretrained: Pretrained | N
     spec = UNetSpec(
         in_channels=data.in_channels,
         out_channels=out_channels,
-        depth=config.depth,
+        depth=plan.depth,
         base_filters=config.base_filters,
         dropout=config.dropout,
         dims=config.dims,
-        anisotropic=bool(config.anisotropic),
+        anisotropic=plan.anisotropic,
     )
-    requested = ((config.patch_z,) if config.dims == 3 else ()) + (config.patch_size,) * 2
-    patch = patch_shape_for(data.samples, requested, spec.multiples, spatial)
+    patch = plan.patch
     info = ModelInfo(
         task=config.task,
         in_channels=data.in_channels,
@@ -247,22 +325,34 @@ def _prepare_unet(project: Path, config: TrainConfig, pretrained: Pretrained | N
             "n_val": len(val_samples),
             "patch": list(patch),
             "loss": loss_name,
+            "validation": validation,
+            "steps": plan.total_steps,
         },
     )
     summary = (
         f"{data_summary(len(train_samples), len(val_samples), data.in_channels)}, {_kind(data)}, "
         f"patches of {' x '.join(map(str, patch))} px, loss {loss_name}"
     )
+    loss = make_loss(loss_name, data.num_classes, config.task)
+    tile = (DEFAULT_TILE[3],) * 3 if config.dims == 3 else (config.tile_size,) * 2
     return Setup(
         config=config,
         model=UNet(spec),
         spec=spec,
         info=info,
-        train_set=PatchDataset(train_samples, patch, config.augmentation, config.seed),
-        val_set=TileDataset(val_samples, patch),
-        loss=make_loss(loss_name, data.num_classes, config.task),
+        train_set=PatchDataset(
+            train_samples, patch, config.augmentation, config.seed, plan.steps_per_epoch, plan.batch_size
+        ),
+        val_set=None,
+        validation=WholeImageValidation(
+            val_samples, config.task, max(data.num_classes, 2), loss, tile, halo, spec.multiples
+        )
+        if val_samples
+        else None,
+        loss=loss,
         num_classes=data.num_classes,
         summary=summary,
+        plan=plan,
     )
 
 
@@ -315,6 +405,10 @@ def train_project(
     pretrained = read_pretrained(config.pretrained) if config.pretrained and not resume else None
     saved = load_checkpoint(model_dir / LAST_NAME) if resume else None
 
+    if config.dims is None:
+        config = replace(
+            config, dims=2 if config.task == "classification" else detect_dims(project, config.axes)
+        )
     torch.manual_seed(config.seed)  # the network's initialization
     if config.task == "classification":
         from idl.train.classification import prepare_classification
@@ -322,15 +416,17 @@ def train_project(
         # the architecture details the data does not decide come from the source weights, or on
         # --resume from the run being continued
         source = pretrained.architecture if pretrained is not None else (saved or {}).get("spec", {})
-        setup = prepare_classification(project, config, source)
+        setup = prepare_classification(project, config, source, str(device))
     elif config.task == "instance" and config.model == "maskrcnn":
         from idl.train.detection import prepare_maskrcnn
 
-        setup = prepare_maskrcnn(project, config, model_name(project, 2, "maskrcnn"))
+        setup = prepare_maskrcnn(project, config, model_name(project, 2, "maskrcnn"), str(device))
     else:
-        setup = _prepare_unet(project, config, pretrained)
+        setup = _prepare_unet(project, config, pretrained, device)
     config, info, model = setup.config, setup.info, setup.model
     config = replace(config, learning_rate=config.resolved_learning_rate)  # saved and logged as used
+    plan = replace(setup.plan, schedule=config.lr_schedule)
+    log.info("training plan (set in the config or on the command line to change an item):\n%s", plan.table())
     if config.uncertainty and config.dropout == 0:
         log.warning("dropout is 0, so there is no Monte Carlo dropout: predicting without uncertainty")
         config = replace(config, uncertainty=False)
@@ -347,6 +443,8 @@ def train_project(
     if config.freeze_encoder:
         _freeze(model, fresh)
     model = model.to(device)
+    if not setup.steps:  # Mask R-CNN takes lists of images of any size
+        model = channels_last(model)
     # all parameters: frozen ones get no gradient, so Adam leaves them alone, and the optimizer state
     # of a checkpoint fits whatever was frozen
     optimizer = torch.optim.Adam(model.parameters(), lr=config.resolved_learning_rate)
@@ -365,13 +463,14 @@ def train_project(
             optimizer.load_state_dict(payload["optimizer"])
         except ValueError:  # written when the optimizer held only the unfrozen parameters
             log.warning("the optimizer state in %s does not fit; Adam starts afresh", model_dir / LAST_NAME)
-        state = TrainState(**payload["state"])
+        state = TrainState(**{"best_score": -math.inf, **payload["state"]})
         # the new run may allow more epochs or more patience than the one that stopped
         state.finished = state.bad_epochs >= config.patience or state.epoch >= config.epochs
         torch.set_rng_state(payload["torch_rng"])
         run_id = payload.get("mlflow_run_id")
         log.info("resuming after epoch %d (best epoch %d)", state.epoch, state.best_epoch)
     write_text(model_dir / CONFIG_NAME, json.dumps(config.to_dict(), indent=2))
+    write_text(model_dir / PLAN_NAME, plan.to_json())
     if config.save_augmentations:
         from idl.train.preview import PREVIEW_NAME, save_augmentation_grid
 
@@ -380,7 +479,7 @@ def train_project(
 
     tracker = Tracker(project, config.tracking_uri, run_id)
     try:
-        tracker.log_params({**config.to_dict(), "data": info.training})
+        tracker.log_params({**config.to_dict(), "data": info.training, "plan": plan.to_dict()})
 
         def on_epoch(current: TrainState, improved: bool) -> None:
             payload = {
@@ -404,21 +503,28 @@ def train_project(
             tracker.log_metrics(metrics, step=current.epoch)
 
         settings = LoopSettings(
-            config.epochs,
-            config.resolved_batch_size,
-            config.patience,
+            plan.epochs,
+            plan.batch_size,
+            plan.patience,
             config.seed,
             setup.num_classes,
             progress,
             config.task,
             precise_batch_norm=config.task == "classification",
             score_name="ap50" if config.model == "maskrcnn" else "",
+            steps_per_epoch=plan.steps_per_epoch,
+            learning_rate=plan.learning_rate,
+            warmup_steps=plan.warmup_steps,
+            schedule=config.lr_schedule,
         )
+        validation = setup.validation
+        if validation is None and setup.val_set is not None:
+            validation = loader_validation(setup.val_set, setup.loss, settings, setup.steps)
         fit(
             model,
             optimizer,
             setup.train_set,
-            setup.val_set,
+            validation,
             setup.loss,
             settings,
             state,
@@ -426,12 +532,22 @@ def train_project(
             on_epoch,
             setup.steps,
         )
-        log.info(
-            "training done after %d epoch(s); best validation loss %.4f at epoch %d",
-            state.epoch,
-            state.best_val_loss,
-            state.best_epoch,
-        )
+        if validation is None:
+            log.info(
+                "training done after %d epoch(s) in %.0f s, no validation: keeping the last",
+                state.epoch,
+                state.seconds,
+            )
+        else:
+            log.info(
+                "training done after %d epoch(s) in %.0f s; best validation %s %.4f (loss %.4f) at epoch %d",
+                state.epoch,
+                state.seconds,
+                settings.metric,
+                state.best_score,
+                state.best_val_loss,
+                state.best_epoch,
+            )
 
         best, _ = model_from_checkpoint(load_checkpoint(model_dir / BEST_NAME))
         onnx_path, mc_path = export_onnx(best, info, model_dir)
@@ -459,8 +575,8 @@ def train_project(
 def predict_and_evaluate(project: Path, config: TrainConfig, progress: bool = True) -> dict[str, Any] | None:
     """Predict ``PROJECT/test/image`` with the exported ONNX model; evaluate when ground truth exists."""
     test_dir = project / "test"
-    if not (test_dir / IMAGE_DIR).is_dir():
-        log.info("no %s folder: skipping test prediction and evaluation", test_dir / IMAGE_DIR)
+    if not split_images(test_dir):
+        log.info("no test images in %s: skipping test prediction and evaluation", test_dir)
         return None
     if config.task == "classification":
         return _classify_and_evaluate(project, config, progress)
@@ -479,9 +595,7 @@ def predict_and_evaluate(project: Path, config: TrainConfig, progress: bool = Tr
     if any(p.groundtruth is None for p in pairs):
         log.info("test images have no ground truth: skipping evaluation")
         return None
-    items = items_for_predictions(
-        results, [p.image for p in pairs], test_dir / GT_DIR, options.mc_samples > 0
-    )
+    items = items_for_pairs(results, pairs, options.mc_samples > 0)
     info = model.info
     assert info is not None
     return evaluate_task(

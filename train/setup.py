@@ -11,8 +11,9 @@ from torch.utils.data import Dataset
 
 from idl.infer.model_info import ModelInfo
 from idl.train.config import TrainConfig
-from idl.train.loop import Steps
+from idl.train.loop import Steps, Validator
 from idl.train.losses import LossFn
+from idl.train.plan import Plan
 
 
 @dataclass
@@ -23,12 +24,14 @@ class Setup:
     model: nn.Module
     spec: Any  # the network's spec dataclass (stored in checkpoints, compared on --resume)
     info: ModelInfo
-    train_set: Dataset
-    val_set: Dataset
+    train_set: Dataset  # one epoch of samples (redrawn every epoch)
+    val_set: Dataset | None  # validated batch by batch (classification, Mask R-CNN), or None
     loss: LossFn
     num_classes: int  # 0 for regression
     summary: str  # one log line describing the data and the network
+    plan: Plan
     steps: Steps | None = None  # loss and validation of networks not trained as loss(model(x), y)
+    validation: Validator | None = None  # whole-image validation (U-Net tasks); overrides val_set
 
 
 def data_summary(n_train: int, n_val: int, channels: int) -> str:

@@ -68,17 +68,20 @@ def test_csv_errors_name_the_file_and_row(tmp_path: Path, csv: str, message: str
     assert str(path) in str(info.value)
 
 
-def test_missing_csv_rows_and_images(tmp_path: Path) -> None:
+def test_missing_csv_rows_and_images(tmp_path: Path, caplog) -> None:
     with pytest.raises(DataError, match=r"groundtruth.csv: not found. Classification needs a CSV file"):
         labelled_images(_split(tmp_path / "none", ["a.tif"], None))
     no_row = _split(tmp_path / "norow", ["a.tif", "b.tif"], "filename,groundtruth\na.tif,x\n")
     with pytest.raises(DataError, match=r"no row for b.tif \(1 image\(s\) without one\)"):
         labelled_images(no_row)
-    orphan = _split(tmp_path / "orphan", ["a.tif"], "filename,groundtruth\na.tif,x\nc.png,y\n")
-    with pytest.raises(
-        DataError, match=r"the row for 'c' names no image in .* \(1 row\(s\) without an image\)"
-    ):
-        labelled_images(orphan)
+    # rows without an image (InstantDL's example CSV lists thousands): skipped with one warning
+    rows = "filename,groundtruth\na.tif,x\n" + "".join(f"gone{i}.png,y\n" for i in range(5))
+    orphan = _split(tmp_path / "orphan", ["a.tif"], rows)
+    with caplog.at_level("WARNING", logger="idl"):
+        found = labelled_images(orphan)
+    assert [(i.name, i.label) for i in found] == [("a", "x")]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "5 of 6 row(s) name no image" in warnings[0] and "'gone0'" in warnings[0]
     unlabelled = labelled_images(_split(tmp_path / "test", ["a.tif"], None), require_labels=False)
     assert unlabelled[0].label is None
 

@@ -29,10 +29,15 @@ def test_image_without_groundtruth(tmp_path: Path) -> None:
         pair_files(tmp_path)
 
 
-def test_groundtruth_without_image(tmp_path: Path) -> None:
-    _make(tmp_path, ["a.tif"], ["a.tif", "z.tif"])
-    with pytest.raises(DataError, match=r"z\.tif has no image"):
-        pair_files(tmp_path)
+def test_groundtruth_without_image_is_skipped_with_a_warning(tmp_path: Path, caplog) -> None:
+    _make(tmp_path, ["a.tif"], ["a.tif", "y.tif", "z.tif"])
+    with caplog.at_level("WARNING", logger="idl"):
+        pairs = pair_files(tmp_path)
+    assert [p.name for p in pairs] == ["a"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path / 'groundtruth' / 'y.tif'} has no image (expected {tmp_path / 'image' / 'y.tif'}): "
+        "2 ground-truth file(s) without an image are skipped"
+    ]
 
 
 def test_empty_and_missing_folders(tmp_path: Path) -> None:

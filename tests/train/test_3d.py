@@ -31,6 +31,7 @@ def project_3d(tmp_path_factory) -> Path:
     config = TrainConfig(
         dims=3,
         epochs=12,
+        steps_per_epoch=6,
         patience=12,
         depth=2,
         base_filters=8,
@@ -153,19 +154,34 @@ def test_anisotropy_is_chosen_from_the_voxel_size(tmp_path: Path) -> None:
     import tifffile
 
     from idl.infer.io import voxel_size
-    from idl.train.pipeline import _anisotropy
+    from idl.train.plan import Fingerprint, Requests, make_plan
 
-    volume = np.zeros((4, 8, 8), np.uint16)
-    (tmp_path / "train" / "image").mkdir(parents=True)
-    path = tmp_path / "train" / "image" / "v.tif"
+    volume = np.zeros((8, 64, 64), np.uint16)
+    path = tmp_path / "v.tif"
+
+    def plan(**requests):
+        fp = Fingerprint(3, ((8, 64, 64),), 1, spacing=voxel_size(path), object_size=10)
+        return make_plan(fp, Requests(**requests), "cpu")
+
     tifffile.imwrite(path, volume, imagej=True, resolution=(1 / 0.2, 1 / 0.2), metadata={"spacing": 0.6})
     assert voxel_size(path) == pytest.approx((0.6, 0.2, 0.2))
-    assert _anisotropy(tmp_path, TrainConfig(dims=3)) is True  # 3x longer in z
-    assert _anisotropy(tmp_path, TrainConfig(dims=3, anisotropic=False)) is False  # the flag wins
+    assert plan().anisotropic is True  # 3x longer in z
+    assert plan(anisotropic=False).anisotropic is False  # the setting wins
     tifffile.imwrite(path, volume, imagej=True, resolution=(1 / 0.2, 1 / 0.2), metadata={"spacing": 0.25})
-    assert _anisotropy(tmp_path, TrainConfig(dims=3)) is False
+    assert plan().anisotropic is False
     tifffile.imwrite(path, volume, photometric="minisblack")  # no voxel size recorded
-    assert voxel_size(path) is None and _anisotropy(tmp_path, TrainConfig(dims=3)) is False
+    assert voxel_size(path) is None and plan().anisotropic is False
+
+
+def test_volumes_are_recognised_without_dims(tmp_path: Path) -> None:
+    from idl.infer.io import write_tiff
+    from idl.train.pipeline import detect_dims
+
+    write_tiff(tmp_path / "train" / "image" / "a.tif", np.zeros((16, 40, 40), np.uint16))
+    assert detect_dims(tmp_path, None) == 3  # no axis small enough for channels: a z-stack
+    assert detect_dims(tmp_path, "cyx") == 2
+    write_tiff(tmp_path / "train" / "image" / "a.tif", np.zeros((40, 40, 3), np.uint8))
+    assert detect_dims(tmp_path, None) == 2
 
 
 def test_idl_evaluate_scores_volumes(project_3d: Path, tmp_path: Path) -> None:
@@ -202,7 +218,16 @@ def test_3d_regression_comes_back_in_units(tmp_path: Path) -> None:
             write_tiff(tmp_path / split / "image" / f"v{i}.tif", volume)
             write_tiff(tmp_path / split / "groundtruth" / f"v{i}.tif", stain)
     config = TrainConfig(
-        task="regression", dims=3, epochs=6, depth=1, base_filters=8, image_size=32, patch_z=16, mc_samples=2
+        task="regression",
+        dims=3,
+        epochs=6,
+        steps_per_epoch=2,
+        batch_size=4,
+        depth=1,
+        base_filters=8,
+        image_size=32,
+        patch_z=16,
+        mc_samples=2,
     )
     train_project(tmp_path, config, progress=False)
     pred = read_image(tmp_path / "results" / "v0.tif")

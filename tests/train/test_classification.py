@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -68,8 +69,11 @@ def test_classification_settings_are_checked() -> None:
     with pytest.raises(ConfigError, match="class_weights must be 'balanced' or one number per class"):
         TrainConfig(task="classification", class_weights="heavy")
     config = TrainConfig(task="classification")
-    assert (config.resolved_model, config.resolved_batch_size, config.image_size) == ("resnet50", 32, None)
-    assert TrainConfig().resolved_batch_size == 4 and TrainConfig().patch_size == 256
+    assert (config.resolved_model, config.classification_batch_size, config.image_size) == (
+        "resnet50",
+        32,
+        None,
+    )
 
 
 def test_instantdl_classification_config(tmp_path: Path) -> None:
@@ -158,13 +162,17 @@ def test_resume_pretrained_and_early_test_label_check(tmp_path: Path) -> None:
 
     project = write_classification_project(tmp_path / "a", n_train=24, n_test=6, seed=5, size=16)
     base = TrainConfig(
-        task="classification", model="resnet18", epochs=2, batch_size=8, package=False, uncertainty=False
+        task="classification",
+        model="resnet18",
+        epochs=3,
+        steps_per_epoch=3,
+        batch_size=8,
+        package=False,
+        uncertainty=False,
     )
-    first = train_project(project, base, progress=False)
+    first = train_project(project, replace(base, epochs=2), progress=False)
     assert first.state.epoch == 2
-    resumed = train_project(
-        project, TrainConfig(**{**base.__dict__, "epochs": 3}), resume=True, progress=False
-    )
+    resumed = train_project(project, base, resume=True, progress=False)
     assert resumed.state.epoch == 3 and len(resumed.state.history) == 3
 
     # fine-tune on two of the classes: everything but the classifier's last layer is transferred

@@ -29,12 +29,13 @@ def test_instantdl_keys_are_translated(tmp_path: Path) -> None:
         )
     )
     config = resolve_config(cfg, epochs=None, batch_size=3)
-    assert (config.task, config.epochs, config.batch_size, config.resolved_loss(2)) == (
+    assert (config.task, config.epoch_limit, config.batch_size, config.resolved_loss(2)) == (
         "semantic",
         7,
         3,
         "dice",
     )
+    assert config.epochs is None  # planned, then limited to 7
     assert (config.image_size, config.uncertainty, config.pretrained) == (128, False, None)
 
 
@@ -51,7 +52,7 @@ def test_instantdl_nulls_binary_classes_and_flips(tmp_path: Path) -> None:
         )
     )
     config = resolve_config(cfg)
-    assert (config.patch_size, config.num_classes, config.augment) == (256, 2, ("rot90",))
+    assert (config.image_size, config.num_classes, config.augment) == (None, 2, ("rot90",))
     assert (config.loss, config.instantdl_loss, config.resolved_loss(2)) == (None, "bce", "bce")
 
 

@@ -54,12 +54,42 @@ def test_split_is_seeded_and_disjoint() -> None:
     samples = [
         Sample(str(i), np.zeros((16, 16, 1), np.float32), np.zeros((16, 16), np.uint8)) for i in range(10)
     ]
-    train, val = split_validation(samples, 0.2, seed=5)
-    assert len(val) == 2 and len(train) == 8
+    train, val, description = split_validation(samples, 0.2, seed=5)
+    assert len(val) == 2 and len(train) == 8 and description.startswith("2 of 10 images")
     assert {s.name for s in train}.isdisjoint({s.name for s in val})
     assert [s.name for s in split_validation(samples, 0.2, seed=5)[1]] == [s.name for s in val]
-    with pytest.raises(DataError, match="at least 2"):
-        split_validation(samples[:1], 0.2, 0)
+    assert split_validation(samples, 0.0, seed=5)[:2] == (samples, [])
+
+
+def test_one_image_holds_out_a_block_away_from_the_training_region() -> None:
+    image = np.arange(100 * 300, dtype=np.float32).reshape(100, 300, 1)
+    labels = np.arange(100 * 300, dtype=np.int32).reshape(100, 300)
+    sample = Sample("only", image, (labels % 2).astype(np.uint8), labels)
+    train, val, description = split_validation([sample], 0.2, seed=0, gap=48, multiple=16)
+    (t,), (v,) = train, val
+    # the longest axis (x, 300 px): the last 60 px validate, 48 px away from the 192 px trained on
+    assert t.image.shape == (100, 192, 1) and v.image.shape == (100, 60, 1) and v.labels.shape == (100, 60)
+    assert v.image[0, 0, 0] == 240 and t.image[0, -1, 0] == 191 and v.labels[0, 0] == 240
+    assert (
+        description
+        == "one training image: x >= 240 of only (60 of 300 px), 48 px away from the training region "
+        "(x < 192)"
+    )
+    volume = Sample("v", np.zeros((20, 64, 40, 1), np.float32), np.zeros((20, 64, 40), np.uint8))
+    (t,), (v,), _ = split_validation([volume], 0.25, seed=0, gap=8, multiple=8)
+    assert t.target.shape == (20, 40, 40) and v.target.shape == (20, 16, 40)  # along y, never z
+
+
+def test_too_small_for_the_gap_shrinks_it_with_a_warning(caplog) -> None:
+    sample = Sample("s", np.zeros((64, 80, 1), np.float32), np.zeros((64, 80), np.uint8))
+    with caplog.at_level("WARNING", logger="idl"):
+        (t,), (v,), _ = split_validation([sample], 0.2, seed=0, gap=96, multiple=16)
+    assert v.target.shape == (64, 16) and t.target.shape == (64, 32)  # 80 - 16 - 32: a 32 px gap
+    assert "the gap is 32 px" in caplog.text
+    with pytest.raises(DataError, match=r"s: the only training image is 40 px .*--val-fraction 0"):
+        split_validation(
+            [Sample("s", np.zeros((40, 40, 1), np.float32), np.zeros((40, 40), np.uint8))], 0.2, 0, 8, 16
+        )
 
 
 def test_augmentation_keeps_image_and_mask_aligned(rng) -> None:
@@ -78,6 +108,30 @@ def test_patches_are_reproducible(rng) -> None:
     assert np.array_equal(a[0][0].numpy(), b[0][0].numpy())
     b.epoch = 1
     assert not np.array_equal(a[0][0].numpy(), b[0][0].numpy())
+
+
+def test_an_epoch_is_a_fixed_number_of_patches_from_all_images_by_size() -> None:
+    big = Sample("big", np.zeros((300, 300, 1), np.float32), np.zeros((300, 300), np.uint8))
+    small = Sample("small", np.zeros((100, 100, 1), np.float32), np.zeros((100, 100), np.uint8))
+    for samples in ([big, small], [big, small] * 10):
+        assert len(PatchDataset(samples, 32, (), seed=0, steps=50, batch_size=4)) == 200
+    dataset = PatchDataset([big, small], 32, (), seed=0, steps=500, batch_size=4)
+    chosen = [dataset.window(i, np.random.default_rng((0, 0, i)))[0] for i in range(2000)]
+    assert np.mean(np.array(chosen) == 0) == pytest.approx(0.9, abs=0.02)  # 9x the pixels
+
+
+def test_a_third_of_the_patches_hold_sparse_foreground(rng) -> None:
+    target = np.zeros((512, 512), np.uint8)
+    target[100:104, 400:404] = 1  # 16 of 262144 pixels
+    target[300:302, 20:22] = 2  # a rarer class still gets its share
+    sample = Sample("sparse", rng.random((512, 512, 1)).astype(np.float32), target)
+    dataset = PatchDataset([sample], 64, (), seed=3, steps=600, batch_size=1)
+    hits = np.array([[np.any(dataset[i][1].numpy() == c) for c in (1, 2)] for i in range(600)])
+    # chance alone puts a class in about 1.6 % of 64 px patches; forced: 1/3, split between the classes
+    assert hits[:, 0].mean() == pytest.approx(1 / 6 + 0.016, abs=0.04)
+    assert hits[:, 1].mean() == pytest.approx(1 / 6 + 0.016, abs=0.04)
+    regression = Sample("r", sample.image, rng.random((512, 512, 1)).astype(np.float32))
+    assert PatchDataset([regression], 64, (), seed=0).positions == [{}]
 
 
 def test_patches_are_square_in_plane_so_rotations_apply() -> None:

@@ -144,7 +144,7 @@ def test_instantdl_weights(
     assert _overrides({"pretrained_weights": True}) == {}
 
 
-def test_file_settings_and_command_line_overrides(tmp_path: Path) -> None:
+def test_file_settings_and_command_line_overrides(tmp_path: Path, caplog) -> None:
     cfg = tmp_path / "c.json"
     cfg.write_text(
         json.dumps(
@@ -161,8 +161,15 @@ def test_file_settings_and_command_line_overrides(tmp_path: Path) -> None:
     narrowed = resolve_config(cfg, augment=("rotate",), epochs=2)  # the command line names win
     assert (narrowed.augment, narrowed.epochs) == (("rotate",), 2)
     assert narrowed.augmentation["rotate"].probability == 0.9
+    # InstantDL's iterations_over_dataset limits the planned epochs; 0 (predict with its Keras
+    # weights) cannot be done, so training runs the planned budget, with a warning
+    assert load_config_file_and_build(tmp_path, {"iterations_over_dataset": 200}).epoch_limit == 200
+    with caplog.at_level("WARNING", logger="idl"):
+        zero = load_config_file_and_build(tmp_path, {"iterations_over_dataset": 0, "image_size": False})
+    assert (zero.epoch_limit, zero.epochs, zero.image_size) == (None, None, None)
+    assert "iterations_over_dataset 0 asks InstantDL to only predict" in caplog.text
     with pytest.raises(ConfigError, match="epochs must be >= 1 .*idl-predict"):
-        load_config_file_and_build(tmp_path, {"iterations_over_dataset": 0})
+        TrainConfig(epochs=0)
 
 
 def load_config_file_and_build(folder: Path, data: dict) -> TrainConfig:
@@ -194,10 +201,11 @@ def test_instantdl_config_trains_end_to_end(
     saved = json.loads((project / "model" / "config.json").read_text())
     assert (saved["task"], saved["epochs"], saved["batch_size"], saved["num_classes"]) == (
         "semantic",
-        3,
+        3,  # the planned budget, limited by iterations_over_dataset
         4,
         2,
     )
+    assert saved["epoch_limit"] == 3
     assert (saved["depth"], saved["base_filters"], saved["image_size"]) == (2, 8, 64)  # flags won
     assert saved["augment"] == [
         "hflip",

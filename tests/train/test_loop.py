@@ -6,9 +6,10 @@ import torch
 
 from idl.infer.errors import IdlError
 from idl.models import UNet2D, UNetSpec
-from idl.train.data import PatchDataset, Sample, TileDataset
+from idl.train.data import PatchDataset, Sample
 from idl.train.loop import LoopSettings, TrainState, fit
 from idl.train.losses import make_loss
+from idl.train.validation import WholeImageValidation
 
 
 def _samples(n: int) -> list[Sample]:
@@ -27,8 +28,8 @@ def test_diverging_loss_stops_with_advice() -> None:
         fit(
             net,
             torch.optim.SGD(net.parameters(), lr=0.0),
-            PatchDataset(_samples(2), 32, (), seed=0),
-            TileDataset(_samples(1), 32),
+            PatchDataset(_samples(2), 32, (), seed=0, steps=1, batch_size=2),
+            None,
             lambda logits, target: logits.sum() * float("nan"),
             LoopSettings(epochs=5, batch_size=2, patience=3, seed=0, num_classes=2, progress=False),
             TrainState(),
@@ -45,19 +46,21 @@ def test_early_stopping_after_patience_without_improvement() -> None:
             module.momentum = 0.0  # running statistics stay put
     frozen = torch.optim.SGD(net.parameters(), lr=0.0)  # nothing changes: no epoch after the first improves
     calls: list[tuple[int, bool]] = []
+    loss = make_loss("bce", 2)
     state = fit(
         net,
         frozen,
-        PatchDataset(_samples(4), 32, (), seed=0),
-        TileDataset(_samples(2), 32),
-        make_loss("bce", 2),
+        PatchDataset(_samples(4), 32, (), seed=0, steps=2, batch_size=2),
+        WholeImageValidation(_samples(2), "semantic", 2, loss, (32, 32), (2, 2), (2, 2)),
+        loss,
         LoopSettings(epochs=50, batch_size=2, patience=3, seed=0, num_classes=2, progress=False),
         TrainState(),
         torch.device("cpu"),
         lambda s, improved: calls.append((s.epoch, improved)),
     )
-    assert state.finished and state.epoch == 4 and state.best_epoch == 1 and state.bad_epochs == 3
-    assert calls == [(1, True), (2, False), (3, False), (4, False)]
+    # 50 epochs: a burn-in of 13, then 3 without a better score
+    assert state.finished and state.epoch == 16 and state.best_epoch == 13 and state.bad_epochs == 3
+    assert calls == [(e, True) for e in range(1, 14)] + [(14, False), (15, False), (16, False)]
 
 
 def test_recomputed_batch_norm_statistics_are_the_exact_average() -> None:
@@ -83,3 +86,89 @@ def test_recomputed_batch_norm_statistics_are_the_exact_average() -> None:
     torch.testing.assert_close(net[1].running_var, per_batch.mean(0), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(net[2].running_mean, frozen_mean)
     assert net[1].momentum == 0.1
+
+
+class _Scripted:
+    """A validator returning given (loss, score) pairs, one per epoch."""
+
+    def __init__(self, results: list[tuple[float, float]]) -> None:
+        self.results = list(results)
+
+    def __call__(self, model, device) -> tuple[float, float]:
+        return self.results.pop(0)
+
+
+def _fit(validation, epochs: int, patience: int = 10, lr: float = 0.0, calls=None) -> TrainState:
+    net = UNet2D(UNetSpec(depth=1, base_filters=2, dropout=0.0))
+    optimizer = torch.optim.Adam(net.parameters(), lr=1.0)
+    settings = LoopSettings(
+        epochs=epochs,
+        batch_size=2,
+        patience=patience,
+        seed=0,
+        num_classes=2,
+        progress=False,
+        steps_per_epoch=2,
+        learning_rate=lr,
+        warmup_steps=1,
+    )
+    rates: list[float] = []
+
+    def on_epoch(state: TrainState, improved: bool) -> None:
+        rates.append(optimizer.param_groups[0]["lr"])
+        if calls is not None:
+            calls.append((state.epoch, improved))
+
+    state = fit(
+        net,
+        optimizer,
+        PatchDataset(_samples(3), 32, (), seed=0, steps=2, batch_size=2),
+        validation,
+        make_loss("bce", 2),
+        settings,
+        TrainState(),
+        torch.device("cpu"),
+        on_epoch,
+    )
+    state.rates = rates  # type: ignore[attr-defined]
+    return state
+
+
+def test_the_best_epoch_has_the_best_score_and_ties_go_to_the_lower_loss() -> None:
+    calls: list[tuple[int, bool]] = []
+    # 8 epochs: the first 2 are the burn-in, kept whatever they score (an untrained network's
+    # threshold can score like a threshold of the raw image)
+    scripted = [
+        (0.9, 0.9),
+        (0.8, 0.0),
+        (0.5, 0.0),
+        (0.7, 0.6),
+        (0.2, 0.55),
+        (0.6, 0.6),
+        (0.3, 0.6),
+        (0.1, 0.5),
+    ]
+    state = _fit(_Scripted(scripted), epochs=8, calls=calls)
+    assert [improved for _, improved in calls] == [True, True, True, True, False, True, True, False]
+    assert (state.best_epoch, state.best_score, state.best_val_loss) == (7, 0.6, 0.3)
+    assert state.history[4] == {
+        "epoch": 5,
+        "train_loss": state.history[4]["train_loss"],
+        "val_loss": 0.2,
+        "val_jaccard": 0.55,
+    }
+
+
+def test_patience_counts_epochs_without_a_better_score_after_the_burn_in() -> None:
+    state = _fit(_Scripted([(0.1, 0.9), (1.0, 0.5)] + [(0.1, 0.4)] * 10), epochs=8, patience=3)
+    assert state.finished and state.epoch == 5 and state.best_epoch == 2
+
+
+def test_without_validation_the_last_epoch_is_kept_and_the_rate_decays_to_zero() -> None:
+    calls: list[tuple[int, bool]] = []
+    state = _fit(None, epochs=3, lr=1e-3, calls=calls)
+    assert calls == [(1, True), (2, True), (3, True)] and state.best_epoch == 3
+    assert set(state.history[0]) == {"epoch", "train_loss"}
+    # 6 steps, the first a warm-up, the last 2 of the other 5 decaying (from step 4: 1 - 2 / 5 * 5):
+    # each epoch's last step (1, 3, 5) at 1e-3, 1e-3 and 1e-3 * (6 - 5) / 2
+    np.testing.assert_allclose(state.rates, [1e-3, 1e-3, 0.5e-3], rtol=1e-9)

@@ -32,7 +32,15 @@ def _two_class_project(root: Path) -> Path:
 def test_multiclass_multichannel_training(tmp_path: Path) -> None:
     project = _two_class_project(tmp_path)
     config = TrainConfig(
-        epochs=40, patience=40, learning_rate=5e-3, depth=2, base_filters=8, image_size=64, mc_samples=2
+        epochs=40,
+        steps_per_epoch=3,
+        batch_size=4,
+        patience=40,
+        learning_rate=5e-3,
+        depth=2,
+        base_filters=8,
+        image_size=64,
+        mc_samples=2,
     )
     result = train_project(project, config, progress=False)
     saved = json.loads((project / "model" / "config.json").read_text())

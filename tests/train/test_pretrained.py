@@ -78,6 +78,8 @@ def test_fine_tuning_from_a_package_adopts_its_architecture(model_dir: Path, tmp
     project = write_semantic_project(tmp_path / "p", n_train=6, n_test=1, seed=5, spec=NucleiSpec(size=64))
     config = TrainConfig(
         epochs=2,
+        steps_per_epoch=2,
+        batch_size=4,
         image_size=64,
         pretrained=str(package),
         freeze_encoder=True,

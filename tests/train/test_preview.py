@@ -31,10 +31,12 @@ def test_grid_of_segmentation_samples(tmp_path: Path, shape) -> None:
         shape[-2:] if len(shape) == 2 else (4, 32, 32),
         resolve(("flip", "rotate")),
         0,
+        steps=2,
+        batch_size=4,
     )
     path = save_augmentation_grid(dataset, tmp_path / "a.png")
     picture = imread(path)
-    assert picture.shape[:2] == (460, 660)  # 2 rows x 3 samples at 100 dpi
+    assert picture.shape[:2] == (460, 1760)  # 2 rows x 8 samples (the first of the epoch) at 100 dpi
     assert picture[..., :3].std() > 10  # something is drawn
 
 

@@ -11,7 +11,9 @@ from idl.train.checkpoint import load_checkpoint
 from idl.train.config import TrainConfig
 from idl.train.pipeline import train_project
 
-FAST = dict(depth=2, base_filters=4, image_size=48, batch_size=4, evaluate=False, uncertainty=False)
+FAST = dict(
+    depth=2, base_filters=4, image_size=48, batch_size=4, steps_per_epoch=3, evaluate=False, uncertainty=False
+)
 
 
 def _copy_train_split(src: Path, dst: Path) -> Path:
@@ -19,11 +21,25 @@ def _copy_train_split(src: Path, dst: Path) -> Path:
     return dst
 
 
-def test_resumed_run_equals_uninterrupted_run(small_project: Path, tmp_path: Path) -> None:
+def test_resumed_run_equals_uninterrupted_run(
+    small_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from idl.train.tracking import Tracker
+
     straight = _copy_train_split(small_project, tmp_path / "straight")
     resumed = _copy_train_split(small_project, tmp_path / "resumed")
     train_project(straight, TrainConfig(epochs=3, patience=5, **FAST), progress=False)
-    train_project(resumed, TrainConfig(epochs=2, patience=5, **FAST), progress=False)
+    logged = Tracker.log_metrics
+
+    def interrupted(self, metrics, step=None):  # Ctrl-C after the second epoch's checkpoint
+        logged(self, metrics, step=step)
+        if step == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Tracker, "log_metrics", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_project(resumed, TrainConfig(epochs=3, patience=5, **FAST), progress=False)
+    monkeypatch.setattr(Tracker, "log_metrics", logged)
     with pytest.raises(IdlError, match="already holds a trained model.*--resume"):
         train_project(resumed, TrainConfig(epochs=3, patience=5, **FAST), progress=False)
     other = {**FAST, "base_filters": 8}

@@ -1,0 +1,122 @@
+"""The training plan: planned from the data and the device, deterministic, every item overridable."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from idl.train.plan import (
+    BUDGETS,
+    US_PER_VOXEL,
+    Fingerprint,
+    Requests,
+    class_components,
+    learning_rate_at,
+    make_plan,
+    object_sides,
+)
+
+
+def _nuclei(side: int = 520, objects: float = 30.0) -> Fingerprint:
+    return Fingerprint(dims=2, shapes=((side, 696),) * 12, channels=1, object_size=objects, n_objects=600)
+
+
+def test_plan_is_a_pure_function_of_data_and_device() -> None:
+    a = make_plan(_nuclei(), Requests(), "cpu")
+    b = make_plan(_nuclei(), Requests(), "cpu")
+    assert a == b and a.to_json() == b.to_json()
+    # small objects: the shallowest U-Net whose receptive field (12 * 2**depth) spans 3 of them
+    assert (a.depth, a.patch, a.batch_size) == (3, (128, 128), 4)
+    # the budget: the CPU's seconds at the measured cost per pixel, in epochs of 50 steps
+    steps = BUDGETS["cpu"].seconds["2d"] * 1e6 / (US_PER_VOXEL[2] * 4 * 128 * 128)
+    assert a.steps_per_epoch == 50 and a.epochs == round(steps / 50) == 11
+    assert a.patience == 10 and a.warmup_steps == round(0.05 * a.total_steps)
+    # a GPU affords larger batches and a far longer run
+    gpu = make_plan(_nuclei(), Requests(), "cuda")
+    assert gpu.batch_size > a.batch_size and gpu.total_steps > 10 * a.total_steps
+
+
+def test_the_budget_does_not_depend_on_the_number_of_images() -> None:
+    few = make_plan(Fingerprint(2, ((512, 512),) * 3, 1, object_size=20), Requests(), "cpu")
+    many = make_plan(Fingerprint(2, ((512, 512),) * 300, 1, object_size=20), Requests(), "cpu")
+    assert few.total_steps == many.total_steps and few.batch_size == many.batch_size
+
+
+def test_larger_objects_get_a_deeper_network_within_the_image_size() -> None:
+    assert make_plan(_nuclei(objects=60), Requests(), "cpu").depth == 4
+    assert make_plan(_nuclei(objects=200), Requests(), "cpu").depth == 5
+    assert make_plan(_nuclei(objects=None), Requests(), "cpu").depth == 4
+    # 64 px images keep at least 8 px at the deepest level: depth 3
+    small = Fingerprint(2, ((64, 64),) * 4, 1, object_size=200)
+    plan = make_plan(small, Requests(), "cpu")
+    assert plan.depth == 3 and plan.patch == (64, 64) and "allow 3" in plan.sources["depth"]
+
+
+def test_every_item_can_be_set() -> None:
+    wanted = Requests(
+        patch_side=96, batch_size=3, depth=2, steps_per_epoch=7, epochs=5, patience=2, learning_rate=3e-4
+    )
+    plan = make_plan(_nuclei(), wanted, "cpu")
+    assert (plan.patch, plan.batch_size, plan.depth, plan.steps_per_epoch, plan.epochs) == (
+        (96, 96),
+        3,
+        2,
+        7,
+        5,
+    )
+    assert (plan.patience, plan.learning_rate) == (2, 3e-4)
+    assert {plan.sources[k] for k in ("patch", "batch_size", "depth", "epochs", "patience")} == {"set"}
+    # InstantDL's iterations_over_dataset only limits the planned epochs
+    assert make_plan(_nuclei(), Requests(epoch_limit=4), "cpu").epochs == 4
+    assert make_plan(_nuclei(), Requests(epoch_limit=400), "cpu").epochs == 11
+
+
+def test_volumes_anisotropy_from_the_voxel_size() -> None:
+    volume = Fingerprint(3, ((60, 128, 128),) * 3, 1, spacing=(0.29, 0.26, 0.26), object_size=25)
+    plan = make_plan(volume, Requests(), "cpu")
+    assert not plan.anisotropic and plan.patch == (16, 64, 64) and plan.batch_size == 2
+    long_z = Fingerprint(3, ((30, 256, 256),) * 2, 1, spacing=(1.0, 0.2, 0.2), object_size=25)
+    plan = make_plan(long_z, Requests(), "cpu")
+    assert plan.anisotropic and plan.patch[0] == 8
+    assert make_plan(long_z, Requests(anisotropic=False), "cpu").anisotropic is False
+    steps = BUDGETS["cpu"].seconds["3d"] * 1e6 / (US_PER_VOXEL[3] * plan.batch_size * math.prod(plan.patch))
+    assert plan.epochs == round(steps / 50)
+
+
+def test_object_sides_and_class_components() -> None:
+    labels = np.zeros((40, 40), np.int32)
+    labels[2:12, 2:7] = 1  # 10 x 5: side sqrt(50)
+    labels[20:36, 20:36] = 2
+    np.testing.assert_allclose(object_sides(labels), [math.sqrt(50), 16.0])
+    classes = np.zeros((20, 20), np.uint8)
+    classes[:5, :5] = 1
+    classes[10:, 10:] = 1  # two components of class 1
+    classes[:5, 10:] = 2
+    components = class_components(classes)
+    assert components.max() == 3 and len(np.unique(components[classes == 1])) == 2
+    volume = np.zeros((4, 10, 10), np.int32)
+    volume[1:3, 2:6, 2:4] = 1
+    np.testing.assert_allclose(object_sides(volume), [math.sqrt(8)])
+
+
+def test_learning_rate_warms_up_then_decays_to_zero() -> None:
+    cosine = [learning_rate_at(step, 100, 1e-3, 10, "cosine") for step in range(100)]
+    np.testing.assert_allclose(cosine[:10], np.arange(1, 11) * 1e-4)
+    assert all(a >= b for a, b in zip(cosine[10:], cosine[11:], strict=False))
+    assert cosine[55] == pytest.approx(0.5e-3, rel=0.02) and cosine[-1] < 1e-6
+    # trapezoid: flat to 64 (the last 40 % of the 90 steps after the warm-up decay), then linear to 0
+    trapezoid = [learning_rate_at(step, 100, 1e-3, 10) for step in range(100)]
+    np.testing.assert_allclose(trapezoid[:10], np.arange(1, 11) * 1e-4)
+    assert set(trapezoid[10:64]) == {1e-3}
+    np.testing.assert_allclose(trapezoid[64:], 1e-3 * (100 - np.arange(64, 100)) / 36)
+    assert [learning_rate_at(s, 100, 1e-3, 10, "constant") for s in (10, 99)] == [1e-3, 1e-3]
+
+
+def test_thin_volumes_limit_the_depth() -> None:
+    thin = Fingerprint(3, ((6, 256, 256),) * 2, 1, object_size=100)
+    plan = make_plan(thin, Requests(), "cpu")
+    assert plan.depth == 2 and plan.patch[0] == 4  # 2 halvings fit in 6 planes
+    long_z = Fingerprint(3, ((6, 256, 256),) * 2, 1, spacing=(1.0, 0.1, 0.1), object_size=100)
+    assert make_plan(long_z, Requests(), "cpu").depth == 3  # the first level keeps z

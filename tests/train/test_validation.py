@@ -1,0 +1,101 @@
+"""Whole-image validation: tiled as at inference, scored as the evaluation scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.stats import pearsonr
+from sklearn.metrics import jaccard_score
+
+from idl.infer.instance_labels import instance_target, labels_from_probabilities
+from idl.infer.instance_metrics import instance_scores
+from idl.infer.postprocess import otsu_threshold
+from idl.models import UNet, UNetSpec
+from idl.train.data import Sample
+from idl.train.losses import make_loss
+from idl.train.validation import WholeImageValidation, predict_logits
+
+
+def _net(out: int, seed: int = 0) -> UNet:
+    torch.manual_seed(seed)
+    net = UNet(UNetSpec(out_channels=out, depth=2, base_filters=4, dropout=0.0)).eval()
+    for m in net.modules():  # running statistics away from the identity, as after training
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+    return net
+
+
+def test_tiled_logits_equal_the_whole_image(rng) -> None:
+    net, spec = _net(1), UNetSpec(depth=2)
+    image = rng.random((150, 230, 1)).astype(np.float32)
+    tiled = predict_logits(net, image, (64, 64), (spec.halo, spec.halo), (4, 4), torch.device("cpu"))
+    with torch.no_grad():
+        whole = net(torch.from_numpy(np.moveaxis(image, -1, 0))[None])[0].numpy()
+    assert tiled.shape == (1, 150, 230)
+    np.testing.assert_allclose(tiled, whole, atol=1e-5)
+
+
+def test_semantic_score_is_the_jaccard_of_the_otsu_mask(rng) -> None:
+    net = _net(1)
+    samples = [
+        Sample(
+            f"{i}", rng.random((64, 80, 1)).astype(np.float32), (rng.random((64, 80)) > 0.6).astype(np.uint8)
+        )
+        for i in range(2)
+    ]
+    validate = WholeImageValidation(samples, "semantic", 2, make_loss("bce", 2), (512, 512), (24, 24), (4, 4))
+    loss, score = validate(net, torch.device("cpu"))
+    masks, losses = [], []
+    for s in samples:
+        with torch.no_grad():
+            logits = net(torch.from_numpy(np.moveaxis(s.image, -1, 0))[None])
+        p = torch.sigmoid(logits)[0, 0].numpy()
+        masks.append(p > otsu_threshold(p))
+        losses.append(float(make_loss("bce", 2)(logits, torch.from_numpy(s.target.astype(np.int64))[None])))
+    truth = np.concatenate([s.target.ravel() for s in samples])
+    assert score == np.float64(jaccard_score(truth, np.concatenate([m.ravel() for m in masks])))
+    assert loss == np.mean(losses)
+
+
+def test_regression_score_is_the_mean_pearson_r(rng) -> None:
+    net = _net(1)
+    samples = [
+        Sample(f"{i}", rng.random((48, 48, 1)).astype(np.float32), rng.random((48, 48, 1)).astype(np.float32))
+        for i in range(3)
+    ]
+    validate = WholeImageValidation(
+        samples, "regression", 2, make_loss("mse", 0, "regression"), (512, 512), (24, 24), (4, 4)
+    )
+    _, score = validate(net, torch.device("cpu"))
+    expected = []
+    for s in samples:
+        with torch.no_grad():
+            out = net(torch.from_numpy(np.moveaxis(s.image, -1, 0))[None])[0, 0].numpy()
+        expected.append(pearsonr(out.ravel(), s.target.ravel())[0])
+    assert abs(score - np.mean(expected)) < 1e-9
+
+
+class _Scaled(torch.nn.Module):
+    """A stand-in network whose logits are its input scaled: the input is a one-hot class map."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 8.0 * x - 4.0
+
+
+def test_instance_score_is_the_ap50_95_of_the_watershed_labels() -> None:
+    labels = np.zeros((64, 64), np.int32)
+    labels[5:20, 5:20], labels[30:50, 10:25], labels[40:60, 40:60], labels[2:8, 50:58] = 1, 2, 3, 4
+    seen = labels.copy()
+    seen[40:60, 40:48] = 0  # the third object is found only in part, the fourth not at all
+    seen[seen == 4] = 0
+    one_hot = np.eye(3, dtype=np.float32)[instance_target(seen)]  # (64, 64, 3) as the "image"
+    sample = Sample("a", one_hot, instance_target(labels), labels)
+    validate = WholeImageValidation([sample], "instance", 3, make_loss("ce", 3), (512, 512), (24, 24), (4, 4))
+    _, score = validate(_Scaled(), torch.device("cpu"))
+    predicted = labels_from_probabilities(
+        torch.softmax(torch.from_numpy(8 * one_hot - 4), -1).numpy().transpose(2, 0, 1)
+    )
+    assert predicted.max() == 3
+    expected = instance_scores(labels, predicted)["ap50_95"]
+    assert 0.3 < expected < 0.75 and abs(score - expected) < 1e-12

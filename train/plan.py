@@ -1,0 +1,431 @@
+"""The training plan: patch, batch, network depth, 3D anisotropy and the training budget, decided from
+the data and the device, as nnU-Net plans from its dataset fingerprint.
+
+The budget is counted in optimizer steps, never in passes over the files: an epoch is a fixed number
+of steps (``steps_per_epoch``), each on a batch drawn from all training images, so a project of ten
+images trains as long as one of a thousand. How many steps follows from how long a step takes on
+the device and how long a user should wait (:data:`BUDGETS`, measured on a 2-core CPU; docs/benchmarks.md).
+
+Every item can be set in the config (or on the command line); what is set is kept, the rest is
+planned around it. The plan is a pure function of the fingerprint, the settings and the device kind,
+so the same data always gives the same plan.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("idl")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What one device kind affords: seconds of training per kind of run, its speed relative to the
+    reference CPU, voxels per optimizer step, and the steps between two validations."""
+
+    seconds: dict[str, float]  # "2d", "3d", "classification", "maskrcnn"
+    speed: float  # steps per second relative to the reference CPU (2 cores)
+    voxels_per_step: dict[int, int]  # by dims
+    steps_per_epoch: int
+
+
+# The reference is a 2-core CPU (docs/benchmarks.md): a 2D U-Net training step costs about 5 us per
+# pixel, a 3D one about 7.7 us per voxel; a classifier's cost per pixel depends on the network and on
+# the small-input stem (below). CPU budgets keep a default run within 5 minutes (2D, classification)
+# and 10 minutes (3D) there, prediction and export included. GPU: nnU-Net-like batches and a far
+# larger budget (an estimate: no GPU was available to measure it).
+US_PER_VOXEL = {2: 5.0, 3: 7.7}
+US_PER_PIXEL_MASKRCNN = 40.0  # torchvision's Mask R-CNN (ResNet-50 FPN), training step
+MASKRCNN_PATCH, MASKRCNN_BATCH = 256, 2
+US_PER_PIXEL = {
+    ("resnet18", False): 3.0,
+    ("resnet18", True): 15.0,
+    ("resnet34", False): 5.5,
+    ("resnet34", True): 27.0,
+    ("resnet50", False): 7.7,
+    ("resnet50", True): 40.0,
+    ("resnet101", False): 14.0,
+    ("resnet101", True): 72.0,
+}
+BUDGETS = {
+    "cpu": Budget(
+        seconds={"2d": 180.0, "3d": 400.0, "classification": 180.0, "maskrcnn": 1200.0},
+        speed=1.0,
+        voxels_per_step={2: 4 * 128 * 128, 3: 2 * 16 * 64 * 64},
+        steps_per_epoch=50,
+    ),
+    "cuda": Budget(
+        seconds={"2d": 1800.0, "3d": 3600.0, "classification": 1800.0, "maskrcnn": 3600.0},
+        speed=50.0,
+        voxels_per_step={2: 12 * 256 * 256, 3: 2 * 64 * 128 * 128},
+        steps_per_epoch=250,
+    ),
+}
+
+MIN_DEPTH, MAX_DEPTH = 3, 5
+MIN_BOTTLENECK = 8  # px: the patch is at least this many cells of the deepest level
+CONTEXT_PER_OBJECT = 3  # the receptive field covers this many object diameters
+ANISOTROPY_RATIO = 2.0  # voxels this much longer in z get the anisotropic 3D U-Net
+WARMUP_FRACTION = 0.05  # of all steps, at most one epoch: the learning rate rises linearly
+MIN_PATIENCE = 10
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What the plan looks at: image sizes, channels, voxel spacing and object sizes."""
+
+    dims: int
+    shapes: tuple[tuple[int, ...], ...]  # the spatial shape of every training image
+    channels: int
+    spacing: tuple[float, ...] | None = None  # (z, y, x) when the files record it
+    object_size: float | None = None  # median in-plane object side (px) in the ground truth
+    n_objects: int = 0
+
+    @property
+    def median_shape(self) -> tuple[int, ...]:
+        return tuple(int(v) for v in np.median(np.array(self.shapes), axis=0))
+
+    @property
+    def smallest_shape(self) -> tuple[int, ...]:
+        return tuple(int(v) for v in np.min(np.array(self.shapes), axis=0))
+
+    @property
+    def voxels(self) -> int:
+        return int(sum(math.prod(s) for s in self.shapes))
+
+
+def object_sides(labels: np.ndarray) -> np.ndarray:
+    """In-plane side of every object of a label image (2D or 3D): the geometric mean of its bounding
+    box's y and x extents."""
+    from skimage.measure import regionprops
+
+    boxes = [r.bbox for r in regionprops(labels)]
+    n = labels.ndim
+    return np.array([math.sqrt((b[n - 2 + n] - b[n - 2]) * (b[n - 1 + n] - b[n - 1])) for b in boxes])
+
+
+def class_components(classes: np.ndarray, max_classes: int = 255) -> np.ndarray:
+    """Connected components of every foreground class of a class map, numbered across classes, so
+    that each object of each class is one label."""
+    from skimage.measure import label
+
+    out = np.zeros(classes.shape, np.int32)
+    offset = 0
+    for value in np.unique(classes):
+        if value == 0 or value > max_classes:
+            continue
+        components = label(classes == value)
+        out[components > 0] = components[components > 0] + offset
+        offset += int(components.max())
+    return out
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The resolved training plan; ``sources`` says for every item whether it was set or planned, and
+    from what."""
+
+    dims: int
+    patch: tuple[int, ...]
+    batch_size: int
+    depth: int
+    anisotropic: bool
+    steps_per_epoch: int
+    epochs: int
+    patience: int
+    learning_rate: float
+    warmup_steps: int
+    validation: str = ""
+    schedule: str = "trapezoid"
+    sources: dict[str, str] = field(default_factory=dict)
+    network: str = ""  # what the network is, when not a U-Net of ``depth`` levels
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["patch"] = list(self.patch)
+        data["total_steps"] = self.total_steps
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def table(self) -> str:
+        """The plan as the lines printed before training."""
+        rows = [
+            ("patch", " x ".join(map(str, self.patch)) + " px"),
+            ("batch", str(self.batch_size)),
+            ("depth", str(self.depth) + (" (anisotropic)" if self.anisotropic else "")),
+            ("budget", f"{self.epochs} epochs x {self.steps_per_epoch} steps = {self.total_steps} steps"),
+            ("patience", f"{self.patience} epochs"),
+            ("learning rate", f"{self.learning_rate:g}, {self.schedule} (warm-up {self.warmup_steps} steps)"),
+            ("validation", self.validation),
+        ]
+        if self.network:
+            rows[2] = ("network", self.network)
+        width = max(len(k) for k, _ in rows)
+        key_of = {"patch": "patch", "batch": "batch_size", "depth": "depth", "budget": "epochs"}
+        key_of.update({"patience": "patience", "learning rate": "learning_rate"})
+        lines = []
+        for name, value in rows:
+            source = self.sources.get(key_of.get(name, name), "")
+            lines.append(f"  {name:<{width}}  {value}{f'   [{source}]' if source else ''}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Requests:
+    """The plan items a user set (``None``: plan it)."""
+
+    patch_side: int | None = None
+    patch_z: int | None = None
+    batch_size: int | None = None
+    depth: int | None = None
+    anisotropic: bool | None = None
+    steps_per_epoch: int | None = None
+    epochs: int | None = None
+    epoch_limit: int | None = None  # InstantDL's iterations_over_dataset: at most this many epochs
+    patience: int | None = None
+    learning_rate: float | None = None
+
+
+def device_kind(device: str) -> str:
+    """``cpu`` or ``cuda`` (the budget table's keys)."""
+    return "cuda" if str(device).startswith("cuda") else "cpu"
+
+
+def _anisotropy(fp: Fingerprint, requests: Requests, sources: dict[str, str]) -> bool:
+    if fp.dims != 3:
+        return False
+    if requests.anisotropic is not None:
+        sources["anisotropic"] = "set"
+        return requests.anisotropic
+    if fp.spacing is None:
+        sources["anisotropic"] = "voxel size not recorded: isotropic"
+        return False
+    ratio = fp.spacing[0] / fp.spacing[1]
+    sources["anisotropic"] = f"voxels {ratio:.2g}x longer in z"
+    return ratio >= ANISOTROPY_RATIO
+
+
+def _depth(fp: Fingerprint, requests: Requests, anisotropic: bool, sources: dict[str, str]) -> int:
+    """The shallowest U-Net whose receptive field (about 12 * 2**depth px) spans
+    :data:`CONTEXT_PER_OBJECT` object sides, within what the images' size allows."""
+    if requests.depth is not None:
+        sources["depth"] = "set"
+        return requests.depth
+    # the deepest level must keep MIN_BOTTLENECK cells of the smallest image in-plane, and a volume's
+    # depth must hold the z multiple (one halving fewer in z for the anisotropic U-Net)
+    smallest = min(fp.smallest_shape[-2:])
+    fits = max(1, int(math.floor(math.log2(max(smallest, 2) / MIN_BOTTLENECK))))
+    if fp.dims == 3:
+        z_levels = int(math.floor(math.log2(max(fp.smallest_shape[0], 1)))) + int(anisotropic)
+        fits = max(1, min(fits, z_levels))
+    if fp.object_size is None:
+        want, why = 4, "no objects to measure: 4"
+    else:
+        need = CONTEXT_PER_OBJECT * fp.object_size / 12
+        want = int(np.clip(math.ceil(math.log2(max(need, 1))), MIN_DEPTH, MAX_DEPTH))
+        reach = CONTEXT_PER_OBJECT * fp.object_size
+        why = f"objects of {fp.object_size:.0f} px need a receptive field of {reach:.0f} px"
+    depth = min(want, fits)
+    if depth < want:
+        why += f"; images of {smallest} px allow {fits}"
+    sources["depth"] = why
+    return depth
+
+
+def _patch(
+    fp: Fingerprint,
+    requests: Requests,
+    depth: int,
+    anisotropic: bool,
+    budget: Budget,
+    sources: dict[str, str],
+) -> tuple[tuple[int, ...], int]:
+    """Patch and batch: the patch covers the receptive field (at least 128 px, at most the images'
+    size), the batch fills the device's voxels per step (at least 2, for batch norm)."""
+    multiple = 2**depth
+    z_multiple = 2 ** (depth - 1) if anisotropic else multiple
+    smallest = fp.smallest_shape
+    per_step = budget.voxels_per_step[fp.dims]
+    if requests.patch_side is not None:
+        side = requests.patch_side
+        sources["patch"] = "set"
+    else:
+        receptive = 12 * multiple
+        side = max(128, min(256, receptive))
+        sources["patch"] = f"covers the receptive field of {receptive} px"
+    side = max(multiple, min(side, min(smallest[-2:])) // multiple * multiple)
+    patch: tuple[int, ...] = (side, side)
+    if fp.dims == 3:
+        if requests.patch_z is not None:
+            z = requests.patch_z
+        else:
+            # the in-plane side for 3D: what the per-step voxels allow with a z of side / 4 at least
+            z = 16 if not anisotropic else 8
+            side3 = requests.patch_side or 64
+            side3 = max(multiple, min(side3, min(smallest[-2:])) // multiple * multiple)
+            patch = (side3, side3)
+        z = max(z_multiple, min(z, smallest[0]) // z_multiple * z_multiple)
+        patch = (z, *patch)
+    if requests.batch_size is not None:
+        batch = requests.batch_size
+        sources["batch_size"] = "set"
+    else:
+        batch = max(2, per_step // math.prod(patch))
+        sources["batch_size"] = f"{per_step // 1000} k voxels per step"
+    return patch, batch
+
+
+def make_plan(
+    fp: Fingerprint, requests: Requests, device: str, validation: str = "", base_lr: float = 1e-3
+) -> Plan:
+    """The plan for a U-Net task (segmentation, instance, regression) on ``fp``."""
+    kind = device_kind(device)
+    budget = BUDGETS[kind]
+    sources: dict[str, str] = {}
+    anisotropic = _anisotropy(fp, requests, sources)
+    depth = _depth(fp, requests, anisotropic, sources)
+    patch, batch = _patch(fp, requests, depth, anisotropic, budget, sources)
+    seconds = budget.seconds[f"{fp.dims}d"] * budget.speed
+    steps = seconds * 1e6 / (US_PER_VOXEL[fp.dims] * batch * math.prod(patch))
+    steps_per_epoch, epochs, patience, lr, warmup = _schedule(requests, budget, steps, kind, base_lr, sources)
+    return Plan(
+        fp.dims,
+        patch,
+        batch,
+        depth,
+        anisotropic,
+        steps_per_epoch,
+        epochs,
+        patience,
+        lr,
+        warmup,
+        validation,
+        sources=sources,
+    )
+
+
+def _schedule(
+    requests: Requests, budget: Budget, steps: float, kind: str, base_lr: float, sources: dict[str, str]
+) -> tuple[int, int, int, float, int]:
+    """Steps per epoch, epochs, patience, learning rate and warm-up steps for a budget of ``steps``."""
+    steps_per_epoch = requests.steps_per_epoch or budget.steps_per_epoch
+    sources["steps_per_epoch"] = "set" if requests.steps_per_epoch else f"{kind} default"
+    if requests.epochs is not None:
+        epochs = requests.epochs
+        sources["epochs"] = "set"
+    else:
+        epochs = max(1, round(steps / steps_per_epoch))
+        sources["epochs"] = f"{kind} budget"
+        if requests.epoch_limit is not None and requests.epoch_limit < epochs:
+            epochs = requests.epoch_limit
+            sources["epochs"] = "InstantDL's iterations_over_dataset"
+    if requests.patience is not None:
+        patience = requests.patience
+        sources["patience"] = "set"
+    else:
+        patience = max(MIN_PATIENCE, epochs // 2)
+        sources["patience"] = "half the epochs"
+    lr = requests.learning_rate if requests.learning_rate is not None else base_lr
+    sources["learning_rate"] = "set" if requests.learning_rate is not None else "default"
+    warmup = min(steps_per_epoch, round(WARMUP_FRACTION * epochs * steps_per_epoch))
+    return steps_per_epoch, epochs, patience, lr, warmup
+
+
+SCHEDULES = ("trapezoid", "cosine", "constant")
+DECAY_FRACTION = 0.4  # trapezoid: the last 40 % of the steps decay linearly to zero
+
+
+def learning_rate_at(step: int, total: int, base: float, warmup: int, schedule: str = "trapezoid") -> float:
+    """The step size of ``step`` (from 0) of ``total``: a linear warm-up over ``warmup`` steps, then
+
+    - ``trapezoid``: constant, and over the last :data:`DECAY_FRACTION` of the steps linearly to zero;
+    - ``cosine``: a cosine from ``base`` to zero;
+    - ``constant``: ``base`` to the end.
+    """
+    if warmup and step < warmup:
+        return base * (step + 1) / warmup
+    if schedule == "constant":
+        return base
+    if schedule == "cosine":
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return base * 0.5 * (1.0 + math.cos(math.pi * progress))
+    decay_start = total - DECAY_FRACTION * (total - warmup)
+    if step < decay_start:
+        return base
+    return base * max(0.0, (total - step) / max(1.0, total - decay_start))
+
+
+def make_classification_plan(
+    input_size: tuple[int, int],
+    variant: str,
+    small_input: bool,
+    requests: Requests,
+    device: str,
+    base_lr: float = 1e-3,
+) -> Plan:
+    """The plan of a classifier: batches of whole images (32 unless set), as many steps as the device
+    affords for images of ``input_size`` with this network (:data:`US_PER_PIXEL`)."""
+    kind = device_kind(device)
+    budget = BUDGETS[kind]
+    sources: dict[str, str] = {}
+    batch = requests.batch_size or 32
+    sources["batch_size"] = "set" if requests.batch_size else "default"
+    per_step = batch * math.prod(input_size) * US_PER_PIXEL.get((variant, small_input), 40.0)
+    steps = budget.seconds["classification"] * budget.speed * 1e6 / per_step
+    steps_per_epoch, epochs, patience, lr, warmup = _schedule(requests, budget, steps, kind, base_lr, sources)
+    network = variant + (" (small-input stem)" if small_input else "")
+    return Plan(
+        2,
+        tuple(input_size),
+        batch,
+        0,
+        False,
+        steps_per_epoch,
+        epochs,
+        patience,
+        lr,
+        warmup,
+        sources=sources,
+        network=network,
+    )
+
+
+def make_detection_plan(
+    shapes: list[tuple[int, ...]], requests: Requests, device: str, base_lr: float = 1e-4
+) -> Plan:
+    """The plan of Mask R-CNN (not the default instance model: it needs a longer budget, 20 minutes on
+    the reference CPU): crops of 256 px (or the images' size) in batches of 2."""
+    kind = device_kind(device)
+    budget = BUDGETS[kind]
+    sources: dict[str, str] = {"patch": "set" if requests.patch_side else "default"}
+    side = min(requests.patch_side or MASKRCNN_PATCH, *(min(s[-2:]) for s in shapes))
+    batch = requests.batch_size or MASKRCNN_BATCH
+    sources["batch_size"] = "set" if requests.batch_size else "default"
+    steps = budget.seconds["maskrcnn"] * budget.speed * 1e6 / (US_PER_PIXEL_MASKRCNN * batch * side * side)
+    steps_per_epoch, epochs, patience, lr, warmup = _schedule(requests, budget, steps, kind, base_lr, sources)
+    return Plan(
+        2,
+        (side, side),
+        batch,
+        0,
+        False,
+        steps_per_epoch,
+        epochs,
+        patience,
+        lr,
+        warmup,
+        sources=sources,
+        network="Mask R-CNN (ResNet-50 FPN)",
+    )

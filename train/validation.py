@@ -1,0 +1,121 @@
+"""Validation on whole images, tiled exactly as at inference, scored as the user will be judged.
+
+Training patches are small; the user's images are not. So every epoch each validation image (or the
+held-out block of a single image) is predicted whole, tile by tile with the network's halo as
+``idl-predict`` tiles it, and scored with the task's own measure after the task's own
+post-processing: Jaccard of the Otsu-thresholded (binary) or arg-max (multi-class) mask, AP50:95 of
+the watershed labels (instance), Pearson's r (regression). The loss of the whole image is reported
+next to it. Model selection follows the score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from idl.infer.metrics import confusion_matrix, jaccard, pearson
+from idl.infer.postprocess import to_mask
+from idl.infer.tiling import read_window, tile_grid
+from idl.train.data import Sample
+from idl.train.loop import to_device
+from idl.train.losses import LossFn
+
+Validator = Callable[[nn.Module, torch.device], tuple[float, float]]
+
+SCORES = {"semantic": "jaccard", "instance": "ap50_95", "regression": "pearson", "classification": "accuracy"}
+
+
+def score_name(task: str) -> str:
+    """The validation score of a task: what the user's evaluation reports first."""
+    return SCORES.get(task, "score")
+
+
+def predict_logits(
+    model: nn.Module,
+    image: np.ndarray,
+    tile: Sequence[int],
+    halo: Sequence[int],
+    multiples: Sequence[int],
+    device: torch.device,
+) -> np.ndarray:
+    """``(K, *spatial)`` raw network output for a normalized channels-last image, tile by tile with
+    the inference side's grid (:func:`idl.infer.tiling.tile_grid`), so it equals ``idl-predict``'s
+    (before post-processing) up to float rounding."""
+    shape = image.shape[:-1]
+    out: np.ndarray | None = None
+    with torch.no_grad():
+        for t in tile_grid(shape, tuple(tile), tuple(halo), list(multiples)):
+            x = np.ascontiguousarray(np.moveaxis(read_window(image, t.window), -1, 0))[np.newaxis]
+            y = model(to_device(torch.from_numpy(x), device))[0].float().cpu().numpy()
+            if out is None:
+                out = np.empty((y.shape[0], *shape), np.float32)
+            out[(slice(None), *t.owned)] = y[(slice(None), *t.owned_in_tile)]
+    assert out is not None
+    return out
+
+
+def _probabilities(logits: np.ndarray) -> np.ndarray:
+    if logits.shape[0] == 1:
+        return 1.0 / (1.0 + np.exp(-logits))
+    shifted = np.exp(logits - logits.max(axis=0, keepdims=True))
+    return shifted / shifted.sum(axis=0, keepdims=True)
+
+
+class WholeImageValidation:
+    """A :data:`Validator` for the U-Net tasks over whole validation images."""
+
+    def __init__(
+        self,
+        samples: list[Sample],
+        task: str,
+        num_classes: int,
+        loss_fn: LossFn,
+        tile: Sequence[int],
+        halo: Sequence[int],
+        multiples: Sequence[int],
+    ) -> None:
+        self.samples, self.task, self.num_classes, self.loss_fn = samples, task, num_classes, loss_fn
+        self.tile, self.halo, self.multiples = tuple(tile), tuple(halo), tuple(multiples)
+
+    def _loss(self, logits: np.ndarray, target: np.ndarray, device: torch.device) -> float:
+        out = torch.from_numpy(logits)[None].to(device)
+        if target.dtype == np.float32:  # regression: channels-last -> channels-first
+            y = torch.from_numpy(np.ascontiguousarray(np.moveaxis(target, -1, 0)))[None]
+        else:
+            y = torch.from_numpy(target.astype(np.int64))[None]
+        with torch.no_grad():
+            return float(self.loss_fn(out, y.to(device)))
+
+    def __call__(self, model: nn.Module, device: torch.device) -> tuple[float, float]:
+        """Mean loss per image and the score over all validation images."""
+        from idl.infer.instance_labels import labels_from_probabilities
+        from idl.infer.instance_metrics import counts_per_threshold, scores_from_counts
+
+        model.eval()
+        losses, pearsons = [], []
+        cm = np.zeros((self.num_classes, self.num_classes), np.int64)
+        counts = None
+        for sample in self.samples:
+            logits = predict_logits(model, sample.image, self.tile, self.halo, self.multiples, device)
+            losses.append(self._loss(logits, sample.target, device))
+            if self.task == "regression":
+                target = np.moveaxis(sample.target, -1, 0)
+                pearsons += [pearson(p, t) for p, t in zip(logits, target, strict=True)]
+            elif self.task == "instance":
+                assert sample.labels is not None
+                labels = labels_from_probabilities(_probabilities(logits))
+                found = counts_per_threshold(sample.labels, labels)
+                counts = found if counts is None else [a + b for a, b in zip(counts, found, strict=True)]
+            else:
+                mask, _ = to_mask(_probabilities(logits), "otsu")
+                cm += confusion_matrix(mask, sample.target, self.num_classes)
+        if self.task == "regression":
+            score = float(np.mean(pearsons))
+        elif self.task == "instance":
+            score = scores_from_counts(counts)["ap50_95"] if counts else 0.0
+        else:
+            score = jaccard(cm)
+        return float(np.mean(losses)), score
