@@ -10,7 +10,7 @@ bash scripts/setup.sh
 PROJECT="${1:-demo_project}"
 rm -rf "$PROJECT"
 idl-demo "$PROJECT"
-idl-train "$PROJECT" --task semantic --epochs 30
+idl-train "$PROJECT" --task semantic
 PACKAGE="$(ls "$PROJECT"/model/*.bioimageio.zip)"
 idl-predict --info "$PACKAGE"
 idl-predict "$PACKAGE" "$PROJECT/test/image" --out "$PROJECT/predictions" --mc-samples 20 \

@@ -208,7 +208,8 @@ def prepare_classification(
     if config.dims != 2:
         raise ConfigError("classification works on 2D images; use --dims 2 (3D classification is not built).")
     arch = arch or {}
-    if arch.get("variant") and arch["variant"] != config.resolved_model:
+    requests = config.plan_requests  # before the network is resolved: the plan says who chose it
+    if arch.get("variant") and arch["variant"] != config.resolved_model(device):
         log.info("using the source network's architecture %s", arch["variant"])
         config = replace(config, model=arch["variant"])
     data = load_classification_data(project / "train", config.normalization, config.axes, config.image_size)
@@ -227,10 +228,9 @@ def prepare_classification(
     loss_name = config.resolved_loss(k)
     config = replace(
         config,
-        model=config.resolved_model,
+        model=config.resolved_model(device),
         num_classes=k,
         loss=loss_name,
-        axes=data.axes,
         dropout=config.resolved_dropout,
         image_size=config.image_size,
     )
@@ -239,7 +239,7 @@ def prepare_classification(
         data.input_size,
         config.model,
         small,
-        config.plan_requests,
+        requests,
         device,
         config.resolved_learning_rate,
     )

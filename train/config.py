@@ -22,7 +22,7 @@ from idl.train.augment import resolve as resolve_augmentation
 from idl.train.instantdl import KEYS as INSTANTDL_KEYS
 from idl.train.instantdl import LOSSES as INSTANTDL_LOSSES
 from idl.train.instantdl import canonical_loss, translate
-from idl.train.plan import SCHEDULES, Requests
+from idl.train.plan import SCHEDULES, Requests, device_kind
 
 log = logging.getLogger("idl")
 
@@ -181,10 +181,15 @@ class TrainConfig:
         """The augmentations of training with their probabilities and ranges."""
         return resolve_augmentation(self.augment, self.augment_settings)
 
-    @property
-    def resolved_model(self) -> str:
-        """The network: as set, or resnet50 for classification (InstantDL's) and the U-Net otherwise."""
-        return self.model or ("resnet50" if self.task == "classification" else "unet")
+    def resolved_model(self, device: str = "cuda") -> str:
+        """The network: as set, or the U-Net; for classification the plan's choice for the device:
+        resnet18 on a CPU (measured on BCCD blood cells in the same 3 minutes: accuracy 0.99 against
+        0.80 for resnet50, which manages a third of the steps), resnet50 (InstantDL's) on a GPU."""
+        if self.model:
+            return self.model
+        if self.task != "classification":
+            return "unet"
+        return "resnet18" if device_kind(device) == "cpu" else "resnet50"
 
     @property
     def resolved_learning_rate(self) -> float:
@@ -220,6 +225,7 @@ class TrainConfig:
             epoch_limit=self.epoch_limit,
             patience=self.patience,
             learning_rate=self.learning_rate,
+            network_set=self.model is not None,
         )
 
     def resolved_loss(self, num_classes: int) -> str:

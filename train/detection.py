@@ -191,7 +191,6 @@ def prepare_maskrcnn(project: Path, config: TrainConfig, name: str, device: str 
         model="maskrcnn",
         num_classes=None,
         loss=None,  # torchvision's Mask R-CNN losses
-        axes=data.axes,
         dropout=0.0,  # no dropout in Mask R-CNN, so no Monte Carlo uncertainty
         uncertainty=False,
     )

@@ -49,7 +49,7 @@ from idl.train.data import (
 )
 from idl.train.loop import LoopSettings, TrainState, channels_last, fit, loader_validation
 from idl.train.losses import make_loss
-from idl.train.plan import Fingerprint, Plan, class_components, make_plan, object_sides
+from idl.train.plan import Fingerprint, Plan, class_components, make_plan, object_sides, typical_size
 from idl.train.pretrained import Pretrained, TransferReport, read_pretrained, transfer
 from idl.train.setup import Setup, data_summary
 from idl.train.tracking import Tracker
@@ -160,6 +160,13 @@ def training_images(project: Path) -> list[Path]:
     return split_images(project / "train")
 
 
+def gpu_memory(device: torch.device) -> float | None:
+    """The GPU's memory in GB (the plan's batch grows with it), or ``None`` on CPU."""
+    if device.type != "cuda":
+        return None
+    return torch.cuda.get_device_properties(device).total_memory / 2**30
+
+
 def detect_dims(project: Path, axes: str | None) -> int:
     """3 when the training images are volumes (a z axis in ``axes``, four axes, or three axes none of
     which is small enough to be channels), else 2; logged."""
@@ -194,7 +201,7 @@ def fingerprint_of(project: Path, data: TrainingData, dims: int, task: str) -> F
         shapes=tuple(tuple(s.target.shape[:dims]) for s in data.samples),
         channels=data.in_channels,
         spacing=spacing,
-        object_size=float(np.median(sides)) if sides.size else None,
+        object_size=typical_size(sides),
         n_objects=int(sides.size),
     )
 
@@ -262,7 +269,13 @@ def _prepare_unet(
             project / "train", config.normalization, config.axes, config.num_classes, spatial
         )
     fp = fingerprint_of(project, data, config.dims, config.task)
-    plan = make_plan(fp, config.plan_requests, str(device), base_lr=config.resolved_learning_rate)
+    plan = make_plan(
+        fp,
+        config.plan_requests,
+        str(device),
+        base_lr=config.resolved_learning_rate,
+        memory_gb=gpu_memory(device),
+    )
     spec = UNetSpec(depth=plan.depth, dims=config.dims, anisotropic=plan.anisotropic)
     halo = (spec.z_halo,) * (config.dims == 3) + (spec.halo,) * 2
     train_samples, val_samples, validation = split_validation(
@@ -278,7 +291,6 @@ def _prepare_unet(
         model="unet",
         num_classes=data.num_classes or None,
         loss=loss_name,
-        axes=data.axes,
         dropout=config.resolved_dropout,
         depth=plan.depth,
         anisotropic=plan.anisotropic if config.dims == 3 else None,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -35,27 +35,27 @@ class Budget:
     steps_per_epoch: int
 
 
-# The reference is a 2-core CPU (docs/benchmarks.md): a 2D U-Net training step costs about 5 us per
-# pixel, a 3D one about 7.7 us per voxel; a classifier's cost per pixel depends on the network and on
+# The reference is a 2-core CPU (docs/benchmarks.md): a 2D U-Net training step costs about 3.8 us per
+# pixel, a 3D one about 5.1 us per voxel (channels-last); a classifier's cost per pixel depends on the network and on
 # the small-input stem (below). CPU budgets keep a default run within 5 minutes (2D, classification)
 # and 10 minutes (3D) there, prediction and export included. GPU: nnU-Net-like batches and a far
 # larger budget (an estimate: no GPU was available to measure it).
-US_PER_VOXEL = {2: 5.0, 3: 7.7}
+US_PER_VOXEL = {2: 3.8, 3: 5.1}
 US_PER_PIXEL_MASKRCNN = 40.0  # torchvision's Mask R-CNN (ResNet-50 FPN), training step
 MASKRCNN_PATCH, MASKRCNN_BATCH = 256, 2
-US_PER_PIXEL = {
+US_PER_PIXEL = {  # classifiers, channels-last, batches of 32 (64 px with the small-input stem, 96 px without)
     ("resnet18", False): 3.0,
-    ("resnet18", True): 15.0,
+    ("resnet18", True): 11.0,
     ("resnet34", False): 5.5,
-    ("resnet34", True): 27.0,
-    ("resnet50", False): 7.7,
-    ("resnet50", True): 40.0,
-    ("resnet101", False): 14.0,
-    ("resnet101", True): 72.0,
+    ("resnet34", True): 20.0,
+    ("resnet50", False): 7.0,
+    ("resnet50", True): 29.0,
+    ("resnet101", False): 13.0,
+    ("resnet101", True): 52.0,
 }
 BUDGETS = {
     "cpu": Budget(
-        seconds={"2d": 180.0, "3d": 400.0, "classification": 180.0, "maskrcnn": 1200.0},
+        seconds={"2d": 160.0, "3d": 400.0, "classification": 160.0, "maskrcnn": 1200.0},
         speed=1.0,
         voxels_per_step={2: 4 * 128 * 128, 3: 2 * 16 * 64 * 64},
         steps_per_epoch=50,
@@ -68,6 +68,7 @@ BUDGETS = {
     ),
 }
 
+GPU_REFERENCE_GB = 8.0
 MIN_DEPTH, MAX_DEPTH = 3, 5
 MIN_BOTTLENECK = 8  # px: the patch is at least this many cells of the deepest level
 CONTEXT_PER_OBJECT = 3  # the receptive field covers this many object diameters
@@ -84,7 +85,7 @@ class Fingerprint:
     shapes: tuple[tuple[int, ...], ...]  # the spatial shape of every training image
     channels: int
     spacing: tuple[float, ...] | None = None  # (z, y, x) when the files record it
-    object_size: float | None = None  # median in-plane object side (px) in the ground truth
+    object_size: float | None = None  # typical in-plane object side (px): see typical_size
     n_objects: int = 0
 
     @property
@@ -108,6 +109,17 @@ def object_sides(labels: np.ndarray) -> np.ndarray:
     boxes = [r.bbox for r in regionprops(labels)]
     n = labels.ndim
     return np.array([math.sqrt((b[n - 2 + n] - b[n - 2]) * (b[n - 1 + n] - b[n - 1])) for b in boxes])
+
+
+def typical_size(sides: np.ndarray) -> float | None:
+    """The object side a typical foreground pixel belongs to: the median of the sides, each object
+    weighted by its box area. A plain median would follow the specks that real masks are full of (a
+    lung CT's vessel masks: mostly 1-px fragments next to a few large trees)."""
+    if not sides.size:
+        return None
+    order = np.argsort(sides)
+    weights = np.cumsum(sides[order] ** 2)
+    return float(sides[order][np.searchsorted(weights, weights[-1] / 2)])
 
 
 def class_components(classes: np.ndarray, max_classes: int = 255) -> np.ndarray:
@@ -196,6 +208,7 @@ class Requests:
     epoch_limit: int | None = None  # InstantDL's iterations_over_dataset: at most this many epochs
     patience: int | None = None
     learning_rate: float | None = None
+    network_set: bool = False  # classification: the ResNet variant was chosen by the user
 
 
 def device_kind(device: str) -> str:
@@ -258,7 +271,13 @@ def _patch(
     z_multiple = 2 ** (depth - 1) if anisotropic else multiple
     smallest = fp.smallest_shape
     per_step = budget.voxels_per_step[fp.dims]
-    if requests.patch_side is not None:
+    if fp.dims == 3:
+        # volumes cost 1.3x more per voxel: the per-step voxels allow 2 x 16 x 64 x 64 (anisotropic
+        # voxels: 8 x 96 x 96, as many voxels spanning a similar physical depth)
+        side = requests.patch_side or (96 if anisotropic else 64)
+        z = requests.patch_z or (8 if anisotropic else 16)
+        sources["patch"] = "set" if requests.patch_side or requests.patch_z else "3D default"
+    elif requests.patch_side is not None:
         side = requests.patch_side
         sources["patch"] = "set"
     else:
@@ -268,14 +287,6 @@ def _patch(
     side = max(multiple, min(side, min(smallest[-2:])) // multiple * multiple)
     patch: tuple[int, ...] = (side, side)
     if fp.dims == 3:
-        if requests.patch_z is not None:
-            z = requests.patch_z
-        else:
-            # the in-plane side for 3D: what the per-step voxels allow with a z of side / 4 at least
-            z = 16 if not anisotropic else 8
-            side3 = requests.patch_side or 64
-            side3 = max(multiple, min(side3, min(smallest[-2:])) // multiple * multiple)
-            patch = (side3, side3)
         z = max(z_multiple, min(z, smallest[0]) // z_multiple * z_multiple)
         patch = (z, *patch)
     if requests.batch_size is not None:
@@ -287,12 +298,29 @@ def _patch(
     return patch, batch
 
 
+def budget_for(device: str, memory_gb: float | None = None) -> Budget:
+    """The budget of a device kind; a GPU's voxels per step scale with its memory (the table's are
+    for 8 GB, at most 4x more)."""
+    budget = BUDGETS[device_kind(device)]
+    if device_kind(device) != "cuda" or memory_gb is None:
+        return budget
+    scale = float(np.clip(memory_gb / GPU_REFERENCE_GB, 0.5, 4.0))
+    per_step = {d: int(v * scale) for d, v in budget.voxels_per_step.items()}
+    return replace(budget, voxels_per_step=per_step)
+
+
 def make_plan(
-    fp: Fingerprint, requests: Requests, device: str, validation: str = "", base_lr: float = 1e-3
+    fp: Fingerprint,
+    requests: Requests,
+    device: str,
+    validation: str = "",
+    base_lr: float = 1e-3,
+    memory_gb: float | None = None,
 ) -> Plan:
-    """The plan for a U-Net task (segmentation, instance, regression) on ``fp``."""
+    """The plan for a U-Net task (segmentation, instance, regression) on ``fp``; ``memory_gb``: the
+    GPU's memory, when training on one."""
     kind = device_kind(device)
-    budget = BUDGETS[kind]
+    budget = budget_for(device, memory_gb)
     sources: dict[str, str] = {}
     anisotropic = _anisotropy(fp, requests, sources)
     depth = _depth(fp, requests, anisotropic, sources)
@@ -386,6 +414,7 @@ def make_classification_plan(
     steps = budget.seconds["classification"] * budget.speed * 1e6 / per_step
     steps_per_epoch, epochs, patience, lr, warmup = _schedule(requests, budget, steps, kind, base_lr, sources)
     network = variant + (" (small-input stem)" if small_input else "")
+    sources["network"] = "set" if requests.network_set else f"{kind} default"
     return Plan(
         2,
         tuple(input_size),

@@ -69,11 +69,12 @@ def test_classification_settings_are_checked() -> None:
     with pytest.raises(ConfigError, match="class_weights must be 'balanced' or one number per class"):
         TrainConfig(task="classification", class_weights="heavy")
     config = TrainConfig(task="classification")
-    assert (config.resolved_model, config.classification_batch_size, config.image_size) == (
-        "resnet50",
+    assert (config.resolved_model("cpu"), config.classification_batch_size, config.image_size) == (
+        "resnet18",  # planned for the device: a CPU affords 3x the steps of resnet50
         32,
         None,
     )
+    assert config.resolved_model("cuda") == "resnet50" and TrainConfig().resolved_model("cpu") == "unet"
 
 
 def test_instantdl_classification_config(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from idl.infer.io import read_image, write_tiff
+from idl.infer.model import load_model
 from idl.infer.synthetic import NucleiSpec, synthetic_nuclei
 from idl.train.config import TrainConfig
 from idl.train.pipeline import train_project
@@ -44,7 +45,8 @@ def test_multiclass_multichannel_training(tmp_path: Path) -> None:
     )
     result = train_project(project, config, progress=False)
     saved = json.loads((project / "model" / "config.json").read_text())
-    assert (saved["num_classes"], saved["loss"], saved["axes"]) == (3, "ce", "yxc")
+    assert (saved["num_classes"], saved["loss"], saved["axes"]) == (3, "ce", None)  # axes were guessed
+    assert load_model(project / "model").info.axes == "yxc"
     mask = read_image(project / "results" / "s0.tif")
     assert mask.shape == (64, 64) and set(np.unique(mask)) <= {0, 1, 2}
     uncertainty = read_image(project / "results" / "uncertainty" / "s0.tif")

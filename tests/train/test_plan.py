@@ -31,7 +31,7 @@ def test_plan_is_a_pure_function_of_data_and_device() -> None:
     assert (a.depth, a.patch, a.batch_size) == (3, (128, 128), 4)
     # the budget: the CPU's seconds at the measured cost per pixel, in epochs of 50 steps
     steps = BUDGETS["cpu"].seconds["2d"] * 1e6 / (US_PER_VOXEL[2] * 4 * 128 * 128)
-    assert a.steps_per_epoch == 50 and a.epochs == round(steps / 50) == 11
+    assert a.steps_per_epoch == 50 and a.epochs == round(steps / 50) == 13
     assert a.patience == 10 and a.warmup_steps == round(0.05 * a.total_steps)
     # a GPU affords larger batches and a far longer run
     gpu = make_plan(_nuclei(), Requests(), "cuda")
@@ -70,7 +70,7 @@ def test_every_item_can_be_set() -> None:
     assert {plan.sources[k] for k in ("patch", "batch_size", "depth", "epochs", "patience")} == {"set"}
     # InstantDL's iterations_over_dataset only limits the planned epochs
     assert make_plan(_nuclei(), Requests(epoch_limit=4), "cpu").epochs == 4
-    assert make_plan(_nuclei(), Requests(epoch_limit=400), "cpu").epochs == 11
+    assert make_plan(_nuclei(), Requests(epoch_limit=400), "cpu").epochs == 13
 
 
 def test_volumes_anisotropy_from_the_voxel_size() -> None:
@@ -120,3 +120,19 @@ def test_thin_volumes_limit_the_depth() -> None:
     assert plan.depth == 2 and plan.patch[0] == 4  # 2 halvings fit in 6 planes
     long_z = Fingerprint(3, ((6, 256, 256),) * 2, 1, spacing=(1.0, 0.1, 0.1), object_size=100)
     assert make_plan(long_z, Requests(), "cpu").depth == 3  # the first level keeps z
+
+
+def test_gpu_batches_grow_with_its_memory() -> None:
+    small = make_plan(_nuclei(), Requests(), "cuda", memory_gb=4)
+    large = make_plan(_nuclei(), Requests(), "cuda", memory_gb=24)
+    assert large.batch_size == 6 * small.batch_size  # 3x and 0.5x the 8 GB reference
+    assert make_plan(_nuclei(), Requests(), "cpu", memory_gb=24) == make_plan(_nuclei(), Requests(), "cpu")
+
+
+def test_the_typical_object_is_where_the_foreground_pixels_are() -> None:
+    from idl.train.plan import typical_size
+
+    specks_and_a_tree = np.array([1.0] * 50 + [2.0] * 10 + [120.0])
+    assert np.median(specks_and_a_tree) == 1.0 and typical_size(specks_and_a_tree) == 120.0
+    nuclei = np.array([18.0, 20, 22, 25, 30])
+    assert typical_size(nuclei) == 25.0 and typical_size(np.zeros(0)) is None
