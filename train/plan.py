@@ -36,10 +36,10 @@ class Budget:
 
 
 # The reference is a 2-core CPU (docs/benchmarks.md): a 2D U-Net training step costs about 3.8 us per
-# pixel, a 3D one about 5.1 us per voxel (channels-last); a classifier's cost per pixel depends on the network and on
-# the small-input stem (below). CPU budgets keep a default run within 5 minutes (2D, classification)
-# and 10 minutes (3D) there, prediction and export included. GPU: nnU-Net-like batches and a far
-# larger budget (an estimate: no GPU was available to measure it).
+# pixel, a 3D one about 5.1 us per voxel (channels-last); a classifier's cost per pixel depends on the
+# network and on the small-input stem (below). CPU budgets keep a default run within 5 minutes (2D,
+# classification) and 10 minutes (3D) there, prediction and export included. GPU: nnU-Net-like
+# batches and a far larger budget (an estimate: no GPU was available to measure it).
 US_PER_VOXEL = {2: 3.8, 3: 5.1}
 US_PER_PIXEL_MASKRCNN = 40.0  # torchvision's Mask R-CNN (ResNet-50 FPN), training step
 MASKRCNN_PATCH, MASKRCNN_BATCH = 256, 2
