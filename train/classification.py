@@ -249,14 +249,7 @@ def prepare_classification(
         else "none (--val-fraction 0): the last epoch is kept"
     )
     plan = replace(plan, validation=validation)
-    config = replace(
-        config,
-        batch_size=plan.batch_size,
-        epochs=plan.epochs,
-        steps_per_epoch=plan.steps_per_epoch,
-        patience=plan.patience,
-        learning_rate=plan.learning_rate,
-    )
+    config = config.with_plan(plan)
     spec = ResNetSpec(data.in_channels, k, config.model, config.dropout, small)
     counts = np.bincount(data.labels, minlength=k)
     info = ModelInfo(

@@ -22,7 +22,7 @@ from idl.train.augment import resolve as resolve_augmentation
 from idl.train.instantdl import KEYS as INSTANTDL_KEYS
 from idl.train.instantdl import LOSSES as INSTANTDL_LOSSES
 from idl.train.instantdl import canonical_loss, translate
-from idl.train.plan import SCHEDULES, Requests, device_kind
+from idl.train.plan import SCHEDULES, Plan, Requests, device_kind
 
 log = logging.getLogger("idl")
 
@@ -254,6 +254,21 @@ class TrainConfig:
             )
             return default
         return self.instantdl_loss or default
+
+    def with_plan(self, plan: Plan) -> TrainConfig:
+        """These settings with the plan's values filled in (saved and logged as used)."""
+        planned: dict[str, Any] = {
+            "batch_size": plan.batch_size,
+            "epochs": plan.epochs,
+            "steps_per_epoch": plan.steps_per_epoch,
+            "patience": plan.patience,
+            "learning_rate": plan.learning_rate,
+        }
+        if plan.depth:  # a U-Net
+            planned.update(depth=plan.depth, image_size=plan.patch[-1])
+            if plan.dims == 3:
+                planned.update(anisotropic=plan.anisotropic, patch_z=plan.patch[0])
+        return replace(self, **planned)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -181,13 +181,8 @@ def prepare_maskrcnn(project: Path, config: TrainConfig, name: str, device: str 
     )
     patch = plan.patch[-1]
     config = replace(
-        config,
+        config.with_plan(plan),
         image_size=patch,
-        batch_size=plan.batch_size,
-        epochs=plan.epochs,
-        steps_per_epoch=plan.steps_per_epoch,
-        patience=plan.patience,
-        learning_rate=plan.learning_rate,
         model="maskrcnn",
         num_classes=None,
         loss=None,  # torchvision's Mask R-CNN losses

@@ -287,20 +287,11 @@ def _prepare_unet(
     )
     loss_name = config.resolved_loss(data.num_classes)
     config = replace(
-        config,
+        config.with_plan(plan),
         model="unet",
         num_classes=data.num_classes or None,
         loss=loss_name,
         dropout=config.resolved_dropout,
-        depth=plan.depth,
-        anisotropic=plan.anisotropic if config.dims == 3 else None,
-        image_size=plan.patch[-1],
-        patch_z=plan.patch[0] if config.dims == 3 else config.patch_z,
-        batch_size=plan.batch_size,
-        epochs=plan.epochs,
-        steps_per_epoch=plan.steps_per_epoch,
-        patience=plan.patience,
-        learning_rate=plan.learning_rate,
     )
     if config.task == "regression":
         out_channels = len(data.target_mean)  # one linear output per target channel

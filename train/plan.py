@@ -412,12 +412,28 @@ def make_classification_plan(
     sources["batch_size"] = "set" if requests.batch_size else "default"
     per_step = batch * math.prod(input_size) * US_PER_PIXEL.get((variant, small_input), 40.0)
     steps = budget.seconds["classification"] * budget.speed * 1e6 / per_step
-    steps_per_epoch, epochs, patience, lr, warmup = _schedule(requests, budget, steps, kind, base_lr, sources)
-    network = variant + (" (small-input stem)" if small_input else "")
     sources["network"] = "set" if requests.network_set else f"{kind} default"
+    network = variant + (" (small-input stem)" if small_input else "")
+    return _whole_image_plan(tuple(input_size), batch, steps, requests, kind, base_lr, sources, network)
+
+
+def _whole_image_plan(
+    patch: tuple[int, ...],
+    batch: int,
+    steps: float,
+    requests: Requests,
+    kind: str,
+    base_lr: float,
+    sources: dict[str, str],
+    network: str,
+) -> Plan:
+    """The plan of a network that is not a U-Net (no depth to plan): schedule and budget only."""
+    steps_per_epoch, epochs, patience, lr, warmup = _schedule(
+        requests, BUDGETS[kind], steps, kind, base_lr, sources
+    )
     return Plan(
         2,
-        tuple(input_size),
+        patch,
         batch,
         0,
         False,
@@ -443,18 +459,5 @@ def make_detection_plan(
     batch = requests.batch_size or MASKRCNN_BATCH
     sources["batch_size"] = "set" if requests.batch_size else "default"
     steps = budget.seconds["maskrcnn"] * budget.speed * 1e6 / (US_PER_PIXEL_MASKRCNN * batch * side * side)
-    steps_per_epoch, epochs, patience, lr, warmup = _schedule(requests, budget, steps, kind, base_lr, sources)
-    return Plan(
-        2,
-        (side, side),
-        batch,
-        0,
-        False,
-        steps_per_epoch,
-        epochs,
-        patience,
-        lr,
-        warmup,
-        sources=sources,
-        network="Mask R-CNN (ResNet-50 FPN)",
-    )
+    network = "Mask R-CNN (ResNet-50 FPN)"
+    return _whole_image_plan((side, side), batch, steps, requests, kind, base_lr, sources, network)
