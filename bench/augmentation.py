@@ -105,6 +105,8 @@ def run(project: Path, augment: tuple[str, ...], epochs: int, seed: int) -> tupl
         task="semantic",
         augment=augment,
         epochs=epochs,
+        steps_per_epoch=1,  # one batch of the two training images, as the figures were measured
+        batch_size=4,
         patience=epochs,
         image_size=128,
         depth=3,

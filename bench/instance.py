@@ -46,6 +46,8 @@ def train(project: Path, model: str, epochs: int) -> tuple[dict, float, float]:
         task="instance",
         model=model,
         epochs=epochs,
+        steps_per_epoch=5,  # one patch per training image (19) in batches of 4, as measured
+        batch_size=4,
         patience=epochs,
         image_size=128 if model == "unet" else None,
         uncertainty=False,

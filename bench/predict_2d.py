@@ -112,6 +112,8 @@ def _train_quick_model(work: Path) -> Path:
                 "semantic",
                 "--epochs",
                 "5",
+                "--steps-per-epoch",
+                "8",
                 "--no-uncertainty",
                 "--overwrite",
                 "--quiet",

@@ -51,6 +51,7 @@ def _train_model(work: Path) -> Path:
     if not (project / "model" / "model.onnx").is_file():
         write_semantic_project_3d(project, n_train=4, n_test=1, seed=0, shape=(16, 64, 64))
         args = ["--dims", "3", "--depth", "1", "--filters", "4", "--epochs", "1", "--image-size", "64"]
+        args += ["--steps-per-epoch", "2"]
         args += ["--patch-z", "16", "--no-uncertainty", "--no-package", "--overwrite", "--quiet"]
         subprocess.run(
             [sys.executable, "-m", "idl.cli.train", str(project), "--task", "semantic", *args], check=True
