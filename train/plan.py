@@ -35,12 +35,12 @@ class Budget:
     steps_per_epoch: int
 
 
-# The reference is a 2-core CPU (docs/benchmarks.md): a 2D U-Net training step costs about 3.8 us per
-# pixel, a 3D one about 5.1 us per voxel (channels-last); a classifier's cost per pixel depends on the
-# network and on the small-input stem (below). CPU budgets keep a default run within 5 minutes (2D,
+# The reference is a 2-core CPU (docs/benchmarks.md): a U-Net training step costs about 4 us per pixel
+# or voxel at depth 3 (channels-last), more for deeper networks (US_PER_VOXEL); a classifier's cost per
+# pixel depends on the network and on the small-input stem (below). CPU budgets keep a default run within 5 minutes (2D,
 # classification) and 10 minutes (3D) there, prediction and export included. GPU: nnU-Net-like
 # batches and a far larger budget (an estimate: no GPU was available to measure it).
-US_PER_VOXEL = {2: 3.8, 3: 5.1}
+US_PER_VOXEL = {2: {3: 4.0, 4: 4.2, 5: 6.2}, 3: {3: 4.3, 4: 5.2, 5: 6.5}}  # by dims, then depth
 US_PER_PIXEL_MASKRCNN = 40.0  # torchvision's Mask R-CNN (ResNet-50 FPN), training step
 MASKRCNN_PATCH, MASKRCNN_BATCH = 256, 2
 US_PER_PIXEL = {  # classifiers, channels-last, batches of 32 (64 px with the small-input stem, 96 px without)
@@ -55,7 +55,7 @@ US_PER_PIXEL = {  # classifiers, channels-last, batches of 32 (64 px with the sm
 }
 BUDGETS = {
     "cpu": Budget(
-        seconds={"2d": 160.0, "3d": 400.0, "classification": 160.0, "maskrcnn": 1200.0},
+        seconds={"2d": 120.0, "3d": 360.0, "classification": 140.0, "maskrcnn": 1200.0},
         speed=1.0,
         voxels_per_step={2: 4 * 128 * 128, 3: 2 * 16 * 64 * 64},
         steps_per_epoch=50,
@@ -298,6 +298,12 @@ def _patch(
     return patch, batch
 
 
+def step_cost(dims: int, depth: int) -> float:
+    """Microseconds per voxel of a U-Net training step on the reference CPU."""
+    costs = US_PER_VOXEL[dims]
+    return costs[int(np.clip(depth, min(costs), max(costs)))]
+
+
 def budget_for(device: str, memory_gb: float | None = None) -> Budget:
     """The budget of a device kind; a GPU's voxels per step scale with its memory (the table's are
     for 8 GB, at most 4x more)."""
@@ -326,7 +332,7 @@ def make_plan(
     depth = _depth(fp, requests, anisotropic, sources)
     patch, batch = _patch(fp, requests, depth, anisotropic, budget, sources)
     seconds = budget.seconds[f"{fp.dims}d"] * budget.speed
-    steps = seconds * 1e6 / (US_PER_VOXEL[fp.dims] * batch * math.prod(patch))
+    steps = seconds * 1e6 / (step_cost(fp.dims, depth) * batch * math.prod(patch))
     steps_per_epoch, epochs, patience, lr, warmup = _schedule(requests, budget, steps, kind, base_lr, sources)
     return Plan(
         fp.dims,

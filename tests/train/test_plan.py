@@ -9,7 +9,7 @@ import pytest
 
 from idl.train.plan import (
     BUDGETS,
-    US_PER_VOXEL,
+    step_cost,
     Fingerprint,
     Requests,
     class_components,
@@ -30,8 +30,8 @@ def test_plan_is_a_pure_function_of_data_and_device() -> None:
     # small objects: the shallowest U-Net whose receptive field (12 * 2**depth) spans 3 of them
     assert (a.depth, a.patch, a.batch_size) == (3, (128, 128), 4)
     # the budget: the CPU's seconds at the measured cost per pixel, in epochs of 50 steps
-    steps = BUDGETS["cpu"].seconds["2d"] * 1e6 / (US_PER_VOXEL[2] * 4 * 128 * 128)
-    assert a.steps_per_epoch == 50 and a.epochs == round(steps / 50) == 13
+    steps = BUDGETS["cpu"].seconds["2d"] * 1e6 / (step_cost(2, 3) * 4 * 128 * 128)
+    assert a.steps_per_epoch == 50 and a.epochs == round(steps / 50) == 9
     assert a.patience == 10 and a.warmup_steps == round(0.05 * a.total_steps)
     # a GPU affords larger batches and a far longer run
     gpu = make_plan(_nuclei(), Requests(), "cuda")
@@ -70,7 +70,7 @@ def test_every_item_can_be_set() -> None:
     assert {plan.sources[k] for k in ("patch", "batch_size", "depth", "epochs", "patience")} == {"set"}
     # InstantDL's iterations_over_dataset only limits the planned epochs
     assert make_plan(_nuclei(), Requests(epoch_limit=4), "cpu").epochs == 4
-    assert make_plan(_nuclei(), Requests(epoch_limit=400), "cpu").epochs == 13
+    assert make_plan(_nuclei(), Requests(epoch_limit=400), "cpu").epochs == 9
 
 
 def test_volumes_anisotropy_from_the_voxel_size() -> None:
@@ -81,7 +81,7 @@ def test_volumes_anisotropy_from_the_voxel_size() -> None:
     plan = make_plan(long_z, Requests(), "cpu")
     assert plan.anisotropic and plan.patch[0] == 8
     assert make_plan(long_z, Requests(anisotropic=False), "cpu").anisotropic is False
-    steps = BUDGETS["cpu"].seconds["3d"] * 1e6 / (US_PER_VOXEL[3] * plan.batch_size * math.prod(plan.patch))
+    steps = BUDGETS["cpu"].seconds["3d"] * 1e6 / (step_cost(3, 3) * plan.batch_size * math.prod(plan.patch))
     assert plan.epochs == round(steps / 50)
 
 
