@@ -49,7 +49,7 @@ from idl.train.data import (
 )
 from idl.train.loop import LoopSettings, TrainState, channels_last, fit, loader_validation
 from idl.train.losses import make_loss
-from idl.train.plan import Fingerprint, Plan, class_components, make_plan, object_sides, typical_size
+from idl.train.plan import Fingerprint, Plan, class_components, make_plan, object_sizes, typical_size
 from idl.train.pretrained import Pretrained, TransferReport, read_pretrained, transfer
 from idl.train.setup import Setup, data_summary
 from idl.train.tracking import Tracker
@@ -186,14 +186,13 @@ def detect_dims(project: Path, axes: str | None) -> int:
 
 def fingerprint_of(project: Path, data: TrainingData, dims: int, task: str) -> Fingerprint:
     """Sizes, spacing and object sizes of the training data (see :mod:`idl.train.plan`)."""
-    sides = np.concatenate(
-        [
-            object_sides(s.labels if s.labels is not None else class_components(s.target))
-            for s in data.samples
-            if task != "regression"
-        ]
-        or [np.zeros(0)]
-    )
+    measured = [
+        object_sizes(s.labels if s.labels is not None else class_components(s.target))
+        for s in data.samples
+        if task != "regression"
+    ]
+    sizes = np.concatenate([m[0] for m in measured] or [np.zeros(0)])
+    areas = np.concatenate([m[1] for m in measured] or [np.zeros(0)])
     images = training_images(project)
     spacing = voxel_size(images[0]) if dims == 3 and images else None
     return Fingerprint(
@@ -201,8 +200,8 @@ def fingerprint_of(project: Path, data: TrainingData, dims: int, task: str) -> F
         shapes=tuple(tuple(s.target.shape[:dims]) for s in data.samples),
         channels=data.in_channels,
         spacing=spacing,
-        object_size=typical_size(sides),
-        n_objects=int(sides.size),
+        object_size=typical_size(sizes, areas),
+        n_objects=int(sizes.size),
     )
 
 

@@ -101,25 +101,43 @@ class Fingerprint:
         return int(sum(math.prod(s) for s in self.shapes))
 
 
-def object_sides(labels: np.ndarray) -> np.ndarray:
-    """In-plane side of every object of a label image (2D or 3D): the geometric mean of its bounding
-    box's y and x extents."""
+COMPACT = 0.3  # objects filling less of their bounding box are thin: membranes, vessels
+
+
+def object_sizes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The in-plane size and the pixel count of every object of a label image (2D or 3D).
+
+    A compact object's size is its bounding box's side (the geometric mean of its y and x extents); a
+    thin one (filling less than :data:`COMPACT` of its box: a membrane network, a vessel tree) is as
+    large as it is thick (twice its largest distance to the background), since its box says nothing
+    about the context needed to recognise it.
+    """
+    from scipy.ndimage import distance_transform_edt
     from skimage.measure import regionprops
 
-    boxes = [r.bbox for r in regionprops(labels)]
     n = labels.ndim
-    return np.array([math.sqrt((b[n - 2 + n] - b[n - 2]) * (b[n - 1 + n] - b[n - 1])) for b in boxes])
+    sizes, areas = [], []
+    for region in regionprops(labels):
+        box = region.bbox
+        if region.extent >= COMPACT:
+            sizes.append(math.sqrt((box[n - 2 + n] - box[n - 2]) * (box[n - 1 + n] - box[n - 1])))
+        else:
+            sizes.append(2.0 * float(distance_transform_edt(np.pad(region.image, 1)).max()))
+        areas.append(float(region.area))
+    return np.array(sizes), np.array(areas)
 
 
-def typical_size(sides: np.ndarray) -> float | None:
-    """The object side a typical foreground pixel belongs to: the median of the sides, each object
-    weighted by its box area. A plain median would follow the specks that real masks are full of (a
-    lung CT's vessel masks: mostly 1-px fragments next to a few large trees)."""
-    if not sides.size:
+def typical_size(sizes: np.ndarray, areas: np.ndarray | None = None) -> float | None:
+    """The size of the object a typical foreground pixel belongs to: the median of the sizes, each
+    object weighted by its pixel count (``areas``; without them by its size squared). A plain median
+    would follow the specks that real masks are full of (a lung CT's vessel masks: mostly 1-px
+    fragments next to a few large trees)."""
+    if not sizes.size:
         return None
-    order = np.argsort(sides)
-    weights = np.cumsum(sides[order] ** 2)
-    return float(sides[order][np.searchsorted(weights, weights[-1] / 2)])
+    weights = sizes**2 if areas is None else areas
+    order = np.argsort(sizes)
+    cumulative = np.cumsum(weights[order])
+    return float(sizes[order][np.searchsorted(cumulative, cumulative[-1] / 2)])
 
 
 def class_components(classes: np.ndarray, max_classes: int = 255) -> np.ndarray:

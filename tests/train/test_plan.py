@@ -15,7 +15,7 @@ from idl.train.plan import (
     class_components,
     learning_rate_at,
     make_plan,
-    object_sides,
+    object_sizes,
 )
 
 
@@ -85,11 +85,18 @@ def test_volumes_anisotropy_from_the_voxel_size() -> None:
     assert plan.epochs == round(steps / 50)
 
 
-def test_object_sides_and_class_components() -> None:
+def test_object_sizes_and_class_components() -> None:
     labels = np.zeros((40, 40), np.int32)
     labels[2:12, 2:7] = 1  # 10 x 5: side sqrt(50)
     labels[20:36, 20:36] = 2
-    np.testing.assert_allclose(object_sides(labels), [math.sqrt(50), 16.0])
+    sizes, areas = object_sizes(labels)
+    np.testing.assert_allclose(sizes, [math.sqrt(50), 16.0])
+    np.testing.assert_array_equal(areas, [50, 256])
+    # a thin network (membranes): as large as it is thick, not as its box
+    grid = np.zeros((200, 200), np.int32)
+    grid[::40, :] = grid[1::40, :] = grid[:, ::40] = grid[:, 1::40] = 1
+    sizes, _ = object_sizes(grid)
+    assert sizes[0] < 3
     classes = np.zeros((20, 20), np.uint8)
     classes[:5, :5] = 1
     classes[10:, 10:] = 1  # two components of class 1
@@ -98,7 +105,7 @@ def test_object_sides_and_class_components() -> None:
     assert components.max() == 3 and len(np.unique(components[classes == 1])) == 2
     volume = np.zeros((4, 10, 10), np.int32)
     volume[1:3, 2:6, 2:4] = 1
-    np.testing.assert_allclose(object_sides(volume), [math.sqrt(8)])
+    np.testing.assert_allclose(object_sizes(volume)[0], [math.sqrt(8)])
 
 
 def test_learning_rate_warms_up_then_decays_to_zero() -> None:
@@ -132,7 +139,8 @@ def test_gpu_batches_grow_with_its_memory() -> None:
 def test_the_typical_object_is_where_the_foreground_pixels_are() -> None:
     from idl.train.plan import typical_size
 
-    specks_and_a_tree = np.array([1.0] * 50 + [2.0] * 10 + [120.0])
-    assert np.median(specks_and_a_tree) == 1.0 and typical_size(specks_and_a_tree) == 120.0
+    specks_and_a_tree = np.array([1.0] * 50 + [2.0] * 10 + [12.0])
+    pixels = np.array([1.0] * 50 + [4.0] * 10 + [3000.0])  # a tree 12 px thick holds most pixels
+    assert np.median(specks_and_a_tree) == 1.0 and typical_size(specks_and_a_tree, pixels) == 12.0
     nuclei = np.array([18.0, 20, 22, 25, 30])
     assert typical_size(nuclei) == 25.0 and typical_size(np.zeros(0)) is None
