@@ -37,9 +37,9 @@ class Budget:
 
 # The reference is a 2-core CPU (docs/benchmarks.md): a U-Net training step costs about 4 us per pixel
 # or voxel at depth 3 (channels-last), more for deeper networks (US_PER_VOXEL); a classifier's cost per
-# pixel depends on the network and on the small-input stem (below). CPU budgets keep a default run within 5 minutes (2D,
-# classification) and 10 minutes (3D) there, prediction and export included. GPU: nnU-Net-like
-# batches and a far larger budget (an estimate: no GPU was available to measure it).
+# pixel depends on the network and on the small-input stem (below). CPU budgets keep a default run
+# within about 5 minutes (2D, classification) and 10 minutes (3D) there, prediction and export
+# included. GPU: nnU-Net-like batches and a far larger budget (an estimate: no GPU to measure it).
 US_PER_VOXEL = {2: {3: 4.0, 4: 4.2, 5: 6.2}, 3: {3: 4.3, 4: 5.2, 5: 6.5}}  # by dims, then depth
 US_PER_PIXEL_MASKRCNN = 40.0  # torchvision's Mask R-CNN (ResNet-50 FPN), training step
 MASKRCNN_PATCH, MASKRCNN_BATCH = 256, 2

@@ -9,13 +9,13 @@ import pytest
 
 from idl.train.plan import (
     BUDGETS,
-    step_cost,
     Fingerprint,
     Requests,
     class_components,
     learning_rate_at,
     make_plan,
     object_sizes,
+    step_cost,
 )
 
 
