@@ -46,8 +46,9 @@ def test_a_few_real_images_beat_otsu_and_connected_components(tmp_path: Path) ->
     summary = result.summary
     assert summary is not None
     print(f"AP50:95 U-Net {summary['ap50_95']:.3f}, Otsu + connected components {baseline['ap50_95']:.3f}")
-    # the plan from the data: nuclei of about 20 px -> depth 3, 128 px patches in batches of 4
-    assert (plan["depth"], plan["patch"], plan["batch_size"]) == (3, [128, 128], 4)
+    # the plan from the data: nuclei of 33 px (box side, by area) need a receptive field of 99 px ->
+    # depth 4 (192 px), patches of 192 px in batches of 2 (65 k px per step)
+    assert (plan["depth"], plan["patch"], plan["batch_size"]) == (4, [192, 192], 2)
     assert plan["validation"].startswith("1 of 5 images")
     assert summary["ap50_95"] > baseline["ap50_95"] + 0.1
 
@@ -58,11 +59,11 @@ def test_one_image_trains_on_one_part_and_validates_on_another(tmp_path: Path) -
     config = TrainConfig(task="semantic", epochs=6, steps_per_epoch=25, package=False, mc_samples=3)
     result = train_project(project, config, progress=False)
     plan = json.loads((project / "model" / "plan.json").read_text())
-    # 256 x 256 px: x >= 205 validates (51 px), 48 px (the depth-3 receptive field) from x < 157
+    # 256 x 256 px: y >= 205 validates (51 px), 96 px (half the depth-4 receptive field) from y < 109
     assert plan["validation"] == (
-        "one training image: x >= 205 of A02 (51 of 256 px), 48 px away from the training region (x < 157)"
+        "one training image: y >= 205 of A02 (51 of 256 px), 96 px away from the training region (y < 109)"
     )
-    assert plan["patch"] == [152, 152]  # shrunk to the training region
+    assert (plan["patch"], plan["batch_size"]) == ([96, 96], 8)  # shrunk to the training region
     history = result.state.history
     assert len(history) == 6 and all(0.5 < h["val_jaccard"] <= 1 for h in history[2:])
     summary = result.summary

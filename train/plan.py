@@ -267,7 +267,10 @@ def _depth(fp: Fingerprint, requests: Requests, anisotropic: bool, sources: dict
         need = CONTEXT_PER_OBJECT * fp.object_size / 12
         want = int(np.clip(math.ceil(math.log2(max(need, 1))), MIN_DEPTH, MAX_DEPTH))
         reach = CONTEXT_PER_OBJECT * fp.object_size
-        why = f"objects of {fp.object_size:.0f} px need a receptive field of {reach:.0f} px"
+        why = (
+            f"objects of {fp.object_size:.1f} px need a receptive field of {reach:.1f} px "
+            f"(depth {want}: {12 * 2**want} px)"
+        )
     depth = min(want, fits)
     if depth < want:
         why += f"; images of {smallest} px allow {fits}"
