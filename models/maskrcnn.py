@@ -37,6 +37,10 @@ MASK_THRESHOLD = 0.5
 MIN_VISIBLE_SHARE = 0.5  # of its mask an object must keep after better objects took their pixels
 
 
+ROIS_PER_IMAGE = 128  # regions sampled per image for the box and mask heads in training
+PROPOSALS_TRAINING = 1000  # region proposals kept per image after NMS in training
+
+
 @dataclass(frozen=True)
 class MaskRCNNSpec:
     """Everything that defines the network's shape and its detection settings."""
@@ -110,6 +114,12 @@ class InstanceMaskRCNN(FreezableEncoder):
             box_detections_per_img=spec.max_detections,
             box_score_thresh=spec.score_threshold,
             box_nms_thresh=spec.nms_threshold,
+            # Matterport's nucleus settings (TRAIN_ROIS_PER_IMAGE, POST_NMS_ROIS_TRAINING) instead of
+            # torchvision's COCO ones (512, 2000): the mask head's convolutions on every positive
+            # region dominate a CPU step, which takes 5.5 s instead of 17.4 s (4 crops of 128 px
+            # with 15 nuclei each)
+            box_batch_size_per_image=ROIS_PER_IMAGE,
+            rpn_post_nms_top_n_train=PROPOSALS_TRAINING,
         )
         self.net.transform = _KeepSize(1, 1, [0.0] * channels, [1.0] * channels)
         if channels != 3:

@@ -41,7 +41,7 @@ class Budget:
 # within about 5 minutes (2D, classification) and 10 minutes (3D) there, prediction and export
 # included. GPU: nnU-Net-like batches and a far larger budget (an estimate: no GPU to measure it).
 US_PER_VOXEL = {2: {3: 4.0, 4: 4.2, 5: 6.2}, 3: {3: 4.3, 4: 5.2, 5: 6.5}}  # by dims, then depth
-US_PER_PIXEL_MASKRCNN = 40.0  # torchvision's Mask R-CNN (ResNet-50 FPN), training step
+US_PER_PIXEL_MASKRCNN = 84.0  # Mask R-CNN training step: 5.5 s for 4 crops of 128 px (docs/benchmarks.md)
 MASKRCNN_PATCH, MASKRCNN_BATCH = 256, 2
 US_PER_PIXEL = {  # classifiers, channels-last, batches of 32 (64 px with the small-input stem, 96 px without)
     ("resnet18", False): 3.0,
