@@ -59,11 +59,12 @@ def test_one_image_trains_on_one_part_and_validates_on_another(tmp_path: Path) -
     config = TrainConfig(task="semantic", epochs=6, steps_per_epoch=25, package=False, mc_samples=3)
     result = train_project(project, config, progress=False)
     plan = json.loads((project / "model" / "plan.json").read_text())
-    # 256 x 256 px: y >= 205 validates (51 px), 96 px (half the depth-4 receptive field) from y < 109
+    # 256 x 256 px: y >= 205 validates (51 px); half the image stays for training (y < 128), which
+    # leaves a gap of 77 px of the 96 px the depth-4 U-Net's halo asks for
     assert plan["validation"] == (
-        "one training image: y >= 205 of A02 (51 of 256 px), 96 px away from the training region (y < 109)"
+        "one training image: y >= 205 of A02 (51 of 256 px), 77 px away from the training region (y < 128)"
     )
-    assert (plan["patch"], plan["batch_size"]) == ([96, 96], 8)  # shrunk to the training region
+    assert (plan["patch"], plan["batch_size"]) == ([128, 128], 4)  # shrunk to the training region
     history = result.state.history
     assert len(history) == 6 and all(0.5 < h["val_jaccard"] <= 1 for h in history[2:])
     summary = result.summary

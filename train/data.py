@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,19 +227,24 @@ def _crop(sample: Sample, axis: int, start: int, stop: int) -> Sample:
     return Sample(sample.name, sample.image[index], sample.target[index], labels)
 
 
+MIN_TRAIN_SHARE = 0.5  # of a single image's split axis that always stays for training
+
+
 def split_region(sample: Sample, fraction: float, gap: int, multiple: int = 1) -> tuple[Sample, Sample, str]:
     """Hold out the far end of one image's longest in-plane axis for validation.
 
     The block is ``fraction`` of that axis (at least ``multiple`` px) and lies ``gap`` px (the
     network's receptive field) away from the region training patches come from, so no training patch
     sees a validation pixel and validation is not scored on pixels next to trained ones. On images
-    too small for the whole gap the gap shrinks, with a warning.
+    too small for the whole gap the gap shrinks, with a warning: the training region keeps at least
+    :data:`MIN_TRAIN_SHARE` of the axis (a 128 px quadrant of a volume and a depth-4 gap of 96 px would
+    otherwise leave 32 px to train on).
     """
     spatial = sample.target.shape
     axis = len(spatial) - 2 + int(np.argmax(spatial[-2:]))
     n = spatial[axis]
     n_val = max(multiple, round(fraction * n))
-    smallest_train = 2 * multiple
+    smallest_train = max(2 * multiple, math.ceil(MIN_TRAIN_SHARE * n / multiple) * multiple)
     room = n - n_val - smallest_train
     if room < 0:
         raise DataError(
@@ -249,8 +255,9 @@ def split_region(sample: Sample, fraction: float, gap: int, multiple: int = 1) -
     used_gap = min(gap, room)
     if used_gap < gap:
         log.warning(
-            "%s: the image is too small to keep the validation block %d px (the receptive field) away from "
-            "the training region; the gap is %d px, so validation scores are somewhat optimistic",
+            "%s: the image is too small to keep the validation block %d px (the network's halo) away from "
+            "the training region and half the image for training; the gap is %d px, so validation "
+            "scores are somewhat optimistic",
             sample.name,
             gap,
             used_gap,

@@ -84,8 +84,9 @@ def test_too_small_for_the_gap_shrinks_it_with_a_warning(caplog) -> None:
     sample = Sample("s", np.zeros((64, 80, 1), np.float32), np.zeros((64, 80), np.uint8))
     with caplog.at_level("WARNING", logger="idl"):
         (t,), (v,), _ = split_validation([sample], 0.2, seed=0, gap=96, multiple=16)
-    assert v.target.shape == (64, 16) and t.target.shape == (64, 32)  # 80 - 16 - 32: a 32 px gap
-    assert "the gap is 32 px" in caplog.text
+    # half of the 80 px (in multiples of 16) stays for training: 80 - 16 - 48 leaves a 16 px gap
+    assert v.target.shape == (64, 16) and t.target.shape == (64, 48)
+    assert "half the image for training; the gap is 16 px" in caplog.text
     with pytest.raises(DataError, match=r"s: the only training image is 40 px .*--val-fraction 0"):
         split_validation(
             [Sample("s", np.zeros((40, 40, 1), np.float32), np.zeros((40, 40), np.uint8))], 0.2, 0, 8, 16
