@@ -41,6 +41,8 @@ class Budget:
 # within about 5 minutes (2D, classification) and 10 minutes (3D) there, prediction and export
 # included. GPU: nnU-Net-like batches and a far larger budget (an estimate: no GPU to measure it).
 US_PER_VOXEL = {2: {3: 4.0, 4: 4.2, 5: 6.2}, 3: {3: 4.3, 4: 5.2, 5: 6.5}}  # by dims, then depth
+BATCH_OF_ONE_3D = 4.7  # a 3D U-Net step on one patch costs this many times its voxels' share
+MIN_CLASSIFIER_STEP = 0.18  # s: resnet18, a batch of 2 images of 28 px (optimizer and per-layer overhead)
 US_PER_PIXEL_MASKRCNN = 84.0  # Mask R-CNN training step: 5.5 s for 4 crops of 128 px (docs/benchmarks.md)
 MASKRCNN_PATCH, MASKRCNN_BATCH = 256, 2
 US_PER_PIXEL = {  # classifiers, channels-last, batches of 32 (64 px with the small-input stem, 96 px without)
@@ -325,6 +327,14 @@ def step_cost(dims: int, depth: int) -> float:
     return costs[int(np.clip(depth, min(costs), max(costs)))]
 
 
+def step_seconds(dims: int, depth: int, batch: int, patch: tuple[int, ...]) -> float:
+    """Seconds of a U-Net training step on the reference CPU: the per-voxel cost, except that a 3D
+    batch of one costs :data:`BATCH_OF_ONE_3D` times more (measured: the 3D convolutions' backward
+    pass takes a slow path; 1.6 s for one 16 x 64 x 64 patch against 0.6 s for two)."""
+    seconds = step_cost(dims, depth) * batch * math.prod(patch) / 1e6
+    return seconds * (BATCH_OF_ONE_3D if dims == 3 and batch == 1 else 1.0)
+
+
 def budget_for(device: str, memory_gb: float | None = None) -> Budget:
     """The budget of a device kind; a GPU's voxels per step scale with its memory (the table's are
     for 8 GB, at most 4x more)."""
@@ -353,7 +363,7 @@ def make_plan(
     depth = _depth(fp, requests, anisotropic, sources)
     patch, batch = _patch(fp, requests, depth, anisotropic, budget, sources)
     seconds = budget.seconds[f"{fp.dims}d"] * budget.speed
-    steps = seconds * 1e6 / (step_cost(fp.dims, depth) * batch * math.prod(patch))
+    steps = seconds / step_seconds(fp.dims, depth, batch, patch)
     steps_per_epoch, epochs, patience, lr, warmup = _schedule(requests, budget, steps, kind, base_lr, sources)
     return Plan(
         fp.dims,
@@ -437,8 +447,8 @@ def make_classification_plan(
     sources: dict[str, str] = {}
     batch = requests.batch_size or 32
     sources["batch_size"] = "set" if requests.batch_size else "default"
-    per_step = batch * math.prod(input_size) * US_PER_PIXEL.get((variant, small_input), 40.0)
-    steps = budget.seconds["classification"] * budget.speed * 1e6 / per_step
+    per_step = batch * math.prod(input_size) * US_PER_PIXEL.get((variant, small_input), 40.0) / 1e6
+    steps = budget.seconds["classification"] * budget.speed / max(per_step, MIN_CLASSIFIER_STEP)
     sources["network"] = "set" if requests.network_set else f"{kind} default"
     network = variant + (" (small-input stem)" if small_input else "")
     return _whole_image_plan(tuple(input_size), batch, steps, requests, kind, base_lr, sources, network)
