@@ -17,7 +17,7 @@ import logging
 import re
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ import tifffile
 import torch
 
 from idl.export.onnx import ExportError, NothingToShow
+from idl.infer.axes import match_channels
 from idl.infer.iospec import io_for_info
 from idl.infer.model import PACKAGE_SUFFIX, read_info
 from idl.infer.model_info import ModelInfo
@@ -258,6 +259,8 @@ def build_description(
     from idl.infer.predict import predict_probabilities
 
     info = read_info(OnnxRunner(onnx_path, "cpu")) or info  # describe the graph as exported
+    # a grey test image for a colour model (InstantDL's MNIST example: RGB training, grey test images)
+    request = replace(request, sample=match_channels(request.sample, info.in_channels))
     letters = "zyx"[-info.dims :]
     classifier = info.task == "classification"
     detector = info.output == "labels"

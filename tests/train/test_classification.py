@@ -277,3 +277,23 @@ def test_a_classifier_package_without_idl_metadata_runs_like_ours(
     ]
     np.testing.assert_allclose(theirs.iloc[:, 2:5].to_numpy(), ours.iloc[:, 2:5].to_numpy(), atol=1e-5)
     assert (theirs["prediction"] == ours["prediction"]).all()
+
+
+def test_colour_training_images_and_grey_test_images_make_a_package(tmp_path: Path) -> None:
+    """InstantDL's MNIST example: RGB training images, grey test images. The package's test tensor
+    (cut from the first test image) takes the model's three channels."""
+    from idl.infer.io import read_image
+    from idl.train.pipeline import train_project
+
+    project = write_classification_project(tmp_path / "mnist", n_train=24, n_test=6, seed=5)
+    for path in (project / "train" / "image").iterdir():
+        write_tiff(path, np.repeat(read_image(path)[..., None], 3, axis=-1))
+    config = TrainConfig(
+        task="classification", model="resnet18", epochs=1, steps_per_epoch=2, batch_size=4, uncertainty=False
+    )
+    result = train_project(project, config, progress=False)  # failed in ONNX Runtime before
+    import zipfile
+
+    zipfile.ZipFile(result.package).extract("test_input.npy", tmp_path)
+    test_input = np.load(tmp_path / "test_input.npy")  # (batch, channel, y, x)
+    assert test_input.shape[1] == 3 and np.array_equal(test_input[0, 0], test_input[0, 2])
