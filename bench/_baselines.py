@@ -130,16 +130,21 @@ def logistic_accuracy(
     train: list[tuple[Path, str]], test: list[tuple[Path, str]], size: tuple[int, int]
 ) -> float:
     """Accuracy of logistic regression on the pixel intensities of images resized to ``size`` and scaled
-    to 0..1 per image and channel (classification)."""
+    to 0..1 per image and channel (classification). Images take the channels of the first training
+    image as idl-train does (grey repeated into RGB, RGB of equal channels reduced to grey)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
+    from idl.infer.axes import match_channels
     from idl.infer.classify import resize_to
+
+    channels = read_channels_last(train[0][0], None, "yx")[0].shape[-1]
 
     def matrix(items: list[tuple[Path, str]]) -> np.ndarray:
         rows = []
         for path, _ in items:
-            image = resize_to(read_channels_last(path, None, "yx")[0].astype(np.float32), size)
+            image = match_channels(read_channels_last(path, None, "yx")[0].astype(np.float32), channels)
+            image = resize_to(image, size)
             low, high = image.min(axis=(0, 1)), image.max(axis=(0, 1))
             rows.append(((image - low) / np.maximum(high - low, 1e-6)).ravel())
         return np.stack(rows)
