@@ -401,7 +401,7 @@ def _schedule(
         sources["patience"] = "set"
     else:
         patience = max(MIN_PATIENCE, epochs // 2)
-        sources["patience"] = "half the epochs"
+        sources["patience"] = "half the epochs" if epochs // 2 > MIN_PATIENCE else f"at least {MIN_PATIENCE}"
     lr = requests.learning_rate if requests.learning_rate is not None else base_lr
     sources["learning_rate"] = "set" if requests.learning_rate is not None else "default"
     warmup = min(steps_per_epoch, round(WARMUP_FRACTION * epochs * steps_per_epoch))
