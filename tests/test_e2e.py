@@ -157,7 +157,7 @@ def test_maskrcnn_trains_resumes_exports_and_predicts(tmp_path: Path) -> None:
 
     project = write_instance_project(tmp_path / "nuclei", 8, 2, 0, NucleiSpec(size=128))
     args = ["--task", "instance", "--model", "maskrcnn", "--patience", "5", "--quiet"]
-    args += ["--steps-per-epoch", "2", "--batch-size", "2"]  # a step of 4 x 128 px crops takes ~20 s
+    args += ["--steps-per-epoch", "2", "--batch-size", "2"]  # Mask R-CNN steps cost seconds on a CPU
     _cli("train", str(project), *args, "--epochs", "3", "--no-package", "--no-evaluate")
     # the package of a detector (and its ~100 s of bioimage.io tests) is tests/models/test_maskrcnn.py's
     _cli("train", str(project), *args, "--epochs", "4", "--resume", "--no-package", "--evaluate")

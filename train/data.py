@@ -234,8 +234,8 @@ def split_region(sample: Sample, fraction: float, gap: int, multiple: int = 1) -
     """Hold out the far end of one image's longest in-plane axis for validation.
 
     The block is ``fraction`` of that axis (at least ``multiple`` px) and lies ``gap`` px (the
-    network's receptive field) away from the region training patches come from, so no training patch
-    sees a validation pixel and validation is not scored on pixels next to trained ones. On images
+    network's halo, half its receptive field) away from the region training patches come from, so no
+    training patch sees a validation pixel and no validated output sees a training pixel. On images
     too small for the whole gap the gap shrinks, with a warning: the training region keeps at least
     :data:`MIN_TRAIN_SHARE` of the axis (a 128 px quadrant of a volume and a depth-4 gap of 96 px would
     otherwise leave 32 px to train on).
