@@ -8,8 +8,11 @@ augmentation (:func:`resolve`).
   ``hflip`` (X), ``vflip`` (Y), ``rot90`` (a quarter, half or three-quarter turn), and ``rotate``,
   ``zoom``, ``shift``, ``elastic``, which are composed into one in-plane coordinate map and resampled
   once. The image is interpolated linearly; class maps and label images (integer targets) by nearest
-  neighbour so their values stay exact; regression targets (float) linearly, like the image. What comes
-  from outside the image is 0 in both.
+  neighbour so their values stay exact; regression targets (float) linearly, like the image. A training
+  patch given with its whole image (``window``) is resampled from the pixels around it, so a turned or
+  zoomed-out patch shows its real surroundings; only what lies outside the image is 0, in both (black
+  corners cut into every turned patch would teach the network an edge that no real image has, and
+  shift the batch-norm statistics away from those of real images).
 - Intensity, the image only: ``threshold_background``, ``resample`` (down and up again), ``blur``,
   ``contrast``, ``brightness``, ``gamma``, ``gaussian_noise``, ``poisson_noise``, ``feature_scaling``
   (min-max to 0..1) and ``std_normalization`` (zero mean, unit variance). The ground truth is never
@@ -212,15 +215,30 @@ def _coordinates(
     return source
 
 
+def _warp_from(array: np.ndarray, source: np.ndarray, y: int, order: int) -> np.ndarray:
+    """Resample the planes of a whole image at ``source`` (plane coordinates), reading only the block
+    the coordinates reach, so the cost follows the patch and not the image."""
+    planes = array.shape[y : y + 2]
+    low = [max(0, int(np.floor(source[a].min())) - 1) for a in range(2)]
+    high = [min(n, int(np.ceil(source[a].max())) + 2) for a, n in zip(range(2), planes, strict=True)]
+    if any(h <= lo for lo, h in zip(low, high, strict=True)):  # entirely outside the image
+        shape = list(array.shape)
+        shape[y : y + 2] = source.shape[1:]
+        return np.zeros(shape, array.dtype)
+    block = (slice(None),) * y + (slice(low[0], high[0]), slice(low[1], high[1]))
+    return _warp(array[block], source - np.array(low, np.float64)[:, None, None], y, order)
+
+
 def _warp(array: np.ndarray, source: np.ndarray, y: int, order: int) -> np.ndarray:
-    """Resample every (Y, X) plane of ``array`` (axes ``y`` and ``y + 1``) at ``source``."""
+    """Resample every (Y, X) plane of ``array`` (axes ``y`` and ``y + 1``) at ``source``; the planes
+    out have the shape of ``source``'s grid."""
     moved = np.moveaxis(array, (y, y + 1), (0, 1))
     flat = moved.reshape(moved.shape[0], moved.shape[1], -1)
-    out = np.empty_like(flat)
+    out = np.empty((*source.shape[1:], flat.shape[-1]), flat.dtype)
     for i in range(flat.shape[-1]):
         # zeros outside for both: reflecting would mirror objects into the target (one label twice)
         out[..., i] = ndimage.map_coordinates(flat[..., i], source, order=order, mode="constant")
-    return np.moveaxis(out.reshape(moved.shape), (0, 1), (y, y + 1))
+    return np.moveaxis(out.reshape(*source.shape[1:], *moved.shape[2:]), (0, 1), (y, y + 1))
 
 
 def _resample(image: np.ndarray, factor: float, y: int) -> np.ndarray:
@@ -277,21 +295,40 @@ def augment_pair(
     augmentation: Augmentation,
     rng: np.random.Generator,
     y: int | None = None,
+    window: tuple[slice, ...] | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Augment one sample: flips and quarter turns, then the drawn geometric transforms (one
-    resampling), for image and target alike; then the intensity transforms, for the image only.
+    """Augment one sample: the drawn geometric transforms (one resampling), then flips and quarter
+    turns, for image and target alike; then the intensity transforms, for the image only.
 
     ``y`` is the image's Y axis (default: channels-last ``([Z,] Y, X, C)``; X follows it); the target
     shares the image's leading spatial axes, or is ``None`` for image-level labels. Class maps and label
-    images (integer targets) keep their exact values."""
+    images (integer targets) keep their exact values. With ``window`` (slices of the leading spatial
+    axes, ending with Y and X), image and target are a whole image and the sample is the patch in that
+    window: the geometric transforms turn and scale it about its centre and read what comes into view
+    from the image around it."""
     y = image.ndim - 3 if y is None else y
-    image, target = _right_angles(image, target, augmentation, rng, y)
-    source = _coordinates(rng, augmentation, (image.shape[y], image.shape[y + 1]))
-    if source is not None:
-        image = _warp(image, source, y, order=1)
+    if window is not None:
+        leading = tuple(window[:y])
+        image = image[leading]
+        target = None if target is None else target[leading]
+        plane = tuple(window[y : y + 2])
+        shape = tuple(s.stop - s.start for s in plane)
+    else:
+        shape = (image.shape[y], image.shape[y + 1])
+    source = _coordinates(rng, augmentation, shape)
+    if source is None and window is not None:
+        inside = (slice(None),) * y + plane
+        image, target = image[inside], None if target is None else target[inside]
+    elif source is not None:
+        warp = _warp
+        if window is not None:
+            source = source + np.array([s.start for s in plane], np.float64)[:, None, None]
+            warp = _warp_from
+        image = warp(image, source, y, order=1)
         if target is not None:
             exact = not np.issubdtype(target.dtype, np.floating)
-            target = _warp(target, source, y, order=0 if exact else 1)
+            target = warp(target, source, y, order=0 if exact else 1)
+    image, target = _right_angles(image, target, augmentation, rng, y)
     if any(n in augmentation for n in INTENSITY):
         image = _intensity(image, augmentation, rng, y)
     return image, target

@@ -58,6 +58,9 @@ class TrainConfig:
     # stopped early when validation stopped improving)
     epoch_limit: int | None = None
     batch_size: int | None = None  # None: planned (patches per step), 32 images for classification
+    # InstantDL's batchsize: whole images per step. Patch-trained networks get as many patches as hold
+    # that many pixels (at least 2); classifiers that many images. batch_size wins when both are set.
+    batch_images: int | None = None
     learning_rate: float | None = None  # None: 1e-4 for Mask R-CNN, else 1e-3
     # after a linear warm-up: trapezoid (constant, then linearly to zero over the last 40 %), cosine
     # or constant (see train/plan.py)
@@ -117,6 +120,7 @@ class TrainConfig:
             (self.steps_per_epoch is None or self.steps_per_epoch >= 1, "steps_per_epoch must be >= 1"),
             (self.epoch_limit is None or self.epoch_limit >= 1, "epoch_limit must be >= 1"),
             (self.batch_size is None or self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.batch_images is None or self.batch_images >= 1, "batchsize must be >= 1"),
             (self.learning_rate is None or self.learning_rate > 0, "learning_rate must be > 0"),
             (self.patience is None or self.patience >= 1, "patience must be >= 1"),
             (
@@ -202,7 +206,7 @@ class TrainConfig:
     @property
     def classification_batch_size(self) -> int:
         """Images per training step of a classifier."""
-        return self.batch_size or 32
+        return self.batch_size or self.batch_images or 32
 
     @property
     def resolved_dropout(self) -> float:
@@ -218,6 +222,7 @@ class TrainConfig:
             patch_side=self.image_size,
             patch_z=self.patch_z,
             batch_size=self.batch_size,
+            batch_images=self.batch_images,
             depth=self.depth,
             anisotropic=self.anisotropic,
             steps_per_epoch=self.steps_per_epoch,
@@ -290,6 +295,7 @@ _KINDS: dict[str, tuple[str, tuple[type, ...]]] = {
             "steps_per_epoch",
             "epoch_limit",
             "batch_size",
+            "batch_images",
             "patience",
             "seed",
             "num_classes",

@@ -384,7 +384,7 @@ class PatchDataset(Dataset):
         rng = np.random.default_rng((self.seed, self.epoch, index))
         i, window = self.window(index, rng)
         sample = self.samples[i]
-        image, target = augment_pair(sample.image[window], sample.target[window], self.augment, rng)
+        image, target = augment_pair(sample.image, sample.target, self.augment, rng, window=window)
         return _to_tensors(image, target)
 
 

@@ -109,7 +109,7 @@ class DetectionDataset(Dataset):
                 for n in sample.target.shape
                 for o in [int(rng.integers(n - min(self.patch, n) + 1))]
             )
-            image, labels = augment_pair(sample.image[window], sample.target[window], self.augment or {}, rng)
+            image, labels = augment_pair(sample.image, sample.target, self.augment or {}, rng, window=window)
         return _tensor(image), targets_from_labels(np.ascontiguousarray(labels))
 
 

@@ -26,7 +26,7 @@ KEYS = {
     "pretrained_weights": "pretrained",
     "pretrained_weights_path": "pretrained",
     "use_pretrained_weights": "pretrained",
-    "batchsize": "batch_size",
+    "batchsize": "batch_images",
     "iterations_over_dataset": "epoch_limit",
     "data_gen_args": "augment",
     "loss_function": "instantdl_loss",

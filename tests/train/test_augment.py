@@ -62,6 +62,29 @@ def test_rotation_and_shift_equal_scipy_references() -> None:
     np.testing.assert_allclose(shifted[..., 0], ndimage.shift(image[..., 0], (16, 16), order=1), atol=1e-5)
 
 
+@pytest.mark.parametrize("leading", [(), (3,)])
+def test_a_patch_turns_with_its_surroundings_not_black_corners(leading) -> None:
+    """A patch in the middle of an image, turned by 40 degrees with its window: the turn of the whole
+    image about the patch's centre, cropped (scipy's reference); turned alone it gets black corners."""
+    rng = np.random.default_rng(5)
+    plane = ndimage.gaussian_filter(rng.uniform(0.2, 1.0, (97, 97)), 2).astype(np.float32)
+    image = np.broadcast_to(plane[..., None], (*leading, 97, 97, 1)).copy()
+    labels = np.broadcast_to((plane > np.median(plane)).astype(np.uint8), (*leading, 97, 97)).copy()
+    window = tuple(slice(1, 3) for _ in leading) + (slice(24, 73), slice(24, 73))  # centred on (48, 48)
+    turn = always("rotate", rotate=(40.0, 40.0))
+    moved, target = augment_pair(image, labels, turn, np.random.default_rng(0), window=window)
+    assert moved.shape == (*((2,) if leading else ()), 49, 49, 1) and target.shape == moved.shape[:-1]
+    reference = ndimage.rotate(plane, 40, reshape=False, order=1, mode="constant")[24:73, 24:73]
+    reference_labels = ndimage.rotate(labels[(0,) * len(leading)], 40, reshape=False, order=0)[24:73, 24:73]
+    for k in range(moved.shape[0] if leading else 1):
+        at = (k,) if leading else ()
+        np.testing.assert_allclose(moved[at][..., 0], reference, atol=1e-5)
+        assert (target[at] != reference_labels).mean() < 0.01  # nearest neighbour ties at half pixels
+    assert moved.min() > 0.1  # every pixel came from the image
+    alone, _ = augment_pair(image[window], None, turn, np.random.default_rng(0))
+    assert (alone == 0).mean() > 0.1  # the patch turned on its own: black corners
+
+
 def test_horizontal_and_vertical_flips_use_their_own_axis() -> None:
     image = np.arange(12, dtype=np.float32).reshape(3, 4, 1)
     labels = np.arange(12, dtype=np.uint8).reshape(3, 4)
