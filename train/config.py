@@ -58,8 +58,8 @@ class TrainConfig:
     # stopped early when validation stopped improving)
     epoch_limit: int | None = None
     batch_size: int | None = None  # None: planned (patches per step), 32 images for classification
-    # InstantDL's batchsize: whole images per step. Patch-trained networks get as many patches as hold
-    # that many pixels (at least 2); classifiers that many images. batch_size wins when both are set.
+    # InstantDL's batchsize: patches per step for the U-Net (at least 2: batch norm does not hold with
+    # one), images for classifiers. batch_size (ours, taken as given) wins when both are set.
     batch_images: int | None = None
     learning_rate: float | None = None  # None: 1e-4 for Mask R-CNN, else 1e-3
     # after a linear warm-up: trapezoid (constant, then linearly to zero over the last 40 %), cosine

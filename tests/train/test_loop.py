@@ -172,4 +172,3 @@ def test_without_validation_the_last_epoch_is_kept_and_the_rate_decays_to_zero()
     # 6 steps, the first a warm-up, the last 2 of the other 5 decaying (from step 4: 1 - 2 / 5 * 5):
     # each epoch's last step (1, 3, 5) at 1e-3, 1e-3 and 1e-3 * (6 - 5) / 2
     np.testing.assert_allclose(state.rates, [1e-3, 1e-3, 0.5e-3], rtol=1e-9)
-
