@@ -59,12 +59,15 @@ def files_by_stem(folder: Path) -> dict[str, Path]:
     return found
 
 
+_WARNED_ORPHANS: set[Path] = set()  # ground-truth folders whose files without an image were reported
+
+
 def pair_files(split_dir: Path, require_groundtruth: bool = True) -> list[Pair]:
     """Pair ``split_dir/image/*`` with ``split_dir/groundtruth/*`` by file name.
 
     Raises :class:`DataError` for a missing or empty image folder and an image without ground truth
     (the message names the file and says what to do); ground truth without an image is skipped with a
-    warning (InstantDL's regression example has two such files).
+    warning, once per folder (InstantDL's regression example has two such files).
     """
     image_dir, gt_dir = split_dir / IMAGE_DIR, split_dir / GT_DIR
     if not image_dir.is_dir() and sample_folders(split_dir):
@@ -91,7 +94,8 @@ def pair_files(split_dir: Path, require_groundtruth: bool = True) -> list[Pair]:
                 "the image out of the folder."
             )
         orphans = sorted(set(gts) - set(images))
-        if orphans:
+        if orphans and gt_dir.resolve() not in _WARNED_ORPHANS:
+            _WARNED_ORPHANS.add(gt_dir.resolve())  # the plan, the data and the test read a split again
             log.warning(
                 "%s has no image (expected %s): %d ground-truth file(s) without an image are skipped",
                 gts[orphans[0]],

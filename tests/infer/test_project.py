@@ -38,6 +38,10 @@ def test_groundtruth_without_image_is_skipped_with_a_warning(tmp_path: Path, cap
         f"{tmp_path / 'groundtruth' / 'y.tif'} has no image (expected {tmp_path / 'image' / 'y.tif'}): "
         "2 ground-truth file(s) without an image are skipped"
     ]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="idl"):
+        assert [p.name for p in pair_files(tmp_path)] == ["a"]
+    assert caplog.records == []  # read again (plan, data, test): said once
 
 
 def test_empty_and_missing_folders(tmp_path: Path) -> None:
