@@ -16,6 +16,9 @@ from idl.infer.predict import PredictOptions, predict_image
 from idl.infer.synthetic import NucleiSpec, synthetic_nuclei
 from idl.infer.tiling import smallest_tile
 
+# one worker builds this module's trained fixtures (pytest -n 2 --dist loadgroup, as .ci/run)
+pytestmark = pytest.mark.xdist_group("test_bioimageio")
+
 
 @pytest.fixture(scope="module")
 def package(model_dir: Path) -> Path:

@@ -13,6 +13,9 @@ from idl.infer.model_info import ModelInfo
 from idl.infer.processing import apply_ops
 from idl.models import UNet2D, UNetSpec
 
+# one worker builds this module's trained fixtures (pytest -n 2 --dist loadgroup, as .ci/run)
+pytestmark = pytest.mark.xdist_group("test_onnx")
+
 
 def _info(spec: UNetSpec, num_classes: int = 2) -> ModelInfo:
     return ModelInfo(

@@ -15,6 +15,9 @@ from idl.cli import predict as predict_cli
 from idl.infer.io import read_image, write_tiff
 from idl.infer.model import load_model
 
+# one worker builds this module's trained fixtures (pytest -n 2 --dist loadgroup, as .ci/run)
+pytestmark = pytest.mark.xdist_group("test_package")
+
 bio = pytest.importorskip("bioimageio.spec.model.v0_5")
 
 

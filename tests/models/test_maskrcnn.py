@@ -21,6 +21,9 @@ from idl.models.maskrcnn import (
     targets_from_labels,
 )
 
+# one worker builds this module's trained fixtures (pytest -n 2 --dist loadgroup, as .ci/run)
+pytestmark = pytest.mark.xdist_group("test_maskrcnn")
+
 
 def test_anchor_sizes_start_at_the_small_objects() -> None:
     sides = np.r_[np.full(10, 13.0), np.full(90, 30.0)]  # 5th percentile 13 -> 16

@@ -22,6 +22,9 @@ from idl.models import UNet, UNetSpec
 from idl.train.config import TrainConfig
 from idl.train.pipeline import train_project
 
+# one worker builds this module's trained fixtures (pytest -n 2 --dist loadgroup, as .ci/run)
+pytestmark = pytest.mark.xdist_group("test_3d")
+
 
 @pytest.fixture(scope="module")
 def project_3d(tmp_path_factory) -> Path:

@@ -85,7 +85,8 @@ def test_instantdl_classification_config(tmp_path: Path) -> None:
         )
     )
     config = resolve_config(path, class_weights="1,2,0.5")
-    assert (config.task, config.batch_size, config.image_size) == ("classification", 8, 32)
+    assert (config.task, config.classification_batch_size, config.image_size) == ("classification", 8, 32)
+    assert config.batch_size is None and config.batch_images == 8  # InstantDL's batchsize counts images
     assert config.class_weights == (1.0, 2.0, 0.5)
 
 

@@ -17,6 +17,9 @@ from idl.infer.synthetic import NucleiSpec, write_regression_project
 from idl.train.config import TrainConfig
 from idl.train.pipeline import train_project
 
+# one worker builds this module's trained fixtures (pytest -n 2 --dist loadgroup, as .ci/run)
+pytestmark = pytest.mark.xdist_group("test_regression")
+
 SCALE = 1000.0
 
 
