@@ -42,6 +42,7 @@ class Budget:
 # included. GPU: nnU-Net-like batches and a far larger budget (an estimate: no GPU to measure it).
 US_PER_VOXEL = {2: {3: 4.0, 4: 4.2, 5: 6.2}, 3: {3: 4.3, 4: 5.2, 5: 6.5}}  # by dims, then depth
 BATCH_OF_ONE_3D = 4.7  # a 3D U-Net step on one patch costs this many times its voxels' share
+MIN_BATCH = 2  # patches per step: batch norm does not hold with one (see instantdl_batch)
 MIN_CLASSIFIER_STEP = 0.18  # s: resnet18, a batch of 2 images of 28 px (optimizer and per-layer overhead)
 US_PER_PIXEL_MASKRCNN = 84.0  # Mask R-CNN training step: 5.5 s for 4 crops of 128 px (docs/benchmarks.md)
 MASKRCNN_PATCH, MASKRCNN_BATCH = 256, 2
@@ -221,7 +222,7 @@ class Requests:
     patch_side: int | None = None
     patch_z: int | None = None
     batch_size: int | None = None
-    batch_images: int | None = None  # InstantDL's batchsize: whole images per step
+    batch_images: int | None = None  # InstantDL's batchsize (see instantdl_batch)
     depth: int | None = None
     anisotropic: bool | None = None
     steps_per_epoch: int | None = None
@@ -324,8 +325,6 @@ def _patch(
         sources["batch_size"] = f"{per_step // 1000} k voxels per step"
     return patch, batch
 
-
-MIN_BATCH = 2  # patches per step: batch norm does not hold with one
 
 
 def instantdl_batch(batchsize: int) -> int:
