@@ -326,7 +326,6 @@ def _patch(
     return patch, batch
 
 
-
 def instantdl_batch(batchsize: int) -> int:
     """Patches per step for InstantDL's ``batchsize``: the number itself, and at least
     :data:`MIN_BATCH`.
