@@ -217,14 +217,11 @@ def _coordinates(
 
 def _warp_from(array: np.ndarray, source: np.ndarray, y: int, order: int) -> np.ndarray:
     """Resample the planes of a whole image at ``source`` (plane coordinates), reading only the block
-    the coordinates reach, so the cost follows the patch and not the image."""
+    the coordinates reach, so the cost follows the patch and not the image. The block is never empty:
+    the patch lies inside the image and a shift moves its centre by at most half its side."""
     planes = array.shape[y : y + 2]
     low = [max(0, int(np.floor(source[a].min())) - 1) for a in range(2)]
     high = [min(n, int(np.ceil(source[a].max())) + 2) for a, n in zip(range(2), planes, strict=True)]
-    if any(h <= lo for lo, h in zip(low, high, strict=True)):  # entirely outside the image
-        shape = list(array.shape)
-        shape[y : y + 2] = source.shape[1:]
-        return np.zeros(shape, array.dtype)
     block = (slice(None),) * y + (slice(low[0], high[0]), slice(low[1], high[1]))
     return _warp(array[block], source - np.array(low, np.float64)[:, None, None], y, order)
 

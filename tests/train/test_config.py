@@ -36,7 +36,7 @@ def test_instantdl_keys_are_translated(tmp_path: Path) -> None:
         "dice",
     )
     assert config.epochs is None  # planned, then limited to 7
-    assert config.batch_images == 2  # InstantDL's batchsize counts whole images; batch_size won
+    assert config.batch_images == 2  # InstantDL's batchsize, kept apart; our batch_size won
     assert (config.image_size, config.uncertainty, config.pretrained) == (128, False, None)
 
 
