@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import zipfile
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from idl.export.bioimageio import PackageRequest, export_package, validate_package
+from idl.export.bioimageio import PackageRequest, _check_test_output, export_package, validate_package
 from idl.export.onnx import ExportError
 from idl.infer.model import load_model
 from idl.infer.predict import PredictOptions, predict_image
@@ -33,6 +34,28 @@ def test_exported_package_passes_bioimageio_core_test_model(package: Path) -> No
     tested = {d.name for d in summary.details}
     assert any("onnx" in n for n in tested) and any("pytorch_state_dict" in n for n in tested)
 
+
+
+def test_onnx_alone_at_every_size_still_checks_the_pytorch_weights(package: Path, tmp_path: Path) -> None:
+    """3D packages run only ONNX at every tile size; their PyTorch weights must still reproduce the
+    test output, and weights that do not are refused."""
+    import torch
+
+    summary = validate_package(package, ("onnx",))
+    tested = {d.name for d in summary.details}
+    assert any("onnx" in n for n in tested) and not any("pytorch_state_dict" in n for n in tested)
+    folder = tmp_path / "package"
+    zipfile.ZipFile(package).extractall(folder)
+    rdf = yaml.safe_load((folder / "rdf.yaml").read_text())
+    weights = folder / rdf["weights"]["pytorch_state_dict"]["source"]
+    state = torch.load(weights, weights_only=True)
+    head = next(k for k in state if k.startswith("head.") and k.endswith("bias"))
+    state[head] = state[head] + 3.0  # every output pixel moves
+    torch.save(state, weights)
+    rdf["weights"]["pytorch_state_dict"]["sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+    (folder / "rdf.yaml").write_text(yaml.safe_dump(rdf))
+    with pytest.raises(ExportError, match="pytorch_state_dict weights do not reproduce the test output"):
+        _check_test_output(folder / "rdf.yaml", "pytorch_state_dict")
 
 def test_package_describes_the_network(package: Path, model_dir: Path) -> None:
     rdf = yaml.safe_load(zipfile.ZipFile(package).read("rdf.yaml"))
