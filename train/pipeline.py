@@ -10,6 +10,7 @@ import logging
 import math
 import shutil
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from idl.infer.instance_labels import INSTANCE_CLASSES
 from idl.infer.io import read_image, voxel_size, write_text
 from idl.infer.model import load_model
 from idl.infer.model_info import ModelInfo
-from idl.infer.predict import DEFAULT_TILE, PredictOptions, predict_files
+from idl.infer.predict import PredictOptions, predict_files
 from idl.infer.project import EVALUATION_DIR, MODEL_DIR, RESULTS_DIR, pair_files
 from idl.models import UNet, UNetSpec
 from idl.train.checkpoint import (
@@ -49,11 +50,19 @@ from idl.train.data import (
 )
 from idl.train.loop import LoopSettings, TrainState, channels_last, fit, loader_validation
 from idl.train.losses import make_loss
-from idl.train.plan import Fingerprint, Plan, class_components, make_plan, object_sizes, typical_size
+from idl.train.plan import (
+    Fingerprint,
+    Plan,
+    class_components,
+    make_plan,
+    object_sizes,
+    typical_size,
+    validation_voxels,
+)
 from idl.train.pretrained import Pretrained, TransferReport, read_pretrained, transfer
 from idl.train.setup import Setup, data_summary
 from idl.train.tracking import Tracker
-from idl.train.validation import WholeImageValidation
+from idl.train.validation import WholeImageValidation, validation_tile
 
 log = logging.getLogger("idl")
 
@@ -268,18 +277,23 @@ def _prepare_unet(
             project / "train", config.normalization, config.axes, config.num_classes, spatial
         )
     fp = fingerprint_of(project, data, config.dims, config.task)
-    plan = make_plan(
+    planned = partial(
+        make_plan,
         fp,
         config.plan_requests,
         str(device),
         base_lr=config.resolved_learning_rate,
         memory_gb=gpu_memory(device),
     )
+    plan = planned()
     spec = UNetSpec(depth=plan.depth, dims=config.dims, anisotropic=plan.anisotropic)
     halo = (spec.z_halo,) * (config.dims == 3) + (spec.halo,) * 2
     train_samples, val_samples, validation = split_validation(
         data.samples, config.val_fraction, config.seed, gap=spec.halo, multiple=spec.size_multiple
     )
+    tile = validation_tile(config.dims, config.tile_size, halo, spec.multiples)
+    shapes = [s.target.shape[: config.dims] for s in val_samples]
+    plan = planned(validation_voxels=validation_voxels(shapes, tile, halo, spec.multiples))  # same depth
     plan = replace(
         _fit_patch(plan, train_samples, spec.multiples, spatial, config.batch_size is not None),
         validation=validation,
@@ -336,7 +350,6 @@ def _prepare_unet(
         f"patches of {' x '.join(map(str, patch))} px, loss {loss_name}"
     )
     loss = make_loss(loss_name, data.num_classes, config.task)
-    tile = (DEFAULT_TILE[3],) * 3 if config.dims == 3 else (config.tile_size,) * 2
     return Setup(
         config=config,
         model=UNet(spec),

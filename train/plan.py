@@ -56,9 +56,11 @@ US_PER_PIXEL = {  # classifiers, channels-last, batches of 32 (64 px with the sm
     ("resnet101", False): 13.0,
     ("resnet101", True): 52.0,
 }
+US_PER_VALIDATION_VOXEL = {2: 1.9, 3: 2.3}  # tiled whole-image prediction and scoring, per computed voxel
+VALIDATION_SHARE = 0.2  # validation takes at most this share of an epoch: longer epochs when it costs more
 BUDGETS = {
     "cpu": Budget(
-        seconds={"2d": 120.0, "3d": 360.0, "classification": 140.0, "maskrcnn": 1200.0},
+        seconds={"2d": 240.0, "3d": 540.0, "classification": 140.0, "maskrcnn": 1200.0},
         speed=1.0,
         voxels_per_step={2: 4 * 128 * 128, 3: 2 * 16 * 64 * 64},
         steps_per_epoch=50,
@@ -354,6 +356,20 @@ def step_seconds(dims: int, depth: int, batch: int, patch: tuple[int, ...]) -> f
     return seconds * (BATCH_OF_ONE_3D if dims == 3 and batch == 1 else 1.0)
 
 
+def validation_voxels(
+    shapes: list[tuple[int, ...]], tile: tuple[int, ...], halo: tuple[int, ...], multiples: tuple[int, ...]
+) -> int:
+    """The voxels one validation pass predicts: every tile of every validation image (or held-out
+    block), overlaps included, as :class:`idl.train.validation.WholeImageValidation` tiles them."""
+    from idl.infer.tiling import tile_grid
+
+    return sum(
+        math.prod(s.stop - s.start for s in t.window)
+        for shape in shapes
+        for t in tile_grid(shape, tile, halo, list(multiples))
+    )
+
+
 def budget_for(device: str, memory_gb: float | None = None) -> Budget:
     """The budget of a device kind; a GPU's voxels per step scale with its memory (the table's are
     for 8 GB, at most 4x more)."""
@@ -372,18 +388,23 @@ def make_plan(
     validation: str = "",
     base_lr: float = 1e-3,
     memory_gb: float | None = None,
+    validation_voxels: int = 0,
 ) -> Plan:
     """The plan for a U-Net task (segmentation, instance, regression) on ``fp``; ``memory_gb``: the
-    GPU's memory, when training on one."""
+    GPU's memory, when training on one; ``validation_voxels``: the voxels one validation predicts,
+    tile overlaps included (:func:`validation_voxels`), counted into the time budget."""
     kind = device_kind(device)
     budget = budget_for(device, memory_gb)
     sources: dict[str, str] = {}
     anisotropic = _anisotropy(fp, requests, sources)
     depth = _depth(fp, requests, anisotropic, sources)
     patch, batch = _patch(fp, requests, depth, anisotropic, budget, sources)
+    step = step_seconds(fp.dims, depth, batch, patch)
     seconds = budget.seconds[f"{fp.dims}d"] * budget.speed
-    steps = seconds / step_seconds(fp.dims, depth, batch, patch)
-    steps_per_epoch, epochs, patience, lr, warmup = _schedule(requests, budget, steps, kind, base_lr, sources)
+    validation_cost = validation_voxels * US_PER_VALIDATION_VOXEL[fp.dims] / 1e6
+    steps_per_epoch, epochs, patience, lr, warmup = _schedule(
+        requests, budget, seconds / step, kind, base_lr, sources, validation_cost / step
+    )
     return Plan(
         fp.dims,
         patch,
@@ -401,17 +422,35 @@ def make_plan(
 
 
 def _schedule(
-    requests: Requests, budget: Budget, steps: float, kind: str, base_lr: float, sources: dict[str, str]
+    requests: Requests,
+    budget: Budget,
+    steps: float,
+    kind: str,
+    base_lr: float,
+    sources: dict[str, str],
+    validation_steps: float = 0.0,
 ) -> tuple[int, int, int, float, int]:
-    """Steps per epoch, epochs, patience, learning rate and warm-up steps for a budget of ``steps``."""
-    steps_per_epoch = requests.steps_per_epoch or budget.steps_per_epoch
-    sources["steps_per_epoch"] = "set" if requests.steps_per_epoch else f"{kind} default"
+    """Steps per epoch, epochs, patience, learning rate and warm-up steps for a budget of ``steps``;
+    one validation costs as long as ``validation_steps`` training steps. Validation is part of the
+    budget: an epoch grows beyond the default number of steps when its validation would otherwise
+    take more than :data:`VALIDATION_SHARE` of it."""
+    if requests.steps_per_epoch:
+        steps_per_epoch = requests.steps_per_epoch
+        sources["steps_per_epoch"] = "set"
+    else:
+        longer = math.ceil(validation_steps * (1 - VALIDATION_SHARE) / VALIDATION_SHARE)
+        steps_per_epoch = max(budget.steps_per_epoch, longer)
+        sources["steps_per_epoch"] = (
+            f"validation within {VALIDATION_SHARE:.0%} of an epoch"
+            if longer > budget.steps_per_epoch
+            else f"{kind} default"
+        )
     if requests.epochs is not None:
         epochs = requests.epochs
         sources["epochs"] = "set"
     else:
-        epochs = max(1, round(steps / steps_per_epoch))
-        sources["epochs"] = f"{kind} budget"
+        epochs = max(1, round(steps / (steps_per_epoch + validation_steps)))
+        sources["epochs"] = f"{kind} budget" + (", validation included" if validation_steps else "")
         if requests.epoch_limit is not None and requests.epoch_limit < epochs:
             epochs = requests.epoch_limit
             sources["epochs"] = "InstantDL's iterations_over_dataset"

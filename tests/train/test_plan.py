@@ -9,6 +9,7 @@ import pytest
 
 from idl.train.plan import (
     BUDGETS,
+    US_PER_VALIDATION_VOXEL,
     Fingerprint,
     Requests,
     class_components,
@@ -17,6 +18,8 @@ from idl.train.plan import (
     make_plan,
     object_sizes,
     step_cost,
+    step_seconds,
+    validation_voxels,
 )
 
 
@@ -32,7 +35,7 @@ def test_plan_is_a_pure_function_of_data_and_device() -> None:
     assert (a.depth, a.patch, a.batch_size) == (3, (128, 128), 4)
     # the budget: the CPU's seconds at the measured cost per pixel, in epochs of 50 steps
     steps = BUDGETS["cpu"].seconds["2d"] * 1e6 / (step_cost(2, 3) * 4 * 128 * 128)
-    assert a.steps_per_epoch == 50 and a.epochs == round(steps / 50) == 9
+    assert a.steps_per_epoch == 50 and a.epochs == round(steps / 50) == 18
     assert a.patience == 10 and a.warmup_steps == round(0.05 * a.total_steps)
     # a GPU affords larger batches and a far longer run
     gpu = make_plan(_nuclei(), Requests(), "cuda")
@@ -71,7 +74,30 @@ def test_every_item_can_be_set() -> None:
     assert {plan.sources[k] for k in ("patch", "batch_size", "depth", "epochs", "patience")} == {"set"}
     # InstantDL's iterations_over_dataset only limits the planned epochs
     assert make_plan(_nuclei(), Requests(epoch_limit=4), "cpu").epochs == 4
-    assert make_plan(_nuclei(), Requests(epoch_limit=400), "cpu").epochs == 9
+    assert make_plan(_nuclei(), Requests(epoch_limit=400), "cpu").epochs == 18
+
+
+def test_validation_is_counted_into_the_budget() -> None:
+    """Validation time comes out of the same seconds; expensive validation makes epochs longer so it
+    stays within a fifth of each."""
+    free = make_plan(_nuclei(), Requests(), "cpu")
+    step = step_seconds(2, 3, 4, (128, 128))  # 0.26 s
+    # two 520 x 696 images: a validation of 0.7 M px costs 1.4 s, as long as 5 steps
+    cheap = make_plan(_nuclei(), Requests(), "cpu", validation_voxels=2 * 520 * 696)
+    val = 2 * 520 * 696 * US_PER_VALIDATION_VOXEL[2] / 1e6
+    assert cheap.steps_per_epoch == 50
+    assert cheap.epochs == round(BUDGETS["cpu"].seconds["2d"] / (50 * step + val)) < free.epochs
+    # 20 M px (a 3 x 2048^2 validation set with its tile overlaps): 38 s, 146 steps -> epochs of 584
+    costly = make_plan(_nuclei(), Requests(), "cpu", validation_voxels=20_000_000)
+    val = 20_000_000 * US_PER_VALIDATION_VOXEL[2] / 1e6
+    assert costly.steps_per_epoch == math.ceil(val / step * 4)
+    assert val <= 0.2 * (costly.steps_per_epoch * step + val) + 1e-9
+    seconds = costly.epochs * (costly.steps_per_epoch * step + val)
+    assert abs(seconds - BUDGETS["cpu"].seconds["2d"]) <= 0.5 * (costly.steps_per_epoch * step + val)
+    assert "validation" in costly.sources["steps_per_epoch"] and "validation" in costly.sources["epochs"]
+    # what is set stays set
+    fixed = make_plan(_nuclei(), Requests(steps_per_epoch=50, epochs=3), "cpu", validation_voxels=20_000_000)
+    assert (fixed.steps_per_epoch, fixed.epochs) == (50, 3)
 
 
 def test_volumes_anisotropy_from_the_voxel_size() -> None:
@@ -168,3 +194,11 @@ def test_the_typical_object_is_where_the_foreground_pixels_are() -> None:
     assert np.median(specks_and_a_tree) == 1.0 and typical_size(specks_and_a_tree, pixels) == 12.0
     nuclei = np.array([18.0, 20, 22, 25, 30])
     assert typical_size(nuclei) == 25.0 and typical_size(np.zeros(0)) is None
+
+
+def test_validation_voxels_count_the_tile_overlaps() -> None:
+    # one tile covers a 400 x 400 image: its voxels once
+    assert validation_voxels([(400, 400)], (512, 512), (48, 48), (8, 8)) == 400 * 400
+    # a 1024 px axis in 512 px tiles with a 48 px halo needs 3 tiles: 3 x 3 tiles of up to 512 px
+    many = validation_voxels([(1024, 1024)], (512, 512), (48, 48), (8, 8))
+    assert 1024 * 1024 < many <= 9 * 512 * 512
