@@ -536,17 +536,11 @@ def validate_package(path: Path, every_size: tuple[str, ...] = WEIGHT_FORMATS) -
     run of those sizes took 5 minutes of a 2-core CPU (ONNX Runtime's 3; docs/benchmarks.md)."""
     from bioimageio.core import test_model
 
-    if set(every_size) >= set(WEIGHT_FORMATS):
-        summary = test_model(path)
-    else:
-        summary = None
-        for fmt in every_size:
-            summary = test_model(path, weight_format=fmt)  # type: ignore[arg-type]
-            if summary.status != "passed":
-                break
-    if summary is None or summary.status != "passed":
-        report = summary.format() if summary is not None else "no weight format was tested"
-        raise ExportError(f"{path}: the bioimage.io package failed validation:\n{report}")
+    formats = [None] if set(every_size) >= set(WEIGHT_FORMATS) else list(every_size)  # None: every format
+    for fmt in formats:
+        summary = test_model(path, weight_format=fmt)  # type: ignore[arg-type]
+        if summary.status != "passed":
+            raise ExportError(f"{path}: the bioimage.io package failed validation:\n{summary.format()}")
     for fmt in WEIGHT_FORMATS:
         if fmt not in every_size:
             _check_test_output(path, fmt)

@@ -4,7 +4,8 @@ the data and the device, as nnU-Net plans from its dataset fingerprint.
 The budget is counted in optimizer steps, never in passes over the files: an epoch is a fixed number
 of steps (``steps_per_epoch``), each on a batch drawn from all training images, so a project of ten
 images trains as long as one of a thousand. How many steps follows from how long a step and a
-validation take on the device and how long a user should wait (:data:`BUDGETS`, measured on a 2-core CPU; docs/benchmarks.md).
+validation take on the device and how long a user should wait (:data:`BUDGETS`, measured on a
+2-core CPU; docs/benchmarks.md).
 
 Every item can be set in the config (or on the command line); what is set is kept, the rest is
 planned around it. The plan is a pure function of the fingerprint, the settings and the device kind,
@@ -39,7 +40,8 @@ class Budget:
 # or voxel at depth 3 (channels-last), more for deeper networks (US_PER_VOXEL); a classifier's cost per
 # pixel depends on the network and on the small-input stem (below). CPU budgets keep the training of
 # a default run, validation included, within about 4 minutes (2D), 2.5 (classification) and 9 (3D)
-# there; the test prediction, export and package validation come on top. GPU: nnU-Net-like batches and a far larger budget (an estimate: no GPU to measure it).
+# there; the test prediction, export and package validation come on top. GPU: nnU-Net-like batches
+# and a far larger budget (an estimate: no GPU to measure it).
 US_PER_VOXEL = {2: {3: 4.0, 4: 4.2, 5: 6.2}, 3: {3: 4.3, 4: 5.2, 5: 6.5}}  # by dims, then depth
 BATCH_OF_ONE_3D = 4.7  # a 3D U-Net step on one patch costs this many times its voxels' share
 MIN_BATCH = 2  # patches per step: batch norm does not hold with one (see instantdl_batch)

@@ -35,7 +35,6 @@ def test_exported_package_passes_bioimageio_core_test_model(package: Path) -> No
     assert any("onnx" in n for n in tested) and any("pytorch_state_dict" in n for n in tested)
 
 
-
 def test_onnx_alone_at_every_size_still_checks_the_pytorch_weights(package: Path, tmp_path: Path) -> None:
     """3D packages run only ONNX at every tile size; their PyTorch weights must still reproduce the
     test output, and weights that do not are refused."""
@@ -56,6 +55,7 @@ def test_onnx_alone_at_every_size_still_checks_the_pytorch_weights(package: Path
     (folder / "rdf.yaml").write_text(yaml.safe_dump(rdf))
     with pytest.raises(ExportError, match="pytorch_state_dict weights do not reproduce the test output"):
         _check_test_output(folder / "rdf.yaml", "pytorch_state_dict")
+
 
 def test_package_describes_the_network(package: Path, model_dir: Path) -> None:
     rdf = yaml.safe_load(zipfile.ZipFile(package).read("rdf.yaml"))

@@ -87,7 +87,7 @@ def test_validation_is_counted_into_the_budget() -> None:
     val = 2 * 520 * 696 * US_PER_VALIDATION_VOXEL[2] / 1e6
     assert cheap.steps_per_epoch == 50
     assert cheap.epochs == round(BUDGETS["cpu"].seconds["2d"] / (50 * step + val)) < free.epochs
-    # 20 M px (a 3 x 2048^2 validation set with its tile overlaps): 38 s, 146 steps -> epochs of 584
+    # 20 M px (a 3 x 2048^2 validation set with its tile overlaps): 38 s, 145 steps -> epochs of 580
     costly = make_plan(_nuclei(), Requests(), "cpu", validation_voxels=20_000_000)
     val = 20_000_000 * US_PER_VALIDATION_VOXEL[2] / 1e6
     assert costly.steps_per_epoch == math.ceil(val / step * 4)
