@@ -30,23 +30,23 @@ from idl.infer.project import Pair
 SIGMAS = (1.0, 2.0, 4.0)  # smoothing scales of the pixel classifier's features
 
 
-def _image(pair: Pair, dims: int) -> np.ndarray:
+def first_channel(pair: Pair, dims: int) -> np.ndarray:
     """The first channel of an image as float32 (the baselines are single-channel)."""
     return read_channels_last(pair.image, None, "zyx"[-dims:])[0][..., 0].astype(np.float32)
 
 
-def _otsu(image: np.ndarray, bright: bool) -> np.ndarray:
+def otsu_mask(image: np.ndarray, bright: bool) -> np.ndarray:
     from skimage.filters import threshold_otsu
 
     above = image > threshold_otsu(image)
     return (above if bright else ~above).astype(np.uint8)
 
 
-def _bright_objects(train: list[Pair], dims: int) -> bool:
+def bright_objects(train: list[Pair], dims: int) -> bool:
     """Whether the foreground is brighter than the background in the training images."""
     inside, outside = [], []
     for pair in train:
-        image = _image(pair, dims)
+        image = first_channel(pair, dims)
         fg = read_image(pair.groundtruth) > 0
         fg = fg.reshape(image.shape) if fg.size == image.size else fg[..., 0]
         inside.append(image[fg].mean() if fg.any() else np.nan)
@@ -56,20 +56,20 @@ def _bright_objects(train: list[Pair], dims: int) -> bool:
 
 def otsu_jaccard(train: list[Pair], test: list[Pair], dims: int = 2) -> float:
     """Jaccard over all test pixels of Otsu masks (polarity from the training split)."""
-    bright = _bright_objects(train, dims)
+    bright = bright_objects(train, dims)
     total = np.zeros((2, 2), np.int64)
     for pair in test:
         gt = semantic_target(read_image(pair.groundtruth), 2, str(pair.groundtruth), dims)
-        total += confusion_matrix(_otsu(_image(pair, dims), bright), gt, 2)
+        total += confusion_matrix(otsu_mask(first_channel(pair, dims), bright), gt, 2)
     return jaccard(total)
 
 
 def otsu_instance_ap(train: list[Pair], test: list[Pair], dims: int = 2) -> float:
     """AP50:95 of connected components of Otsu masks (polarity from the training split)."""
-    bright = _bright_objects(train, dims)
+    bright = bright_objects(train, dims)
     totals = [MatchCounts(0, 0, 0)] * 10
     for pair in test:
-        labels = binary_to_labels(_otsu(_image(pair, dims), bright))
+        labels = binary_to_labels(otsu_mask(first_channel(pair, dims), bright))
         counts = counts_per_threshold(read_image(pair.groundtruth), labels)
         totals = [a + b for a, b in zip(totals, counts, strict=True)]
     return scores_from_counts(totals)["ap50_95"]
@@ -91,7 +91,7 @@ def pixel_classifier_jaccard(train: list[Pair], test: list[Pair], num_classes: i
     rng = np.random.default_rng(seed)
     xs, ys = [], []
     for pair in train:
-        x = _features(_image(pair, 2))
+        x = _features(first_channel(pair, 2))
         y = semantic_target(read_image(pair.groundtruth), num_classes, str(pair.groundtruth)).ravel()
         keep = rng.choice(len(y), min(len(y), 20_000), replace=False)
         xs.append(x[keep])
@@ -99,7 +99,7 @@ def pixel_classifier_jaccard(train: list[Pair], test: list[Pair], num_classes: i
     model = LogisticRegression(max_iter=500).fit(np.concatenate(xs), np.concatenate(ys))
     total = np.zeros((num_classes, num_classes), np.int64)
     for pair in test:
-        image = _image(pair, 2)
+        image = first_channel(pair, 2)
         gt = semantic_target(read_image(pair.groundtruth), num_classes, str(pair.groundtruth))
         pred = model.predict(_features(image)).reshape(image.shape)
         total += confusion_matrix(pred, gt, num_classes)
@@ -119,11 +119,11 @@ def linear_fit_pearson(train: list[Pair], test: list[Pair], dims: int = 2) -> fl
 
     best, best_score = 0.0, -np.inf
     for sigma in (0.0, *SIGMAS):
-        score = np.mean([abs(pearson(smooth(_image(p, dims), sigma), target(p))) for p in train])
+        score = np.mean([abs(pearson(smooth(first_channel(p, dims), sigma), target(p))) for p in train])
         if score > best_score:
             best, best_score = sigma, score
-    sign = np.sign(np.mean([pearson(smooth(_image(p, dims), best), target(p)) for p in train])) or 1.0
-    return float(np.median([sign * pearson(smooth(_image(p, dims), best), target(p)) for p in test]))
+    sign = np.sign(np.mean([pearson(smooth(first_channel(p, dims), best), target(p)) for p in train])) or 1.0
+    return float(np.median([sign * pearson(smooth(first_channel(p, dims), best), target(p)) for p in test]))
 
 
 def logistic_accuracy(
