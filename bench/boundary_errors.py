@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _baselines as baselines  # noqa: E402
 
 from idl.infer.io import read_image  # noqa: E402
+from idl.infer.metrics import confusion_matrix, jaccard  # noqa: E402
 from idl.infer.project import Pair, pair_files  # noqa: E402
 
 
@@ -33,7 +34,7 @@ def edge_band(mask: np.ndarray) -> np.ndarray:
 def boundary_report(test: list[Pair], results: Path, bright: bool) -> dict[str, float]:
     """Jaccard of the network, of Otsu and of the masks shifted by one pixel, and the share of the
     network's and Otsu's wrong pixels within one pixel of an edge (over all test pixels)."""
-    sums = {k: np.zeros(2) for k in ("network", "otsu", "dilated", "eroded")}
+    counts = {k: np.zeros((2, 2), np.int64) for k in ("network", "otsu", "dilated", "eroded")}
     on_edge = {k: np.zeros(2) for k in ("network", "otsu")}
     for pair in test:
         truth = read_image(pair.groundtruth) > 0
@@ -47,11 +48,11 @@ def boundary_report(test: list[Pair], results: Path, bright: bool) -> dict[str, 
             "eroded": ndimage.binary_erosion(truth),
         }
         for name, mask in candidates.items():
-            sums[name] += [(mask & truth).sum(), (mask | truth).sum()]
+            counts[name] += confusion_matrix(mask, truth, 2)
         for name in on_edge:
             wrong = candidates[name] ^ truth
             on_edge[name] += [(wrong & band).sum(), wrong.sum()]
-    report = {f"jaccard {name}": float(i / u) for name, (i, u) in sums.items()}
+    report = {f"jaccard {name}": jaccard(cm) for name, cm in counts.items()}
     for name, (edge, wrong) in on_edge.items():
         report[f"wrong pixels {name}"] = float(wrong)
         report[f"on an edge {name}"] = float(edge / max(wrong, 1))
