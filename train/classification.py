@@ -249,7 +249,7 @@ def prepare_classification(
         else "none (--val-fraction 0): the last epoch is kept"
     )
     plan = replace(plan, validation=validation)
-    config = config.with_plan(plan)
+    config = config.with_plan(plan).with_image_side(min(data.input_size))
     spec = ResNetSpec(data.in_channels, k, config.model, config.dropout, small)
     counts = np.bincount(data.labels, minlength=k)
     info = ModelInfo(

@@ -49,6 +49,11 @@ class TrainingData:
 Reader = Callable[[Path], np.ndarray]
 
 
+def smallest_side(samples: list[Sample]) -> int:
+    """The shortest in-plane side (Y or X, pixels) of any sample's image ``([Z,] Y, X, C)``."""
+    return min(min(s.image.shape[-3:-1]) for s in samples)
+
+
 def _same_channels(image: np.ndarray, channels: int, source: Path) -> np.ndarray:
     """``image`` with the first image's channel count where nothing is lost (grey and grey-as-RGB),
     logged; else unchanged (the caller reports the mismatch)."""

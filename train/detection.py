@@ -29,7 +29,7 @@ from idl.models.maskrcnn import (
 )
 from idl.train.augment import Augmentation, augment_pair
 from idl.train.config import ConfigError, TrainConfig
-from idl.train.data import Sample, covering_windows, load_instance_data, split_validation
+from idl.train.data import Sample, covering_windows, load_instance_data, smallest_side, split_validation
 from idl.train.loop import Steps
 from idl.train.plan import make_detection_plan
 from idl.train.setup import Setup, data_summary
@@ -181,7 +181,7 @@ def prepare_maskrcnn(project: Path, config: TrainConfig, name: str, device: str 
     )
     patch = plan.patch[-1]
     config = replace(
-        config.with_plan(plan),
+        config.with_plan(plan).with_image_side(smallest_side(train_samples)),
         image_size=patch,
         model="maskrcnn",
         num_classes=None,

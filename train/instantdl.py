@@ -5,6 +5,8 @@ InstantDL spells keys in several ways across its own files (``Image_size``, ``It
 more augmentations than it applied (flips and shifts were switched off by an operator-precedence bug;
 resampling, normalization, gamma and Poisson noise were never written); here each one means what its
 name says, with the strength the file gives where that has a clear meaning (:func:`augmentations`).
+``zoom_range`` keeps InstantDL's unit, pixels: a crop up to ``100 v`` px smaller than the image, scaled
+back (so the magnification depends on the image size, resolved by ``TrainConfig.with_image_side``).
 Settings that would alter the ground truth (``binarize_mask``, ``threshold_background_groundtruth``,
 ``gaussian_blur_label``) are ignored with a warning: idl reads masks as classes and keeps them exact.
 """
@@ -80,6 +82,9 @@ STRENGTHS = (
 DATA_GEN_ARGS = (*SWITCHES, *STRENGTHS, "save_augmented_images", *IGNORED)
 
 
+CROP_KEY = "crop_px"  # a zoom given as InstantDL's pixels, resolved by TrainConfig.with_image_side
+
+
 def canonical_loss(name: str) -> str:
     """Our loss name for ours or InstantDL's (``"binary crossentropy dice loss"`` -> ``bce+dice``)."""
     return LOSSES.get(str(name).strip().lower(), str(name))
@@ -100,10 +105,10 @@ def _strength(key: str, value: Any) -> tuple[str, dict[str, Any]]:
         return "rotate", {"range": [-float(value), float(value)]}
     if key in ("width_shift_range", "height_shift_range"):
         return "shift", {"range": [-float(value), float(value)]}
-    if key == "zoom_range":  # a magnification up to v (InstantDL), or Keras' 1 +/- v for v < 1
+    if key == "zoom_range":  # [a, b]: a magnification; a number v: InstantDL's crop of up to 100 v px
         if isinstance(value, (list, tuple)):
             return "zoom", {"range": [float(v) for v in value]}
-        return "zoom", {"range": [1.0, float(value)] if float(value) >= 1 else _factor_range(value)}
+        return "zoom", {CROP_KEY: max(1, round(100 * float(value)))}
     if key == "contrast_range":
         return "contrast", {"range": _factor_range(value)}
     if key == "brightness_range":
@@ -199,6 +204,8 @@ def translate(values: dict[str, Any], source: str) -> dict[str, Any]:
             value, save = augmentations(value, source)
             if save:
                 out["save_augmentations"] = True
+            if CROP_KEY in value.get("zoom", {}):
+                out["instantdl_zoom_px"] = value["zoom"].pop(CROP_KEY)
         elif ours == "image_size" and isinstance(value, (list, tuple)):
             # (x, y, [z,] channels): the in-plane side, and the depth of 3D patches
             if len(value) == 4:

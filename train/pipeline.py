@@ -46,6 +46,7 @@ from idl.train.data import (
     load_regression_data,
     load_semantic_data,
     patch_shape_for,
+    smallest_side,
     split_validation,
 )
 from idl.train.loop import LoopSettings, TrainState, channels_last, fit, loader_validation
@@ -300,7 +301,7 @@ def _prepare_unet(
     )
     loss_name = config.resolved_loss(data.num_classes)
     config = replace(
-        config.with_plan(plan),
+        config.with_plan(plan).with_image_side(smallest_side(train_samples)),
         model="unet",
         num_classes=data.num_classes or None,
         loss=loss_name,

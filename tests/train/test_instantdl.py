@@ -69,17 +69,18 @@ def test_data_gen_args_map_to_our_augmentations_with_their_strengths() -> None:
         "vflip": {},
         "poisson_noise": {},
         "rotate": {"range": [-20.0, 20.0]},
-        "zoom": {"range": [1.0, 1.5]},  # InstantDL: a magnification up to 1.5
+        "zoom": {"crop_px": 150},  # InstantDL: a crop up to 150 px smaller, scaled back
         "contrast": {"range": [0.8, 1.2]},
         "brightness": {"range": [0.9, 1.1]},
         "gamma": {"range": [0.7, 1.3]},
     }
-    keras = {"rotation_range": 90, "width_shift_range": 0.1, "height_shift_range": 0.2, "zoom_range": 0.25}
-    assert augmentations(keras, "c.json")[0] == {
+    small = {"rotation_range": 90, "width_shift_range": 0.1, "height_shift_range": 0.2, "zoom_range": 0.25}
+    assert augmentations(small, "c.json")[0] == {
         "rot90": {},
         "shift": {"range": [-0.2, 0.2]},  # the wider of the two
-        "zoom": {"range": [0.75, 1.25]},  # Keras: 1 +/- 0.25
+        "zoom": {"crop_px": 25},
     }
+    assert augmentations({"zoom_range": [0.8, 1.2]}, "c.json")[0] == {"zoom": {"range": [0.8, 1.2]}}
     more = {"gaussian_noise": 0.1, "gaussian_blur_image": 2, "threshold_background_image": True}
     assert augmentations(more, "c.json")[0] == {
         "gaussian_noise": {"range": [0.0, 0.1]},
@@ -172,6 +173,20 @@ def test_file_settings_and_command_line_overrides(tmp_path: Path, caplog) -> Non
         TrainConfig(epochs=0)
 
 
+def test_instantdl_zoom_is_a_crop_in_pixels_of_the_image(tmp_path: Path) -> None:
+    """InstantDL's ``zoom_range: 2`` crops up to 200 px off the image and scales the rest back: a
+    magnification of up to 512 / 312 for its 512 px lung slices, 2x (the crop limited to half the side)
+    for 96 px tiles, and nothing else changes."""
+    config = load_config_file_and_build(tmp_path, {"data_gen_args": {"zoom_range": 2}})
+    assert (config.instantdl_zoom_px, config.augment) == (200, ("zoom",))
+    assert config.augmentation["zoom"].range == (0.8, 1.25)  # ours until the image side is known
+    assert config.with_image_side(512).augmentation["zoom"] == Setting(0.5, (1.0, 1.641))
+    assert config.with_image_side(96).augmentation["zoom"].range == (1.0, 2.0)
+    assert config.with_image_side(1000).augmentation["zoom"].range == (1.0, 1.25)
+    plain = TrainConfig(augment=("zoom",))
+    assert plain.with_image_side(512) == plain
+
+
 def load_config_file_and_build(folder: Path, data: dict) -> TrainConfig:
     cfg = folder / "x.json"
     cfg.write_text(json.dumps(data))
@@ -228,7 +243,8 @@ def test_instantdl_config_trains_end_to_end(
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     run = mlflow.search_runs(experiment_names=["idl"], output_format="list")[0]
     assert run.data.params["augment"] == str(saved["augment"])
-    assert run.data.params["augment_settings.zoom.range"] == "[1.0, 1.5]"
+    # zoom_range 1.5 crops up to 150 px, at most half of the 96 px images: up to 2x
+    assert run.data.params["augment_settings.zoom.range"] == "[1.0, 2.0]"
     assert run.data.params["data.loss"] == "bce+dice"
 
 
