@@ -19,13 +19,12 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from idl.infer.axes import read_channels_last
-from idl.infer.instance_labels import binary_to_labels
-from idl.infer.instance_metrics import MatchCounts, counts_per_threshold, scores_from_counts
-from idl.infer.io import read_image
-from idl.infer.labels import semantic_target
-from idl.infer.metrics import confusion_matrix, jaccard, pearson
-from idl.infer.project import Pair
+from idl.infer.core.project import Pair
+from idl.infer.evaluate.instance_metrics import MatchCounts, counts_per_threshold, scores_from_counts
+from idl.infer.evaluate.metrics import confusion_matrix, jaccard, pearson
+from idl.infer.io.images import read_channels_last, read_image
+from idl.infer.tasks.instance_labels import binary_to_labels
+from idl.infer.tasks.labels import semantic_target
 
 SIGMAS = (1.0, 2.0, 4.0)  # smoothing scales of the pixel classifier's features
 
@@ -135,8 +134,8 @@ def logistic_accuracy(
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    from idl.infer.axes import match_channels
-    from idl.infer.classify import resize_to
+    from idl.infer.core.axes import match_channels
+    from idl.infer.tasks.classify import resize_to
 
     channels = read_channels_last(train[0][0], None, "yx")[0].shape[-1]
 

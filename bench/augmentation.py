@@ -4,8 +4,8 @@ Two synthetic semantic-segmentation experiments, each with a deliberately small 
 (``--n-train``, default 3 images of 192 x 192 px: 2 for training, 1 for validation) and two test sets
 of ``--n-test`` images:
 
-- ``nuclei`` (idl.infer.synthetic nuclei): one test set from the same acquisition, one from a noisier,
-  blurrier acquisition with dimmer nuclei (a quarter of the photons, wider blur), as when a model
+- ``nuclei`` (idl.infer.datasets.synthetic nuclei): one test set from the same acquisition, one from a
+  noisier, blurrier acquisition with dimmer nuclei (a quarter of the photons, wider blur), as when a model
   meets another microscope;
 - ``rods``: rod-shaped cells to segment among round debris of the same brightness. Training rods lie
   within 9 degrees of horizontal (as when cells align in a flow channel); one test set is aligned the
@@ -30,13 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
-from idl.infer.axes import read_channels_last
-from idl.infer.io import read_image, write_tiff
-from idl.infer.metrics import confusion_matrix, jaccard
-from idl.infer.model import load_model
-from idl.infer.predict import PredictOptions, predict_image
-from idl.infer.project import pair_files
-from idl.infer.synthetic import NucleiSpec, synthetic_rods, write_semantic_project
+from idl.infer.core.project import pair_files
+from idl.infer.datasets.synthetic import NucleiSpec, synthetic_rods, write_semantic_project
+from idl.infer.evaluate.metrics import confusion_matrix, jaccard
+from idl.infer.io.images import read_channels_last, read_image, write_tiff
+from idl.infer.runtime.load import load_model
+from idl.infer.tiling.predict import PredictOptions, predict_image
 from idl.train.config import TrainConfig
 from idl.train.pipeline import train_project
 

@@ -21,9 +21,9 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _baselines as baselines  # noqa: E402
 
-from idl.infer.io import read_image  # noqa: E402
-from idl.infer.metrics import confusion_matrix, jaccard  # noqa: E402
-from idl.infer.project import Pair, pair_files  # noqa: E402
+from idl.infer.core.project import Pair, pair_files  # noqa: E402
+from idl.infer.evaluate.metrics import confusion_matrix, jaccard  # noqa: E402
+from idl.infer.io.images import read_image  # noqa: E402
 
 
 def edge_band(mask: np.ndarray) -> np.ndarray:

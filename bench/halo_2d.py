@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from idl.infer.model import load_model
-from idl.infer.predict import predict_probabilities
-from idl.infer.synthetic import NucleiSpec, synthetic_nuclei
+from idl.infer.datasets.synthetic import NucleiSpec, synthetic_nuclei
+from idl.infer.runtime.load import load_model
+from idl.infer.tiling.predict import predict_probabilities
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Instance segmentation: Mask R-CNN, the instance U-Net and Otsu + connected components side by side.
 
-One synthetic project with touching nuclei (idl.infer.synthetic: 24 training and 6 test images of
+One synthetic project with touching nuclei (idl.infer.datasets.synthetic: 24 training and 6 test images of
 192 x 192 px, about a third of the nuclei touching a neighbour; the project of the end-to-end test).
 Both networks are trained from scratch by idl's own pipeline (no pretrained weights exist here) and
 evaluated on the test images through their exported ONNX graphs; the baseline thresholds each test
@@ -28,13 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
-from idl.infer.axes import read_channels_last
-from idl.infer.baseline import otsu_instance_scores
-from idl.infer.instance_metrics import instance_scores
-from idl.infer.model import load_model
-from idl.infer.predict import PredictOptions, predict_image
-from idl.infer.project import pair_files
-from idl.infer.synthetic import NucleiSpec, synthetic_nuclei, write_instance_project
+from idl.infer.core.project import pair_files
+from idl.infer.datasets.synthetic import NucleiSpec, synthetic_nuclei, write_instance_project
+from idl.infer.evaluate.baseline import otsu_instance_scores
+from idl.infer.evaluate.instance_metrics import instance_scores
+from idl.infer.io.images import read_channels_last
+from idl.infer.runtime.load import load_model
+from idl.infer.tiling.predict import PredictOptions, predict_image
 from idl.train.config import TrainConfig
 from idl.train.pipeline import train_project
 

@@ -32,10 +32,10 @@ def _child_onnxruntime(model_dir: Path, image_path: Path, out: Path) -> None:
     import onnxruntime as ort
     import tifffile
 
-    from idl.infer.model import load_model
-    from idl.infer.normalize import normalize
-    from idl.infer.postprocess import to_mask
-    from idl.infer.processing import apply_ops
+    from idl.infer.core.normalize import normalize
+    from idl.infer.core.processing import apply_ops
+    from idl.infer.runtime.load import load_model
+    from idl.infer.tasks.postprocess import to_mask
 
     model = load_model(model_dir)
     image = tifffile.imread(image_path)[..., None]
@@ -52,7 +52,7 @@ def _child_bioimageio(model_dir: Path, image_path: Path, out: Path) -> None:
     from bioimageio.core import Tensor, predict
     from bioimageio.spec import load_model_description
 
-    from idl.infer.postprocess import to_mask
+    from idl.infer.tasks.postprocess import to_mask
 
     package = next(model_dir.glob("*.bioimageio.zip"))
     descr = load_model_description(package, perform_io_checks=False)
@@ -73,8 +73,8 @@ def _child_torch(model_dir: Path, image_path: Path, out: Path) -> None:
     import tifffile
     import torch
 
-    from idl.infer.normalize import normalize
-    from idl.infer.postprocess import to_mask
+    from idl.infer.core.normalize import normalize
+    from idl.infer.tasks.postprocess import to_mask
     from idl.train.checkpoint import load_checkpoint, model_from_checkpoint
 
     net, info = model_from_checkpoint(load_checkpoint(model_dir / "best.pt"))
@@ -90,14 +90,14 @@ def _child_image(size: int, out: Path) -> None:
     start with the parent's resident pages counted in their peak RSS)."""
     import tifffile
 
-    from idl.infer.synthetic import NucleiSpec, synthetic_nuclei
+    from idl.infer.datasets.synthetic import NucleiSpec, synthetic_nuclei
 
     spec = NucleiSpec(size=size, objects=(size**2 // 5000, size**2 // 4000))
     tifffile.imwrite(out, synthetic_nuclei(np.random.default_rng(0), spec)[0])
 
 
 def _train_quick_model(work: Path) -> Path:
-    from idl.infer.synthetic import write_semantic_project
+    from idl.infer.datasets.synthetic import write_semantic_project
 
     project = work / "project"
     if not (project / "model" / "model.onnx").is_file():

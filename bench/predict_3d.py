@@ -34,7 +34,7 @@ def _child_volume(planes: int, out: Path) -> None:
     """Write a ``planes x 1024 x 1024`` uint16 stack page by page (never whole in memory)."""
     import tifffile
 
-    from idl.infer.synthetic import synthetic_nuclei_3d
+    from idl.infer.datasets.synthetic import synthetic_nuclei_3d
 
     block, _ = synthetic_nuclei_3d(np.random.default_rng(0), (32, 256, 256), objects=(20, 30))
     pages = (np.tile(block[z % block.shape[0]], (PLANE // 256, PLANE // 256)) for z in range(planes))
@@ -45,7 +45,7 @@ def _child_volume(planes: int, out: Path) -> None:
 
 
 def _train_model(work: Path) -> Path:
-    from idl.infer.synthetic import write_semantic_project_3d
+    from idl.infer.datasets.synthetic import write_semantic_project_3d
 
     project = work / "project"
     if not (project / "model" / "model.onnx").is_file():

@@ -35,9 +35,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _baselines as baselines  # noqa: E402
 
-from idl.infer.classes import labelled_images  # noqa: E402
-from idl.infer.io import read_image, write_tiff  # noqa: E402
-from idl.infer.project import pair_files  # noqa: E402
+from idl.infer.core.project import pair_files  # noqa: E402
+from idl.infer.io.images import read_image, write_tiff  # noqa: E402
+from idl.infer.tasks.classes import labelled_images  # noqa: E402
 
 SCORES = {
     "semantic": "jaccard",
@@ -187,11 +187,12 @@ def test_score(project: Project, folder: Path) -> float:
     summary_path = folder / "evaluation" / "summary.json"
     if not summary_path.is_file():
         if project.task == "classification":
-            from idl.infer.evaluate_classification import evaluate_results_folder
+            from idl.infer.evaluate.classification import evaluate_results_folder
 
             evaluate_results_folder(folder / "results", folder / "test", folder / "evaluation", None, None)
         else:
-            from idl.infer.evaluate import evaluate_task, items_for_predictions
+            from idl.infer.evaluate.by_task import evaluate_task
+            from idl.infer.evaluate.semantic import items_for_predictions
 
             plan = json.loads((folder / "model" / "plan.json").read_text())
             pairs = pair_files(folder / "test")

@@ -20,7 +20,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from idl.infer.synthetic import NucleiSpec, write_semantic_project
+from idl.infer.datasets.synthetic import NucleiSpec, write_semantic_project
 from idl.train.config import TrainConfig
 from idl.train.pipeline import train_project
 

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
-from idl.infer.errors import IdlError
+from idl.infer.core.errors import IdlError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -39,7 +39,7 @@ def user_errors(func: F) -> F:
 
 def parse_task_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """Our task name from ours or InstantDL's spelling (``SemanticSegmentation`` -> ``semantic``)."""
-    from idl.infer.model_info import normalize_task
+    from idl.infer.core.model_info import normalize_task
 
     if value is None:
         return None
@@ -50,7 +50,7 @@ def parse_task_option(ctx: click.Context, param: click.Parameter, value: str | N
 
 
 def parse_threshold_option(ctx: click.Context, param: click.Parameter, value: str) -> str | float:
-    from idl.infer.postprocess import parse_threshold
+    from idl.infer.tasks.postprocess import parse_threshold
 
     try:
         return parse_threshold(value)

@@ -33,15 +33,15 @@ def main(project: Path, n_train: int, n_test: int, size: int, seed: int, task: s
     images and their fluorescence stain, or
     (--task classification) one nucleus per image and groundtruth/groundtruth.csv."""
     setup_logging()
-    from idl.infer.baseline import intensity_pearson, otsu_instance_scores, otsu_jaccard
-    from idl.infer.project import pair_files
-    from idl.infer.synthetic import (
+    from idl.infer.core.project import pair_files
+    from idl.infer.datasets.synthetic import (
         NucleiSpec,
         write_classification_project,
         write_instance_project,
         write_regression_project,
         write_semantic_project,
     )
+    from idl.infer.evaluate.baseline import intensity_pearson, otsu_instance_scores, otsu_jaccard
 
     if project.exists() and any(project.iterdir()):
         raise click.ClickException(f"{project} is not empty; choose a new folder for the demo project.")

@@ -61,12 +61,13 @@ def main(
     Classification: PRED_DIR holds results.csv (from idl-predict) and GT_DIR is groundtruth.csv or the
     folder holding it."""
     setup_logging(quiet)
-    from idl.infer.evaluate import evaluate_task, match_items
-    from idl.infer.project import UNCERTAINTY_DIR
+    from idl.infer.core.project import UNCERTAINTY_DIR
+    from idl.infer.evaluate.by_task import evaluate_task
+    from idl.infer.evaluate.semantic import match_items
 
     out = out_dir or pred_dir / "evaluation"
     if task == "classification":
-        from idl.infer.evaluate_classification import evaluate_results_folder
+        from idl.infer.evaluate.classification import evaluate_results_folder
 
         summary = evaluate_results_folder(pred_dir, gt_dir, out, image_dir, axes)
         click.echo(f"{summary_line(summary)}; report: {out / 'report.html'}")

@@ -46,8 +46,8 @@ def main(
     setup_logging(quiet)
     from idl.export.bioimageio import PackageRequest, export_package, package_path
     from idl.export.onnx import export_onnx
-    from idl.infer.axes import read_channels_last
-    from idl.infer.errors import IdlError
+    from idl.infer.core.errors import IdlError
+    from idl.infer.io.images import read_channels_last
     from idl.train.checkpoint import load_checkpoint, model_from_checkpoint
     from idl.train.pipeline import sample_image
 

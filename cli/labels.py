@@ -22,7 +22,7 @@ def main() -> None:
 @user_errors
 def dsb2018(source: Path, project: Path, split: str) -> None:
     """Import SOURCE/<id>/images/<id>.png and SOURCE/<id>/masks/*.png into PROJECT/<split>."""
-    from idl.infer.instance_labels import import_dsb2018
+    from idl.infer.datasets.dsb2018 import import_dsb2018
 
     count = import_dsb2018(source, project, split)
     click.echo(f"{count} sample(s) written to {project / split}")
@@ -42,10 +42,10 @@ def dsb2018(source: Path, project: Path, split: str) -> None:
 @user_errors
 def from_masks(inputs: tuple[Path, ...], out_dir: Path, split_touching: bool, min_distance: int) -> None:
     """Label images (OUT/<name>.tif, uint16) from binary masks: files or folders."""
-    from idl.infer.instance_labels import binary_to_labels
-    from idl.infer.io import read_image, write_tiff
-    from idl.infer.omezarr import image_stem
-    from idl.infer.predict import collect_inputs
+    from idl.infer.io.images import read_image, write_tiff
+    from idl.infer.io.omezarr import image_stem
+    from idl.infer.tasks.instance_labels import binary_to_labels
+    from idl.infer.tiling.predict import collect_inputs
 
     files = collect_inputs(inputs)
     for path in files:

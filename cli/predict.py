@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING
 import click
 
 from idl.cli.common import parse_threshold_option, setup_logging, summary_line, user_errors
-from idl.infer.errors import DataError
-from idl.infer.session import DEVICES
+from idl.infer.core.errors import DataError
+from idl.infer.runtime.session import DEVICES
 
 if TYPE_CHECKING:
-    from idl.infer.model import LoadedModel
+    from idl.infer.runtime.model import LoadedModel
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -102,11 +102,11 @@ def main(
     """Predict INPUT images or folders with MODEL: a PROJECT/model folder, a .onnx file, or a
     bioimage.io package (.zip, folder or rdf.yaml) with ONNX weights, ours or anyone's."""
     setup_logging(quiet)
-    from idl.infer.model import load_model
-    from idl.infer.predict import PredictOptions, collect_inputs, predict_files
+    from idl.infer.runtime.load import load_model
+    from idl.infer.tiling.predict import PredictOptions, collect_inputs, predict_files
 
     if show_info:
-        from idl.infer.describe import describe
+        from idl.infer.runtime.describe import describe
 
         click.echo(describe(load_model(model, device)))
         return
@@ -118,7 +118,7 @@ def main(
         raise click.BadParameter("use 0 (off) or at least 2 samples", param_hint="--mc-samples")
     loaded = load_model(model, device)
     files = collect_inputs(inputs)
-    from idl.infer.classify import is_classifier
+    from idl.infer.tasks.classify import is_classifier
 
     if is_classifier(loaded):
         _classify(loaded, files, out_dir, mc_samples, axes, gt_dir, batch_size, quiet)
@@ -135,7 +135,8 @@ def main(
     if loaded.info is None:
         click.echo("--gt: this package was not made by idl, so its task is unknown; skipping evaluation.")
         return
-    from idl.infer.evaluate import evaluate_task, items_for_predictions  # pandas etc.: only now
+    from idl.infer.evaluate.by_task import evaluate_task  # pandas etc.: only now
+    from idl.infer.evaluate.semantic import items_for_predictions
 
     items = items_for_predictions(out_dir, files, gt_dir, uncertainty=mc_samples > 0, suffix=options.suffix)
     info = loaded.info
@@ -162,9 +163,9 @@ def _classify(
     quiet: bool,
 ) -> None:
     """Classification: OUT/results.csv, and with --gt (groundtruth.csv) the evaluation."""
-    from idl.infer.classes import label_csv_for, read_labels
-    from idl.infer.classify import predict_classes
-    from idl.infer.omezarr import image_stem
+    from idl.infer.io.omezarr import image_stem
+    from idl.infer.tasks.classes import label_csv_for, read_labels
+    from idl.infer.tasks.classify import predict_classes
 
     labels = None
     if gt is not None:
@@ -179,8 +180,8 @@ def _classify(
     click.echo(f"{len(files)} image(s) classified: {results}")
     if labels is None:
         return
-    from idl.infer.classify import class_names_for
-    from idl.infer.evaluate_classification import evaluate_classification
+    from idl.infer.evaluate.classification import evaluate_classification
+    from idl.infer.tasks.classify import class_names_for
 
     summary = evaluate_classification(
         results,

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from idl.cli.common import parse_task_option, setup_logging, summary_line, user_errors
-from idl.infer.session import DEVICES
+from idl.infer.runtime.session import DEVICES
 
 
 def _list_option(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...] | None:

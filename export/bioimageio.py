@@ -26,12 +26,12 @@ import tifffile
 import torch
 
 from idl.export.onnx import ExportError, NothingToShow
-from idl.infer.axes import match_channels
-from idl.infer.iospec import io_for_info
-from idl.infer.model import PACKAGE_SUFFIX, read_info
-from idl.infer.model_info import ModelInfo
-from idl.infer.session import OnnxRunner
-from idl.infer.tiling import AxisSize, read_window, smallest_tile
+from idl.infer.core.axes import match_channels
+from idl.infer.core.grid import AxisSize, read_window, smallest_tile
+from idl.infer.core.model_info import ModelInfo
+from idl.infer.runtime.iospec import io_for_info
+from idl.infer.runtime.model import PACKAGE_SUFFIX, read_info
+from idl.infer.runtime.session import OnnxRunner
 from idl.models import InstanceMaskRCNN, ResNetClassifier, UNet
 
 log = logging.getLogger("idl")
@@ -137,19 +137,19 @@ def _network_text(info: ModelInfo) -> str:
 def _classifier_test(sample: np.ndarray, info: ModelInfo, onnx_path: Path) -> tuple[np.ndarray, np.ndarray]:
     """The test input of a classifier (the sample at the input size: raw when it has that size, else
     resized as float32) and its class probabilities ``(1, K)``."""
-    from idl.infer.classify import prepare_image, resize_to
+    from idl.infer.tasks.classify import prepare_image, resize_to
 
     io = io_for_info(info)
     image = sample if sample.shape[:-1] == tuple(info.input_size) else resize_to(sample, info.input_size)
     logits = OnnxRunner(onnx_path, "cpu")(prepare_image(image, io)[np.newaxis])
-    from idl.infer.processing import apply_ops
+    from idl.infer.core.processing import apply_ops
 
     return np.ascontiguousarray(image), apply_ops(io.postprocessing, logits, "bc")
 
 
 def _classifier_cover(image: np.ndarray, probabilities: np.ndarray, names, path: Path) -> Path:
     """A 2:1 PNG: the test image next to a bar chart of its class probabilities."""
-    from idl.infer.plots import _pyplot, display_image, save_figure
+    from idl.infer.evaluate.plots import _pyplot, display_image, save_figure
 
     plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(6, 3))
@@ -269,7 +269,7 @@ def build_description(
     """The bioimage.io ``ModelDescr`` for an idl U-Net; its files are written into ``workdir``."""
     from bioimageio.spec.model import v0_5 as bio
 
-    from idl.infer.predict import predict_probabilities
+    from idl.infer.tiling.predict import predict_probabilities
 
     info = read_info(OnnxRunner(onnx_path, "cpu")) or info  # describe the graph as exported
     # a grey test image for a colour model (InstantDL's MNIST example: RGB training, grey test images)
@@ -447,8 +447,8 @@ def _labels_cover(image: np.ndarray, labels: np.ndarray, path: Path) -> Path:
     """A 2:1 PNG: the test image next to it with every object's outline in its own colour."""
     from skimage.io import imsave
 
-    from idl.infer.evaluate_instance import outlines
-    from idl.infer.plots import display_image
+    from idl.infer.evaluate.instance import outlines
+    from idl.infer.evaluate.plots import display_image
 
     shown = display_image(image)
     if shown.ndim == 3:

@@ -5,7 +5,7 @@ multiples of their size multiple (the inference side pads) and output ``(N, K, Y
 take their fixed input size and output ``(N, K)``. The inference side applies sigmoid or softmax (per
 Monte Carlo sample), which is also how bioimage.io packages declare it (post-processing). The batch
 axis is dynamic, and so are a U-Net's spatial axes; weights are stored inside the single ``.onnx``
-file. The model's :class:`~idl.infer.model_info.ModelInfo` is embedded as metadata so the file
+file. The model's :class:`~idl.infer.core.model_info.ModelInfo` is embedded as metadata so the file
 describes itself.
 """
 
@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from idl.infer.errors import IdlError
-from idl.infer.io import atomic_path
-from idl.infer.model import mc_path_for
-from idl.infer.model_info import METADATA_KEY, ModelInfo
-from idl.infer.session import OnnxRunner
+from idl.infer.core.errors import IdlError
+from idl.infer.core.model_info import METADATA_KEY, ModelInfo
+from idl.infer.io.images import atomic_path
+from idl.infer.runtime.model import mc_path_for
+from idl.infer.runtime.session import OnnxRunner
 from idl.models import ResNetClassifier, UNet, set_mc_dropout
 from idl.models.maskrcnn import InstanceMaskRCNN
 

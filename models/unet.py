@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from idl.infer.tiling import pad_mode
+from idl.infer.core.grid import pad_mode
 from idl.models.dropout import MCDropout
 from idl.models.freezing import FreezableEncoder
 

@@ -13,7 +13,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 import numpy as np
 import pytest
 
-from idl.infer.synthetic import NucleiSpec, write_classification_project, write_semantic_project
+from idl.infer.datasets.synthetic import NucleiSpec, write_classification_project, write_semantic_project
 
 SMALL = NucleiSpec(size=96, objects=(3, 7), radius=(4.0, 10.0))
 

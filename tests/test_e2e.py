@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from idl.infer.baseline import otsu_jaccard
-from idl.infer.project import pair_files
+from idl.infer.core.project import pair_files
+from idl.infer.evaluate.baseline import otsu_jaccard
 
 
 def _cli(name: str, *args: str) -> str:
@@ -88,8 +88,8 @@ def test_classification_demo_learns_and_its_uncertainty_flags_mistakes(tmp_path:
 
 @pytest.mark.slow
 def test_instance_unet_beats_otsu_and_connected_components(tmp_path: Path) -> None:
-    from idl.infer.baseline import otsu_instance_scores
-    from idl.infer.synthetic import NucleiSpec, write_instance_project
+    from idl.infer.datasets.synthetic import NucleiSpec, write_instance_project
+    from idl.infer.evaluate.baseline import otsu_instance_scores
 
     project = write_instance_project(tmp_path / "nuclei", 24, 6, 0, NucleiSpec(size=192))
     args = ["--task", "InstanceSegmentation", "--epochs", "25", "--patience", "8", "--image-size", "128"]
@@ -126,10 +126,10 @@ def test_tiled_instance_prediction_of_a_large_image_equals_whole_image(tmp_path:
     made from the assembled probabilities, so no object is cut or doubled at a tile border."""
     import numpy as np
 
-    from idl.infer.instance_metrics import instance_scores
-    from idl.infer.model import load_model
-    from idl.infer.predict import PredictOptions, predict_image
-    from idl.infer.synthetic import NucleiSpec, synthetic_nuclei, write_instance_project
+    from idl.infer.datasets.synthetic import NucleiSpec, synthetic_nuclei, write_instance_project
+    from idl.infer.evaluate.instance_metrics import instance_scores
+    from idl.infer.runtime.load import load_model
+    from idl.infer.tiling.predict import PredictOptions, predict_image
 
     project = write_instance_project(tmp_path / "nuclei", 12, 2, 1, NucleiSpec(size=192))
     args = ["--task", "instance", "--epochs", "8", "--image-size", "128", "--no-uncertainty", "--no-package"]
@@ -152,7 +152,7 @@ def test_maskrcnn_trains_resumes_exports_and_predicts(tmp_path: Path) -> None:
     accuracy is measured in bench/instance.py)."""
     import pandas as pd
 
-    from idl.infer.synthetic import NucleiSpec, write_instance_project
+    from idl.infer.datasets.synthetic import NucleiSpec, write_instance_project
 
     project = write_instance_project(tmp_path / "nuclei", 8, 2, 0, NucleiSpec(size=128))
     args = ["--task", "instance", "--model", "maskrcnn", "--patience", "5", "--quiet"]

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from idl.infer.baseline import otsu_instance_scores, otsu_jaccard
-from idl.infer.io import read_image, write_tiff
-from idl.infer.project import pair_files
+from idl.infer.core.project import pair_files
+from idl.infer.evaluate.baseline import otsu_instance_scores, otsu_jaccard
+from idl.infer.io.images import read_image, write_tiff
 from idl.train.config import TrainConfig
 from idl.train.pipeline import train_project
 
@@ -75,7 +75,7 @@ def test_one_image_trains_on_one_part_and_validates_on_another(tmp_path: Path) -
 
 @pytest.mark.slow
 def test_one_volume_trains_validates_on_a_block_and_predicts(tmp_path: Path) -> None:
-    from idl.infer.synthetic import synthetic_nuclei_3d
+    from idl.infer.datasets.synthetic import synthetic_nuclei_3d
 
     rng = np.random.default_rng(5)
     for split in ("train", "test"):

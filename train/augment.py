@@ -39,7 +39,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.transform import resize
 
-from idl.infer.errors import did_you_mean
+from idl.infer.core.errors import did_you_mean
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from idl.infer.errors import ModelError
-from idl.infer.io import atomic_path
-from idl.infer.model_info import ModelInfo
+from idl.infer.core.errors import ModelError
+from idl.infer.core.model_info import ModelInfo
+from idl.infer.io.images import atomic_path
 from idl.models import ResNetClassifier, ResNetSpec, UNet, UNetSpec
 from idl.models.maskrcnn import InstanceMaskRCNN, MaskRCNNSpec
 

@@ -3,7 +3,7 @@ Monte Carlo dropout, cross-entropy with optional class weights.
 
 Images are resized to one input size (``--image-size``, or the images' own size when they all share
 it, else the most common size), then normalized per channel exactly as at inference (see
-:func:`idl.infer.classify.prepare_image`), and kept in memory as one float32 array.
+:func:`idl.infer.tasks.classify.prepare_image`), and kept in memory as one float32 array.
 """
 
 from __future__ import annotations
@@ -19,13 +19,14 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
-from idl.infer.axes import match_channels, read_channels_last
-from idl.infer.classes import class_indices, class_names_of, labelled_images
-from idl.infer.classify import resize_to
-from idl.infer.errors import DataError
-from idl.infer.model_info import ModelInfo
-from idl.infer.normalize import Normalization, normalize
-from idl.infer.typicality import fit_reference
+from idl.infer.core.axes import match_channels
+from idl.infer.core.errors import DataError
+from idl.infer.core.model_info import ModelInfo
+from idl.infer.core.normalize import Normalization, normalize
+from idl.infer.io.images import read_channels_last
+from idl.infer.tasks.classes import class_indices, class_names_of, labelled_images
+from idl.infer.tasks.classify import resize_to
+from idl.infer.tasks.typicality import fit_reference
 from idl.models import ResNetClassifier, ResNetSpec
 from idl.models.resnet import SMALL_INPUT
 from idl.train.augment import Augmentation, augment_pair

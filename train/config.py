@@ -13,10 +13,10 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from idl.infer.errors import ConfigError, did_you_mean
-from idl.infer.model_info import TASKS, normalize_task
-from idl.infer.normalize import Normalization
-from idl.infer.session import DEVICES
+from idl.infer.core.errors import ConfigError, did_you_mean
+from idl.infer.core.model_info import TASKS, normalize_task
+from idl.infer.core.normalize import Normalization
+from idl.infer.runtime.session import DEVICES
 from idl.train.augment import Augmentation
 from idl.train.augment import resolve as resolve_augmentation
 from idl.train.instantdl import KEYS as INSTANTDL_KEYS

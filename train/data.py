@@ -13,13 +13,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from idl.infer.axes import match_channels, read_channels_last
-from idl.infer.errors import DataError
-from idl.infer.io import read_image
-from idl.infer.labels import infer_num_classes, mask_plane, semantic_target
-from idl.infer.normalize import Normalization, normalize
-from idl.infer.project import Pair, pair_files
-from idl.infer.tiling import axis_tiles
+from idl.infer.core.axes import match_channels
+from idl.infer.core.errors import DataError
+from idl.infer.core.grid import axis_tiles
+from idl.infer.core.normalize import Normalization, normalize
+from idl.infer.core.project import Pair, pair_files
+from idl.infer.io.images import read_channels_last, read_image
+from idl.infer.tasks.labels import infer_num_classes, mask_plane, semantic_target
 from idl.train.augment import Augmentation, augment_pair
 
 log = logging.getLogger("idl")
@@ -145,9 +145,9 @@ def load_instance_data(
     as_labels: bool = False,
 ) -> TrainingData:
     """Read every image/label-image pair of ``split_dir``; targets are the instance U-Net's three
-    classes (background, interior, boundary; see :func:`idl.infer.instance_labels.instance_target`),
+    classes (background, interior, boundary; see :func:`idl.infer.tasks.instance_labels.instance_target`),
     or with ``as_labels`` the label images themselves (int64, for Mask R-CNN)."""
-    from idl.infer.instance_labels import instance_target
+    from idl.infer.tasks.instance_labels import instance_target
 
     def target(labels: np.ndarray) -> np.ndarray:
         return labels.astype(np.int64) if as_labels else instance_target(labels)

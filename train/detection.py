@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from idl.infer.instance_metrics import counts_per_threshold, scores_from_counts
-from idl.infer.iospec import DETECTOR_MIN_SIZE
-from idl.infer.model_info import ModelInfo
+from idl.infer.core.model_info import ModelInfo
+from idl.infer.evaluate.instance_metrics import counts_per_threshold, scores_from_counts
+from idl.infer.runtime.iospec import DETECTOR_MIN_SIZE
 from idl.models.maskrcnn import (
     InstanceMaskRCNN,
     MaskRCNNSpec,

@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from idl.infer.errors import ConfigError, did_you_mean
+from idl.infer.core.errors import ConfigError, did_you_mean
 
 log = logging.getLogger("idl")
 

@@ -16,8 +16,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from idl.infer.errors import IdlError
-from idl.infer.metrics import jaccard
+from idl.infer.core.errors import IdlError
+from idl.infer.evaluate.metrics import jaccard
 from idl.train.losses import LossFn, predicted_classes
 from idl.train.plan import learning_rate_at
 

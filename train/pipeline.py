@@ -20,15 +20,16 @@ from torch import nn
 
 from idl.export.bioimageio import PackageRequest, export_package, package_path
 from idl.export.onnx import NothingToShow, export_onnx
-from idl.infer.axes import guess_axes, read_channels_last
-from idl.infer.errors import DataError, IdlError
-from idl.infer.evaluate import evaluate_task, items_for_pairs
-from idl.infer.instance_labels import INSTANCE_CLASSES
-from idl.infer.io import read_image, voxel_size, write_text
-from idl.infer.model import load_model
-from idl.infer.model_info import ModelInfo
-from idl.infer.predict import PredictOptions, predict_files
-from idl.infer.project import EVALUATION_DIR, MODEL_DIR, RESULTS_DIR, pair_files
+from idl.infer.core.axes import guess_axes
+from idl.infer.core.errors import DataError, IdlError
+from idl.infer.core.model_info import ModelInfo
+from idl.infer.core.project import EVALUATION_DIR, MODEL_DIR, RESULTS_DIR, pair_files
+from idl.infer.evaluate.by_task import evaluate_task
+from idl.infer.evaluate.semantic import items_for_pairs
+from idl.infer.io.images import read_channels_last, read_image, voxel_size, write_text
+from idl.infer.runtime.load import load_model
+from idl.infer.tasks.instance_labels import INSTANCE_CLASSES
+from idl.infer.tiling.predict import PredictOptions, predict_files
 from idl.models import UNet, UNetSpec
 from idl.train.checkpoint import (
     BEST_NAME,
@@ -628,9 +629,9 @@ def predict_and_evaluate(project: Path, config: TrainConfig, progress: bool = Tr
 def _classify_and_evaluate(project: Path, config: TrainConfig, progress: bool) -> dict[str, Any] | None:
     """Classify ``PROJECT/test/image`` into ``PROJECT/results/results.csv``; evaluate against the test
     split's ``groundtruth.csv`` when there is one."""
-    from idl.infer.classes import labelled_images
-    from idl.infer.classify import predict_classes
-    from idl.infer.evaluate_classification import evaluate_classification
+    from idl.infer.evaluate.classification import evaluate_classification
+    from idl.infer.tasks.classes import labelled_images
+    from idl.infer.tasks.classify import predict_classes
 
     items = labelled_images(project / "test", require_labels=False)
     labels = {i.name: i.label for i in items if i.label is not None}

@@ -363,7 +363,7 @@ def validation_voxels(
 ) -> int:
     """The voxels one validation pass predicts: every tile of every validation image (or held-out
     block), overlaps included, as :class:`idl.train.validation.WholeImageValidation` tiles them."""
-    from idl.infer.tiling import tile_grid
+    from idl.infer.core.grid import tile_grid
 
     return sum(
         math.prod(s.stop - s.start for s in t.window)

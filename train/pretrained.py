@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from idl.infer.errors import ModelError
-from idl.infer.model import is_package
+from idl.infer.core.errors import ModelError
+from idl.infer.runtime.model import is_package
 from idl.train.checkpoint import load_checkpoint
 
 log = logging.getLogger("idl")
@@ -49,7 +49,7 @@ class TransferReport:
 
 
 def _from_package(path: Path) -> Pretrained:
-    from idl.infer.package import read_description
+    from idl.infer.runtime.package import read_description
 
     descr, _ = read_description(path)
     weights = descr.weights.pytorch_state_dict

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from idl.infer.plots import _pyplot, display_image, save_figure
+from idl.infer.evaluate.plots import _pyplot, display_image, save_figure
 from idl.models.maskrcnn import labels_from_targets
 
 PREVIEW_NAME = "augmentations.png"

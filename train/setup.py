@@ -9,7 +9,7 @@ from typing import Any
 from torch import nn
 from torch.utils.data import Dataset
 
-from idl.infer.model_info import ModelInfo
+from idl.infer.core.model_info import ModelInfo
 from idl.train.config import TrainConfig
 from idl.train.loop import Steps, Validator
 from idl.train.losses import LossFn

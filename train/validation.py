@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from idl.infer.metrics import confusion_matrix, jaccard, pearson
-from idl.infer.postprocess import to_mask
-from idl.infer.predict import DEFAULT_TILE
-from idl.infer.tiling import read_window, tile_grid
+from idl.infer.core.grid import read_window, tile_grid
+from idl.infer.evaluate.metrics import confusion_matrix, jaccard, pearson
+from idl.infer.tasks.postprocess import to_mask
+from idl.infer.tiling.predict import DEFAULT_TILE
 from idl.train.data import Sample
 from idl.train.loop import to_device
 from idl.train.losses import LossFn
@@ -61,7 +61,7 @@ def predict_logits(
     device: torch.device,
 ) -> np.ndarray:
     """``(K, *spatial)`` raw network output for a normalized channels-last image, tile by tile with
-    the inference side's grid (:func:`idl.infer.tiling.tile_grid`), so it equals ``idl-predict``'s
+    the inference side's grid (:func:`idl.infer.core.grid.tile_grid`), so it equals ``idl-predict``'s
     (before post-processing) up to float rounding."""
     shape = image.shape[:-1]
     out: np.ndarray | None = None
@@ -110,8 +110,8 @@ class WholeImageValidation:
 
     def __call__(self, model: nn.Module, device: torch.device) -> tuple[float, float]:
         """Mean loss per image and the score over all validation images."""
-        from idl.infer.instance_labels import labels_from_probabilities
-        from idl.infer.instance_metrics import counts_per_threshold, scores_from_counts
+        from idl.infer.evaluate.instance_metrics import counts_per_threshold, scores_from_counts
+        from idl.infer.tasks.instance_labels import labels_from_probabilities
 
         model.eval()
         losses, pearsons = [], []

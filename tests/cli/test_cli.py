@@ -12,9 +12,9 @@ from idl.cli import evaluate as evaluate_cli
 from idl.cli import export as export_cli
 from idl.cli import predict as predict_cli
 from idl.cli import train as train_cli
-from idl.infer.io import read_image, write_tiff
-from idl.infer.metrics import confusion_matrix, jaccard
-from idl.infer.model import load_model
+from idl.infer.evaluate.metrics import confusion_matrix, jaccard
+from idl.infer.io.images import read_image, write_tiff
+from idl.infer.runtime.load import load_model
 
 
 def _run(command, args: list[str]):
@@ -185,8 +185,8 @@ def test_export_a_classifier_checkpoint(classified_project: Path, tmp_path: Path
 
 def test_demo_writes_an_instance_project_with_its_baseline(tmp_path: Path) -> None:
     from idl.cli import demo as demo_cli
-    from idl.infer.baseline import otsu_instance_scores
-    from idl.infer.project import pair_files
+    from idl.infer.core.project import pair_files
+    from idl.infer.evaluate.baseline import otsu_instance_scores
 
     project = tmp_path / "inst"
     result = _run(

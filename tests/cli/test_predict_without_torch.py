@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from idl.infer.io import read_image
+from idl.infer.io.images import read_image
 
 SCRIPT = textwrap.dedent(
     """
@@ -33,7 +33,8 @@ SCRIPT = textwrap.dedent(
         raise SystemExit("torch import was not blocked")
 
     import idl.infer
-    import idl.infer.evaluate, idl.infer.predict, idl.infer.model, idl.cli.evaluate  # noqa: E401
+    import idl.infer.evaluate.by_task, idl.infer.tiling.predict, idl.infer.runtime.load  # noqa: E401
+    import idl.cli.evaluate  # noqa: F401
     from idl.cli.predict import main
 
     main(sys.argv[1:], standalone_mode=True)

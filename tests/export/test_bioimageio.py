@@ -12,10 +12,10 @@ import yaml
 
 from idl.export.bioimageio import PackageRequest, _check_test_output, export_package, validate_package
 from idl.export.onnx import ExportError
-from idl.infer.model import load_model
-from idl.infer.predict import PredictOptions, predict_image
-from idl.infer.synthetic import NucleiSpec, synthetic_nuclei
-from idl.infer.tiling import smallest_tile
+from idl.infer.core.grid import smallest_tile
+from idl.infer.datasets.synthetic import NucleiSpec, synthetic_nuclei
+from idl.infer.runtime.load import load_model
+from idl.infer.tiling.predict import PredictOptions, predict_image
 
 # one worker builds this module's trained fixtures (pytest -n 2 --dist loadgroup, as .ci/run)
 pytestmark = pytest.mark.xdist_group("test_bioimageio")

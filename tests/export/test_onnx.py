@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from idl.export.onnx import ExportError, export_onnx, verify_deterministic
-from idl.infer.iospec import io_for_info
-from idl.infer.model import load_model
-from idl.infer.model_info import ModelInfo
-from idl.infer.processing import apply_ops
+from idl.infer.core.model_info import ModelInfo
+from idl.infer.core.processing import apply_ops
+from idl.infer.runtime.iospec import io_for_info
+from idl.infer.runtime.load import load_model
 from idl.models import UNet2D, UNetSpec
 
 # one worker builds this module's trained fixtures (pytest -n 2 --dist loadgroup, as .ci/run)
@@ -71,8 +71,8 @@ def test_verification_fails_loudly_for_a_wrong_graph(multiclass_export) -> None:
 
 def test_trained_model_mc_samples_differ_and_average_to_deterministic(model_dir: Path) -> None:
     model = load_model(model_dir)
-    from idl.infer.io import read_image
-    from idl.infer.normalize import normalize
+    from idl.infer.core.normalize import normalize
+    from idl.infer.io.images import read_image
 
     image = normalize(
         read_image(sorted((model_dir.parent / "test" / "image").iterdir())[0])[..., None],
@@ -90,8 +90,8 @@ def test_trained_model_mc_samples_differ_and_average_to_deterministic(model_dir:
 
 @pytest.mark.parametrize("depth", [1, 2])
 def test_default_halo_makes_tiling_exact_and_padding_matches_torch(depth: int, tmp_path: Path, rng) -> None:
-    from idl.infer.normalize import normalize
-    from idl.infer.predict import predict_probabilities
+    from idl.infer.core.normalize import normalize
+    from idl.infer.tiling.predict import predict_probabilities
 
     torch.manual_seed(depth)
     spec = UNetSpec(depth=depth, base_filters=4, dropout=0.0)

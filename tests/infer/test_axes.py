@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from idl.infer.axes import guess_axes, resolve_axes, to_channels_last
-from idl.infer.errors import DataError
+from idl.infer.core.axes import guess_axes, resolve_axes, to_channels_last
+from idl.infer.core.errors import DataError
 
 
 def test_guesses() -> None:

@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from idl.infer.classes import (
+from idl.infer.core.errors import DataError
+from idl.infer.io.images import write_tiff
+from idl.infer.tasks.classes import (
     canonical,
     class_indices,
     class_names_of,
@@ -15,8 +17,6 @@ from idl.infer.classes import (
     labelled_images,
     read_label_csv,
 )
-from idl.infer.errors import DataError
-from idl.infer.io import write_tiff
 
 
 def _split(root: Path, names: list[str], csv: str | None, where: str = "groundtruth/groundtruth.csv") -> Path:

@@ -10,12 +10,12 @@ import pytest
 from scipy.stats import entropy
 from sklearn.metrics import accuracy_score, jaccard_score, roc_auc_score
 
-from idl.infer.classify import ClassScores, mc_scores, normalized_entropy, results_table
-from idl.infer.evaluate_classification import (
+from idl.infer.evaluate.classification import (
     classification_scores,
     evaluate_classification,
     expected_calibration_error,
 )
+from idl.infer.tasks.classify import ClassScores, mc_scores, normalized_entropy, results_table
 
 
 def _distributions(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -94,9 +94,9 @@ def test_evaluation_files_and_uncertainty_auroc(tmp_path: Path) -> None:
 def test_foreign_logits_become_probabilities_and_batches_respect_the_network() -> None:
     from types import SimpleNamespace
 
-    from idl.infer.classify import _batch_size, _probabilities
-    from idl.infer.iospec import IOSpec
-    from idl.infer.tiling import AxisSize
+    from idl.infer.core.grid import AxisSize
+    from idl.infer.runtime.iospec import IOSpec
+    from idl.infer.tasks.classify import _batch_size, _probabilities
 
     io = IOSpec("bcyx", "bc", 1, 3, {"y": AxisSize(32, 0), "x": AxisSize(32, 0)})
     model = SimpleNamespace(io=io, details={}, label="package")

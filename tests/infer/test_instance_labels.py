@@ -9,10 +9,11 @@ import pytest
 from skimage.draw import disk
 from skimage.io import imsave
 
-from idl.infer.errors import DataError
-from idl.infer.instance_labels import binary_to_labels, import_dsb2018
-from idl.infer.instance_metrics import instance_scores
-from idl.infer.io import read_image
+from idl.infer.core.errors import DataError
+from idl.infer.datasets.dsb2018 import import_dsb2018
+from idl.infer.evaluate.instance_metrics import instance_scores
+from idl.infer.io.images import read_image
+from idl.infer.tasks.instance_labels import binary_to_labels
 
 
 def _touching_pair() -> tuple[np.ndarray, np.ndarray]:
@@ -65,7 +66,7 @@ def test_labels_command(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
     from idl.cli import labels as labels_cli
-    from idl.infer.io import write_tiff
+    from idl.infer.io.images import write_tiff
 
     _, mask = _touching_pair()
     write_tiff(tmp_path / "masks" / "pair.tif", mask.astype(np.uint8))
@@ -79,7 +80,7 @@ def test_labels_command(tmp_path: Path) -> None:
 
 
 def test_instance_target_and_back() -> None:
-    from idl.infer.instance_labels import instance_target, labels_from_probabilities, objects_table
+    from idl.infer.tasks.instance_labels import instance_target, labels_from_probabilities, objects_table
 
     truth, _ = _touching_pair()
     target = instance_target(truth)

@@ -8,7 +8,7 @@ import pytest
 from skimage.measure import label
 from skimage.metrics import contingency_table
 
-from idl.infer.instance_metrics import (
+from idl.infer.evaluate.instance_metrics import (
     THRESHOLDS,
     MatchCounts,
     instance_scores,
@@ -83,9 +83,9 @@ def test_touching_objects_merged_by_connected_components_lose_both() -> None:
 def test_evaluation_adds_up_the_counts_of_all_images(tmp_path) -> None:
     import json
 
-    from idl.infer.evaluate import EvalItem
-    from idl.infer.evaluate_instance import evaluate_instance
-    from idl.infer.io import write_tiff
+    from idl.infer.evaluate.instance import evaluate_instance
+    from idl.infer.evaluate.semantic import EvalItem
+    from idl.infer.io.images import write_tiff
 
     truth = np.zeros((20, 20), np.uint16)
     truth[2:8, 2:8], truth[10:16, 10:16] = 1, 2
@@ -105,9 +105,9 @@ def test_evaluation_adds_up_the_counts_of_all_images(tmp_path) -> None:
 
 
 def test_object_uncertainty_flags_false_detections(tmp_path) -> None:
-    from idl.infer.evaluate import EvalItem
-    from idl.infer.evaluate_instance import evaluate_instance, object_uncertainty
-    from idl.infer.io import write_tiff
+    from idl.infer.evaluate.instance import evaluate_instance, object_uncertainty
+    from idl.infer.evaluate.semantic import EvalItem
+    from idl.infer.io.images import write_tiff
 
     truth = np.zeros((30, 30), np.uint16)
     truth[2:8, 2:8], truth[10:16, 10:16] = 1, 2

@@ -7,10 +7,10 @@ import pytest
 from scipy import ndimage
 from skimage.draw import disk
 
-from idl.infer.instance_tiles import owned_objects, paste_objects, predict_instance_tiles
-from idl.infer.iospec import io_for_info
-from idl.infer.model_info import ModelInfo
-from idl.infer.tiling import tile_grid
+from idl.infer.core.grid import tile_grid
+from idl.infer.core.model_info import ModelInfo
+from idl.infer.runtime.iospec import io_for_info
+from idl.infer.tiling.objects import owned_objects, paste_objects, predict_instance_tiles
 
 
 def _components(batch: np.ndarray) -> np.ndarray:

@@ -7,8 +7,8 @@ import pytest
 import tifffile
 from skimage.io import imsave
 
-from idl.infer.errors import DataError
-from idl.infer.io import atomic_path, read_image, write_tiff
+from idl.infer.core.errors import DataError
+from idl.infer.io.images import atomic_path, read_image, write_tiff
 
 
 def test_roundtrip_tiff_png_npy(tmp_path: Path, rng) -> None:

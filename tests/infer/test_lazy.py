@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from idl.infer.lazy import ChannelsLastView, is_lazy, open_channels_last
-from idl.infer.processing import EnsureDtype, ScaleRange, ZeroMeanUnitVariance, fit_ops
-from idl.infer.sinks import TiffSink
-from idl.infer.tiling import read_window
+from idl.infer.core.grid import read_window
+from idl.infer.core.processing import EnsureDtype, ScaleRange, ZeroMeanUnitVariance, fit_ops
+from idl.infer.io.lazy import ChannelsLastView, is_lazy, open_channels_last
+from idl.infer.io.sinks import TiffSink
 
 
 def test_multipage_and_uncompressed_tiffs_read_window_by_window(tmp_path: Path, rng) -> None:
@@ -65,10 +65,10 @@ def test_formats_without_windowed_reading_are_read_whole(tmp_path: Path, rng) ->
 
 def test_large_2d_image_out_of_core_equals_in_memory(model_dir: Path, tmp_path: Path) -> None:
     """A 2D .npy is memory-mapped and predicted out of core with the same mask as in memory."""
-    from idl.infer.io import read_image
-    from idl.infer.model import load_model
-    from idl.infer.predict import PredictOptions, predict_files
-    from idl.infer.synthetic import NucleiSpec, synthetic_nuclei
+    from idl.infer.datasets.synthetic import NucleiSpec, synthetic_nuclei
+    from idl.infer.io.images import read_image
+    from idl.infer.runtime.load import load_model
+    from idl.infer.tiling.predict import PredictOptions, predict_files
 
     image = synthetic_nuclei(np.random.default_rng(5), NucleiSpec(size=300, objects=(20, 30)))[0]
     np.save(tmp_path / "big.npy", image)
@@ -85,7 +85,7 @@ def test_large_2d_image_out_of_core_equals_in_memory(model_dir: Path, tmp_path: 
 
 
 def test_page_stack_fallback_reads_windows(tmp_path: Path, rng) -> None:
-    from idl.infer.lazy import PagedTiff
+    from idl.infer.io.lazy import PagedTiff
 
     volume = rng.integers(0, 4000, (2, 6, 20, 10), dtype=np.uint16)
     tifffile.imwrite(tmp_path / "stack.tif", volume, photometric="minisblack", compression="zlib")
@@ -103,8 +103,8 @@ def test_ome_zarr_in_and_out(model_dir: Path, tmp_path: Path) -> None:
     from click.testing import CliRunner
 
     from idl.cli import predict as predict_cli
-    from idl.infer.io import read_image
-    from idl.infer.omezarr import write_ome_zarr
+    from idl.infer.io.images import read_image
+    from idl.infer.io.omezarr import write_ome_zarr
 
     project = model_dir.parent
     image_path = sorted((project / "test" / "image").iterdir())[0]
@@ -136,8 +136,8 @@ def test_ome_zarr_in_and_out(model_dir: Path, tmp_path: Path) -> None:
     np.testing.assert_array_equal(np.asarray(group["0"][...]), expected)
     summary = json.loads((tmp_path / "z" / "evaluation" / "summary.json").read_text())
     assert 0.5 < summary["jaccard"] <= 1.0
-    from idl.infer.model import load_model
-    from idl.infer.predict import PredictOptions, predict_files
+    from idl.infer.runtime.load import load_model
+    from idl.infer.tiling.predict import PredictOptions, predict_files
 
     options = PredictOptions(progress=False, out_of_core_bytes=0, out_format="zarr", tile_size=104)
     predict_files(load_model(model_dir), [inputs / f"{image_path.stem}.ome.zarr"], tmp_path / "s", options)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, jaccard_score
 
-from idl.infer.metrics import accuracy, confusion_matrix, dice, jaccard
+from idl.infer.evaluate.metrics import accuracy, confusion_matrix, dice, jaccard
 
 
 def test_binary_scores_match_scikit_learn(rng) -> None:
@@ -49,7 +49,7 @@ def test_regression_scores_match_scipy_and_scikit_learn(rng) -> None:
     from scipy.stats import pearsonr
     from sklearn.metrics import mean_absolute_error, mean_squared_error
 
-    from idl.infer.metrics import regression_scores
+    from idl.infer.evaluate.metrics import regression_scores
 
     gt = rng.gamma(2.0, 100.0, (40, 30))  # float64: the references then compute in full precision too
     pred = 0.8 * gt + rng.normal(0, 30, gt.shape)

@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from idl.infer.normalize import Normalization, normalize
-from idl.infer.processing import ScaleRange, fit_ops
+from idl.infer.core.normalize import Normalization, normalize
+from idl.infer.core.processing import ScaleRange, fit_ops
 
 
 def test_percentiles_map_to_zero_and_one_per_channel(rng) -> None:

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
 from idl.cli import predict as predict_cli
-from idl.infer.io import read_image, write_tiff
-from idl.infer.model import load_model
+from idl.infer.io.images import read_image, write_tiff
+from idl.infer.runtime.load import load_model
 
 # one worker builds this module's trained fixtures (pytest -n 2 --dist loadgroup, as .ci/run)
 pytestmark = pytest.mark.xdist_group("test_package")
@@ -225,7 +225,7 @@ def test_foreign_package_tiles_with_its_halo_and_size_rules(foreign_2d: Path) ->
     assert model.info is None and model.io.input_axes == "bxyc" and model.io.in_channels == 2
     assert model.io.sizes["y"].minimum == 32 and model.io.sizes["y"].step == 16
     assert model.io.halo == {"x": 8, "y": 8}
-    from idl.infer.predict import PredictOptions, predict_image
+    from idl.infer.tiling.predict import PredictOptions, predict_image
 
     image = _blobs(np.random.default_rng(4), (150, 101, 2))  # not an accepted size: padded, cropped back
     whole = predict_image(model, image, PredictOptions(tile_size=1024, progress=False)).probabilities
@@ -389,7 +389,7 @@ def test_package_without_halo_still_overlaps_its_tiles(tmp_path: Path) -> None:
     rdf = _old_package(tmp_path, RDF_04.replace("halo: [0, 0, 4, 4]", "halo: [0, 0, 0, 0]"))
     image = _blobs(np.random.default_rng(8), (96, 120, 1))[..., 0].astype(np.float32)
     expected = _core_predict(rdf, image[None, None], ["batch", "channel", "y", "x"])[0, 0]
-    from idl.infer.predict import PredictOptions, predict_image
+    from idl.infer.tiling.predict import PredictOptions, predict_image
 
     model = load_model(rdf)
     assert model.io.halo == {"y": 0, "x": 0}
@@ -403,7 +403,7 @@ def test_package_without_halo_still_overlaps_its_tiles(tmp_path: Path) -> None:
 
 @pytest.mark.filterwarnings("ignore:Conversion of channel size:UserWarning")
 def test_package_files_named_by_url_are_not_downloaded(tmp_path: Path) -> None:
-    from idl.infer.errors import ModelError
+    from idl.infer.core.errors import ModelError
 
     rdf = _old_package(tmp_path, RDF_04.replace("source: net.onnx", "source: https://example.org/net.onnx"))
     with pytest.raises(ModelError, match="idl never downloads"):
@@ -423,7 +423,7 @@ def test_2d_image_for_a_3d_package_says_so(foreign_3d: Path, tmp_path: Path) -> 
 
 def test_padded_package_on_a_large_lazy_image_runs_in_memory(foreign_2d: Path, tmp_path: Path) -> None:
     """Halo padding needs the whole image: above the out-of-core limit it is still predicted, in memory."""
-    from idl.infer.predict import PredictOptions, predict_files
+    from idl.infer.tiling.predict import PredictOptions, predict_files
 
     image = _blobs(np.random.default_rng(9), (96, 112, 2))
     np.save(tmp_path / "cells.npy", image)  # memory-mapped when read

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import numpy as np
 
-from idl.infer.model import load_model
-from idl.infer.predict import PredictOptions, predict_image, predict_probabilities
-from idl.infer.synthetic import NucleiSpec, synthetic_nuclei
+from idl.infer.datasets.synthetic import NucleiSpec, synthetic_nuclei
+from idl.infer.runtime.load import load_model
+from idl.infer.tiling.predict import PredictOptions, predict_image, predict_probabilities
 
 
 def test_tiled_2048_image_equals_whole_image_prediction(model_dir: Path) -> None:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.special import expit, softmax
 
-from idl.infer.errors import ModelError
-from idl.infer.processing import (
+from idl.infer.core.errors import ModelError
+from idl.infer.core.processing import (
     Binarize,
     Clip,
     EnsureDtype,

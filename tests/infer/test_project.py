@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from idl.infer.errors import DataError
-from idl.infer.io import write_tiff
-from idl.infer.project import pair_files
+from idl.infer.core.errors import DataError
+from idl.infer.core.project import pair_files
+from idl.infer.io.images import write_tiff
 
 
 def _make(split: Path, images: list[str], gts: list[str]) -> None:

@@ -7,7 +7,7 @@ from scipy import ndimage
 from skimage.filters import threshold_otsu
 from skimage.measure import label, regionprops
 
-from idl.infer.synthetic import NucleiSpec, synthetic_rods
+from idl.infer.datasets.synthetic import NucleiSpec, synthetic_rods
 
 
 def test_rods_are_the_mask_and_lie_at_the_asked_angles() -> None:

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from idl.infer.iospec import io_for_info
-from idl.infer.model_info import ModelInfo
-from idl.infer.predict import predict_probabilities
-from idl.infer.tiling import AxisSize, axis_tiles, read_window, round_up, tile_grid
+from idl.infer.core.grid import AxisSize, axis_tiles, read_window, round_up, tile_grid
+from idl.infer.core.model_info import ModelInfo
+from idl.infer.runtime.iospec import io_for_info
+from idl.infer.tiling.predict import predict_probabilities
 
 
 @pytest.mark.parametrize("size", [1, 15, 16, 17, 100, 511, 512, 513, 1000, 2048])

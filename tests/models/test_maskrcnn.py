@@ -11,8 +11,8 @@ import torch
 from skimage.measure import regionprops
 
 from idl.export.onnx import compare_detector, export_onnx
-from idl.infer.model_info import ModelInfo
-from idl.infer.session import OnnxRunner
+from idl.infer.core.model_info import ModelInfo
+from idl.infer.runtime.session import OnnxRunner
 from idl.models.maskrcnn import (
     InstanceMaskRCNN,
     MaskRCNNSpec,
@@ -104,8 +104,8 @@ def test_an_image_without_detections_gives_empty_labels_in_both(tmp_path: Path) 
 
 def test_package_passes_test_model_and_predicts_like_the_model_folder(detector_onnx, tmp_path: Path) -> None:
     from idl.export.bioimageio import PackageRequest, export_package
-    from idl.infer.model import load_model
-    from idl.infer.predict import PredictOptions, predict_image
+    from idl.infer.runtime.load import load_model
+    from idl.infer.tiling.predict import PredictOptions, predict_image
 
     net, path = detector_onnx
     sample = np.random.default_rng(3).random((150, 170, 1)).astype(np.float32)

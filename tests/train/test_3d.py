@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from idl.export.onnx import export_onnx
-from idl.infer.baseline import otsu_jaccard
-from idl.infer.io import read_image
-from idl.infer.iospec import io_for_info
-from idl.infer.model import load_model
-from idl.infer.model_info import ModelInfo
-from idl.infer.predict import predict_probabilities
-from idl.infer.project import pair_files
-from idl.infer.synthetic import synthetic_nuclei_3d, write_semantic_project_3d
+from idl.infer.core.model_info import ModelInfo
+from idl.infer.core.project import pair_files
+from idl.infer.datasets.synthetic import synthetic_nuclei_3d, write_semantic_project_3d
+from idl.infer.evaluate.baseline import otsu_jaccard
+from idl.infer.io.images import read_image
+from idl.infer.runtime.iospec import io_for_info
+from idl.infer.runtime.load import load_model
+from idl.infer.tiling.predict import predict_probabilities
 from idl.models import UNet, UNetSpec
 from idl.train.config import TrainConfig
 from idl.train.pipeline import train_project
@@ -107,7 +107,7 @@ def test_out_of_core_prediction_equals_in_memory(project_3d: Path, tmp_path: Pat
     """A volume stored page by page is read window by window and written into memory-mapped TIFFs."""
     import tifffile
 
-    from idl.infer.predict import PredictOptions, predict_files
+    from idl.infer.tiling.predict import PredictOptions, predict_files
 
     volume = synthetic_nuclei_3d(np.random.default_rng(11), (36, 70, 60))[0]
     tifffile.imwrite(tmp_path / "stack.tif", volume, photometric="minisblack")  # one page per plane
@@ -138,7 +138,7 @@ def test_3d_package_describes_volumes_and_predicts_like_the_folder(project_3d: P
 
     import yaml
 
-    from idl.infer.predict import PredictOptions, predict_image
+    from idl.infer.tiling.predict import PredictOptions, predict_image
 
     package = next((project_3d / "model").glob("*-unet3d.bioimageio.zip"))  # validated when written
     rdf = yaml.safe_load(zipfile.ZipFile(package).read("rdf.yaml"))
@@ -156,7 +156,7 @@ def test_3d_package_describes_volumes_and_predicts_like_the_folder(project_3d: P
 def test_anisotropy_is_chosen_from_the_voxel_size(tmp_path: Path) -> None:
     import tifffile
 
-    from idl.infer.io import voxel_size
+    from idl.infer.io.images import voxel_size
     from idl.train.plan import Fingerprint, Requests, make_plan
 
     volume = np.zeros((8, 64, 64), np.uint16)
@@ -177,7 +177,7 @@ def test_anisotropy_is_chosen_from_the_voxel_size(tmp_path: Path) -> None:
 
 
 def test_volumes_are_recognised_without_dims(tmp_path: Path) -> None:
-    from idl.infer.io import write_tiff
+    from idl.infer.io.images import write_tiff
     from idl.train.pipeline import detect_dims
 
     write_tiff(tmp_path / "train" / "image" / "a.tif", np.zeros((16, 40, 40), np.uint16))
@@ -211,7 +211,7 @@ def test_3d_regression_comes_back_in_units(tmp_path: Path) -> None:
     """Regression on volumes: a smooth stain of the nuclei, predicted in the stain's units."""
     from scipy import ndimage
 
-    from idl.infer.io import write_tiff
+    from idl.infer.io.images import write_tiff
 
     rng = np.random.default_rng(2)
     for split, count in (("train", 6), ("test", 1)):

@@ -14,10 +14,10 @@ import pytest
 import torch
 from sklearn.utils.class_weight import compute_class_weight
 
-from idl.infer.errors import DataError
-from idl.infer.io import write_tiff
-from idl.infer.normalize import Normalization
-from idl.infer.synthetic import write_classification_project
+from idl.infer.core.errors import DataError
+from idl.infer.core.normalize import Normalization
+from idl.infer.datasets.synthetic import write_classification_project
+from idl.infer.io.images import write_tiff
 from idl.train.classification import class_weights, load_classification_data, split_stratified
 from idl.train.config import ConfigError, TrainConfig, parse_class_weights, resolve_config
 
@@ -112,7 +112,7 @@ def test_run_writes_results_and_evaluation(classified_project: Path) -> None:
 
 
 def test_onnx_equals_torch_and_monte_carlo_samples_differ(classified_project: Path) -> None:
-    from idl.infer.session import OnnxRunner
+    from idl.infer.runtime.session import OnnxRunner
     from idl.models import set_mc_dropout
     from idl.train.checkpoint import load_checkpoint, model_from_checkpoint
 
@@ -142,8 +142,8 @@ def test_onnx_equals_torch_and_monte_carlo_samples_differ(classified_project: Pa
 
 
 def test_package_predicts_like_the_model_folder(classified_project: Path, tmp_path: Path) -> None:
-    from idl.infer.classify import classify_files
-    from idl.infer.model import load_model
+    from idl.infer.runtime.load import load_model
+    from idl.infer.tasks.classify import classify_files
 
     package = classified_project / "model" / f"{classified_project.name}-resnet18.bioimageio.zip"
     assert package.is_file()
@@ -201,8 +201,8 @@ def test_resume_pretrained_and_early_test_label_check(tmp_path: Path) -> None:
 
 
 def test_noise_images_are_flagged_atypical(classified_project: Path, tmp_path: Path) -> None:
-    from idl.infer.classify import classify_files
-    from idl.infer.model import load_model
+    from idl.infer.runtime.load import load_model
+    from idl.infer.tasks.classify import classify_files
 
     rng = np.random.default_rng(0)
     noise = [
@@ -220,10 +220,10 @@ def test_noise_images_are_flagged_atypical(classified_project: Path, tmp_path: P
 def test_training_inputs_equal_what_inference_feeds_the_network(
     tmp_path: Path, rng: np.random.Generator
 ) -> None:
-    from idl.infer.axes import read_channels_last
-    from idl.infer.classify import prepare_image
-    from idl.infer.iospec import io_for_info
-    from idl.infer.model_info import ModelInfo
+    from idl.infer.core.model_info import ModelInfo
+    from idl.infer.io.images import read_channels_last
+    from idl.infer.runtime.iospec import io_for_info
+    from idl.infer.tasks.classify import prepare_image
 
     split = tmp_path / "train"
     for i, size in enumerate([(40, 40), (40, 40), (56, 30)]):
@@ -283,7 +283,7 @@ def test_a_classifier_package_without_idl_metadata_runs_like_ours(
 def test_colour_training_images_and_grey_test_images_make_a_package(tmp_path: Path) -> None:
     """InstantDL's MNIST example: RGB training images, grey test images. The package's test tensor
     (cut from the first test image) takes the model's three channels."""
-    from idl.infer.io import read_image
+    from idl.infer.io.images import read_image
     from idl.train.pipeline import train_project
 
     project = write_classification_project(tmp_path / "mnist", n_train=24, n_test=6, seed=5)

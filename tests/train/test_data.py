@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from idl.infer.errors import DataError
-from idl.infer.io import write_tiff
-from idl.infer.normalize import Normalization
+from idl.infer.core.errors import DataError
+from idl.infer.core.normalize import Normalization
+from idl.infer.io.images import write_tiff
 from idl.train.augment import augment_pair, resolve
 from idl.train.data import PatchDataset, Sample, load_semantic_data, split_validation
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from idl.infer.errors import IdlError
+from idl.infer.core.errors import IdlError
 from idl.models import UNet2D, UNetSpec
 from idl.train.data import PatchDataset, Sample
 from idl.train.loop import LoopSettings, TrainState, fit

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from idl.infer.io import read_image, write_tiff
-from idl.infer.model import load_model
-from idl.infer.synthetic import NucleiSpec, synthetic_nuclei
+from idl.infer.datasets.synthetic import NucleiSpec, synthetic_nuclei
+from idl.infer.io.images import read_image, write_tiff
+from idl.infer.runtime.load import load_model
 from idl.train.config import TrainConfig
 from idl.train.pipeline import train_project
 

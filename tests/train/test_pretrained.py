@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from idl.infer.errors import ModelError
-from idl.infer.synthetic import NucleiSpec, write_semantic_project
+from idl.infer.core.errors import ModelError
+from idl.infer.datasets.synthetic import NucleiSpec, write_semantic_project
 from idl.models import UNet2D, UNetSpec
 from idl.train.checkpoint import load_checkpoint, model_from_checkpoint
 from idl.train.config import ConfigError, TrainConfig

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import yaml
 
-from idl.infer.io import read_image
-from idl.infer.metrics import pearson
-from idl.infer.model import load_model
-from idl.infer.synthetic import NucleiSpec, write_regression_project
+from idl.infer.datasets.synthetic import NucleiSpec, write_regression_project
+from idl.infer.evaluate.metrics import pearson
+from idl.infer.io.images import read_image
+from idl.infer.runtime.load import load_model
 from idl.train.config import TrainConfig
 from idl.train.pipeline import train_project
 
@@ -60,7 +60,7 @@ def test_predictions_come_back_in_ground_truth_units(regression_project: Path) -
     assert info.target_std[0] == pytest.approx(stacked.std(), rel=1e-6)
     # the network's output in standard units, mapped back exactly: raw * std + mean
     raw = np.random.default_rng(0).normal(size=(1, 1, 8, 8)).astype(np.float32)
-    from idl.infer.processing import apply_ops
+    from idl.infer.core.processing import apply_ops
 
     mapped = apply_ops(model.io.postprocessing, raw, "bcyx")
     np.testing.assert_allclose(mapped, raw * info.target_std[0] + info.target_mean[0], rtol=1e-6)
@@ -101,7 +101,7 @@ def test_regression_package_maps_back_to_units(regression_project: Path) -> None
     assert post["kwargs"]["gain"] == pytest.approx(info.target_std[0])
     assert post["kwargs"]["offset"] == pytest.approx(info.target_mean[0])
     image = read_image(next((regression_project / "test" / "image").iterdir()))[..., None]
-    from idl.infer.predict import PredictOptions, predict_image
+    from idl.infer.tiling.predict import PredictOptions, predict_image
 
     options = PredictOptions(progress=False)
     from_package = predict_image(load_model(package), image, options).probabilities

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from idl.infer.errors import IdlError
+from idl.infer.core.errors import IdlError
 from idl.train.checkpoint import load_checkpoint
 from idl.train.config import TrainConfig
 from idl.train.pipeline import train_project

@@ -1,0 +1,102 @@
+"""What the inference side needs to know about a model, stored inside the ONNX file.
+
+Training writes a :class:`ModelInfo` as JSON into the ONNX ``metadata_props`` under the key ``idl``, so
+a single ``model.onnx`` is self-describing: task, channels, classes, normalization, the size multiple
+the network needs and the halo that makes tiling seamless.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from idl.infer.core.normalize import Normalization
+
+METADATA_KEY = "idl"
+TASKS = ("semantic", "instance", "regression", "classification")
+TASK_ALIASES = {
+    "semantic": "semantic",
+    "semanticsegmentation": "semantic",
+    "instance": "instance",
+    "instancesegmentation": "instance",
+    "regression": "regression",
+    "classification": "classification",
+}
+
+
+def normalize_task(name: str) -> str:
+    """Our task name for ours or InstantDL's spelling (``SemanticSegmentation`` -> ``semantic``)."""
+    key = name.replace("_", "").replace("-", "").replace(" ", "").lower()
+    if key not in TASK_ALIASES:
+        raise ValueError(
+            f"unknown task '{name}'; use one of {', '.join(TASKS)} (InstantDL's SemanticSegmentation, "
+            "InstanceSegmentation, Regression and Classification work too)"
+        )
+    return TASK_ALIASES[key]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Self-description of an exported idl model."""
+
+    task: str
+    in_channels: int
+    num_classes: int
+    size_multiple: int
+    halo: int
+    normalization: Normalization = field(default_factory=Normalization)
+    dims: int = 2
+    axes: str = "yx"
+    dropout: float = 0.0
+    class_names: tuple[str, ...] = ()
+    name: str = "idl-model"
+    training: dict[str, Any] = field(default_factory=dict)
+    output: str = "logits"  # what the graph outputs: "logits" (activation applied by idl) or "probabilities"
+    # regression: per target channel, the mean and standard deviation the network was trained to
+    # predict in units of; idl maps its output back to ground-truth units with them
+    target_mean: tuple[float, ...] = ()
+    target_std: tuple[float, ...] = ()
+    # 3D: size multiple and halo along z when they differ from in-plane (anisotropic U-Net); 0: same
+    z_multiple: int = 0
+    z_halo: int = 0
+    # classification: the (Y, X) size every image is resized to before normalization; () for the
+    # U-Net tasks, which take any size
+    input_size: tuple[int, ...] = ()
+    # classification: statistics of the training inputs, to tell how unusual an image is (see
+    # idl.infer.tasks.typicality); {} when not recorded
+    input_reference: dict[str, Any] = field(default_factory=dict)
+
+    def multiple_of(self, axis: str) -> int:
+        """Size multiple along ``axis`` (z, y or x)."""
+        return (self.z_multiple or self.size_multiple) if axis == "z" else self.size_multiple
+
+    def halo_of(self, axis: str) -> int:
+        """Tile halo along ``axis`` (z, y or x)."""
+        return (self.z_halo or self.halo) if axis == "z" else self.halo
+
+    @property
+    def out_channels(self) -> int:
+        """Channels of the graph output: one per regression target channel; for segmentation one
+        sigmoid channel when binary, else one per class; for classification one per class."""
+        if self.task == "regression":
+            return max(1, len(self.target_mean))
+        if self.task == "classification":
+            return self.num_classes  # softmax over all classes, also for two
+        return 1 if self.num_classes == 2 else self.num_classes
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        for key in ("class_names", "target_mean", "target_std", "input_size"):
+            data[key] = list(data[key])
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelInfo:
+        data = json.loads(text)
+        data.setdefault("output", "probabilities")  # models exported before the activation moved out
+        data["normalization"] = Normalization(**data.get("normalization", {}))
+        for key in ("class_names", "target_mean", "target_std", "input_size"):
+            data[key] = tuple(data.get(key, ()))
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})

@@ -1,0 +1,159 @@
+"""Evaluation of instance segmentation (label images) against label-image ground truth.
+
+Per image (``metrics.csv``): ap50, ap50_95 (the DSB2018 score), precision, recall, pixel Jaccard and
+the object counts. ``summary.json``: the same scores from the match counts of all images added up
+(every object weighs the same), plus the median per-image ap50 and ap50_95 (the DSB2018 leaderboard
+averaged per image). Figures show every object's outline in its own colour over the image, for the
+ground truth and the prediction side by side.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from idl.infer.evaluate.instance_metrics import (
+    MatchCounts,
+    best_iou,
+    counts_per_threshold,
+    iou_matrix,
+    scores_from_counts,
+)
+from idl.infer.evaluate.semantic import (
+    EvalItem,
+    each_item,
+    load_display_image,
+    read_mask_pair,
+    record_uncertainty,
+    write_evaluation,
+)
+
+log = logging.getLogger("idl")
+
+
+def outlines(labels: np.ndarray, image: np.ndarray | None) -> np.ndarray:
+    """RGB: each object's outline in its own colour over the (grey) image."""
+    from skimage.color import label2rgb
+    from skimage.segmentation import find_boundaries
+
+    from idl.infer.evaluate.plots import display_image
+
+    grey = display_image(image) if image is not None else np.zeros(labels.shape, np.float32)
+    if grey.ndim == 3:
+        grey = grey.mean(axis=-1)
+    rgb = np.repeat(grey[..., None], 3, axis=-1)
+    edges = find_boundaries(labels, mode="inner")
+    colours = label2rgb(labels, bg_label=0)
+    rgb[edges] = colours[edges]
+    return rgb
+
+
+def object_uncertainty(labels: np.ndarray, uncertainty: np.ndarray) -> np.ndarray:
+    """Mean Monte Carlo uncertainty inside every object of a label image (in label order)."""
+    from scipy import ndimage
+
+    ids = np.unique(labels)
+    ids = ids[ids > 0]
+    return np.asarray(ndimage.mean(uncertainty, labels, ids), dtype=float).reshape(-1)
+
+
+def save_object_uncertainty(path: Path, uncertainty: np.ndarray, iou: np.ndarray, area_under: float) -> Path:
+    """Scatter of every predicted object's mean uncertainty against its best IoU with the truth."""
+    from idl.infer.evaluate.plots import _pyplot, save_figure
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.5, 3.5))
+    wrong = iou <= 0.5
+    ax.scatter(iou[~wrong], uncertainty[~wrong], s=8, alpha=0.5, color="tab:blue", label="matched")
+    ax.scatter(iou[wrong], uncertainty[wrong], s=8, alpha=0.7, color="tab:red", label="false detection")
+    ax.axvline(0.5, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("best IoU with a true object")
+    ax.set_ylabel("mean uncertainty in the object")
+    ax.set_title(f"per-object uncertainty (AUROC false vs matched {area_under:.3f})", fontsize=9)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def evaluate_instance(
+    items: list[EvalItem],
+    out_dir: Path,
+    figures: bool = True,
+    axes: str | None = None,
+    progress: bool = True,
+    dims: int = 2,
+) -> dict[str, float | int]:
+    """Score predicted label images, write metrics.csv, summary.json, figures and report.html."""
+    from idl.infer.evaluate.plots import save_panels
+
+    totals = [MatchCounts(0, 0, 0)] * 10
+    inter = union = 0
+    rows, sample_figures = [], []
+    per_object: list[tuple[np.ndarray, np.ndarray]] = []  # (mean uncertainty, best IoU) per object
+    for item in each_item(items, out_dir, progress):
+        truth, pred = read_mask_pair(item, dims)
+        iou = iou_matrix(truth, pred)
+        counts = counts_per_threshold(truth, pred, iou)
+        totals = [a + b for a, b in zip(totals, counts, strict=True)]
+        inter += int(np.count_nonzero((truth > 0) & (pred > 0)))
+        union += int(np.count_nonzero((truth > 0) | (pred > 0)))
+        t, p = truth > 0, pred > 0
+        row: dict[str, float | str] = {
+            "filename": item.name,
+            **scores_from_counts(counts),
+            "jaccard": float((t & p).sum() / max((t | p).sum(), 1)),
+            "n_true": counts[0].tp + counts[0].fn,
+            "n_predicted": counts[0].tp + counts[0].fp,
+        }
+        uncertainty = record_uncertainty(item, row)
+        if uncertainty is not None:
+            per_object.append((object_uncertainty(pred, uncertainty), best_iou(iou)))
+        rows.append(row)
+        if figures and dims == 2:
+            image = load_display_image(item.image, axes, dims)
+            panels = [
+                ("ground truth", outlines(truth, image), {}),
+                ("prediction", outlines(pred, image), {}),
+            ]
+            if uncertainty is not None:
+                panels.append(("uncertainty", uncertainty, {"cmap": "magma"}))
+            title = f"{item.name}  ap50 {row['ap50']:.3f}, ap50_95 {row['ap50_95']:.3f}"
+            sample_figures.append(
+                save_panels(out_dir / f"{item.name}.png", title, [panels], ("uncertainty",))
+            )
+    overall = scores_from_counts(totals)
+    if per_object:  # does an object's uncertainty tell false detections from matched ones?
+        from idl.infer.evaluate.classification import auroc
+
+        spread = np.concatenate([u for u, _ in per_object])
+        quality = np.concatenate([q for _, q in per_object])
+        overall["object_uncertainty_auroc"] = auroc(spread, quality <= 0.5)
+        if figures and spread.size:
+            figure = out_dir / "object_uncertainty.png"
+            sample_figures.insert(
+                0, save_object_uncertainty(figure, spread, quality, overall["object_uncertainty_auroc"])
+            )
+
+    def summarize(metrics: pd.DataFrame) -> dict[str, float | int]:
+        return {
+            **overall,
+            "jaccard": inter / union if union else 1.0,
+            "ap50_median": float(metrics["ap50"].median()),
+            "ap50_95_median": float(metrics["ap50_95"].median()),
+            "n_images": len(items),
+            "n_objects": int(metrics["n_true"].sum()),
+        }
+
+    summary = write_evaluation(
+        out_dir, rows, summarize, sample_figures, "ap50_95", "idl evaluation: instance segmentation"
+    )
+    log.info(
+        "evaluation: ap50 %.4f, ap50_95 %.4f, Jaccard %.4f over %d image(s)",
+        summary["ap50"],
+        summary["ap50_95"],
+        summary["jaccard"],
+        len(items),
+    )
+    return summary

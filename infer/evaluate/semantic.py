@@ -1,0 +1,235 @@
+"""Evaluation of semantic segmentation predictions against ground truth.
+
+Writes ``metrics.csv`` (one row per image), ``summary.json`` (aggregates over all test pixels plus the
+median per-image Jaccard), one figure per image, a box plot and a self-contained ``report.html``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from idl.infer.core.errors import DataError
+from idl.infer.core.project import UNCERTAINTY_DIR, Pair, files_by_stem
+from idl.infer.evaluate.metrics import confusion_matrix, semantic_scores
+from idl.infer.evaluate.plots import save_boxplot, save_sample_figure
+from idl.infer.evaluate.report import write_report
+from idl.infer.io.images import atomic_path, read_channels_last, read_image, write_text
+from idl.infer.io.omezarr import image_stem
+from idl.infer.tasks.labels import infer_num_classes, mask_plane, semantic_target
+
+log = logging.getLogger("idl")
+
+MAX_REPORT_FIGURES = 50
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    """One test image's files, matched by file name stem."""
+
+    name: str
+    prediction: Path
+    groundtruth: Path
+    image: Path | None = None
+    uncertainty: Path | None = None
+
+
+def match_items(
+    pred_dir: Path, gt_dir: Path, image_dir: Path | None = None, uncertainty_dir: Path | None = None
+) -> list[EvalItem]:
+    """Pair every prediction with its ground truth (and, when given, its image and uncertainty)."""
+    preds = files_by_stem(pred_dir)
+    if not preds:
+        raise DataError(f"{pred_dir}: no predictions to evaluate.")
+    gts = files_by_stem(gt_dir)
+    missing = sorted(set(preds) - set(gts))
+    if missing:
+        raise DataError(
+            f"{gt_dir}: no ground truth for {len(missing)} prediction(s), e.g. '{missing[0]}'. "
+            "Ground-truth files must have the same name as the images they belong to."
+        )
+    images = files_by_stem(image_dir) if image_dir is not None and image_dir.is_dir() else {}
+    uncertainties = (
+        files_by_stem(uncertainty_dir) if uncertainty_dir is not None and uncertainty_dir.is_dir() else {}
+    )
+    return [
+        EvalItem(stem, preds[stem], gts[stem], images.get(stem), uncertainties.get(stem)) for stem in preds
+    ]
+
+
+def items_for_predictions(
+    out_dir: Path, images: Sequence[Path], gt_dir: Path, uncertainty: bool, suffix: str = ".tif"
+) -> list[EvalItem]:
+    """Evaluation items for images predicted into ``out_dir`` (as ``<stem>.tif``, uncertainty maps
+    under ``uncertainty/``), with ground truth from ``gt_dir`` matched by image name."""
+    groundtruth = files_by_stem(gt_dir)
+    missing = [image for image in images if image_stem(image) not in groundtruth]
+    if missing:
+        raise DataError(
+            f"{gt_dir}: no ground truth for {missing[0].name} ({len(missing)} image(s) without one). "
+            "Ground-truth files need the image's name."
+        )
+    return [
+        EvalItem(
+            image_stem(image),
+            out_dir / f"{image_stem(image)}{suffix}",
+            groundtruth[image_stem(image)],
+            image,
+            out_dir / UNCERTAINTY_DIR / f"{image_stem(image)}{suffix}" if uncertainty else None,
+        )
+        for image in images
+    ]
+
+
+def items_for_pairs(
+    out_dir: Path, pairs: Sequence[Pair], uncertainty: bool, suffix: str = ".tif"
+) -> list[EvalItem]:
+    """Evaluation items for the images of ``pairs`` predicted into ``out_dir``, each with its own ground
+    truth (a file, or a folder of object masks)."""
+    return [
+        EvalItem(
+            image_stem(p.image),
+            out_dir / f"{image_stem(p.image)}{suffix}",
+            p.groundtruth,
+            p.image,
+            out_dir / UNCERTAINTY_DIR / f"{image_stem(p.image)}{suffix}" if uncertainty else None,
+        )
+        for p in pairs
+        if p.groundtruth is not None
+    ]
+
+
+def each_item(items: list[EvalItem], out_dir: Path, progress: bool = True) -> Iterable[EvalItem]:
+    """The items to evaluate, with a progress bar, once ``out_dir`` exists; an error right away when
+    there are none (what every evaluation starts with)."""
+    if not items:
+        raise DataError("nothing to evaluate: no predictions were matched with ground truth.")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return tqdm(items, unit="image", desc="evaluate", disable=not progress, leave=False)
+
+
+def load_display_image(path: Path | None, axes: str | None, dims: int = 2) -> np.ndarray | None:
+    if path is None:
+        return None
+    try:
+        return read_channels_last(path, axes, "zyx"[-dims:])[0]
+    except DataError:
+        return None  # the figure simply omits the image panel
+
+
+def evaluate_semantic(
+    items: list[EvalItem],
+    out_dir: Path,
+    num_classes: int | None = None,
+    figures: bool = True,
+    axes: str | None = None,
+    progress: bool = True,
+    dims: int = 2,
+) -> dict[str, float | int]:
+    """Score predictions, write metrics.csv, summary.json, figures and report.html; return the summary."""
+    todo = each_item(items, out_dir, progress)
+    if num_classes is None:
+        num_classes = infer_num_classes(
+            [mask_plane(read_image(i.groundtruth), str(i.groundtruth), dims) for i in items]
+        )
+    total = np.zeros((num_classes, num_classes), np.int64)
+    rows, sample_figures = [], []
+    for item in todo:
+        gt, pred = read_mask_pair(item, dims)
+        gt = semantic_target(gt, num_classes, str(item.groundtruth), dims)
+        pred = semantic_target(pred, num_classes, str(item.prediction), dims)
+        cm = confusion_matrix(pred, gt, num_classes)
+        total += cm
+        row: dict[str, float | str] = {"filename": item.name, **semantic_scores(cm)}
+        uncertainty = record_uncertainty(item, row)
+        rows.append(row)
+        if figures:
+            image = load_display_image(item.image, axes, dims)
+            title = f"{item.name}  Jaccard {row['jaccard']:.3f}"
+            sample_figures.append(
+                save_sample_figure(
+                    out_dir / f"{item.name}.png", title, image, gt, pred, uncertainty, num_classes
+                )
+            )
+    overall = semantic_scores(total)
+
+    def summarize(metrics: pd.DataFrame) -> dict[str, float | int]:
+        return {
+            "jaccard": overall["jaccard"],
+            "jaccard_median": float(metrics["jaccard"].median()),
+            "dice": overall["dice"],
+            "accuracy": overall["accuracy"],
+            "n_images": len(items),
+            "num_classes": num_classes,
+        }
+
+    summary = write_evaluation(
+        out_dir, rows, summarize, sample_figures, "jaccard", "idl evaluation: semantic segmentation"
+    )
+    log.info(
+        "evaluation: Jaccard %.4f (median per image %.4f) over %d image(s)",
+        summary["jaccard"],
+        summary["jaccard_median"],
+        len(items),
+    )
+    return summary
+
+
+def read_mask_pair(item: EvalItem, dims: int) -> tuple[np.ndarray, np.ndarray]:
+    """An item's ground-truth and predicted masks (class maps or label images), checked to match."""
+    gt = mask_plane(read_image(item.groundtruth), str(item.groundtruth), dims)
+    pred = mask_plane(read_image(item.prediction), str(item.prediction), dims)
+    if pred.shape != gt.shape:
+        raise DataError(
+            f"{item.prediction}: shape {pred.shape} differs from its ground truth {item.groundtruth} "
+            f"{gt.shape}. Predict the matching image again."
+        )
+    return gt, pred
+
+
+def record_uncertainty(item: EvalItem, row: dict) -> np.ndarray | None:
+    """The item's uncertainty map, if it has one, with its mean recorded in ``row``."""
+    if item.uncertainty is None:
+        return None
+    uncertainty = read_image(item.uncertainty)
+    row["uncertainty_mean"] = float(np.mean(uncertainty))
+    return uncertainty
+
+
+def write_evaluation(
+    out_dir: Path,
+    rows: list[dict],
+    summarize: Callable[[pd.DataFrame], dict[str, float | int]],
+    sample_figures: list[Path],
+    score: str,
+    title: str,
+    limits: tuple[float, float] = (-0.02, 1.02),
+    boxplot: bool = True,
+) -> dict[str, float | int]:
+    """The files every evaluation writes: metrics.csv, summary.json (with the mean uncertainty when
+    there is one), and, with figures, a box plot of the per-image ``score`` (unless ``boxplot`` is
+    off) and report.html."""
+    metrics = pd.DataFrame(rows)
+    summary = summarize(metrics)
+    if "uncertainty_mean" in metrics:
+        summary["uncertainty_mean"] = float(metrics["uncertainty_mean"].mean())
+    with atomic_path(out_dir / "metrics.csv") as tmp:
+        metrics.to_csv(tmp, index=False)
+    write_text(out_dir / "summary.json", json.dumps(summary, indent=2))
+    if sample_figures:
+        boxes = (
+            [save_boxplot(out_dir / f"{score}_boxplot.png", metrics[score].tolist(), score, limits)]
+            if boxplot
+            else []
+        )
+        shown = sample_figures[:MAX_REPORT_FIGURES]
+        omitted = len(sample_figures) - len(shown)
+        write_report(out_dir / "report.html", title, summary, metrics, boxes, shown, omitted=omitted)
+    return summary

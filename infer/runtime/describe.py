@@ -1,0 +1,86 @@
+"""A readable summary of a model: what ``idl-predict --info`` prints."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from idl.infer.core.processing import Op
+from idl.infer.runtime.model import LoadedModel
+
+AXIS_NAMES = {"b": "batch", "c": "channel", "z": "z", "y": "y", "x": "x"}
+
+
+def _op(op: Op) -> str:
+    args = ", ".join(f"{f.name}={getattr(op, f.name)!r}" for f in fields(op))
+    name = "".join("_" + ch.lower() if ch.isupper() else ch for ch in type(op).__name__).lstrip("_")
+    return f"{name}({args})"
+
+
+def _metrics(model: LoadedModel) -> dict[str, Any]:
+    """Test metrics stored in a package, or in PROJECT/evaluation next to a PROJECT/model folder."""
+    stored = {
+        k: v for k, v in (model.details.get("test_metrics") or {}).items() if isinstance(v, (int, float))
+    }
+    if stored:
+        return stored
+    summary = Path(model.label).parent.parent / "evaluation" / "summary.json"
+    if summary.is_file():
+        data = json.loads(summary.read_text(encoding="utf-8"))
+        return {k: v for k, v in data.items() if isinstance(v, (int, float))}
+    return {}
+
+
+def describe(model: LoadedModel) -> str:
+    """Inputs, outputs, processing, training summary, test metrics and Monte Carlo availability."""
+    io, info, details = model.io, model.info, model.details
+    lines = [f"model: {details.get('name', Path(model.label).name)}", f"source: {model.label}"]
+    for key in ("description", "authors", "license", "weights"):
+        if details.get(key):
+            value = details[key]
+            lines.append(f"{key}: {', '.join(value) if isinstance(value, list) else value}")
+    sizes = ", ".join(
+        f"{a}: {s.minimum}" + (f" + k*{s.step}" if s.step else " (fixed)") for a, s in io.sizes.items()
+    )
+    lines += [
+        f"input: axes {io.input_axes} ({', '.join(AXIS_NAMES[a] for a in io.input_axes)}), "
+        f"{io.in_channels} channel(s); sizes {sizes}",
+        "  preprocessing: " + ("; ".join(_op(o) for o in io.preprocessing) or "none"),
+        f"output: axes {io.output_axes}, {io.out_channels} channel(s), {io.output_dtype}; halo "
+        + (", ".join(f"{a}: {h}" for a, h in io.halo.items()) or "none"),
+        "  postprocessing: " + ("; ".join(_op(o) for o in io.postprocessing) or "none"),
+    ]
+    if info is not None and info.task == "classification":
+        lines.append(
+            f"task: classification, {info.num_classes} classes ({', '.join(info.class_names)}); images are "
+            f"resized to {' x '.join(map(str, info.input_size))} px; trained on axes {info.axes}"
+        )
+        lines.append("  writes results.csv: filename, prediction, probability_<class>... (+ MC columns)")
+        if info.input_reference:
+            lines.append(
+                "  input check: atypicality against the training images' statistics (<= ~1: typical)"
+            )
+    elif info is not None:
+        if info.output == "labels":
+            lines.append(f"task: instance (Mask R-CNN), {info.dims}D, trained on axes {info.axes}")
+            lines.append(
+                "  output channels: labels (0 background, 1..N objects) and the score of the owning "
+                "object; writes label images and objects/<name>.csv with each object's score"
+            )
+        else:
+            lines.append(
+                f"task: {info.task}, {info.num_classes} classes, {info.dims}D, trained on axes {info.axes}"
+            )
+        if info.training:
+            lines.append("training: " + ", ".join(f"{k} {v}" for k, v in info.training.items()))
+    metrics = _metrics(model)
+    if metrics:
+        lines.append("test metrics: " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items())))
+    if model.has_mc:
+        dropout = info.dropout if info is not None else "?"
+        lines.append(f"Monte Carlo dropout: available (p = {dropout}); use --mc-samples N (e.g. 20)")
+    else:
+        lines.append(f"Monte Carlo dropout: not available ({model.mc_missing})")
+    return "\n".join(lines)

@@ -1,0 +1,158 @@
+"""Loading a model for inference: an idl PROJECT/model folder, a ``.onnx`` file, or a bioimage.io
+model package (ours or anyone's; see :mod:`idl.infer.runtime.package`)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from idl.infer.core.errors import ModelError
+from idl.infer.core.model_info import METADATA_KEY, ModelInfo
+from idl.infer.runtime.iospec import IOSpec, io_for_info
+from idl.infer.runtime.session import OnnxRunner, Runner
+
+DETERMINISTIC_NAME = "model.onnx"
+PACKAGE_SUFFIX = ".bioimageio.zip"
+RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")
+
+
+def mc_path_for(path: Path) -> Path:
+    """Where the Monte Carlo graph of a deterministic graph lives: ``model.onnx`` -> ``model_mc.onnx``."""
+    return path.with_name(f"{path.stem}_mc{path.suffix}")
+
+
+@dataclass
+class LoadedModel:
+    """A deterministic ONNX graph plus its optional Monte Carlo twin, and how to feed them.
+
+    Sessions open on first use, so Monte Carlo prediction does not also hold the deterministic
+    session in memory. ``info`` is set for idl models (task, classes, training summary) and is
+    ``None`` for other packages, whose outputs idl writes as they come.
+    """
+
+    io: IOSpec
+    weights: Path | bytes
+    label: str
+    info: ModelInfo | None = None
+    mc_weights: Path | bytes | None = None
+    mc_missing: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+    device: str = "auto"
+    _runners: dict[bool, OnnxRunner] = field(default_factory=dict, repr=False)
+
+    @property
+    def has_mc(self) -> bool:
+        return self.mc_weights is not None
+
+    def session(self, mc: bool = False) -> OnnxRunner:
+        """The deterministic (or Monte Carlo) session; raises :class:`ModelError` when there is no
+        Monte Carlo graph."""
+        if mc and self.mc_weights is None:
+            raise ModelError(
+                f"{self.label}: this model has no Monte Carlo dropout graph ({self.mc_missing}). "
+                "Predict without --mc-samples."
+            )
+        if mc not in self._runners:
+            source = self.mc_weights if mc else self.weights
+            assert source is not None
+            self._runners[mc] = OnnxRunner(source, self.device, label=f"{self.label}{' (MC)' if mc else ''}")
+        return self._runners[mc]
+
+    @property
+    def runner(self) -> OnnxRunner:
+        """The deterministic session (network axes, raw output)."""
+        return self.session(False)
+
+    @property
+    def mc_runner(self) -> OnnxRunner:
+        """The Monte Carlo dropout session (network axes, raw output)."""
+        return self.session(True)
+
+    def network(self, mc: bool = False) -> Runner:
+        """A function from idl's ``(N, C, *spatial)`` batches to ``(N, K, *spatial)`` raw outputs."""
+        runner, io = self.session(mc), self.io
+
+        def run(batch: np.ndarray) -> np.ndarray:
+            return io.from_model(runner(io.to_model(batch)))
+
+        return run
+
+
+def resolve_model_path(path: Path) -> Path:
+    """The deterministic ``.onnx`` file behind an idl model folder or file path."""
+    if path.is_dir():
+        candidate = path / DETERMINISTIC_NAME
+        if not candidate.is_file():
+            raise ModelError(
+                f"{path}: no {DETERMINISTIC_NAME} or bioimage.io rdf.yaml in this folder. Pass a trained "
+                "PROJECT/model folder, a .onnx file or a bioimage.io package (.zip, folder or rdf.yaml); "
+                "export one from a checkpoint with idl-export."
+            )
+        return candidate
+    if path.suffix.lower() == ".onnx" and path.is_file():
+        return path
+    if not path.exists():
+        raise ModelError(f"{path}: no such file or folder.")
+    raise ModelError(
+        f"{path}: not a model. Pass a PROJECT/model folder, a .onnx file or a bioimage.io package "
+        "(.zip, folder or rdf.yaml)."
+    )
+
+
+def is_package(path: Path) -> bool:
+    """True for a bioimage.io package: a ``.zip``, an ``rdf.yaml``/``bioimageio.yaml`` or a folder
+    holding one (an idl model folder with its own ``model.onnx`` is loaded as an idl model)."""
+    if path.is_dir():
+        return not (path / DETERMINISTIC_NAME).is_file() and any((path / n).is_file() for n in RDF_NAMES)
+    return path.suffix.lower() == ".zip" or path.name.endswith((".yaml", ".yml"))
+
+
+def remote_hint(text: str) -> str | None:
+    """A message for model sources idl will not download (URLs, DOIs, zoo ids)."""
+    if re.match(r"^(https?|ftp)://", text) or text.startswith("doi:") or re.match(r"^10\.\d{4,}/", text):
+        kind = "a URL" if "://" in text else "a DOI"
+    elif re.fullmatch(r"[a-z]+(-[a-z]+)+(/[\w.]+)?", text):
+        kind = "a bioimage.io model id"
+    else:
+        return None
+    return (
+        f"'{text}' looks like {kind}. idl-predict never downloads models: download the package first "
+        "(on bioimage.io: open the model and choose 'Download' -> zip), then pass the .zip file."
+    )
+
+
+def read_info(runner: OnnxRunner) -> ModelInfo | None:
+    """The :class:`ModelInfo` embedded in an idl ONNX graph, or ``None``."""
+    meta = runner.metadata.get(METADATA_KEY)
+    return None if meta is None else ModelInfo.from_json(meta)
+
+
+def load_onnx_model(path: Path, device: str = "auto") -> LoadedModel:
+    """Open an idl model folder or ``.onnx`` file (bioimage.io packages: :mod:`~idl.infer.runtime.load`)."""
+    onnx_path = resolve_model_path(path)
+    info = read_info(OnnxRunner(onnx_path, "cpu"))  # this session is dropped again
+    if info is None:
+        raise ModelError(
+            f"{onnx_path}: this ONNX file has no idl metadata, so its task, normalization and tiling "
+            "needs are unknown. Use a model trained with idl-train (or exported with idl-export), or a "
+            "bioimage.io package, which describes its network."
+        )
+    mc = mc_path_for(onnx_path)
+    return LoadedModel(
+        io=io_for_info(info),
+        weights=onnx_path,
+        label=str(onnx_path),
+        info=info,
+        mc_weights=mc if mc.is_file() else None,
+        mc_missing=(
+            "Mask R-CNN has no dropout; train with --model unet for Monte Carlo uncertainty"
+            if info.output == "labels"
+            else f"expected {mc.name} next to it; re-export the model with idl-export"
+        ),
+        details={"name": info.name, "source": str(onnx_path)},
+        device=device,
+    )

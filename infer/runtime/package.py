@@ -1,0 +1,348 @@
+"""bioimage.io model packages (zip, folder or rdf.yaml; spec 0.4 or 0.5) for ONNX Runtime inference.
+
+The package's description is read with bioimageio.spec, offline (``perform_io_checks=False``), and
+translated into an :class:`~idl.infer.runtime.iospec.IOSpec`: axes in any order, accepted sizes (minimum and
+step), the output halo, and pre- and post-processing as numpy operations. The ONNX weights (and an
+idl Monte Carlo dropout attachment, when the package has one) are read into memory; nothing is
+downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from idl.infer.core.errors import ModelError
+from idl.infer.core.grid import AxisSize
+from idl.infer.core.model_info import ModelInfo
+from idl.infer.core.processing import (
+    Binarize,
+    Clip,
+    EnsureDtype,
+    FixedZeroMeanUnitVariance,
+    Op,
+    ScaleLinear,
+    ScaleRange,
+    Sigmoid,
+    Softmax,
+    ZeroMeanUnitVariance,
+)
+from idl.infer.runtime.iospec import SPACE, IOSpec, io_for_info
+from idl.infer.runtime.model import RDF_NAMES, LoadedModel
+
+log = logging.getLogger("idl")
+
+MC_CONFIG_HINT = "only packages trained with idl carry one, described under config.idl.mc_dropout"
+
+
+def _rdf_source(path: Path) -> Path:
+    if path.is_dir():
+        for name in RDF_NAMES:
+            if (path / name).is_file():
+                return path / name
+        raise ModelError(
+            f"{path}: no rdf.yaml or bioimageio.yaml in this folder; it is not a bioimage.io package."
+        )
+    return path
+
+
+def read_description(path: Path) -> tuple[Any, str]:
+    """The package's model description (converted to spec 0.5) and the spec version it was written
+    in, read without network access."""
+    from bioimageio.spec import load_model_description
+
+    try:
+        source = _rdf_source(path)
+        original = load_model_description(source, perform_io_checks=False)
+        if str(original.format_version).startswith("0.5"):
+            return original, str(original.format_version)
+        latest = load_model_description(source, format_version="latest", perform_io_checks=False)
+        return latest, str(original.format_version)
+    except ModelError:
+        raise
+    except Exception as exc:
+        text = str(exc).strip().splitlines()
+        detail = "\n".join(text[:12])
+        raise ModelError(f"{path}: not a valid bioimage.io model package:\n{detail}") from exc
+
+
+def _letter(axis: Any, tensor: str) -> str:
+    """idl's letter for a bioimage.io axis (batch, channel, or space x/y/z)."""
+    kind, name = str(axis.type), str(axis.id)
+    if kind == "batch":
+        return "b"
+    if kind == "channel":
+        return "c"
+    if kind == "space" and name in SPACE:
+        return name
+    raise ModelError(
+        f"tensor '{tensor}': axis '{name}' of type {kind} is not supported; idl runs networks with batch, "
+        "channel and x/y/z space axes."
+    )
+
+
+def _axis_letters(tensor: Any) -> dict[str, str]:
+    return {str(a.id): _letter(a, str(tensor.id)) for a in tensor.axes}
+
+
+def _walk(tensor: Any) -> tuple[str, int, list[tuple[str, Any]]]:
+    """A tensor's axis letters, its channel count and its space axes as ``(letter, axis)``."""
+    axes, channels, space = "", 1, []
+    for axis in tensor.axes:
+        letter = _letter(axis, str(tensor.id))
+        axes += letter
+        if letter == "c":
+            channels = len(axis.channel_names)
+        elif letter in SPACE:
+            space.append((letter, axis))
+    return axes, channels, space
+
+
+def _input_layout(tensor: Any) -> tuple[str, int, dict[str, AxisSize]]:
+    """``(axes, channels, sizes per space axis)`` of the input tensor."""
+    from bioimageio.spec.model import v0_5
+
+    axes, channels, space = _walk(tensor)
+    sizes = {}
+    for letter, axis in space:
+        if isinstance(axis.size, int):
+            sizes[letter] = AxisSize(axis.size, 0)
+        elif isinstance(axis.size, v0_5.ParameterizedSize):
+            sizes[letter] = AxisSize(axis.size.min, axis.size.step)
+        else:
+            raise ModelError(
+                f"input axis '{axis.id}': size {axis.size!r} is not supported (use fixed or min/step)."
+            )
+    return axes, channels, sizes
+
+
+def _output_layout(tensor: Any, source: Any) -> tuple[str, int, dict[str, int]]:
+    """``(axes, channels, halo per space axis)``; output space axes must match the input's."""
+    axes, channels, space = _walk(tensor)
+    source_axes = {str(a.id): a for a in source.axes}
+    halo = {}
+    for letter, axis in space:
+        ref = source_axes.get(str(getattr(axis.size, "axis_id", None)))
+        same = ref is not None and _letter(ref, str(source.id)) == letter
+        same = same and getattr(axis.size, "offset", 0) == 0 and float(axis.scale) == float(ref.scale)
+        fixed = isinstance(axis.size, int) and _fixed_size(_axis_named(source, letter)) == axis.size
+        same = same or fixed
+        if not same:
+            raise ModelError(
+                f"output axis '{axis.id}': its size is not the input's (size {axis.size!r}, scale "
+                f"{axis.scale}); idl tiles networks whose output pixels match the input pixels."
+            )
+        halo[letter] = int(getattr(axis, "halo", 0) or 0)
+    return axes, channels, halo
+
+
+def _axis_named(tensor: Any, letter: str) -> Any | None:
+    """The axis of ``tensor`` that idl calls ``letter``."""
+    return next((a for a in tensor.axes if _letter(a, str(tensor.id)) == letter), None)
+
+
+def _fixed_size(axis: Any | None) -> int | None:
+    return axis.size if axis is not None and isinstance(axis.size, int) else None
+
+
+def _batch_limit(tensor: Any) -> int:
+    """How many tiles the network takes per call: 1 without a batch axis or with a fixed batch of 1."""
+    axis = next((a for a in tensor.axes if str(a.type) == "batch"), None)
+    if axis is None:
+        return 1
+    return int(axis.size) if isinstance(getattr(axis, "size", None), int) else 0
+
+
+def _letters(ids: Any, letters: dict[str, str]) -> str | None:
+    if ids is None:
+        return None
+    return "".join(letters[str(i)] for i in ids if str(i) in letters)
+
+
+def _processing(step: Any, letters: dict[str, str], tensor: str) -> Op:
+    """One bioimage.io processing step as an idl :class:`Op`."""
+    name, kw = str(step.id), getattr(step, "kwargs", None)
+    axis = letters.get(str(getattr(kw, "axis", None)))
+    if name == "ensure_dtype":
+        return EnsureDtype(str(kw.dtype))
+    if name == "sigmoid":
+        return Sigmoid()
+    if name == "softmax":
+        return Softmax(letters.get(str(kw.axis), "c"))
+    if name == "binarize":
+        return Binarize(_values(kw.threshold), axis)
+    if name == "clip":
+        if getattr(kw, "min_percentile", None) is not None or getattr(kw, "max_percentile", None) is not None:
+            raise ModelError(f"tensor '{tensor}': clip by percentiles is not supported.")
+        return Clip(kw.min, kw.max)
+    if name == "scale_linear":
+        return ScaleLinear(_values(kw.gain), _values(kw.offset), axis)
+    if name == "fixed_zero_mean_unit_variance":
+        return FixedZeroMeanUnitVariance(_values(kw.mean), _values(kw.std), axis, kw.eps)
+    if name == "zero_mean_unit_variance":
+        return ZeroMeanUnitVariance(_letters(kw.axes, letters), kw.eps)
+    if name == "scale_range":
+        if kw.reference_tensor is not None and str(kw.reference_tensor) != tensor:
+            raise ModelError(
+                f"tensor '{tensor}': scale_range with the statistics of tensor '{kw.reference_tensor}' is "
+                "not supported."
+            )
+        return ScaleRange(_letters(kw.axes, letters), kw.min_percentile, kw.max_percentile, kw.eps)
+    raise ModelError(
+        f"tensor '{tensor}': processing step '{name}' is not supported by idl-predict (supported: "
+        "zero_mean_unit_variance, fixed_zero_mean_unit_variance, scale_range, scale_linear, clip, sigmoid, "
+        "softmax, binarize, ensure_dtype)."
+    )
+
+
+def _values(value: Any) -> float | tuple[float, ...]:
+    return tuple(float(v) for v in value) if isinstance(value, (list, tuple)) else float(value)
+
+
+def _read(descr: Any, label: str) -> bytes:
+    """The bytes of a file in the package; files named by URL are refused (idl never downloads)."""
+    if str(descr.source).startswith(("http://", "https://", "ftp://")):
+        raise ModelError(
+            f"{label}: the package refers to {descr.source} instead of holding the file. idl never "
+            "downloads: get the complete package as a .zip (on bioimage.io: 'Download' -> zip)."
+        )
+    try:
+        return descr.get_reader().read()
+    except Exception as exc:
+        raise ModelError(f"{label}: cannot read {descr.source} from the package ({exc}).") from exc
+
+
+def _attachment(descr: Any, name: str) -> Any | None:
+    for item in descr.attachments or ():
+        if Path(str(item.source)).name == name:
+            return item
+    return None
+
+
+def io_from_description(descr: Any, pad_input: bool = True) -> IOSpec:
+    """Translate a spec 0.5 model description into an :class:`IOSpec` (one input, one output).
+
+    With ``pad_input`` the input is padded by the output halo (the tensor's ``pad`` mode, symmetric by
+    default) before preprocessing, as bioimage.io tools do.
+    """
+    if len(descr.inputs) != 1 or len(descr.outputs) != 1:
+        raise ModelError(
+            f"the package has {len(descr.inputs)} input(s) and {len(descr.outputs)} output(s); "
+            "idl-predict runs packages with one input and one output."
+        )
+    source, target = descr.inputs[0], descr.outputs[0]
+    input_axes, in_channels, sizes = _input_layout(source)
+    output_axes, out_channels, halo = _output_layout(target, source)
+    missing = sorted(set(sizes) - set(halo))
+    # an image classifier: one fixed-size image in, one value per class out (no tiling, no halo)
+    classifier = bool(sizes) and not halo and all(size.step == 0 for size in sizes.values())
+    if missing and not classifier:
+        raise ModelError(
+            f"the output '{target.id}' lacks the input's space axes {', '.join(missing)}; idl-predict runs "
+            "image-to-image networks and classifiers of fixed-size images (a classifier with a "
+            "variable input size is not supported)."
+        )
+    in_letters, out_letters = _axis_letters(source), _axis_letters(target)
+    pad_mode = str(getattr(getattr(source, "pad", None), "mode", "symmetric"))
+    return IOSpec(
+        input_axes=input_axes,
+        output_axes=output_axes,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        sizes=sizes,
+        halo=halo,
+        preprocessing=tuple(_processing(p, in_letters, str(source.id)) for p in source.preprocessing),
+        postprocessing=tuple(_processing(p, out_letters, str(target.id)) for p in target.postprocessing),
+        output_dtype=str(target.dtype),
+        input_pad=pad_mode if pad_input and any(halo.values()) else None,
+        max_batch=_batch_limit(source),
+        input_pad_value=float(getattr(getattr(source, "pad", None), "value", 0.0) or 0.0),
+    )
+
+
+WEIGHT_FORMATS = (
+    "onnx",
+    "pytorch_state_dict",
+    "torchscript",
+    "keras_hdf5",
+    "keras_v3",
+    "tensorflow_saved_model_bundle",
+    "tensorflow_js",
+)
+
+
+def weight_formats(descr: Any) -> list[str]:
+    """The weight formats a package ships."""
+    return [f for f in WEIGHT_FORMATS if getattr(descr.weights, f, None) is not None]
+
+
+def package_details(descr: Any, idl: dict[str, Any]) -> dict[str, Any]:
+    """What ``idl-predict --info`` shows about a package."""
+    return {
+        "name": str(descr.name),
+        "description": str(descr.description),
+        "authors": [str(a.name) for a in descr.authors],
+        "license": str(descr.license),
+        "weights": weight_formats(descr),
+        "test_metrics": idl.get("test_metrics", {}),
+        "training": idl.get("model_info", {}).get("training", {}),
+        "channel_names": _output_channel_names(descr),
+    }
+
+
+def _output_channel_names(descr: Any) -> list[str]:
+    """Names of the first output's channels (a classifier's classes), if it has a channel axis."""
+    axis = (
+        next((a for a in descr.outputs[0].axes if str(a.type) == "channel"), None) if descr.outputs else None
+    )
+    return [str(n) for n in getattr(axis, "channel_names", None) or []]
+
+
+def _model_info(idl: dict[str, Any], path: Path) -> ModelInfo | None:
+    """The :class:`ModelInfo` of a package written by idl (``config.idl.model_info``), or ``None``."""
+    if "model_info" not in idl:
+        return None
+    try:
+        return ModelInfo.from_json(json.dumps(idl["model_info"]))
+    except (TypeError, ValueError) as exc:
+        raise ModelError(
+            f"{path}: config.idl.model_info is malformed ({exc}); re-export the package."
+        ) from exc
+
+
+def load_package(path: Path, device: str = "auto") -> LoadedModel:
+    """Open a bioimage.io package with ONNX weights for tiled prediction."""
+    descr, version = read_description(path)
+    if descr.weights.onnx is None:
+        formats = weight_formats(descr)
+        raise ModelError(
+            f"{path}: this package has no ONNX weights (it has {', '.join(formats)}). idl-predict runs ONNX "
+            "only: convert the weights first (bioimageio.core's weight converters, e.g. "
+            "'bioimageio.core.weight_converters.pytorch_to_onnx'), or ask the author for an ONNX export."
+        )
+    idl = dict(getattr(descr.config, "idl", None) or {})
+    info = _model_info(idl, path)
+    # idl's own packages run exactly as the model folder they came from (same sizes, no halo padding);
+    # other packages as bioimage.io tools run them: bioimageio.core pads the input of spec 0.5 models
+    # by the halo before preprocessing, and does not pad 0.4 ones.
+    io = io_for_info(info) if info is not None else io_from_description(descr, version.startswith("0.5"))
+    mc_weights, missing = None, f"this package has no Monte Carlo dropout graph; {MC_CONFIG_HINT}"
+    mc = idl.get("mc_dropout")
+    if mc:
+        item = _attachment(descr, str(mc.get("file", "")))
+        if item is None:
+            missing = f"config.idl.mc_dropout names '{mc.get('file')}', but no such attachment exists"
+        else:
+            mc_weights = _read(item, str(path))
+    return LoadedModel(
+        io=io,
+        weights=_read(descr.weights.onnx, str(path)),
+        label=str(path),
+        info=info,
+        mc_weights=mc_weights,
+        mc_missing=missing,
+        details={**package_details(descr, idl), "source": str(path), "mc_dropout": mc or None},
+        device=device,
+    )

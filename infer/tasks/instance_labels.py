@@ -1,0 +1,100 @@
+"""Instance ground truth and output: label images (0 background, 1..N one value per object, uint16).
+
+- :func:`binary_to_labels`: connected components of a binary mask; with ``split_touching`` the
+  components are cut along the valleys of their distance transform (a watershed from its peaks), so
+  touching round objects become separate objects (one mask per object: :func:`~idl.infer.io.images.
+  masks_to_labels`; the Kaggle DSB2018 layout: :mod:`idl.infer.datasets.dsb2018`);
+- the U-Net's three-class target (background, interior, boundary) and labels from its probabilities;
+- a table of the objects of a label image.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from scipy import ndimage
+
+log = logging.getLogger("idl")
+
+
+def binary_to_labels(mask: np.ndarray, split_touching: bool = False, min_distance: int = 3) -> np.ndarray:
+    """Label image (uint16, 0 background) of the non-zero pixels of ``mask`` (2D or 3D).
+
+    Objects are the connected components (pixels touching by a side or a corner). With
+    ``split_touching`` each component is cut by a watershed of its distance transform from the
+    transform's local maxima at least ``min_distance`` pixels apart.
+    """
+    from skimage.feature import peak_local_max
+    from skimage.measure import label
+    from skimage.segmentation import watershed
+
+    foreground = np.asarray(mask) > 0
+    components = label(foreground)
+    if not split_touching or components.max() == 0:
+        return components.astype(np.uint16)
+    distance = ndimage.distance_transform_edt(foreground)
+    peaks = peak_local_max(distance, min_distance=min_distance, labels=components, exclude_border=False)
+    markers = np.zeros(foreground.shape, np.int32)
+    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    # components without a peak (too thin for min_distance) keep one marker of their own
+    missing = np.setdiff1d(np.unique(components[foreground]), np.unique(components[markers > 0]))
+    for i, component in enumerate(missing, start=len(peaks) + 1):
+        markers[tuple(np.argwhere(components == component)[0])] = i
+    split = watershed(-distance, markers, mask=foreground)
+    return split.astype(np.uint16)
+
+
+INSTANCE_CLASSES = ("background", "interior", "boundary")
+
+
+def instance_target(labels: np.ndarray) -> np.ndarray:
+    """The U-Net instance model's training target from a label image: 0 background, 1 object
+    interior, 2 object boundary (an object's own pixels next to the background or another object),
+    so that touching objects are separated by their boundaries."""
+    from skimage.segmentation import find_boundaries
+
+    target = (labels > 0).astype(np.uint8)
+    target[find_boundaries(labels, mode="inner") & (labels > 0)] = 2
+    return target
+
+
+def labels_from_probabilities(probabilities: np.ndarray, min_size: int = 4) -> np.ndarray:
+    """Label image (uint32 when more than 65535 objects, else uint16) from the instance U-Net's
+    ``(3, ...)`` probabilities: seeds are the connected interiors (p > 0.5, at least ``min_size``
+    pixels), grown by a watershed on the interior probability over the foreground (1 - p_background
+    > 0.5), so boundary pixels go to the object they border."""
+    from skimage.measure import label
+    from skimage.segmentation import watershed
+
+    interior = probabilities[1]
+    foreground = probabilities[0] < 0.5
+    seeds = label(interior > 0.5)
+    small = np.bincount(seeds.ravel()) < min_size
+    small[0] = False
+    seeds[small[seeds]] = 0  # specks are no objects
+    labels = watershed(-interior, seeds, mask=foreground)
+    return labels.astype(label_dtype(int(labels.max())))
+
+
+def label_dtype(count: int) -> type:
+    """uint16 labels, or uint32 beyond 65 535 objects."""
+    return np.uint16 if count <= np.iinfo(np.uint16).max else np.uint32
+
+
+def objects_table(
+    labels: np.ndarray, uncertainty: np.ndarray | None = None, scores: np.ndarray | None = None
+):
+    """One row per object: label, area (pixels), centroid, and with Monte Carlo dropout the mean
+    pixel uncertainty inside the object; for Mask R-CNN its detection score (pandas DataFrame)."""
+    import pandas as pd
+    from skimage.measure import regionprops_table
+
+    table = pd.DataFrame(regionprops_table(labels, properties=["label", "area", "centroid"]))
+    axes = "zyx"[-labels.ndim :]
+    table = table.rename(columns={f"centroid-{i}": f"centroid_{a}" for i, a in enumerate(axes)})
+    for name, values in (("score", scores), ("uncertainty_mean", uncertainty)):
+        if values is not None:
+            means = regionprops_table(labels, intensity_image=values, properties=["intensity_mean"])
+            table[name] = means["intensity_mean"]
+    return table

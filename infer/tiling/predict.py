@@ -1,0 +1,505 @@
+"""Tiled prediction with ONNX Runtime: probabilities, masks and Monte Carlo uncertainty.
+
+Memory stays bounded by the tile batch plus the output arrays: the image is normalized tile by tile
+with whole-image percentiles, and each tile writes only the region it owns (see :mod:`idl.infer.core.grid`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from idl.infer.core.axes import match_channels
+from idl.infer.core.errors import DataError, IdlError
+from idl.infer.core.grid import AxisSize, Tile, smallest_tile, tile_grid
+from idl.infer.core.processing import apply_ops, fit_ops, network_tile, split_pointwise
+from idl.infer.core.project import (
+    IMAGE_SUFFIXES,
+    OBJECTS_DIR,
+    PROBABILITY_DIR,
+    UNCERTAINTY_DIR,
+    is_image_file,
+)
+from idl.infer.io.images import atomic_path, read_channels_last, read_image, write_tiff
+from idl.infer.io.lazy import is_lazy, open_channels_last
+from idl.infer.io.omezarr import ZarrSink, image_stem, is_zarr, write_ome_zarr
+from idl.infer.io.sinks import ChannelView, TiffSink
+from idl.infer.runtime.iospec import IOSpec
+from idl.infer.runtime.model import LoadedModel
+from idl.infer.runtime.session import Runner
+from idl.infer.tasks.postprocess import otsu_threshold, probability_histogram, to_mask
+from idl.infer.tasks.uncertainty import SampleMoments
+
+log = logging.getLogger("idl")
+
+DEFAULT_TILE = {2: 512, 3: 128}
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How to run a model over images (defaults suit a CPU lab PC)."""
+
+    tile_size: int | None = None  # None: 512 px for 2D, 128 voxels for 3D
+    overlap: float | None = None  # fraction of a tile shared with each neighbour; None: the model's halo
+    batch_size: int = 1
+    mc_samples: int = 0
+    threshold: str | float = "otsu"
+    progress: bool = True
+    # images larger than this are predicted out of core: read window by window (when the file allows
+    # it) and written tile by tile into memory-mapped TIFFs; smaller ones are predicted in memory
+    out_of_core_bytes: int = 64 * 2**20
+    out_format: str = "tif"  # "tif" (TIFF files) or "zarr" (OME-Zarr folders)
+
+    @property
+    def suffix(self) -> str:
+        """File name ending of the outputs."""
+        return ".ome.zarr" if self.out_format == "zarr" else ".tif"
+
+    def __post_init__(self) -> None:
+        if self.overlap is not None and not 0.0 <= self.overlap < 1.0:
+            raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
+        if (self.tile_size is not None and self.tile_size < 1) or self.batch_size < 1 or self.mc_samples < 0:
+            raise ValueError("tile size and batch size must be >= 1 and mc samples >= 0")
+        if self.mc_samples == 1:
+            raise ValueError("Monte Carlo dropout needs at least 2 samples (or 0 to switch it off)")
+        if self.out_format not in ("tif", "zarr"):
+            raise ValueError(f"output format must be tif or zarr, got {self.out_format}")
+
+    def tile_for(self, dims: int) -> int:
+        """Tile side for 2D or 3D images."""
+        return self.tile_size if self.tile_size is not None else DEFAULT_TILE.get(dims, 512)
+
+    def halo(self, model_halo: int, tile: int) -> int:
+        """Context kept on each side of a tile's owned region, in pixels.
+
+        ``overlap`` is the fraction of a tile shared with its neighbour, i.e. twice the halo; by default
+        the halo the model recommends (its effective receptive field) is used.
+        """
+        if self.overlap is None:
+            return model_halo
+        return round(self.overlap * tile / 2)
+
+
+@dataclass
+class Prediction:
+    """Result for one image: ``(K, *spatial)`` probabilities (or a package's output), a class map
+    (idl segmentation models only) and optional uncertainty."""
+
+    probabilities: np.ndarray
+    mask: np.ndarray | None
+    uncertainty: np.ndarray | None
+    threshold: float | None
+    scores: np.ndarray | None = None  # Mask R-CNN: the detection score of the object owning each pixel
+
+
+def _batched(items: Sequence[Tile], size: int) -> Iterable[list[Tile]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def _per_axis(value: int | Sequence[int], n: int) -> tuple[int, ...]:
+    return (value,) * n if isinstance(value, int) else tuple(value)
+
+
+def predict_probabilities(
+    run: Runner,
+    image: np.ndarray,
+    io: IOSpec,
+    tile_size: int | Sequence[int],
+    halo: int | Sequence[int] | None = None,
+    batch_size: int = 1,
+    samples: int = 0,
+    progress: bool = False,
+    output: Any = None,
+    uncertainty_out: Any = None,
+) -> tuple[Any, Any]:
+    """Run a network over a raw channels-last image (``io.image_axes``), tile by tile.
+
+    ``image`` may be read lazily (see :mod:`idl.infer.io.lazy`); ``output`` and ``uncertainty_out``
+    may be given as array-likes to write into (e.g. memory-mapped files) instead of new arrays.
+
+    ``run`` maps a ``(N, C, *spatial)`` batch to the network's raw ``(N, K, *spatial)`` output. Tiles
+    are pre-processed with statistics of the whole image; outputs are post-processed per tile (and per
+    Monte Carlo sample) as far as that is pointwise, the rest on the assembled output. ``halo``
+    defaults to the network's own. Returns ``(output (K, *spatial), uncertainty (*spatial) or None)``.
+    With ``samples >= 2`` every tile is predicted ``samples`` times (``run`` must be a Monte Carlo
+    graph) and the mean and InstantDL's uncertainty are returned; batches then hold copies of one tile.
+    """
+    spatial, image_axes, batch_axes = io.spatial, io.image_axes, io.batch_axes
+    if image.ndim - 1 != len(spatial):
+        raise DataError(f"the network expects {len(spatial)}D images ({image_axes}), got shape {image.shape}")
+    original = image.shape[:-1]
+    if io.input_pad is not None and is_lazy(image):
+        log.warning("this package pads its input by the halo: reading the whole image into memory")
+        image = np.asarray(image[tuple(slice(None) for _ in image.shape)])
+    if io.input_pad is not None:
+        widths = [(io.halo_of(a), io.halo_of(a)) for a in spatial] + [(0, 0)]
+        extra = {"constant_values": io.input_pad_value} if io.input_pad == "constant" else {}
+        image = np.pad(image, widths, mode=io.input_pad, **extra)
+    shape = image.shape[:-1]
+    halos = tuple(io.halo_of(a) for a in spatial) if halo is None else _per_axis(halo, len(spatial))
+    tiles = tile_grid(shape, _per_axis(tile_size, len(spatial)), halos, [io.sizes[a] for a in spatial])
+    pre = fit_ops(io.preprocessing, image, image_axes)
+    head, tail = split_pointwise(io.postprocessing)
+
+    def network_input(tile: Tile) -> np.ndarray:
+        return network_tile(image, tile.window, pre, image_axes)
+
+    def network_output(batch: np.ndarray) -> np.ndarray:
+        return apply_ops(head, run(batch), batch_axes)
+
+    if output is not None and (io.input_pad is not None or split_pointwise(io.postprocessing)[1]):
+        raise IdlError(
+            "this package pads its input or post-processes with statistics of the whole output; that needs "
+            "the image in memory, but it is read lazily. Save it as a compressed TIFF to predict it."
+        )
+    uncertainty = (
+        (uncertainty_out if uncertainty_out is not None else np.empty(shape, np.float32)) if samples else None
+    )
+    bar = tqdm(total=len(tiles), unit="tile", disable=not progress, leave=False)
+    for chunk in _batched(tiles, 1 if samples else batch_size):
+        if samples:
+            x = network_input(chunk[0])
+            owned = (slice(None), slice(None), *chunk[0].owned_in_tile)
+            moments: SampleMoments | None = None
+            for start in range(0, samples, batch_size):
+                out = network_output(np.repeat(x[np.newaxis], min(batch_size, samples - start), axis=0))[
+                    owned
+                ]
+                if moments is None:
+                    moments = SampleMoments.zeros(out.shape[1:])
+                moments.add(out)
+            assert moments is not None and uncertainty is not None
+            regions = [moments.mean()]
+            spread = moments.std() if io.uncertainty == "std" else moments.uncertainty()
+            uncertainty[chunk[0].owned] = spread
+        else:
+            out = network_output(np.stack([network_input(t) for t in chunk]))
+            regions = [o[(slice(None), *t.owned_in_tile)] for t, o in zip(chunk, out, strict=True)]
+        for tile, region in zip(chunk, regions, strict=True):
+            if output is None:
+                output = np.empty((region.shape[0], *shape), np.float32)
+            output[(slice(None), *tile.owned)] = region
+        bar.update(len(chunk))
+    bar.close()
+    assert output is not None
+    if io.input_pad is not None:  # crop the padding back off
+        crop = tuple(slice(io.halo_of(a), io.halo_of(a) + n) for a, n in zip(spatial, original, strict=True))
+        output = output[(slice(None), *crop)]
+        uncertainty = None if uncertainty is None else uncertainty[crop]
+    if tail:
+        output_axes = "c" + spatial
+        output = apply_ops(fit_ops(tail, output, output_axes), output, output_axes).astype(np.float32)
+    return output, uncertainty
+
+
+def load_input(path: Path, axes: str | None, io: IOSpec, lazy: bool = False) -> Any:
+    """Read an image as channels-last (``io.image_axes``), checking it fits the network's channels.
+
+    With ``lazy``, files that can be read window by window (uncompressed or multi-page TIFF, .npy)
+    are opened without loading them. A 2D image given to a 3D network works when the network takes
+    single planes (z fixed at 1); otherwise the error says that the network wants a volume.
+    """
+    try:
+        reader = open_channels_last if lazy else read_channels_last
+        image, resolved, guessed = reader(path, axes, io.spatial)
+    except DataError:
+        if io.spatial != "zyx" or (axes is not None and "z" in axes.lower()):
+            raise
+        image, resolved, guessed = read_channels_last(path, axes, "yx")  # a plane?
+        if io.sizes["z"] != AxisSize(1, 0):
+            raise DataError(
+                f"{path}: the model is 3D (zyx) and needs a volume, but this is a 2D image "
+                f"(shape {read_image(path).shape}). Pass a z-stack, or --axes if the axes were misread."
+            ) from None
+        image = image[np.newaxis]
+    if guessed:
+        log.info("%s: guessed axes '%s' (pass --axes to set them)", path.name, resolved)
+    if image.shape[-1] != io.in_channels and not is_lazy(image):
+        matched = match_channels(image, io.in_channels)
+        if matched.shape[-1] == io.in_channels:
+            log.info(
+                "%s: %d channel(s) given to a model of %d: %s",
+                path.name,
+                image.shape[-1],
+                io.in_channels,
+                "the grey image is repeated"
+                if io.in_channels == 3
+                else "its equal channels are taken as one",
+            )
+            image = matched
+    if image.shape[-1] != io.in_channels:
+        raise DataError(
+            f"{path}: has {image.shape[-1]} channel(s) (axes '{resolved}') but the model "
+            f"expects {io.in_channels}. Pass the right --axes or convert the image."
+        )
+    return image
+
+
+def _check_tiles(io: IOSpec, shape: tuple[int, ...], tile: int, halos: tuple[int, ...]) -> None:
+    """Refuse tiles too small for the halo with advice (instead of the tiler's bare error)."""
+    for axis, size, halo in zip(io.spatial, shape, halos, strict=True):
+        rule = io.sizes[axis]
+        padded = size + (2 * io.halo_of(axis) if io.input_pad else 0)
+        length = min(rule.at_most(tile), rule.at_least(padded))
+        smallest = smallest_tile(halo, rule)
+        if length >= smallest or length >= rule.at_least(padded):
+            continue
+        if rule.step == 0:
+            raise IdlError(
+                f"the model takes a fixed size of {rule.minimum} along {axis}, which leaves no room for "
+                f"{halo} px of context on both sides; use --overlap 0 or a smaller --overlap."
+            )
+        raise IdlError(
+            f"--tile-size {tile} is too small along {axis}: each tile needs {halo} px of context on "
+            f"both sides. Use --tile-size {smallest} or more, or a smaller --overlap."
+        )
+
+
+def _halos(model: LoadedModel, options: PredictOptions, tile: int) -> tuple[int, ...]:
+    """Tile halos: the model's own, or ``--overlap``; a package that declares no halo still gets an
+    eighth of the tile, so tiles never meet without context (whole-image results need it)."""
+    io = model.io
+    declared = [io.halo_of(a) for a in io.spatial]
+    if options.overlap is None and model.info is None and not any(declared):
+        fallback = max(io.sizes[a].align for a in io.spatial) * max(
+            1, tile // 8 // max(io.sizes[a].align for a in io.spatial)
+        )
+        log.info(
+            "the package declares no halo: tiles overlap by %d px (set --overlap to change)", 2 * fallback
+        )
+        return tuple(fallback for _ in io.spatial)
+    return tuple(options.halo(h, tile) for h in declared)
+
+
+def predict_image(model: LoadedModel, image: np.ndarray, options: PredictOptions) -> Prediction:
+    """Predict one channels-last image with a loaded model.
+
+    idl models give class masks (Otsu or a fixed threshold, or arg-max); other packages give their
+    post-processed output, and ``mask`` is ``None``.
+    """
+    io = model.io
+    tile = options.tile_for(len(io.spatial))
+    halos = _halos(model, options, tile)
+    _check_tiles(io, image.shape[:-1], tile, halos)
+    if model.info is not None and model.info.output == "labels":
+        from idl.infer.tiling.objects import predict_instance_tiles
+
+        if options.mc_samples:
+            model.session(mc=True)  # raises: Mask R-CNN has no Monte Carlo graph
+        labels, scores = predict_instance_tiles(model.network(), image, io, tile, halos[0], options.progress)
+        return Prediction(scores[np.newaxis], labels, None, None, scores)
+    batch = min(options.batch_size, io.max_batch) if io.max_batch else options.batch_size
+    try:
+        output, uncertainty = predict_probabilities(
+            model.network(mc=options.mc_samples > 0),
+            image,
+            io,
+            tile,
+            halos,
+            batch,
+            options.mc_samples,
+            options.progress,
+        )
+    except ValueError as exc:  # tiling arithmetic the checks above did not foresee
+        raise IdlError(f"cannot tile this image for the model: {exc}") from exc
+    if model.info is not None and model.info.task == "instance":
+        from idl.infer.tasks.instance_labels import labels_from_probabilities
+
+        return Prediction(output, labels_from_probabilities(output), uncertainty, None)
+    if model.info is None or model.info.task != "semantic":
+        return Prediction(output, None, uncertainty, None)
+    mask, threshold = to_mask(output, options.threshold)
+    return Prediction(output, mask, uncertainty, threshold)
+
+
+def collect_inputs(inputs: Sequence[str | Path]) -> list[Path]:
+    """Expand files and folders into a sorted list of image files with unique names."""
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        if is_zarr(item):
+            files.append(item)
+        elif item.is_dir():
+            found = sorted(p for p in item.iterdir() if is_image_file(p))
+            if not found:
+                raise DataError(f"{item}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder.")
+            files.extend(found)
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise DataError(f"{item}: no such file or folder.")
+    stems: dict[str, Path] = {}
+    for f in files:
+        stem = image_stem(f)
+        if stem in stems:
+            raise DataError(f"{f} and {stems[stem]} would both be written as {stem}; rename one of them.")
+        stems[stem] = f
+    return files
+
+
+def _output_image(model: LoadedModel, result: Prediction) -> np.ndarray:
+    """What is written as the prediction: the class mask, or a package's output (channel axis first,
+    dropped when there is one channel) in the dtype the package declares."""
+    if result.mask is not None:
+        return result.mask
+    output = result.probabilities
+    if output.shape[0] == 1:
+        output = output[0]
+    return output.astype(model.io.output_dtype, copy=False)
+
+
+def _predict_out_of_core(
+    model: LoadedModel,
+    image: Any,
+    name: str,
+    out_dir: Path,
+    options: PredictOptions,
+    save_probabilities: bool,
+) -> tuple[Path, float | None]:
+    """Predict a lazily read image with every output written tile by tile into TIFF files (or
+    OME-Zarr), so memory follows the tiles, not the image. Returns the prediction's path and the
+    threshold."""
+    io, info = model.io, model.info
+    shape, k, ext = image.shape[:-1], io.out_channels, options.suffix
+    semantic = info is not None and info.task == "semantic"
+    if semantic:  # probabilities first (kept only when asked for), then the mask
+        hidden = out_dir / f".{name}.prob{ext}"
+        target = out_dir / PROBABILITY_DIR / f"{name}{ext}" if save_probabilities else hidden
+    else:
+        target = out_dir / f"{name}{ext}"
+
+    def sink(path: Path, sink_shape: tuple[int, ...], dtype: Any) -> Any:
+        if options.out_format == "zarr":
+            return ZarrSink(
+                path, sink_shape, dtype, ("c" if len(sink_shape) > len(shape) else "") + io.spatial
+            )
+        return TiffSink(path, sink_shape, dtype)
+
+    values = sink(target, shape if k == 1 else (k, *shape), np.float32)
+    sinks = [values]
+    uncertainty = None
+    try:
+        if options.mc_samples:
+            uncertainty = sink(out_dir / UNCERTAINTY_DIR / f"{name}{ext}", shape, np.float32)
+            sinks.append(uncertainty)
+        tile = options.tile_for(len(io.spatial))
+        halos = _halos(model, options, tile)
+        _check_tiles(io, shape, tile, halos)
+        predict_probabilities(
+            model.network(mc=options.mc_samples > 0),
+            image,
+            io,
+            tile,
+            halos,
+            min(options.batch_size, io.max_batch) if io.max_batch else options.batch_size,
+            options.mc_samples,
+            options.progress,
+            output=ChannelView(values) if k == 1 else values,
+            uncertainty_out=uncertainty,
+        )
+        threshold = None
+        if semantic:
+            mask = sink(out_dir / f"{name}{ext}", shape, np.uint8)
+            sinks.append(mask)
+            if k == 1:
+                threshold = options.threshold
+                if threshold == "otsu":
+                    counts = sum(probability_histogram(block) for _, block in values.blocks())
+                    threshold = otsu_threshold(counts=counts)
+                for window, block in values.blocks():
+                    mask[window] = (block > threshold).astype(np.uint8)
+            else:
+                for start in range(shape[0]):
+                    mask[start] = np.argmax(values[:, start], axis=0).astype(np.uint8)
+            mask.close()
+        if save_probabilities or not semantic:
+            values.close()
+        else:
+            values.discard()
+        if uncertainty is not None:
+            uncertainty.close()
+    except BaseException:
+        for sink in sinks:
+            sink.discard()
+        raise
+    return out_dir / f"{name}{ext}", threshold
+
+
+def _write_objects(path: Path, result: Prediction) -> Path:
+    """``objects/<name>.csv``: label, area, centroid and (with MC) mean uncertainty per object."""
+    from idl.infer.tasks.instance_labels import objects_table
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        objects_table(result.mask, result.uncertainty, result.scores).to_csv(
+            tmp, index=False, float_format="%.6g"
+        )
+    return path
+
+
+def _write(path: Path, array: np.ndarray, options: PredictOptions, io: IOSpec) -> Path:
+    """Write one output in the chosen format (OME-Zarr axes: the spatial ones, c first if present)."""
+    if options.out_format == "zarr":
+        axes = ("c" if array.ndim > len(io.spatial) else "") + io.spatial
+        return write_ome_zarr(path, array, axes)
+    return write_tiff(path, array)
+
+
+def predict_files(
+    model: LoadedModel,
+    inputs: Sequence[Path],
+    out_dir: Path,
+    options: PredictOptions,
+    axes: str | None = None,
+    save_probabilities: bool = False,
+) -> list[Path]:
+    """Predict every input file and write ``out_dir/<name>.tif`` (+ uncertainty, probabilities)."""
+    written = []
+    for path in tqdm(inputs, unit="image", disable=not options.progress or len(inputs) < 2):
+        image = load_input(path, axes, model.io, lazy=True)
+        instance = model.info is not None and model.info.task == "instance"
+        whole_image_needed = (
+            instance or model.io.input_pad is not None or bool(split_pointwise(model.io.postprocessing)[1])
+        )
+        if is_lazy(image) and whole_image_needed and image.nbytes > options.out_of_core_bytes:
+            log.warning(
+                "%s: %s, so the image is predicted in memory",
+                path.name,
+                "instance labels are made from the whole probability map"
+                if instance
+                else "this package pads its input or post-processes with statistics of the whole output",
+            )
+        if is_lazy(image) and (image.nbytes <= options.out_of_core_bytes or whole_image_needed):
+            image = np.asarray(image[tuple(slice(None) for _ in image.shape)])
+        if is_lazy(image):
+            target, threshold = _predict_out_of_core(
+                model, image, image_stem(path), out_dir, options, save_probabilities
+            )
+            written.append(target)
+            note = f" (threshold {threshold:.3f})" if isinstance(threshold, float) else ""
+            log.info("%s -> %s, written tile by tile%s", path.name, target.name, note)
+            continue
+        result = predict_image(model, image, options)
+        stem, ext = image_stem(path), options.suffix
+        written.append(_write(out_dir / f"{stem}{ext}", _output_image(model, result), options, model.io))
+        if result.uncertainty is not None:
+            _write(out_dir / UNCERTAINTY_DIR / f"{stem}{ext}", result.uncertainty, options, model.io)
+        if instance:
+            _write_objects(out_dir / OBJECTS_DIR / f"{stem}.csv", result)
+        if save_probabilities and result.mask is not None:
+            _write(out_dir / PROBABILITY_DIR / f"{stem}{ext}", result.probabilities, options, model.io)
+        log.info(
+            "%s -> %s%s",
+            path.name,
+            written[-1].name,
+            f" (threshold {result.threshold:.3f})" if result.threshold is not None else "",
+        )
+    return written
