@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
 import sys
 from collections.abc import Callable
@@ -22,6 +23,20 @@ def setup_logging(quiet: bool = False) -> None:
         stream=sys.stderr,
         force=True,
     )
+
+
+TRAIN_EXTRAS = ("torch", "torchvision", "onnx", "mlflow")
+
+
+def require_training_extras(command: str) -> None:
+    """Stop ``command`` with an install hint when the ``[train]`` extras are missing (the lab-PC
+    install, ``pip install idl-toolkit``, has only what idl-predict needs)."""
+    missing = [m for m in TRAIN_EXTRAS if importlib.util.find_spec(m) is None]
+    if missing:
+        raise IdlError(
+            f"{command} needs the training extras; not installed: {', '.join(missing)}. Install them with "
+            "pip install 'idl-toolkit[train]' (idl-predict, idl-evaluate and idl-labels work without them)."
+        )
 
 
 def user_errors(func: F) -> F:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from idl.cli.common import setup_logging, user_errors
+from idl.cli.common import require_training_extras, setup_logging, user_errors
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -44,6 +44,7 @@ def main(
     """Export CHECKPOINT (best.pt or last.pt from idl-train) to ONNX, checked against torch, and to a
     bioimage.io package validated with bioimageio.core."""
     setup_logging(quiet)
+    require_training_extras("idl-export")
     from idl.export.bioimageio import PackageRequest, export_package, package_path
     from idl.export.onnx import export_onnx
     from idl.infer.core.errors import IdlError

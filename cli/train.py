@@ -6,7 +6,13 @@ from pathlib import Path
 
 import click
 
-from idl.cli.common import parse_task_option, setup_logging, summary_line, user_errors
+from idl.cli.common import (
+    parse_task_option,
+    require_training_extras,
+    setup_logging,
+    summary_line,
+    user_errors,
+)
 from idl.infer.runtime.session import DEVICES
 
 
@@ -181,6 +187,7 @@ def main(
 
     PROJECT may be left out when the --config file names it in 'path' (as InstantDL's files do)."""
     setup_logging(quiet)
+    require_training_extras("idl-train")
     from idl.train.config import ConfigError, project_of_config, resolve_config
     from idl.train.pipeline import train_project
 

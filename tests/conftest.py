@@ -10,12 +10,31 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # imported, also by the commands tests start), instead of two workers fighting over both cores
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import importlib.util
+
 import numpy as np
 import pytest
 
 from idl.infer.datasets.synthetic import NucleiSpec, write_classification_project, write_semantic_project
 
 SMALL = NucleiSpec(size=96, objects=(3, 7), radius=(4.0, 10.0))
+
+# The inference side installs without torch (``pip install .[test]``, no ``[train]``); .ci/run runs
+# ``pytest -m "not torch"`` there. Tests that train or export a network need torch: every test of
+# these folders, and every test that uses one of the trained fixtures below.
+TORCH_FOLDERS = ("train", "models", "export", "test_e2e.py", "test_small_data.py")
+TORCH_FIXTURES = {"trained_project", "model_dir", "classified_project"}
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+collect_ignore = [] if HAS_TORCH else list(TORCH_FOLDERS)  # their modules import torch
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests that need torch (``-m "not torch"`` deselects them)."""
+    tests = Path(__file__).parent
+    for item in items:
+        top = item.path.relative_to(tests).parts[0]
+        if top in TORCH_FOLDERS or TORCH_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.torch)
 
 
 @pytest.fixture(scope="session")

@@ -128,6 +128,29 @@ def test_predict_errors_are_clear(model_dir: Path, tmp_path: Path) -> None:
     assert "--tile-size 64 is too small along y: each tile needs 48 px of context" in result.output
 
 
+def test_training_commands_without_the_training_extras_say_how_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lab-PC install has no torch: idl-train and idl-export stop with the install command."""
+    import importlib.util
+
+    from idl.cli import export as export_cli
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name in ("torch", "mlflow") else real(name, *a)
+    )
+    (tmp_path / "train" / "image").mkdir(parents=True)
+    result = CliRunner().invoke(train_cli.main, [str(tmp_path), "--task", "semantic"])
+    assert result.exit_code == 1
+    assert "idl-train needs the training extras; not installed: torch, " in result.output
+    assert "pip install 'idl-toolkit[train]'" in result.output
+    (tmp_path / "best.pt").write_bytes(b"")
+    result = CliRunner().invoke(export_cli.main, [str(tmp_path / "best.pt"), "--out", str(tmp_path / "m")])
+    assert result.exit_code == 1 and "idl-export needs the training extras" in result.output
+
+
+@pytest.mark.torch  # without torch, idl-train stops first with an install hint
 def test_train_needs_a_task(small_project: Path) -> None:
     result = CliRunner().invoke(train_cli.main, [str(small_project)])
     assert result.exit_code != 0 and "name the task: --task semantic" in result.output
