@@ -23,8 +23,8 @@ from idl.infer.core.project import Pair
 from idl.infer.evaluate.instance_metrics import MatchCounts, counts_per_threshold, scores_from_counts
 from idl.infer.evaluate.metrics import confusion_matrix, jaccard, pearson
 from idl.infer.io.images import read_channels_last, read_image
-from idl.infer.tasks.instance_labels import binary_to_labels
-from idl.infer.tasks.labels import semantic_target
+from idl.infer.post.instance_labels import binary_to_labels
+from idl.infer.post.labels import semantic_target
 
 SIGMAS = (1.0, 2.0, 4.0)  # smoothing scales of the pixel classifier's features
 
@@ -135,7 +135,7 @@ def logistic_accuracy(
     from sklearn.preprocessing import StandardScaler
 
     from idl.infer.core.axes import match_channels
-    from idl.infer.tasks.classify import resize_to
+    from idl.infer.post.classify import resize_to
 
     channels = read_channels_last(train[0][0], None, "yx")[0].shape[-1]
 

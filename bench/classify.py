@@ -14,7 +14,7 @@ test predictions, and for telling out-of-distribution images from the in-distrib
 Out-of-distribution sets: uniform noise images, and "another data set" (the digits model sees the
 synthetic cells; the cells model sees the digits), all at 32 x 32. Each uncertainty is compared with
 the deterministic network's own score, 1 - max softmax probability, and with idl's input check, the
-atypicality of the image's statistics (idl.infer.tasks.typicality).
+atypicality of the image's statistics (idl.infer.post.typicality).
 
     python bench/classify.py [--epochs 15] [--model resnet50] [--only digits|cells] [--out DIR]
 """
@@ -33,8 +33,8 @@ import numpy as np
 from idl.infer.datasets.synthetic import CELL_CLASSES, synthetic_cell, write_classification_project
 from idl.infer.evaluate.classification import auroc
 from idl.infer.io.images import write_tiff
+from idl.infer.post.classify import classify_files
 from idl.infer.runtime.load import load_model
-from idl.infer.tasks.classify import classify_files
 from idl.train.config import TrainConfig
 from idl.train.pipeline import train_project
 

@@ -34,8 +34,8 @@ def _child_onnxruntime(model_dir: Path, image_path: Path, out: Path) -> None:
 
     from idl.infer.core.normalize import normalize
     from idl.infer.core.processing import apply_ops
+    from idl.infer.post.postprocess import to_mask
     from idl.infer.runtime.load import load_model
-    from idl.infer.tasks.postprocess import to_mask
 
     model = load_model(model_dir)
     image = tifffile.imread(image_path)[..., None]
@@ -52,7 +52,7 @@ def _child_bioimageio(model_dir: Path, image_path: Path, out: Path) -> None:
     from bioimageio.core import Tensor, predict
     from bioimageio.spec import load_model_description
 
-    from idl.infer.tasks.postprocess import to_mask
+    from idl.infer.post.postprocess import to_mask
 
     package = next(model_dir.glob("*.bioimageio.zip"))
     descr = load_model_description(package, perform_io_checks=False)
@@ -74,7 +74,7 @@ def _child_torch(model_dir: Path, image_path: Path, out: Path) -> None:
     import torch
 
     from idl.infer.core.normalize import normalize
-    from idl.infer.tasks.postprocess import to_mask
+    from idl.infer.post.postprocess import to_mask
     from idl.train.checkpoint import load_checkpoint, model_from_checkpoint
 
     net, info = model_from_checkpoint(load_checkpoint(model_dir / "best.pt"))

@@ -37,7 +37,7 @@ import _baselines as baselines  # noqa: E402
 
 from idl.infer.core.project import pair_files  # noqa: E402
 from idl.infer.io.images import read_image, write_tiff  # noqa: E402
-from idl.infer.tasks.classes import labelled_images  # noqa: E402
+from idl.infer.post.classes import labelled_images  # noqa: E402
 
 SCORES = {
     "semantic": "jaccard",
@@ -186,20 +186,18 @@ def test_score(project: Project, folder: Path) -> float:
     """The test score from the evaluation idl-train wrote, or from the same evaluation run here."""
     summary_path = folder / "evaluation" / "summary.json"
     if not summary_path.is_file():
-        if project.task == "classification":
-            from idl.infer.evaluate.classification import evaluate_results_folder
+        from idl.infer.tasks.registry import task_named
 
-            evaluate_results_folder(folder / "results", folder / "test", folder / "evaluation", None, None)
-        else:
-            from idl.infer.evaluate.by_task import evaluate_task
-            from idl.infer.evaluate.semantic import items_for_predictions
-
-            plan = json.loads((folder / "model" / "plan.json").read_text())
-            pairs = pair_files(folder / "test")
-            items = items_for_predictions(
-                folder / "results", [p.image for p in pairs], folder / "test" / "groundtruth", False
-            )
-            evaluate_task(project.task, items, folder / "evaluation", dims=plan["dims"], progress=False)
+        task = task_named(project.task)
+        plan = json.loads((folder / "model" / "plan.json").read_text())
+        task.evaluate_folder(
+            folder / "results",
+            task.groundtruth_folder(folder / "test"),
+            folder / "evaluation",
+            folder / "test" / "image",
+            dims=plan.get("dims", 2),
+            progress=False,
+        )
     return float(json.loads(summary_path.read_text())[SCORES[project.task]])
 
 

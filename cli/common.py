@@ -61,48 +61,17 @@ def parse_task_option(ctx: click.Context, param: click.Parameter, value: str | N
     try:
         return normalize_task(value)
     except ValueError as exc:
+        from idl.infer.tasks.registry import task_names
+
+        if value in task_names():  # a task registered beyond the built-in ones
+            return value
         raise click.BadParameter(str(exc)) from exc
 
 
 def parse_threshold_option(ctx: click.Context, param: click.Parameter, value: str) -> str | float:
-    from idl.infer.tasks.postprocess import parse_threshold
+    from idl.infer.post.postprocess import parse_threshold
 
     try:
         return parse_threshold(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
-
-
-def summary_line(summary: dict) -> str:
-    """One line with the headline scores of an evaluation summary (segmentation, regression or
-    classification)."""
-    if "auc" in summary:
-        line = (
-            f"accuracy {summary['accuracy']:.4f}, AUC {summary['auc']:.4f}, Jaccard {summary['jaccard']:.4f}"
-        )
-        if "uncertainty_auroc" in summary:
-            line += (
-                f", MC accuracy {summary['accuracy_mc']:.4f}, uncertainty AUROC wrong vs right "
-                f"{summary['uncertainty_auroc']:.3f}"
-            )
-    elif "ap50_95" in summary:
-        line = (
-            f"ap50 {summary['ap50']:.4f}, ap50_95 {summary['ap50_95']:.4f} (median per image "
-            f"{summary['ap50_95_median']:.4f}), Jaccard {summary['jaccard']:.4f}"
-        )
-    elif "pearson_median" in summary:
-        line = (
-            f"Pearson median {summary['pearson_median']:.4f} (mean {summary['pearson_mean']:.4f}), "
-            f"MAE {summary['mae']:.4g}, MSE {summary['mse']:.4g}, "
-            f"mean relative error {summary['mean_relative_error']:.4f}"
-        )
-    else:
-        line = (
-            f"Jaccard {summary['jaccard']:.4f} (median per image {summary['jaccard_median']:.4f}), "
-            f"Dice {summary['dice']:.4f}, accuracy {summary['accuracy']:.4f}"
-        )
-    if "atypical_fraction" in summary:
-        line += f", atypical inputs {100 * summary['atypical_fraction']:.0f}%"
-    if "uncertainty_mean" in summary:
-        line += f", mean uncertainty {summary['uncertainty_mean']:.4g}"
-    return line

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from idl.cli.common import parse_task_option, setup_logging, summary_line, user_errors
+from idl.cli.common import parse_task_option, setup_logging, user_errors
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -61,27 +61,13 @@ def main(
     Classification: PRED_DIR holds results.csv (from idl-predict) and GT_DIR is groundtruth.csv or the
     folder holding it."""
     setup_logging(quiet)
-    from idl.infer.core.project import UNCERTAINTY_DIR
-    from idl.infer.evaluate.by_task import evaluate_task
-    from idl.infer.evaluate.semantic import match_items
+    from idl.infer.tasks.registry import task_named
 
     out = out_dir or pred_dir / "evaluation"
-    if task == "classification":
-        from idl.infer.evaluate.classification import evaluate_results_folder
-
-        summary = evaluate_results_folder(pred_dir, gt_dir, out, image_dir, axes)
-        click.echo(f"{summary_line(summary)}; report: {out / 'report.html'}")
-        return
-    if task not in ("semantic", "instance", "regression"):
-        raise click.BadParameter(
-            f"'{task}' evaluation is not available yet; use semantic, instance, regression or classification",
-            param_hint="--task",
-        )
-    if not gt_dir.is_dir():
-        raise click.BadParameter(f"{gt_dir} is a file; give the ground-truth folder", param_hint="GT_DIR")
-    items = match_items(pred_dir, gt_dir, image_dir, pred_dir / UNCERTAINTY_DIR)
-    summary = evaluate_task(task, items, out, num_classes, axes=axes, progress=not quiet, dims=int(dims))
-    click.echo(f"{summary_line(summary)}; report: {out / 'report.html'}")
+    summary = task_named(task).evaluate_folder(
+        pred_dir, gt_dir, out, image_dir, num_classes, axes, int(dims), progress=not quiet
+    )
+    click.echo(f"{task_named(task).headline(summary)}; report: {out / 'report.html'}")
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ def from_masks(inputs: tuple[Path, ...], out_dir: Path, split_touching: bool, mi
     """Label images (OUT/<name>.tif, uint16) from binary masks: files or folders."""
     from idl.infer.io.images import read_image, write_tiff
     from idl.infer.io.omezarr import image_stem
-    from idl.infer.tasks.instance_labels import binary_to_labels
+    from idl.infer.post.instance_labels import binary_to_labels
     from idl.infer.tiling.predict import collect_inputs
 
     files = collect_inputs(inputs)

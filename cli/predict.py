@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
-from idl.cli.common import parse_threshold_option, setup_logging, summary_line, user_errors
-from idl.infer.core.errors import DataError
+from idl.cli.common import parse_threshold_option, setup_logging, user_errors
 from idl.infer.runtime.session import DEVICES
-
-if TYPE_CHECKING:
-    from idl.infer.runtime.model import LoadedModel
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -103,10 +98,10 @@ def main(
     bioimage.io package (.zip, folder or rdf.yaml) with ONNX weights, ours or anyone's."""
     setup_logging(quiet)
     from idl.infer.runtime.load import load_model
-    from idl.infer.tiling.predict import PredictOptions, collect_inputs, predict_files
+    from idl.infer.tiling.predict import PredictOptions, collect_inputs
 
     if show_info:
-        from idl.infer.runtime.describe import describe
+        from idl.infer.service.describe import describe
 
         click.echo(describe(load_model(model, device)))
         return
@@ -116,83 +111,19 @@ def main(
         raise click.UsageError("--out DIR is required to predict")
     if mc_samples == 1:
         raise click.BadParameter("use 0 (off) or at least 2 samples", param_hint="--mc-samples")
-    loaded = load_model(model, device)
-    files = collect_inputs(inputs)
-    from idl.infer.tasks.classify import is_classifier
+    from idl.infer.service.run import predict_and_evaluate
+    from idl.infer.tasks.base import Request
+    from idl.infer.tasks.registry import task_for
 
-    if is_classifier(loaded):
-        _classify(loaded, files, out_dir, mc_samples, axes, gt_dir, batch_size, quiet)
-        return
-    if gt_dir is not None and not gt_dir.is_dir():
-        raise click.BadParameter(f"{gt_dir} is a file; give the ground-truth folder", param_hint="--gt")
+    loaded = load_model(model, device)
     options = PredictOptions(
         tile_size, overlap, batch_size, mc_samples, threshold, progress=not quiet, out_format=out_format
     )
-    predict_files(loaded, files, out_dir, options, axes, save_probabilities)
-    click.echo(f"{len(files)} prediction(s) written to {out_dir}")
-    if gt_dir is None:
-        return
-    if loaded.info is None:
-        click.echo("--gt: this package was not made by idl, so its task is unknown; skipping evaluation.")
-        return
-    from idl.infer.evaluate.by_task import evaluate_task  # pandas etc.: only now
-    from idl.infer.evaluate.semantic import items_for_predictions
-
-    items = items_for_predictions(out_dir, files, gt_dir, uncertainty=mc_samples > 0, suffix=options.suffix)
-    info = loaded.info
-    summary = evaluate_task(
-        info.task,
-        items,
-        out_dir / "evaluation",
-        info.num_classes,
-        axes=axes,
-        progress=not quiet,
-        dims=info.dims,
-    )
-    click.echo(f"{summary_line(summary)}; report: {out_dir / 'evaluation' / 'report.html'}")
-
-
-def _classify(
-    model: LoadedModel,
-    files: list[Path],
-    out_dir: Path,
-    mc_samples: int,
-    axes: str | None,
-    gt: Path | None,
-    batch_size: int,
-    quiet: bool,
-) -> None:
-    """Classification: OUT/results.csv, and with --gt (groundtruth.csv) the evaluation."""
-    from idl.infer.io.omezarr import image_stem
-    from idl.infer.tasks.classes import label_csv_for, read_labels
-    from idl.infer.tasks.classify import predict_classes
-
-    labels = None
-    if gt is not None:
-        labels = read_labels(gt)
-        missing = [f for f in files if image_stem(f) not in labels]
-        if missing:
-            raise DataError(
-                f"{label_csv_for(gt)}: no row for {missing[0].name} ({len(missing)} image(s) without "
-                "one); add 'file name,class' rows for every image."
-            )
-    results = predict_classes(model, files, out_dir, mc_samples, axes, labels, batch_size, not quiet)
-    click.echo(f"{len(files)} image(s) classified: {results}")
-    if labels is None:
-        return
-    from idl.infer.evaluate.classification import evaluate_classification
-    from idl.infer.tasks.classify import class_names_for
-
-    summary = evaluate_classification(
-        results,
-        labels,
-        class_names_for(model),
-        out_dir / "evaluation",
-        images={image_stem(f): f for f in files},
-        axes=axes,
-        labels_source=str(label_csv_for(gt)),
-    )
-    click.echo(f"{summary_line(summary)}; report: {out_dir / 'evaluation' / 'report.html'}")
+    request = Request(loaded, collect_inputs(inputs), out_dir, options, axes, save_probabilities, gt_dir)
+    predictions, summary = predict_and_evaluate(request)
+    click.echo(task_for(loaded).done(request, predictions))
+    if summary is not None:
+        click.echo(f"{task_for(loaded).headline(summary)}; report: {request.evaluation / 'report.html'}")
 
 
 if __name__ == "__main__":

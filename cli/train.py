@@ -10,7 +10,6 @@ from idl.cli.common import (
     parse_task_option,
     require_training_extras,
     setup_logging,
-    summary_line,
     user_errors,
 )
 from idl.infer.runtime.session import DEVICES
@@ -213,7 +212,9 @@ def main(
     if result.package is not None:
         click.echo(f"bioimage.io package (validated): {result.package}")
     if result.summary:
-        click.echo(f"test: {summary_line(result.summary)}")
+        from idl.infer.tasks.registry import task_named
+
+        click.echo(f"test: {task_named(config.task).headline(result.summary)}")
         click.echo(f"report: {project / 'evaluation' / 'report.html'}")
     click.echo(f"MLflow run {result.run_id}")
 

@@ -137,7 +137,7 @@ def _network_text(info: ModelInfo) -> str:
 def _classifier_test(sample: np.ndarray, info: ModelInfo, onnx_path: Path) -> tuple[np.ndarray, np.ndarray]:
     """The test input of a classifier (the sample at the input size: raw when it has that size, else
     resized as float32) and its class probabilities ``(1, K)``."""
-    from idl.infer.tasks.classify import prepare_image, resize_to
+    from idl.infer.post.classify import prepare_image, resize_to
 
     io = io_for_info(info)
     image = sample if sample.shape[:-1] == tuple(info.input_size) else resize_to(sample, info.input_size)

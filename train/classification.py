@@ -3,7 +3,7 @@ Monte Carlo dropout, cross-entropy with optional class weights.
 
 Images are resized to one input size (``--image-size``, or the images' own size when they all share
 it, else the most common size), then normalized per channel exactly as at inference (see
-:func:`idl.infer.tasks.classify.prepare_image`), and kept in memory as one float32 array.
+:func:`idl.infer.post.classify.prepare_image`), and kept in memory as one float32 array.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from idl.infer.core.errors import DataError
 from idl.infer.core.model_info import ModelInfo
 from idl.infer.core.normalize import Normalization, normalize
 from idl.infer.io.images import read_channels_last
-from idl.infer.tasks.classes import class_indices, class_names_of, labelled_images
-from idl.infer.tasks.classify import resize_to
-from idl.infer.tasks.typicality import fit_reference
+from idl.infer.post.classes import class_indices, class_names_of, labelled_images
+from idl.infer.post.classify import resize_to
+from idl.infer.post.typicality import fit_reference
 from idl.models import ResNetClassifier, ResNetSpec
 from idl.models.resnet import SMALL_INPUT
 from idl.train.augment import Augmentation, augment_pair

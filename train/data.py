@@ -19,7 +19,7 @@ from idl.infer.core.grid import axis_tiles
 from idl.infer.core.normalize import Normalization, normalize
 from idl.infer.core.project import Pair, pair_files
 from idl.infer.io.images import read_channels_last, read_image
-from idl.infer.tasks.labels import infer_num_classes, mask_plane, semantic_target
+from idl.infer.post.labels import infer_num_classes, mask_plane, semantic_target
 from idl.train.augment import Augmentation, augment_pair
 
 log = logging.getLogger("idl")
@@ -145,9 +145,9 @@ def load_instance_data(
     as_labels: bool = False,
 ) -> TrainingData:
     """Read every image/label-image pair of ``split_dir``; targets are the instance U-Net's three
-    classes (background, interior, boundary; see :func:`idl.infer.tasks.instance_labels.instance_target`),
+    classes (background, interior, boundary; see :func:`idl.infer.post.instance_labels.instance_target`),
     or with ``as_labels`` the label images themselves (int64, for Mask R-CNN)."""
-    from idl.infer.tasks.instance_labels import instance_target
+    from idl.infer.post.instance_labels import instance_target
 
     def target(labels: np.ndarray) -> np.ndarray:
         return labels.astype(np.int64) if as_labels else instance_target(labels)

@@ -24,12 +24,13 @@ from idl.infer.core.axes import guess_axes
 from idl.infer.core.errors import DataError, IdlError
 from idl.infer.core.model_info import ModelInfo
 from idl.infer.core.project import EVALUATION_DIR, MODEL_DIR, RESULTS_DIR, pair_files
-from idl.infer.evaluate.by_task import evaluate_task
-from idl.infer.evaluate.semantic import items_for_pairs
 from idl.infer.io.images import read_channels_last, read_image, voxel_size, write_text
+from idl.infer.post.instance_labels import INSTANCE_CLASSES
 from idl.infer.runtime.load import load_model
-from idl.infer.tasks.instance_labels import INSTANCE_CLASSES
-from idl.infer.tiling.predict import PredictOptions, predict_files
+from idl.infer.service.run import predict_and_evaluate as predict_and_evaluate_request
+from idl.infer.tasks.base import Request
+from idl.infer.tasks.registry import task_for
+from idl.infer.tiling.predict import PredictOptions
 from idl.models import UNet, UNetSpec
 from idl.train.checkpoint import (
     BEST_NAME,
@@ -590,74 +591,29 @@ def train_project(
 
 
 def predict_and_evaluate(project: Path, config: TrainConfig, progress: bool = True) -> dict[str, Any] | None:
-    """Predict ``PROJECT/test/image`` with the exported ONNX model; evaluate when ground truth exists."""
+    """Predict ``PROJECT/test`` with the exported ONNX model, as idl-predict does; evaluate when every
+    test image has ground truth."""
     test_dir = project / "test"
     if not split_images(test_dir):
         log.info("no test images in %s: skipping test prediction and evaluation", test_dir)
         return None
-    if config.task == "classification":
-        return _classify_and_evaluate(project, config, progress)
-    pairs = pair_files(test_dir, require_groundtruth=False)
     model = load_model(project / MODEL_DIR, config.device)
+    files, groundtruth = task_for(model).split(test_dir)
+    if config.evaluate and groundtruth is None:
+        log.info("not every test image has ground truth: skipping evaluation")
     options = PredictOptions(
         tile_size=config.tile_size,
         overlap=config.overlap,
         mc_samples=config.mc_samples if config.uncertainty else 0,
         progress=progress,
     )
-    results = project / RESULTS_DIR
-    predict_files(model, [p.image for p in pairs], results, options, config.axes)
-    if not config.evaluate:
-        return None
-    if any(p.groundtruth is None for p in pairs):
-        log.info("test images have no ground truth: skipping evaluation")
-        return None
-    items = items_for_pairs(results, pairs, options.mc_samples > 0)
-    info = model.info
-    assert info is not None
-    return evaluate_task(
-        info.task,
-        items,
-        project / EVALUATION_DIR,
-        info.num_classes,
-        axes=config.axes,
-        progress=progress,
-        dims=info.dims,
-    )
-
-
-def _classify_and_evaluate(project: Path, config: TrainConfig, progress: bool) -> dict[str, Any] | None:
-    """Classify ``PROJECT/test/image`` into ``PROJECT/results/results.csv``; evaluate against the test
-    split's ``groundtruth.csv`` when there is one."""
-    from idl.infer.evaluate.classification import evaluate_classification
-    from idl.infer.tasks.classes import labelled_images
-    from idl.infer.tasks.classify import predict_classes
-
-    items = labelled_images(project / "test", require_labels=False)
-    labels = {i.name: i.label for i in items if i.label is not None}
-    known = labels if len(labels) == len(items) else None
-    model = load_model(project / MODEL_DIR, config.device)
-    results = predict_classes(
+    request = Request(
         model,
-        [i.image for i in items],
+        files,
         project / RESULTS_DIR,
-        config.mc_samples if config.uncertainty else 0,
+        options,
         config.axes,
-        groundtruth=known,
-        progress=progress,
+        groundtruth=groundtruth if config.evaluate else None,
+        evaluation_dir=project / EVALUATION_DIR,
     )
-    if not config.evaluate:
-        return None
-    if known is None:
-        log.info("the test images have no groundtruth.csv: skipping evaluation")
-        return None
-    info = model.info
-    assert info is not None
-    return evaluate_classification(
-        results,
-        known,
-        info.class_names,
-        project / EVALUATION_DIR,
-        images={i.name: i.image for i in items},
-        axes=config.axes,
-    )
+    return predict_and_evaluate_request(request)[1]

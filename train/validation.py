@@ -18,7 +18,7 @@ from torch import nn
 
 from idl.infer.core.grid import read_window, tile_grid
 from idl.infer.evaluate.metrics import confusion_matrix, jaccard, pearson
-from idl.infer.tasks.postprocess import to_mask
+from idl.infer.post.postprocess import to_mask
 from idl.infer.tiling.predict import DEFAULT_TILE
 from idl.train.data import Sample
 from idl.train.loop import to_device
@@ -111,7 +111,7 @@ class WholeImageValidation:
     def __call__(self, model: nn.Module, device: torch.device) -> tuple[float, float]:
         """Mean loss per image and the score over all validation images."""
         from idl.infer.evaluate.instance_metrics import counts_per_threshold, scores_from_counts
-        from idl.infer.tasks.instance_labels import labels_from_probabilities
+        from idl.infer.post.instance_labels import labels_from_probabilities
 
         model.eval()
         losses, pearsons = [], []

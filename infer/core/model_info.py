@@ -14,6 +14,8 @@ from typing import Any
 from idl.infer.core.normalize import Normalization
 
 METADATA_KEY = "idl"
+# (task, output) -> kind, for models saved before ModelInfo stored its kind
+LEGACY_KINDS = {("instance", "labels"): "detection"}
 TASKS = ("semantic", "instance", "regression", "classification")
 TASK_ALIASES = {
     "semantic": "semantic",
@@ -53,6 +55,9 @@ class ModelInfo:
     name: str = "idl-model"
     training: dict[str, Any] = field(default_factory=dict)
     output: str = "logits"  # what the graph outputs: "logits" (activation applied by idl) or "probabilities"
+    # which task module serves the model (idl.infer.tasks): the task, or for the instance task the
+    # network's kind ("detection": Mask R-CNN); derived for models saved before it was stored
+    kind: str = ""
     # regression: per target channel, the mean and standard deviation the network was trained to
     # predict in units of; idl maps its output back to ground-truth units with them
     target_mean: tuple[float, ...] = ()
@@ -64,8 +69,12 @@ class ModelInfo:
     # U-Net tasks, which take any size
     input_size: tuple[int, ...] = ()
     # classification: statistics of the training inputs, to tell how unusual an image is (see
-    # idl.infer.tasks.typicality); {} when not recorded
+    # idl.infer.post.typicality); {} when not recorded
     input_reference: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.kind:
+            object.__setattr__(self, "kind", LEGACY_KINDS.get((self.task, self.output), self.task))
 
     def multiple_of(self, axis: str) -> int:
         """Size multiple along ``axis`` (z, y or x)."""

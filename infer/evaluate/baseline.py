@@ -13,7 +13,7 @@ import numpy as np
 from idl.infer.core.project import Pair
 from idl.infer.evaluate.metrics import confusion_matrix, jaccard, pearson
 from idl.infer.io.images import read_channels_last, read_image
-from idl.infer.tasks.labels import semantic_target
+from idl.infer.post.labels import semantic_target
 
 
 def otsu_mask(image: np.ndarray) -> np.ndarray:
@@ -57,7 +57,7 @@ def otsu_instance_scores(pairs: Sequence[Pair], axes: str | None = None) -> dict
     """Instance baseline: connected components of Otsu masks of the raw images, scored like the
     models (ap50, ap50_95 from the match counts of all images)."""
     from idl.infer.evaluate.instance_metrics import MatchCounts, counts_per_threshold, scores_from_counts
-    from idl.infer.tasks.instance_labels import binary_to_labels
+    from idl.infer.post.instance_labels import binary_to_labels
 
     totals = [MatchCounts(0, 0, 0)] * 10
     for pair in pairs:

@@ -15,7 +15,7 @@ Scores (``summary.json``):
   right predictions (0.5: not at all, 1: every wrong prediction is more uncertain than every right
   one), likewise ``uncertainty_instantdl_auroc``;
 - for idl classifiers ``atypicality_mean`` and ``atypical_fraction`` (the share of images with an
-  atypicality above 1.5, i.e. unlike the training images; see :mod:`idl.infer.tasks.typicality`).
+  atypicality above 1.5, i.e. unlike the training images; see :mod:`idl.infer.post.typicality`).
 
 Figures: confusion matrix, ROC curves, a reliability diagram, the uncertainty of right and wrong
 predictions, and the misclassified images; all in a self-contained ``report.html``.
@@ -32,7 +32,7 @@ import pandas as pd
 
 from idl.infer.core.errors import DataError
 from idl.infer.evaluate.semantic import write_evaluation
-from idl.infer.tasks.classes import class_indices, label_key
+from idl.infer.post.classes import class_indices, label_key
 
 log = logging.getLogger("idl")
 
@@ -290,8 +290,8 @@ def evaluate_results_folder(
 ) -> dict[str, float | int]:
     """``idl-evaluate --task classification``: ``pred_dir/results.csv`` against ``gt`` (a
     ``groundtruth.csv`` or the folder holding it); classes from the results' probability columns."""
-    from idl.infer.tasks.classes import images_by_name, label_csv_for, read_labels
-    from idl.infer.tasks.classify import RESULTS_NAME
+    from idl.infer.post.classes import images_by_name, label_csv_for, read_labels
+    from idl.infer.post.classify import RESULTS_NAME
 
     results = pred_dir / RESULTS_NAME
     if not results.is_file():

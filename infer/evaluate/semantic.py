@@ -23,7 +23,7 @@ from idl.infer.evaluate.plots import save_boxplot, save_sample_figure
 from idl.infer.evaluate.report import write_report
 from idl.infer.io.images import atomic_path, read_channels_last, read_image, write_text
 from idl.infer.io.omezarr import image_stem
-from idl.infer.tasks.labels import infer_num_classes, mask_plane, semantic_target
+from idl.infer.post.labels import infer_num_classes, mask_plane, semantic_target
 
 log = logging.getLogger("idl")
 

@@ -21,8 +21,8 @@ from tqdm.auto import tqdm
 
 from idl.infer.core.grid import Tile, tile_grid
 from idl.infer.core.processing import fit_ops, network_tile
+from idl.infer.post.instance_labels import label_dtype
 from idl.infer.runtime.iospec import IOSpec
-from idl.infer.tasks.instance_labels import label_dtype
 
 TileRunner = Callable[[np.ndarray], np.ndarray]
 

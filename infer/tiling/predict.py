@@ -31,11 +31,11 @@ from idl.infer.io.images import atomic_path, read_channels_last, read_image, wri
 from idl.infer.io.lazy import is_lazy, open_channels_last
 from idl.infer.io.omezarr import ZarrSink, image_stem, is_zarr, write_ome_zarr
 from idl.infer.io.sinks import ChannelView, TiffSink
+from idl.infer.post.postprocess import otsu_threshold, probability_histogram, to_mask
+from idl.infer.post.uncertainty import SampleMoments
 from idl.infer.runtime.iospec import IOSpec
 from idl.infer.runtime.model import LoadedModel
 from idl.infer.runtime.session import Runner
-from idl.infer.tasks.postprocess import otsu_threshold, probability_histogram, to_mask
-from idl.infer.tasks.uncertainty import SampleMoments
 
 log = logging.getLogger("idl")
 
@@ -312,7 +312,7 @@ def predict_image(model: LoadedModel, image: np.ndarray, options: PredictOptions
     except ValueError as exc:  # tiling arithmetic the checks above did not foresee
         raise IdlError(f"cannot tile this image for the model: {exc}") from exc
     if model.info is not None and model.info.task == "instance":
-        from idl.infer.tasks.instance_labels import labels_from_probabilities
+        from idl.infer.post.instance_labels import labels_from_probabilities
 
         return Prediction(output, labels_from_probabilities(output), uncertainty, None)
     if model.info is None or model.info.task != "semantic":
@@ -435,7 +435,7 @@ def _predict_out_of_core(
 
 def _write_objects(path: Path, result: Prediction) -> Path:
     """``objects/<name>.csv``: label, area, centroid and (with MC) mean uncertainty per object."""
-    from idl.infer.tasks.instance_labels import objects_table
+    from idl.infer.post.instance_labels import objects_table
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:

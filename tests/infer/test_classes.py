@@ -9,7 +9,7 @@ import pytest
 
 from idl.infer.core.errors import DataError
 from idl.infer.io.images import write_tiff
-from idl.infer.tasks.classes import (
+from idl.infer.post.classes import (
     canonical,
     class_indices,
     class_names_of,

@@ -15,7 +15,7 @@ from idl.infer.evaluate.classification import (
     evaluate_classification,
     expected_calibration_error,
 )
-from idl.infer.tasks.classify import ClassScores, mc_scores, normalized_entropy, results_table
+from idl.infer.post.classify import ClassScores, mc_scores, normalized_entropy, results_table
 
 
 def _distributions(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -95,8 +95,8 @@ def test_foreign_logits_become_probabilities_and_batches_respect_the_network() -
     from types import SimpleNamespace
 
     from idl.infer.core.grid import AxisSize
+    from idl.infer.post.classify import _batch_size, _probabilities
     from idl.infer.runtime.iospec import IOSpec
-    from idl.infer.tasks.classify import _batch_size, _probabilities
 
     io = IOSpec("bcyx", "bc", 1, 3, {"y": AxisSize(32, 0), "x": AxisSize(32, 0)})
     model = SimpleNamespace(io=io, details={}, label="package")

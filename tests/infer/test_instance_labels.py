@@ -13,7 +13,7 @@ from idl.infer.core.errors import DataError
 from idl.infer.datasets.dsb2018 import import_dsb2018
 from idl.infer.evaluate.instance_metrics import instance_scores
 from idl.infer.io.images import read_image
-from idl.infer.tasks.instance_labels import binary_to_labels
+from idl.infer.post.instance_labels import binary_to_labels
 
 
 def _touching_pair() -> tuple[np.ndarray, np.ndarray]:
@@ -80,7 +80,7 @@ def test_labels_command(tmp_path: Path) -> None:
 
 
 def test_instance_target_and_back() -> None:
-    from idl.infer.tasks.instance_labels import instance_target, labels_from_probabilities, objects_table
+    from idl.infer.post.instance_labels import instance_target, labels_from_probabilities, objects_table
 
     truth, _ = _touching_pair()
     target = instance_target(truth)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from skimage.filters import threshold_otsu
 
-from idl.infer.tasks.postprocess import otsu_threshold, parse_threshold, to_mask
+from idl.infer.post.postprocess import otsu_threshold, parse_threshold, to_mask
 
 
 def test_otsu_matches_scikit_image_on_a_bimodal_map(rng) -> None:

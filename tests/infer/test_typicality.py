@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial.distance import mahalanobis
 
-from idl.infer.tasks.typicality import SHRINKAGE, InputReference, descriptors, fit_reference
+from idl.infer.post.typicality import SHRINKAGE, InputReference, descriptors, fit_reference
 
 
 def _blobs(rng: np.random.Generator, n: int) -> np.ndarray:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from idl.infer.tasks.uncertainty import SampleMoments
+from idl.infer.post.uncertainty import SampleMoments
 
 
 def test_moments_match_direct_formula_in_chunks(rng) -> None:

@@ -142,8 +142,8 @@ def test_onnx_equals_torch_and_monte_carlo_samples_differ(classified_project: Pa
 
 
 def test_package_predicts_like_the_model_folder(classified_project: Path, tmp_path: Path) -> None:
+    from idl.infer.post.classify import classify_files
     from idl.infer.runtime.load import load_model
-    from idl.infer.tasks.classify import classify_files
 
     package = classified_project / "model" / f"{classified_project.name}-resnet18.bioimageio.zip"
     assert package.is_file()
@@ -201,8 +201,8 @@ def test_resume_pretrained_and_early_test_label_check(tmp_path: Path) -> None:
 
 
 def test_noise_images_are_flagged_atypical(classified_project: Path, tmp_path: Path) -> None:
+    from idl.infer.post.classify import classify_files
     from idl.infer.runtime.load import load_model
-    from idl.infer.tasks.classify import classify_files
 
     rng = np.random.default_rng(0)
     noise = [
@@ -222,8 +222,8 @@ def test_training_inputs_equal_what_inference_feeds_the_network(
 ) -> None:
     from idl.infer.core.model_info import ModelInfo
     from idl.infer.io.images import read_channels_last
+    from idl.infer.post.classify import prepare_image
     from idl.infer.runtime.iospec import io_for_info
-    from idl.infer.tasks.classify import prepare_image
 
     split = tmp_path / "train"
     for i, size in enumerate([(40, 40), (40, 40), (56, 30)]):

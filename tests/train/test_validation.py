@@ -8,8 +8,8 @@ from scipy.stats import pearsonr
 from sklearn.metrics import jaccard_score
 
 from idl.infer.evaluate.instance_metrics import instance_scores
-from idl.infer.tasks.instance_labels import instance_target, labels_from_probabilities
-from idl.infer.tasks.postprocess import otsu_threshold
+from idl.infer.post.instance_labels import instance_target, labels_from_probabilities
+from idl.infer.post.postprocess import otsu_threshold
 from idl.models import UNet, UNetSpec
 from idl.train.data import Sample
 from idl.train.losses import make_loss

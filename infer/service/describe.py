@@ -9,6 +9,7 @@ from typing import Any
 
 from idl.infer.core.processing import Op
 from idl.infer.runtime.model import LoadedModel
+from idl.infer.tasks.registry import task_for
 
 AXIS_NAMES = {"b": "batch", "c": "channel", "z": "z", "y": "y", "x": "x"}
 
@@ -52,27 +53,8 @@ def describe(model: LoadedModel) -> str:
         + (", ".join(f"{a}: {h}" for a, h in io.halo.items()) or "none"),
         "  postprocessing: " + ("; ".join(_op(o) for o in io.postprocessing) or "none"),
     ]
-    if info is not None and info.task == "classification":
-        lines.append(
-            f"task: classification, {info.num_classes} classes ({', '.join(info.class_names)}); images are "
-            f"resized to {' x '.join(map(str, info.input_size))} px; trained on axes {info.axes}"
-        )
-        lines.append("  writes results.csv: filename, prediction, probability_<class>... (+ MC columns)")
-        if info.input_reference:
-            lines.append(
-                "  input check: atypicality against the training images' statistics (<= ~1: typical)"
-            )
-    elif info is not None:
-        if info.output == "labels":
-            lines.append(f"task: instance (Mask R-CNN), {info.dims}D, trained on axes {info.axes}")
-            lines.append(
-                "  output channels: labels (0 background, 1..N objects) and the score of the owning "
-                "object; writes label images and objects/<name>.csv with each object's score"
-            )
-        else:
-            lines.append(
-                f"task: {info.task}, {info.num_classes} classes, {info.dims}D, trained on axes {info.axes}"
-            )
+    if info is not None:
+        lines += task_for(model).describe(info)
         if info.training:
             lines.append("training: " + ", ".join(f"{k} {v}" for k, v in info.training.items()))
     metrics = _metrics(model)

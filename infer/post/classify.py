@@ -16,7 +16,7 @@ through the MC graph; from the sampled class distributions ``p_1 .. p_S``:
 
 Uncertainty says little about images unlike the training images, which often get confident
 predictions; idl classifiers therefore also report ``atypicality``, how far an image's input
-statistics lie from the training images' (see :mod:`idl.infer.tasks.typicality`; about 1 or less: typical).
+statistics lie from the training images' (see :mod:`idl.infer.post.typicality`; about 1 or less: typical).
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ from idl.infer.core.errors import DataError, ModelError
 from idl.infer.core.processing import apply_ops, fit_ops
 from idl.infer.io.images import atomic_path, read_channels_last
 from idl.infer.io.omezarr import image_stem
+from idl.infer.post.classes import canonical
+from idl.infer.post.typicality import InputReference
 from idl.infer.runtime.iospec import IOSpec
 from idl.infer.runtime.model import LoadedModel
-from idl.infer.tasks.classes import canonical
-from idl.infer.tasks.typicality import InputReference
 
 log = logging.getLogger("idl")
 
@@ -83,7 +83,7 @@ class ClassScores:
     mc_probabilities: np.ndarray | None = None  # (N, K), mean over samples
     uncertainty: np.ndarray | None = None  # (N,), entropy of the mean
     uncertainty_instantdl: np.ndarray | None = None  # (N,), mean per-sample entropy
-    atypicality: np.ndarray | None = None  # (N,), how unlike the training inputs (idl.infer.tasks.typicality)
+    atypicality: np.ndarray | None = None  # (N,), how unlike the training inputs (idl.infer.post.typicality)
 
 
 def _probabilities(model: LoadedModel, output: np.ndarray) -> np.ndarray:
@@ -125,13 +125,6 @@ def classify_batch(model: LoadedModel, x: np.ndarray, mc_samples: int = 0, batch
         ]
     samples = np.concatenate(flat).reshape(len(x), mc_samples, -1).transpose(1, 0, 2)
     return ClassScores(probabilities, *mc_scores(samples))
-
-
-def is_classifier(model: LoadedModel) -> bool:
-    """An idl classifier, or any network whose output has no space axes (one value per class)."""
-    if model.info is not None:
-        return model.info.task == "classification"
-    return not any(a in model.io.output_axes for a in "zyx")
 
 
 def class_names_for(model: LoadedModel) -> tuple[str, ...]:

@@ -1,0 +1,28 @@
+"""Predict and evaluate: the one sequence ``idl-predict`` and ``idl-train`` (on the test images) run."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from idl.infer.tasks.base import Request, Summary
+from idl.infer.tasks.registry import task_for
+
+log = logging.getLogger("idl")
+
+
+def predict_and_evaluate(request: Request) -> tuple[Path, Summary | None]:
+    """Predict ``request.files`` with the model's task, then evaluate them when ground truth is
+    given. The ground truth is matched to the images before anything is predicted, so a missing file
+    fails in seconds, not after the predictions. Returns what the evaluation read (the predictions'
+    folder, or classification's ``results.csv``) and the summary (``None`` without evaluation)."""
+    task = task_for(request.model)
+    if request.groundtruth is not None:
+        task.check(request)
+    predictions = task.predict(request)
+    if request.groundtruth is None:
+        return predictions, None
+    if not task.evaluates:
+        log.warning("this package was not made by idl, so its task is unknown; skipping evaluation")
+        return predictions, None
+    return predictions, task.evaluate(request, predictions)

@@ -1,0 +1,111 @@
+"""The inference side of a task: how its models' outputs are written, described and evaluated.
+
+A :class:`Task` serves one *kind* of model (``ModelInfo.kind``: ``semantic``, ``instance`` and
+``detection`` for the two instance networks, ``regression``, ``classification``) or, for a bioimage.io
+package made elsewhere, its output as it is. The command-line tools and training never branch on the
+task: they look the task up (:mod:`idl.infer.tasks.registry`) and call it. Adding a task means a
+subclass here, its counterpart on the training side and one ``register`` call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from idl.infer.core.model_info import ModelInfo
+from idl.infer.runtime.model import LoadedModel
+from idl.infer.tiling.predict import PredictOptions
+
+Summary = dict[str, float | int]
+
+
+@dataclass(frozen=True)
+class Request:
+    """One prediction run: ``files`` through ``model`` into ``out_dir``, evaluated against
+    ``groundtruth`` when it is given: a folder (or, for classification, ``groundtruth.csv`` or the
+    folder holding it), or each image's ground truth already matched (image name without suffix ->
+    ground-truth file, or class label)."""
+
+    model: LoadedModel
+    files: Sequence[Path]
+    out_dir: Path
+    options: PredictOptions = PredictOptions()
+    axes: str | None = None
+    save_probabilities: bool = False
+    groundtruth: Path | Mapping[str, Any] | None = None
+    evaluation_dir: Path | None = None  # None: out_dir / "evaluation"
+
+    @property
+    def evaluation(self) -> Path:
+        return self.evaluation_dir or self.out_dir / "evaluation"
+
+
+def extras(summary: Summary) -> str:
+    """What every task's headline ends with: atypical inputs and the mean uncertainty, when known."""
+    line = ""
+    if "atypical_fraction" in summary:
+        line += f", atypical inputs {100 * summary['atypical_fraction']:.0f}%"
+    if "uncertainty_mean" in summary:
+        line += f", mean uncertainty {summary['uncertainty_mean']:.4g}"
+    return line
+
+
+class Task:
+    """What one kind of model does on the inference side. Subclasses set ``kind`` and ``task`` and
+    override what differs; :meth:`predict` and :meth:`evaluate` have no default."""
+
+    kind: ClassVar[str] = ""  # the ModelInfo.kind it serves
+    task: ClassVar[str] = ""  # the task users name with --task (several kinds may share one)
+    evaluates: ClassVar[bool] = True  # False: nothing to evaluate by (a package made elsewhere)
+
+    def describe(self, info: ModelInfo) -> list[str]:
+        """Lines for ``idl-predict --info`` about the task and what prediction writes."""
+        return [f"task: {info.task}, {info.num_classes} classes, {info.dims}D, trained on axes {info.axes}"]
+
+    def split(self, folder: Path) -> tuple[list[Path], dict[str, Any] | None]:
+        """The images of a project split (``PROJECT/test``) and their ground truth by image name, or
+        ``None`` when some image has none."""
+        raise NotImplementedError
+
+    def groundtruth_folder(self, folder: Path) -> Path:
+        """Where a project split keeps its ground truth, as :meth:`evaluate_folder` takes it."""
+        return folder / "groundtruth"
+
+    def check(self, request: Request) -> None:
+        """Fail before predicting when the ground truth cannot be matched to the images."""
+
+    def predict(self, request: Request) -> Path:
+        """Predict ``request.files`` and write the task's outputs into ``request.out_dir``; returns
+        the folder or file the evaluation reads."""
+        raise NotImplementedError
+
+    def done(self, request: Request, predictions: Path) -> str:
+        """What the command line prints after :meth:`predict`."""
+        return f"{len(request.files)} prediction(s) written to {request.out_dir}"
+
+    def headline(self, summary: Summary) -> str:
+        """One line with the evaluation's headline scores."""
+        scores = [f"{k} {v:.4g}" for k, v in summary.items() if isinstance(v, float)]
+        return ", ".join(scores[:4]) + extras(summary)
+
+    def evaluate(self, request: Request, predictions: Path) -> Summary:
+        """Evaluate what :meth:`predict` wrote (``predictions``) against ``request.groundtruth``;
+        writes ``metrics.csv``, ``summary.json``, figures and ``report.html`` into
+        ``request.evaluation`` and returns the summary."""
+        raise NotImplementedError
+
+    def evaluate_folder(
+        self,
+        predictions: Path,
+        groundtruth: Path,
+        out_dir: Path,
+        images: Path | None = None,
+        num_classes: int | None = None,
+        axes: str | None = None,
+        dims: int = 2,
+        progress: bool = True,
+    ) -> Summary:
+        """``idl-evaluate``: predictions written earlier (any tool) against ground truth."""
+        raise NotImplementedError

@@ -1,0 +1,125 @@
+"""Image classification on the inference side: one row per image in ``results.csv`` (class
+probabilities, Monte Carlo uncertainty, atypicality), evaluated by accuracy, balanced accuracy and the
+confusion matrix against ``groundtruth.csv``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from idl.infer.core.errors import DataError
+from idl.infer.core.model_info import ModelInfo
+from idl.infer.io.omezarr import image_stem
+from idl.infer.post.classes import label_csv_for, labelled_images, read_labels
+from idl.infer.post.classify import class_names_for, predict_classes
+from idl.infer.tasks.base import Request, Summary, Task, extras
+from idl.infer.tasks.registry import register
+
+
+class Classification(Task):
+    kind = "classification"
+    task = "classification"
+
+    def headline(self, summary: Summary) -> str:
+        line = (
+            f"accuracy {summary['accuracy']:.4f}, AUC {summary['auc']:.4f}, Jaccard {summary['jaccard']:.4f}"
+        )
+        if "uncertainty_auroc" in summary:
+            line += (
+                f", MC accuracy {summary['accuracy_mc']:.4f}, uncertainty AUROC wrong vs right "
+                f"{summary['uncertainty_auroc']:.3f}"
+            )
+        return line + extras(summary)
+
+    def describe(self, info: ModelInfo) -> list[str]:
+        lines = [
+            f"task: classification, {info.num_classes} classes ({', '.join(info.class_names)}); images are "
+            f"resized to {' x '.join(map(str, info.input_size))} px; trained on axes {info.axes}",
+            "  writes results.csv: filename, prediction, probability_<class>... (+ MC columns)",
+        ]
+        if info.input_reference:
+            lines.append(
+                "  input check: atypicality against the training images' statistics (<= ~1: typical)"
+            )
+        return lines
+
+    def _labels(self, request: Request) -> Mapping[str, str] | None:
+        gt = request.groundtruth
+        if gt is None or isinstance(gt, Mapping):
+            return gt
+        return read_labels(Path(gt))
+
+    def split(self, folder: Path) -> tuple[list[Path], dict[str, Any] | None]:
+        items = labelled_images(folder, require_labels=False)
+        labels = {i.name: i.label for i in items if i.label is not None}
+        return [i.image for i in items], labels if len(labels) == len(items) else None
+
+    def groundtruth_folder(self, folder: Path) -> Path:
+        return folder  # groundtruth.csv, or groundtruth/groundtruth.csv as InstantDL keeps it
+
+    def check(self, request: Request) -> None:
+        labels = self._labels(request)
+        if labels is None:
+            return
+        missing = [f for f in request.files if image_stem(f) not in labels]
+        if missing:
+            source = (
+                label_csv_for(Path(request.groundtruth))
+                if isinstance(request.groundtruth, Path)
+                else "ground truth"
+            )
+            raise DataError(
+                f"{source}: no row for {missing[0].name} ({len(missing)} image(s) without one); add "
+                "'file name,class' rows for every image."
+            )
+
+    def predict(self, request: Request) -> Path:
+        labels = self._labels(request)
+        return predict_classes(
+            request.model,
+            list(request.files),
+            request.out_dir,
+            request.options.mc_samples,
+            request.axes,
+            dict(labels) if labels is not None else None,
+            request.options.batch_size,
+            request.options.progress,
+        )
+
+    def done(self, request: Request, predictions: Path) -> str:
+        return f"{len(request.files)} image(s) classified: {predictions}"
+
+    def evaluate(self, request: Request, predictions: Path) -> Summary:
+        labels = self._labels(request)
+        assert labels is not None
+        gt = request.groundtruth
+        from idl.infer.evaluate.classification import evaluate_classification
+
+        return evaluate_classification(
+            predictions,
+            dict(labels),
+            class_names_for(request.model),
+            request.evaluation,
+            images={image_stem(f): f for f in request.files},
+            axes=request.axes,
+            labels_source=str(label_csv_for(gt)) if isinstance(gt, Path) else "groundtruth.csv",
+        )
+
+    def evaluate_folder(
+        self,
+        predictions: Path,
+        groundtruth: Path,
+        out_dir: Path,
+        images: Path | None = None,
+        num_classes: int | None = None,
+        axes: str | None = None,
+        dims: int = 2,
+        progress: bool = True,
+    ) -> Summary:
+        from idl.infer.evaluate.classification import evaluate_results_folder
+
+        return evaluate_results_folder(predictions, groundtruth, out_dir, images, axes)
+
+
+register(Classification())

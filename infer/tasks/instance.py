@@ -1,0 +1,58 @@
+"""Instance segmentation on the inference side: label images (0 background, 1..N objects) and a table
+of the objects per image, evaluated by average precision over IoU thresholds (AP50:95).
+
+Two kinds of network serve the task: the U-Net (``instance``: background, interior and boundary
+probabilities, turned into labels by a watershed) and Mask R-CNN (``detection``: its graph outputs
+labels and each object's score)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from idl.infer.core.model_info import ModelInfo
+from idl.infer.tasks.base import Summary, extras
+from idl.infer.tasks.pixels import PixelTask
+from idl.infer.tasks.registry import register
+
+if TYPE_CHECKING:
+    from idl.infer.evaluate.semantic import EvalItem
+
+
+class Instance(PixelTask):
+    kind = "instance"
+    task = "instance"
+
+    def headline(self, summary: Summary) -> str:
+        return (
+            f"ap50 {summary['ap50']:.4f}, ap50_95 {summary['ap50_95']:.4f} (median per image "
+            f"{summary['ap50_95_median']:.4f}), Jaccard {summary['jaccard']:.4f}"
+        ) + extras(summary)
+
+    def score(
+        self,
+        items: list[EvalItem],
+        out_dir: Path,
+        num_classes: int | None,
+        axes: str | None,
+        progress: bool,
+        dims: int,
+    ) -> Summary:
+        from idl.infer.evaluate.instance import evaluate_instance
+
+        return evaluate_instance(items, out_dir, axes=axes, progress=progress, dims=dims)
+
+
+class Detection(Instance):
+    kind = "detection"
+
+    def describe(self, info: ModelInfo) -> list[str]:
+        return [
+            f"task: instance (Mask R-CNN), {info.dims}D, trained on axes {info.axes}",
+            "  output channels: labels (0 background, 1..N objects) and the score of the owning object; "
+            "writes label images and objects/<name>.csv with each object's score",
+        ]
+
+
+register(Instance())
+register(Detection())

@@ -1,0 +1,113 @@
+"""What the pixel tasks share: one output image per input, written by the tiled runner, evaluated
+image by image against ground-truth images of the same name."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from idl.infer.core.errors import DataError
+from idl.infer.core.project import UNCERTAINTY_DIR, pair_files
+from idl.infer.io.omezarr import image_stem
+from idl.infer.tasks.base import Request, Summary, Task
+from idl.infer.tiling.predict import predict_files
+
+if TYPE_CHECKING:  # evaluation modules (pandas, matplotlib) load only when something is evaluated
+    from idl.infer.evaluate.semantic import EvalItem
+
+
+class PixelTask(Task):
+    """A task whose network outputs an image (segmentation, regression, a package's output)."""
+
+    def score(
+        self,
+        items: list[EvalItem],
+        out_dir: Path,
+        num_classes: int | None,
+        axes: str | None,
+        progress: bool,
+        dims: int,
+    ) -> Summary:
+        """The task's evaluation of matched prediction and ground-truth files."""
+        raise NotImplementedError
+
+    def _items(self, request: Request, predictions: Path) -> list[EvalItem]:
+        from idl.infer.evaluate.semantic import EvalItem, items_for_predictions
+
+        gt, suffix = request.groundtruth, request.options.suffix
+        uncertainty = request.options.mc_samples > 0
+        if isinstance(gt, Mapping):
+            return [
+                EvalItem(
+                    image_stem(f),
+                    predictions / f"{image_stem(f)}{suffix}",
+                    Path(gt[image_stem(f)]),
+                    f,
+                    predictions / UNCERTAINTY_DIR / f"{image_stem(f)}{suffix}" if uncertainty else None,
+                )
+                for f in request.files
+            ]
+        assert gt is not None
+        return items_for_predictions(predictions, list(request.files), Path(gt), uncertainty, suffix)
+
+    def split(self, folder: Path) -> tuple[list[Path], dict[str, Any] | None]:
+        pairs = pair_files(folder, require_groundtruth=False)
+        files = [p.image for p in pairs]
+        if any(p.groundtruth is None for p in pairs):
+            return files, None
+        return files, {image_stem(p.image): p.groundtruth for p in pairs}
+
+    def check(self, request: Request) -> None:
+        gt = request.groundtruth
+        if isinstance(gt, Path) and not gt.is_dir():
+            raise DataError(f"{gt} is a file; give the ground-truth folder.")
+        if isinstance(gt, Mapping):
+            missing = [f for f in request.files if image_stem(f) not in gt]
+            if missing:
+                raise DataError(
+                    f"no ground truth for {missing[0].name} ({len(missing)} image(s) without one)."
+                )
+        elif gt is not None:
+            self._items(request, request.out_dir)  # raises for images without ground truth
+
+    def predict(self, request: Request) -> Path:
+        predict_files(
+            request.model,
+            list(request.files),
+            request.out_dir,
+            request.options,
+            request.axes,
+            request.save_probabilities,
+        )
+        return request.out_dir
+
+    def evaluate(self, request: Request, predictions: Path) -> Summary:
+        info = request.model.info
+        assert info is not None
+        return self.score(
+            self._items(request, predictions),
+            request.evaluation,
+            info.num_classes,
+            request.axes,
+            request.options.progress,
+            info.dims,
+        )
+
+    def evaluate_folder(
+        self,
+        predictions: Path,
+        groundtruth: Path,
+        out_dir: Path,
+        images: Path | None = None,
+        num_classes: int | None = None,
+        axes: str | None = None,
+        dims: int = 2,
+        progress: bool = True,
+    ) -> Summary:
+        if not groundtruth.is_dir():
+            raise DataError(f"{groundtruth} is a file; give the ground-truth folder.")
+        from idl.infer.evaluate.semantic import match_items
+
+        items = match_items(predictions, groundtruth, images, predictions / UNCERTAINTY_DIR)
+        return self.score(items, out_dir, num_classes, axes, progress, dims)

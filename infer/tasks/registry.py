@@ -1,0 +1,45 @@
+"""The tasks idl knows on the inference side, by kind; :func:`register` adds one."""
+
+from __future__ import annotations
+
+from idl.infer.core.errors import ModelError
+from idl.infer.runtime.model import LoadedModel
+from idl.infer.tasks.base import Task
+
+_TASKS: dict[str, Task] = {}
+PACKAGE_KIND = "package"  # a package made elsewhere, output written as it is
+CLASSIFIER_KIND = "classification"
+
+
+def register(task: Task) -> Task:
+    """Make ``task`` the one that serves models of ``task.kind`` (a later registration replaces an
+    earlier one)."""
+    if not task.kind:
+        raise ValueError(f"{type(task).__name__}: a task needs a kind")
+    _TASKS[task.kind] = task
+    return task
+
+
+def task_named(name: str) -> Task:
+    """The task serving kind ``name``, or the first registered for the task users call ``name``."""
+    if name in _TASKS:
+        return _TASKS[name]
+    for task in _TASKS.values():
+        if task.task == name:
+            return task
+    names = sorted({t.task for t in _TASKS.values() if t.task})
+    raise ModelError(f"no task '{name}' is known; known: {', '.join(names)}.")
+
+
+def task_for(model: LoadedModel) -> Task:
+    """The task of a loaded model: its kind for idl models; for other packages, classification when
+    the output has no space axes (one value per class), else their output as it is."""
+    if model.info is not None:
+        return task_named(model.info.kind)
+    spatial = any(a in model.io.output_axes for a in "zyx")
+    return _TASKS[PACKAGE_KIND if spatial else CLASSIFIER_KIND]
+
+
+def task_names() -> tuple[str, ...]:
+    """The task names users can give (--task), in registration order."""
+    return tuple(dict.fromkeys(t.task for t in _TASKS.values() if t.task))
