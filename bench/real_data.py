@@ -186,17 +186,16 @@ def test_score(project: Project, folder: Path) -> float:
     """The test score from the evaluation idl-train wrote, or from the same evaluation run here."""
     summary_path = folder / "evaluation" / "summary.json"
     if not summary_path.is_file():
+        from idl.infer.tasks.base import Folders
         from idl.infer.tasks.registry import task_named
 
         task = task_named(project.task)
         plan = json.loads((folder / "model" / "plan.json").read_text())
+        test = folder / "test"
+        results, evaluation, dims = folder / "results", folder / "evaluation", plan.get("dims", 2)
+        groundtruth = task.groundtruth_folder(test)
         task.evaluate_folder(
-            folder / "results",
-            task.groundtruth_folder(folder / "test"),
-            folder / "evaluation",
-            folder / "test" / "image",
-            dims=plan.get("dims", 2),
-            progress=False,
+            Folders(results, groundtruth, evaluation, test / "image", dims=dims, progress=False)
         )
     return float(json.loads(summary_path.read_text())[SCORES[project.task]])
 

@@ -42,6 +42,22 @@ class Request:
         return self.evaluation_dir or self.out_dir / "evaluation"
 
 
+@dataclass(frozen=True)
+class Folders:
+    """What ``idl-evaluate`` gets: predictions written earlier (by any tool), the ground truth (a
+    folder, or classification's ``groundtruth.csv``), where the evaluation goes, and the images for
+    its figures."""
+
+    predictions: Path
+    groundtruth: Path
+    out_dir: Path
+    images: Path | None = None
+    num_classes: int | None = None
+    axes: str | None = None
+    dims: int = 2
+    progress: bool = True
+
+
 def extras(summary: Summary) -> str:
     """What every task's headline ends with: atypical inputs and the mean uncertainty, when known."""
     line = ""
@@ -96,16 +112,6 @@ class Task:
         ``request.evaluation`` and returns the summary."""
         raise NotImplementedError
 
-    def evaluate_folder(
-        self,
-        predictions: Path,
-        groundtruth: Path,
-        out_dir: Path,
-        images: Path | None = None,
-        num_classes: int | None = None,
-        axes: str | None = None,
-        dims: int = 2,
-        progress: bool = True,
-    ) -> Summary:
+    def evaluate_folder(self, folders: Folders) -> Summary:
         """``idl-evaluate``: predictions written earlier (any tool) against ground truth."""
         raise NotImplementedError

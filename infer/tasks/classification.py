@@ -13,7 +13,7 @@ from idl.infer.core.model_info import ModelInfo
 from idl.infer.io.omezarr import image_stem
 from idl.infer.post.classes import label_csv_for, labelled_images, read_labels
 from idl.infer.post.classify import class_names_for, predict_classes
-from idl.infer.tasks.base import Request, Summary, Task, extras
+from idl.infer.tasks.base import Folders, Request, Summary, Task, extras
 from idl.infer.tasks.registry import register
 
 
@@ -106,20 +106,11 @@ class Classification(Task):
             labels_source=str(label_csv_for(gt)) if isinstance(gt, Path) else "groundtruth.csv",
         )
 
-    def evaluate_folder(
-        self,
-        predictions: Path,
-        groundtruth: Path,
-        out_dir: Path,
-        images: Path | None = None,
-        num_classes: int | None = None,
-        axes: str | None = None,
-        dims: int = 2,
-        progress: bool = True,
-    ) -> Summary:
+    def evaluate_folder(self, folders: Folders) -> Summary:
         from idl.infer.evaluate.classification import evaluate_results_folder
 
-        return evaluate_results_folder(predictions, groundtruth, out_dir, images, axes)
+        f = folders
+        return evaluate_results_folder(f.predictions, f.groundtruth, f.out_dir, f.images, f.axes)
 
 
 register(Classification())

@@ -7,16 +7,10 @@ labels and each object's score)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING
-
 from idl.infer.core.model_info import ModelInfo
 from idl.infer.tasks.base import Summary, extras
-from idl.infer.tasks.pixels import PixelTask
+from idl.infer.tasks.pixels import PixelTask, Scoring
 from idl.infer.tasks.registry import register
-
-if TYPE_CHECKING:
-    from idl.infer.evaluate.semantic import EvalItem
 
 
 class Instance(PixelTask):
@@ -29,18 +23,10 @@ class Instance(PixelTask):
             f"{summary['ap50_95_median']:.4f}), Jaccard {summary['jaccard']:.4f}"
         ) + extras(summary)
 
-    def score(
-        self,
-        items: list[EvalItem],
-        out_dir: Path,
-        num_classes: int | None,
-        axes: str | None,
-        progress: bool,
-        dims: int,
-    ) -> Summary:
+    def score(self, s: Scoring) -> Summary:
         from idl.infer.evaluate.instance import evaluate_instance
 
-        return evaluate_instance(items, out_dir, axes=axes, progress=progress, dims=dims)
+        return evaluate_instance(s.items, s.out_dir, axes=s.axes, progress=s.progress, dims=s.dims)
 
 
 class Detection(Instance):

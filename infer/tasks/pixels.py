@@ -4,31 +4,36 @@ image by image against ground-truth images of the same name."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from idl.infer.core.errors import DataError
 from idl.infer.core.project import UNCERTAINTY_DIR, pair_files
 from idl.infer.io.omezarr import image_stem
-from idl.infer.tasks.base import Request, Summary, Task
+from idl.infer.tasks.base import Folders, Request, Summary, Task
 from idl.infer.tiling.predict import predict_files
 
 if TYPE_CHECKING:  # evaluation modules (pandas, matplotlib) load only when something is evaluated
     from idl.infer.evaluate.semantic import EvalItem
 
 
+@dataclass(frozen=True)
+class Scoring:
+    """Prediction and ground-truth files matched by image name, and how to evaluate them."""
+
+    items: list[EvalItem]
+    out_dir: Path
+    num_classes: int | None = None
+    axes: str | None = None
+    progress: bool = True
+    dims: int = 2
+
+
 class PixelTask(Task):
     """A task whose network outputs an image (segmentation, regression, a package's output)."""
 
-    def score(
-        self,
-        items: list[EvalItem],
-        out_dir: Path,
-        num_classes: int | None,
-        axes: str | None,
-        progress: bool,
-        dims: int,
-    ) -> Summary:
+    def score(self, scoring: Scoring) -> Summary:
         """The task's evaluation of matched prediction and ground-truth files."""
         raise NotImplementedError
 
@@ -85,29 +90,17 @@ class PixelTask(Task):
     def evaluate(self, request: Request, predictions: Path) -> Summary:
         info = request.model.info
         assert info is not None
+        items = self._items(request, predictions)
+        progress = request.options.progress
         return self.score(
-            self._items(request, predictions),
-            request.evaluation,
-            info.num_classes,
-            request.axes,
-            request.options.progress,
-            info.dims,
+            Scoring(items, request.evaluation, info.num_classes, request.axes, progress, info.dims)
         )
 
-    def evaluate_folder(
-        self,
-        predictions: Path,
-        groundtruth: Path,
-        out_dir: Path,
-        images: Path | None = None,
-        num_classes: int | None = None,
-        axes: str | None = None,
-        dims: int = 2,
-        progress: bool = True,
-    ) -> Summary:
-        if not groundtruth.is_dir():
-            raise DataError(f"{groundtruth} is a file; give the ground-truth folder.")
+    def evaluate_folder(self, folders: Folders) -> Summary:
         from idl.infer.evaluate.semantic import match_items
 
-        items = match_items(predictions, groundtruth, images, predictions / UNCERTAINTY_DIR)
-        return self.score(items, out_dir, num_classes, axes, progress, dims)
+        f = folders
+        if not f.groundtruth.is_dir():
+            raise DataError(f"{f.groundtruth} is a file; give the ground-truth folder.")
+        items = match_items(f.predictions, f.groundtruth, f.images, f.predictions / UNCERTAINTY_DIR)
+        return self.score(Scoring(items, f.out_dir, f.num_classes, f.axes, f.progress, f.dims))

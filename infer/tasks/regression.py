@@ -4,15 +4,9 @@ absolute and squared errors."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING
-
 from idl.infer.tasks.base import Summary, extras
-from idl.infer.tasks.pixels import PixelTask
+from idl.infer.tasks.pixels import PixelTask, Scoring
 from idl.infer.tasks.registry import register
-
-if TYPE_CHECKING:
-    from idl.infer.evaluate.semantic import EvalItem
 
 
 class Regression(PixelTask):
@@ -26,18 +20,10 @@ class Regression(PixelTask):
             f"mean relative error {summary['mean_relative_error']:.4f}"
         ) + extras(summary)
 
-    def score(
-        self,
-        items: list[EvalItem],
-        out_dir: Path,
-        num_classes: int | None,
-        axes: str | None,
-        progress: bool,
-        dims: int,
-    ) -> Summary:
+    def score(self, s: Scoring) -> Summary:
         from idl.infer.evaluate.regression import evaluate_regression
 
-        return evaluate_regression(items, out_dir, axes=axes, progress=progress, dims=dims)
+        return evaluate_regression(s.items, s.out_dir, axes=s.axes, progress=s.progress, dims=s.dims)
 
 
 register(Regression())

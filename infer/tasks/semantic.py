@@ -3,15 +3,9 @@ foreground probability, or arg-max), evaluated by Jaccard and Dice per class."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING
-
 from idl.infer.tasks.base import Summary, extras
-from idl.infer.tasks.pixels import PixelTask
+from idl.infer.tasks.pixels import PixelTask, Scoring
 from idl.infer.tasks.registry import register
-
-if TYPE_CHECKING:
-    from idl.infer.evaluate.semantic import EvalItem
 
 
 class Semantic(PixelTask):
@@ -24,18 +18,12 @@ class Semantic(PixelTask):
             f"Dice {summary['dice']:.4f}, accuracy {summary['accuracy']:.4f}"
         ) + extras(summary)
 
-    def score(
-        self,
-        items: list[EvalItem],
-        out_dir: Path,
-        num_classes: int | None,
-        axes: str | None,
-        progress: bool,
-        dims: int,
-    ) -> Summary:
+    def score(self, s: Scoring) -> Summary:
         from idl.infer.evaluate.semantic import evaluate_semantic
 
-        return evaluate_semantic(items, out_dir, num_classes, axes=axes, progress=progress, dims=dims)
+        return evaluate_semantic(
+            s.items, s.out_dir, s.num_classes, axes=s.axes, progress=s.progress, dims=s.dims
+        )
 
 
 register(Semantic())

@@ -20,7 +20,7 @@ from idl.infer.core.model_info import METADATA_KEY, ModelInfo
 from idl.infer.io.images import read_image, write_text, write_tiff
 from idl.infer.tasks import registry
 from idl.infer.tasks.base import Summary
-from idl.infer.tasks.pixels import PixelTask
+from idl.infer.tasks.pixels import PixelTask, Scoring
 
 NOISY = 4  # bright background pixels in the second image: the toy threshold gets them wrong
 
@@ -35,16 +35,16 @@ class ToyThreshold(PixelTask):
     def describe(self, info: ModelInfo) -> list[str]:
         return ["task: toy-threshold, bright pixels are foreground"]
 
-    def score(self, items, out_dir: Path, num_classes, axes, progress, dims) -> Summary:
+    def score(self, scoring: Scoring) -> Summary:
         agree = total = 0
-        for item in items:
+        for item in scoring.items:
             predicted = read_image(item.prediction) > 0.5
             truth = read_image(item.groundtruth) > 0
             agree += int(np.count_nonzero(predicted == truth))
             total += truth.size
-        summary: Summary = {"agreement": agree / total, "n_images": len(items)}
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_text(out_dir / "summary.json", json.dumps(summary))
+        summary: Summary = {"agreement": agree / total, "n_images": len(scoring.items)}
+        scoring.out_dir.mkdir(parents=True, exist_ok=True)
+        write_text(scoring.out_dir / "summary.json", json.dumps(summary))
         return summary
 
 
