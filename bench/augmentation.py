@@ -34,7 +34,7 @@ from idl.infer.core.project import pair_files
 from idl.infer.datasets.synthetic import NucleiSpec, synthetic_rods, write_semantic_project
 from idl.infer.evaluate.metrics import confusion_matrix, jaccard
 from idl.infer.io.images import read_channels_last, read_image, write_tiff
-from idl.infer.runtime.load import load_model
+from idl.infer.service.load import load_model
 from idl.infer.tiling.predict import PredictOptions, predict_image
 from idl.train.config import TrainConfig
 from idl.train.pipeline import train_project

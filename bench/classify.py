@@ -34,7 +34,7 @@ from idl.infer.datasets.synthetic import CELL_CLASSES, synthetic_cell, write_cla
 from idl.infer.evaluate.classification import auroc
 from idl.infer.io.images import write_tiff
 from idl.infer.post.classify import classify_files
-from idl.infer.runtime.load import load_model
+from idl.infer.service.load import load_model
 from idl.train.config import TrainConfig
 from idl.train.pipeline import train_project
 

@@ -33,7 +33,7 @@ from idl.infer.datasets.synthetic import NucleiSpec, synthetic_nuclei, write_ins
 from idl.infer.evaluate.baseline import otsu_instance_scores
 from idl.infer.evaluate.instance_metrics import instance_scores
 from idl.infer.io.images import read_channels_last
-from idl.infer.runtime.load import load_model
+from idl.infer.service.load import load_model
 from idl.infer.tiling.predict import PredictOptions, predict_image
 from idl.train.config import TrainConfig
 from idl.train.pipeline import train_project

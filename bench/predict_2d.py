@@ -35,7 +35,7 @@ def _child_onnxruntime(model_dir: Path, image_path: Path, out: Path) -> None:
     from idl.infer.core.normalize import normalize
     from idl.infer.core.processing import apply_ops
     from idl.infer.post.postprocess import to_mask
-    from idl.infer.runtime.load import load_model
+    from idl.infer.service.load import load_model
 
     model = load_model(model_dir)
     image = tifffile.imread(image_path)[..., None]

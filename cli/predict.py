@@ -97,7 +97,7 @@ def main(
     """Predict INPUT images or folders with MODEL: a PROJECT/model folder, a .onnx file, or a
     bioimage.io package (.zip, folder or rdf.yaml) with ONNX weights, ours or anyone's."""
     setup_logging(quiet)
-    from idl.infer.runtime.load import load_model
+    from idl.infer.service.load import load_model
     from idl.infer.tiling.predict import PredictOptions, collect_inputs
 
     if show_info:

@@ -29,9 +29,9 @@ from idl.export.onnx import ExportError, NothingToShow
 from idl.infer.core.axes import match_channels
 from idl.infer.core.grid import AxisSize, read_window, smallest_tile
 from idl.infer.core.model_info import ModelInfo
-from idl.infer.runtime.iospec import io_for_info
 from idl.infer.runtime.model import PACKAGE_SUFFIX, read_info
 from idl.infer.runtime.session import OnnxRunner
+from idl.infer.tasks.registry import io_for_info, out_channels
 from idl.models import InstanceMaskRCNN, ResNetClassifier, UNet
 
 log = logging.getLogger("idl")
@@ -485,14 +485,14 @@ def _output_meaning(info: ModelInfo, bio: Any) -> _Output:
             bio.ScaleLinearDescr(kwargs=kwargs),
         )
     channels = list(info.class_names) or (
-        ["foreground"] if info.out_channels == 1 else [f"class{i}" for i in range(info.out_channels)]
+        ["foreground"] if out_channels(info) == 1 else [f"class{i}" for i in range(out_channels(info))]
     )
     if info.task == "classification":
         softmax = bio.SoftmaxDescr(kwargs=bio.SoftmaxKwargs(axis=bio.AxisId("channel")))
         return _Output("probabilities", "class probabilities per image", channels, (0.0, 1.0), softmax)
     activation = (
         bio.SigmoidDescr()
-        if info.out_channels == 1
+        if out_channels(info) == 1
         else bio.SoftmaxDescr(kwargs=bio.SoftmaxKwargs(axis=bio.AxisId("channel")))
     )
     return _Output("probabilities", "per-pixel class probabilities", channels, (0.0, 1.0), activation)

@@ -24,17 +24,24 @@ SMALL = NucleiSpec(size=96, objects=(3, 7), radius=(4.0, 10.0))
 # these folders, and every test that uses one of the trained fixtures below.
 TORCH_FOLDERS = ("train", "models", "export", "test_e2e.py", "test_small_data.py")
 TORCH_FIXTURES = {"trained_project", "model_dir", "classified_project"}
+# Fixtures that train a network for 20-45 s before their tests run: their tests are slow
+# (``-m "not slow"`` leaves them out, with the end-to-end runs)
+SLOW_FIXTURES = {"classified_project", "project_3d", "regression_project", "detector_onnx"}
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 collect_ignore = [] if HAS_TORCH else list(TORCH_FOLDERS)  # their modules import torch
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark the tests that need torch (``-m "not torch"`` deselects them)."""
+    """Mark the tests that need torch (``-m "not torch"`` deselects them) and those whose fixture
+    trains for long (``slow``)."""
     tests = Path(__file__).parent
     for item in items:
         top = item.path.relative_to(tests).parts[0]
-        if top in TORCH_FOLDERS or TORCH_FIXTURES & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if top in TORCH_FOLDERS or TORCH_FIXTURES & fixtures:
             item.add_marker(pytest.mark.torch)
+        if SLOW_FIXTURES & fixtures:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

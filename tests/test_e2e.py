@@ -128,7 +128,7 @@ def test_tiled_instance_prediction_of_a_large_image_equals_whole_image(tmp_path:
 
     from idl.infer.datasets.synthetic import NucleiSpec, synthetic_nuclei, write_instance_project
     from idl.infer.evaluate.instance_metrics import instance_scores
-    from idl.infer.runtime.load import load_model
+    from idl.infer.service.load import load_model
     from idl.infer.tiling.predict import PredictOptions, predict_image
 
     project = write_instance_project(tmp_path / "nuclei", 12, 2, 1, NucleiSpec(size=192))

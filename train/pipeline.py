@@ -26,7 +26,7 @@ from idl.infer.core.model_info import ModelInfo
 from idl.infer.core.project import EVALUATION_DIR, MODEL_DIR, RESULTS_DIR, pair_files
 from idl.infer.io.images import read_channels_last, read_image, voxel_size, write_text
 from idl.infer.post.instance_labels import INSTANCE_CLASSES
-from idl.infer.runtime.load import load_model
+from idl.infer.service.load import load_model
 from idl.infer.service.run import predict_and_evaluate as predict_and_evaluate_request
 from idl.infer.tasks.base import Request
 from idl.infer.tasks.registry import task_for

@@ -84,16 +84,6 @@ class ModelInfo:
         """Tile halo along ``axis`` (z, y or x)."""
         return (self.z_halo or self.halo) if axis == "z" else self.halo
 
-    @property
-    def out_channels(self) -> int:
-        """Channels of the graph output: one per regression target channel; for segmentation one
-        sigmoid channel when binary, else one per class; for classification one per class."""
-        if self.task == "regression":
-            return max(1, len(self.target_mean))
-        if self.task == "classification":
-            return self.num_classes  # softmax over all classes, also for two
-        return 1 if self.num_classes == 2 else self.num_classes
-
     def to_json(self) -> str:
         data = asdict(self)
         for key in ("class_names", "target_mean", "target_std", "input_size"):

@@ -16,9 +16,9 @@ import numpy as np
 from idl.infer.core.axes import reorder
 from idl.infer.core.grid import AxisSize
 from idl.infer.core.model_info import ModelInfo
-from idl.infer.core.processing import SPACE, Op, ScaleLinear, ScaleRange, Sigmoid, Softmax
+from idl.infer.core.processing import SPACE, Op, ScaleRange, Sigmoid, Softmax
 
-__all__ = ["SPACE", "IOSpec", "io_for_info"]
+__all__ = ["SPACE", "IOSpec", "activation", "image_io"]
 
 DETECTOR_MIN_SIZE = 64  # Mask R-CNN tiles: at least two cells of its coarsest (stride 32) feature map
 
@@ -70,47 +70,28 @@ class IOSpec:
         return reorder(output, self.output_axes, self.batch_axes)
 
 
-def io_for_info(info: ModelInfo) -> IOSpec:
-    """The :class:`IOSpec` of an idl model: channels-first batches, percentile normalization, and
-    sigmoid/softmax on the logits (unless the graph already outputs probabilities), or for regression
-    the mapping back to ground-truth units. Classifiers take one image of their fixed input size and
-    output one value per class (axes ``bc``)."""
+def activation(info: ModelInfo, out_channels: int) -> tuple[Op, ...]:
+    """What turns the graph's output into probabilities: a sigmoid for one channel, a softmax over
+    channels, or nothing when the graph outputs probabilities itself."""
+    if info.output != "logits":
+        return ()
+    return (Sigmoid(),) if out_channels == 1 else (Softmax("c"),)
+
+
+def image_io(info: ModelInfo, out_channels: int, postprocessing: tuple[Op, ...], uncertainty: str) -> IOSpec:
+    """The :class:`IOSpec` of an idl network that maps an image to an image: channels-first batches
+    of any size (a multiple of the network's), percentile normalization, the halo that makes tiling
+    seamless."""
     spatial = SPACE[-info.dims :]
     norm = info.normalization
-    if info.task == "classification":  # one image of a fixed size in, class logits out
-        return IOSpec(
-            input_axes="bc" + spatial,
-            output_axes="bc",
-            in_channels=info.in_channels,
-            out_channels=info.num_classes,
-            sizes={a: AxisSize(n, 0) for a, n in zip(spatial, info.input_size, strict=True)},
-            preprocessing=(ScaleRange(spatial, norm.low, norm.high, norm.eps),),
-            postprocessing=(Softmax("c"),) if info.output == "logits" else (),
-        )
-    if info.output == "labels":  # Mask R-CNN: one image of any size in, labels and scores out
-        return IOSpec(
-            input_axes="bc" + spatial,
-            output_axes="bc" + spatial,
-            in_channels=info.in_channels,
-            out_channels=2,
-            sizes={a: AxisSize(DETECTOR_MIN_SIZE, 1) for a in spatial},
-            halo={a: info.halo_of(a) for a in spatial},
-            preprocessing=(ScaleRange(spatial, norm.low, norm.high, norm.eps),),
-            max_batch=1,
-        )
-    post: tuple[Op, ...] = ()
-    if info.task == "regression":
-        post = (ScaleLinear(info.target_std or 1.0, info.target_mean or 0.0, "c"),)
-    elif info.output == "logits":
-        post = (Sigmoid(),) if info.out_channels == 1 else (Softmax("c"),)
     return IOSpec(
         input_axes="bc" + spatial,
         output_axes="bc" + spatial,
         in_channels=info.in_channels,
-        out_channels=info.out_channels,
+        out_channels=out_channels,
         sizes={a: AxisSize(info.multiple_of(a), info.multiple_of(a)) for a in spatial},
         halo={a: info.halo_of(a) for a in spatial},
         preprocessing=(ScaleRange(spatial, norm.low, norm.high, norm.eps),),
-        postprocessing=post,
-        uncertainty="std" if info.task == "regression" else "probability",
+        postprocessing=postprocessing,
+        uncertainty=uncertainty,
     )

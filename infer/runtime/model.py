@@ -4,15 +4,16 @@ model package (ours or anyone's; see :mod:`idl.infer.runtime.package`)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from idl.infer.core.errors import ModelError
 from idl.infer.core.model_info import METADATA_KEY, ModelInfo
-from idl.infer.runtime.iospec import IOSpec, io_for_info
+from idl.infer.runtime.iospec import IOSpec
 from idl.infer.runtime.session import OnnxRunner, Runner
 
 DETERMINISTIC_NAME = "model.onnx"
@@ -131,8 +132,19 @@ def read_info(runner: OnnxRunner) -> ModelInfo | None:
     return None if meta is None else ModelInfo.from_json(meta)
 
 
-def load_onnx_model(path: Path, device: str = "auto") -> LoadedModel:
-    """Open an idl model folder or ``.onnx`` file (bioimage.io packages: :mod:`~idl.infer.runtime.load`)."""
+class ModelKind(Protocol):
+    """What the loaders need from a model's task (:class:`idl.infer.tasks.base.Task` is one)."""
+
+    def io_spec(self, info: ModelInfo) -> IOSpec: ...
+
+    def mc_missing(self, info: ModelInfo, mc: Path) -> str: ...
+
+
+KindOf = Callable[[ModelInfo], ModelKind]
+
+
+def load_onnx_model(path: Path, kind_of: KindOf, device: str = "auto") -> LoadedModel:
+    """Open an idl model folder or ``.onnx`` file (any model: :mod:`idl.infer.service.load`)."""
     onnx_path = resolve_model_path(path)
     info = read_info(OnnxRunner(onnx_path, "cpu"))  # this session is dropped again
     if info is None:
@@ -141,18 +153,14 @@ def load_onnx_model(path: Path, device: str = "auto") -> LoadedModel:
             "needs are unknown. Use a model trained with idl-train (or exported with idl-export), or a "
             "bioimage.io package, which describes its network."
         )
-    mc = mc_path_for(onnx_path)
+    mc, kind = mc_path_for(onnx_path), kind_of(info)
     return LoadedModel(
-        io=io_for_info(info),
+        io=kind.io_spec(info),
         weights=onnx_path,
         label=str(onnx_path),
         info=info,
         mc_weights=mc if mc.is_file() else None,
-        mc_missing=(
-            "Mask R-CNN has no dropout; train with --model unet for Monte Carlo uncertainty"
-            if info.output == "labels"
-            else f"expected {mc.name} next to it; re-export the model with idl-export"
-        ),
+        mc_missing=kind.mc_missing(info, mc),
         details={"name": info.name, "source": str(onnx_path)},
         device=device,
     )

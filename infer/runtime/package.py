@@ -29,8 +29,8 @@ from idl.infer.core.processing import (
     Softmax,
     ZeroMeanUnitVariance,
 )
-from idl.infer.runtime.iospec import SPACE, IOSpec, io_for_info
-from idl.infer.runtime.model import RDF_NAMES, LoadedModel
+from idl.infer.runtime.iospec import SPACE, IOSpec
+from idl.infer.runtime.model import RDF_NAMES, KindOf, LoadedModel
 
 log = logging.getLogger("idl")
 
@@ -312,7 +312,7 @@ def _model_info(idl: dict[str, Any], path: Path) -> ModelInfo | None:
         ) from exc
 
 
-def load_package(path: Path, device: str = "auto") -> LoadedModel:
+def load_package(path: Path, kind_of: KindOf, device: str = "auto") -> LoadedModel:
     """Open a bioimage.io package with ONNX weights for tiled prediction."""
     descr, version = read_description(path)
     if descr.weights.onnx is None:
@@ -327,7 +327,11 @@ def load_package(path: Path, device: str = "auto") -> LoadedModel:
     # idl's own packages run exactly as the model folder they came from (same sizes, no halo padding);
     # other packages as bioimage.io tools run them: bioimageio.core pads the input of spec 0.5 models
     # by the halo before preprocessing, and does not pad 0.4 ones.
-    io = io_for_info(info) if info is not None else io_from_description(descr, version.startswith("0.5"))
+    io = (
+        kind_of(info).io_spec(info)
+        if info is not None
+        else io_from_description(descr, version.startswith("0.5"))
+    )
     mc_weights, missing = None, f"this package has no Monte Carlo dropout graph; {MC_CONFIG_HINT}"
     mc = idl.get("mc_dropout")
     if mc:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from idl.infer.core.model_info import ModelInfo
+from idl.infer.runtime.iospec import IOSpec, activation, image_io
 from idl.infer.runtime.model import LoadedModel
 from idl.infer.tiling.predict import PredictOptions
 
@@ -75,6 +76,19 @@ class Task:
     kind: ClassVar[str] = ""  # the ModelInfo.kind it serves
     task: ClassVar[str] = ""  # the task users name with --task (several kinds may share one)
     evaluates: ClassVar[bool] = True  # False: nothing to evaluate by (a package made elsewhere)
+
+    def out_channels(self, info: ModelInfo) -> int:
+        """Channels of the graph's output: one sigmoid channel for two classes, else one per class."""
+        return 1 if info.num_classes == 2 else info.num_classes
+
+    def io_spec(self, info: ModelInfo) -> IOSpec:
+        """How to feed the network and read its output (default: image in, class probabilities out)."""
+        k = self.out_channels(info)
+        return image_io(info, k, activation(info, k), "probability")
+
+    def mc_missing(self, info: ModelInfo, mc: Path) -> str:
+        """Why a model folder has no Monte Carlo graph."""
+        return f"expected {mc.name} next to it; re-export the model with idl-export"
 
     def describe(self, info: ModelInfo) -> list[str]:
         """Lines for ``idl-predict --info`` about the task and what prediction writes."""

@@ -9,10 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from idl.infer.core.errors import DataError
+from idl.infer.core.grid import AxisSize
 from idl.infer.core.model_info import ModelInfo
+from idl.infer.core.processing import SPACE, ScaleRange, Softmax
 from idl.infer.io.omezarr import image_stem
 from idl.infer.post.classes import label_csv_for, labelled_images, read_labels
 from idl.infer.post.classify import class_names_for, predict_classes
+from idl.infer.runtime.iospec import IOSpec
 from idl.infer.tasks.base import Folders, Request, Summary, Task, extras
 from idl.infer.tasks.registry import register
 
@@ -31,6 +34,23 @@ class Classification(Task):
                 f"{summary['uncertainty_auroc']:.3f}"
             )
         return line + extras(summary)
+
+    def out_channels(self, info: ModelInfo) -> int:
+        return info.num_classes  # softmax over all classes, also for two
+
+    def io_spec(self, info: ModelInfo) -> IOSpec:
+        """One image of the fixed input size in, one value per class out (axes ``bc``)."""
+        spatial = SPACE[-info.dims :]
+        norm = info.normalization
+        return IOSpec(
+            input_axes="bc" + spatial,
+            output_axes="bc",
+            in_channels=info.in_channels,
+            out_channels=info.num_classes,
+            sizes={a: AxisSize(n, 0) for a, n in zip(spatial, info.input_size, strict=True)},
+            preprocessing=(ScaleRange(spatial, norm.low, norm.high, norm.eps),),
+            postprocessing=(Softmax("c"),) if info.output == "logits" else (),
+        )
 
     def describe(self, info: ModelInfo) -> list[str]:
         lines = [

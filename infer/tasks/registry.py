@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from idl.infer.core.errors import ModelError
+from idl.infer.core.model_info import ModelInfo
+from idl.infer.runtime.iospec import IOSpec
 from idl.infer.runtime.model import LoadedModel
 from idl.infer.tasks.base import Task
 
@@ -38,6 +40,21 @@ def task_for(model: LoadedModel) -> Task:
         return task_named(model.info.kind)
     spatial = any(a in model.io.output_axes for a in "zyx")
     return _TASKS[PACKAGE_KIND if spatial else CLASSIFIER_KIND]
+
+
+def kind_of(info: ModelInfo) -> Task:
+    """The task serving an idl model (what the loaders ask for its IOSpec)."""
+    return task_named(info.kind)
+
+
+def io_for_info(info: ModelInfo) -> IOSpec:
+    """How to feed an idl model and read its output, as its task describes it."""
+    return kind_of(info).io_spec(info)
+
+
+def out_channels(info: ModelInfo) -> int:
+    """Channels of an idl model's graph output, as its task counts them."""
+    return kind_of(info).out_channels(info)
 
 
 def task_names() -> tuple[str, ...]:

@@ -14,7 +14,7 @@ from idl.cli import predict as predict_cli
 from idl.cli import train as train_cli
 from idl.infer.evaluate.metrics import confusion_matrix, jaccard
 from idl.infer.io.images import read_image, write_tiff
-from idl.infer.runtime.load import load_model
+from idl.infer.service.load import load_model
 
 
 def _run(command, args: list[str]):

@@ -33,7 +33,7 @@ SCRIPT = textwrap.dedent(
         raise SystemExit("torch import was not blocked")
 
     import idl.infer
-    import idl.infer.service.run, idl.infer.tasks, idl.infer.runtime.load  # noqa: E401
+    import idl.infer.service.run, idl.infer.tasks, idl.infer.service.load  # noqa: E401
     import idl.infer.tiling.predict  # noqa: F401
     import idl.cli.evaluate  # noqa: F401
     from idl.cli.predict import main

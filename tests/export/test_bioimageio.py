@@ -14,7 +14,7 @@ from idl.export.bioimageio import PackageRequest, _check_test_output, export_pac
 from idl.export.onnx import ExportError
 from idl.infer.core.grid import smallest_tile
 from idl.infer.datasets.synthetic import NucleiSpec, synthetic_nuclei
-from idl.infer.runtime.load import load_model
+from idl.infer.service.load import load_model
 from idl.infer.tiling.predict import PredictOptions, predict_image
 
 # one worker builds this module's trained fixtures (pytest -n 2 --dist loadgroup, as .ci/run)

@@ -9,8 +9,8 @@ import torch
 from idl.export.onnx import ExportError, export_onnx, verify_deterministic
 from idl.infer.core.model_info import ModelInfo
 from idl.infer.core.processing import apply_ops
-from idl.infer.runtime.iospec import io_for_info
-from idl.infer.runtime.load import load_model
+from idl.infer.service.load import load_model
+from idl.infer.tasks.registry import io_for_info
 from idl.models import UNet2D, UNetSpec
 
 # one worker builds this module's trained fixtures (pytest -n 2 --dist loadgroup, as .ci/run)
@@ -53,7 +53,7 @@ def test_onnx_matches_torch_on_dynamic_shapes(multiclass_export, shape) -> None:
 def test_metadata_travels_with_the_file(multiclass_export) -> None:
     _, det, mc = multiclass_export
     model = load_model(det)
-    assert model.info.num_classes == 3 and model.info.in_channels == 2 and model.info.out_channels == 3
+    assert model.info.num_classes == 3 and model.info.in_channels == 2 and model.io.out_channels == 3
     assert model.mc_weights == mc and mc.name == "model_mc.onnx"
 
 

@@ -9,7 +9,7 @@ from skimage.draw import disk
 
 from idl.infer.core.grid import tile_grid
 from idl.infer.core.model_info import ModelInfo
-from idl.infer.runtime.iospec import io_for_info
+from idl.infer.tasks.registry import io_for_info
 from idl.infer.tiling.objects import owned_objects, paste_objects, predict_instance_tiles
 
 

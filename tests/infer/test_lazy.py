@@ -67,7 +67,7 @@ def test_large_2d_image_out_of_core_equals_in_memory(model_dir: Path, tmp_path: 
     """A 2D .npy is memory-mapped and predicted out of core with the same mask as in memory."""
     from idl.infer.datasets.synthetic import NucleiSpec, synthetic_nuclei
     from idl.infer.io.images import read_image
-    from idl.infer.runtime.load import load_model
+    from idl.infer.service.load import load_model
     from idl.infer.tiling.predict import PredictOptions, predict_files
 
     image = synthetic_nuclei(np.random.default_rng(5), NucleiSpec(size=300, objects=(20, 30)))[0]
@@ -136,7 +136,7 @@ def test_ome_zarr_in_and_out(model_dir: Path, tmp_path: Path) -> None:
     np.testing.assert_array_equal(np.asarray(group["0"][...]), expected)
     summary = json.loads((tmp_path / "z" / "evaluation" / "summary.json").read_text())
     assert 0.5 < summary["jaccard"] <= 1.0
-    from idl.infer.runtime.load import load_model
+    from idl.infer.service.load import load_model
     from idl.infer.tiling.predict import PredictOptions, predict_files
 
     options = PredictOptions(progress=False, out_of_core_bytes=0, out_format="zarr", tile_size=104)

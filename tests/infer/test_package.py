@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from idl.cli import predict as predict_cli
 from idl.infer.io.images import read_image, write_tiff
-from idl.infer.runtime.load import load_model
+from idl.infer.service.load import load_model
 
 # one worker builds this module's trained fixtures (pytest -n 2 --dist loadgroup, as .ci/run)
 pytestmark = pytest.mark.xdist_group("test_package")

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 
 from idl.infer.datasets.synthetic import NucleiSpec, synthetic_nuclei
-from idl.infer.runtime.load import load_model
+from idl.infer.service.load import load_model
 from idl.infer.tiling.predict import PredictOptions, predict_image, predict_probabilities
 
 

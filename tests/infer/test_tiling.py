@@ -6,7 +6,7 @@ from scipy import ndimage
 
 from idl.infer.core.grid import AxisSize, axis_tiles, read_window, round_up, tile_grid
 from idl.infer.core.model_info import ModelInfo
-from idl.infer.runtime.iospec import io_for_info
+from idl.infer.tasks.registry import io_for_info
 from idl.infer.tiling.predict import predict_probabilities
 
 

@@ -90,6 +90,7 @@ def test_onnx_runtime_equals_torch_on_two_image_sizes(detector_onnx, size: tuple
     assert label_share <= 1e-3 and score_diff <= 1e-4
 
 
+@pytest.mark.slow  # trains for more than ten seconds
 def test_an_image_without_detections_gives_empty_labels_in_both(tmp_path: Path) -> None:
     torch.manual_seed(0)
     net = InstanceMaskRCNN(MaskRCNNSpec(1, (16, 32, 64, 128, 256), 50, score_threshold=0.999)).eval()
@@ -104,7 +105,7 @@ def test_an_image_without_detections_gives_empty_labels_in_both(tmp_path: Path) 
 
 def test_package_passes_test_model_and_predicts_like_the_model_folder(detector_onnx, tmp_path: Path) -> None:
     from idl.export.bioimageio import PackageRequest, export_package
-    from idl.infer.runtime.load import load_model
+    from idl.infer.service.load import load_model
     from idl.infer.tiling.predict import PredictOptions, predict_image
 
     net, path = detector_onnx
@@ -124,6 +125,7 @@ def test_package_passes_test_model_and_predicts_like_the_model_folder(detector_o
     assert "monte-carlo-dropout" not in descr.tags and "maskrcnn" in descr.tags
 
 
+@pytest.mark.slow  # trains for more than ten seconds
 def test_no_package_from_a_detector_that_finds_nothing(tmp_path: Path) -> None:
     from idl.export.bioimageio import PackageRequest, export_package
     from idl.export.onnx import NothingToShow

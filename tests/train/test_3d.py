@@ -15,8 +15,8 @@ from idl.infer.core.project import pair_files
 from idl.infer.datasets.synthetic import synthetic_nuclei_3d, write_semantic_project_3d
 from idl.infer.evaluate.baseline import otsu_jaccard
 from idl.infer.io.images import read_image
-from idl.infer.runtime.iospec import io_for_info
-from idl.infer.runtime.load import load_model
+from idl.infer.service.load import load_model
+from idl.infer.tasks.registry import io_for_info
 from idl.infer.tiling.predict import predict_probabilities
 from idl.models import UNet, UNetSpec
 from idl.train.config import TrainConfig
@@ -207,6 +207,7 @@ def test_idl_evaluate_scores_volumes(project_3d: Path, tmp_path: Path) -> None:
     assert again["jaccard"] == pytest.approx(first["jaccard"], abs=1e-12)
 
 
+@pytest.mark.slow  # trains for more than ten seconds
 def test_3d_regression_comes_back_in_units(tmp_path: Path) -> None:
     """Regression on volumes: a smooth stain of the nuclei, predicted in the stain's units."""
     from scipy import ndimage

@@ -143,7 +143,7 @@ def test_onnx_equals_torch_and_monte_carlo_samples_differ(classified_project: Pa
 
 def test_package_predicts_like_the_model_folder(classified_project: Path, tmp_path: Path) -> None:
     from idl.infer.post.classify import classify_files
-    from idl.infer.runtime.load import load_model
+    from idl.infer.service.load import load_model
 
     package = classified_project / "model" / f"{classified_project.name}-resnet18.bioimageio.zip"
     assert package.is_file()
@@ -159,6 +159,7 @@ def test_package_predicts_like_the_model_folder(classified_project: Path, tmp_pa
     assert [a.size for a in descr.inputs[0].axes[2:]] == [32, 32]
 
 
+@pytest.mark.slow  # trains for more than ten seconds
 def test_resume_pretrained_and_early_test_label_check(tmp_path: Path) -> None:
     from idl.train.pipeline import train_project
 
@@ -202,7 +203,7 @@ def test_resume_pretrained_and_early_test_label_check(tmp_path: Path) -> None:
 
 def test_noise_images_are_flagged_atypical(classified_project: Path, tmp_path: Path) -> None:
     from idl.infer.post.classify import classify_files
-    from idl.infer.runtime.load import load_model
+    from idl.infer.service.load import load_model
 
     rng = np.random.default_rng(0)
     noise = [
@@ -223,7 +224,7 @@ def test_training_inputs_equal_what_inference_feeds_the_network(
     from idl.infer.core.model_info import ModelInfo
     from idl.infer.io.images import read_channels_last
     from idl.infer.post.classify import prepare_image
-    from idl.infer.runtime.iospec import io_for_info
+    from idl.infer.tasks.registry import io_for_info
 
     split = tmp_path / "train"
     for i, size in enumerate([(40, 40), (40, 40), (56, 30)]):
@@ -280,6 +281,7 @@ def test_a_classifier_package_without_idl_metadata_runs_like_ours(
     assert (theirs["prediction"] == ours["prediction"]).all()
 
 
+@pytest.mark.slow  # trains for more than ten seconds
 def test_colour_training_images_and_grey_test_images_make_a_package(tmp_path: Path) -> None:
     """InstantDL's MNIST example: RGB training images, grey test images. The package's test tensor
     (cut from the first test image) takes the model's three channels."""

@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from idl.infer.datasets.synthetic import NucleiSpec, synthetic_nuclei
 from idl.infer.io.images import read_image, write_tiff
-from idl.infer.runtime.load import load_model
+from idl.infer.service.load import load_model
 from idl.train.config import TrainConfig
 from idl.train.pipeline import train_project
 
@@ -30,6 +31,7 @@ def _two_class_project(root: Path) -> Path:
     return root
 
 
+@pytest.mark.slow  # trains for more than ten seconds
 def test_multiclass_multichannel_training(tmp_path: Path) -> None:
     project = _two_class_project(tmp_path)
     config = TrainConfig(

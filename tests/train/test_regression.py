@@ -13,7 +13,7 @@ import yaml
 from idl.infer.datasets.synthetic import NucleiSpec, write_regression_project
 from idl.infer.evaluate.metrics import pearson
 from idl.infer.io.images import read_image
-from idl.infer.runtime.load import load_model
+from idl.infer.service.load import load_model
 from idl.train.config import TrainConfig
 from idl.train.pipeline import train_project
 
@@ -55,7 +55,7 @@ def test_predictions_come_back_in_ground_truth_units(regression_project: Path) -
     model = load_model(regression_project / "model")
     info = model.info
     stacked = np.concatenate([t.ravel() for t in targets]).astype(np.float64)
-    assert info.task == "regression" and info.out_channels == 1
+    assert info.task == "regression" and model.io.out_channels == 1
     assert info.target_mean[0] == pytest.approx(stacked.mean(), rel=1e-6)
     assert info.target_std[0] == pytest.approx(stacked.std(), rel=1e-6)
     # the network's output in standard units, mapped back exactly: raw * std + mean

@@ -21,6 +21,7 @@ def _copy_train_split(src: Path, dst: Path) -> Path:
     return dst
 
 
+@pytest.mark.slow  # trains for more than ten seconds
 def test_resumed_run_equals_uninterrupted_run(
     small_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -56,6 +57,7 @@ def test_resumed_run_equals_uninterrupted_run(
         assert torch.equal(value, b["state_dict"][key]), key
 
 
+@pytest.mark.slow  # trains for more than ten seconds
 def test_overwrite_without_dropout_removes_the_old_model(small_project: Path, tmp_path: Path) -> None:
     project = _copy_train_split(small_project, tmp_path / "p")
     shutil.copytree(small_project / "test", project / "test")

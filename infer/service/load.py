@@ -10,6 +10,7 @@ from idl.infer.core.errors import ModelError
 from idl.infer.runtime.model import LoadedModel, is_package, load_onnx_model, remote_hint
 from idl.infer.runtime.package import load_package
 from idl.infer.runtime.session import choose_providers
+from idl.infer.tasks.registry import kind_of
 
 
 def load_model(path: str | Path, device: str = "auto") -> LoadedModel:
@@ -20,5 +21,5 @@ def load_model(path: str | Path, device: str = "auto") -> LoadedModel:
         raise ModelError(hint)
     choose_providers(device, ort.get_available_providers())  # fail early on an unavailable --device
     if path.exists() and is_package(path):
-        return load_package(path, device)
-    return load_onnx_model(path, device)
+        return load_package(path, kind_of, device)
+    return load_onnx_model(path, kind_of, device)
