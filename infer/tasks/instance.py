@@ -7,12 +7,13 @@ labels and each object's score)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from idl.infer.core.grid import AxisSize
 from idl.infer.core.model_info import ModelInfo
-from idl.infer.core.processing import SPACE, ScaleRange
-from idl.infer.runtime.iospec import DETECTOR_MIN_SIZE, IOSpec
+from idl.infer.core.processing import SPACE
+from idl.infer.runtime.iospec import DETECTOR_MIN_SIZE, IOSpec, image_io
 from idl.infer.tasks.base import Summary, extras
 from idl.infer.tasks.pixels import PixelTask, Scoring
 from idl.infer.tasks.registry import register
@@ -42,18 +43,8 @@ class Detection(Instance):
 
     def io_spec(self, info: ModelInfo) -> IOSpec:
         """One image of any size in (at least :data:`DETECTOR_MIN_SIZE`), labels and scores out."""
-        spatial = SPACE[-info.dims :]
-        norm = info.normalization
-        return IOSpec(
-            input_axes="bc" + spatial,
-            output_axes="bc" + spatial,
-            in_channels=info.in_channels,
-            out_channels=2,
-            sizes={a: AxisSize(DETECTOR_MIN_SIZE, 1) for a in spatial},
-            halo={a: info.halo_of(a) for a in spatial},
-            preprocessing=(ScaleRange(spatial, norm.low, norm.high, norm.eps),),
-            max_batch=1,
-        )
+        sizes = {a: AxisSize(DETECTOR_MIN_SIZE, 1) for a in SPACE[-info.dims :]}
+        return replace(image_io(info, 2, (), "probability"), sizes=sizes, max_batch=1)
 
     def mc_missing(self, info: ModelInfo, mc: Path) -> str:
         return "Mask R-CNN has no dropout; train with --model unet for Monte Carlo uncertainty"
