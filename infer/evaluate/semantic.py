@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +17,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from idl.infer.core.errors import DataError
-from idl.infer.core.project import UNCERTAINTY_DIR, Pair, files_by_stem
+from idl.infer.core.project import UNCERTAINTY_DIR, files_by_stem
 from idl.infer.evaluate.metrics import confusion_matrix, semantic_scores
 from idl.infer.evaluate.plots import save_boxplot, save_sample_figure
 from idl.infer.evaluate.report import write_report
@@ -65,44 +65,32 @@ def match_items(
 
 
 def items_for_predictions(
-    out_dir: Path, images: Sequence[Path], gt_dir: Path, uncertainty: bool, suffix: str = ".tif"
+    out_dir: Path,
+    images: Sequence[Path],
+    groundtruth: Path | Mapping[str, Path],
+    uncertainty: bool,
+    suffix: str = ".tif",
 ) -> list[EvalItem]:
     """Evaluation items for images predicted into ``out_dir`` (as ``<stem>.tif``, uncertainty maps
-    under ``uncertainty/``), with ground truth from ``gt_dir`` matched by image name."""
-    groundtruth = files_by_stem(gt_dir)
-    missing = [image for image in images if image_stem(image) not in groundtruth]
+    under ``uncertainty/``), with ground truth from a folder matched by image name, or already matched
+    (image name -> ground-truth file, or folder of object masks)."""
+    where = f"{groundtruth}: " if isinstance(groundtruth, Path) else ""
+    matched = files_by_stem(groundtruth) if isinstance(groundtruth, Path) else groundtruth
+    missing = [image for image in images if image_stem(image) not in matched]
     if missing:
         raise DataError(
-            f"{gt_dir}: no ground truth for {missing[0].name} ({len(missing)} image(s) without one). "
+            f"{where}no ground truth for {missing[0].name} ({len(missing)} image(s) without one). "
             "Ground-truth files need the image's name."
         )
     return [
         EvalItem(
             image_stem(image),
             out_dir / f"{image_stem(image)}{suffix}",
-            groundtruth[image_stem(image)],
+            Path(matched[image_stem(image)]),
             image,
             out_dir / UNCERTAINTY_DIR / f"{image_stem(image)}{suffix}" if uncertainty else None,
         )
         for image in images
-    ]
-
-
-def items_for_pairs(
-    out_dir: Path, pairs: Sequence[Pair], uncertainty: bool, suffix: str = ".tif"
-) -> list[EvalItem]:
-    """Evaluation items for the images of ``pairs`` predicted into ``out_dir``, each with its own ground
-    truth (a file, or a folder of object masks)."""
-    return [
-        EvalItem(
-            image_stem(p.image),
-            out_dir / f"{image_stem(p.image)}{suffix}",
-            p.groundtruth,
-            p.image,
-            out_dir / UNCERTAINTY_DIR / f"{image_stem(p.image)}{suffix}" if uncertainty else None,
-        )
-        for p in pairs
-        if p.groundtruth is not None
     ]
 
 

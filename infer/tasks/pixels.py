@@ -3,7 +3,6 @@ image by image against ground-truth images of the same name."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,23 +37,12 @@ class PixelTask(Task):
         raise NotImplementedError
 
     def _items(self, request: Request, predictions: Path) -> list[EvalItem]:
-        from idl.infer.evaluate.semantic import EvalItem, items_for_predictions
+        from idl.infer.evaluate.semantic import items_for_predictions
 
-        gt, suffix = request.groundtruth, request.options.suffix
-        uncertainty = request.options.mc_samples > 0
-        if isinstance(gt, Mapping):
-            return [
-                EvalItem(
-                    image_stem(f),
-                    predictions / f"{image_stem(f)}{suffix}",
-                    Path(gt[image_stem(f)]),
-                    f,
-                    predictions / UNCERTAINTY_DIR / f"{image_stem(f)}{suffix}" if uncertainty else None,
-                )
-                for f in request.files
-            ]
+        gt = request.groundtruth
         assert gt is not None
-        return items_for_predictions(predictions, list(request.files), Path(gt), uncertainty, suffix)
+        uncertainty = request.options.mc_samples > 0
+        return items_for_predictions(predictions, request.files, gt, uncertainty, request.options.suffix)
 
     def split(self, folder: Path) -> tuple[list[Path], dict[str, Any] | None]:
         pairs = pair_files(folder, require_groundtruth=False)
@@ -67,13 +55,7 @@ class PixelTask(Task):
         gt = request.groundtruth
         if isinstance(gt, Path) and not gt.is_dir():
             raise DataError(f"{gt} is a file; give the ground-truth folder.")
-        if isinstance(gt, Mapping):
-            missing = [f for f in request.files if image_stem(f) not in gt]
-            if missing:
-                raise DataError(
-                    f"no ground truth for {missing[0].name} ({len(missing)} image(s) without one)."
-                )
-        elif gt is not None:
+        if gt is not None:
             self._items(request, request.out_dir)  # raises for images without ground truth
 
     def predict(self, request: Request) -> Path:
