@@ -22,12 +22,6 @@ NOT_YET_MIGRATED = {
     "cli/demo.py": 3,
     "export/bioimageio.py": 16,
     "export/onnx.py": 2,
-    "infer/tiling/predict.py": 5,
-    "train/config.py": 6,
-    "train/loop.py": 3,
-    "train/losses.py": 1,
-    "train/pipeline.py": 12,
-    "train/validation.py": 4,
 }
 
 

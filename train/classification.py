@@ -12,7 +12,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ from torch.nn import functional as F
 from torch.utils.data import Dataset
 
 from idl.infer.core.axes import match_channels
-from idl.infer.core.errors import DataError
+from idl.infer.core.errors import ConfigError, DataError
 from idl.infer.core.model_info import ModelInfo
 from idl.infer.core.normalize import Normalization, normalize
 from idl.infer.io.images import read_channels_last
@@ -30,10 +30,12 @@ from idl.infer.post.typicality import fit_reference
 from idl.models import ResNetClassifier, ResNetSpec
 from idl.models.resnet import SMALL_INPUT
 from idl.train.augment import Augmentation, augment_pair
-from idl.train.config import ConfigError, TrainConfig
 from idl.train.losses import LossFn
 from idl.train.plan import make_classification_plan
 from idl.train.setup import Setup, data_summary
+
+if TYPE_CHECKING:
+    from idl.train.config import TrainConfig
 
 log = logging.getLogger("idl")
 

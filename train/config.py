@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from idl.infer.core.errors import ConfigError, did_you_mean
-from idl.infer.core.model_info import TASKS, normalize_task
+from idl.infer.core.model_info import normalize_task
 from idl.infer.core.normalize import Normalization
 from idl.infer.runtime.session import DEVICES
 from idl.train.augment import Augmentation
@@ -22,18 +22,11 @@ from idl.train.augment import resolve as resolve_augmentation
 from idl.train.instantdl import KEYS as INSTANTDL_KEYS
 from idl.train.instantdl import LOSSES as INSTANTDL_LOSSES
 from idl.train.instantdl import canonical_loss, translate
-from idl.train.plan import SCHEDULES, Plan, Requests, device_kind
+from idl.train.plan import SCHEDULES, Plan, Requests
+from idl.train.tasks.registry import all_trainers, trainer_for, trainer_names
 
 log = logging.getLogger("idl")
 
-IMPLEMENTED_TASKS = ("semantic", "instance", "regression", "classification")
-BINARY_LOSSES = ("bce", "dice", "bce+dice", "focal", "tversky")
-MULTICLASS_LOSSES = ("ce", "dice", "ce+dice", "focal", "tversky")
-REGRESSION_LOSSES = ("mse", "mae", "huber")
-CLASSIFICATION_LOSSES = ("ce",)
-SEGMENTATION_MODELS = ("unet",)
-INSTANCE_MODELS = ("unet", "maskrcnn")
-CLASSIFICATION_MODELS = ("resnet18", "resnet34", "resnet50", "resnet101")
 DEFAULT_AUGMENTATIONS = ("flip", "rot90")
 
 
@@ -114,8 +107,12 @@ class TrainConfig:
             object.__setattr__(self, "loss", canonical_loss(self.loss))
         if self.instantdl_loss is not None:
             object.__setattr__(self, "instantdl_loss", canonical_loss(self.instantdl_loss))
+        try:
+            trainer = trainer_for(self.task)
+        except ConfigError:
+            known = ", ".join(trainer_names())
+            raise ConfigError(f"task '{self.task}' is not a task name; use one of {known}") from None
         checks = [
-            (self.task in TASKS, f"task '{self.task}' is not a task name"),
             (
                 self.epochs is None or self.epochs >= 1,
                 "epochs must be >= 1 (InstantDL's 0 epochs, predicting with given weights, is idl-predict "
@@ -134,8 +131,8 @@ class TrainConfig:
             ),
             (self.image_size is None or self.image_size >= 8, "image_size must be >= 8"),
             (
-                self.image_size is None or self.image_size >= 16 or self.task == "classification",
-                "image_size (the training patch side) must be >= 16",
+                self.image_size is None or self.image_size >= trainer.min_image_size,
+                f"image_size (the training patch side) must be >= {trainer.min_image_size}",
             ),
             (self.dims in (None, 2, 3), "dims must be 2 or 3"),
             (self.depth is None or 1 <= self.depth <= 6, "depth must be between 1 and 6"),
@@ -163,16 +160,14 @@ class TrainConfig:
             raise ConfigError(str(exc)) from exc
         object.__setattr__(self, "augment", tuple(resolved))
         object.__setattr__(self, "augment_settings", {n: s.to_dict() for n, s in resolved.items()})
-        valid_losses = tuple(dict.fromkeys(BINARY_LOSSES + MULTICLASS_LOSSES + REGRESSION_LOSSES))
+        valid_losses = tuple(dict.fromkeys(n for t in all_trainers() for n in t.loss_names))
         for loss in (self.loss, self.instantdl_loss):
             if loss is not None and loss not in valid_losses:
                 raise ConfigError(
                     f"unknown loss '{loss}'.{did_you_mean(loss, valid_losses + tuple(INSTANTDL_LOSSES))} "
                     f"Valid: {', '.join(valid_losses)} (or InstantDL's: {', '.join(INSTANTDL_LOSSES)})"
                 )
-        valid_models = {"classification": CLASSIFICATION_MODELS, "instance": INSTANCE_MODELS}.get(
-            self.task, SEGMENTATION_MODELS
-        )
+        valid_models = trainer.models
         if self.model is not None and self.model not in valid_models:
             raise ConfigError(
                 f"model '{self.model}' does not fit the {self.task} task."
@@ -190,22 +185,15 @@ class TrainConfig:
         return resolve_augmentation(self.augment, self.augment_settings)
 
     def resolved_model(self, device: str = "cuda") -> str:
-        """The network: as set, or the U-Net; for classification the plan's choice for the device:
-        resnet18 on a CPU (measured on BCCD blood cells in the same 3 minutes: accuracy 0.99 against
-        0.80 for resnet50, which manages a third of the steps), resnet50 (InstantDL's) on a GPU."""
-        if self.model:
-            return self.model
-        if self.task != "classification":
-            return "unet"
-        return "resnet18" if device_kind(device) == "cpu" else "resnet50"
+        """The network: as set, or the task's default for the device."""
+        return self.model or trainer_for(self.task).default_model(device)
 
     @property
     def resolved_learning_rate(self) -> float:
-        """Adam's step size: as set, or 1e-4 for Mask R-CNN (from scratch it diverges at 1e-3) and
-        1e-3 for the other networks."""
+        """Adam's step size: as set, or the task's default for the network."""
         if self.learning_rate is not None:
             return self.learning_rate
-        return 1e-4 if self.model == "maskrcnn" else 1e-3
+        return trainer_for(self.task).learning_rate(self.model)
 
     @property
     def classification_batch_size(self) -> int:
@@ -241,14 +229,8 @@ class TrainConfig:
         """The loss to train with: ``loss`` if set (it must fit the task: classification, regression,
         binary or multi-class segmentation), else InstantDL's ``loss_function`` where it fits, else the
         task's default."""
-        if self.task == "classification":
-            default, allowed, kind = "ce", CLASSIFICATION_LOSSES, "classification"
-        elif self.task == "regression":
-            default, allowed, kind = "mse", REGRESSION_LOSSES, "regression"
-        elif num_classes == 2:
-            default, allowed, kind = "bce+dice", BINARY_LOSSES, "binary segmentation"
-        else:
-            default, allowed, kind = "ce", MULTICLASS_LOSSES, f"{num_classes}-class segmentation"
+        choice = trainer_for(self.task).losses(num_classes)
+        default, allowed, kind = choice.default, choice.allowed, choice.kind
         if self.loss is not None:
             if self.loss not in allowed:
                 raise ConfigError(f"loss '{self.loss}' does not fit {kind}; use one of {', '.join(allowed)}")

@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from idl.infer.core.errors import ConfigError
 from idl.infer.core.model_info import ModelInfo
 from idl.infer.evaluate.instance_metrics import counts_per_threshold, scores_from_counts
 from idl.infer.runtime.iospec import DETECTOR_MIN_SIZE
@@ -28,11 +29,13 @@ from idl.models.maskrcnn import (
     targets_from_labels,
 )
 from idl.train.augment import Augmentation, augment_pair
-from idl.train.config import ConfigError, TrainConfig
 from idl.train.data import Sample, covering_windows, load_instance_data, smallest_side, split_validation
 from idl.train.loop import Steps
 from idl.train.plan import make_detection_plan
 from idl.train.setup import Setup, data_summary
+
+if TYPE_CHECKING:
+    from idl.train.config import TrainConfig
 
 log = logging.getLogger("idl")
 

@@ -11,13 +11,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from idl.infer.core.errors import IdlError
-from idl.infer.evaluate.metrics import jaccard
 from idl.train.losses import LossFn, predicted_classes
 from idl.train.plan import learning_rate_at
 
@@ -47,22 +45,12 @@ class LoopSettings:
     seed: int
     num_classes: int
     progress: bool = True
-    task: str = "semantic"
+    metric: str = "score"  # the validation score's name, shown and logged next to the loss
     precise_batch_norm: bool = False  # recompute batch-norm statistics after every epoch
-    score_name: str = ""  # the validation score's name when the task's default does not apply
     steps_per_epoch: int = 0  # 0: whatever the training set's length gives
     learning_rate: float = 0.0  # 0: leave the optimizer's as it is (no schedule)
     warmup_steps: int = 0
     schedule: str = "trapezoid"  # see idl.train.plan.learning_rate_at
-
-    @property
-    def metric(self) -> str:
-        """The validation score shown and logged next to the loss."""
-        if self.score_name:
-            return self.score_name
-        return {"regression": "pearson", "classification": "accuracy", "instance": "ap50_95"}.get(
-            self.task, "jaccard"
-        )
 
     @property
     def total_steps(self) -> int:
@@ -102,50 +90,22 @@ def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x
 
 
-def _confusion(pred: torch.Tensor, target: torch.Tensor, k: int) -> np.ndarray:
-    index = target.reshape(-1) * k + pred.reshape(-1)
-    return torch.bincount(index, minlength=k * k).reshape(k, k).cpu().numpy()
-
-
-def _pearson_from_sums(sums: np.ndarray) -> float:
-    """Pearson r from ``n, sum p, sum t, sum p^2, sum t^2, sum p*t`` (float64, streaming)."""
-    n, sp, st, spp, stt, spt = sums
-    cov = spt - sp * st / n
-    var = (spp - sp * sp / n) * (stt - st * st / n)
-    return float(cov / np.sqrt(var)) if var > 0 else 0.0
-
-
 def validate(
     model: torch.nn.Module, loader: DataLoader, loss_fn: LossFn, settings: LoopSettings, device: torch.device
 ) -> tuple[float, float]:
-    """Mean validation loss (per patch or image) and the score over all validation pixels: Jaccard for
-    segmentation, Pearson correlation for regression; for classification the accuracy over images."""
+    """Mean validation loss per sample and the accuracy: the share of samples (images for a
+    classifier) whose predicted class is right."""
     model.eval()
-    total_loss, count = 0.0, 0
-    k = settings.num_classes
-    cm = np.zeros((k, k), np.int64)
-    sums = np.zeros(6)
+    total_loss, count, right, seen = 0.0, 0, 0, 0
     with torch.no_grad():
         for x, y in loader:
             x, y = to_device(x, device), y.to(device)
             out = model(x)
             total_loss += float(loss_fn(out, y)) * x.shape[0]
             count += x.shape[0]
-            if settings.task == "regression":
-                p, t = out.double(), y.double()
-                sums += [
-                    p.numel(),
-                    *(float(v) for v in (p.sum(), t.sum(), (p * p).sum(), (t * t).sum(), (p * t).sum())),
-                ]
-            else:
-                cm += _confusion(predicted_classes(out), y, k)
-    if settings.task == "regression":
-        score = _pearson_from_sums(sums)
-    elif settings.task == "classification":
-        score = float(np.trace(cm) / max(cm.sum(), 1))
-    else:
-        score = jaccard(cm)
-    return total_loss / count, score
+            right += int((predicted_classes(out) == y).sum())
+            seen += y.numel()
+    return total_loss / count, right / max(seen, 1)
 
 
 def recompute_batch_norm(model: torch.nn.Module, loader: Iterable[Any], device: torch.device) -> int:

@@ -15,6 +15,10 @@ import torch
 from torch.nn import functional as F
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+BINARY_LOSSES = ("bce", "dice", "bce+dice", "focal", "tversky")
+MULTICLASS_LOSSES = ("ce", "dice", "ce+dice", "focal", "tversky")
+REGRESSION_LOSSES = ("mse", "mae", "huber")
 SMOOTH = 1.0
 
 
@@ -99,9 +103,8 @@ def regression_loss(name: str) -> LossFn:
     return functions[name]
 
 
-def make_loss(name: str, num_classes: int, task: str = "semantic") -> LossFn:
-    if task == "regression":
-        return regression_loss(name)
+def make_loss(name: str, num_classes: int) -> LossFn:
+    """A segmentation loss: binary (one logit channel) for two classes, else multi-class."""
     return binary_loss(name) if num_classes == 2 else multiclass_loss(name, num_classes)
 
 

@@ -4,16 +4,18 @@ description for the inference side, the datasets and the loss."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 from torch.utils.data import Dataset
 
 from idl.infer.core.model_info import ModelInfo
-from idl.train.config import TrainConfig
 from idl.train.loop import Steps, Validator
 from idl.train.losses import LossFn
 from idl.train.plan import Plan
+
+if TYPE_CHECKING:
+    from idl.train.config import TrainConfig
 
 
 @dataclass

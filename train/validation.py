@@ -11,14 +11,13 @@ next to it. Model selection follows the score.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
 from idl.infer.core.grid import read_window, tile_grid
-from idl.infer.evaluate.metrics import confusion_matrix, jaccard, pearson
-from idl.infer.post.postprocess import to_mask
 from idl.infer.tiling.predict import DEFAULT_TILE
 from idl.train.data import Sample
 from idl.train.loop import to_device
@@ -26,7 +25,15 @@ from idl.train.losses import LossFn
 
 Validator = Callable[[nn.Module, torch.device], tuple[float, float]]
 
-SCORES = {"semantic": "jaccard", "instance": "ap50_95", "regression": "pearson", "classification": "accuracy"}
+
+class ImageScore(Protocol):
+    """A task's validation score, summed up over whole images (one object per validation)."""
+
+    def add(self, logits: np.ndarray, sample: Sample) -> None:
+        """Take one image's raw output ``(K, *spatial)`` against its sample's target."""
+
+    def result(self) -> float:
+        """The score over every image added."""
 
 
 VALIDATION_TILE_3D = (DEFAULT_TILE[3], 256)  # voxels per axis: at least idl-predict's default
@@ -45,11 +52,6 @@ def validation_tile(
     return tuple(
         int(np.clip(-(-4 * h // m) * m, low, high // m * m)) for h, m in zip(halo, multiples, strict=True)
     )
-
-
-def score_name(task: str) -> str:
-    """The validation score of a task: what the user's evaluation reports first."""
-    return SCORES.get(task, "score")
 
 
 def predict_logits(
@@ -76,7 +78,8 @@ def predict_logits(
     return out
 
 
-def _probabilities(logits: np.ndarray) -> np.ndarray:
+def probabilities(logits: np.ndarray) -> np.ndarray:
+    """Sigmoid of one channel, else the softmax over channels (as the inference side applies)."""
     if logits.shape[0] == 1:
         return 1.0 / (1.0 + np.exp(-logits))
     shifted = np.exp(logits - logits.max(axis=0, keepdims=True))
@@ -89,14 +92,14 @@ class WholeImageValidation:
     def __init__(
         self,
         samples: list[Sample],
-        task: str,
-        num_classes: int,
+        score: Callable[[], ImageScore],
         loss_fn: LossFn,
         tile: Sequence[int],
         halo: Sequence[int],
         multiples: Sequence[int],
     ) -> None:
-        self.samples, self.task, self.num_classes, self.loss_fn = samples, task, num_classes, loss_fn
+        """``score`` makes a fresh :class:`ImageScore` for each validation."""
+        self.samples, self.new_score, self.loss_fn = samples, score, loss_fn
         self.tile, self.halo, self.multiples = tuple(tile), tuple(halo), tuple(multiples)
 
     def _loss(self, logits: np.ndarray, target: np.ndarray, device: torch.device) -> float:
@@ -110,31 +113,10 @@ class WholeImageValidation:
 
     def __call__(self, model: nn.Module, device: torch.device) -> tuple[float, float]:
         """Mean loss per image and the score over all validation images."""
-        from idl.infer.evaluate.instance_metrics import counts_per_threshold, scores_from_counts
-        from idl.infer.post.instance_labels import labels_from_probabilities
-
         model.eval()
-        losses, pearsons = [], []
-        cm = np.zeros((self.num_classes, self.num_classes), np.int64)
-        counts = None
+        losses, score = [], self.new_score()
         for sample in self.samples:
             logits = predict_logits(model, sample.image, self.tile, self.halo, self.multiples, device)
             losses.append(self._loss(logits, sample.target, device))
-            if self.task == "regression":
-                target = np.moveaxis(sample.target, -1, 0)
-                pearsons += [pearson(p, t) for p, t in zip(logits, target, strict=True)]
-            elif self.task == "instance":
-                assert sample.labels is not None
-                labels = labels_from_probabilities(_probabilities(logits))
-                found = counts_per_threshold(sample.labels, labels)
-                counts = found if counts is None else [a + b for a, b in zip(counts, found, strict=True)]
-            else:
-                mask, _ = to_mask(_probabilities(logits), "otsu")
-                cm += confusion_matrix(mask, sample.target, self.num_classes)
-        if self.task == "regression":
-            score = float(np.mean(pearsons))
-        elif self.task == "instance":
-            score = scores_from_counts(counts)["ap50_95"] if counts else 0.0
-        else:
-            score = jaccard(cm)
-        return float(np.mean(losses)), score
+            score.add(logits, sample)
+        return float(np.mean(losses)), score.result()

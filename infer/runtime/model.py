@@ -43,6 +43,9 @@ class LoadedModel:
     mc_missing: str = ""
     details: dict[str, Any] = field(default_factory=dict)
     device: str = "auto"
+    # what the tiled runner makes of the output (idl.infer.tiling.predict.Outputs, from the model's
+    # task); None: the output as it is
+    outputs: Any = None
     _runners: dict[bool, OnnxRunner] = field(default_factory=dict, repr=False)
 
     @property
@@ -139,6 +142,8 @@ class ModelKind(Protocol):
 
     def mc_missing(self, info: ModelInfo, mc: Path) -> str: ...
 
+    def outputs(self, info: ModelInfo) -> Any: ...
+
 
 KindOf = Callable[[ModelInfo], ModelKind]
 
@@ -161,6 +166,7 @@ def load_onnx_model(path: Path, kind_of: KindOf, device: str = "auto") -> Loaded
         info=info,
         mc_weights=mc if mc.is_file() else None,
         mc_missing=kind.mc_missing(info, mc),
+        outputs=kind.outputs(info),
         details={"name": info.name, "source": str(onnx_path)},
         device=device,
     )

@@ -327,11 +327,8 @@ def load_package(path: Path, kind_of: KindOf, device: str = "auto") -> LoadedMod
     # idl's own packages run exactly as the model folder they came from (same sizes, no halo padding);
     # other packages as bioimage.io tools run them: bioimageio.core pads the input of spec 0.5 models
     # by the halo before preprocessing, and does not pad 0.4 ones.
-    io = (
-        kind_of(info).io_spec(info)
-        if info is not None
-        else io_from_description(descr, version.startswith("0.5"))
-    )
+    kind = kind_of(info) if info is not None else None
+    io = kind.io_spec(info) if kind is not None else io_from_description(descr, version.startswith("0.5"))
     mc_weights, missing = None, f"this package has no Monte Carlo dropout graph; {MC_CONFIG_HINT}"
     mc = idl.get("mc_dropout")
     if mc:
@@ -347,6 +344,7 @@ def load_package(path: Path, kind_of: KindOf, device: str = "auto") -> LoadedMod
         info=info,
         mc_weights=mc_weights,
         mc_missing=missing,
+        outputs=kind.outputs(info) if kind is not None else None,
         details={**package_details(descr, idl), "source": str(path), "mc_dropout": mc or None},
         device=device,
     )

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from idl.infer.core.model_info import ModelInfo
 from idl.infer.runtime.iospec import IOSpec, activation, image_io
 from idl.infer.runtime.model import LoadedModel
-from idl.infer.tiling.predict import PredictOptions
+from idl.infer.tiling.predict import AS_IT_IS, Outputs, PredictOptions
 
 Summary = dict[str, float | int]
 
@@ -85,6 +85,10 @@ class Task:
         """How to feed the network and read its output (default: image in, class probabilities out)."""
         k = self.out_channels(info)
         return image_io(info, k, activation(info, k), "probability")
+
+    def outputs(self, info: ModelInfo) -> Outputs:
+        """What the tiled runner makes of the network's output (default: the output as it is)."""
+        return AS_IT_IS
 
     def mc_missing(self, info: ModelInfo, mc: Path) -> str:
         """Why a model folder has no Monte Carlo graph."""

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from idl.infer.core.grid import AxisSize
 from idl.infer.core.model_info import ModelInfo
@@ -17,11 +20,49 @@ from idl.infer.runtime.iospec import DETECTOR_MIN_SIZE, IOSpec, image_io
 from idl.infer.tasks.base import Summary, extras
 from idl.infer.tasks.pixels import PixelTask, Scoring
 from idl.infer.tasks.registry import register
+from idl.infer.tiling.predict import Outputs, Prediction, PredictOptions
+
+if TYPE_CHECKING:
+    from idl.infer.runtime.model import LoadedModel
+
+
+class Labels(Outputs):
+    """Label images from the U-Net's background, interior and boundary probabilities (a watershed of
+    the whole map), with a table of the objects."""
+
+    whole_image = "instance labels are made from the whole probability map"
+    objects = True
+
+    def finish(
+        self, output: np.ndarray, uncertainty: np.ndarray | None, options: PredictOptions
+    ) -> Prediction:
+        from idl.infer.post.instance_labels import labels_from_probabilities
+
+        return Prediction(output, labels_from_probabilities(output), uncertainty, None)
+
+
+class Detections(Labels):
+    """Mask R-CNN's labels, tiled so that every object is kept once (:mod:`idl.infer.tiling.objects`)."""
+
+    def predict(
+        self, model: LoadedModel, image: Any, options: PredictOptions, tile: int, halos: tuple[int, ...]
+    ) -> Prediction:
+        from idl.infer.tiling.objects import predict_instance_tiles
+
+        if options.mc_samples:
+            model.session(mc=True)  # raises: Mask R-CNN has no Monte Carlo graph
+        labels, scores = predict_instance_tiles(
+            model.network(), image, model.io, tile, halos[0], options.progress
+        )
+        return Prediction(scores[np.newaxis], labels, None, None, scores)
 
 
 class Instance(PixelTask):
     kind = "instance"
     task = "instance"
+
+    def outputs(self, info: ModelInfo) -> Outputs:
+        return Labels()
 
     def headline(self, summary: Summary) -> str:
         return (
@@ -37,6 +78,9 @@ class Instance(PixelTask):
 
 class Detection(Instance):
     kind = "detection"
+
+    def outputs(self, info: ModelInfo) -> Outputs:
+        return Detections()
 
     def out_channels(self, info: ModelInfo) -> int:
         return 2  # labels and the score of the object that owns the pixel

@@ -3,14 +3,50 @@ foreground probability, or arg-max), evaluated by Jaccard and Dice per class."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
+
+from idl.infer.core.model_info import ModelInfo
+from idl.infer.post.postprocess import otsu_threshold, probability_histogram, to_mask
 from idl.infer.tasks.base import Summary, extras
 from idl.infer.tasks.pixels import PixelTask, Scoring
 from idl.infer.tasks.registry import register
+from idl.infer.tiling.predict import Outputs, Prediction, PredictOptions
+
+
+class ClassMasks(Outputs):
+    """Class masks from the probabilities: Otsu's (or a fixed) threshold of one foreground channel,
+    else the arg-max; out of core the threshold comes from a histogram of every block."""
+
+    makes_mask = True
+
+    def finish(
+        self, output: np.ndarray, uncertainty: np.ndarray | None, options: PredictOptions
+    ) -> Prediction:
+        mask, threshold = to_mask(output, options.threshold)
+        return Prediction(output, mask, uncertainty, threshold)
+
+    def mask_blocks(self, values: Any, mask: Any, options: PredictOptions) -> float | None:
+        if values.shape != mask.shape:  # one channel per class
+            for start in range(mask.shape[0]):
+                mask[start] = np.argmax(values[:, start], axis=0).astype(np.uint8)
+            return None
+        threshold = options.threshold
+        if threshold == "otsu":
+            counts = sum(probability_histogram(block) for _, block in values.blocks())
+            threshold = otsu_threshold(counts=counts)
+        for window, block in values.blocks():
+            mask[window] = (block > threshold).astype(np.uint8)
+        return float(threshold)
 
 
 class Semantic(PixelTask):
     kind = "semantic"
     task = "semantic"
+
+    def outputs(self, info: ModelInfo) -> Outputs:
+        return ClassMasks()
 
     def headline(self, summary: Summary) -> str:
         return (

@@ -31,7 +31,6 @@ from idl.infer.io.images import atomic_path, read_channels_last, read_image, wri
 from idl.infer.io.lazy import is_lazy, open_channels_last
 from idl.infer.io.omezarr import ZarrSink, image_stem, is_zarr, write_ome_zarr
 from idl.infer.io.sinks import ChannelView, TiffSink
-from idl.infer.post.postprocess import otsu_threshold, probability_histogram, to_mask
 from idl.infer.post.uncertainty import SampleMoments
 from idl.infer.runtime.iospec import IOSpec
 from idl.infer.runtime.model import LoadedModel
@@ -280,45 +279,69 @@ def _halos(model: LoadedModel, options: PredictOptions, tile: int) -> tuple[int,
     return tuple(options.halo(h, tile) for h in declared)
 
 
+class Outputs:
+    """What the tiled runner makes of a network's output and writes: by default the output as it is
+    (a package's post-processed output, regression values). A task replaces it (see
+    :mod:`idl.infer.tasks`) to turn probabilities into masks or labels, or to run its own tiling;
+    loaders attach the task's to the model (``LoadedModel.outputs``)."""
+
+    whole_image: str = ""  # why images are predicted in memory (empty: out of core is fine)
+    objects: bool = False  # also write objects/<name>.csv (one row per labelled object)
+    makes_mask: bool = False  # out of core: the values are written first, then made a mask
+
+    def predict(
+        self, model: LoadedModel, image: Any, options: PredictOptions, tile: int, halos: tuple[int, ...]
+    ) -> Prediction:
+        """The network's output over a whole image, tile by tile, then :meth:`finish`."""
+        io = model.io
+        batch = min(options.batch_size, io.max_batch) if io.max_batch else options.batch_size
+        try:
+            output, uncertainty = predict_probabilities(
+                model.network(mc=options.mc_samples > 0),
+                image,
+                io,
+                tile,
+                halos,
+                batch,
+                options.mc_samples,
+                options.progress,
+            )
+        except ValueError as exc:  # tiling arithmetic the checks did not foresee
+            raise IdlError(f"cannot tile this image for the model: {exc}") from exc
+        return self.finish(output, uncertainty, options)
+
+    def finish(
+        self, output: np.ndarray, uncertainty: np.ndarray | None, options: PredictOptions
+    ) -> Prediction:
+        """What the assembled output of a whole image becomes."""
+        return Prediction(output, None, uncertainty, None)
+
+    def mask_blocks(self, values: Any, mask: Any, options: PredictOptions) -> float | None:
+        """Out of core (``makes_mask``): write ``mask`` from ``values`` (sinks of the whole image,
+        read block by block); returns the threshold used, if any."""
+        raise NotImplementedError
+
+
+AS_IT_IS = Outputs()
+
+
+def outputs_of(model: LoadedModel) -> Outputs:
+    """The model's task's outputs, or the output as it is (a package made elsewhere)."""
+    outputs = model.outputs
+    return outputs if isinstance(outputs, Outputs) else AS_IT_IS
+
+
 def predict_image(model: LoadedModel, image: np.ndarray, options: PredictOptions) -> Prediction:
     """Predict one channels-last image with a loaded model.
 
-    idl models give class masks (Otsu or a fixed threshold, or arg-max); other packages give their
-    post-processed output, and ``mask`` is ``None``.
+    idl models give what their task makes (class masks by Otsu or a fixed threshold, or arg-max;
+    instance labels); other packages give their post-processed output, and ``mask`` is ``None``.
     """
     io = model.io
     tile = options.tile_for(len(io.spatial))
     halos = _halos(model, options, tile)
     _check_tiles(io, image.shape[:-1], tile, halos)
-    if model.info is not None and model.info.output == "labels":
-        from idl.infer.tiling.objects import predict_instance_tiles
-
-        if options.mc_samples:
-            model.session(mc=True)  # raises: Mask R-CNN has no Monte Carlo graph
-        labels, scores = predict_instance_tiles(model.network(), image, io, tile, halos[0], options.progress)
-        return Prediction(scores[np.newaxis], labels, None, None, scores)
-    batch = min(options.batch_size, io.max_batch) if io.max_batch else options.batch_size
-    try:
-        output, uncertainty = predict_probabilities(
-            model.network(mc=options.mc_samples > 0),
-            image,
-            io,
-            tile,
-            halos,
-            batch,
-            options.mc_samples,
-            options.progress,
-        )
-    except ValueError as exc:  # tiling arithmetic the checks above did not foresee
-        raise IdlError(f"cannot tile this image for the model: {exc}") from exc
-    if model.info is not None and model.info.task == "instance":
-        from idl.infer.post.instance_labels import labels_from_probabilities
-
-        return Prediction(output, labels_from_probabilities(output), uncertainty, None)
-    if model.info is None or model.info.task != "semantic":
-        return Prediction(output, None, uncertainty, None)
-    mask, threshold = to_mask(output, options.threshold)
-    return Prediction(output, mask, uncertainty, threshold)
+    return outputs_of(model).predict(model, image, options, tile, halos)
 
 
 def collect_inputs(inputs: Sequence[str | Path]) -> list[Path]:
@@ -367,10 +390,9 @@ def _predict_out_of_core(
     """Predict a lazily read image with every output written tile by tile into TIFF files (or
     OME-Zarr), so memory follows the tiles, not the image. Returns the prediction's path and the
     threshold."""
-    io, info = model.io, model.info
+    io, outputs = model.io, outputs_of(model)
     shape, k, ext = image.shape[:-1], io.out_channels, options.suffix
-    semantic = info is not None and info.task == "semantic"
-    if semantic:  # probabilities first (kept only when asked for), then the mask
+    if outputs.makes_mask:  # probabilities first (kept only when asked for), then the mask
         hidden = out_dir / f".{name}.prob{ext}"
         target = out_dir / PROBABILITY_DIR / f"{name}{ext}" if save_probabilities else hidden
     else:
@@ -406,21 +428,12 @@ def _predict_out_of_core(
             uncertainty_out=uncertainty,
         )
         threshold = None
-        if semantic:
+        if outputs.makes_mask:
             mask = sink(out_dir / f"{name}{ext}", shape, np.uint8)
             sinks.append(mask)
-            if k == 1:
-                threshold = options.threshold
-                if threshold == "otsu":
-                    counts = sum(probability_histogram(block) for _, block in values.blocks())
-                    threshold = otsu_threshold(counts=counts)
-                for window, block in values.blocks():
-                    mask[window] = (block > threshold).astype(np.uint8)
-            else:
-                for start in range(shape[0]):
-                    mask[start] = np.argmax(values[:, start], axis=0).astype(np.uint8)
+            threshold = outputs.mask_blocks(values, mask, options)
             mask.close()
-        if save_probabilities or not semantic:
+        if save_probabilities or not outputs.makes_mask:
             values.close()
         else:
             values.discard()
@@ -462,20 +475,20 @@ def predict_files(
     save_probabilities: bool = False,
 ) -> list[Path]:
     """Predict every input file and write ``out_dir/<name>.tif`` (+ uncertainty, probabilities)."""
-    written = []
+    written, outputs = [], outputs_of(model)
     for path in tqdm(inputs, unit="image", disable=not options.progress or len(inputs) < 2):
         image = load_input(path, axes, model.io, lazy=True)
-        instance = model.info is not None and model.info.task == "instance"
         whole_image_needed = (
-            instance or model.io.input_pad is not None or bool(split_pointwise(model.io.postprocessing)[1])
+            outputs.whole_image
+            or model.io.input_pad is not None
+            or bool(split_pointwise(model.io.postprocessing)[1])
         )
         if is_lazy(image) and whole_image_needed and image.nbytes > options.out_of_core_bytes:
             log.warning(
                 "%s: %s, so the image is predicted in memory",
                 path.name,
-                "instance labels are made from the whole probability map"
-                if instance
-                else "this package pads its input or post-processes with statistics of the whole output",
+                outputs.whole_image
+                or "this package pads its input or post-processes with statistics of the whole output",
             )
         if is_lazy(image) and (image.nbytes <= options.out_of_core_bytes or whole_image_needed):
             image = np.asarray(image[tuple(slice(None) for _ in image.shape)])
@@ -492,7 +505,7 @@ def predict_files(
         written.append(_write(out_dir / f"{stem}{ext}", _output_image(model, result), options, model.io))
         if result.uncertainty is not None:
             _write(out_dir / UNCERTAINTY_DIR / f"{stem}{ext}", result.uncertainty, options, model.io)
-        if instance:
+        if outputs.objects:
             _write_objects(out_dir / OBJECTS_DIR / f"{stem}.csv", result)
         if save_probabilities and result.mask is not None:
             _write(out_dir / PROBABILITY_DIR / f"{stem}{ext}", result.probabilities, options, model.io)

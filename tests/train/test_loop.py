@@ -9,6 +9,7 @@ from idl.models import UNet2D, UNetSpec
 from idl.train.data import PatchDataset, Sample
 from idl.train.loop import LoopSettings, TrainState, fit
 from idl.train.losses import make_loss
+from idl.train.tasks.semantic import MaskJaccard
 from idl.train.validation import WholeImageValidation
 
 
@@ -51,7 +52,7 @@ def test_early_stopping_after_patience_without_improvement() -> None:
         net,
         frozen,
         PatchDataset(_samples(4), 32, (), seed=0, steps=2, batch_size=2),
-        WholeImageValidation(_samples(2), "semantic", 2, loss, (32, 32), (2, 2), (2, 2)),
+        WholeImageValidation(_samples(2), lambda: MaskJaccard(2), loss, (32, 32), (2, 2), (2, 2)),
         loss,
         LoopSettings(epochs=50, batch_size=2, patience=3, seed=0, num_classes=2, progress=False),
         TrainState(),
@@ -108,6 +109,7 @@ def _fit(validation, epochs: int, patience: int = 10, lr: float = 0.0, calls=Non
         seed=0,
         num_classes=2,
         progress=False,
+        metric="jaccard",
         steps_per_epoch=2,
         learning_rate=lr,
         warmup_steps=1,

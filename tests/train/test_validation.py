@@ -12,8 +12,14 @@ from idl.infer.post.instance_labels import instance_target, labels_from_probabil
 from idl.infer.post.postprocess import otsu_threshold
 from idl.models import UNet, UNetSpec
 from idl.train.data import Sample
-from idl.train.losses import make_loss
+from idl.train.losses import make_loss, regression_loss
+from idl.train.tasks.registry import trainer_for
 from idl.train.validation import WholeImageValidation, predict_logits
+
+
+def _score(task: str, num_classes: int):
+    """The task's own validation score, as its trainer makes it."""
+    return lambda: trainer_for(task).image_score(num_classes)
 
 
 def _net(out: int, seed: int = 0) -> UNet:
@@ -44,7 +50,7 @@ def test_semantic_score_is_the_jaccard_of_the_otsu_mask(rng) -> None:
         )
         for i in range(2)
     ]
-    validate = WholeImageValidation(samples, "semantic", 2, make_loss("bce", 2), (512, 512), (24, 24), (4, 4))
+    validate = WholeImageValidation(samples, _score("semantic", 2), make_loss("bce", 2), (512, 512), (24, 24), (4, 4))
     loss, score = validate(net, torch.device("cpu"))
     masks, losses = [], []
     for s in samples:
@@ -65,7 +71,7 @@ def test_regression_score_is_the_mean_pearson_r(rng) -> None:
         for i in range(3)
     ]
     validate = WholeImageValidation(
-        samples, "regression", 2, make_loss("mse", 0, "regression"), (512, 512), (24, 24), (4, 4)
+        samples, _score("regression", 2), regression_loss("mse"), (512, 512), (24, 24), (4, 4)
     )
     _, score = validate(net, torch.device("cpu"))
     expected = []
@@ -91,7 +97,7 @@ def test_instance_score_is_the_ap50_95_of_the_watershed_labels() -> None:
     seen[seen == 4] = 0
     one_hot = np.eye(3, dtype=np.float32)[instance_target(seen)]  # (64, 64, 3) as the "image"
     sample = Sample("a", one_hot, instance_target(labels), labels)
-    validate = WholeImageValidation([sample], "instance", 3, make_loss("ce", 3), (512, 512), (24, 24), (4, 4))
+    validate = WholeImageValidation([sample], _score("instance", 3), make_loss("ce", 3), (512, 512), (24, 24), (4, 4))
     _, score = validate(_Scaled(), torch.device("cpu"))
     predicted = labels_from_probabilities(
         torch.softmax(torch.from_numpy(8 * one_hot - 4), -1).numpy().transpose(2, 0, 1)

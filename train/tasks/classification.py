@@ -1,0 +1,46 @@
+"""Image classification on the training side (:mod:`idl.train.classification`): a ResNet with Monte
+Carlo dropout on images resized to one input size, cross-entropy, validated by accuracy with
+batch-norm statistics recomputed after every epoch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from idl.models.resnet import VARIANTS
+from idl.train.plan import device_kind
+from idl.train.tasks.base import LossChoice, Start, Trainer
+from idl.train.tasks.registry import register
+
+if TYPE_CHECKING:
+    from idl.train.config import TrainConfig
+    from idl.train.setup import Setup
+
+
+class ClassificationTrainer(Trainer):
+    task = "classification"
+    models = tuple(VARIANTS)
+    loss_names = ("ce",)
+    dims = 2
+    min_image_size = 8  # images are resized to it (no patches)
+    precise_batch_norm = True
+    metric = "accuracy"
+
+    def default_model(self, device: str) -> str:
+        """resnet18 on a CPU (measured on BCCD blood cells in the same 3 minutes: accuracy 0.99
+        against 0.80 for resnet50, which manages a third of the steps), resnet50 (InstantDL's) on a
+        GPU."""
+        return "resnet18" if device_kind(device) == "cpu" else "resnet50"
+
+    def losses(self, num_classes: int) -> LossChoice:
+        return LossChoice("ce", self.loss_names, "classification")
+
+    def prepare(self, project: Path, config: TrainConfig, start: Start) -> Setup:
+        from idl.train.classification import prepare_classification
+
+        # the architecture details the data does not decide come from the source weights, or on
+        # --resume from the run being continued
+        return prepare_classification(project, config, start.architecture, str(start.device))
+
+
+register(ClassificationTrainer())

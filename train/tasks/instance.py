@@ -1,0 +1,79 @@
+"""Instance segmentation on the training side. Two networks: the U-Net (default) learns background,
+interior and boundary classes, turned into labels by a watershed and validated by AP50:95 of whole
+images; Mask R-CNN (``--model maskrcnn``, :mod:`idl.train.detection`) learns the objects directly and
+is validated by ``ap50`` of its crops."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from idl.infer.evaluate.instance_metrics import counts_per_threshold, scores_from_counts
+from idl.infer.post.instance_labels import INSTANCE_CLASSES, labels_from_probabilities
+from idl.train.data import Sample, TrainingData, load_instance_data
+from idl.train.losses import BINARY_LOSSES, MULTICLASS_LOSSES
+from idl.train.prepare import model_name
+from idl.train.tasks.base import LossChoice, Start
+from idl.train.tasks.pixels import PixelTrainer
+from idl.train.tasks.registry import register
+from idl.train.tasks.semantic import segmentation_losses
+from idl.train.validation import probabilities
+
+if TYPE_CHECKING:
+    from idl.train.config import TrainConfig
+    from idl.train.setup import Setup
+
+MASK_RCNN = "maskrcnn"
+
+
+class LabelsAP:
+    """AP50:95 over all validation images of the watershed labels idl-predict would write."""
+
+    def __init__(self) -> None:
+        self.counts: list | None = None
+
+    def add(self, logits: np.ndarray, sample: Sample) -> None:
+        assert sample.labels is not None
+        found = counts_per_threshold(sample.labels, labels_from_probabilities(probabilities(logits)))
+        self.counts = (
+            found if self.counts is None else [a + b for a, b in zip(self.counts, found, strict=True)]
+        )
+
+    def result(self) -> float:
+        return scores_from_counts(self.counts)["ap50_95"] if self.counts else 0.0
+
+
+class InstanceTrainer(PixelTrainer):
+    task = "instance"
+    models = ("unet", MASK_RCNN)
+    metric = "ap50_95"
+    loss_names = tuple(dict.fromkeys(BINARY_LOSSES + MULTICLASS_LOSSES))
+    class_names = INSTANCE_CLASSES
+
+    def learning_rate(self, model: str | None) -> float:
+        """1e-4 for Mask R-CNN (from scratch it diverges at 1e-3), 1e-3 for the U-Net."""
+        return 1e-4 if model == MASK_RCNN else 1e-3
+
+    def validation_metric(self, model: str | None) -> str:
+        return "ap50" if model == MASK_RCNN else self.metric
+
+    def losses(self, num_classes: int) -> LossChoice:
+        return segmentation_losses(num_classes)
+
+    def load_data(self, split_dir: Path, config: TrainConfig, spatial: str) -> TrainingData:
+        return load_instance_data(split_dir, config.normalization, config.axes, spatial)
+
+    def image_score(self, num_classes: int) -> LabelsAP:
+        return LabelsAP()
+
+    def prepare(self, project: Path, config: TrainConfig, start: Start) -> Setup:
+        if config.model == MASK_RCNN:
+            from idl.train.detection import prepare_maskrcnn
+
+            return prepare_maskrcnn(project, config, model_name(project, 2, MASK_RCNN), str(start.device))
+        return super().prepare(project, config, start)
+
+
+register(InstanceTrainer())

@@ -1,0 +1,62 @@
+"""Pixel-wise regression on the training side: targets normalized by their mean and standard
+deviation, one linear output per target channel, a regression loss (mse by default), validated by
+the mean Pearson r of whole images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from idl.infer.evaluate.metrics import pearson
+from idl.train.data import Sample, TrainingData, load_regression_data
+from idl.train.losses import REGRESSION_LOSSES, LossFn, regression_loss
+from idl.train.tasks.base import LossChoice
+from idl.train.tasks.pixels import PixelTrainer
+from idl.train.tasks.registry import register
+
+if TYPE_CHECKING:
+    from idl.train.config import TrainConfig
+
+
+class MeanPearson:
+    """The mean over images and target channels of Pearson's r between output and target."""
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+
+    def add(self, logits: np.ndarray, sample: Sample) -> None:
+        target = np.moveaxis(sample.target, -1, 0)
+        self.values += [pearson(p, t) for p, t in zip(logits, target, strict=True)]
+
+    def result(self) -> float:
+        return float(np.mean(self.values))
+
+
+class RegressionTrainer(PixelTrainer):
+    task = "regression"
+    metric = "pearson"
+    loss_names = REGRESSION_LOSSES
+    objects = False
+
+    def losses(self, num_classes: int) -> LossChoice:
+        return LossChoice("mse", REGRESSION_LOSSES, "regression")
+
+    def load_data(self, split_dir: Path, config: TrainConfig, spatial: str) -> TrainingData:
+        return load_regression_data(split_dir, config.normalization, config.axes, spatial)
+
+    def make_loss(self, name: str, num_classes: int) -> LossFn:
+        return regression_loss(name)
+
+    def out_channels(self, data: TrainingData) -> int:
+        return len(data.target_mean)  # one linear output per target channel
+
+    def describe_data(self, data: TrainingData) -> str:
+        return f"regression of {len(data.target_mean)} channel(s)"
+
+    def image_score(self, num_classes: int) -> MeanPearson:
+        return MeanPearson()
+
+
+register(RegressionTrainer())

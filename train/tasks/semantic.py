@@ -1,0 +1,62 @@
+"""Semantic segmentation on the training side: class masks, a segmentation loss (bce+dice for two
+classes, cross-entropy otherwise), validated by the Jaccard index of the Otsu-thresholded (binary) or
+arg-max mask of whole images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from idl.infer.evaluate.metrics import confusion_matrix, jaccard
+from idl.infer.post.postprocess import to_mask
+from idl.train.data import Sample, TrainingData, load_semantic_data
+from idl.train.losses import BINARY_LOSSES, MULTICLASS_LOSSES
+from idl.train.tasks.base import LossChoice
+from idl.train.tasks.pixels import PixelTrainer
+from idl.train.tasks.registry import register
+from idl.train.validation import probabilities
+
+if TYPE_CHECKING:
+    from idl.train.config import TrainConfig
+
+
+def segmentation_losses(num_classes: int) -> LossChoice:
+    """bce+dice and its kin for two classes (one sigmoid channel), ce and its kin for more."""
+    if num_classes == 2:
+        return LossChoice("bce+dice", BINARY_LOSSES, "binary segmentation")
+    return LossChoice("ce", MULTICLASS_LOSSES, f"{num_classes}-class segmentation")
+
+
+class MaskJaccard:
+    """Jaccard index over all validation pixels of the class masks idl-predict would write."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.k = num_classes
+        self.confusion = np.zeros((num_classes, num_classes), np.int64)
+
+    def add(self, logits: np.ndarray, sample: Sample) -> None:
+        mask, _ = to_mask(probabilities(logits), "otsu")
+        self.confusion += confusion_matrix(mask, sample.target, self.k)
+
+    def result(self) -> float:
+        return jaccard(self.confusion)
+
+
+class SemanticTrainer(PixelTrainer):
+    task = "semantic"
+    metric = "jaccard"
+    loss_names = tuple(dict.fromkeys(BINARY_LOSSES + MULTICLASS_LOSSES))
+
+    def losses(self, num_classes: int) -> LossChoice:
+        return segmentation_losses(num_classes)
+
+    def load_data(self, split_dir: Path, config: TrainConfig, spatial: str) -> TrainingData:
+        return load_semantic_data(split_dir, config.normalization, config.axes, config.num_classes, spatial)
+
+    def image_score(self, num_classes: int) -> MaskJaccard:
+        return MaskJaccard(num_classes)
+
+
+register(SemanticTrainer())
