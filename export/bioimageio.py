@@ -25,13 +25,14 @@ import numpy as np
 import tifffile
 import torch
 
-from idl.export.onnx import ExportError, NothingToShow
+from idl.export.onnx import ExportError
 from idl.infer.core.axes import match_channels
-from idl.infer.core.grid import AxisSize, read_window, smallest_tile
 from idl.infer.core.model_info import ModelInfo
+from idl.infer.core.processing import Op, ScaleLinear, Sigmoid, Softmax
 from idl.infer.runtime.model import PACKAGE_SUFFIX, read_info
 from idl.infer.runtime.session import OnnxRunner
-from idl.infer.tasks.registry import io_for_info, out_channels
+from idl.infer.tasks.base import PackageText
+from idl.infer.tasks.registry import kind_of
 from idl.models import InstanceMaskRCNN, ResNetClassifier, UNet
 
 log = logging.getLogger("idl")
@@ -51,13 +52,6 @@ CITATIONS = (
         "10.1007/978-3-319-24574-4_28",
     ),
 )
-TASK_TAGS = {
-    "semantic": ["semantic-segmentation", "segmentation"],
-    "instance": ["instance-segmentation", "segmentation"],
-    "regression": ["pixel-regression", "image-restoration"],
-    "classification": ["classification"],
-}
-TEST_TENSOR_MAX = 256  # px per side of the test tensor (keeps the package and its validation small)
 
 
 @dataclass(frozen=True)
@@ -91,112 +85,45 @@ def safe_name(name: str) -> str:
     return cleaned[:64]
 
 
-def _test_input(sample: np.ndarray, rules: list[AxisSize]) -> np.ndarray:
-    """A channels-last crop of ``sample`` with an accepted size (reflect-padded when too small): at
-    most 256 px per side in 2D, the minimum size in 3D (volumes are costly to validate)."""
-    caps = [TEST_TENSOR_MAX if len(rules) == 2 else r.minimum for r in rules]
-    sides = [
-        r.at_most(min(max(n, r.minimum), cap)) for r, n, cap in zip(rules, sample.shape, caps, strict=False)
-    ]
-    return np.ascontiguousarray(read_window(sample, tuple(slice(0, s) for s in sides)))
+def weight_formats(net: Any) -> tuple[str, ...]:
+    """The package's weight formats: ONNX, and the torch state dict when ``idl.models`` can rebuild
+    the network (it names its builder); other networks are packaged with ONNX weights alone."""
+    return WEIGHT_FORMATS if getattr(net, "builder", None) else ("onnx",)
 
 
-def _cover(image: np.ndarray, output: np.ndarray, path: Path) -> Path:
-    """A 2:1 PNG: the (normalized) first input channel next to the last output channel (the
-    foreground probability of a binary model)."""
-    from skimage.io import imsave
-    from skimage.transform import resize
-
-    def tile(a: np.ndarray) -> np.ndarray:
-        a = a.astype(np.float32)
-        lo, hi = np.percentile(a, [1, 99.8])
-        scaled = np.clip((a - lo) / (hi - lo + 1e-6), 0, 1)
-        return resize(scaled, (256, 256), order=1, anti_aliasing=True)
-
-    if output.ndim == 4:  # volumes: the central plane
-        image, output = image[image.shape[0] // 2], output[:, output.shape[1] // 2]
-    panel = np.concatenate([tile(image[..., 0]), tile(output[-1])], axis=1)
-    imsave(path, (panel * 255).astype(np.uint8), check_contrast=False)
-    return path
-
-
-def _task_text(info: ModelInfo) -> str:
-    if info.task == "classification":
-        return "image classification"
-    return "pixel-wise regression" if info.task == "regression" else f"{info.task} segmentation"
-
-
-def _network_text(info: ModelInfo) -> str:
-    if info.output == "labels":
-        return "Mask R-CNN"
-    if info.task == "classification":
-        return str(info.training.get("architecture", "ResNet")).split(" ")[0].replace("resnet", "ResNet")
-    return f"{info.dims}D U-Net"
-
-
-def _classifier_test(sample: np.ndarray, info: ModelInfo, onnx_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The test input of a classifier (the sample at the input size: raw when it has that size, else
-    resized as float32) and its class probabilities ``(1, K)``."""
-    from idl.infer.post.classify import prepare_image, resize_to
-
-    io = io_for_info(info)
-    image = sample if sample.shape[:-1] == tuple(info.input_size) else resize_to(sample, info.input_size)
-    logits = OnnxRunner(onnx_path, "cpu")(prepare_image(image, io)[np.newaxis])
-    from idl.infer.core.processing import apply_ops
-
-    return np.ascontiguousarray(image), apply_ops(io.postprocessing, logits, "bc")
-
-
-def _classifier_cover(image: np.ndarray, probabilities: np.ndarray, names, path: Path) -> Path:
-    """A 2:1 PNG: the test image next to a bar chart of its class probabilities."""
-    from idl.infer.evaluate.plots import _pyplot, display_image, save_figure
-
-    plt = _pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(6, 3))
-    left.imshow(display_image(image), cmap="gray")
-    left.axis("off")
-    labels = list(names) or [f"class{i}" for i in range(len(probabilities))]
-    right.barh(labels[::-1], probabilities[::-1], color="tab:blue")
-    right.set_xlim(0, 1)
-    right.set_xlabel("probability")
-    return save_figure(fig, path)
-
-
-def _validation_text(every_size: tuple[str, ...]) -> str:
+def _validation_text(every_size: tuple[str, ...], formats: tuple[str, ...] = WEIGHT_FORMATS) -> str:
     """What the package's validation ran, for its README."""
-    if set(every_size) >= set(WEIGHT_FORMATS):
+    if len(formats) == 1:
+        return f"{formats[0]} reproduces the test output and runs at three tile sizes"
+    if set(every_size) >= set(formats):
         return "both weight formats reproduce the test output and run at three tile sizes"
-    others = [f for f in WEIGHT_FORMATS if f not in every_size]
+    others = [f for f in formats if f not in every_size]
     return (
         f"{' and '.join(every_size)} reproduces the test output and runs at three tile sizes; "
         f"{' and '.join(others)} reproduces the test output"
     )
 
 
-def _readme(info: ModelInfo, request: PackageRequest, has_mc: bool, every_size: tuple[str, ...]) -> str:
+def _readme(
+    info: ModelInfo,
+    text: PackageText,
+    request: PackageRequest,
+    has_mc: bool,
+    every_size: tuple[str, ...],
+    formats: tuple[str, ...],
+) -> str:
     training = info.training
     lines = [
         f"# {info.name}",
         "",
-        request.description or f"A {_network_text(info)} for {_task_text(info)} trained with idl.",
+        request.description or f"A {text.network} for {text.title} trained with idl.",
         "",
         "## Training data",
         "",
         f"- training images: {training.get('n_train', '?')}, validation images: {training.get('n_val', '?')}",
         f"- input channels: {info.in_channels}, axes of the training images: {info.axes}",
-        (
-            f"- targets: {len(info.target_mean)} channel(s), mean {list(info.target_mean)}, "
-            f"standard deviation {list(info.target_std)}"
-            if info.task == "regression"
-            else f"- classes: {info.num_classes}"
-            + (f" ({', '.join(info.class_names)})" if info.class_names else "")
-        ),
-        (
-            f"- input size: {list(info.input_size)} px (images are resized to it), loss: "
-            f"{training.get('loss', '?')}, images per class: {training.get('images_per_class', '?')}"
-            if info.task == "classification"
-            else f"- training patches: {training.get('patch', '?')} px, loss: {training.get('loss', '?')}"
-        ),
+        text.targets,
+        text.inputs,
         "",
         "## Settings",
         "",
@@ -208,7 +135,7 @@ def _readme(info: ModelInfo, request: PackageRequest, has_mc: bool, every_size: 
         "## Validation",
         "",
         "The package passed bioimageio.core's `test_model` when it was written: "
-        f"{_validation_text(every_size)}. Metrics on the held-out test images:",
+        f"{_validation_text(every_size, formats)}. Metrics on the held-out test images:",
         "",
     ]
     metrics = {k: v for k, v in request.metrics.items() if isinstance(v, (int, float))}
@@ -224,18 +151,7 @@ def _readme(info: ModelInfo, request: PackageRequest, has_mc: bool, every_size: 
         "",
         "Input: the raw image (any intensity range); preprocessing scales each channel so that its "
         f"{info.normalization.low} and {info.normalization.high} percentiles map to 0 and 1. "
-        "Output: "
-        + (
-            "per-pixel predictions in the units of the training ground truth (the network's output is "
-            "mapped back with the training targets' mean and standard deviation, `scale_linear`)."
-            if info.task == "regression"
-            else (
-                f"class probabilities (softmax), one per class. Resize images to {list(info.input_size)} "
-                "px first (idl-predict does this itself)."
-                if info.task == "classification"
-                else "per-pixel class probabilities (sigmoid for one channel, softmax otherwise)."
-            )
-        ),
+        f"Output: {text.use}",
         "",
         "```",
         "idl-predict THIS_PACKAGE.zip IMAGES --out RESULTS" + (" [--mc-samples 20]" if has_mc else ""),
@@ -246,15 +162,11 @@ def _readme(info: ModelInfo, request: PackageRequest, has_mc: bool, every_size: 
         lines += [
             "Monte Carlo dropout: the attachment `model_mc.onnx` keeps dropout active "
             f"(p = {info.dropout}); idl-predict averages `--mc-samples` runs and writes "
-            + (
-                "an uncertainty in [0, 1] per image (normalized entropy of the mean distribution)"
-                if info.task == "classification"
-                else "a per-pixel uncertainty map"
-            )
+            + text.uncertainty
             + " (see `config.idl.mc_dropout`).",
             "",
         ]
-    lines += ["## Citation", ""] + [f"- {text} doi:{doi}" for text, doi in CITATIONS]
+    lines += ["## Citation", ""] + [f"- {cite} doi:{doi}" for cite, doi in CITATIONS]
     return "\n".join(lines) + "\n"
 
 
@@ -266,58 +178,37 @@ def build_description(
     request: PackageRequest,
     workdir: Path,
 ) -> Any:
-    """The bioimage.io ``ModelDescr`` for an idl U-Net; its files are written into ``workdir``."""
+    """The bioimage.io ``ModelDescr`` of an idl model, as its task describes it (:meth:`Task.package_text`
+    and the task's IOSpec); its files are written into ``workdir``."""
     from bioimageio.spec.model import v0_5 as bio
 
-    from idl.infer.tiling.predict import predict_probabilities
-
     info = read_info(OnnxRunner(onnx_path, "cpu")) or info  # describe the graph as exported
+    task = kind_of(info)
+    text, io = task.package_text(info), task.io_spec(info)
     # a grey test image for a colour model (InstantDL's MNIST example: RGB training, grey test images)
     request = replace(request, sample=match_channels(request.sample, info.in_channels))
     letters = "zyx"[-info.dims :]
-    classifier = info.task == "classification"
-    detector = info.output == "labels"
-    io = io_for_info(info)
-    if classifier:
-        rules = [AxisSize(n, 0) for n in info.input_size]
-        test_image, test_output = _classifier_test(request.sample, info, onnx_path)
-        out = test_output.astype(np.float32)
-    else:
-        rules = [AxisSize(smallest_tile(info.halo_of(a), io.sizes[a]), io.sizes[a].step) for a in letters]
-        test_image = _test_input(request.sample, rules)
-        test_output, _ = predict_probabilities(
-            OnnxRunner(onnx_path, "cpu"), test_image, io, max(test_image.shape[:-1]), 0
-        )
-        out = test_output[np.newaxis].astype(np.float32)
-        if detector and not np.any(out[0, 0]):
-            raise NothingToShow(
-                f"{info.name}: the model finds no object in the package's test image, and bioimage.io "
-                "needs a test output with objects. Train longer (or on more images), then write the "
-                "package with idl-export."
-            )
+    per_image = not any(a in io.output_axes for a in letters)  # one value per class, no space axes
+    one_at_a_time = io.max_batch == 1
+    rules = task.package_sizes(info)
+    test_image, out = task.package_test(request.sample, info, onnx_path)
     raw_in = np.moveaxis(test_image, -1, 0)[np.newaxis]
     np.save(workdir / "test_input.npy", raw_in)
     np.save(workdir / "test_output.npy", out)
     # sample tensors must be images (imageio reads them): the tensors without the batch axis, as TIFF
     tifffile.imwrite(workdir / "sample_input.tif", raw_in[0], photometric="minisblack")
-    if not classifier:
+    if not per_image:
         tifffile.imwrite(workdir / "sample_output.tif", out[0], photometric="minisblack")
-    if classifier:
-        cover = _classifier_cover(test_image, out[0], info.class_names, workdir / "cover.png")
-    elif detector:
-        cover = _labels_cover(test_image, test_output[0], workdir / "cover.png")
-    else:
-        cover = _cover(test_image, test_output, workdir / "cover.png")
+    cover = task.package_cover(test_image, out[0], info, workdir / "cover.png")
     readme = workdir / "README.md"
-    readme.write_text(_readme(info, request, mc_path is not None, _every_size(net, info)), encoding="utf-8")
-    environment = workdir / "environment.yaml"
-    environment.write_text(_environment(), encoding="utf-8")
-    state = workdir / "weights.pt"
-    torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, state)
+    formats = weight_formats(net)
+    every_size = _every_size(net, info)
+    readme.write_text(
+        _readme(info, text, request, mc_path is not None, every_size, formats), encoding="utf-8"
+    )
     onnx_copy = workdir / "weights.onnx"
     shutil.copyfile(onnx_path, onnx_copy)
 
-    output = _output_meaning(info, bio)
     norm = info.normalization
     spatial = [bio.AxisId(a) for a in letters]
     inputs = [
@@ -325,7 +216,7 @@ def build_description(
             id=bio.TensorId("input"),
             description="raw image; each channel is scaled by its own percentiles",
             axes=[
-                bio.BatchAxis(size=1 if detector else None),
+                bio.BatchAxis(size=1 if one_at_a_time else None),
                 bio.ChannelAxis(
                     channel_names=[bio.Identifier(f"channel{i}") for i in range(info.in_channels)]
                 ),
@@ -352,39 +243,41 @@ def build_description(
     ]
     outputs = [
         bio.OutputTensorDescr(
-            id=bio.TensorId(output.tensor),
-            description=output.description,
+            id=bio.TensorId(text.tensor),
+            description=text.output,
             axes=[
-                bio.BatchAxis(size=1 if detector else None),
-                bio.ChannelAxis(channel_names=[bio.Identifier(safe_identifier(n)) for n in output.channels]),
-                *[
-                    bio.SpaceOutputAxisWithHalo(
-                        id=a,
-                        size=bio.SizeReference(tensor_id=bio.TensorId("input"), axis_id=a),
-                        halo=info.halo_of(str(a)),
-                    )
-                    for a in ([] if classifier else spatial)
-                ],
+                bio.BatchAxis(size=1 if one_at_a_time else None),
+                bio.ChannelAxis(channel_names=[bio.Identifier(safe_identifier(n)) for n in text.channels]),
+                *[_output_axis(bio, a, info.halo_of(str(a))) for a in ([] if per_image else spatial)],
             ],
             test_tensor=bio.FileDescr(source=workdir / "test_output.npy"),
-            sample_tensor=None if classifier else bio.FileDescr(source=workdir / "sample_output.tif"),
-            data=bio.IntervalOrRatioDataDescr(type="float32", range=output.value_range),
-            postprocessing=[] if output.postprocessing is None else [output.postprocessing],
+            sample_tensor=None if per_image else bio.FileDescr(source=workdir / "sample_output.tif"),
+            data=bio.IntervalOrRatioDataDescr(type="float32", range=text.value_range),
+            postprocessing=_postprocessing(io.postprocessing, bio),
         )
     ]
-    weights = bio.WeightsDescr(
-        pytorch_state_dict=bio.PytorchStateDictWeightsDescr(
+    torch_weights = None
+    if "pytorch_state_dict" in formats:
+        state = workdir / "weights.pt"
+        torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, state)
+        environment = workdir / "environment.yaml"
+        environment.write_text(_environment(), encoding="utf-8")
+        torch_weights = bio.PytorchStateDictWeightsDescr(
             source=state,
             architecture=bio.ArchitectureFromLibraryDescr(
-                callable=bio.Identifier(_builder(info)),
+                callable=bio.Identifier(net.builder),
                 import_from="idl.models",
                 kwargs=asdict(net.spec),
             ),
             pytorch_version=bio.Version(torch.__version__.split("+")[0]),
             dependencies=bio.FileDescr(source=environment),
-        ),
+        )
+    weights = bio.WeightsDescr(
+        pytorch_state_dict=torch_weights,
         onnx=bio.OnnxWeightsDescr(
-            source=onnx_copy, opset_version=_opset(onnx_path), parent="pytorch_state_dict"
+            source=onnx_copy,
+            opset_version=_opset(onnx_path),
+            parent="pytorch_state_dict" if torch_weights is not None else None,
         ),
     )
     config: dict[str, Any] = {"model_info": json.loads(info.to_json())}
@@ -395,15 +288,14 @@ def build_description(
         attachments.append(bio.FileDescr(source=mc_copy))
         config["mc_dropout"] = {"file": mc_copy.name, "p": info.dropout, "n_samples": request.mc_samples}
     tolerance = {}
-    if detector:  # a mask probability within rounding of 0.5 may flip a pixel between frameworks
-        tolerance = {"bioimageio": {"reproducibility_tolerance": [{"mismatched_elements_per_million": 1000}]}}
+    if text.mismatch_ppm is not None:
+        allowed = [{"mismatched_elements_per_million": text.mismatch_ppm}]
+        tolerance = {"bioimageio": {"reproducibility_tolerance": allowed}}
     if request.metrics:
         config["test_metrics"] = {k: v for k, v in request.metrics.items() if isinstance(v, (int, float))}
     return bio.ModelDescr(
         name=safe_name(info.name),
-        description=(request.description or f"{_network_text(info)} ({_task_text(info)}) trained with idl")[
-            :1024
-        ],
+        description=(request.description or f"{text.network} ({text.title}) trained with idl")[:1024],
         authors=[bio.Author(name=a) for a in request.authors or (default_author(),)],
         cite=[bio.CiteEntry(text=text, doi=bio.Doi(doi)) for text, doi in CITATIONS],
         license=LICENSE,
@@ -411,12 +303,12 @@ def build_description(
         covers=[bio.FileDescr(source=cover)],
         tags=[
             "idl",
-            "resnet" if classifier else ("maskrcnn" if detector else "unet"),
+            text.tags[0],
             f"{info.dims}d",
             "pytorch",
             "onnx",
             *(["monte-carlo-dropout"] if mc_path is not None else []),
-            *TASK_TAGS[info.task],
+            *text.tags[1:],
         ],
         inputs=inputs,
         outputs=outputs,
@@ -427,75 +319,35 @@ def build_description(
     )
 
 
-@dataclass(frozen=True)
-class _Output:
-    tensor: str
-    description: str
-    channels: list[str]
-    value_range: tuple[float | None, float | None]
-    postprocessing: Any  # None: the output is used as it is
+def _output_axis(bio: Any, axis: Any, halo: int) -> Any:
+    """A space axis of the output, as large as the input's, with its halo when it has one."""
+    size = bio.SizeReference(tensor_id=bio.TensorId("input"), axis_id=axis)
+    if halo:
+        return bio.SpaceOutputAxisWithHalo(id=axis, size=size, halo=halo)
+    return bio.SpaceOutputAxis(id=axis, size=size)
 
 
-def _builder(info: ModelInfo) -> str:
-    """The ``idl.models`` function that builds the network from the package's ``kwargs``."""
-    if info.output == "labels":
-        return "build_maskrcnn"
-    return "build_resnet" if info.task == "classification" else "build_unet2d"
-
-
-def _labels_cover(image: np.ndarray, labels: np.ndarray, path: Path) -> Path:
-    """A 2:1 PNG: the test image next to it with every object's outline in its own colour."""
-    from skimage.io import imsave
-
-    from idl.infer.evaluate.instance import outlines
-    from idl.infer.evaluate.plots import display_image
-
-    shown = display_image(image)
-    if shown.ndim == 3:
-        shown = shown.mean(axis=-1)
-    grey = np.repeat(shown[..., None], 3, axis=-1)
-    panel = np.concatenate([grey, outlines(np.rint(labels).astype(np.int64), image)], axis=1)
-    imsave(path, (np.clip(panel, 0, 1) * 255).astype(np.uint8), check_contrast=False)
-    return path
-
-
-def _output_meaning(info: ModelInfo, bio: Any) -> _Output:
-    """What the network's output is and how its raw values become it (an activation, or for
-    regression the mapping back to ground-truth units)."""
-    if info.output == "labels":
-        return _Output(
-            "labels",
-            "labels (0 background, 1..N objects) and the detection score of the object owning each pixel",
-            ["labels", "score"],
-            (0.0, None),
-            None,
-        )
-    if info.task == "regression":
-        mean, std = list(info.target_mean), list(info.target_std)
-        if len(mean) == 1:
-            kwargs = bio.ScaleLinearKwargs(gain=std[0], offset=mean[0])
+def _postprocessing(ops: tuple[Op, ...], bio: Any) -> list[Any]:
+    """bioimage.io's description of the task's post-processing (an activation, or the mapping of a
+    regression back to ground-truth units)."""
+    described: list[Any] = []
+    channel = bio.AxisId("channel")
+    for op in ops:
+        if isinstance(op, Sigmoid):
+            described.append(bio.SigmoidDescr())
+        elif isinstance(op, Softmax):
+            described.append(bio.SoftmaxDescr(kwargs=bio.SoftmaxKwargs(axis=channel)))
+        elif isinstance(op, ScaleLinear):
+            gain = list(op.gain) if isinstance(op.gain, tuple) else [op.gain]
+            offset = list(op.offset) if isinstance(op.offset, tuple) else [op.offset]
+            if len(gain) == len(offset) == 1:
+                kwargs = bio.ScaleLinearKwargs(gain=gain[0], offset=offset[0])
+            else:
+                kwargs = bio.ScaleLinearAlongAxisKwargs(axis=channel, gain=gain, offset=offset)
+            described.append(bio.ScaleLinearDescr(kwargs=kwargs))
         else:
-            kwargs = bio.ScaleLinearAlongAxisKwargs(axis=bio.AxisId("channel"), gain=std, offset=mean)
-        channels = [f"target{i}" for i in range(len(mean))]
-        return _Output(
-            "prediction",
-            "per-pixel prediction in ground-truth units",
-            channels,
-            (None, None),
-            bio.ScaleLinearDescr(kwargs=kwargs),
-        )
-    channels = list(info.class_names) or (
-        ["foreground"] if out_channels(info) == 1 else [f"class{i}" for i in range(out_channels(info))]
-    )
-    if info.task == "classification":
-        softmax = bio.SoftmaxDescr(kwargs=bio.SoftmaxKwargs(axis=bio.AxisId("channel")))
-        return _Output("probabilities", "class probabilities per image", channels, (0.0, 1.0), softmax)
-    activation = (
-        bio.SigmoidDescr()
-        if out_channels(info) == 1
-        else bio.SoftmaxDescr(kwargs=bio.SoftmaxKwargs(axis=bio.AxisId("channel")))
-    )
-    return _Output("probabilities", "per-pixel class probabilities", channels, (0.0, 1.0), activation)
+            raise ExportError(f"no bioimage.io description of the post-processing step {op}")
+    return described
 
 
 def _environment() -> str:
@@ -526,22 +378,25 @@ def _opset(path: Path) -> int:
     return max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
 
 
-def validate_package(path: Path, every_size: tuple[str, ...] = WEIGHT_FORMATS) -> Any:
+def validate_package(
+    path: Path, every_size: tuple[str, ...] = WEIGHT_FORMATS, formats: tuple[str, ...] = WEIGHT_FORMATS
+) -> Any:
     """Run bioimageio.core's ``test_model`` on a package (offline); raise :class:`ExportError` unless
     it passes, with the validation report in the message.
 
     ``test_model`` runs every weight format on the test tensor and then at three tile sizes with
     batches of 1 and 2. Formats outside ``every_size`` are checked on the test tensor only: a 3D
     U-Net's smallest valid tile is 2 x halo + 16 voxels per axis (208 at depth 4), and PyTorch's
-    run of those sizes took 5 minutes of a 2-core CPU (ONNX Runtime's 3; docs/benchmarks.md)."""
+    run of those sizes took 5 minutes of a 2-core CPU (ONNX Runtime's 3; docs/benchmarks.md).
+    ``formats`` are the weight formats the package holds."""
     from bioimageio.core import test_model
 
-    formats = [None] if set(every_size) >= set(WEIGHT_FORMATS) else list(every_size)  # None: every format
-    for fmt in formats:
+    runs = [None] if set(every_size) >= set(formats) else list(every_size)  # None: every format
+    for fmt in runs:
         summary = test_model(path, weight_format=fmt)  # type: ignore[arg-type]
         if summary.status != "passed":
             raise ExportError(f"{path}: the bioimage.io package failed validation:\n{summary.format()}")
-    for fmt in WEIGHT_FORMATS:
+    for fmt in formats:
         if fmt not in every_size:
             _check_test_output(path, fmt)
     return summary
@@ -597,7 +452,7 @@ def _every_size(net: UNet | ResNetClassifier | InstanceMaskRCNN, info: ModelInfo
     (seconds), ONNX only for 3D U-Nets and Mask R-CNN, whose PyTorch runs take minutes on a CPU."""
     if isinstance(net, InstanceMaskRCNN) or info.dims == 3:
         return ("onnx",)
-    return WEIGHT_FORMATS
+    return weight_formats(net)
 
 
 def export_package(
@@ -618,7 +473,7 @@ def export_package(
         descr = build_description(net, info, onnx_path, mc_path, request, workdir)
         staged = workdir / out_path.name
         save_bioimageio_package(descr, output_path=staged)
-        summary = validate_package(staged, _every_size(net, info))
+        summary = validate_package(staged, _every_size(net, info), weight_formats(net))
         staged.replace(out_path)
     log.info("wrote %s (bioimage.io test_model: %s)", out_path.name, summary.status)
     return out_path

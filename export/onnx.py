@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from idl.infer.core.errors import IdlError
+from idl.infer.core.errors import ExportError, NothingToShow
 from idl.infer.core.model_info import METADATA_KEY, ModelInfo
 from idl.infer.io.images import atomic_path
 from idl.infer.runtime.model import mc_path_for
@@ -37,13 +37,7 @@ OPSET = 18
 TOLERANCE = 1e-4
 
 
-class ExportError(IdlError):
-    """The exported graph does not behave like the torch model."""
-
-
-class NothingToShow(ExportError):
-    """The model's output on the package's test image is empty (e.g. a detector that finds nothing),
-    which bioimage.io refuses as a test output."""
+__all__ = ["ExportError", "NothingToShow", "export_onnx"]
 
 
 class _Aligned(nn.Module):
@@ -60,7 +54,7 @@ class _Aligned(nn.Module):
 def _example_input(info: ModelInfo, batch: int = 2, seed: int = 0) -> torch.Tensor:
     """A random input of accepted size (2D: 4 x 6 multiples; 3D: 2 x 3 x 2, small but uneven)."""
     generator = torch.Generator().manual_seed(seed)
-    if info.task == "classification":  # the fixed input size
+    if info.input_size:  # a network of one fixed input size (classifiers)
         return torch.rand(batch, info.in_channels, *info.input_size, generator=generator)
     blocks = (4, 6) if info.dims == 2 else (2, 3, 2)
     spatial = "zyx"[-info.dims :]
@@ -74,7 +68,7 @@ def _export(module: nn.Module, example: torch.Tensor, path: Path, info: ModelInf
     where ``torch.export`` (``dynamo=True``) took about 15 s per graph, and its graphs pass the same
     checks (:func:`verify_deterministic`, :func:`verify_stochastic`; MC dropout's explicit random
     mask traces to ``RandomUniformLike``)."""
-    spatial = "" if info.task == "classification" else "zyx"[-info.dims :]  # classifiers: fixed size
+    spatial = "" if info.input_size else "zyx"[-info.dims :]  # a fixed input size (classifiers)
     dynamic = {0: "batch", **{2 + i: axis for i, axis in enumerate(spatial)}}
     with atomic_path(path) as tmp, contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's deprecation and tracing notes
@@ -188,7 +182,7 @@ def export_onnx(
         return export_detector(net, info, out_dir / name), None
     info = replace(info, output="logits")  # what these graphs output, whatever an older checkpoint says
     net = copy.deepcopy(net).cpu().eval()
-    module = net if isinstance(net, ResNetClassifier) else _Aligned(net).eval()
+    module = _Aligned(net).eval() if isinstance(net, UNet) else net
     example = _example_input(info)
     det_path = out_dir / name
     set_mc_dropout(net, False)

@@ -21,6 +21,7 @@ bioimage.io consumer and lets idl tile it like any other network.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -100,6 +101,8 @@ class InstanceMaskRCNN(FreezableEncoder):
     """torchvision Mask R-CNN (ResNet-50 FPN, two classes: background and object) per
     :class:`MaskRCNNSpec`; ``forward`` in evaluation mode returns labels and scores (see the module
     docstring), :meth:`losses` trains."""
+
+    builder: ClassVar[str] = "build_maskrcnn"  # the idl.models function a package rebuilds it with
 
     def __init__(self, spec: MaskRCNNSpec) -> None:
         super().__init__()

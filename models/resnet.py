@@ -19,6 +19,7 @@ post-processing).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -61,6 +62,8 @@ def _with_dropout(conv: nn.Module, p: float) -> nn.Sequential:
 
 class ResNetClassifier(FreezableEncoder):
     """torchvision ResNet with any input channels, small-input stem and MC dropout (see module doc)."""
+
+    builder: ClassVar[str] = "build_resnet"  # the idl.models function a package rebuilds it with
 
     def __init__(self, spec: ResNetSpec) -> None:
         super().__init__()

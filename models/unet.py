@@ -14,6 +14,7 @@ there, so the exported graph stays free of shape arithmetic.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -108,6 +109,8 @@ class _Level(nn.Module):
 
 class UNet(FreezableEncoder):
     """U-Net, ``(N, C, [Z,] Y, X)`` in, ``(N, K, [Z,] Y, X)`` logits out."""
+
+    builder: ClassVar[str] = "build_unet2d"  # the idl.models function a package rebuilds it with
 
     def __init__(self, spec: UNetSpec) -> None:
         super().__init__()

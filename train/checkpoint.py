@@ -56,17 +56,19 @@ ARCHITECTURES: dict[str, tuple[type[nn.Module], type]] = {
 
 
 def architecture_name(model: nn.Module) -> str:
-    """The checkpoint's architecture tag of a network."""
-    if isinstance(model, InstanceMaskRCNN):
-        return "maskrcnn"
-    return "resnet" if isinstance(model, ResNetClassifier) else "unet"
+    """The checkpoint's architecture tag of a network (its class name for networks idl.models does
+    not define, which :func:`model_from_checkpoint` cannot rebuild)."""
+    for name, (network, _) in ARCHITECTURES.items():
+        if type(model) is network:
+            return name
+    return type(model).__name__
 
 
-def model_payload(model: UNet | ResNetClassifier | InstanceMaskRCNN, info: ModelInfo) -> dict[str, Any]:
+def model_payload(model: nn.Module, info: ModelInfo) -> dict[str, Any]:
     """The part of a checkpoint that describes and holds the network."""
     return {
         "architecture": architecture_name(model),
-        "spec": asdict(model.spec),
+        "spec": asdict(model.spec),  # type: ignore[call-overload]
         "info": info.to_json(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }

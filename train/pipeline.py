@@ -32,15 +32,17 @@ from idl.train.checkpoint import (
     BEST_NAME,
     LAST_NAME,
     load_checkpoint,
-    model_from_checkpoint,
     model_payload,
     save_checkpoint,
 )
 from idl.train.config import ConfigError, TrainConfig
-from idl.train.loop import LoopSettings, TrainState, channels_last, fit, loader_validation
+from idl.train.loop import LoopSettings, TrainState, channels_last, loader_validation
+from idl.train.loop import fit as fit_loop
+from idl.train.plan import Plan
 from idl.train.prepare import detect_dims, model_name, split_images
 from idl.train.pretrained import Pretrained, TransferReport, read_pretrained, transfer
-from idl.train.tasks.base import Start
+from idl.train.setup import Setup
+from idl.train.tasks.base import Start, Trainer
 from idl.train.tasks.registry import all_trainers, trainer_for
 from idl.train.tracking import Tracker
 
@@ -171,6 +173,42 @@ def _freeze(model: Any, fresh: set[str]) -> None:
         )
 
 
+@dataclass
+class Resolved:
+    """A run's settings after the first stage: the task's trainer, the device, and what the run
+    starts from."""
+
+    project: Path
+    config: TrainConfig
+    trainer: Trainer
+    start: Start
+    replaces: bool  # an earlier model is replaced (--overwrite)
+
+    @property
+    def model_dir(self) -> Path:
+        return self.project / MODEL_DIR
+
+
+@dataclass
+class Run:
+    """What the stages after :func:`prepare` share: the network ready to train and its state."""
+
+    resolved: Resolved
+    config: TrainConfig  # every "from the data" setting resolved
+    setup: Setup
+    plan: Plan
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    state: TrainState
+    fresh: set[str]  # tensors the pretrained weights lacked (trainable in a frozen encoder)
+    run_id: str | None  # the MLflow run being continued
+    progress: bool
+
+    @property
+    def model_dir(self) -> Path:
+        return self.resolved.model_dir
+
+
 def train_project(
     project: Path,
     config: TrainConfig,
@@ -178,41 +216,71 @@ def train_project(
     overwrite: bool = False,
     progress: bool = True,
 ) -> RunResult:
-    """Train, export, predict and evaluate one project; returns where everything went."""
-    project = Path(project)
+    """Train, export, predict and evaluate one project; returns where everything went.
+
+    The stages: :func:`resolve` the settings, :func:`prepare` data and network (the task's
+    trainer), :func:`fit` it, :func:`export` the best epoch to ONNX, :func:`evaluate` the test set
+    through the exported graphs, and write the bioimage.io :func:`package`; all logged to MLflow."""
+    run = prepare(resolve(Path(project), config, resume, overwrite), progress)
+    tracker = Tracker(run.resolved.project, run.config.tracking_uri, run.run_id)
+    try:
+        tracker.log_params(
+            {**run.config.to_dict(), "data": run.setup.info.training, "plan": run.plan.to_dict()}
+        )
+        fit(run, tracker)
+        best, onnx_path, mc_path = export(run, tracker)
+        summary = evaluate(run, tracker)
+        written = package(run, best, onnx_path, mc_path, summary, tracker)
+    except BaseException:
+        tracker.end("FAILED")
+        raise
+    tracker.end()
+    return RunResult(run.model_dir, run.state, onnx_path, mc_path, summary, tracker.run_id, written)
+
+
+def resolve(project: Path, config: TrainConfig, resume: bool, overwrite: bool) -> Resolved:
+    """The task's trainer, the device, the dimensionality, the pretrained weights or the checkpoint
+    being resumed; refuses to replace a model silently."""
     trainer = trainer_for(config.task)
     if config.freeze_encoder and config.pretrained is None:
         raise ConfigError("--freeze-encoder keeps pretrained encoder weights: give --pretrained as well.")
-    model_dir = project / MODEL_DIR
     replaces = _replaces_model(project, resume, overwrite)
     device = resolve_device(config.device)
     pretrained = read_pretrained(config.pretrained) if config.pretrained and not resume else None
-    saved = load_checkpoint(model_dir / LAST_NAME) if resume else None
-
+    saved = load_checkpoint(project / MODEL_DIR / LAST_NAME) if resume else None
     if config.dims is None:
         config = replace(config, dims=trainer.dims or detect_dims(project, config.axes))
-    torch.manual_seed(config.seed)  # the network's initialization
-    setup = trainer.prepare(project, config, Start(device, pretrained, saved))
-    config, info, model = setup.config, setup.info, setup.model
+    return Resolved(project, config, trainer, Start(device, pretrained, saved), replaces)
+
+
+def prepare(resolved: Resolved, progress: bool) -> Run:
+    """Data, plan and network from the task's trainer; pretrained weights or the resumed state
+    loaded; the previous model cleared (only now: the data has been read without error); the
+    resolved config and the plan saved."""
+    start, model_dir = resolved.start, resolved.model_dir
+    torch.manual_seed(resolved.config.seed)  # the network's initialization
+    setup = resolved.trainer.prepare(resolved.project, resolved.config, start)
+    config, model = setup.config, setup.model
     config = replace(config, learning_rate=config.resolved_learning_rate)  # saved and logged as used
     plan = replace(setup.plan, schedule=config.lr_schedule)
     log.info("training plan (set in the config or on the command line to change an item):\n%s", plan.table())
     if config.uncertainty and config.dropout == 0:
         log.warning("dropout is 0, so there is no Monte Carlo dropout: predicting without uncertainty")
         config = replace(config, uncertainty=False)
-    log.info("%s, device %s", setup.summary, device)
+    log.info("%s, device %s", setup.summary, start.device)
 
-    report = _transfer_weights(model, pretrained) if pretrained is not None else None
-    if replaces:  # only now: the pretrained weights may come from this folder, and the data is fine
-        _clear_previous(project)
+    report = _transfer_weights(model, start.pretrained) if start.pretrained is not None else None
+    if resolved.replaces:  # only now: the pretrained weights may come from this folder
+        _clear_previous(resolved.project)
     model_dir.mkdir(parents=True, exist_ok=True)
     if report is not None:
         write_text(model_dir / PRETRAINED_REPORT, report.table() + "\n")
     # tensors the source lacked stay trainable in a frozen encoder, also when the run is resumed
+    saved = start.saved
     fresh = {n for n, _ in report.skipped} if report is not None else set((saved or {}).get("fresh", []))
     if config.freeze_encoder:
         _freeze(model, fresh)
-    model = model.to(device)
+    model = model.to(start.device)
     if not setup.steps:  # Mask R-CNN takes lists of images of any size
         model = channels_last(model)
     # all parameters: frozen ones get no gradient, so Adam leaves them alone, and the optimizer state
@@ -220,25 +288,7 @@ def train_project(
     optimizer = torch.optim.Adam(model.parameters(), lr=config.resolved_learning_rate)
     state, run_id = TrainState(), None
     if saved is not None:
-        payload = saved
-        wanted = asdict(setup.spec)
-        if payload["spec"] != wanted:
-            raise ConfigError(
-                f"{model_dir / LAST_NAME} holds a network built with {payload['spec']}, but the current "
-                f"settings build {wanted}. Resume with the original settings "
-                f"(--config {model_dir / CONFIG_NAME}) or train anew with --overwrite."
-            )
-        model.load_state_dict(payload["state_dict"])
-        try:
-            optimizer.load_state_dict(payload["optimizer"])
-        except ValueError:  # written when the optimizer held only the unfrozen parameters
-            log.warning("the optimizer state in %s does not fit; Adam starts afresh", model_dir / LAST_NAME)
-        state = TrainState(**{"best_score": -math.inf, **payload["state"]})
-        # the new run may allow more epochs or more patience than the one that stopped
-        state.finished = state.bad_epochs >= config.patience or state.epoch >= config.epochs
-        torch.set_rng_state(payload["torch_rng"])
-        run_id = payload.get("mlflow_run_id")
-        log.info("resuming after epoch %d (best epoch %d)", state.epoch, state.best_epoch)
+        state, run_id = _resume(saved, setup, model, optimizer, config, model_dir)
     write_text(model_dir / CONFIG_NAME, json.dumps(config.to_dict(), indent=2))
     write_text(model_dir / PLAN_NAME, plan.to_json())
     if config.save_augmentations:
@@ -246,99 +296,157 @@ def train_project(
 
         preview = save_augmentation_grid(setup.train_set, model_dir / PREVIEW_NAME)
         log.info("augmented training samples: %s (stop with Ctrl-C if they look wrong)", preview)
+    return Run(resolved, config, setup, plan, model, optimizer, state, fresh, run_id, progress)
 
-    tracker = Tracker(project, config.tracking_uri, run_id)
+
+def _resume(
+    saved: dict[str, Any],
+    setup: Setup,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    model_dir: Path,
+) -> tuple[TrainState, str | None]:
+    """Load the checkpoint being resumed into ``model`` and ``optimizer``; its state and MLflow run."""
+    wanted = asdict(setup.spec)
+    if saved["spec"] != wanted:
+        raise ConfigError(
+            f"{model_dir / LAST_NAME} holds a network built with {saved['spec']}, but the current "
+            f"settings build {wanted}. Resume with the original settings "
+            f"(--config {model_dir / CONFIG_NAME}) or train anew with --overwrite."
+        )
+    model.load_state_dict(saved["state_dict"])
     try:
-        tracker.log_params({**config.to_dict(), "data": info.training, "plan": plan.to_dict()})
+        optimizer.load_state_dict(saved["optimizer"])
+    except ValueError:  # written when the optimizer held only the unfrozen parameters
+        log.warning("the optimizer state in %s does not fit; Adam starts afresh", model_dir / LAST_NAME)
+    state = TrainState(**{"best_score": -math.inf, **saved["state"]})
+    # the new run may allow more epochs or more patience than the one that stopped
+    state.finished = state.bad_epochs >= config.patience or state.epoch >= config.epochs
+    torch.set_rng_state(saved["torch_rng"])
+    log.info("resuming after epoch %d (best epoch %d)", state.epoch, state.best_epoch)
+    return state, saved.get("mlflow_run_id")
 
-        def on_epoch(current: TrainState, improved: bool) -> None:
-            payload = {
-                **model_payload(model, info),
-                "config": config.to_dict(),
-                "state": current.to_dict(),
-                "fresh": sorted(fresh),
-            }
-            if improved:
-                save_checkpoint(model_dir / BEST_NAME, payload)
-            save_checkpoint(
-                model_dir / LAST_NAME,
-                {
-                    **payload,
-                    "optimizer": optimizer.state_dict(),
-                    "torch_rng": torch.get_rng_state(),
-                    "mlflow_run_id": tracker.run_id,
-                },
-            )
-            metrics = {k: v for k, v in current.history[-1].items() if k != "epoch"}
-            tracker.log_metrics(metrics, step=current.epoch)
 
-        settings = LoopSettings(
-            plan.epochs,
-            plan.batch_size,
-            plan.patience,
-            config.seed,
-            setup.num_classes,
-            progress,
-            metric=trainer.validation_metric(config.model),
-            precise_batch_norm=trainer.precise_batch_norm,
-            steps_per_epoch=plan.steps_per_epoch,
-            learning_rate=plan.learning_rate,
-            warmup_steps=plan.warmup_steps,
-            schedule=config.lr_schedule,
+def fit(run: Run, tracker: Tracker) -> TrainState:
+    """Train until the budget or early stopping, validating and checkpointing every epoch."""
+    config, setup, plan, model, model_dir = run.config, run.setup, run.plan, run.model, run.model_dir
+    trainer = run.resolved.trainer
+
+    def on_epoch(current: TrainState, improved: bool) -> None:
+        payload = {
+            **model_payload(model, setup.info),
+            "config": config.to_dict(),
+            "state": current.to_dict(),
+            "fresh": sorted(run.fresh),
+        }
+        if improved:
+            save_checkpoint(model_dir / BEST_NAME, payload)
+        save_checkpoint(
+            model_dir / LAST_NAME,
+            {
+                **payload,
+                "optimizer": run.optimizer.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "mlflow_run_id": tracker.run_id,
+            },
         )
-        validation = setup.validation
-        if validation is None and setup.val_set is not None:
-            validation = loader_validation(setup.val_set, setup.loss, settings, setup.steps)
-        fit(
-            model,
-            optimizer,
-            setup.train_set,
-            validation,
-            setup.loss,
-            settings,
-            state,
-            device,
-            on_epoch,
-            setup.steps,
-        )
-        if validation is None:
-            log.info(
-                "training done after %d epoch(s) in %.0f s, no validation: keeping the last",
-                state.epoch,
-                state.seconds,
-            )
-        else:
-            log.info(
-                "training done after %d epoch(s) in %.0f s; best validation %s %.4f (loss %.4f) at epoch %d",
-                state.epoch,
-                state.seconds,
-                settings.metric,
-                state.best_score,
-                state.best_val_loss,
-                state.best_epoch,
-            )
+        metrics = {k: v for k, v in current.history[-1].items() if k != "epoch"}
+        tracker.log_metrics(metrics, step=current.epoch)
 
-        best, _ = model_from_checkpoint(load_checkpoint(model_dir / BEST_NAME))
-        onnx_path, mc_path = export_onnx(best, info, model_dir)
-        for path in (model_dir / CONFIG_NAME, model_dir / BEST_NAME, onnx_path, mc_path):
-            if path is not None:
-                tracker.log_artifact(path, "model")
-        summary = predict_and_evaluate(project, config, progress)
-        if summary is not None:
-            tracker.log_metrics({f"test_{k}": v for k, v in summary.items() if isinstance(v, float)})
-            tracker.log_artifact(project / EVALUATION_DIR)
-        package = None
-        if config.package:
-            try:
-                package = write_package(project, config, best, info, onnx_path, mc_path, summary)
-                tracker.log_artifact(package, "model")
-            except NothingToShow as exc:  # the model and its evaluation are saved all the same
-                log.warning("no bioimage.io package written: %s", exc)
-    except BaseException:
-        tracker.end("FAILED")
-        raise
-    tracker.end()
-    return RunResult(model_dir, state, onnx_path, mc_path, summary, tracker.run_id, package)
+    settings = LoopSettings(
+        plan.epochs,
+        plan.batch_size,
+        plan.patience,
+        config.seed,
+        setup.num_classes,
+        run.progress,
+        metric=trainer.validation_metric(config.model),
+        precise_batch_norm=trainer.precise_batch_norm,
+        steps_per_epoch=plan.steps_per_epoch,
+        learning_rate=plan.learning_rate,
+        warmup_steps=plan.warmup_steps,
+        schedule=config.lr_schedule,
+    )
+    validation = setup.validation
+    if validation is None and setup.val_set is not None:
+        validation = loader_validation(setup.val_set, setup.loss, settings, setup.steps)
+    state = run.state
+    fit_loop(
+        model,
+        run.optimizer,
+        setup.train_set,
+        validation,
+        setup.loss,
+        settings,
+        state,
+        run.resolved.start.device,
+        on_epoch,
+        setup.steps,
+    )
+    if validation is None:
+        log.info(
+            "training done after %d epoch(s) in %.0f s, no validation: keeping the last",
+            state.epoch,
+            state.seconds,
+        )
+    else:
+        log.info(
+            "training done after %d epoch(s) in %.0f s; best validation %s %.4f (loss %.4f) at epoch %d",
+            state.epoch,
+            state.seconds,
+            settings.metric,
+            state.best_score,
+            state.best_val_loss,
+            state.best_epoch,
+        )
+    return state
+
+
+def export(run: Run, tracker: Tracker) -> tuple[nn.Module, Path, Path | None]:
+    """The best epoch's network (built as trained) exported to ONNX, deterministic and Monte Carlo."""
+    setup, model_dir = run.setup, run.model_dir
+    best = type(setup.model)(setup.spec)
+    best.load_state_dict(load_checkpoint(model_dir / BEST_NAME)["state_dict"])
+    best.eval()
+    onnx_path, mc_path = export_onnx(best, setup.info, model_dir)
+    for path in (model_dir / CONFIG_NAME, model_dir / BEST_NAME, onnx_path, mc_path):
+        if path is not None:
+            tracker.log_artifact(path, "model")
+    return best, onnx_path, mc_path
+
+
+def evaluate(run: Run, tracker: Tracker) -> dict[str, Any] | None:
+    """``PROJECT/test`` predicted by the exported graphs and evaluated, as idl-predict does."""
+    project = run.resolved.project
+    summary = predict_and_evaluate(project, run.config, run.progress)
+    if summary is not None:
+        tracker.log_metrics({f"test_{k}": v for k, v in summary.items() if isinstance(v, float)})
+        tracker.log_artifact(project / EVALUATION_DIR)
+    return summary
+
+
+def package(
+    run: Run,
+    best: nn.Module,
+    onnx_path: Path,
+    mc_path: Path | None,
+    summary: dict[str, Any] | None,
+    tracker: Tracker,
+) -> Path | None:
+    """The validated bioimage.io package (unless switched off); a model whose test output bioimage.io
+    would refuse keeps its ONNX graphs and evaluation, with a warning."""
+    if not run.config.package:
+        return None
+    try:
+        written = write_package(
+            run.resolved.project, run.config, best, run.setup.info, onnx_path, mc_path, summary
+        )
+    except NothingToShow as exc:
+        log.warning("no bioimage.io package written: %s", exc)
+        return None
+    tracker.log_artifact(written, "model")
+    return written
 
 
 def predict_and_evaluate(project: Path, config: TrainConfig, progress: bool = True) -> dict[str, Any] | None:

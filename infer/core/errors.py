@@ -26,3 +26,12 @@ def did_you_mean(name: str, valid: Iterable[str]) -> str:
 
 class ConfigError(IdlError):
     """A configuration key or value is invalid."""
+
+
+class ExportError(IdlError):
+    """An exported model or package does not behave like the network it came from."""
+
+
+class NothingToShow(ExportError):
+    """The model's output on the package's test image is empty (e.g. a detector that finds nothing),
+    which bioimage.io refuses as a test output."""

@@ -4,4 +4,7 @@ Importing this package registers the built-in tasks: semantic, instance (U-Net) 
 R-CNN), regression, classification, and ``package`` for bioimage.io packages made elsewhere.
 """
 
-from idl.infer.tasks import classification, instance, package, regression, semantic  # noqa: F401
+# registered in the order users see them listed
+# isort: off
+from idl.infer.tasks import semantic, instance, regression, classification, package  # noqa: F401
+# isort: on

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
+
+from idl.infer.core.grid import AxisSize
 from idl.infer.core.model_info import ModelInfo
 from idl.infer.runtime.iospec import IOSpec, activation, image_io
 from idl.infer.runtime.model import LoadedModel
@@ -59,6 +62,26 @@ class Folders:
     progress: bool = True
 
 
+@dataclass(frozen=True)
+class PackageText:
+    """How a bioimage.io package describes a model of the task: the words of its description and
+    README, its tags, and its output tensor (the tensor's post-processing is the task's
+    :meth:`Task.io_spec`)."""
+
+    title: str  # what the model does, e.g. "semantic segmentation"
+    network: str  # e.g. "2D U-Net"
+    tags: tuple[str, ...]
+    tensor: str  # the output tensor's id
+    output: str  # the output tensor's description
+    channels: tuple[str, ...]  # the output's channel names
+    value_range: tuple[float | None, float | None]
+    use: str  # README: what the output is
+    targets: str  # README: what the model was trained to output
+    inputs: str  # README: what it was trained on
+    uncertainty: str = "a per-pixel uncertainty map"  # README: what --mc-samples adds
+    mismatch_ppm: int | None = None  # elements per million that may differ between weight formats
+
+
 def extras(summary: Summary) -> str:
     """What every task's headline ends with: atypical inputs and the mean uncertainty, when known."""
     line = ""
@@ -97,6 +120,32 @@ class Task:
     def describe(self, info: ModelInfo) -> list[str]:
         """Lines for ``idl-predict --info`` about the task and what prediction writes."""
         return [f"task: {info.task}, {info.num_classes} classes, {info.dims}D, trained on axes {info.axes}"]
+
+    def package_text(self, info: ModelInfo) -> PackageText:
+        """How a bioimage.io package of the model describes it."""
+        raise NotImplementedError
+
+    def package_sizes(self, info: ModelInfo) -> list[AxisSize]:
+        """The input sizes a package declares per space axis."""
+        raise NotImplementedError
+
+    def package_test(
+        self, sample: np.ndarray, info: ModelInfo, onnx_path: Path
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The package's test input (channels-last, from the raw ``sample``) and the model's
+        post-processed output on it (with a batch axis), computed by the ONNX graph."""
+        raise NotImplementedError
+
+    def package_cover(self, image: np.ndarray, output: np.ndarray, info: ModelInfo, path: Path) -> Path:
+        """The package's cover image from its test input and output (without the batch axis)."""
+        raise NotImplementedError
+
+    demo: ClassVar[str] = ""  # what idl-demo writes for the task (empty: no demo)
+
+    def write_demo(self, project: Path, n_train: int, n_test: int, seed: int, size: int) -> str:
+        """Write a synthetic ``project`` for ``idl-demo``; returns what a classical baseline scores on
+        its test images."""
+        raise NotImplementedError
 
     def split(self, folder: Path) -> tuple[list[Path], dict[str, Any] | None]:
         """The images of a project split (``PROJECT/test``) and their ground truth by image name, or

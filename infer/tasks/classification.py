@@ -8,21 +8,31 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from idl.infer.core.errors import DataError
 from idl.infer.core.grid import AxisSize
 from idl.infer.core.model_info import ModelInfo
-from idl.infer.core.processing import SPACE, ScaleRange, Softmax
+from idl.infer.core.processing import SPACE, ScaleRange, Softmax, apply_ops
 from idl.infer.io.omezarr import image_stem
 from idl.infer.post.classes import label_csv_for, labelled_images, read_labels
-from idl.infer.post.classify import class_names_for, predict_classes
+from idl.infer.post.classify import class_names_for, predict_classes, prepare_image, resize_to
 from idl.infer.runtime.iospec import IOSpec
-from idl.infer.tasks.base import Folders, Request, Summary, Task, extras
+from idl.infer.runtime.session import OnnxRunner
+from idl.infer.tasks.base import Folders, PackageText, Request, Summary, Task, extras
 from idl.infer.tasks.registry import register
 
 
 class Classification(Task):
     kind = "classification"
     task = "classification"
+    demo = "single nuclei, round, elongated or dividing (32 x 32 px)"
+
+    def write_demo(self, project: Path, n_train: int, n_test: int, seed: int, size: int) -> str:
+        from idl.infer.datasets.synthetic import write_classification_project
+
+        write_classification_project(project, n_train, n_test, seed, size=min(size, 64))
+        return "always answering the most common class scores accuracy 0.33 (3 balanced classes)"
 
     def headline(self, summary: Summary) -> str:
         line = (
@@ -63,6 +73,44 @@ class Classification(Task):
                 "  input check: atypicality against the training images' statistics (<= ~1: typical)"
             )
         return lines
+
+    def package_text(self, info: ModelInfo) -> PackageText:
+        training = info.training
+        network = str(training.get("architecture", "ResNet")).split(" ")[0].replace("resnet", "ResNet")
+        return PackageText(
+            title="image classification",
+            network=network,
+            tags=("resnet", "classification"),
+            tensor="probabilities",
+            output="class probabilities per image",
+            channels=tuple(info.class_names) or tuple(f"class{i}" for i in range(info.num_classes)),
+            value_range=(0.0, 1.0),
+            use=f"class probabilities (softmax), one per class. Resize images to {list(info.input_size)} "
+            "px first (idl-predict does this itself).",
+            targets=f"- classes: {info.num_classes}"
+            + (f" ({', '.join(info.class_names)})" if info.class_names else ""),
+            inputs=f"- input size: {list(info.input_size)} px (images are resized to it), loss: "
+            f"{training.get('loss', '?')}, images per class: {training.get('images_per_class', '?')}",
+            uncertainty="an uncertainty in [0, 1] per image (normalized entropy of the mean distribution)",
+        )
+
+    def package_sizes(self, info: ModelInfo) -> list[AxisSize]:
+        return [AxisSize(n, 0) for n in info.input_size]  # the fixed input size
+
+    def package_test(
+        self, sample: np.ndarray, info: ModelInfo, onnx_path: Path
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The sample at the input size (raw when it has that size, else resized as float32) and its
+        class probabilities ``(1, K)``."""
+        io = self.io_spec(info)
+        image = sample if sample.shape[:-1] == tuple(info.input_size) else resize_to(sample, info.input_size)
+        logits = OnnxRunner(onnx_path, "cpu")(prepare_image(image, io)[np.newaxis])
+        return np.ascontiguousarray(image), apply_ops(io.postprocessing, logits, "bc").astype(np.float32)
+
+    def package_cover(self, image: np.ndarray, output: np.ndarray, info: ModelInfo, path: Path) -> Path:
+        from idl.infer.evaluate.covers import classes_cover
+
+        return classes_cover(image, output, info.class_names, path)
 
     def _labels(self, request: Request) -> Mapping[str, str] | None:
         gt = request.groundtruth

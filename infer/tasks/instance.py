@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from idl.infer.core.errors import NothingToShow
 from idl.infer.core.grid import AxisSize
 from idl.infer.core.model_info import ModelInfo
 from idl.infer.core.processing import SPACE
 from idl.infer.runtime.iospec import DETECTOR_MIN_SIZE, IOSpec, image_io
-from idl.infer.tasks.base import Summary, extras
+from idl.infer.tasks.base import PackageText, Summary, extras
 from idl.infer.tasks.pixels import PixelTask, Scoring
 from idl.infer.tasks.registry import register
 from idl.infer.tiling.predict import Outputs, Prediction, PredictOptions
@@ -61,8 +62,22 @@ class Instance(PixelTask):
     kind = "instance"
     task = "instance"
 
+    demo = "touching nuclei and their label images"
+
     def outputs(self, info: ModelInfo) -> Outputs:
         return Labels()
+
+    def write_demo(self, project: Path, n_train: int, n_test: int, seed: int, size: int) -> str:
+        from idl.infer.core.project import pair_files
+        from idl.infer.datasets.synthetic import NucleiSpec, write_instance_project
+        from idl.infer.evaluate.baseline import otsu_instance_scores
+
+        write_instance_project(project, n_train, n_test, seed, NucleiSpec(size=size))
+        scores = otsu_instance_scores(pair_files(project / "test"))
+        return (
+            f"Otsu threshold + connected components of the raw test images score ap50 {scores['ap50']:.4f}, "
+            f"ap50_95 {scores['ap50_95']:.4f}"
+        )
 
     def headline(self, summary: Summary) -> str:
         return (
@@ -78,6 +93,7 @@ class Instance(PixelTask):
 
 class Detection(Instance):
     kind = "detection"
+    demo = ""  # the demo of the task is the instance one
 
     def outputs(self, info: ModelInfo) -> Outputs:
         return Detections()
@@ -92,6 +108,39 @@ class Detection(Instance):
 
     def mc_missing(self, info: ModelInfo, mc: Path) -> str:
         return "Mask R-CNN has no dropout; train with --model unet for Monte Carlo uncertainty"
+
+    def package_text(self, info: ModelInfo) -> PackageText:
+        meaning = (
+            "labels (0 background, 1..N objects) and the detection score of the object owning each pixel"
+        )
+        return replace(
+            super().package_text(info),
+            network="Mask R-CNN",
+            tags=("maskrcnn", "instance-segmentation", "segmentation"),
+            tensor="labels",
+            output=meaning,
+            channels=("labels", "score"),
+            value_range=(0.0, None),
+            use=f"{meaning}.",
+            mismatch_ppm=1000,  # a mask probability within rounding of 0.5 may flip a pixel across formats
+        )
+
+    def package_test(
+        self, sample: np.ndarray, info: ModelInfo, onnx_path: Path
+    ) -> tuple[np.ndarray, np.ndarray]:
+        image, output = super().package_test(sample, info, onnx_path)
+        if not np.any(output[0, 0]):
+            raise NothingToShow(
+                f"{info.name}: the model finds no object in the package's test image, and bioimage.io "
+                "needs a test output with objects. Train longer (or on more images), then write the "
+                "package with idl-export."
+            )
+        return image, output
+
+    def package_cover(self, image: np.ndarray, output: np.ndarray, info: ModelInfo, path: Path) -> Path:
+        from idl.infer.evaluate.covers import labels_cover
+
+        return labels_cover(image, output[0], path)
 
     def describe(self, info: ModelInfo) -> list[str]:
         return [

@@ -7,14 +7,33 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from idl.infer.core.errors import DataError
+from idl.infer.core.grid import AxisSize, read_window, smallest_tile
+from idl.infer.core.model_info import ModelInfo
+from idl.infer.core.processing import SPACE
 from idl.infer.core.project import UNCERTAINTY_DIR, pair_files
 from idl.infer.io.omezarr import image_stem
-from idl.infer.tasks.base import Folders, Request, Summary, Task
-from idl.infer.tiling.predict import predict_files
+from idl.infer.runtime.session import OnnxRunner
+from idl.infer.tasks.base import Folders, PackageText, Request, Summary, Task
+from idl.infer.tiling.predict import predict_files, predict_probabilities
 
 if TYPE_CHECKING:  # evaluation modules (pandas, matplotlib) load only when something is evaluated
     from idl.infer.evaluate.semantic import EvalItem
+
+
+TEST_TENSOR_MAX = 256  # px per side of a package's test tensor (keeps it and its validation small)
+
+
+def package_crop(sample: np.ndarray, rules: list[AxisSize]) -> np.ndarray:
+    """A channels-last crop of ``sample`` with an accepted size: at
+    most 256 px per side in 2D, the minimum size in 3D (volumes are costly to validate)."""
+    caps = [TEST_TENSOR_MAX if len(rules) == 2 else r.minimum for r in rules]
+    sides = [
+        r.at_most(min(max(n, r.minimum), cap)) for r, n, cap in zip(rules, sample.shape, caps, strict=False)
+    ]
+    return np.ascontiguousarray(read_window(sample, tuple(slice(0, s) for s in sides)))
 
 
 @dataclass(frozen=True)
@@ -43,6 +62,46 @@ class PixelTask(Task):
         assert gt is not None
         uncertainty = request.options.mc_samples > 0
         return items_for_predictions(predictions, request.files, gt, uncertainty, request.options.suffix)
+
+    def package_text(self, info: ModelInfo) -> PackageText:
+        """A segmentation U-Net's: class probabilities per pixel."""
+        k = self.out_channels(info)
+        names = info.class_names or (("foreground",) if k == 1 else tuple(f"class{i}" for i in range(k)))
+        training = info.training
+        return PackageText(
+            title=f"{self.task} segmentation",
+            network=f"{info.dims}D U-Net",
+            tags=("unet", f"{self.task}-segmentation", "segmentation"),
+            tensor="probabilities",
+            output="per-pixel class probabilities",
+            channels=tuple(names),
+            value_range=(0.0, 1.0),
+            use="per-pixel class probabilities (sigmoid for one channel, softmax otherwise).",
+            targets=f"- classes: {info.num_classes}"
+            + (f" ({', '.join(info.class_names)})" if info.class_names else ""),
+            inputs=f"- training patches: {training.get('patch', '?')} px, loss: {training.get('loss', '?')}",
+        )
+
+    def package_sizes(self, info: ModelInfo) -> list[AxisSize]:
+        """The smallest tile that holds the halo, growing by the network's size multiple."""
+        sizes = self.io_spec(info).sizes
+        return [
+            AxisSize(smallest_tile(info.halo_of(a), sizes[a]), sizes[a].step) for a in SPACE[-info.dims :]
+        ]
+
+    def package_test(
+        self, sample: np.ndarray, info: ModelInfo, onnx_path: Path
+    ) -> tuple[np.ndarray, np.ndarray]:
+        image = package_crop(sample, self.package_sizes(info))
+        output, _ = predict_probabilities(
+            OnnxRunner(onnx_path, "cpu"), image, self.io_spec(info), max(image.shape[:-1]), 0
+        )
+        return image, output[np.newaxis].astype(np.float32)
+
+    def package_cover(self, image: np.ndarray, output: np.ndarray, info: ModelInfo, path: Path) -> Path:
+        from idl.infer.evaluate.covers import probability_cover
+
+        return probability_cover(image, output, path)
 
     def split(self, folder: Path) -> tuple[list[Path], dict[str, Any] | None]:
         pairs = pair_files(folder, require_groundtruth=False)

@@ -50,7 +50,9 @@ def test_semantic_score_is_the_jaccard_of_the_otsu_mask(rng) -> None:
         )
         for i in range(2)
     ]
-    validate = WholeImageValidation(samples, _score("semantic", 2), make_loss("bce", 2), (512, 512), (24, 24), (4, 4))
+    validate = WholeImageValidation(
+        samples, _score("semantic", 2), make_loss("bce", 2), (512, 512), (24, 24), (4, 4)
+    )
     loss, score = validate(net, torch.device("cpu"))
     masks, losses = [], []
     for s in samples:
@@ -97,7 +99,9 @@ def test_instance_score_is_the_ap50_95_of_the_watershed_labels() -> None:
     seen[seen == 4] = 0
     one_hot = np.eye(3, dtype=np.float32)[instance_target(seen)]  # (64, 64, 3) as the "image"
     sample = Sample("a", one_hot, instance_target(labels), labels)
-    validate = WholeImageValidation([sample], _score("instance", 3), make_loss("ce", 3), (512, 512), (24, 24), (4, 4))
+    validate = WholeImageValidation(
+        [sample], _score("instance", 3), make_loss("ce", 3), (512, 512), (24, 24), (4, 4)
+    )
     _, score = validate(_Scaled(), torch.device("cpu"))
     predicted = labels_from_probabilities(
         torch.softmax(torch.from_numpy(8 * one_hot - 4), -1).numpy().transpose(2, 0, 1)

@@ -2,4 +2,7 @@
 defaults), found through :mod:`idl.train.tasks.registry`. Importing this package registers the
 built-in tasks."""
 
-from idl.train.tasks import classification, instance, regression, semantic  # noqa: F401
+# registered in the order users see them listed
+# isort: off
+from idl.train.tasks import semantic, instance, regression, classification  # noqa: F401
+# isort: on
