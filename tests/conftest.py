@@ -31,9 +31,11 @@ HAS_TORCH = importlib.util.find_spec("torch") is not None
 collect_ignore = [] if HAS_TORCH else list(TORCH_FOLDERS)  # their modules import torch
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark the tests that need torch (``-m "not torch"`` deselects them) and those whose fixture
-    trains for long (``slow``)."""
+    trains for long (``slow``). The tests of one training fixture share an xdist group, so that with
+    ``-n 2 --dist loadgroup`` one worker trains it once instead of both workers each once."""
     tests = Path(__file__).parent
     for item in items:
         top = item.path.relative_to(tests).parts[0]
@@ -42,6 +44,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.torch)
         if SLOW_FIXTURES & fixtures:
             item.add_marker(pytest.mark.slow)
+            item.add_marker(pytest.mark.xdist_group(min(SLOW_FIXTURES & fixtures)))
 
 
 @pytest.fixture(scope="session")
