@@ -74,6 +74,14 @@ from idl.infer.runtime.session import DEVICES
     show_default=True,
     help="TIFF files, or OME-Zarr folders (<image name>.ome.zarr) for napari and other OME-Zarr tools.",
 )
+@click.option(
+    "--on-nonfinite",
+    type=click.Choice(["replace", "error"]),
+    default="replace",
+    show_default=True,
+    help="NaN or inf pixels: replace (ignored by the normalization, 0 for the network, NaN in the outputs, "
+    "with a warning) or error (refuse the image). See docs/robustness.md.",
+)
 @click.option("--device", default="auto", show_default=True, type=click.Choice(DEVICES))
 @click.option("--quiet", is_flag=True, help="Only warnings and errors.")
 @user_errors
@@ -91,6 +99,7 @@ def main(
     gt_dir: Path | None,
     save_probabilities: bool,
     out_format: str,
+    on_nonfinite: str,
     device: str,
     quiet: bool,
 ) -> None:
@@ -117,7 +126,14 @@ def main(
 
     loaded = load_model(model, device)
     options = PredictOptions(
-        tile_size, overlap, batch_size, mc_samples, threshold, progress=not quiet, out_format=out_format
+        tile_size,
+        overlap,
+        batch_size,
+        mc_samples,
+        threshold,
+        progress=not quiet,
+        out_format=out_format,
+        on_nonfinite=on_nonfinite,
     )
     request = Request(loaded, collect_inputs(inputs), out_dir, options, axes, save_probabilities, gt_dir)
     predictions, summary = predict_and_evaluate(request)

@@ -168,6 +168,12 @@ def _list_option(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option(
     "--tracking-uri", help="MLflow store [default: sqlite:///PROJECT/mlflow.db or $MLFLOW_TRACKING_URI]."
 )
+@click.option(
+    "--on-nonfinite",
+    type=click.Choice(["replace", "error"]),
+    help="NaN or inf pixels in images: replace (ignored by the normalization, 0 for the network, with a "
+    "warning) or error (refuse) [default: replace]. See docs/robustness.md.",
+)
 @click.option("--device", type=click.Choice(DEVICES), help="Training device [default: auto].")
 @click.option("--resume", is_flag=True, help="Continue the training saved in PROJECT/model/last.pt.")
 @click.option("--overwrite", is_flag=True, help="Replace a model already trained in PROJECT/model.")

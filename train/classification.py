@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 from idl.infer.core.axes import match_channels
 from idl.infer.core.errors import ConfigError, DataError
 from idl.infer.core.model_info import ModelInfo
+from idl.infer.core.nonfinite import check_nonfinite
 from idl.infer.core.normalize import Normalization, normalize
 from idl.infer.io.images import read_channels_last
 from idl.infer.post.classes import class_indices, class_names_of, labelled_images
@@ -80,6 +81,7 @@ def load_classification_data(
     axes: str | None = None,
     image_size: int | None = None,
     class_names: tuple[str, ...] | None = None,
+    on_nonfinite: str = "replace",
 ) -> ClassificationData:
     """Read every image of ``split_dir/image`` with its label from the split's ``groundtruth.csv``."""
     items = labelled_images(split_dir)
@@ -87,6 +89,7 @@ def load_classification_data(
     for item in items:
         image, used_axes, guessed = read_channels_last(item.image, axes, "yx")
         guesses[used_axes] += guessed
+        check_nonfinite(image, str(item.image), "yxc", on_nonfinite)
         if raw:
             image = match_channels(image, raw[0].shape[-1])
         if raw and image.shape[-1] != raw[0].shape[-1]:
@@ -215,7 +218,13 @@ def prepare_classification(
     if arch.get("variant") and arch["variant"] != config.resolved_model(device):
         log.info("using the source network's architecture %s", arch["variant"])
         config = replace(config, model=arch["variant"])
-    data = load_classification_data(project / "train", config.normalization, config.axes, config.image_size)
+    data = load_classification_data(
+        project / "train",
+        config.normalization,
+        config.axes,
+        config.image_size,
+        on_nonfinite=config.on_nonfinite,
+    )
     _check_test_labels(project / "test", data.class_names)
     k = len(data.class_names)
     if config.num_classes is not None and config.num_classes != k:

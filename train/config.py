@@ -15,6 +15,7 @@ from typing import Any
 
 from idl.infer.core.errors import ConfigError, did_you_mean
 from idl.infer.core.model_info import normalize_task
+from idl.infer.core.nonfinite import POLICIES as NONFINITE_POLICIES
 from idl.infer.core.normalize import Normalization
 from idl.infer.runtime.session import DEVICES
 from idl.train.augment import Augmentation
@@ -93,6 +94,8 @@ class TrainConfig:
     mc_samples: int = 20
     evaluate: bool = True
     device: str = "auto"
+    # NaN/inf pixels in images: "replace" (ignored by the normalization, 0 for the network) or "error"
+    on_nonfinite: str = "replace"
     pretrained: str | None = None
     tracking_uri: str | None = None
     tile_size: int = 512
@@ -150,6 +153,10 @@ class TrainConfig:
                 f"Use one of {', '.join(DEVICES)}",
             ),
             (self.num_classes is None or self.num_classes >= 2, "num_classes must be >= 2"),
+            (
+                self.on_nonfinite in NONFINITE_POLICIES,
+                f"on_nonfinite must be one of {', '.join(NONFINITE_POLICIES)}, got '{self.on_nonfinite}'",
+            ),
         ]
         for ok, message in checks:
             if not ok:

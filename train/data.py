@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 from idl.infer.core.axes import match_channels
 from idl.infer.core.errors import DataError
 from idl.infer.core.grid import axis_tiles
+from idl.infer.core.nonfinite import check_nonfinite, find_nonfinite
 from idl.infer.core.normalize import Normalization, normalize
 from idl.infer.core.project import Pair, pair_files
 from idl.infer.io.images import read_channels_last, read_image
@@ -65,9 +66,10 @@ def _same_channels(image: np.ndarray, channels: int, source: Path) -> np.ndarray
 
 
 def _read_pairs(
-    split_dir: Path, axes: str | None, read_target: Reader, spatial: str = "yx"
+    split_dir: Path, axes: str | None, read_target: Reader, spatial: str = "yx", on_nonfinite: str = "replace"
 ) -> tuple[list, str]:
-    """Every ``(pair, image ([Z,] Y, X, C), target)`` of ``split_dir``, checked, and the axes used."""
+    """Every ``(pair, image ([Z,] Y, X, C), target)`` of ``split_dir``, checked, and the axes used;
+    non-finite image pixels are handled by ``on_nonfinite`` (:mod:`idl.infer.core.nonfinite`)."""
     pairs = pair_files(split_dir, require_groundtruth=True)
     raw: list[tuple[Pair, np.ndarray, np.ndarray]] = []
     guesses: dict[str, int] = {}
@@ -77,6 +79,7 @@ def _read_pairs(
         image, used_axes, guessed = read_channels_last(pair.image, axes, spatial)
         if guessed:
             guesses[used_axes] = guesses.get(used_axes, 0) + 1
+        check_nonfinite(image, str(pair.image), spatial + "c", on_nonfinite)
         target = read_target(pair.groundtruth)
         n = len(spatial)
         if target.shape[:n] != image.shape[:n]:
@@ -109,10 +112,13 @@ def load_semantic_data(
     axes: str | None = None,
     num_classes: int | None = None,
     spatial: str = "yx",
+    on_nonfinite: str = "replace",
 ) -> TrainingData:
     """Read, check and normalize every image/mask pair of ``split_dir`` (e.g. ``PROJECT/train``)."""
     dims = len(spatial)
-    raw, used_axes = _read_pairs(split_dir, axes, lambda p: mask_plane(read_image(p), str(p), dims), spatial)
+    raw, used_axes = _read_pairs(
+        split_dir, axes, lambda p: mask_plane(read_image(p), str(p), dims), spatial, on_nonfinite
+    )
     if num_classes is None:
         num_classes = infer_num_classes([gt for _, _, gt in raw])
         log.info(
@@ -143,6 +149,7 @@ def load_instance_data(
     axes: str | None = None,
     spatial: str = "yx",
     as_labels: bool = False,
+    on_nonfinite: str = "replace",
 ) -> TrainingData:
     """Read every image/label-image pair of ``split_dir``; targets are the instance U-Net's three
     classes (background, interior, boundary; see :func:`idl.infer.post.instance_labels.instance_target`),
@@ -153,7 +160,7 @@ def load_instance_data(
         return labels.astype(np.int64) if as_labels else instance_target(labels)
 
     dims = len(spatial)
-    raw, used_axes = _read_pairs(split_dir, axes, lambda p: _read_labels(p, dims), spatial)
+    raw, used_axes = _read_pairs(split_dir, axes, lambda p: _read_labels(p, dims), spatial, on_nonfinite)
     objects = sum(len(np.unique(labels)) - int((labels == 0).any()) for _, _, labels in raw)
     log.info("instance ground truth: %d object(s) in %d image(s)", objects, len(raw))
     samples = [
@@ -168,18 +175,26 @@ def load_instance_data(
 def _read_target(path: Path, spatial: str = "yx") -> np.ndarray:
     """A regression target as ``([Z,] Y, X, T)`` float32, checked for NaN and infinity."""
     target = read_channels_last(path, None, spatial)[0].astype(np.float32)
-    if not np.isfinite(target).all():
-        raise DataError(f"{path}: the ground truth holds NaN or infinite values; fix or mask them first.")
+    found = find_nonfinite(target)
+    if found is not None:
+        raise DataError(
+            f"{path}: the ground truth holds {found.describe(spatial + 'c')}; a target must be a number "
+            "everywhere. Fix them, or crop the image and its ground truth to where both are known."
+        )
     return target
 
 
 def load_regression_data(
-    split_dir: Path, norm: Normalization, axes: str | None = None, spatial: str = "yx"
+    split_dir: Path,
+    norm: Normalization,
+    axes: str | None = None,
+    spatial: str = "yx",
+    on_nonfinite: str = "replace",
 ) -> TrainingData:
     """Read every image/target pair of ``split_dir``; images are normalized as for segmentation,
     targets standardized per channel with the mean and standard deviation of all targets, which the
     model stores to give predictions in ground-truth units."""
-    raw, used_axes = _read_pairs(split_dir, axes, lambda p: _read_target(p, spatial), spatial)
+    raw, used_axes = _read_pairs(split_dir, axes, lambda p: _read_target(p, spatial), spatial, on_nonfinite)
     stacked = np.concatenate([t.reshape(-1, t.shape[-1]) for _, _, t in raw]).astype(np.float64)
     mean, std = stacked.mean(axis=0), stacked.std(axis=0)
     std = np.where(std > 0, std, 1.0)

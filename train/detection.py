@@ -159,7 +159,9 @@ def prepare_maskrcnn(project: Path, config: TrainConfig, name: str, device: str 
     """Data, Mask R-CNN, steps and model description of an instance run with ``--model maskrcnn``."""
     if config.dims != 2:
         raise ConfigError("Mask R-CNN is 2D only; use --model unet for 3D instance segmentation.")
-    data = load_instance_data(project / "train", config.normalization, config.axes, as_labels=True)
+    data = load_instance_data(
+        project / "train", config.normalization, config.axes, as_labels=True, on_nonfinite=config.on_nonfinite
+    )
     halo = halo_for(object_boxes(data.samples))
     train_samples, val_samples, validation = split_validation(
         data.samples, config.val_fraction, config.seed, gap=halo, multiple=DETECTOR_MIN_SIZE

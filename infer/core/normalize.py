@@ -30,9 +30,13 @@ class Normalization:
 
 def normalize(image: np.ndarray, norm: Normalization) -> np.ndarray:
     """Normalize a whole channels-last image (2D or 3D) with its own per-channel percentiles
-    (float32 out). This is the ``scale_range`` operation the inference side applies tile by tile."""
+    (float32 out). This is the ``scale_range`` operation the inference side applies tile by tile;
+    non-finite pixels are ignored by the percentiles and become 0 (:mod:`idl.infer.core.nonfinite`)."""
     from idl.infer.core.processing import ScaleRange, apply_ops, fit_ops
 
     axes = "zyx"[-(image.ndim - 1) :] + "c"
     ops = fit_ops([ScaleRange(axes[:-1], norm.low, norm.high, norm.eps)], image, axes)
-    return apply_ops(ops, image, axes)
+    out = apply_ops(ops, image, axes)
+    if not np.isfinite(out).all():
+        out = np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+    return out

@@ -40,6 +40,17 @@ def _along(values: Sequence[float] | float, letter: str | None, axes: str) -> np
     return array.reshape(shape)
 
 
+def _finite_or_nan(x: np.ndarray) -> np.ndarray:
+    """``x`` itself when every value is finite (always for integers); else a copy with NaN in place
+    of every non-finite value, for the nan-ignoring statistics (see :mod:`idl.infer.core.nonfinite`)."""
+    if x.dtype.kind not in "fc":
+        return x
+    finite = np.isfinite(x)
+    if finite.all():
+        return x
+    return np.where(finite, x, np.nan)
+
+
 def _reduce_axes(axes: str, over: str | None) -> tuple[int, ...]:
     """Positions to reduce for statistics ``over`` some axes (``None``: all but batch)."""
     letters = axes.replace("b", "") if over is None else over
@@ -156,9 +167,11 @@ class ZeroMeanUnitVariance(Op):
 
     def fit(self, x: np.ndarray, axes: str) -> Op:
         reduce = _reduce_axes(axes, self.over)
-        data = x.astype(np.float64, copy=False)
-        mean = data.mean(axis=reduce, keepdims=True)
-        std = data.std(axis=reduce, keepdims=True)
+        cast = x.astype(np.float64, copy=False)
+        data = _finite_or_nan(cast)
+        mean_of, std_of = (np.mean, np.std) if data is cast else (np.nanmean, np.nanstd)  # ignore non-finite
+        mean = mean_of(data, axis=reduce, keepdims=True)
+        std = std_of(data, axis=reduce, keepdims=True)
         return Standardize(mean.astype(np.float32), (std + self.eps).astype(np.float32), axes)
 
 
@@ -172,7 +185,10 @@ class ScaleRange(Op):
 
     def fit(self, x: np.ndarray, axes: str) -> Op:
         reduce = _reduce_axes(axes, self.over)
-        lo, hi = np.percentile(x, [self.min_percentile, self.max_percentile], axis=reduce, keepdims=True)
+        qs = [self.min_percentile, self.max_percentile]
+        data = _finite_or_nan(x)
+        percentile = np.percentile if data is x else np.nanpercentile  # non-finite pixels ignored
+        lo, hi = percentile(data, qs, axis=reduce, keepdims=True)
         return Standardize(lo.astype(np.float32), (hi - lo + np.float32(self.eps)).astype(np.float32), axes)
 
 
@@ -194,13 +210,16 @@ def _blocks(x: Any, pending: Sequence[Op], axes: str) -> Iterator[np.ndarray]:
 
 def _streamed_moments(blocks: Iterator[np.ndarray], reduce: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """Mean and population standard deviation over ``reduce`` (keepdims), block by block."""
-    total = total_sq = None
-    count = 0
+    total = total_sq = count = None
     for block in blocks:
         data = block.astype(np.float64)
+        finite = np.isfinite(data)  # non-finite pixels are ignored
+        data = np.where(finite, data, 0.0)
         s, sq = data.sum(axis=reduce, keepdims=True), (data * data).sum(axis=reduce, keepdims=True)
+        n = finite.sum(axis=reduce, keepdims=True)
         total, total_sq = (s, sq) if total is None else (total + s, total_sq + sq)
-        count += int(np.prod([block.shape[i] for i in reduce]))
+        count = n if count is None else count + n
+    count = np.maximum(count, 1)
     mean = total / count
     return mean, np.sqrt(np.maximum(total_sq / count - mean * mean, 0.0))
 
@@ -229,7 +248,8 @@ def _streamed_percentiles(
             if exact:
                 histograms[c] += np.bincount(planes[:, c], minlength=1 << 16)
             else:
-                samples[c].append(planes[::stride, c].astype(np.float64))
+                values = planes[::stride, c].astype(np.float64)
+                samples[c].append(values[np.isfinite(values)])  # non-finite pixels are ignored
     lows, highs = [], []
     for c in range(len(samples)):
         if exact:
@@ -243,7 +263,8 @@ def _streamed_percentiles(
                 hi = np.searchsorted(cumulative, min(k + 1, n - 1), side="right")
                 values.append(lo + (position - k) * (hi - lo))
         else:
-            values = list(np.percentile(np.concatenate(samples[c]), qs))
+            finite = np.concatenate(samples[c])
+            values = list(np.percentile(finite, qs)) if finite.size else [0.0, 0.0]  # all non-finite
         lows.append(values[0])
         highs.append(values[1])
     shape = [1] * len(axes)
@@ -313,4 +334,6 @@ def network_tile(image: Any, window: tuple[slice, ...], pre: Sequence[Op], image
     """One tile of a raw channels-last image, pre-processed with ops fitted to the whole image, as the
     network's channels-first ``(C, *spatial)`` input."""
     crop = apply_ops(pre, read_window(image, window), image_axes)
+    if crop.dtype.kind == "f" and not np.isfinite(crop).all():  # 0 for the network (core.nonfinite)
+        crop = np.nan_to_num(crop, nan=0.0, posinf=0.0, neginf=0.0)  # a copy: never the caller's image
     return np.ascontiguousarray(np.moveaxis(crop, -1, 0))

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from idl.infer.core.axes import match_channels
 from idl.infer.core.errors import DataError, ModelError
+from idl.infer.core.nonfinite import check_nonfinite
 from idl.infer.core.processing import apply_ops, fit_ops
 from idl.infer.io.images import atomic_path, read_channels_last
 from idl.infer.io.omezarr import image_stem
@@ -63,8 +64,9 @@ def prepare_image(image: np.ndarray, io: IOSpec) -> np.ndarray:
     """A raw channels-last image -> the network input ``(C, H, W)``: resized to the model's fixed size,
     then pre-processed (percentile normalization for idl models, as in training)."""
     image = resize_to(image, [io.sizes[a].minimum for a in io.spatial])
-    ops = fit_ops(io.preprocessing, image, io.image_axes)
-    return np.ascontiguousarray(np.moveaxis(apply_ops(ops, image, io.image_axes), -1, 0), np.float32)
+    ops = fit_ops(io.preprocessing, image, io.image_axes)  # non-finite pixels ignored (core.nonfinite)
+    prepared = np.nan_to_num(apply_ops(ops, image, io.image_axes), nan=0.0, posinf=0.0, neginf=0.0)
+    return np.ascontiguousarray(np.moveaxis(prepared, -1, 0), np.float32)
 
 
 def normalized_entropy(p: np.ndarray) -> np.ndarray:
@@ -170,8 +172,10 @@ def classify_files(
     axes: str | None = None,
     batch_size: int = 1,
     progress: bool = True,
+    on_nonfinite: str = "replace",
 ) -> tuple[list[str], ClassScores]:
-    """Classify image files; returns their file names and scores."""
+    """Classify image files; returns their file names and scores. Non-finite pixels are handled by
+    ``on_nonfinite`` (:mod:`idl.infer.core.nonfinite`)."""
     io = model.io
     if io.output_axes.strip("b") != "c" or any(a in io.output_axes for a in "zyx"):
         raise ModelError(f"{model.label}: this model outputs images, not one value per class.")
@@ -184,6 +188,7 @@ def classify_files(
         inputs = []
         for path in chunk:
             image, resolved, _ = read_channels_last(path, axes, io.spatial)
+            check_nonfinite(image, str(path), io.image_axes, on_nonfinite)
             image = match_channels(image, io.in_channels)
             if image.shape[-1] != io.in_channels:
                 raise DataError(
@@ -221,12 +226,13 @@ def predict_classes(
     groundtruth: dict[str, str] | None = None,
     batch_size: int = 1,
     progress: bool = True,
+    on_nonfinite: str = "replace",
 ) -> Path:
     """Classify ``files`` and write ``out_dir/results.csv`` (with a ``groundtruth`` column when the
     labels are given, keyed by file name without suffix as in ``groundtruth.csv``)."""
     if not files:
         raise DataError("no images to classify.")
-    names, scores = classify_files(model, files, mc_samples, axes, batch_size, progress)
+    names, scores = classify_files(model, files, mc_samples, axes, batch_size, progress, on_nonfinite)
     table = results_table(names, scores, class_names_for(model))
     if groundtruth is not None:
         table["groundtruth"] = [groundtruth.get(image_stem(Path(n)), "") for n in names]

@@ -153,6 +153,7 @@ class Classification(Task):
             dict(labels) if labels is not None else None,
             request.options.batch_size,
             request.options.progress,
+            request.options.on_nonfinite,
         )
 
     def done(self, request: Request, predictions: Path) -> str:

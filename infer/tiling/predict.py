@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 
 from idl.infer.core.axes import match_channels
 from idl.infer.core.errors import DataError, IdlError
-from idl.infer.core.grid import AxisSize, Tile, smallest_tile, tile_grid
+from idl.infer.core.grid import AxisSize, Tile, read_window, smallest_tile, tile_grid
+from idl.infer.core.nonfinite import POLICIES, check_nonfinite, has_floats
 from idl.infer.core.processing import apply_ops, fit_ops, network_tile, split_pointwise
 from idl.infer.core.project import (
     IMAGE_SUFFIXES,
@@ -55,6 +56,7 @@ class PredictOptions:
     # it) and written tile by tile into memory-mapped TIFFs; smaller ones are predicted in memory
     out_of_core_bytes: int = 64 * 2**20
     out_format: str = "tif"  # "tif" (TIFF files) or "zarr" (OME-Zarr folders)
+    on_nonfinite: str = "replace"  # NaN/inf pixels: "replace" (see core.nonfinite) or "error"
 
     @property
     def suffix(self) -> str:
@@ -70,6 +72,8 @@ class PredictOptions:
             raise ValueError("Monte Carlo dropout needs at least 2 samples (or 0 to switch it off)")
         if self.out_format not in ("tif", "zarr"):
             raise ValueError(f"output format must be tif or zarr, got {self.out_format}")
+        if self.on_nonfinite not in POLICIES:
+            raise ValueError(f"on_nonfinite must be one of {', '.join(POLICIES)}, got {self.on_nonfinite}")
 
     def tile_for(self, dims: int) -> int:
         """Tile side for 2D or 3D images."""
@@ -119,6 +123,7 @@ def predict_probabilities(
     progress: bool = False,
     output: Any = None,
     uncertainty_out: Any = None,
+    mark_nonfinite: bool = False,
 ) -> tuple[Any, Any]:
     """Run a network over a raw channels-last image (``io.image_axes``), tile by tile.
 
@@ -131,6 +136,8 @@ def predict_probabilities(
     defaults to the network's own. Returns ``(output (K, *spatial), uncertainty (*spatial) or None)``.
     With ``samples >= 2`` every tile is predicted ``samples`` times (``run`` must be a Monte Carlo
     graph) and the mean and InstantDL's uncertainty are returned; batches then hold copies of one tile.
+    With ``mark_nonfinite`` the outputs are NaN where an input pixel is not finite (the network saw 0
+    there, see :mod:`idl.infer.core.nonfinite`).
     """
     spatial, image_axes, batch_axes = io.spatial, io.image_axes, io.batch_axes
     if image.ndim - 1 != len(spatial):
@@ -186,6 +193,13 @@ def predict_probabilities(
         for tile, region in zip(chunk, regions, strict=True):
             if output is None:
                 output = np.empty((region.shape[0], *shape), np.float32)
+            if mark_nonfinite:
+                bad = ~np.isfinite(read_window(image, tile.owned)).all(axis=-1)
+                if bad.any():
+                    region = np.where(bad, np.float32(np.nan), region)
+                    if samples:
+                        assert uncertainty is not None
+                        uncertainty[tile.owned] = np.where(bad, np.float32(np.nan), uncertainty[tile.owned])
             output[(slice(None), *tile.owned)] = region
         bar.update(len(chunk))
     bar.close()
@@ -341,7 +355,24 @@ def predict_image(model: LoadedModel, image: np.ndarray, options: PredictOptions
     tile = options.tile_for(len(io.spatial))
     halos = _halos(model, options, tile)
     _check_tiles(io, image.shape[:-1], tile, halos)
-    return outputs_of(model).predict(model, image, options, tile, halos)
+    result = outputs_of(model).predict(model, image, options, tile, halos)
+    if has_floats(image):
+        _mark_nonfinite(result, ~np.isfinite(image).all(axis=-1))
+    return result
+
+
+def _mark_nonfinite(result: Prediction, bad: np.ndarray) -> None:
+    """NaN in the probabilities, scores and uncertainty and 0 in the mask where the input pixel was
+    not finite (the rule of :mod:`idl.infer.core.nonfinite`)."""
+    if not bad.any():
+        return
+    result.probabilities = result.probabilities.astype(np.float32, copy=False)
+    result.probabilities[:, bad] = np.nan
+    for array in (result.uncertainty, result.scores):
+        if array is not None:
+            array[bad] = np.nan
+    if result.mask is not None:
+        result.mask[bad] = 0
 
 
 def collect_inputs(inputs: Sequence[str | Path]) -> list[Path]:
@@ -386,6 +417,7 @@ def _predict_out_of_core(
     out_dir: Path,
     options: PredictOptions,
     save_probabilities: bool,
+    nonfinite: bool = False,
 ) -> tuple[Path, float | None]:
     """Predict a lazily read image with every output written tile by tile into TIFF files (or
     OME-Zarr), so memory follows the tiles, not the image. Returns the prediction's path and the
@@ -426,6 +458,7 @@ def _predict_out_of_core(
             options.progress,
             output=ChannelView(values) if k == 1 else values,
             uncertainty_out=uncertainty,
+            mark_nonfinite=nonfinite,
         )
         threshold = None
         if outputs.makes_mask:
@@ -478,6 +511,7 @@ def predict_files(
     written, outputs = [], outputs_of(model)
     for path in tqdm(inputs, unit="image", disable=not options.progress or len(inputs) < 2):
         image = load_input(path, axes, model.io, lazy=True)
+        found = check_nonfinite(image, str(path), model.io.image_axes, options.on_nonfinite)
         whole_image_needed = (
             outputs.whole_image
             or model.io.input_pad is not None
@@ -494,7 +528,7 @@ def predict_files(
             image = np.asarray(image[tuple(slice(None) for _ in image.shape)])
         if is_lazy(image):
             target, threshold = _predict_out_of_core(
-                model, image, image_stem(path), out_dir, options, save_probabilities
+                model, image, image_stem(path), out_dir, options, save_probabilities, found is not None
             )
             written.append(target)
             note = f" (threshold {threshold:.3f})" if isinstance(threshold, float) else ""

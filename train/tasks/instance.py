@@ -63,7 +63,9 @@ class InstanceTrainer(PixelTrainer):
         return segmentation_losses(num_classes)
 
     def load_data(self, split_dir: Path, config: TrainConfig, spatial: str) -> TrainingData:
-        return load_instance_data(split_dir, config.normalization, config.axes, spatial)
+        return load_instance_data(
+            split_dir, config.normalization, config.axes, spatial, on_nonfinite=config.on_nonfinite
+        )
 
     def image_score(self, num_classes: int) -> LabelsAP:
         return LabelsAP()

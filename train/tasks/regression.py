@@ -44,7 +44,9 @@ class RegressionTrainer(PixelTrainer):
         return LossChoice("mse", REGRESSION_LOSSES, "regression")
 
     def load_data(self, split_dir: Path, config: TrainConfig, spatial: str) -> TrainingData:
-        return load_regression_data(split_dir, config.normalization, config.axes, spatial)
+        return load_regression_data(
+            split_dir, config.normalization, config.axes, spatial, config.on_nonfinite
+        )
 
     def make_loss(self, name: str, num_classes: int) -> LossFn:
         return regression_loss(name)

@@ -53,7 +53,9 @@ class SemanticTrainer(PixelTrainer):
         return segmentation_losses(num_classes)
 
     def load_data(self, split_dir: Path, config: TrainConfig, spatial: str) -> TrainingData:
-        return load_semantic_data(split_dir, config.normalization, config.axes, config.num_classes, spatial)
+        return load_semantic_data(
+            split_dir, config.normalization, config.axes, config.num_classes, spatial, config.on_nonfinite
+        )
 
     def image_score(self, num_classes: int) -> MaskJaccard:
         return MaskJaccard(num_classes)
