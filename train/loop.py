@@ -264,10 +264,10 @@ def fit(
         else:
             val_loss, val_score = math.nan, math.nan
         if not (math.isfinite(train_loss) and (validation is None or math.isfinite(val_loss))):
+            resume = " or resume from the last good epoch with --resume" if state.epoch else ""
             raise IdlError(
                 f"training diverged in epoch {state.epoch + 1} (training loss {train_loss}, validation loss "
-                f"{val_loss}). Lower --learning-rate, check the images for NaN/inf values, or resume from "
-                "the last good epoch with --resume."
+                f"{val_loss}). Lower --learning-rate{resume}."
             )
         state.epoch += 1
         state.seconds += time.perf_counter() - started
