@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -50,6 +52,36 @@ def user_errors(func: F) -> F:
             raise click.ClickException(str(exc)) from exc
 
     return wrapper  # type: ignore[return-value]
+
+
+class Interrupted(click.ClickException):
+    """Ctrl-C or SIGTERM: what was finished is kept, and how to continue."""
+
+    exit_code = 130  # the shell's code for SIGINT
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def interruptible(how_to_continue: str) -> Callable[[F], F]:
+    """SIGTERM (a job scheduler's or ``kill``'s) interrupts like Ctrl-C, so the same clean-up runs
+    (temporary files deleted, the MLflow run ended); either ends with ``interrupted`` and
+    ``how_to_continue`` instead of click's bare "Aborted!", exit status 130."""
+
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, _raise_interrupt)
+            try:
+                return func(*args, **kwargs)
+            except KeyboardInterrupt:
+                raise Interrupted(f"interrupted. {how_to_continue}") from None
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 def parse_task_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:

@@ -61,10 +61,11 @@ def main(
     Classification: PRED_DIR holds results.csv (from idl-predict) and GT_DIR is groundtruth.csv or the
     folder holding it."""
     setup_logging(quiet)
+    from idl.infer.io.places import writable_folder
     from idl.infer.tasks.base import Folders
     from idl.infer.tasks.registry import task_named
 
-    out = out_dir or pred_dir / "evaluation"
+    out = writable_folder(out_dir or pred_dir / "evaluation", "evaluation")
     folders = Folders(pred_dir, gt_dir, out, image_dir, num_classes, axes, int(dims), progress=not quiet)
     summary = task_named(task).evaluate_folder(folders)
     click.echo(f"{task_named(task).headline(summary)}; report: {out / 'report.html'}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from idl.cli.common import parse_threshold_option, setup_logging, user_errors
+from idl.cli.common import interruptible, parse_threshold_option, setup_logging, user_errors
 from idl.infer.runtime.session import DEVICES
 
 
@@ -82,9 +82,18 @@ from idl.infer.runtime.session import DEVICES
     help="NaN or inf pixels: replace (ignored by the normalization, 0 for the network, NaN in the outputs, "
     "with a warning) or error (refuse the image). See docs/robustness.md.",
 )
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Predict again images whose outputs exist in --out (by default they are skipped, so a run that "
+    "stopped continues where it stopped).",
+)
 @click.option("--device", default="auto", show_default=True, type=click.Choice(DEVICES))
 @click.option("--quiet", is_flag=True, help="Only warnings and errors.")
 @user_errors
+@interruptible(
+    "Finished images are kept in --out; the same command continues with the rest (--overwrite redoes all)."
+)
 def main(
     model: str,
     inputs: tuple[Path, ...],
@@ -100,6 +109,7 @@ def main(
     save_probabilities: bool,
     out_format: str,
     on_nonfinite: str,
+    overwrite: bool,
     device: str,
     quiet: bool,
 ) -> None:
@@ -134,6 +144,7 @@ def main(
         progress=not quiet,
         out_format=out_format,
         on_nonfinite=on_nonfinite,
+        overwrite=overwrite,
     )
     request = Request(loaded, collect_inputs(inputs), out_dir, options, axes, save_probabilities, gt_dir)
     predictions, summary = predict_and_evaluate(request)

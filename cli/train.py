@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from idl.cli.common import (
+    interruptible,
     parse_task_option,
     require_training_extras,
     setup_logging,
@@ -179,6 +180,10 @@ def _list_option(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--overwrite", is_flag=True, help="Replace a model already trained in PROJECT/model.")
 @click.option("--quiet", is_flag=True, help="Only warnings and errors, no progress bars.")
 @user_errors
+@interruptible(
+    "idl-train PROJECT --resume continues from the last finished epoch (PROJECT/model/last.pt); "
+    "before the first epoch ends there is none: run the same command again."
+)
 def main(
     project: Path | None,
     config_file: Path | None,

@@ -23,6 +23,7 @@ from idl.infer.core.errors import IdlError
 from idl.infer.core.model_info import ModelInfo
 from idl.infer.core.project import EVALUATION_DIR, MODEL_DIR, RESULTS_DIR
 from idl.infer.io.images import read_channels_last, write_text
+from idl.infer.io.places import writable_folder
 from idl.infer.service.load import load_model
 from idl.infer.service.run import predict_and_evaluate as predict_and_evaluate_request
 from idl.infer.tasks.base import Request
@@ -242,6 +243,8 @@ def resolve(project: Path, config: TrainConfig, resume: bool, overwrite: bool) -
     """The task's trainer, the device, the dimensionality, the pretrained weights or the checkpoint
     being resumed; refuses to replace a model silently."""
     trainer = trainer_for(config.task)
+    for folder, role in ((project, "project"), (project / MODEL_DIR, "model")):
+        writable_folder(folder, role)  # before the data is read and the network trained
     if config.freeze_encoder and config.pretrained is None:
         raise ConfigError("--freeze-encoder keeps pretrained encoder weights: give --pretrained as well.")
     replaces = _replaces_model(project, resume, overwrite)
@@ -465,6 +468,8 @@ def predict_and_evaluate(project: Path, config: TrainConfig, progress: bool = Tr
         overlap=config.overlap,
         mc_samples=config.mc_samples if config.uncertainty else 0,
         progress=progress,
+        on_nonfinite=config.on_nonfinite,
+        overwrite=True,  # the test set's predictions are this model's, never an earlier run's
     )
     request = Request(
         model,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from pathlib import Path
 
 
 class IdlError(Exception):
@@ -16,6 +17,18 @@ class DataError(IdlError):
 
 class ModelError(IdlError):
     """A model file is missing, unreadable or lacks what idl needs."""
+
+
+class BatchError(DataError):
+    """Some inputs of a batch failed; every other one was processed."""
+
+    def __init__(self, failures: list[tuple[Path, str]], total: int) -> None:
+        self.failures = failures
+        lines = [f"  {path}: {reason}" for path, reason in failures]
+        super().__init__(
+            f"{len(failures)} of {total} input(s) failed; the other {total - len(failures)} were "
+            "written:\n" + "\n".join(lines)
+        )
 
 
 def did_you_mean(name: str, valid: Iterable[str]) -> str:

@@ -96,8 +96,8 @@ def _open_file(path: Path) -> Any:
 
         try:
             return tifffile.memmap(path, mode="r")
-        except (ValueError, OSError):
-            pass  # compressed or not contiguous
+        except Exception:  # compressed, not contiguous, or broken: the readers below say which
+            pass
         try:  # strips or tiles decoded on demand, one page or many
             import zarr
 
@@ -111,7 +111,7 @@ def _open_file(path: Path) -> Any:
                 many = len(tif.series[0].pages) > 1
             if many:
                 return PagedTiff(path)
-        except (ValueError, OSError, IndexError):
+        except Exception:  # broken files end in read_image, which names the file and the fault
             pass
     return read_image(path)
 

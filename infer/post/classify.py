@@ -31,7 +31,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from idl.infer.core.axes import match_channels
-from idl.infer.core.errors import DataError, ModelError
+from idl.infer.core.errors import BatchError, DataError, IdlError, ModelError
 from idl.infer.core.nonfinite import check_nonfinite
 from idl.infer.core.processing import apply_ops, fit_ops
 from idl.infer.io.images import atomic_path, read_channels_last
@@ -173,9 +173,11 @@ def classify_files(
     batch_size: int = 1,
     progress: bool = True,
     on_nonfinite: str = "replace",
+    failures: list[tuple[Path, str]] | None = None,
 ) -> tuple[list[str], ClassScores]:
     """Classify image files; returns their file names and scores. Non-finite pixels are handled by
-    ``on_nonfinite`` (:mod:`idl.infer.core.nonfinite`)."""
+    ``on_nonfinite`` (:mod:`idl.infer.core.nonfinite`). With a ``failures`` list, an image that
+    cannot be read is added to it with the reason and left out, instead of stopping the batch."""
     io = model.io
     if io.output_axes.strip("b") != "c" or any(a in io.output_axes for a in "zyx"):
         raise ModelError(f"{model.label}: this model outputs images, not one value per class.")
@@ -187,26 +189,43 @@ def classify_files(
         chunk = files[start : start + batch]
         inputs = []
         for path in chunk:
-            image, resolved, _ = read_channels_last(path, axes, io.spatial)
-            check_nonfinite(image, str(path), io.image_axes, on_nonfinite)
-            image = match_channels(image, io.in_channels)
-            if image.shape[-1] != io.in_channels:
-                raise DataError(
-                    f"{path}: has {image.shape[-1]} channel(s) (axes '{resolved}') but the model expects "
-                    f"{io.in_channels}. Pass the right --axes or convert the image."
-                )
-            inputs.append(prepare_image(image, io))
+            try:
+                inputs.append(_read_input(path, axes, io, on_nonfinite))
+            except IdlError as exc:
+                if failures is None or isinstance(exc, ModelError):
+                    raise
+                log.error("%s: not classified: %s", path.name, exc)
+                failures.append((path, str(exc)))
+                continue
             names.append(path.name)
+        if not inputs:
+            continue
         x = np.stack(inputs)
         scores = classify_batch(model, x, mc_samples, batch)
         if reference is not None:
             scores = replace(scores, atypicality=reference.atypicality(x))
         parts.append(scores)
+    if not parts:
+        assert failures
+        raise BatchError(failures, len(files))
     fields = {
         f: (np.concatenate([getattr(p, f) for p in parts]) if getattr(parts[0], f) is not None else None)
         for f in ClassScores.__dataclass_fields__
     }
     return names, ClassScores(**fields)
+
+
+def _read_input(path: Path, axes: str | None, io: IOSpec, on_nonfinite: str) -> np.ndarray:
+    """One image as the classifier's input ``(C, H, W)``, checked."""
+    image, resolved, _ = read_channels_last(path, axes, io.spatial)
+    check_nonfinite(image, str(path), io.image_axes, on_nonfinite)
+    image = match_channels(image, io.in_channels)
+    if image.shape[-1] != io.in_channels:
+        raise DataError(
+            f"{path}: has {image.shape[-1]} channel(s) (axes '{resolved}') but the model expects "
+            f"{io.in_channels}. Pass the right --axes or convert the image."
+        )
+    return prepare_image(image, io)
 
 
 def write_results(table: pd.DataFrame, out_dir: Path) -> Path:
@@ -232,7 +251,10 @@ def predict_classes(
     labels are given, keyed by file name without suffix as in ``groundtruth.csv``)."""
     if not files:
         raise DataError("no images to classify.")
-    names, scores = classify_files(model, files, mc_samples, axes, batch_size, progress, on_nonfinite)
+    failures: list[tuple[Path, str]] = []
+    names, scores = classify_files(
+        model, files, mc_samples, axes, batch_size, progress, on_nonfinite, failures
+    )
     table = results_table(names, scores, class_names_for(model))
     if groundtruth is not None:
         table["groundtruth"] = [groundtruth.get(image_stem(Path(n)), "") for n in names]
@@ -244,4 +266,6 @@ def predict_classes(
         path,
         ", ".join(f"{k}: {v}" for k, v in counts.items()),
     )
+    if failures:
+        raise BatchError(failures, len(files))
     return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from idl.infer.io.places import writable_folder
 from idl.infer.tasks.base import Request, Summary
 from idl.infer.tasks.registry import task_for
 
@@ -13,11 +14,14 @@ log = logging.getLogger("idl")
 
 def predict_and_evaluate(request: Request) -> tuple[Path, Summary | None]:
     """Predict ``request.files`` with the model's task, then evaluate them when ground truth is
-    given. The ground truth is matched to the images before anything is predicted, so a missing file
-    fails in seconds, not after the predictions. Returns what the evaluation read (the predictions'
+    given. The output folders are checked and the ground truth is matched to the images before
+    anything is predicted, so a wrong folder or a missing file fails in seconds, not after the
+    predictions. Returns what the evaluation read (the predictions'
     folder, or classification's ``results.csv``) and the summary (``None`` without evaluation)."""
     task = task_for(request.model)
+    writable_folder(request.out_dir)  # before any work: a folder we can write into
     if request.groundtruth is not None:
+        writable_folder(request.evaluation, "evaluation")
         task.check(request)
     predictions = task.predict(request)
     if request.groundtruth is None:

@@ -17,7 +17,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from idl.infer.core.axes import match_channels
-from idl.infer.core.errors import DataError, IdlError
+from idl.infer.core.errors import BatchError, DataError, IdlError, ModelError
 from idl.infer.core.grid import AxisSize, Tile, read_window, smallest_tile, tile_grid
 from idl.infer.core.nonfinite import POLICIES, check_nonfinite, has_floats
 from idl.infer.core.processing import apply_ops, fit_ops, network_tile, split_pointwise
@@ -31,6 +31,7 @@ from idl.infer.core.project import (
 from idl.infer.io.images import atomic_path, read_channels_last, read_image, write_tiff
 from idl.infer.io.lazy import is_lazy, open_channels_last
 from idl.infer.io.omezarr import ZarrSink, image_stem, is_zarr, write_ome_zarr
+from idl.infer.io.places import remove_leftovers
 from idl.infer.io.sinks import ChannelView, TiffSink
 from idl.infer.post.uncertainty import SampleMoments
 from idl.infer.runtime.iospec import IOSpec
@@ -57,6 +58,7 @@ class PredictOptions:
     out_of_core_bytes: int = 64 * 2**20
     out_format: str = "tif"  # "tif" (TIFF files) or "zarr" (OME-Zarr folders)
     on_nonfinite: str = "replace"  # NaN/inf pixels: "replace" (see core.nonfinite) or "error"
+    overwrite: bool = False  # predict again inputs whose outputs exist (else they are skipped)
 
     @property
     def suffix(self) -> str:
@@ -499,6 +501,21 @@ def _write(path: Path, array: np.ndarray, options: PredictOptions, io: IOSpec) -
     return write_tiff(path, array)
 
 
+def expected_outputs(
+    out_dir: Path, stem: str, options: PredictOptions, outputs: Outputs, save_probabilities: bool
+) -> list[Path]:
+    """Every file prediction writes for an image named ``stem``; the first is the prediction."""
+    ext = options.suffix
+    paths = [out_dir / f"{stem}{ext}"]
+    if options.mc_samples:
+        paths.append(out_dir / UNCERTAINTY_DIR / f"{stem}{ext}")
+    if outputs.objects:
+        paths.append(out_dir / OBJECTS_DIR / f"{stem}.csv")
+    if save_probabilities and outputs.makes_mask:
+        paths.append(out_dir / PROBABILITY_DIR / f"{stem}{ext}")
+    return paths
+
+
 def predict_files(
     model: LoadedModel,
     inputs: Sequence[Path],
@@ -507,46 +524,80 @@ def predict_files(
     axes: str | None = None,
     save_probabilities: bool = False,
 ) -> list[Path]:
-    """Predict every input file and write ``out_dir/<name>.tif`` (+ uncertainty, probabilities)."""
-    written, outputs = [], outputs_of(model)
+    """Predict every input file and write ``out_dir/<name>.tif`` (+ uncertainty, probabilities).
+
+    A batch keeps going: an input that cannot be read or predicted is reported at the end with its
+    reason (:class:`BatchError`, after every other input was predicted); a problem of the model stops
+    at once. Inputs whose outputs all exist already (written atomically by an earlier run) are
+    skipped unless ``options.overwrite``."""
+    written, failures, outputs = [], [], outputs_of(model)
+    for folder in (out_dir, *(out_dir / sub for sub in (UNCERTAINTY_DIR, PROBABILITY_DIR, OBJECTS_DIR))):
+        remove_leftovers(folder)  # what a killed run left
     for path in tqdm(inputs, unit="image", disable=not options.progress or len(inputs) < 2):
-        image = load_input(path, axes, model.io, lazy=True)
-        found = check_nonfinite(image, str(path), model.io.image_axes, options.on_nonfinite)
-        whole_image_needed = (
-            outputs.whole_image
-            or model.io.input_pad is not None
-            or bool(split_pointwise(model.io.postprocessing)[1])
-        )
-        if is_lazy(image) and whole_image_needed and image.nbytes > options.out_of_core_bytes:
-            log.warning(
-                "%s: %s, so the image is predicted in memory",
+        done = expected_outputs(out_dir, image_stem(path), options, outputs, save_probabilities)
+        if not options.overwrite and all(p.exists() for p in done):
+            log.info(
+                "%s: already predicted (%s), skipped; pass --overwrite to predict it again",
                 path.name,
-                outputs.whole_image
-                or "this package pads its input or post-processes with statistics of the whole output",
+                done[0],
             )
-        if is_lazy(image) and (image.nbytes <= options.out_of_core_bytes or whole_image_needed):
-            image = np.asarray(image[tuple(slice(None) for _ in image.shape)])
-        if is_lazy(image):
-            target, threshold = _predict_out_of_core(
-                model, image, image_stem(path), out_dir, options, save_probabilities, found is not None
-            )
-            written.append(target)
-            note = f" (threshold {threshold:.3f})" if isinstance(threshold, float) else ""
-            log.info("%s -> %s, written tile by tile%s", path.name, target.name, note)
+            written.append(done[0])
             continue
-        result = predict_image(model, image, options)
-        stem, ext = image_stem(path), options.suffix
-        written.append(_write(out_dir / f"{stem}{ext}", _output_image(model, result), options, model.io))
-        if result.uncertainty is not None:
-            _write(out_dir / UNCERTAINTY_DIR / f"{stem}{ext}", result.uncertainty, options, model.io)
-        if outputs.objects:
-            _write_objects(out_dir / OBJECTS_DIR / f"{stem}.csv", result)
-        if save_probabilities and result.mask is not None:
-            _write(out_dir / PROBABILITY_DIR / f"{stem}{ext}", result.probabilities, options, model.io)
-        log.info(
-            "%s -> %s%s",
-            path.name,
-            written[-1].name,
-            f" (threshold {result.threshold:.3f})" if result.threshold is not None else "",
-        )
+        try:
+            written.append(_predict_file(model, path, out_dir, options, axes, save_probabilities, outputs))
+        except ModelError:
+            raise
+        except IdlError as exc:
+            log.error("%s: not predicted: %s", path.name, exc)
+            failures.append((path, str(exc)))
+    if failures:
+        raise BatchError(failures, len(inputs))
     return written
+
+
+def _predict_file(
+    model: LoadedModel,
+    path: Path,
+    out_dir: Path,
+    options: PredictOptions,
+    axes: str | None,
+    save_probabilities: bool,
+    outputs: Outputs,
+) -> Path:
+    """Predict one input file and write its outputs; returns the prediction's path."""
+    image = load_input(path, axes, model.io, lazy=True)
+    found = check_nonfinite(image, str(path), model.io.image_axes, options.on_nonfinite)
+    whole_image_needed = (
+        outputs.whole_image
+        or model.io.input_pad is not None
+        or bool(split_pointwise(model.io.postprocessing)[1])
+    )
+    if is_lazy(image) and whole_image_needed and image.nbytes > options.out_of_core_bytes:
+        log.warning(
+            "%s: %s, so the image is predicted in memory",
+            path.name,
+            outputs.whole_image
+            or "this package pads its input or post-processes with statistics of the whole output",
+        )
+    if is_lazy(image) and (image.nbytes <= options.out_of_core_bytes or whole_image_needed):
+        image = np.asarray(image[tuple(slice(None) for _ in image.shape)])
+    if is_lazy(image):
+        target, threshold = _predict_out_of_core(
+            model, image, image_stem(path), out_dir, options, save_probabilities, found is not None
+        )
+        note = f" (threshold {threshold:.3f})" if isinstance(threshold, float) else ""
+        log.info("%s -> %s, written tile by tile%s", path.name, target.name, note)
+        return target
+    result = predict_image(model, image, options)
+    stem, ext = image_stem(path), options.suffix
+    # the prediction itself last: when it exists, so does everything else of the image
+    if result.uncertainty is not None:
+        _write(out_dir / UNCERTAINTY_DIR / f"{stem}{ext}", result.uncertainty, options, model.io)
+    if outputs.objects:
+        _write_objects(out_dir / OBJECTS_DIR / f"{stem}.csv", result)
+    if save_probabilities and result.mask is not None:
+        _write(out_dir / PROBABILITY_DIR / f"{stem}{ext}", result.probabilities, options, model.io)
+    target = _write(out_dir / f"{stem}{ext}", _output_image(model, result), options, model.io)
+    threshold = f" (threshold {result.threshold:.3f})" if result.threshold is not None else ""
+    log.info("%s -> %s%s", path.name, target.name, threshold)
+    return target

@@ -1,0 +1,69 @@
+"""Where outputs go: checked before any work, and cleared of what a killed run left behind.
+
+An output folder must exist or be creatable, be a folder (not a file, not under a file) and be
+writable; this is checked by writing a probe file, since permission bits alone say nothing for root
+or on network shares. Every output is written to a hidden temporary name and renamed when complete
+(:func:`idl.infer.io.images.atomic_path`, the tile sinks); a run killed with SIGKILL leaves such
+temporary files, which the next run in the same folder removes.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from idl.infer.core.errors import DataError
+
+log = logging.getLogger("idl")
+
+# .<name>.<random>.tmp<suffix> (atomic_path) and .<name>.part (tile sinks, OME-Zarr folders)
+LEFTOVER = re.compile(r"^\..+\.(tmp[^/]*|part)$")
+
+
+def writable_folder(path: Path, role: str = "output") -> Path:
+    """Make ``path`` a folder idl can write into, or raise :class:`DataError` saying why not and
+    what to do; nothing is computed before this passes."""
+    path = Path(path)
+    for parent in (path, *path.parents):
+        if parent.exists() and not parent.is_dir():
+            where = "is a file" if parent == path else f"lies under the file {parent}"
+            raise DataError(f"{path}: cannot be the {role} folder, it {where}. Choose another folder.")
+        if parent.exists():
+            break
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(
+            f"{path}: cannot create the {role} folder ({exc.strerror}). Choose a folder you can write to."
+        ) from exc
+    try:
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".idl-probe-"):
+            pass
+    except OSError as exc:
+        raise DataError(
+            f"{path}: cannot write into the {role} folder ({exc.strerror}). Choose a folder you can write "
+            "to, or ask for write permission."
+        ) from exc
+    return path
+
+
+def remove_leftovers(folder: Path) -> int:
+    """Delete the temporary files and folders an interrupted run left directly in ``folder``;
+    returns how many (logged)."""
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    for item in folder.iterdir():
+        if not LEFTOVER.match(item.name):
+            continue
+        if item.is_dir():
+            shutil.rmtree(item, ignore_errors=True)
+        else:
+            item.unlink(missing_ok=True)
+        removed += 1
+    if removed:
+        log.info("%s: removed %d unfinished file(s) of an interrupted run", folder, removed)
+    return removed

@@ -1,0 +1,57 @@
+"""Batch runs keep going: every readable input is predicted, every bad one is reported at the end with
+its reason and a non-zero exit code, nothing partial is left under a final name; a re-run skips what
+is finished unless --overwrite."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from click.testing import CliRunner
+
+from idl.cli import predict as predict_cli
+from idl.infer.io.images import write_tiff
+
+
+def _inputs(folder: Path) -> Path:
+    rng = np.random.default_rng(0)
+    write_tiff(folder / "a.tif", rng.random((40, 48)).astype(np.float32))
+    (folder / "b.tif").write_bytes(b"II*\x00" + rng.bytes(300))  # a TIFF header, then noise
+    write_tiff(folder / "c.tif", rng.random((40, 48)).astype(np.float32))
+    write_tiff(folder / "d.tif", rng.random((2, 40, 48)).astype(np.float32))  # two different channels
+    return folder
+
+
+def _run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(predict_cli.main, list(args))
+    return result.exit_code, result.output
+
+
+def test_bad_inputs_are_reported_at_the_end_and_the_rest_is_predicted(identity_model, tmp_path: Path) -> None:
+    model, images, out = identity_model(), _inputs(tmp_path / "in"), tmp_path / "out"
+    code, output = _run(str(model), str(images), "--out", str(out), "--quiet")
+    assert code == 1
+    assert "2 of 4 input(s) failed; the other 2 were written:" in output
+    assert f"{images / 'b.tif'}: " in output and f"{images / 'd.tif'}: " in output
+    assert "has 2 channel(s)" in output  # d.tif's reason
+    assert sorted(p.name for p in out.iterdir()) == ["a.tif", "c.tif"]
+    assert not list(tmp_path.rglob("*.part*"))
+
+
+def test_a_rerun_skips_finished_images_unless_overwrite(identity_model, tmp_path: Path) -> None:
+    model, images, out = identity_model(), _inputs(tmp_path / "in"), tmp_path / "out"
+    for bad in ("b.tif", "d.tif"):
+        (images / bad).unlink()
+    assert _run(str(model), str(images), "--out", str(out), "--quiet")[0] == 0
+    old = out / "a.tif"
+    os.utime(old, (1_000_000_000, 1_000_000_000))
+    code, output = _run(str(model), str(images), "--out", str(out))
+    assert (
+        code == 0
+        and "a.tif: already predicted" in output
+        and "skipped; pass --overwrite to predict it again" in output
+    )
+    assert old.stat().st_mtime == 1_000_000_000
+    assert _run(str(model), str(images), "--out", str(out), "--overwrite", "--quiet")[0] == 0
+    assert old.stat().st_mtime > 1_000_000_000
