@@ -106,6 +106,29 @@ def _read_pairs(
     return raw, used_axes or spatial
 
 
+def check_split(split_dir: Path, axes: str | None, spatial: str = "yx") -> int:
+    """Read every image of a split (``PROJECT/test``) and check that its ground truth, where there is
+    one, has the image's size; returns how many images. Run before training, so a broken test set
+    fails in seconds instead of after the training."""
+    try:
+        pairs = pair_files(split_dir, require_groundtruth=False)
+    except DataError:
+        return 0  # no test images: nothing will be evaluated (the run says so)
+    n = len(spatial)
+    for pair in pairs:
+        image = read_channels_last(pair.image, axes, spatial)[0]
+        if pair.groundtruth is None:
+            continue
+        truth = read_channels_last(pair.groundtruth, None, spatial)[0]
+        if truth.shape[:n] != image.shape[:n]:
+            raise DataError(
+                f"{pair.groundtruth}: ground-truth shape {truth.shape[:n]} does not match its image "
+                f"{pair.image} ({spatial.upper()} = {image.shape[:n]}). Ground truth must have the "
+                "image's size; the test set is checked before training."
+            )
+    return len(pairs)
+
+
 def load_semantic_data(
     split_dir: Path,
     norm: Normalization,
@@ -120,7 +143,9 @@ def load_semantic_data(
         split_dir, axes, lambda p: mask_plane(read_image(p), str(p), dims), spatial, on_nonfinite
     )
     if num_classes is None:
-        num_classes = infer_num_classes([gt for _, _, gt in raw])
+        num_classes = infer_num_classes(
+            [gt for _, _, gt in raw], [str(pair.groundtruth) for pair, _, _ in raw], strict=True
+        )
         log.info(
             "found %s in the ground truth", "binary masks" if num_classes == 2 else f"{num_classes} classes"
         )

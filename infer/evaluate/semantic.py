@@ -176,8 +176,9 @@ def read_mask_pair(item: EvalItem, dims: int) -> tuple[np.ndarray, np.ndarray]:
     pred = mask_plane(read_image(item.prediction), str(item.prediction), dims)
     if pred.shape != gt.shape:
         raise DataError(
-            f"{item.prediction}: shape {pred.shape} differs from its ground truth {item.groundtruth} "
-            f"{gt.shape}. Predict the matching image again."
+            f"{item.groundtruth}: ground-truth shape {gt.shape} does not match the prediction "
+            f"{item.prediction} {pred.shape}, which has the size of its image. Check that this ground "
+            "truth belongs to that image and has its size."
         )
     return gt, pred
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from idl.infer.core.errors import DataError
@@ -42,12 +44,17 @@ BINARY_ENCODINGS = {0, 1, 255}  # 0/1 and 0/255 masks, even mixed across files, 
 MAX_GUESSED_CLASSES = 20
 
 
-def infer_num_classes(masks: list[np.ndarray]) -> int:
+def infer_num_classes(
+    masks: list[np.ndarray], sources: Sequence[str] | None = None, strict: bool = False
+) -> int:
     """Number of classes (incl. background) from the values of all masks together.
 
     Binary when the values fit 0/1 or 0/255 encodings (or are only two values); otherwise classes
     0..max. Looking at the union matters: masks holding {0, 1} and {0, 2} are three classes. Many
-    distinct values usually mean instance labels or intensity images, which is an error here.
+    distinct values usually mean instance labels or intensity images, which is an error here. With
+    ``strict`` (training), classes 0..max that no mask holds are an error naming the masks that hold
+    the values above the gap (``sources``, one per mask): a stray value would otherwise make a binary
+    project an 8-class one with empty classes. ``--num-classes`` accepts them as they are.
     """
     values = np.unique(np.concatenate([np.unique(m) for m in masks]))
     if values.size <= 2 or set(values.tolist()) <= BINARY_ENCODINGS:
@@ -58,4 +65,17 @@ def infer_num_classes(masks: list[np.ndarray]) -> int:
             "looks like instance labels or intensity images, not class masks. Use masks with classes "
             "0..K-1, or pass --num-classes (2 treats every non-zero pixel as foreground)."
         )
-    return int(values.max()) + 1
+    k = int(values.max()) + 1
+    missing = sorted(set(range(k)) - set(int(v) for v in values))
+    if strict and missing:
+        odd = [int(v) for v in values if v > missing[0]]
+        names = list(sources) if sources is not None else [f"mask {i}" for i in range(len(masks))]
+        holders = [n for n, m in zip(names, masks, strict=True) if np.isin(m, odd).any()]
+        shown = ", ".join(holders[:5]) + (f" and {len(holders) - 5} more" if len(holders) > 5 else "")
+        raise DataError(
+            f"the masks hold the class values {', '.join(map(str, values.tolist()))}, so classes "
+            f"{', '.join(map(str, missing))} appear in no mask; value(s) {', '.join(map(str, odd))} are in "
+            f"{shown}. Fix those masks (classes must be 0..K-1), or pass --num-classes {k} to train "
+            f"{k} classes as they are."
+        )
+    return k

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, ClassVar
 from idl.infer.core.errors import ConfigError
 from idl.infer.core.model_info import ModelInfo
 from idl.models import UNet, UNetSpec
-from idl.train.data import PatchDataset, TrainingData, smallest_side, split_validation
+from idl.train.data import PatchDataset, TrainingData, check_split, smallest_side, split_validation
 from idl.train.losses import LossFn, make_loss
 from idl.train.plan import make_plan, validation_voxels
 from idl.train.prepare import adopt_architecture, fingerprint_of, fit_patch, gpu_memory, model_name
@@ -59,6 +59,8 @@ class PixelTrainer(Trainer):
         assert config.dims is not None
         dims, spatial = config.dims, "zyx"[-config.dims :]
         data = self.load_data(project / "train", config, spatial)
+        if (project / "test").is_dir() and config.evaluate:
+            check_split(project / "test", config.axes, spatial)  # fails now, not after training
         planned = partial(
             make_plan,
             fingerprint_of(project, data, dims, self.objects),

@@ -1,5 +1,6 @@
-"""Training data with NaN or inf pixels: named when read, ignored by the normalization and 0 for the
-network (never a NaN loss), or refused with on_nonfinite='error'; non-finite targets always refused."""
+"""Training data checked when read: NaN or inf pixels named, ignored by the normalization and 0 for the
+network (never a NaN loss), or refused with on_nonfinite="error"; non-finite targets always refused;
+a broken test set found before training, not after it."""
 
 from __future__ import annotations
 
@@ -60,3 +61,16 @@ def test_a_nan_regression_target_is_refused_with_its_place(tmp_path: Path) -> No
         DataError, match=r"im1\.tif: the ground truth holds 1 non-finite .* first at y=7, x=9"
     ):
         load_regression_data(split, Normalization())
+
+
+def test_a_test_mask_of_the_wrong_size_fails_before_training(tmp_path: Path) -> None:
+    from idl.train.pipeline import train_project
+
+    project = tmp_path / "project"
+    _project(project / "train")
+    _project(project / "test")
+    write_tiff(project / "test" / "groundtruth" / "im0.tif", np.zeros((30, 40), np.uint8))
+    where = r"im0\.tif: ground-truth shape \(30, 40\) does not match its image .*\(YX = \(32, 40\)\)"
+    with pytest.raises(DataError, match=where):
+        train_project(project, TrainConfig(epochs=1, steps_per_epoch=1, device="cpu"), progress=False)
+    assert not (project / "model" / "last.pt").exists()  # nothing was trained
