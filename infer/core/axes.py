@@ -75,13 +75,36 @@ def resolve_axes(
         return _check_explicit(axes, spatial, shape, source), False
     guess = guess_axes(shape, spatial)
     if guess is None:
-        examples = SUPPORTED_2D if spatial == "yx" else SUPPORTED_3D
-        raise DataError(
-            f"{source}: cannot tell the axis order of a {len(spatial)}D image with shape {shape}. "
-            f"Pass it explicitly, e.g. --axes {examples[1]} or --axes {examples[2]} "
-            f"(common orders: {', '.join(examples)})."
-        )
+        raise DataError(f"{source}: {_unguessable(shape, spatial)}")
     return guess, True
+
+
+def _unguessable(shape: tuple[int, ...], spatial: str) -> str:
+    """Why ``shape`` cannot be read as a ``spatial`` image, and advice that can work."""
+    n = len(spatial)
+    model = f"the model is {n}D ({spatial}) and takes {spatial} plus at most one channel axis"
+    if len(shape) > n + 1:
+        hint = (
+            "; this looks like a volume or a time series: use a 3D model, or save each plane as an image"
+            if n == 2
+            else "; save each time point or position as its own volume"
+        )
+        return f"has {len(shape)} axes (shape {shape}), but {model}{hint}."
+    if len(shape) < n:
+        return f"has {len(shape)} axes (shape {shape}), but {model}."
+    examples = SUPPORTED_2D if spatial == "yx" else SUPPORTED_3D
+    extra = min(range(len(shape)), key=lambda i: shape[i])
+    if shape[extra] > MAX_GUESSED_CHANNELS:
+        planes = "a volume or a stack" if n == 2 else "a stack of volumes"
+        return (
+            f"shape {shape} has no axis small enough to be channels (at most {MAX_GUESSED_CHANNELS}), so it "
+            f"looks like {planes} of {shape[extra]} planes; {model}. Use a {n + 1}D model if there is one, "
+            f"or if the axis really holds channels, pass it, e.g. --axes {examples[2]}."
+        )
+    return (
+        f"cannot tell the axis order of a {n}D image with shape {shape}. Pass it explicitly, e.g. "
+        f"--axes {examples[1]} or --axes {examples[2]} (common orders: {', '.join(examples)})."
+    )
 
 
 def to_channels_last(image: np.ndarray, axes: str, spatial: str = "yx") -> np.ndarray:

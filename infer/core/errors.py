@@ -24,7 +24,10 @@ class BatchError(DataError):
 
     def __init__(self, failures: list[tuple[Path, str]], total: int) -> None:
         self.failures = failures
-        lines = [f"  {path}: {reason}" for path, reason in failures]
+        lines = [
+            f"  {reason}" if reason.startswith(str(path)) else f"  {path}: {reason}"
+            for path, reason in failures
+        ]
         super().__init__(
             f"{len(failures)} of {total} input(s) failed; the other {total - len(failures)} were "
             "written:\n" + "\n".join(lines)

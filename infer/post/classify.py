@@ -194,7 +194,7 @@ def classify_files(
             except IdlError as exc:
                 if failures is None or isinstance(exc, ModelError):
                     raise
-                log.error("%s: not classified: %s", path.name, exc)
+                log.error("not classified: %s", exc)
                 failures.append((path, str(exc)))
                 continue
             names.append(path.name)

@@ -548,7 +548,7 @@ def predict_files(
         except ModelError:
             raise
         except IdlError as exc:
-            log.error("%s: not predicted: %s", path.name, exc)
+            log.error("not predicted: %s", exc)
             failures.append((path, str(exc)))
     if failures:
         raise BatchError(failures, len(inputs))

@@ -16,8 +16,22 @@ def test_guesses() -> None:
 
 
 def test_ambiguous_shape_asks_for_axes() -> None:
-    with pytest.raises(DataError, match=r"img\.tif: cannot tell the axis order .* --axes"):
+    with pytest.raises(DataError, match=r"img\.tif: cannot tell the axis order .* --axes yxc or --axes cyx"):
+        resolve_axes((3, 100, 4), None, "img.tif", "yx")
+
+
+def test_a_volume_or_a_5d_array_given_to_a_2d_model_gets_advice_that_can_work() -> None:
+    with pytest.raises(DataError) as volume:
         resolve_axes((30, 100, 200), None, "img.tif", "yx")
+    assert str(volume.value) == (
+        "img.tif: shape (30, 100, 200) has no axis small enough to be channels (at most 4), so it looks like "
+        "a volume or a stack of 30 planes; the model is 2D (yx) and takes yx plus at most one channel axis. "
+        "Use a 3D model if there is one, or if the axis really holds channels, pass it, e.g. --axes cyx."
+    )
+    with pytest.raises(
+        DataError, match=r"img\.tif: has 5 axes \(shape \(2, 3, 4, 64, 64\)\), but the model is 2D"
+    ):
+        resolve_axes((2, 3, 4, 64, 64), None, "img.tif", "yx")
     with pytest.raises(DataError, match="has shape"):
         resolve_axes((30, 100), "yxc", "img.tif", "yx")
     assert resolve_axes((30, 100, 200), "cyx", "img.tif", "yx") == ("cyx", False)
