@@ -79,4 +79,12 @@ class OnnxRunner:
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Run a batch, cast to the input type the network declares."""
         batch = np.ascontiguousarray(batch, dtype=self.input_dtype)
-        return self.session.run([self.output_name], {self.input_name: batch})[0]
+        try:
+            return self.session.run([self.output_name], {self.input_name: batch})[0]
+        except (RuntimeError, MemoryError) as exc:  # onnxruntime's Fail, RuntimeException, allocation
+            size = batch.nbytes / 2**20
+            raise ModelError(
+                f"{self.label}: ONNX Runtime failed on a batch of shape {batch.shape} ({size:.0f} MB in): "
+                f"{str(exc).splitlines()[0][:300]}. If the tiles are large, use a smaller --tile-size "
+                "(or --batch-size 1)."
+            ) from exc
