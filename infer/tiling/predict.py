@@ -400,7 +400,22 @@ def predict_image(model: LoadedModel, image: np.ndarray, options: PredictOptions
     result = outputs_of(model).predict(model, image, options, tile, halos)
     if has_floats(image):
         _mark_nonfinite(result, ~np.isfinite(image).all(axis=-1))
+    empty_if_constant(result, image)
     return result
+
+
+def empty_if_constant(result: Prediction, image: np.ndarray) -> None:
+    """A constant image (all zero, say) holds nothing to segment: its mask or labels are emptied,
+    with a warning. The network's output on it is flat up to its borders, and Otsu's threshold
+    would split that noise into objects (6 % foreground for an all-zero image)."""
+    if result.mask is None or not result.mask.any():
+        return
+    finite = image[np.isfinite(image)] if has_floats(image) else image
+    if finite.size and finite.min() == finite.max():
+        log.warning(
+            "a constant image (every pixel %g): nothing to segment, its mask is empty", finite.flat[0]
+        )
+        result.mask[...] = 0
 
 
 def _mark_nonfinite(result: Prediction, bad: np.ndarray) -> None:

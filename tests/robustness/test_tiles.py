@@ -84,3 +84,19 @@ def test_images_of_one_or_two_pixels_are_predicted(identity_model, side: int) ->
     image = np.arange(side * side, dtype=np.float32).reshape(side, side, 1)
     result = predict_image(load_model(identity_model()), image, PredictOptions(progress=False))
     assert result.probabilities.shape == (1, side, side) and result.mask.shape == (side, side)
+
+
+def test_a_constant_image_gets_an_empty_mask(caplog) -> None:
+    from idl.infer.tiling.predict import Prediction, empty_if_constant
+
+    flat_output = np.full((1, 32, 32), 0.3, np.float32)
+    flat_output[:, :2] = 0.6  # a network's border effect on a constant input
+    noisy_mask = (flat_output[0] > 0.45).astype(np.uint8)
+    result = Prediction(flat_output, noisy_mask.copy(), None, 0.45)
+    empty_if_constant(result, np.zeros((32, 32, 1), np.float32))
+    assert not result.mask.any() and "a constant image (every pixel 0)" in caplog.text
+    kept = Prediction(flat_output, noisy_mask.copy(), None, 0.45)
+    image = np.zeros((32, 32, 1), np.float32)
+    image[5, 5] = 1.0
+    empty_if_constant(kept, image)
+    assert kept.mask.sum() == noisy_mask.sum() == 64  # an image with contrast keeps its mask
