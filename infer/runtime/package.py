@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
+import os
+import zipfile
+from pathlib import Path, PurePath
 from typing import Any
 
 from idl.infer.core.errors import ModelError
@@ -48,11 +50,60 @@ def _rdf_source(path: Path) -> Path:
     return path
 
 
+MAX_MEMBER_MB_VARIABLE = "IDL_MAX_MEMBER_MB"
+MAX_MEMBER_MB = 1024  # the largest file a package may unpack to (Mask R-CNN's weights: about 170 MB)
+MAX_RATIO = 200  # a member that unpacks to more than 200 times its packed size is a zip bomb
+
+
+def max_member_bytes() -> int:
+    """The size cap of one package member: ``$IDL_MAX_MEMBER_MB`` megabytes, else 1024."""
+    text = os.environ.get(MAX_MEMBER_MB_VARIABLE, "")
+    try:
+        return int(float(text) * 2**20) if text else MAX_MEMBER_MB * 2**20
+    except ValueError:
+        raise ModelError(f"{MAX_MEMBER_MB_VARIABLE}={text!r} is not a number of megabytes.") from None
+
+
+def check_zip(path: Path) -> None:
+    """Refuse a package file that is not a complete zip archive, or whose members would unpack beyond
+    the size cap (:func:`max_member_bytes`) or far beyond their packed size, before anything of it is
+    read."""
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as file:
+            start = file.read(16)
+        looks = (
+            "an HTML page (an error page saved instead of the file?)"
+            if b"<" in start[:2]
+            else (
+                "cut off (an incomplete download?)"
+                if start.startswith(b"PK")
+                else f"a file starting {start[:8]!r}"
+            )
+        )
+        raise ModelError(
+            f"{path}: not a complete zip archive: it is {looks}. Download the package again (on bioimage.io: "
+            "'Download' -> zip) and check its size."
+        )
+    cap = max_member_bytes()
+    with zipfile.ZipFile(path) as archive:
+        for member in archive.infolist():
+            ratio = member.file_size / max(member.compress_size, 1)
+            if member.file_size > cap or (member.file_size > 2**24 and ratio > MAX_RATIO):
+                raise ModelError(
+                    f"{path}: the member {member.filename} unpacks to {member.file_size / 2**20:.0f} MB "
+                    f"({ratio:.0f} times its packed size); packages are refused beyond "
+                    f"{cap / 2**20:.0f} MB per file or {MAX_RATIO} times compression. If you trust this "
+                    f"package, raise the cap with {MAX_MEMBER_MB_VARIABLE}=<megabytes>."
+                )
+
+
 def read_description(path: Path) -> tuple[Any, str]:
     """The package's model description (converted to spec 0.5) and the spec version it was written
     in, read without network access."""
     from bioimageio.spec import load_model_description
 
+    if path.is_file() and not path.name.endswith((".yaml", ".yml")):
+        check_zip(path)
     try:
         source = _rdf_source(path)
         original = load_model_description(source, perform_io_checks=False)
@@ -208,10 +259,33 @@ def _read(descr: Any, label: str) -> bytes:
             f"{label}: the package refers to {descr.source} instead of holding the file. idl never "
             "downloads: get the complete package as a .zip (on bioimage.io: 'Download' -> zip)."
         )
+    source = descr.source
+    if isinstance(source, PurePath) and not _inside(Path(source), Path(label)):
+        raise ModelError(
+            f"{label}: the package names {source}, a file outside the package; idl runs only files a "
+            "package holds. Get the complete package as a .zip."
+        )
+    cap = max_member_bytes()
     try:
-        return descr.get_reader().read()
+        data = descr.get_reader().read(cap + 1)  # never more than the cap, whatever a header claims
     except Exception as exc:
         raise ModelError(f"{label}: cannot read {descr.source} from the package ({exc}).") from exc
+    if len(data) > cap:
+        raise ModelError(
+            f"{label}: {descr.source} is larger than {cap / 2**20:.0f} MB; refused. If you trust this "
+            f"package, raise the cap with {MAX_MEMBER_MB_VARIABLE}=<megabytes>."
+        )
+    return data
+
+
+def _inside(source: Path, package: Path) -> bool:
+    """Whether a local file named by a package lies within the package's folder."""
+    root = package if package.is_dir() else package.parent
+    try:
+        source.resolve().relative_to(root.resolve())
+    except ValueError:
+        return False
+    return True
 
 
 def _attachment(descr: Any, name: str) -> Any | None:

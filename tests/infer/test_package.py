@@ -434,3 +434,16 @@ def test_padded_package_on_a_large_lazy_image_runs_in_memory(foreign_2d: Path, t
     np.testing.assert_array_equal(
         read_image(tmp_path / "over_limit" / "cells.tif"), read_image(tmp_path / "memory" / "cells.tif")
     )
+
+
+@pytest.mark.filterwarnings("ignore:Conversion of channel size:UserWarning")
+def test_package_weights_outside_the_package_are_refused(tmp_path: Path) -> None:
+    from idl.infer.core.errors import ModelError
+
+    outside = tmp_path / "elsewhere" / "net.onnx"
+    outside.parent.mkdir()
+    _two_conv_net(outside, 2, 1, seed=2)
+    (tmp_path / "pkg").mkdir()
+    rdf = _old_package(tmp_path / "pkg", RDF_04.replace("source: net.onnx", f"source: {outside}"))
+    with pytest.raises(ModelError, match=r"names .*elsewhere/net\.onnx, a file outside the package"):
+        load_model(rdf)
