@@ -119,8 +119,9 @@ def _open_file(path: Path) -> Any:
 class ChannelsLastView:
     """A lazy array seen with idl's channels-last axes; slicing reads and reorders one block."""
 
-    def __init__(self, source: Any, axes: str, spatial: str) -> None:
+    def __init__(self, source: Any, axes: str, spatial: str, path: Path | None = None) -> None:
         self.source = source
+        self.path = path  # named in the error when a block cannot be read (a truncated file)
         self.axes = axes
         self.target = spatial + "c"
         sizes = dict(zip(axes, source.shape, strict=True))
@@ -132,7 +133,13 @@ class ChannelsLastView:
     def __getitem__(self, index: tuple[slice, ...]) -> np.ndarray:
         index = tuple(index) + (slice(None),) * (self.ndim - len(tuple(index)))
         wanted = dict(zip(self.target, index, strict=True))
-        block = np.asarray(self.source[tuple(wanted.get(a, slice(None)) for a in self.axes)])  # t: size 1
+        try:
+            block = np.asarray(self.source[tuple(wanted.get(a, slice(None)) for a in self.axes)])  # t: size 1
+        except Exception as exc:  # every reader has its own exception types
+            raise DataError(
+                f"{self.path or 'image'}: cannot read the image ({type(exc).__name__}: {exc}). Check that "
+                "the file is complete and opens in an image viewer, or remove it from the folder."
+            ) from exc
         return reorder(block, self.axes, self.target)
 
 
@@ -154,13 +161,13 @@ def open_channels_last(path: Path, axes: str | None, spatial: str) -> tuple[Any,
                 f"{path}: its axes '{recorded}' (shape {tuple(raw.shape)}) do not fit a "
                 f"{len(spatial)}D model ({spatial}, optional c, t of size 1)."
             )
-        return ChannelsLastView(raw, recorded, spatial), recorded, False
+        return ChannelsLastView(raw, recorded, spatial, Path(path)), recorded, False
     resolved, guessed = resolve_axes(tuple(raw.shape), axes, str(path), spatial)
     if isinstance(raw, np.ndarray) and not isinstance(raw, np.memmap):
         return reorder(raw, resolved, spatial + "c"), resolved, guessed
     if any(a not in resolved for a in spatial):
         raise DataError(f"{path}: axes '{resolved}' lack one of {spatial}.")
-    return ChannelsLastView(raw, resolved, spatial), resolved, guessed
+    return ChannelsLastView(raw, resolved, spatial, Path(path)), resolved, guessed
 
 
 def is_lazy(image: Any) -> bool:
