@@ -23,7 +23,7 @@ from idl.infer.core.errors import IdlError
 from idl.infer.core.model_info import ModelInfo
 from idl.infer.core.project import EVALUATION_DIR, MODEL_DIR, RESULTS_DIR
 from idl.infer.io.images import read_channels_last, write_text
-from idl.infer.io.places import writable_folder
+from idl.infer.io.places import remove_leftovers, writable_folder
 from idl.infer.service.load import load_model
 from idl.infer.service.run import predict_and_evaluate as predict_and_evaluate_request
 from idl.infer.tasks.base import Request
@@ -276,6 +276,7 @@ def prepare(resolved: Resolved, progress: bool) -> Run:
     if resolved.replaces:  # only now: the pretrained weights may come from this folder
         _clear_previous(resolved.project)
     model_dir.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(model_dir)  # a checkpoint half written when an earlier run was killed
     if report is not None:
         write_text(model_dir / PRETRAINED_REPORT, report.table() + "\n")
     # tensors the source lacked stay trainable in a frozen encoder, also when the run is resumed
