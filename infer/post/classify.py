@@ -246,11 +246,20 @@ def predict_classes(
     batch_size: int = 1,
     progress: bool = True,
     on_nonfinite: str = "replace",
+    overwrite: bool = True,
 ) -> Path:
     """Classify ``files`` and write ``out_dir/results.csv`` (with a ``groundtruth`` column when the
-    labels are given, keyed by file name without suffix as in ``groundtruth.csv``)."""
+    labels are given, keyed by file name without suffix as in ``groundtruth.csv``). Without
+    ``overwrite``, a ``results.csv`` that lists every file already (written atomically by an earlier
+    run) is kept as it is."""
     if not files:
         raise DataError("no images to classify.")
+    path = out_dir / RESULTS_NAME
+    if not overwrite and path.is_file():
+        listed = set(pd.read_csv(path, usecols=["filename"])["filename"].astype(str))
+        if {f.name for f in files} <= listed:
+            log.info("%s lists every image already; skipped (pass --overwrite to classify them again)", path)
+            return path
     failures: list[tuple[Path, str]] = []
     names, scores = classify_files(
         model, files, mc_samples, axes, batch_size, progress, on_nonfinite, failures

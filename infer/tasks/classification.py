@@ -154,6 +154,7 @@ class Classification(Task):
             request.options.batch_size,
             request.options.progress,
             request.options.on_nonfinite,
+            request.options.overwrite,
         )
 
     def done(self, request: Request, predictions: Path) -> str:

@@ -31,3 +31,39 @@ def write_identity_model(folder: Path, task: str = "semantic") -> Path:
 def identity_model(tmp_path: Path) -> Callable[..., Path]:
     """Makes :func:`write_identity_model` models under the test's folder."""
     return lambda task="semantic": write_identity_model(tmp_path / f"model-{task}", task)
+
+
+def write_mean_classifier(folder: Path) -> Path:
+    """``folder/model.onnx``: a two-class classifier of 16 x 16 images whose logits are the image's
+    mean and its negative (class ``bright`` for bright images)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, 16, 16])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 2])
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["x"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["mean"]),
+        helper.make_node("Neg", ["mean"], ["negative"]),
+        helper.make_node("Concat", ["negative", "mean"], ["y"], axis=1),
+    ]
+    model = helper.make_model(
+        helper.make_graph(nodes, "mean", [x], [y]), opset_imports=[helper.make_opsetid("", 17)]
+    )
+    info = ModelInfo(
+        task="classification",
+        in_channels=1,
+        num_classes=2,
+        size_multiple=1,
+        halo=0,
+        input_size=(16, 16),
+        class_names=("dark", "bright"),
+        output="logits",
+    )
+    helper.set_model_props(model, {METADATA_KEY: info.to_json()})
+    onnx.save(model, folder / "model.onnx")
+    return folder
+
+
+@pytest.fixture
+def mean_classifier(tmp_path: Path) -> Path:
+    """A :func:`write_mean_classifier` model under the test's folder."""
+    return write_mean_classifier(tmp_path / "classifier")

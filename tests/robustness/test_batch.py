@@ -55,3 +55,20 @@ def test_a_rerun_skips_finished_images_unless_overwrite(identity_model, tmp_path
     assert old.stat().st_mtime == 1_000_000_000
     assert _run(str(model), str(images), "--out", str(out), "--overwrite", "--quiet")[0] == 0
     assert old.stat().st_mtime > 1_000_000_000
+
+
+def test_a_classifier_batch_keeps_going_and_a_rerun_keeps_its_results(
+    mean_classifier, tmp_path: Path
+) -> None:
+    model = mean_classifier
+    images, out = _inputs(tmp_path / "in"), tmp_path / "out"
+    code, output = _run(str(model), str(images), "--out", str(out), "--quiet")
+    assert code == 1 and "2 of 4 input(s) failed; the other 2 were written:" in output
+    table = (out / "results.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in table[1:]] == ["a.tif", "c.tif"]
+    for bad in ("b.tif", "d.tif"):
+        (images / bad).unlink()
+    os.utime(out / "results.csv", (1_000_000_000, 1_000_000_000))
+    code, output = _run(str(model), str(images), "--out", str(out))
+    assert code == 0 and "lists every image already; skipped" in output
+    assert (out / "results.csv").stat().st_mtime == 1_000_000_000
