@@ -45,7 +45,7 @@ class NonFinite:
 
 def has_floats(image: Any) -> bool:
     """Only floating-point images can hold non-finite values."""
-    return np.dtype(image.dtype).kind in "fc"
+    return bool(np.issubdtype(image.dtype, np.inexact))  # floating point or complex
 
 
 def _blocks(image: Any) -> Iterator[tuple[int, np.ndarray]]:
