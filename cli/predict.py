@@ -23,6 +23,20 @@ from idl.infer.runtime.session import DEVICES
     "--info", "show_info", is_flag=True, help="Describe MODEL (inputs, outputs, metrics, MC) and exit."
 )
 @click.option(
+    "--test",
+    "run_test",
+    is_flag=True,
+    help="Run a bioimage.io package on its own test input and compare with its test output; exit 1 when "
+    "they differ by more than --tolerance.",
+)
+@click.option(
+    "--tolerance",
+    default=1e-4,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Largest absolute difference --test accepts.",
+)
+@click.option(
     "--mc-samples",
     default=0,
     show_default=True,
@@ -99,6 +113,8 @@ def main(
     inputs: tuple[Path, ...],
     out_dir: Path | None,
     show_info: bool,
+    run_test: bool,
+    tolerance: float,
     mc_samples: int,
     tile_size: int | None,
     overlap: float | None,
@@ -123,6 +139,18 @@ def main(
         from idl.infer.service.describe import describe
 
         click.echo(describe(load_model(model, device)))
+        return
+    if run_test:
+        from idl.infer.service.selfcheck import check_test_tensors
+
+        result = check_test_tensors(Path(model), load_model(model, device))
+        verdict = "passed" if result.max_abs_diff <= tolerance else "FAILED"
+        click.echo(
+            f"test output '{result.output}' {result.shape}: max abs diff {result.max_abs_diff:.3g} "
+            f"(tolerance {tolerance:g}): {verdict}"
+        )
+        if verdict == "FAILED":
+            raise click.exceptions.Exit(1)
         return
     if not inputs:
         raise click.UsageError("give at least one INPUT image or folder (or --info to describe MODEL)")

@@ -252,7 +252,7 @@ def _values(value: Any) -> float | tuple[float, ...]:
     return tuple(float(v) for v in value) if isinstance(value, (list, tuple)) else float(value)
 
 
-def _read(descr: Any, label: str) -> bytes:
+def read_member(descr: Any, label: str) -> bytes:
     """The bytes of a file in the package; files named by URL are refused (idl never downloads)."""
     if str(descr.source).startswith(("http://", "https://", "ftp://")):
         raise ModelError(
@@ -410,10 +410,10 @@ def load_package(path: Path, kind_of: KindOf, device: str = "auto") -> LoadedMod
         if item is None:
             missing = f"config.idl.mc_dropout names '{mc.get('file')}', but no such attachment exists"
         else:
-            mc_weights = _read(item, str(path))
+            mc_weights = read_member(item, str(path))
     return LoadedModel(
         io=io,
-        weights=_read(descr.weights.onnx, str(path)),
+        weights=read_member(descr.weights.onnx, str(path)),
         label=str(path),
         info=info,
         mc_weights=mc_weights,

@@ -447,3 +447,37 @@ def test_package_weights_outside_the_package_are_refused(tmp_path: Path) -> None
     rdf = _old_package(tmp_path / "pkg", RDF_04.replace("source: net.onnx", f"source: {outside}"))
     with pytest.raises(ModelError, match=r"names .*elsewhere/net\.onnx, a file outside the package"):
         load_model(rdf)
+
+
+def test_idl_predict_test_reproduces_authors_output_made_without_padding(
+    foreign_2d: Path, tmp_path: Path
+) -> None:
+    """A spec-0.5 package whose test input is a valid size is run whole, unpadded, as its authors ran
+    it (bioimage.io tools pad it by the halo and differ at the borders)."""
+    import zipfile
+
+    import onnxruntime as ort
+    from bioimageio.spec import load_model_description, save_bioimageio_package
+
+    folder = tmp_path / "unpadded"
+    with zipfile.ZipFile(foreign_2d) as archive:
+        archive.extractall(folder)
+    test_in = np.load(folder / "test_in.npy")  # (b, x, y, c) uint8, 64 x 48: a valid size
+    lo, hi = np.percentile(test_in, [1.0, 99.8], axis=(1, 2), keepdims=True)
+    x = ((test_in - lo) / (hi - lo + 1e-6)).astype(np.float32)
+    session = ort.InferenceSession(str(folder / "net.onnx"), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {"raw": x})[0]
+    np.save(folder / "test_out.npy", (1 / (1 + np.exp(-logits))).astype(np.float32))
+    rdf = folder / "rdf.yaml"  # the new test output has another checksum
+    rdf.write_text("\n".join(line for line in rdf.read_text().splitlines() if "sha256" not in line))
+    descr = load_model_description(folder / "rdf.yaml", perform_io_checks=False)
+    package = save_bioimageio_package(descr, output_path=tmp_path / "unpadded.zip")
+
+    result = CliRunner().invoke(predict_cli.main, [str(package), "--test"])
+    assert result.exit_code == 0, result.output
+    diff = float(result.output.split("max abs diff ")[1].split(" ")[0])
+    print(f"--test, authors' output made without padding: max abs diff {diff:.2e}")
+    assert diff <= 1e-5 and "passed" in result.output
+    padded = CliRunner().invoke(predict_cli.main, [str(foreign_2d), "--test"])  # made by a padding tool
+    assert padded.exit_code == 1 and "FAILED" in padded.output
+    assert float(padded.output.split("max abs diff ")[1].split(" ")[0]) > 1e-3
