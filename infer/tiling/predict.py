@@ -43,8 +43,8 @@ from idl.infer.runtime.session import Runner
 log = logging.getLogger("idl")
 
 DEFAULT_TILE = {2: 512, 3: 128}
-# activation memory per input pixel, measured for idl's depth-4, 16-filter 2D U-Net in ONNX Runtime
-# (8.6 GB for one 6000 x 6000 tile); tiles are capped so that an estimate with it stays within a
+# activation memory per input pixel of idl's depth-4, 16-filter 2D U-Net in ONNX Runtime, from the
+# 8.6 GB reported for one 6000 x 6000 tile; tiles are capped so that an estimate with it stays within a
 # quarter of the memory available
 BYTES_PER_PIXEL = 256
 MEMORY_SHARE = 0.25
@@ -115,6 +115,15 @@ class PredictOptions:
             raise ValueError(f"output format must be tif or zarr, got {self.out_format}")
         if self.on_nonfinite not in POLICIES:
             raise ValueError(f"on_nonfinite must be one of {', '.join(POLICIES)}, got {self.on_nonfinite}")
+
+    def batch_for(self, io: IOSpec) -> int:
+        """Tiles per network call: ``batch_size``, within what the network accepts."""
+        return min(self.batch_size, io.max_batch) if io.max_batch else self.batch_size
+
+    def bounded_tile(self, io: IOSpec, shape: Sequence[int]) -> int:
+        """The tile side for an image of ``shape``, capped by the memory available
+        (:func:`bounded_tile`)."""
+        return bounded_tile(self.tile_for(len(io.spatial)), shape, self.batch_for(io), available_memory())
 
     def tile_for(self, dims: int) -> int:
         """Tile side for 2D or 3D images."""
@@ -358,16 +367,14 @@ class Outputs:
         self, model: LoadedModel, image: Any, options: PredictOptions, tile: int, halos: tuple[int, ...]
     ) -> Prediction:
         """The network's output over a whole image, tile by tile, then :meth:`finish`."""
-        io = model.io
-        batch = min(options.batch_size, io.max_batch) if io.max_batch else options.batch_size
         try:
             output, uncertainty = predict_probabilities(
                 model.network(mc=options.mc_samples > 0),
                 image,
-                io,
+                model.io,
                 tile,
                 halos,
-                batch,
+                options.batch_for(model.io),
                 options.mc_samples,
                 options.progress,
             )
@@ -403,27 +410,30 @@ def predict_image(model: LoadedModel, image: np.ndarray, options: PredictOptions
     instance labels); other packages give their post-processed output, and ``mask`` is ``None``.
     """
     io = model.io
-    batch = min(options.batch_size, io.max_batch) if io.max_batch else options.batch_size
-    tile = bounded_tile(options.tile_for(len(io.spatial)), image.shape[:-1], batch, available_memory())
+    tile = options.bounded_tile(io, image.shape[:-1])
     halos = _halos(model, options, tile)
     _check_tiles(io, image.shape[:-1], tile, halos)
     result = outputs_of(model).predict(model, image, options, tile, halos)
-    if has_floats(image):
-        _mark_nonfinite(result, ~np.isfinite(image).all(axis=-1))
-    empty_if_constant(result, image)
+    finite = np.isfinite(image) if has_floats(image) else None  # one pass for both rules below
+    if finite is not None:
+        _mark_nonfinite(result, ~finite.all(axis=-1))
+    empty_if_constant(result, image, finite)
     return result
 
 
-def empty_if_constant(result: Prediction, image: np.ndarray) -> None:
+def empty_if_constant(result: Prediction, image: np.ndarray, finite: np.ndarray | None = None) -> None:
     """A constant image (all zero, say) holds nothing to segment: its mask or labels are emptied,
     with a warning. The network's output on it is flat up to its borders, and Otsu's threshold
-    would split that noise into objects (6 % foreground for an all-zero image)."""
+    would split that noise into objects (6 % foreground for an all-zero image). ``finite``: the
+    image's ``np.isfinite`` when it was computed already."""
     if result.mask is None or not result.mask.any():
         return
-    finite = image[np.isfinite(image)] if has_floats(image) else image
-    if finite.size and finite.min() == finite.max():
+    if finite is None and has_floats(image):
+        finite = np.isfinite(image)
+    values = image if finite is None else image[finite]
+    if values.size and values.min() == values.max():
         log.warning(
-            "a constant image (every pixel %g): nothing to segment, its mask is empty", finite.flat[0]
+            "a constant image (every pixel %g): nothing to segment, its mask is empty", values.flat[0]
         )
         result.mask[...] = 0
 
@@ -511,8 +521,7 @@ def _predict_out_of_core(
         if options.mc_samples:
             uncertainty = sink(out_dir / UNCERTAINTY_DIR / f"{name}{ext}", shape, np.float32)
             sinks.append(uncertainty)
-        batch = min(options.batch_size, io.max_batch) if io.max_batch else options.batch_size
-        tile = bounded_tile(options.tile_for(len(io.spatial)), shape, batch, available_memory())
+        tile = options.bounded_tile(io, shape)
         halos = _halos(model, options, tile)
         _check_tiles(io, shape, tile, halos)
         predict_probabilities(
@@ -521,7 +530,7 @@ def _predict_out_of_core(
             io,
             tile,
             halos,
-            min(options.batch_size, io.max_batch) if io.max_batch else options.batch_size,
+            options.batch_for(io),
             options.mc_samples,
             options.progress,
             output=ChannelView(values) if k == 1 else values,

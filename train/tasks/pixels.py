@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from idl.infer.core.errors import ConfigError
 from idl.infer.core.model_info import ModelInfo
+from idl.infer.tasks.registry import task_named
 from idl.models import UNet, UNetSpec
 from idl.train.data import PatchDataset, TrainingData, check_split, smallest_side, split_validation
 from idl.train.losses import LossFn, make_loss
@@ -42,10 +43,6 @@ class PixelTrainer(Trainer):
     def make_loss(self, name: str, num_classes: int) -> LossFn:
         """The loss ``name`` for logits ``(N, K, ...)`` and class maps (default: segmentation)."""
         return make_loss(name, num_classes)
-
-    def out_channels(self, data: TrainingData) -> int:
-        """Network outputs: one sigmoid channel for two classes, else one per class (softmax)."""
-        return 1 if data.num_classes == 2 else data.num_classes
 
     def describe_data(self, data: TrainingData) -> str:
         """What the targets are, for the run's log line."""
@@ -92,7 +89,6 @@ class PixelTrainer(Trainer):
         )
         spec = UNetSpec(
             in_channels=data.in_channels,
-            out_channels=self.out_channels(data),
             depth=plan.depth,
             base_filters=config.base_filters,
             dropout=config.dropout,
@@ -125,6 +121,9 @@ class PixelTrainer(Trainer):
                 "steps": plan.total_steps,
             },
         )
+        # the channels the inference side reads: one sigmoid channel for two classes, one per class,
+        # or one linear output per regression target (the task's own count, never a second copy)
+        spec = replace(spec, out_channels=task_named(info.kind).out_channels(info))
         summary = (
             f"{data_summary(len(train_samples), len(val_samples), data.in_channels)}, "
             f"{self.describe_data(data)}, patches of {' x '.join(map(str, patch))} px, loss {loss_name}"

@@ -23,10 +23,9 @@ def register(trainer: Trainer) -> Trainer:
 
 def trainer_for(task: str) -> Trainer:
     """The trainer of ``task``; raises :class:`ConfigError` naming the known tasks."""
-    trainers = _TRAINERS
-    if task not in trainers:
-        raise ConfigError(f"task '{task}' cannot be trained; known: {', '.join(trainers)}")
-    return trainers[task]
+    if task not in _TRAINERS:
+        raise ConfigError(f"task '{task}' cannot be trained; known: {', '.join(_TRAINERS)}")
+    return _TRAINERS[task]
 
 
 def trainer_names() -> tuple[str, ...]:

@@ -51,9 +51,6 @@ class RegressionTrainer(PixelTrainer):
     def make_loss(self, name: str, num_classes: int) -> LossFn:
         return regression_loss(name)
 
-    def out_channels(self, data: TrainingData) -> int:
-        return len(data.target_mean)  # one linear output per target channel
-
     def describe_data(self, data: TrainingData) -> str:
         return f"regression of {len(data.target_mean)} channel(s)"
 
