@@ -11,7 +11,7 @@ from idl.infer.runtime.session import DEVICES
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("model")
+@click.argument("model", required=False)
 @click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
 @click.option(
     "--out",
@@ -21,6 +21,20 @@ from idl.infer.runtime.session import DEVICES
 )
 @click.option(
     "--info", "show_info", is_flag=True, help="Describe MODEL (inputs, outputs, metrics, MC) and exit."
+)
+@click.option(
+    "--download",
+    is_flag=True,
+    help="Fetch MODEL (a bioimage.io id, DOI or URL) into the model cache, anew if cached, and exit.",
+)
+@click.option("--list-cached", is_flag=True, help="List the packages in the model cache and exit.")
+@click.option(
+    "--cache",
+    "cache_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Model cache folder for bioimage.io ids, DOIs and URLs [default: $IDL_MODEL_CACHE, else "
+    "~/.cache/idl/models].",
 )
 @click.option(
     "--test",
@@ -109,10 +123,13 @@ from idl.infer.runtime.session import DEVICES
     "Finished images are kept in --out; the same command continues with the rest (--overwrite redoes all)."
 )
 def main(
-    model: str,
+    model: str | None,
     inputs: tuple[Path, ...],
     out_dir: Path | None,
     show_info: bool,
+    download: bool,
+    list_cached: bool,
+    cache_dir: Path | None,
     run_test: bool,
     tolerance: float,
     mc_samples: int,
@@ -129,21 +146,35 @@ def main(
     device: str,
     quiet: bool,
 ) -> None:
-    """Predict INPUT images or folders with MODEL: a PROJECT/model folder, a .onnx file, or a
-    bioimage.io package (.zip, folder or rdf.yaml) with ONNX weights, ours or anyone's."""
+    """Predict INPUT images or folders with MODEL: a PROJECT/model folder, a .onnx file, a
+    bioimage.io package (.zip, folder or rdf.yaml) with ONNX weights, ours or anyone's, or a
+    bioimage.io id, DOI or URL (downloaded into the model cache once, then run offline)."""
     setup_logging(quiet)
-    from idl.infer.service.load import load_model
+    from idl.infer.service.load import load_model, locate
     from idl.infer.tiling.predict import PredictOptions, collect_inputs
 
+    if list_cached:
+        click.echo(_cache_listing(cache_dir))
+        return
+    if model is None:
+        raise click.UsageError("give a MODEL (or --list-cached)")
+    if download:
+        if Path(model).exists():
+            raise click.UsageError(
+                f"{model} is a local file or folder; --download takes a bioimage.io id, DOI or URL"
+            )
+        click.echo(f"{model}: cached as {locate(model, cache_dir, refresh=True)}")
+        return
+    path = locate(model, cache_dir)
     if show_info:
         from idl.infer.service.describe import describe
 
-        click.echo(describe(load_model(model, device)))
+        click.echo(describe(load_model(path, device)))
         return
     if run_test:
         from idl.infer.service.selfcheck import check_test_tensors
 
-        result = check_test_tensors(Path(model), load_model(model, device))
+        result = check_test_tensors(path, load_model(path, device))
         verdict = "passed" if result.max_abs_diff <= tolerance else "FAILED"
         click.echo(
             f"test output '{result.output}' {result.shape}: max abs diff {result.max_abs_diff:.3g} "
@@ -162,7 +193,7 @@ def main(
     from idl.infer.tasks.base import Request
     from idl.infer.tasks.registry import task_for
 
-    loaded = load_model(model, device)
+    loaded = load_model(path, device)
     options = PredictOptions(
         tile_size,
         overlap,
@@ -179,6 +210,23 @@ def main(
     click.echo(task_for(loaded).done(request, predictions))
     if summary is not None:
         click.echo(f"{task_for(loaded).headline(summary)}; report: {request.evaluation / 'report.html'}")
+
+
+def _cache_listing(cache_dir: Path | None) -> str:
+    """The ``--list-cached`` table: one line per cached package."""
+    from idl.infer.runtime.zoo import cache_folder, cached_models
+
+    cache = cache_folder(cache_dir)
+    found = cached_models(cache)
+    if not found:
+        return f"the model cache {cache} is empty (fill it with: idl-predict MODEL --download)"
+    lines = [f"model cache {cache}: {len(found)} package(s)"]
+    for item in found:
+        what = " ".join(part for part in (item.name, item.version and f"v{item.version}") if part)
+        lines.append(
+            f"  {item.source:<32} {what or '-'}  {item.megabytes:.1f} MB  {item.downloaded}  {item.path.name}"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

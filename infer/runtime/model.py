@@ -3,7 +3,6 @@ model package (ours or anyone's; see :mod:`idl.infer.runtime.package`)."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,20 +112,6 @@ def is_package(path: Path) -> bool:
     if path.is_dir():
         return not (path / DETERMINISTIC_NAME).is_file() and any((path / n).is_file() for n in RDF_NAMES)
     return path.suffix.lower() == ".zip" or path.name.endswith((".yaml", ".yml"))
-
-
-def remote_hint(text: str) -> str | None:
-    """A message for model sources idl will not download (URLs, DOIs, zoo ids)."""
-    if re.match(r"^(https?|ftp)://", text) or text.startswith("doi:") or re.match(r"^10\.\d{4,}/", text):
-        kind = "a URL" if "://" in text else "a DOI"
-    elif re.fullmatch(r"[a-z]+(-[a-z]+)+(/[\w.]+)?", text):
-        kind = "a bioimage.io model id"
-    else:
-        return None
-    return (
-        f"'{text}' looks like {kind}. idl-predict never downloads models: download the package first "
-        "(on bioimage.io: open the model and choose 'Download' -> zip), then pass the .zip file."
-    )
 
 
 def read_info(runner: OnnxRunner) -> ModelInfo | None:

@@ -1,4 +1,5 @@
-"""Opening any model idl can run: an idl model folder or ``.onnx`` file, or a bioimage.io package."""
+"""Opening any model idl can run: an idl model folder or ``.onnx`` file, a bioimage.io package, or a
+bioimage.io id, DOI or URL (fetched into the model cache once, then run from there)."""
 
 from __future__ import annotations
 
@@ -6,20 +7,28 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from idl.infer.core.errors import ModelError
-from idl.infer.runtime.model import LoadedModel, is_package, load_onnx_model, remote_hint
+from idl.infer.runtime.model import LoadedModel, is_package, load_onnx_model
 from idl.infer.runtime.package import load_package
 from idl.infer.runtime.session import choose_providers
+from idl.infer.runtime.zoo import cache_folder, fetch, remote_source
 from idl.infer.tasks.registry import kind_of
 
 
-def load_model(path: str | Path, device: str = "auto") -> LoadedModel:
-    """Open a model for prediction: an idl model folder or ``.onnx`` file, or a bioimage.io package."""
-    text = str(path)
-    path = Path(path)
-    if not path.exists() and (hint := remote_hint(text)) is not None:
-        raise ModelError(hint)
+def locate(model: str | Path, cache: Path | None = None, refresh: bool = False) -> Path:
+    """The local file or folder of ``model``: itself when it exists, else the cached package of a
+    bioimage.io id, DOI or URL (downloaded first when not cached, or always with ``refresh``)."""
+    path = Path(model)
+    remote = None if path.exists() else remote_source(str(model))
+    if remote is None:
+        return path
+    return fetch(remote, cache_folder(cache), refresh=refresh)
+
+
+def load_model(model: str | Path, device: str = "auto", cache: Path | None = None) -> LoadedModel:
+    """Open a model for prediction: an idl model folder or ``.onnx`` file, a bioimage.io package, or a
+    bioimage.io id, DOI or URL (see :mod:`idl.infer.runtime.zoo`)."""
     choose_providers(device, ort.get_available_providers())  # fail early on an unavailable --device
+    path = locate(model, cache)
     if path.exists() and is_package(path):
         return load_package(path, kind_of, device)
     return load_onnx_model(path, kind_of, device)

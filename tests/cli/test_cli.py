@@ -104,9 +104,6 @@ def test_info_describes_model_folders_and_packages(model_dir: Path) -> None:
         assert "test metrics: accuracy 0.9" in result.output and "jaccard 0." in result.output
         assert "Monte Carlo dropout: available (p = 0.2)" in result.output
     assert "postprocessing: sigmoid()" in result.output  # the package declares its activation
-    result = _run(predict_cli, ["affable-shark", "--info"])
-    assert result.exit_code != 0 and "looks like a bioimage.io model id" in result.output
-    assert "never downloads models" in result.output
 
 
 def test_predict_errors_are_clear(model_dir: Path, tmp_path: Path) -> None:
