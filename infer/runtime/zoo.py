@@ -57,15 +57,15 @@ class RemoteSource:
     """A model named by id, DOI or URL: what bioimageio.spec is given, and its cache key."""
 
     text: str  # as the user wrote it
-    kind: str  # "id", "doi" or "url"
+    form: str  # "id", "doi" or "url"
     source: str  # what is resolved: the id, the bare DOI or the URL
 
     @property
     def key(self) -> str:
         """The file name (without ``.zip``) of this model in the cache."""
-        if self.kind == "id":
+        if self.form == "id":
             return self.source.replace("/", "@")
-        if self.kind == "doi":
+        if self.form == "doi":
             return "doi-" + re.sub(r"[^\w.-]", "_", self.source)
         name = re.sub(r"[^\w.-]", "_", self.source.rstrip("/").rsplit("/", 1)[-1])[:40]
         return f"url-{hashlib.sha256(self.source.encode()).hexdigest()[:12]}-{name.removesuffix('.zip')}"
@@ -133,7 +133,7 @@ def _not_cached(remote: RemoteSource, cache: Path, exc: Exception) -> str:
 def _download(remote: RemoteSource, partial: Path, cache: Path) -> None:
     """Write the package of ``remote`` as a zip to ``partial``: a zip URL byte by byte, anything else
     through bioimageio.spec (the description and every file it names)."""
-    if remote.kind == "url" and remote.source.lower().split("?")[0].endswith(".zip"):
+    if remote.form == "url" and remote.source.lower().split("?")[0].endswith(".zip"):
         _download_file(remote.source, partial)
         return
     from bioimageio.spec import save_bioimageio_package

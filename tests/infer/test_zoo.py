@@ -136,10 +136,10 @@ def test_download_refreshes_and_a_broken_download_leaves_nothing(collection, tmp
 )
 def test_remote_sources_and_their_cache_names(text: str, kind: str, key: str) -> None:
     remote = remote_source(text)
-    assert remote is not None and (remote.kind, remote.key) == (kind, key)
+    assert remote is not None and (remote.form, remote.key) == (kind, key)
 
 
 def test_local_names_are_not_remote() -> None:
     assert remote_source("model.zip") is None and remote_source("PROJECT/model") is None
     url = remote_source("https://example.org/models/unet.zip")
-    assert url is not None and url.kind == "url" and url.key.startswith("url-") and url.key.endswith("-unet")
+    assert url is not None and url.form == "url" and url.key.startswith("url-") and url.key.endswith("-unet")
