@@ -14,6 +14,14 @@ from idl.infer.runtime.session import DEVICES
 @click.argument("model", required=False)
 @click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
 @click.option(
+    "--input",
+    "named_inputs",
+    multiple=True,
+    metavar="NAME=PATH",
+    help="An input of a package with several inputs: its tensor name and an image or folder (repeat for "
+    "each input; images of one sample share their name). See --info for the names.",
+)
+@click.option(
     "--out",
     "out_dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -125,6 +133,7 @@ from idl.infer.runtime.session import DEVICES
 def main(
     model: str | None,
     inputs: tuple[Path, ...],
+    named_inputs: tuple[str, ...],
     out_dir: Path | None,
     show_info: bool,
     download: bool,
@@ -174,16 +183,20 @@ def main(
     if run_test:
         from idl.infer.service.selfcheck import check_test_tensors
 
-        result = check_test_tensors(path, load_model(path, device))
-        verdict = "passed" if result.max_abs_diff <= tolerance else "FAILED"
-        click.echo(
-            f"test output '{result.output}' {result.shape}: max abs diff {result.max_abs_diff:.3g} "
-            f"(tolerance {tolerance:g}): {verdict}"
-        )
-        if verdict == "FAILED":
+        results = check_test_tensors(path, load_model(path, device))
+        failed = False
+        for result in results:
+            verdict = "passed" if result.max_abs_diff <= tolerance else "FAILED"
+            failed = failed or verdict == "FAILED"
+            click.echo(
+                f"test output '{result.output}' {result.shape}: max abs diff {result.max_abs_diff:.3g} "
+                f"(tolerance {tolerance:g}): {verdict}"
+            )
+        if failed:
             raise click.exceptions.Exit(1)
         return
-    if not inputs:
+    named = _named_inputs(named_inputs)
+    if not inputs and not named:
         raise click.UsageError("give at least one INPUT image or folder (or --info to describe MODEL)")
     if out_dir is None:
         raise click.UsageError("--out DIR is required to predict")
@@ -194,6 +207,11 @@ def main(
     from idl.infer.tasks.registry import task_for
 
     loaded = load_model(path, device)
+    if named and loaded.tensors is None:
+        raise click.UsageError("this model has one input: give its images as INPUT, not --input NAME=PATH")
+    if loaded.tensors is not None and len(loaded.tensors.inputs) > 1 and inputs:
+        names = ", ".join(t.id for t in loaded.tensors.inputs)
+        raise click.UsageError(f"this model has the inputs {names}: give each as --input NAME=PATH")
     options = PredictOptions(
         tile_size,
         overlap,
@@ -205,11 +223,32 @@ def main(
         on_nonfinite=on_nonfinite,
         overwrite=overwrite,
     )
-    request = Request(loaded, collect_inputs(inputs), out_dir, options, axes, save_probabilities, gt_dir)
+    files = collect_inputs(inputs) if inputs else collect_inputs(next(iter(named.values())))
+    request = Request(
+        loaded,
+        files,
+        out_dir,
+        options,
+        axes,
+        save_probabilities,
+        gt_dir,
+        named_inputs={name: collect_inputs(paths) for name, paths in named.items()},
+    )
     predictions, summary = predict_and_evaluate(request)
     click.echo(task_for(loaded).done(request, predictions))
     if summary is not None:
         click.echo(f"{task_for(loaded).headline(summary)}; report: {request.evaluation / 'report.html'}")
+
+
+def _named_inputs(items: tuple[str, ...]) -> dict[str, list[Path]]:
+    """``--input NAME=PATH`` options as tensor name -> paths (a name may be repeated)."""
+    named: dict[str, list[Path]] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise click.BadParameter(f"'{item}' is not NAME=PATH", param_hint="--input")
+        named.setdefault(name.strip(), []).append(Path(path))
+    return named
 
 
 def _cache_listing(cache_dir: Path | None) -> str:

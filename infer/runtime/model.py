@@ -45,6 +45,8 @@ class LoadedModel:
     # what the tiled runner makes of the output (idl.infer.tiling.predict.Outputs, from the model's
     # task); None: the output as it is
     outputs: Any = None
+    # several inputs or outputs, or outputs of another size (idl.infer.runtime.tensors.Tensors); None: io
+    tensors: Any = None
     _runners: dict[bool, OnnxRunner] = field(default_factory=dict, repr=False)
 
     @property

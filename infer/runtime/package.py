@@ -33,6 +33,7 @@ from idl.infer.core.processing import (
 )
 from idl.infer.runtime.iospec import SPACE, IOSpec
 from idl.infer.runtime.model import RDF_NAMES, KindOf, LoadedModel
+from idl.infer.runtime.tensors import InputTensor, OutputTensor, Tensors
 
 log = logging.getLogger("idl")
 
@@ -153,20 +154,19 @@ def _walk(tensor: Any) -> tuple[str, int, list[tuple[str, Any]]]:
 
 def _input_layout(tensor: Any) -> tuple[str, int, dict[str, AxisSize]]:
     """``(axes, channels, sizes per space axis)`` of the input tensor."""
+    axes, channels, space = _walk(tensor)
+    return axes, channels, {letter: _input_layout_size(axis) for letter, axis in space}
+
+
+def _input_layout_size(axis: Any) -> AxisSize:
+    """The sizes an input space axis accepts: fixed, or min + k * step."""
     from bioimageio.spec.model import v0_5
 
-    axes, channels, space = _walk(tensor)
-    sizes = {}
-    for letter, axis in space:
-        if isinstance(axis.size, int):
-            sizes[letter] = AxisSize(axis.size, 0)
-        elif isinstance(axis.size, v0_5.ParameterizedSize):
-            sizes[letter] = AxisSize(axis.size.min, axis.size.step)
-        else:
-            raise ModelError(
-                f"input axis '{axis.id}': size {axis.size!r} is not supported (use fixed or min/step)."
-            )
-    return axes, channels, sizes
+    if isinstance(axis.size, int):
+        return AxisSize(axis.size, 0)
+    if isinstance(axis.size, v0_5.ParameterizedSize):
+        return AxisSize(axis.size.min, axis.size.step)
+    raise ModelError(f"input axis '{axis.id}': size {axis.size!r} is not supported (use fixed or min/step).")
 
 
 def _output_layout(tensor: Any, source: Any) -> tuple[str, int, dict[str, int]]:
@@ -336,6 +336,107 @@ def io_from_description(descr: Any, pad_input: bool = True) -> IOSpec:
     )
 
 
+def needs_tensors(descr: Any) -> bool:
+    """Whether a package needs the multi-tensor runner: several inputs or outputs, or an output whose
+    space axes are not the input's size."""
+    if len(descr.inputs) != 1 or len(descr.outputs) != 1:
+        return True
+    try:
+        _output_layout(descr.outputs[0], descr.inputs[0])
+    except ModelError:
+        return any(_letter(a, str(descr.outputs[0].id)) in SPACE for a in descr.outputs[0].axes)
+    return False
+
+
+def tensors_from_description(descr: Any, pad_input: bool = True) -> Tensors:
+    """Translate a spec 0.5 model description with any number of inputs and outputs into
+    :class:`Tensors`. Input sizes may refer to other inputs (same grid); output sizes refer to an input
+    axis, scaled (``scale`` of the input axis over the output's) and offset."""
+    from bioimageio.spec.model import v0_5
+
+    by_id = {str(t.id): t for t in descr.inputs}
+    outputs = []
+    for target in descr.outputs:
+        axes, channels, space = _walk(target)
+        scale, offset, halo = {}, {}, {}
+        for letter, axis in space:
+            size = axis.size
+            if isinstance(size, v0_5.SizeReference) and str(size.tensor_id) in by_id:
+                source = by_id[str(size.tensor_id)]
+                ref = next((a for a in source.axes if str(a.id) == str(size.axis_id)), None)
+                if ref is None or _letter(ref, str(source.id)) != letter:
+                    raise ModelError(
+                        f"output '{target.id}': axis '{axis.id}' refers to axis '{size.axis_id}' of "
+                        f"'{size.tensor_id}'; idl needs each output space axis to follow the same input axis."
+                    )
+                scale[letter] = float(ref.scale) / float(axis.scale)
+                offset[letter] = int(size.offset or 0)
+            elif isinstance(size, int) and (fixed := _fixed_size(_axis_named(descr.inputs[0], letter))):
+                scale[letter], offset[letter] = size / fixed, 0
+            else:
+                raise ModelError(
+                    f"output '{target.id}': the size of axis '{axis.id}' ({size!r}) does not follow an input "
+                    "axis; idl runs outputs whose size is an input's, scaled and offset."
+                )
+            halo[letter] = int(getattr(axis, "halo", 0) or 0)
+        letters = _axis_letters(target)
+        outputs.append(
+            OutputTensor(
+                id=str(target.id),
+                axes=axes,
+                channels=channels,
+                scale=scale,
+                offset=offset,
+                halo=halo,
+                postprocessing=tuple(_processing(p, letters, str(target.id)) for p in target.postprocessing),
+                dtype=str(target.dtype),
+            )
+        )
+    padded = pad_input and any(any(o.halo.values()) for o in outputs)
+    inputs = tuple(_input_tensor(t, by_id, padded) for t in descr.inputs)
+    spatial = {a for a in inputs[0].io.input_axes if a in SPACE}
+    for tensor in (*inputs, *outputs):
+        axes = tensor.io.input_axes if isinstance(tensor, InputTensor) else tensor.axes
+        if {a for a in axes if a in SPACE} != spatial:
+            raise ModelError(
+                f"tensor '{tensor.id}' has space axes {axes}, the input '{inputs[0].id}' "
+                f"{inputs[0].io.input_axes}; idl runs tensors that share their space axes."
+            )
+    limits = [n for n in map(_batch_limit, descr.inputs) if n]
+    return Tensors(inputs, tuple(outputs), min(limits) if limits else 0)
+
+
+def _input_tensor(tensor: Any, by_id: dict[str, Any], pad: bool) -> InputTensor:
+    """One input tensor as an :class:`InputTensor`; sizes that refer to another input take its rule."""
+    from bioimageio.spec.model import v0_5
+
+    axes, channels, space = _walk(tensor)
+    sizes = {}
+    for letter, axis in space:
+        size = axis.size
+        if isinstance(size, v0_5.SizeReference) and str(size.tensor_id) in by_id:
+            _, _, others = _input_layout(by_id[str(size.tensor_id)])
+            if letter not in others or size.offset:
+                raise ModelError(f"input '{tensor.id}': axis '{axis.id}' refers to {size!r}; not supported.")
+            sizes[letter] = others[letter]
+        else:
+            sizes[letter] = _input_layout_size(axis)
+    letters = _axis_letters(tensor)
+    pad_mode = str(getattr(getattr(tensor, "pad", None), "mode", "symmetric"))
+    io = IOSpec(
+        input_axes=axes,
+        output_axes=axes,
+        in_channels=channels,
+        out_channels=channels,
+        sizes=sizes,
+        preprocessing=tuple(_processing(p, letters, str(tensor.id)) for p in tensor.preprocessing),
+        input_pad=pad_mode if pad else None,
+        input_pad_value=float(getattr(getattr(tensor, "pad", None), "value", 0.0) or 0.0),
+        max_batch=_batch_limit(tensor),
+    )
+    return InputTensor(str(tensor.id), io)
+
+
 WEIGHT_FORMATS = (
     "onnx",
     "pytorch_state_dict",
@@ -402,7 +503,14 @@ def load_package(path: Path, kind_of: KindOf, device: str = "auto") -> LoadedMod
     # other packages as bioimage.io tools run them: bioimageio.core pads the input of spec 0.5 models
     # by the halo before preprocessing, and does not pad 0.4 ones.
     kind = kind_of(info) if info is not None else None
-    io = kind.io_spec(info) if kind is not None else io_from_description(descr, version.startswith("0.5"))
+    tensors = None
+    if kind is not None:
+        io = kind.io_spec(info)
+    elif needs_tensors(descr):
+        tensors = tensors_from_description(descr, version.startswith("0.5"))
+        io = _summary_io(tensors)
+    else:
+        io = io_from_description(descr, version.startswith("0.5"))
     mc_weights, missing = None, f"this package has no Monte Carlo dropout graph; {MC_CONFIG_HINT}"
     mc = idl.get("mc_dropout")
     if mc:
@@ -419,6 +527,25 @@ def load_package(path: Path, kind_of: KindOf, device: str = "auto") -> LoadedMod
         mc_weights=mc_weights,
         mc_missing=missing,
         outputs=kind.outputs(info) if kind is not None else None,
+        tensors=tensors,
         details={**package_details(descr, idl), "source": str(path), "mc_dropout": mc or None},
         device=device,
+    )
+
+
+def _summary_io(tensors: Tensors) -> IOSpec:
+    """The first input and output of a multi-tensor network as one IOSpec (what ``--info`` shows
+    first, and what tells the network's task); the runner uses :class:`Tensors`."""
+    first, out = tensors.inputs[0].io, tensors.outputs[0]
+    return IOSpec(
+        input_axes=first.input_axes,
+        output_axes=out.axes,
+        in_channels=first.in_channels,
+        out_channels=out.channels,
+        sizes=first.sizes,
+        halo=out.halo,
+        preprocessing=first.preprocessing,
+        postprocessing=out.postprocessing,
+        output_dtype=out.dtype,
+        max_batch=tensors.max_batch,
     )

@@ -42,7 +42,8 @@ def choose_providers(device: str, available: list[str]) -> list[str]:
 
 
 class OnnxRunner:
-    """One ONNX Runtime session with a single input and output, called with a batch array.
+    """One ONNX Runtime session, called with a batch array (one input and output) or with one batch per
+    input (:meth:`run_all`).
 
     Monte Carlo samples must come from one session: two fresh sessions start from the same random state
     and would draw identical dropout masks.
@@ -63,13 +64,11 @@ class OnnxRunner:
             raise ModelError(f"{label or path}: ONNX Runtime cannot load this model ({exc}).") from exc
         self.label = label or str(path)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ModelError(
-                f"{self.label}: the network has {len(inputs)} input(s) and {len(outputs)} output(s); idl "
-                "runs networks with one input and one output."
-            )
-        self.input_name, self.output_name = inputs[0].name, outputs[0].name
-        self.input_dtype = ORT_TYPES.get(inputs[0].type, np.float32)
+        self.input_names = [i.name for i in inputs]
+        self.output_names = [o.name for o in outputs]
+        self.input_dtypes = [ORT_TYPES.get(i.type, np.float32) for i in inputs]
+        self.input_name, self.output_name = self.input_names[0], self.output_names[0]
+        self.input_dtype = self.input_dtypes[0]
 
     @property
     def metadata(self) -> dict[str, str]:
@@ -77,14 +76,32 @@ class OnnxRunner:
         return dict(self.session.get_modelmeta().custom_metadata_map)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """Run a batch, cast to the input type the network declares."""
-        batch = np.ascontiguousarray(batch, dtype=self.input_dtype)
-        try:
-            return self.session.run([self.output_name], {self.input_name: batch})[0]
-        except (RuntimeError, MemoryError) as exc:  # onnxruntime's Fail, RuntimeException, allocation
-            size = batch.nbytes / 2**20
+        """Run a batch, cast to the input type the network declares (a network with one input and
+        output; :meth:`run_all` runs any)."""
+        if len(self.input_names) != 1 or len(self.output_names) != 1:
             raise ModelError(
-                f"{self.label}: ONNX Runtime failed on a batch of shape {batch.shape} ({size:.0f} MB in): "
+                f"{self.label}: the network has {len(self.input_names)} input(s) and "
+                f"{len(self.output_names)} output(s), but its description names one of each."
+            )
+        return self.run_all([batch])[0]
+
+    def run_all(self, batches: list[np.ndarray]) -> list[np.ndarray]:
+        """Run one batch per network input (in the network's order); returns every output."""
+        if len(batches) != len(self.input_names):
+            raise ModelError(
+                f"{self.label}: the network takes {len(self.input_names)} input(s), got {len(batches)}."
+            )
+        feed = {
+            name: np.ascontiguousarray(batch, dtype=dtype)
+            for name, batch, dtype in zip(self.input_names, batches, self.input_dtypes, strict=True)
+        }
+        try:
+            return list(self.session.run(self.output_names, feed))
+        except (RuntimeError, MemoryError) as exc:  # onnxruntime's Fail, RuntimeException, allocation
+            size = sum(b.nbytes for b in feed.values()) / 2**20
+            shapes = ", ".join(str(b.shape) for b in feed.values())
+            raise ModelError(
+                f"{self.label}: ONNX Runtime failed on a batch of shape {shapes} ({size:.0f} MB in): "
                 f"{str(exc).splitlines()[0][:300]}. If the tiles are large, use a smaller --tile-size "
                 "(or --batch-size 1)."
             ) from exc

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from idl.infer.core.processing import Op
+from idl.infer.runtime.iospec import IOSpec
 from idl.infer.runtime.model import LoadedModel
 from idl.infer.tasks.registry import task_for
 
@@ -34,6 +35,26 @@ def _metrics(model: LoadedModel) -> dict[str, Any]:
     return {}
 
 
+def _tensor_lines(title: str, io: IOSpec, axes: str) -> list[str]:
+    """An input's axes, channels, accepted sizes and preprocessing."""
+    sizes = ", ".join(
+        f"{a}: {s.minimum}" + (f" + k*{s.step}" if s.step else " (fixed)") for a, s in io.sizes.items()
+    )
+    return [
+        f"{title}: axes {axes} ({', '.join(AXIS_NAMES[a] for a in axes)}), {io.in_channels} channel(s); "
+        f"sizes {sizes}",
+        "  preprocessing: " + ("; ".join(_op(o) for o in io.preprocessing) or "none"),
+    ]
+
+
+def _output_lines(title: str, io: IOSpec) -> list[str]:
+    return [
+        f"{title}: axes {io.output_axes}, {io.out_channels} channel(s), {io.output_dtype}; halo "
+        + (", ".join(f"{a}: {h}" for a, h in io.halo.items()) or "none"),
+        "  postprocessing: " + ("; ".join(_op(o) for o in io.postprocessing) or "none"),
+    ]
+
+
 def describe(model: LoadedModel) -> str:
     """Inputs, outputs, processing, training summary, test metrics and Monte Carlo availability."""
     io, info, details = model.io, model.info, model.details
@@ -42,17 +63,24 @@ def describe(model: LoadedModel) -> str:
         if details.get(key):
             value = details[key]
             lines.append(f"{key}: {', '.join(value) if isinstance(value, list) else value}")
-    sizes = ", ".join(
-        f"{a}: {s.minimum}" + (f" + k*{s.step}" if s.step else " (fixed)") for a, s in io.sizes.items()
-    )
-    lines += [
-        f"input: axes {io.input_axes} ({', '.join(AXIS_NAMES[a] for a in io.input_axes)}), "
-        f"{io.in_channels} channel(s); sizes {sizes}",
-        "  preprocessing: " + ("; ".join(_op(o) for o in io.preprocessing) or "none"),
-        f"output: axes {io.output_axes}, {io.out_channels} channel(s), {io.output_dtype}; halo "
-        + (", ".join(f"{a}: {h}" for a, h in io.halo.items()) or "none"),
-        "  postprocessing: " + ("; ".join(_op(o) for o in io.postprocessing) or "none"),
-    ]
+    if model.tensors is None:
+        lines += _tensor_lines("input", io, io.input_axes) + _output_lines("output", io)
+    else:
+        for tensor in model.tensors.inputs:
+            lines += _tensor_lines(f"input '{tensor.id}'", tensor.io, tensor.io.input_axes)
+        for out in model.tensors.outputs:
+            size = ", ".join(
+                f"{a}: x{out.scale.get(a, 1.0):g}" + (f" {out.offset[a]:+d}" if out.offset.get(a) else "")
+                for a in model.tensors.spatial
+            )
+            lines += [
+                f"output '{out.id}': axes {out.axes}, {out.channels} channel(s), {out.dtype}; size {size}; "
+                + "halo "
+                + (", ".join(f"{a}: {h}" for a, h in out.halo.items()) or "none"),
+                "  postprocessing: " + ("; ".join(_op(o) for o in out.postprocessing) or "none"),
+            ]
+        names = " ".join(f"--input {t.id}=PATH" for t in model.tensors.inputs)
+        lines.append(f"predict with: idl-predict MODEL {names} --out DIR (outputs in DIR/<output name>/)")
     if info is not None:
         lines += task_for(model).describe(info)
         if info.training:

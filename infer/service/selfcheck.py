@@ -14,6 +14,8 @@ from idl.infer.core.errors import ModelError
 from idl.infer.core.processing import apply_ops, fit_ops, network_tile
 from idl.infer.runtime.model import LoadedModel, is_package
 from idl.infer.runtime.package import read_description, read_member
+from idl.infer.tiling.predict import PredictOptions
+from idl.infer.tiling.tensors import predict_tensors
 
 DEFAULT_TOLERANCE = 1e-4
 
@@ -45,32 +47,69 @@ def run_whole(model: LoadedModel, image: np.ndarray) -> np.ndarray:
     return apply_ops(post, raw, io.batch_axes)[0]
 
 
-def check_test_tensors(path: Path, model: LoadedModel) -> TestResult:
-    """Run the package at ``path`` (loaded as ``model``) on each sample of its test input, whole, and
-    compare with its test output."""
+def check_test_tensors(path: Path, model: LoadedModel) -> list[TestResult]:
+    """Run the package at ``path`` (loaded as ``model``) on each sample of its test inputs, whole, and
+    compare every output with its test output."""
     if not is_package(Path(path)):
         raise ModelError(
             f"{path}: --test needs a bioimage.io package (its test input and output); an idl model folder "
             "is checked when it is exported."
         )
     descr, _ = read_description(Path(path))
-    if len(descr.inputs) != 1 or len(descr.outputs) != 1:
-        raise ModelError(f"{path}: --test runs packages with one input and one output.")
     label = str(path)
-    test_in, expected = _load(descr.inputs[0].test_tensor, label), _load(descr.outputs[0].test_tensor, label)
+    inputs = {str(t.id): _load(t.test_tensor, label) for t in descr.inputs}
+    expected = {str(t.id): _load(t.test_tensor, label) for t in descr.outputs}
+    if model.tensors is not None:
+        return _check_tensors(model, inputs, expected)
     io = model.io
-    items = test_in.shape[io.input_axes.index("b")] if "b" in io.input_axes else 1
+    test_in, want_all = next(iter(inputs.values())), next(iter(expected.values()))
     worst = 0.0
-    for b in range(items):
-        sample_in = np.take(test_in, b, axis=io.input_axes.index("b")) if "b" in io.input_axes else test_in
-        image = reorder(sample_in, io.input_axes.replace("b", ""), io.image_axes)
+    for b in range(_items(test_in, io.input_axes)):
+        image = reorder(_sample(test_in, io.input_axes, b), io.input_axes.replace("b", ""), io.image_axes)
         got = run_whole(model, image)  # (K, *spatial), the batch axes' order without b
-        want = np.take(expected, b, axis=io.output_axes.index("b")) if "b" in io.output_axes else expected
-        want = reorder(want, io.output_axes.replace("b", ""), io.batch_axes.replace("b", ""))
-        got = got.reshape(want.shape) if got.size == want.size else got
-        if got.shape != want.shape:
-            raise ModelError(
-                f"{path}: the output on the test input has shape {got.shape}, the test output {want.shape}."
+        want = reorder(
+            _sample(want_all, io.output_axes, b), io.output_axes.replace("b", ""), io.batch_axes[1:]
+        )
+        worst = max(worst, _difference(label, got, want))
+    return [TestResult(str(descr.outputs[0].id), worst, tuple(want_all.shape))]
+
+
+def _items(array: np.ndarray, axes: str) -> int:
+    return array.shape[axes.index("b")] if "b" in axes else 1
+
+
+def _sample(array: np.ndarray, axes: str, b: int) -> np.ndarray:
+    return np.take(array, b, axis=axes.index("b")) if "b" in axes else array
+
+
+def _difference(label: str, got: np.ndarray, want: np.ndarray) -> float:
+    got = got.reshape(want.shape) if got.size == want.size else got
+    if got.shape != want.shape:
+        raise ModelError(
+            f"{label}: the output on the test input has shape {got.shape}, the test output {want.shape}."
+        )
+    return float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64))))
+
+
+def _check_tensors(
+    model: LoadedModel, inputs: dict[str, np.ndarray], expected: dict[str, np.ndarray]
+) -> list[TestResult]:
+    """:func:`check_test_tensors` for a network with several tensors: each sample runs whole (its test
+    inputs are a valid size), every output is compared."""
+    tensors = model.tensors
+    first = tensors.inputs[0]
+    worst = dict.fromkeys(expected, 0.0)
+    for b in range(_items(inputs[first.id], first.io.input_axes)):
+        images = {
+            t.id: reorder(
+                _sample(inputs[t.id], t.io.input_axes, b), t.io.input_axes.replace("b", ""), t.io.image_axes
             )
-        worst = max(worst, float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64)))))
-    return TestResult(str(descr.outputs[0].id), worst, tuple(expected.shape))
+            for t in tensors.inputs
+        }
+        side = max(max(image.shape[:-1]) for image in images.values())
+        results = predict_tensors(model, images, PredictOptions(tile_size=side, progress=False))
+        for out in tensors.outputs:
+            axes = out.axes.replace("b", "")
+            want = reorder(_sample(expected[out.id], out.axes, b), axes, "c" + tensors.spatial)
+            worst[out.id] = max(worst[out.id], _difference(model.label, results[out.id], want))
+    return [TestResult(name, worst[name], tuple(expected[name].shape)) for name in expected]

@@ -40,6 +40,8 @@ class Request:
     save_probabilities: bool = False
     groundtruth: Path | Mapping[str, Any] | None = None
     evaluation_dir: Path | None = None  # None: out_dir / "evaluation"
+    # multi-input networks: each input tensor's files (--input NAME=PATH), matched by image name
+    named_inputs: Mapping[str, Sequence[Path]] | None = None
 
     @property
     def evaluation(self) -> Path:

@@ -11,6 +11,7 @@ from idl.infer.tasks.base import Task
 _TASKS: dict[str, Task] = {}
 PACKAGE_KIND = "package"  # a package made elsewhere, output written as it is
 CLASSIFIER_KIND = "classification"
+TENSORS_KIND = "tensors"  # a package with several tensors (or outputs of another size), run as it is
 
 
 def register(task: Task) -> Task:
@@ -34,10 +35,13 @@ def task_named(name: str) -> Task:
 
 
 def task_for(model: LoadedModel) -> Task:
-    """The task of a loaded model: its kind for idl models; for other packages, classification when
-    the output has no space axes (one value per class), else their output as it is."""
+    """The task of a loaded model: its kind for idl models; for other packages, the multi-tensor runner
+    when they have several tensors, classification when the output has no space axes (one value per
+    class), else their output as it is."""
     if model.info is not None:
         return task_named(model.info.kind)
+    if model.tensors is not None:
+        return _TASKS[TENSORS_KIND]
     spatial = any(a in model.io.output_axes for a in "zyx")
     return _TASKS[PACKAGE_KIND if spatial else CLASSIFIER_KIND]
 

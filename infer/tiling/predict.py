@@ -568,7 +568,7 @@ def _write_objects(path: Path, result: Prediction) -> Path:
     return path
 
 
-def _write(path: Path, array: np.ndarray, options: PredictOptions, io: IOSpec) -> Path:
+def write_output(path: Path, array: np.ndarray, options: PredictOptions, io: IOSpec) -> Path:
     """Write one output in the chosen format (OME-Zarr axes: the spatial ones, c first if present)."""
     if options.out_format == "zarr":
         axes = ("c" if array.ndim > len(io.spatial) else "") + io.spatial
@@ -667,12 +667,12 @@ def _predict_file(
     stem, ext = image_stem(path), options.suffix
     # the prediction itself last: when it exists, so does everything else of the image
     if result.uncertainty is not None:
-        _write(out_dir / UNCERTAINTY_DIR / f"{stem}{ext}", result.uncertainty, options, model.io)
+        write_output(out_dir / UNCERTAINTY_DIR / f"{stem}{ext}", result.uncertainty, options, model.io)
     if outputs.objects:
         _write_objects(out_dir / OBJECTS_DIR / f"{stem}.csv", result)
     if save_probabilities and result.mask is not None:
-        _write(out_dir / PROBABILITY_DIR / f"{stem}{ext}", result.probabilities, options, model.io)
-    target = _write(out_dir / f"{stem}{ext}", _output_image(model, result), options, model.io)
+        write_output(out_dir / PROBABILITY_DIR / f"{stem}{ext}", result.probabilities, options, model.io)
+    target = write_output(out_dir / f"{stem}{ext}", _output_image(model, result), options, model.io)
     threshold = f" (threshold {result.threshold:.3f})" if result.threshold is not None else ""
     log.info("%s -> %s%s", path.name, target.name, threshold)
     return target

@@ -1,0 +1,62 @@
+"""Networks with several input or output tensors, or outputs of another size than the input.
+
+Most networks map one image to one image of the same size, which :class:`~idl.infer.runtime.iospec.IOSpec`
+describes. Some bioimage.io packages (StarDist-style models, multi-tensor U-Nets, networks with
+down-sampled outputs) take several images and give several outputs; :class:`Tensors` describes them:
+each input as an IOSpec of its own (axes, channels, sizes, preprocessing, padding) and each output with
+its size relative to the inputs (``scale`` output pixels per input pixel, ``offset``) and its halo.
+All inputs share one spatial grid: they are tiled together, window for window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from idl.infer.core.processing import Op
+from idl.infer.runtime.iospec import SPACE, IOSpec
+
+
+@dataclass(frozen=True)
+class InputTensor:
+    """One input of the network: its tensor id and how to feed it (``io``'s input side)."""
+
+    id: str
+    io: IOSpec
+
+
+@dataclass(frozen=True)
+class OutputTensor:
+    """One output of the network: axes (network order), channels, and per space axis the output pixels
+    per input pixel (``scale``), extra pixels (``offset``) and the halo (output pixels)."""
+
+    id: str
+    axes: str
+    channels: int
+    scale: dict[str, float] = field(default_factory=dict)
+    offset: dict[str, int] = field(default_factory=dict)
+    halo: dict[str, int] = field(default_factory=dict)
+    postprocessing: tuple[Op, ...] = ()
+    dtype: str = "float32"
+
+    def size(self, axis: str, input_size: int) -> int:
+        """The output's length along ``axis`` for an input of ``input_size`` pixels."""
+        return round(input_size * self.scale.get(axis, 1.0)) + self.offset.get(axis, 0)
+
+
+@dataclass(frozen=True)
+class Tensors:
+    """All inputs and outputs of a network, in the order the network takes and gives them."""
+
+    inputs: tuple[InputTensor, ...]
+    outputs: tuple[OutputTensor, ...]
+    max_batch: int = 0  # tiles per network call at most (0: any)
+
+    @property
+    def spatial(self) -> str:
+        return "".join(a for a in SPACE if a in self.inputs[0].io.input_axes)
+
+    def input_named(self, name: str) -> InputTensor:
+        for tensor in self.inputs:
+            if tensor.id == name:
+                return tensor
+        raise KeyError(name)
