@@ -264,3 +264,68 @@ def test_tiles_are_really_several_and_inputs_are_matched_by_name(two_by_two: Pat
         result.exit_code != 0
         and "this model has the inputs a, b: give each as --input NAME=PATH" in result.output
     )
+
+
+def test_one_input_with_a_down_sampled_output_takes_its_images_as_input(tmp_path: Path) -> None:
+    """A single-input package whose output has half the input's pixels: INPUT as usual, tiled, the
+    output written under its name; equal to the network run on the whole (normalized) image."""
+    import onnxruntime as ort
+    from bioimageio.spec import save_bioimageio_package
+
+    graph = helper.make_graph(
+        [helper.make_node("AveragePool", ["a"], ["half"], kernel_shape=[2, 2], strides=[2, 2])],
+        "half",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["n", 1, "y", "x"])],
+        [helper.make_tensor_value_info("half", TensorProto.FLOAT, ["n", 1, "y2", "x2"])],
+    )
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9),
+        tmp_path / "net.onnx",
+    )
+    test_in = np.random.default_rng(0).random((1, 1, 32, 32)).astype(np.float32)
+    np.save(tmp_path / "in.npy", test_in)
+    np.save(tmp_path / "out.npy", test_in.reshape(1, 1, 16, 2, 16, 2).mean(axis=(3, 5)))
+    (tmp_path / "README.md").write_text("# half\n")
+    descr = bio.ModelDescr(
+        name="half size",
+        description="2x2 average",
+        authors=[bio.Author(name="Someone Else")],
+        cite=[bio.CiteEntry(text="none", url="https://example.org")],
+        license="MIT",
+        documentation=bio.FileDescr(source=tmp_path / "README.md"),
+        inputs=[
+            bio.InputTensorDescr(
+                id=bio.TensorId("a"),
+                axes=[
+                    bio.BatchAxis(),
+                    bio.ChannelAxis(channel_names=[bio.Identifier("a0")]),
+                    *_space_in(None),
+                ],
+                test_tensor=bio.FileDescr(source=tmp_path / "in.npy"),
+            )
+        ],
+        outputs=[
+            bio.OutputTensorDescr(
+                id=bio.TensorId("half"),
+                axes=[
+                    bio.BatchAxis(),
+                    bio.ChannelAxis(channel_names=[bio.Identifier("h0")]),
+                    *_space_out("a", 2, 2.0),
+                ],
+                test_tensor=bio.FileDescr(source=tmp_path / "out.npy"),
+            )
+        ],
+        weights=bio.WeightsDescr(onnx=bio.OnnxWeightsDescr(source=tmp_path / "net.onnx", opset_version=18)),
+    )
+    package = save_bioimageio_package(descr, output_path=tmp_path / "half.zip")
+    image = np.random.default_rng(1).random((96, 64)).astype(np.float32)
+    write_tiff(tmp_path / "cells.tif", image)
+    result = CliRunner().invoke(
+        predict_cli.main,
+        [str(package), str(tmp_path / "cells.tif"), "--out", str(tmp_path / "out"), "--tile-size", "32"],
+    )
+    assert result.exit_code == 0, result.output
+    got = read_image(tmp_path / "out" / "half" / "cells.tif")
+    session = ort.InferenceSession(str(tmp_path / "net.onnx"), providers=["CPUExecutionProvider"])
+    want = session.run(None, {"a": image[None, None]})[0][0, 0]
+    assert got.shape == (48, 32) and np.max(np.abs(got - want)) < 1e-6
