@@ -70,8 +70,11 @@ def _from_package(path: Path) -> Pretrained:
 
 
 def read_pretrained(source: str | Path) -> Pretrained:
-    """Weights from an idl checkpoint (``.pt``) or a bioimage.io package (zip, folder or rdf.yaml)."""
-    path = Path(source)
+    """Weights from an idl checkpoint (``.pt``) or a bioimage.io package (zip, folder or rdf.yaml, or a
+    bioimage.io id, DOI or URL, fetched into the model cache as ``idl-predict`` does)."""
+    from idl.infer.service.load import locate
+
+    path = locate(source)
     if not path.exists():
         raise ModelError(f"--pretrained {source}: no such file or folder.")
     if path.suffix.lower() == ".onnx":

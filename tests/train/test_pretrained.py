@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -36,9 +37,15 @@ def test_transfer_loads_matching_tensors_and_reports_the_rest(model_dir: Path) -
     )
 
 
-def test_package_and_checkpoint_hold_the_same_weights(model_dir: Path) -> None:
+def test_package_and_checkpoint_hold_the_same_weights(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     package = next(model_dir.glob("*.bioimageio.zip"))
     from_package, from_checkpoint = read_pretrained(package), read_pretrained(model_dir)
+    # a bioimage.io id is taken from the model cache, as idl-predict takes it
+    monkeypatch.setenv("IDL_MODEL_CACHE", str(tmp_path))
+    shutil.copy(package, tmp_path / "cached-unet.zip")
+    assert read_pretrained("cached-unet").state_dict.keys() == from_package.state_dict.keys()
     assert from_package.architecture == from_checkpoint.architecture
     assert from_package.state_dict.keys() == from_checkpoint.state_dict.keys()
     for name, tensor in from_package.state_dict.items():
