@@ -66,6 +66,15 @@ from idl.infer.runtime.session import DEVICES
     help="Monte Carlo dropout samples; >= 2 also writes uncertainty/<image name>.tif.",
 )
 @click.option(
+    "--uncertainty",
+    "uncertainty_map",
+    type=click.Choice(["instantdl", "std", "mutual-information"]),
+    default=None,
+    help="The Monte Carlo uncertainty map: InstantDL's (mean p(1-p) + variance; high where unsure or "
+    "where samples disagree), the samples' standard deviation, or the mutual information (disagreement "
+    "alone, in bits) [default: instantdl; std for regression].",
+)
+@click.option(
     "--tile-size",
     default=None,
     type=click.IntRange(min=8),
@@ -142,6 +151,7 @@ def main(
     run_test: bool,
     tolerance: float,
     mc_samples: int,
+    uncertainty_map: str | None,
     tile_size: int | None,
     overlap: float | None,
     batch_size: int,
@@ -222,6 +232,7 @@ def main(
         out_format=out_format,
         on_nonfinite=on_nonfinite,
         overwrite=overwrite,
+        uncertainty=uncertainty_map,
     )
     files = collect_inputs(inputs) if inputs else collect_inputs(next(iter(named.values())))
     request = Request(

@@ -4,6 +4,11 @@ InstantDL's pixel uncertainty for sigmoid/softmax outputs is the mean over sampl
 plus the variance of ``p`` over samples, summed over output channels. Algebraically that equals
 ``p_mean (1 - p_mean)``: the variance of a Bernoulli variable with the mean predicted probability, so
 it is high both where the model is unsure (p near 0.5) and where samples disagree.
+
+Two maps that separate the two: the standard deviation of the samples (disagreement only, in output
+units; what regression uses) and the mutual information between the prediction and the network's
+weights, ``H(p_mean) - mean_s H(p_s)`` in bits (the entropy of the mean minus the mean entropy of the
+samples: zero when all samples agree, however unsure each is). :data:`MAPS` names them.
 """
 
 from __future__ import annotations
@@ -11,6 +16,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+# the uncertainty maps of Monte Carlo samples (--uncertainty); "std" is regression's only one
+MAPS = ("instantdl", "std", "mutual-information")
+TINY = 1e-12
+
+
+def entropy_bits(p: np.ndarray, axis: int) -> np.ndarray:
+    """Entropy in bits of class probabilities along ``axis``: a single channel is a sigmoid's
+    foreground probability (binary entropy), several are a softmax's classes."""
+    p = np.clip(p.astype(np.float64), TINY, 1.0)
+    if p.shape[axis] == 1:
+        q = np.clip(1.0 - p, TINY, 1.0)
+        return -(p * np.log2(p) + q * np.log2(q)).sum(axis=axis)
+    return -(p * np.log2(p)).sum(axis=axis)
 
 
 @dataclass
@@ -20,10 +39,14 @@ class SampleMoments:
     total: np.ndarray
     total_sq: np.ndarray
     count: int = 0
+    entropy: np.ndarray | None = None  # sum over samples of each sample's entropy (mutual information)
 
     @classmethod
-    def zeros(cls, shape: tuple[int, ...]) -> SampleMoments:
-        return cls(np.zeros(shape, np.float64), np.zeros(shape, np.float64))
+    def zeros(cls, shape: tuple[int, ...], entropy: bool = False) -> SampleMoments:
+        """Empty moments of samples of ``shape`` ``(K, ...)``; with ``entropy`` also what the mutual
+        information needs."""
+        extra = np.zeros(shape[1:], np.float64) if entropy else None
+        return cls(np.zeros(shape, np.float64), np.zeros(shape, np.float64), 0, extra)
 
     def add(self, samples: np.ndarray) -> None:
         """Add a stack of samples, shape ``(S, K, ...)``."""
@@ -31,6 +54,25 @@ class SampleMoments:
         self.total += s.sum(axis=0)
         self.total_sq += (s * s).sum(axis=0)
         self.count += s.shape[0]
+        if self.entropy is not None:
+            self.entropy += entropy_bits(s, axis=1).sum(axis=0)
+
+    def mutual_information(self) -> np.ndarray:
+        """``H(mean p) - mean H(p)`` in bits: how much the samples disagree (BALD)."""
+        if self.entropy is None:
+            raise ValueError("these moments were accumulated without entropy")
+        mean = self.total / self.count
+        return np.maximum(entropy_bits(mean, axis=0) - self.entropy / self.count, 0.0).astype(np.float32)
+
+    def map(self, name: str) -> np.ndarray:
+        """The uncertainty map called ``name`` (one of :data:`MAPS`)."""
+        if name == "std":
+            return self.std()
+        if name == "mutual-information":
+            return self.mutual_information()
+        if name == "instantdl":
+            return self.uncertainty()
+        raise ValueError(f"unknown uncertainty map '{name}'; known: {', '.join(MAPS)}")
 
     def mean(self) -> np.ndarray:
         return (self.total / self.count).astype(np.float32)

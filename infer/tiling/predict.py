@@ -35,7 +35,7 @@ from idl.infer.io.lazy import is_lazy, open_channels_last
 from idl.infer.io.omezarr import ZarrSink, image_stem, is_zarr, write_ome_zarr
 from idl.infer.io.places import remove_leftovers
 from idl.infer.io.sinks import ChannelView, TiffSink
-from idl.infer.post.uncertainty import SampleMoments
+from idl.infer.post.uncertainty import MAPS, SampleMoments
 from idl.infer.runtime.iospec import IOSpec
 from idl.infer.runtime.model import LoadedModel
 from idl.infer.runtime.session import Runner
@@ -98,6 +98,7 @@ class PredictOptions:
     out_format: str = "tif"  # "tif" (TIFF files) or "zarr" (OME-Zarr folders)
     on_nonfinite: str = "replace"  # NaN/inf pixels: "replace" (see core.nonfinite) or "error"
     overwrite: bool = False  # predict again inputs whose outputs exist (else they are skipped)
+    uncertainty: str | None = None  # Monte Carlo map (post.uncertainty.MAPS); None: the task's own
 
     @property
     def suffix(self) -> str:
@@ -113,6 +114,8 @@ class PredictOptions:
             raise ValueError("Monte Carlo dropout needs at least 2 samples (or 0 to switch it off)")
         if self.out_format not in ("tif", "zarr"):
             raise ValueError(f"output format must be tif or zarr, got {self.out_format}")
+        if self.uncertainty is not None and self.uncertainty not in MAPS:
+            raise ValueError(f"uncertainty must be one of {', '.join(MAPS)}, got {self.uncertainty}")
         if self.on_nonfinite not in POLICIES:
             raise ValueError(f"on_nonfinite must be one of {', '.join(POLICIES)}, got {self.on_nonfinite}")
 
@@ -174,6 +177,7 @@ def predict_probabilities(
     output: Any = None,
     uncertainty_out: Any = None,
     mark_nonfinite: bool = False,
+    uncertainty_map: str | None = None,
 ) -> tuple[Any, Any]:
     """Run a network over a raw channels-last image (``io.image_axes``), tile by tile.
 
@@ -187,7 +191,8 @@ def predict_probabilities(
     With ``samples >= 2`` every tile is predicted ``samples`` times (``run`` must be a Monte Carlo
     graph) and the mean and InstantDL's uncertainty are returned; batches then hold copies of one tile.
     With ``mark_nonfinite`` the outputs are NaN where an input pixel is not finite (the network saw 0
-    there, see :mod:`idl.infer.core.nonfinite`).
+    there, see :mod:`idl.infer.core.nonfinite`). ``uncertainty_map`` names the Monte Carlo map
+    (:data:`idl.infer.post.uncertainty.MAPS`; default: ``std`` for regression, else InstantDL's).
     """
     spatial, image_axes, batch_axes = io.spatial, io.image_axes, io.batch_axes
     if image.ndim - 1 != len(spatial):
@@ -222,6 +227,12 @@ def predict_probabilities(
     uncertainty = (
         (uncertainty_out if uncertainty_out is not None else np.empty(shape, np.float32)) if samples else None
     )
+    spread_name = uncertainty_map or ("std" if io.uncertainty == "std" else "instantdl")
+    if samples and io.uncertainty == "std" and spread_name != "std":
+        raise IdlError(
+            f"the {spread_name} uncertainty is one of class probabilities; this model predicts values, whose "
+            "Monte Carlo uncertainty is their standard deviation (--uncertainty std)."
+        )
     bar = tqdm(total=len(tiles), unit="tile", disable=not progress, leave=False)
     for chunk in _batched(tiles, 1 if samples else batch_size):
         if samples:
@@ -233,11 +244,11 @@ def predict_probabilities(
                     owned
                 ]
                 if moments is None:
-                    moments = SampleMoments.zeros(out.shape[1:])
+                    moments = SampleMoments.zeros(out.shape[1:], entropy=spread_name == "mutual-information")
                 moments.add(out)
             assert moments is not None and uncertainty is not None
             regions = [moments.mean()]
-            spread = moments.std() if io.uncertainty == "std" else moments.uncertainty()
+            spread = moments.map(spread_name)
             uncertainty[chunk[0].owned] = spread
         else:
             out = network_output(np.stack([network_input(t) for t in chunk]))
@@ -377,6 +388,7 @@ class Outputs:
                 options.batch_for(model.io),
                 options.mc_samples,
                 options.progress,
+                uncertainty_map=options.uncertainty,
             )
         except ValueError as exc:  # tiling arithmetic the checks did not foresee
             raise IdlError(f"cannot tile this image for the model: {exc}") from exc
@@ -536,6 +548,7 @@ def _predict_out_of_core(
             output=ChannelView(values) if k == 1 else values,
             uncertainty_out=uncertainty,
             mark_nonfinite=nonfinite,
+            uncertainty_map=options.uncertainty,
         )
         threshold = None
         if outputs.makes_mask:

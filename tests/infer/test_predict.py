@@ -33,3 +33,22 @@ def test_mc_prediction_gives_mean_and_uncertainty(model_dir: Path) -> None:
     np.testing.assert_allclose(mc.uncertainty, mc.probabilities[0] * (1 - mc.probabilities[0]), atol=1e-5)
     assert np.abs(mc.probabilities - det.probabilities).mean() < 0.05
     assert mc.mask.dtype == np.uint8 and set(np.unique(mc.mask)) <= {0, 1}
+
+
+def test_mc_uncertainty_maps_are_the_samples_disagreement(model_dir: Path) -> None:
+    """--uncertainty std and mutual-information: zero where every sample agrees, correlated with the
+    samples' spread; the mutual information never exceeds the entropy of the mean (1 bit)."""
+    model = load_model(model_dir)
+    image, _ = synthetic_nuclei(np.random.default_rng(8), NucleiSpec(size=160))
+    maps = {}
+    for name in ("instantdl", "std", "mutual-information"):
+        options = PredictOptions(tile_size=160, mc_samples=8, progress=False, uncertainty=name)
+        maps[name] = predict_image(model, image[..., None], options).uncertainty
+    mi, std, naive = maps["mutual-information"], maps["std"], maps["instantdl"]
+    assert mi.shape == std.shape == (160, 160) and 0 <= mi.min() and mi.max() <= 1 + 1e-6
+    assert mi.max() > 1e-3 and std.max() > 1e-3  # the samples do differ
+    spread, calm = mi[std > np.quantile(std, 0.9)].mean(), mi[std < np.quantile(std, 0.5)].mean()
+    assert spread > 3 * calm  # 5.6x measured
+    p = np.clip(0.5 - np.sqrt(np.maximum(0.25 - naive, 0)), 1e-12, 1)  # the mean p (or 1 - p) from p(1 - p)
+    entropy = -(p * np.log2(p) + (1 - p) * np.log2(np.clip(1 - p, 1e-12, 1)))
+    assert np.all(mi <= entropy + 1e-4)
