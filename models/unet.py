@@ -23,6 +23,10 @@ from idl.infer.core.grid import pad_mode
 from idl.models.dropout import MCDropout
 from idl.models.freezing import FreezableEncoder
 
+# "encoder": after every encoder level and the bottleneck, as InstantDL (a Monte Carlo sample reruns
+# everything after the first level); "last": before the 1x1 head only (a sample reruns the head alone)
+DROPOUT_PLACES = ("encoder", "last")
+
 LAYERS = {
     2: (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d, nn.ConvTranspose2d),
     3: (nn.Conv3d, nn.BatchNorm3d, nn.MaxPool3d, nn.ConvTranspose3d),
@@ -40,10 +44,16 @@ class UNetSpec:
     dropout: float = 0.2
     dims: int = 2
     anisotropic: bool = False  # 3D only: the first level pools in-plane only
+    # where the dropout sits (DROPOUT_PLACES): "encoder" after every encoder level and the bottleneck
+    # (InstantDL), "last" on the last decoder level's features before the 1x1 head only
+    dropout_at: str = "encoder"
 
     def __post_init__(self) -> None:
         if self.dims not in LAYERS:
             raise ValueError(f"dims must be 2 or 3, got {self.dims}")
+        if self.dropout_at not in DROPOUT_PLACES:
+            places = ", ".join(DROPOUT_PLACES)
+            raise ValueError(f"dropout_at must be one of {places}, got {self.dropout_at!r}")
         if self.anisotropic and self.dims != 3:
             raise ValueError("the anisotropic U-Net is 3D")
 
@@ -86,25 +96,48 @@ class UNetSpec:
 
 
 class _Level(nn.Module):
-    """Two 3x3(x3) conv-BN-ReLU layers, optionally followed by dropout."""
+    """Two 3x3(x3) conv-BN-ReLU layers, optionally followed by dropout (``drop``, kept apart from the
+    convolutions so Monte Carlo sampling can fan out just before it)."""
 
     def __init__(self, cin: int, cout: int, dropout: float, dims: int) -> None:
         super().__init__()
         conv, norm = LAYERS[dims][:2]
-        layers: list[nn.Module] = [
+        self.body = nn.Sequential(
             conv(cin, cout, kernel_size=3, padding=1, bias=False),
             norm(cout),
             nn.ReLU(inplace=True),
             conv(cout, cout, kernel_size=3, padding=1, bias=False),
             norm(cout),
             nn.ReLU(inplace=True),
-        ]
-        if dropout > 0:
-            layers.append(MCDropout(dropout))
-        self.body = nn.Sequential(*layers)
+        )
+        self.drop = MCDropout(dropout) if dropout > 0 else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
+    def forward(self, x: torch.Tensor, fan: _Fan | None = None) -> torch.Tensor:
+        x = self.body(x)
+        if self.drop is None:
+            return x
+        return self.drop(fan(x) if fan is not None else x)
+
+
+class _Fan:
+    """Monte Carlo samples along the batch axis, made where the first dropout is met: until then the
+    network runs once per tile; there every activation (and every skip connection kept so far) is
+    repeated ``samples`` times, tile by tile, and each copy gets its own dropout mask."""
+
+    def __init__(self, samples: torch.Tensor, skips: list[torch.Tensor]) -> None:
+        self.count = samples.shape[0]
+        self.skips = skips
+        self.done = False
+
+    def repeat(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unsqueeze(1).expand(x.shape[0], self.count, *x.shape[1:]).reshape(-1, *x.shape[1:])
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.done:
+            return x
+        self.done = True
+        self.skips[:] = [self.repeat(s) for s in self.skips]
+        return self.repeat(x)
 
 
 class UNet(FreezableEncoder):
@@ -121,17 +154,19 @@ class UNet(FreezableEncoder):
         widths = [spec.base_filters * 2**i for i in range(spec.depth + 1)]
         self.encoder = nn.ModuleList()
         cin = spec.in_channels
+        encoder_dropout = spec.dropout if spec.dropout_at == "encoder" else 0.0
         for width in widths[:-1]:
-            self.encoder.append(_Level(cin, width, spec.dropout, spec.dims))
+            self.encoder.append(_Level(cin, width, encoder_dropout, spec.dims))
             cin = width
         self.pools = nn.ModuleList(pool(spec.pool_factors(i)) for i in range(spec.depth))
-        self.bottleneck = _Level(widths[-2], widths[-1], spec.dropout, spec.dims)
+        self.bottleneck = _Level(widths[-2], widths[-1], encoder_dropout, spec.dims)
         self.up = nn.ModuleList()
         self.decoder = nn.ModuleList()
         for level in reversed(range(spec.depth)):
             width, factors = widths[level], spec.pool_factors(level)
             self.up.append(up(width * 2, width, kernel_size=factors, stride=factors))
             self.decoder.append(_Level(width * 2, width, 0.0, spec.dims))
+        self.last_drop = MCDropout(spec.dropout) if spec.dropout_at == "last" and spec.dropout > 0 else None
         self.head = LAYERS[spec.dims][0](widths[0], spec.out_channels, kernel_size=1)
 
     @staticmethod
@@ -141,14 +176,29 @@ class UNet(FreezableEncoder):
 
     def forward_aligned(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for an input whose spatial sizes are multiples of ``spec.multiples``."""
-        skips = []
+        return self._run(x, None)
+
+    def forward_samples(self, x: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+        """Monte Carlo logits: ``len(samples)`` samples of each input ``(N, C, ...)``, as
+        ``(N * S, K, ...)`` (the samples of the first input first). The part before the first dropout
+        runs once per input (with ``dropout_at="last"`` that is all but the 1x1 head); ``samples``
+        only gives the count (its values are not used). Dropout must be in Monte Carlo mode."""
+        return self._run(x, samples)
+
+    def _run(self, x: torch.Tensor, samples: torch.Tensor | None) -> torch.Tensor:
+        skips: list[torch.Tensor] = []
+        fan = _Fan(samples, skips) if samples is not None else None
         for level, pool in zip(self.encoder, self.pools, strict=True):
-            x = level(x)
+            x = level(x, fan)
             skips.append(x)
             x = pool(x)
-        x = self.bottleneck(x)
+        x = self.bottleneck(x, fan)
         for up, level, skip in zip(self.up, self.decoder, reversed(skips), strict=True):
-            x = level(torch.cat([up(x), skip], dim=1))
+            x = level(torch.cat([up(x), skip], dim=1), fan)
+        if self.last_drop is not None:
+            x = self.last_drop(fan(x) if fan is not None else x)
+        elif fan is not None:
+            x = fan(x)  # no dropout: every sample is the same
         return self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

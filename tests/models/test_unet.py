@@ -32,7 +32,29 @@ def test_dropout_after_each_encoder_level_and_bottleneck() -> None:
     net = UNet2D(UNetSpec(depth=4, dropout=0.2))
     drops = [m for m in net.modules() if isinstance(m, MCDropout)]
     assert len(drops) == 5 and all(d.p == 0.2 for d in drops)
-    assert all(isinstance(level.body[-1], MCDropout) for level in net.encoder)
+    assert all(isinstance(level.drop, MCDropout) for level in (*net.encoder, net.bottleneck))
+    last = UNet2D(UNetSpec(depth=4, dropout=0.2, dropout_at="last"))
+    drops = [m for m in last.modules() if isinstance(m, MCDropout)]
+    assert drops == [last.last_drop] and last.last_drop.p == 0.2
+    assert last.state_dict().keys() == net.state_dict().keys()  # the same weights, dropout elsewhere
+
+
+@pytest.mark.parametrize("place", ["encoder", "last"])
+def test_samples_fan_out_at_the_first_dropout(place: str) -> None:
+    """forward_samples: S samples per input, each its own dropout mask; without Monte Carlo mode every
+    sample equals the deterministic output; the mean of many samples is near it."""
+    torch.manual_seed(0)
+    net = UNet2D(UNetSpec(depth=2, base_filters=4, dropout_at=place)).eval()
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        det = net.forward_aligned(x)
+        same = net.forward_samples(x, torch.zeros(3)).view(2, 3, 1, 32, 32)
+        assert torch.equal(same, det[:, None].expand_as(same))
+        set_mc_dropout(net, True)
+        samples = net.forward_samples(x, torch.zeros(64)).view(2, 64, 1, 32, 32)
+    assert (samples[:, 0] - samples[:, 1]).abs().max() > 1e-3  # the samples differ
+    assert (samples[0, 0] - samples[1, 0]).abs().max() > 1e-3  # tile by tile
+    assert (samples.mean(dim=1) - det).abs().mean() < 0.3 * (samples - det[:, None]).abs().mean()
 
 
 def test_mc_dropout_is_stochastic_only_when_switched_on() -> None:
