@@ -13,7 +13,7 @@ import numpy as np
 from idl.infer.core.errors import ModelError
 from idl.infer.core.model_info import METADATA_KEY, ModelInfo
 from idl.infer.runtime.iospec import IOSpec
-from idl.infer.runtime.session import OnnxRunner, Runner
+from idl.infer.runtime.session import OnnxRunner, Runner, Sampler
 
 DETERMINISTIC_NAME = "model.onnx"
 PACKAGE_SUFFIX = ".bioimageio.zip"
@@ -83,6 +83,20 @@ class LoadedModel:
 
         def run(batch: np.ndarray) -> np.ndarray:
             return io.from_model(runner(io.to_model(batch)))
+
+        return run
+
+    def sampler(self) -> Sampler | None:
+        """Monte Carlo samples in one call, when the Monte Carlo graph takes a sample count (a second
+        input, whose length is the count): ``(N, C, *spatial)`` and ``S`` -> ``(N * S, K, *spatial)``
+        in idl's axes, the samples of each tile together. ``None`` for graphs that sample by being
+        called on copies of a tile."""
+        runner, io = self.session(True), self.io
+        if len(runner.input_names) != 2:
+            return None
+
+        def run(batch: np.ndarray, count: int) -> np.ndarray:
+            return io.from_model(runner.run_all([io.to_model(batch), np.zeros(count, np.float32)])[0])
 
         return run
 

@@ -14,6 +14,8 @@ log = logging.getLogger("idl")
 
 DEVICES = ("auto", "cpu", "cuda")
 Runner = Callable[[np.ndarray], np.ndarray]
+# Monte Carlo samples of a batch of tiles in one call: (N, C, ...) and a count S -> (N * S, K, ...)
+Sampler = Callable[[np.ndarray, int], np.ndarray]
 ORT_TYPES = {
     "tensor(float)": np.float32,
     "tensor(double)": np.float64,

@@ -38,7 +38,7 @@ from idl.infer.io.sinks import ChannelView, TiffSink
 from idl.infer.post.uncertainty import MAPS, SampleMoments
 from idl.infer.runtime.iospec import IOSpec
 from idl.infer.runtime.model import LoadedModel
-from idl.infer.runtime.session import Runner
+from idl.infer.runtime.session import Runner, Sampler
 
 log = logging.getLogger("idl")
 
@@ -48,6 +48,9 @@ DEFAULT_TILE = {2: 512, 3: 128}
 # quarter of the memory available
 BYTES_PER_PIXEL = 256
 MEMORY_SHARE = 0.25
+# Monte Carlo samples of one tile per call of a graph with a sample count (LoadedModel.sampler): the
+# part before the first dropout runs once per call
+SAMPLES_PER_CALL = 10
 
 
 def available_memory() -> int | None:
@@ -178,6 +181,7 @@ def predict_probabilities(
     uncertainty_out: Any = None,
     mark_nonfinite: bool = False,
     uncertainty_map: str | None = None,
+    sample: Sampler | None = None,
 ) -> tuple[Any, Any]:
     """Run a network over a raw channels-last image (``io.image_axes``), tile by tile.
 
@@ -193,6 +197,9 @@ def predict_probabilities(
     With ``mark_nonfinite`` the outputs are NaN where an input pixel is not finite (the network saw 0
     there, see :mod:`idl.infer.core.nonfinite`). ``uncertainty_map`` names the Monte Carlo map
     (:data:`idl.infer.post.uncertainty.MAPS`; default: ``std`` for regression, else InstantDL's).
+    ``sample`` (a Monte Carlo graph with a sample count, :meth:`LoadedModel.sampler`) draws the samples
+    of a tile in calls of up to :data:`SAMPLES_PER_CALL`, running the part before the first dropout once
+    per call; without it ``run`` is called on ``batch_size`` copies of the tile.
     """
     spatial, image_axes, batch_axes = io.spatial, io.image_axes, io.batch_axes
     if image.ndim - 1 != len(spatial):
@@ -239,10 +246,15 @@ def predict_probabilities(
             x = network_input(chunk[0])
             owned = (slice(None), slice(None), *chunk[0].owned_in_tile)
             moments: SampleMoments | None = None
-            for start in range(0, samples, batch_size):
-                out = network_output(np.repeat(x[np.newaxis], min(batch_size, samples - start), axis=0))[
-                    owned
-                ]
+            per_call = max(batch_size, SAMPLES_PER_CALL) if sample is not None else batch_size
+            for start in range(0, samples, per_call):
+                n = min(per_call, samples - start)
+                raw = (
+                    sample(x[np.newaxis], n)
+                    if sample is not None
+                    else run(np.repeat(x[np.newaxis], n, axis=0))
+                )
+                out = apply_ops(head, raw, batch_axes)[owned]
                 if moments is None:
                     moments = SampleMoments.zeros(out.shape[1:], entropy=spread_name == "mutual-information")
                 moments.add(out)
@@ -389,6 +401,7 @@ class Outputs:
                 options.mc_samples,
                 options.progress,
                 uncertainty_map=options.uncertainty,
+                sample=model.sampler() if options.mc_samples else None,
             )
         except ValueError as exc:  # tiling arithmetic the checks did not foresee
             raise IdlError(f"cannot tile this image for the model: {exc}") from exc
@@ -549,6 +562,7 @@ def _predict_out_of_core(
             uncertainty_out=uncertainty,
             mark_nonfinite=nonfinite,
             uncertainty_map=options.uncertainty,
+            sample=model.sampler() if options.mc_samples else None,
         )
         threshold = None
         if outputs.makes_mask:
