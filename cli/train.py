@@ -151,7 +151,13 @@ def _list_option(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option(
     "--dropout",
     type=click.FloatRange(0, 1, max_open=True),
-    help="Encoder dropout [default: 0.2 in 2D, 0.3 in 3D].",
+    help="Dropout rate [default: 0.2 in 2D, 0.3 in 3D].",
+)
+@click.option(
+    "--dropout-at",
+    type=click.Choice(["encoder", "last"]),
+    help="U-Net: where the dropout sits: after every encoder level (InstantDL) or before the last 1x1 "
+    "layer only (a Monte Carlo sample then costs that layer alone) [default: encoder].",
 )
 @click.option(
     "--anisotropic/--isotropic",

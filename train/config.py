@@ -18,6 +18,7 @@ from idl.infer.core.model_info import normalize_task
 from idl.infer.core.nonfinite import POLICIES as NONFINITE_POLICIES
 from idl.infer.core.normalize import Normalization
 from idl.infer.runtime.session import DEVICES
+from idl.models.unet import DROPOUT_PLACES
 from idl.train.augment import Augmentation
 from idl.train.augment import resolve as resolve_augmentation
 from idl.train.instantdl import KEYS as INSTANTDL_KEYS
@@ -80,6 +81,8 @@ class TrainConfig:
     # one weight per class
     class_weights: str | tuple[float, ...] | None = None
     dropout: float | None = None  # None: 0.2 in 2D, 0.3 in 3D (InstantDL's defaults)
+    # U-Net: where the dropout sits (models.unet.DROPOUT_PLACES): "encoder" (InstantDL) or "last"
+    dropout_at: str = "encoder"
     val_fraction: float = 0.2
     augment: tuple[str, ...] = DEFAULT_AUGMENTATIONS
     # per augmentation: {"probability": p, "range": [lowest, highest]}; ours (train/augment.py) where
@@ -141,6 +144,10 @@ class TrainConfig:
             (self.depth is None or 1 <= self.depth <= 6, "depth must be between 1 and 6"),
             (self.base_filters >= 1, "base_filters must be >= 1"),
             (self.dropout is None or 0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
+            (
+                self.dropout_at in DROPOUT_PLACES,
+                f"dropout_at must be one of {', '.join(DROPOUT_PLACES)}, got '{self.dropout_at}'",
+            ),
             (self.patch_z is None or self.patch_z >= 1, "patch_z must be >= 1"),
             (
                 0.0 <= self.val_fraction < 1.0,
@@ -339,6 +346,7 @@ _KINDS: dict[str, tuple[str, tuple[type, ...]]] = {
             "tracking_uri",
             "model",
             "lr_schedule",
+            "dropout_at",
         )
     },
 }

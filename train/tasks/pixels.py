@@ -94,6 +94,7 @@ class PixelTrainer(Trainer):
             dropout=config.dropout,
             dims=dims,
             anisotropic=plan.anisotropic,
+            dropout_at=config.dropout_at,
         )
         patch = plan.patch
         info = ModelInfo(
