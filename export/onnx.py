@@ -51,7 +51,16 @@ class _Aligned(nn.Module):
         return self.net.forward_aligned(x)
 
 
-def _example_input(info: ModelInfo, batch: int = 2, seed: int = 0) -> torch.Tensor:
+def exported_module(net: UNet | ResNetClassifier | InstanceMaskRCNN) -> nn.Module:
+    """What the deterministic graph computes, on a CPU copy of ``net`` in evaluation mode with Monte
+    Carlo dropout off: a U-Net's padding-free forward, any other network's forward. The package's
+    TorchScript weights trace the same module."""
+    net = copy.deepcopy(net).cpu().eval()
+    set_mc_dropout(net, False)
+    return _Aligned(net).eval() if isinstance(net, UNet) else net
+
+
+def example_input(info: ModelInfo, batch: int = 2, seed: int = 0) -> torch.Tensor:
     """A random input of accepted size (2D: 4 x 6 multiples; 3D: 2 x 3 x 2, small but uneven)."""
     generator = torch.Generator().manual_seed(seed)
     if info.input_size:  # a network of one fixed input size (classifiers)
@@ -89,7 +98,7 @@ def verify_deterministic(
     module: nn.Module, path: Path, info: ModelInfo, tolerance: float = TOLERANCE
 ) -> float:
     """Max absolute difference between ONNX Runtime and torch on a random input; raises if too large."""
-    x = _example_input(info, seed=1)
+    x = example_input(info, seed=1)
     with torch.no_grad():
         expected = module(x).numpy()
     got = OnnxRunner(path, "cpu")(x.numpy())
@@ -104,7 +113,7 @@ def verify_deterministic(
 
 def verify_stochastic(path: Path, info: ModelInfo) -> float:
     """Mean absolute difference between two MC samples of the same input; raises if they are equal."""
-    x = _example_input(info, batch=1, seed=2).numpy()
+    x = example_input(info, batch=1, seed=2).numpy()
     samples = OnnxRunner(path, "cpu")(np.repeat(x, 2, axis=0))
     spread = float(np.mean(np.abs(samples[0] - samples[1])))
     if not spread > 0:
@@ -183,7 +192,7 @@ def export_onnx(
     info = replace(info, output="logits")  # what these graphs output, whatever an older checkpoint says
     net = copy.deepcopy(net).cpu().eval()
     module = _Aligned(net).eval() if isinstance(net, UNet) else net
-    example = _example_input(info)
+    example = example_input(info)
     det_path = out_dir / name
     set_mc_dropout(net, False)
     _export(module, example, det_path, info)

@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 import yaml
 
-from idl.export.bioimageio import PackageRequest, _check_test_output, export_package, validate_package
+from idl.export.bioimageio import (
+    PackageRequest,
+    _check_test_output,
+    compare_weight_formats,
+    export_package,
+    validate_package,
+)
 from idl.export.onnx import ExportError
 from idl.infer.core.grid import smallest_tile
 from idl.infer.datasets.synthetic import NucleiSpec, synthetic_nuclei
@@ -29,10 +35,14 @@ def package(model_dir: Path) -> Path:
 
 
 def test_exported_package_passes_bioimageio_core_test_model(package: Path) -> None:
-    summary = validate_package(package)
-    assert summary.status == "passed"
-    tested = {d.name for d in summary.details}
-    assert any("onnx" in n for n in tested) and any("pytorch_state_dict" in n for n in tested)
+    validation = validate_package(package)
+    assert validation.status == "passed"
+    tested = {d.name for d in validation.summary.details}
+    for fmt in ("onnx", "pytorch_state_dict", "torchscript"):
+        assert f"Reproduce test outputs from test inputs ({fmt})" in tested
+        assert f"Run {fmt} inference for inputs with batch_size: 2 and size parameter n: 2" in tested
+    assert set(validation.differences) == {"pytorch_state_dict", "torchscript"}
+    assert max(validation.differences.values()) <= 1e-4, validation.figures()
 
 
 def test_onnx_alone_at_every_size_still_checks_the_pytorch_weights(package: Path, tmp_path: Path) -> None:
@@ -40,8 +50,8 @@ def test_onnx_alone_at_every_size_still_checks_the_pytorch_weights(package: Path
     test output, and weights that do not are refused."""
     import torch
 
-    summary = validate_package(package, ("onnx",))
-    tested = {d.name for d in summary.details}
+    validation = validate_package(package, ("onnx",))
+    tested = {d.name for d in validation.summary.details}
     assert any("onnx" in n for n in tested) and not any("pytorch_state_dict" in n for n in tested)
     folder = tmp_path / "package"
     zipfile.ZipFile(package).extractall(folder)
@@ -57,6 +67,29 @@ def test_onnx_alone_at_every_size_still_checks_the_pytorch_weights(package: Path
         _check_test_output(folder / "rdf.yaml", "pytorch_state_dict")
 
 
+def test_weights_further_than_1e_4_from_onnx_are_refused(package: Path, tmp_path: Path) -> None:
+    """A state dict 1e-3 off still reproduces the test output within bioimage.io's default tolerance
+    (1e-3), but not the ONNX weights within 1e-4: refused, with the figure."""
+    import torch
+
+    folder = tmp_path / "package"
+    zipfile.ZipFile(package).extractall(folder)
+    rdf = yaml.safe_load((folder / "rdf.yaml").read_text())
+    weights = folder / rdf["weights"]["pytorch_state_dict"]["source"]
+    state = torch.load(weights, weights_only=True)
+    head = next(k for k in state if k.startswith("head.") and k.endswith("bias"))
+    state[head] = state[head] + 1e-3
+    torch.save(state, weights)
+    rdf["weights"]["pytorch_state_dict"]["sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+    (folder / "rdf.yaml").write_text(yaml.safe_dump(rdf))
+    _check_test_output(folder / "rdf.yaml", "pytorch_state_dict")  # within the package's tolerance
+    assert compare_weight_formats(folder / "rdf.yaml", ("onnx", "torchscript"))["torchscript"] <= 1e-4
+    with pytest.raises(
+        ExportError, match=r"pytorch_state_dict weights differ from the ONNX weights by up to 0\.001"
+    ):
+        compare_weight_formats(folder / "rdf.yaml", ("onnx", "pytorch_state_dict", "torchscript"))
+
+
 def test_package_describes_the_network(package: Path, model_dir: Path) -> None:
     rdf = yaml.safe_load(zipfile.ZipFile(package).read("rdf.yaml"))
     info = load_model(model_dir).info
@@ -70,15 +103,17 @@ def test_package_describes_the_network(package: Path, model_dir: Path) -> None:
     assert (scale["min_percentile"], scale["max_percentile"], scale["axes"]) == (1.0, 99.8, ["y", "x"])
     assert inp["data"]["type"] == "uint16"  # the raw dtype of the synthetic images
     assert [p["id"] for p in out["postprocessing"]][0] == "sigmoid"
-    assert set(rdf["weights"]) == {"onnx", "pytorch_state_dict"}
+    assert set(rdf["weights"]) == {"onnx", "pytorch_state_dict", "torchscript"}
+    assert rdf["weights"]["onnx"]["parent"] == rdf["weights"]["torchscript"]["parent"] == "pytorch_state_dict"
+    assert "parent" not in rdf["weights"]["pytorch_state_dict"]  # the original weights
     arch = rdf["weights"]["pytorch_state_dict"]["architecture"]
-    assert (arch["callable"], arch["import_from"], arch["kwargs"]["depth"]) == (
-        "build_unet2d",
-        "idl.models",
-        3,
-    )
+    assert (arch["callable"], arch["source"], arch["kwargs"]["depth"]) == ("build_unet2d", "unet.py", 3)
+    assert "import_from" not in arch
     environment = rdf["weights"]["pytorch_state_dict"]["dependencies"]["source"]
-    assert "idl-toolkit[train]" in zipfile.ZipFile(package).read(environment).decode()
+    environment = zipfile.ZipFile(package).read(environment).decode()
+    assert "idl" not in environment.replace("idl-model", "") and "  - pytorch>=" in environment
+    assert "torchvision" not in environment  # the U-Net needs torch alone
+    assert "torchscript" in rdf["tags"]
     mc = rdf["config"]["idl"]["mc_dropout"]
     assert mc == {"file": "model_mc.onnx", "p": 0.2, "n_samples": 4}
     assert "model_mc.onnx" in zipfile.ZipFile(package).namelist()
@@ -86,6 +121,8 @@ def test_package_describes_the_network(package: Path, model_dir: Path) -> None:
     assert all("github_user" not in a for a in rdf["authors"])
     readme = zipfile.ZipFile(package).read("README.md").decode()
     assert "## Validation" in readme and "| jaccard |" in readme and "training images: " in readme
+    assert "every weight format (onnx, pytorch_state_dict, torchscript) reproduces the test output" in readme
+    assert "`weights_torchscript.pt` (TorchScript; deepImageJ, Fiji, QuPath, ilastik)" in readme
 
 
 def test_package_predicts_like_the_model_folder(package: Path, model_dir: Path) -> None:
@@ -136,3 +173,31 @@ def test_unpacked_package_loads_from_folder_and_rdf(package: Path, tmp_path: Pat
         model = load_model(source)
         assert model.has_mc and model.info is not None
         np.testing.assert_array_equal(predict_image(model, image, options).probabilities, expected)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+def test_package_architecture_file_rebuilds_the_trained_network(
+    package: Path, model_dir: Path, load_without_idl, tmp_path: Path
+) -> None:
+    """The package's own architecture file (imported where idl cannot be) and state dict give the
+    trained network's output exactly."""
+    import io
+
+    import torch
+
+    from idl.train.checkpoint import load_checkpoint, model_from_checkpoint
+
+    archive = zipfile.ZipFile(package)
+    rdf = yaml.safe_load(archive.read("rdf.yaml"))
+    weights = rdf["weights"]["pytorch_state_dict"]
+    architecture = weights["architecture"]
+    source = archive.read(architecture["source"]).decode()
+    module = load_without_idl(source, tmp_path / architecture["source"])
+    rebuilt = getattr(module, architecture["callable"])(**architecture["kwargs"])
+    rebuilt.load_state_dict(torch.load(io.BytesIO(archive.read(weights["source"])), weights_only=True))
+    net, _ = model_from_checkpoint(load_checkpoint(model_dir / "best.pt"))
+    x = torch.rand(2, 1, 64, 80)
+    with torch.no_grad():
+        assert torch.equal(net.eval()(x), rebuilt.eval()(x))
+        traced = torch.jit.load(io.BytesIO(archive.read(rdf["weights"]["torchscript"]["source"])))
+        assert float((traced(x) - net.forward_aligned(x)).abs().max()) <= 1e-5
