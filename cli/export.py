@@ -1,4 +1,5 @@
-"""``idl-export``: ONNX graphs and a validated bioimage.io package from an idl checkpoint."""
+"""``idl-export``: ONNX graphs and a validated bioimage.io package from an idl checkpoint, or ONNX weights
+for a bioimage.io package that has only PyTorch (state dict or TorchScript) weights."""
 
 from __future__ import annotations
 
@@ -11,13 +12,31 @@ from idl.cli.common import require_training_extras, setup_logging, user_errors
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("checkpoint", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--out",
     "out_dir",
     required=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Folder for model.onnx, model_mc.onnx and <name>.bioimageio.zip.",
+    help="Folder for model.onnx, model_mc.onnx and <name>.bioimageio.zip (with --to-onnx: the converted "
+    "<name>.bioimageio.zip).",
+)
+@click.option(
+    "--to-onnx",
+    "to_onnx",
+    type=click.Path(exists=True, path_type=Path),
+    help="Instead of a checkpoint: a bioimage.io package (.zip, folder or rdf.yaml) with only "
+    "pytorch_state_dict or torchscript weights, written to --out with ONNX weights added (checked against "
+    "the source weights within 1e-4) so that idl-predict runs it. Runs the package's code: convert only "
+    "packages you trust.",
+)
+@click.option(
+    "--converter",
+    type=click.Choice(["auto", "bioimageio", "idl"]),
+    default="auto",
+    show_default=True,
+    help="With --to-onnx: bioimageio.core's weight converter, idl's export, or the first that passes the "
+    "checks.",
 )
 @click.option(
     "--sample",
@@ -33,18 +52,29 @@ from idl.cli.common import require_training_extras, setup_logging, user_errors
 @click.option("--quiet", is_flag=True, help="Only warnings and errors.")
 @user_errors
 def main(
-    checkpoint: Path,
+    checkpoint: Path | None,
     out_dir: Path,
     sample: Path | None,
     axes: str | None,
     authors: tuple[str, ...],
     package: bool,
+    to_onnx: Path | None,
+    converter: str,
     quiet: bool,
 ) -> None:
     """Export CHECKPOINT (best.pt or last.pt from idl-train) to ONNX, checked against torch, and to a
-    bioimage.io package validated with bioimageio.core."""
+    bioimage.io package validated with bioimageio.core; or, with --to-onnx PACKAGE, convert a package's
+    PyTorch weights to ONNX."""
     setup_logging(quiet)
+    if (checkpoint is None) == (to_onnx is None):
+        raise click.UsageError("give either a CHECKPOINT or --to-onnx PACKAGE.")
     require_training_extras("idl-export")
+    if to_onnx is not None:
+        from idl.export.convert import convert_to_onnx
+
+        conversion = convert_to_onnx(to_onnx, out_dir, method=converter)
+        click.echo(f"wrote {conversion.path} ({conversion.summary()}; passed bioimageio.core test_model)")
+        return
     from idl.export.bioimageio import PackageRequest, export_package, package_path
     from idl.export.onnx import export_onnx
     from idl.infer.core.errors import IdlError

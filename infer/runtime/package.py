@@ -494,8 +494,9 @@ def load_package(path: Path, kind_of: KindOf, device: str = "auto") -> LoadedMod
         formats = weight_formats(descr)
         raise ModelError(
             f"{path}: this package has no ONNX weights (it has {', '.join(formats)}). idl-predict runs ONNX "
-            "only: convert the weights first (bioimageio.core's weight converters, e.g. "
-            "'bioimageio.core.weight_converters.pytorch_to_onnx'), or ask the author for an ONNX export."
+            "only: convert the weights first with 'idl-export --to-onnx PACKAGE --out DIR' "
+            "(pytorch_state_dict or torchscript weights; needs pip install 'idl-toolkit[train]'), or ask "
+            "the author for an ONNX export."
         )
     idl = dict(getattr(descr.config, "idl", None) or {})
     info = _model_info(idl, path)
