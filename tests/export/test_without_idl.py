@@ -22,8 +22,10 @@ BUILD = (
 )
 
 
+@pytest.fixture(scope="session")
 def zoo_python() -> Path:
-    """The Python of the environment without idl; skip (or, under .ci/run, fail) without it."""
+    """The Python of the environment without idl; skip (or, under .ci/run, fail) without it, before
+    the package is exported."""
     configured = os.environ.get("IDL_ZOO_PYTHON")
     python = Path(configured) if configured else REPO / ".venv-zoo" / "bin" / "python"
     if python.is_file():
@@ -34,8 +36,10 @@ def zoo_python() -> Path:
 
 
 @pytest.mark.slow  # exports a package (about 8 s) and runs test_model three times in another Python
-def test_every_weight_format_passes_test_model_without_idl(fresh_package, tmp_path: Path) -> None:
-    python = zoo_python()
+def test_every_weight_format_passes_test_model_without_idl(
+    zoo_python: Path, fresh_package, tmp_path: Path
+) -> None:
+    python = zoo_python
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
     env["PYTHONNOUSERSITE"] = "1"
     no_idl = subprocess.run(
