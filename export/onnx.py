@@ -71,25 +71,47 @@ def example_input(info: ModelInfo, batch: int = 2, seed: int = 0) -> torch.Tenso
     return torch.rand(batch, info.in_channels, *shape, generator=generator)
 
 
-def _export(module: nn.Module, example: torch.Tensor, path: Path, info: ModelInfo) -> None:
+class _Samples(nn.Module):
+    """A U-Net's Monte Carlo graph with a sample count: ``(input, samples)`` -> ``len(samples)``
+    samples of each input (:meth:`UNet.forward_samples`)."""
+
+    def __init__(self, net: UNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_samples(x, samples)
+
+
+MC_SAMPLES_INPUT = "samples"  # the second input of a Monte Carlo graph with a sample count
+
+
+def _export(
+    module: nn.Module, example: torch.Tensor, path: Path, info: ModelInfo, samples: torch.Tensor | None = None
+) -> None:
     """Trace ``module`` into ``path`` with a dynamic batch axis (and dynamic spatial axes for a
     U-Net), as torchvision's own ONNX tests export: the TorchScript exporter takes under a second
     where ``torch.export`` (``dynamo=True``) took about 15 s per graph, and its graphs pass the same
     checks (:func:`verify_deterministic`, :func:`verify_stochastic`; MC dropout's explicit random
-    mask traces to ``RandomUniformLike``)."""
+    mask traces to ``RandomUniformLike``). With ``samples`` the graph takes a second input whose length
+    is the number of Monte Carlo samples per input (its output has ``batch * samples`` items)."""
     spatial = "" if info.input_size else "zyx"[-info.dims :]  # a fixed input size (classifiers)
     dynamic = {0: "batch", **{2 + i: axis for i, axis in enumerate(spatial)}}
+    inputs, names, axes = (example,), ["input"], {"input": dynamic, "output": dynamic}
+    if samples is not None:
+        inputs, names = (example, samples), ["input", MC_SAMPLES_INPUT]
+        axes = {"input": dynamic, MC_SAMPLES_INPUT: {0: "samples"}, "output": {**dynamic, 0: "draws"}}
     with atomic_path(path) as tmp, contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's deprecation and tracing notes
         torch.onnx.export(
             module,
-            (example,),
+            inputs,
             str(tmp),
             dynamo=False,
             opset_version=OPSET,
-            input_names=["input"],
+            input_names=names,
             output_names=["output"],
-            dynamic_axes={"input": dynamic, "output": dynamic},
+            dynamic_axes=axes,
         )
         _add_metadata(tmp, info)
 
@@ -112,9 +134,17 @@ def verify_deterministic(
 
 
 def verify_stochastic(path: Path, info: ModelInfo) -> float:
-    """Mean absolute difference between two MC samples of the same input; raises if they are equal."""
+    """Mean absolute difference between two MC samples of the same input; raises if they are equal
+    (or, for a graph with a sample count, when it does not return one output per sample)."""
     x = example_input(info, batch=1, seed=2).numpy()
-    samples = OnnxRunner(path, "cpu")(np.repeat(x, 2, axis=0))
+    runner = OnnxRunner(path, "cpu")
+    if len(runner.input_names) == 2:
+        samples = runner.run_all([np.repeat(x, 2, axis=0), np.zeros(3, np.float32)])[0]
+        if samples.shape[0] != 6:
+            raise ExportError(f"{path}: 3 samples of 2 inputs gave {samples.shape[0]} outputs, not 6.")
+        samples = samples[3:5]  # two samples of the second input
+    else:
+        samples = runner(np.repeat(x, 2, axis=0))
     spread = float(np.mean(np.abs(samples[0] - samples[1])))
     if not spread > 0:
         raise ExportError(f"{path}: the Monte Carlo graph returns identical samples; dropout was lost.")
@@ -202,7 +232,10 @@ def export_onnx(
     if info.dropout <= 0 or set_mc_dropout(net, True) == 0:
         mc_path.unlink(missing_ok=True)  # never leave an older model's Monte Carlo graph beside this one
         return det_path, None
-    _export(module, example, mc_path, info)
+    if isinstance(net, UNet):  # the part before the first dropout runs once per tile
+        _export(_Samples(net).eval(), example, mc_path, info, samples=torch.zeros(3))
+    else:
+        _export(module, example, mc_path, info)
     spread = verify_stochastic(mc_path, info)
     log.info("exported %s (Monte Carlo samples differ by %.2e on average)", mc_path.name, spread)
     return det_path, mc_path

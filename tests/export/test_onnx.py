@@ -80,7 +80,10 @@ def test_trained_model_mc_samples_differ_and_average_to_deterministic(model_dir:
     )
     x = np.moveaxis(image, -1, 0)[None]
     det = apply_ops(model.io.postprocessing, model.runner(x), "bcyx")[0]
-    samples = apply_ops(model.io.postprocessing, model.mc_runner(np.repeat(x, 32, axis=0)), "bcyx")
+    sampler = model.sampler()  # the U-Net's MC graph takes a sample count: one pass to its first dropout
+    assert sampler is not None and model.mc_runner.input_names == ["input", "samples"]
+    samples = apply_ops(model.io.postprocessing, sampler(x, 32), "bcyx")
+    assert samples.shape == (32, *det.shape)
     spread = np.abs(samples[0] - samples[1]).mean()
     mean_gap = np.abs(samples.mean(axis=0) - det).mean()
     print(f"MC sample spread {spread:.4f}, |MC mean - deterministic| {mean_gap:.4f}")
