@@ -295,6 +295,13 @@ def _attachment(descr: Any, name: str) -> Any | None:
     return None
 
 
+def _padding(tensor: Any) -> tuple[str, float]:
+    """How bioimage.io tools pad an input by the halo: numpy mode (symmetric unless the tensor says)
+    and the constant value."""
+    pad = getattr(tensor, "pad", None)
+    return str(getattr(pad, "mode", "symmetric")), float(getattr(pad, "value", 0.0) or 0.0)
+
+
 def io_from_description(descr: Any, pad_input: bool = True) -> IOSpec:
     """Translate a spec 0.5 model description into an :class:`IOSpec` (one input, one output).
 
@@ -319,7 +326,7 @@ def io_from_description(descr: Any, pad_input: bool = True) -> IOSpec:
             "variable input size is not supported)."
         )
     in_letters, out_letters = _axis_letters(source), _axis_letters(target)
-    pad_mode = str(getattr(getattr(source, "pad", None), "mode", "symmetric"))
+    pad_mode, pad_value = _padding(source)
     return IOSpec(
         input_axes=input_axes,
         output_axes=output_axes,
@@ -332,7 +339,7 @@ def io_from_description(descr: Any, pad_input: bool = True) -> IOSpec:
         output_dtype=str(target.dtype),
         input_pad=pad_mode if pad_input and any(halo.values()) else None,
         max_batch=_batch_limit(source),
-        input_pad_value=float(getattr(getattr(source, "pad", None), "value", 0.0) or 0.0),
+        input_pad_value=pad_value,
     )
 
 
@@ -422,7 +429,7 @@ def _input_tensor(tensor: Any, by_id: dict[str, Any], pad: bool) -> InputTensor:
         else:
             sizes[letter] = _input_layout_size(axis)
     letters = _axis_letters(tensor)
-    pad_mode = str(getattr(getattr(tensor, "pad", None), "mode", "symmetric"))
+    pad_mode, pad_value = _padding(tensor)
     io = IOSpec(
         input_axes=axes,
         output_axes=axes,
@@ -431,7 +438,7 @@ def _input_tensor(tensor: Any, by_id: dict[str, Any], pad: bool) -> InputTensor:
         sizes=sizes,
         preprocessing=tuple(_processing(p, letters, str(tensor.id)) for p in tensor.preprocessing),
         input_pad=pad_mode if pad else None,
-        input_pad_value=float(getattr(getattr(tensor, "pad", None), "value", 0.0) or 0.0),
+        input_pad_value=pad_value,
         max_batch=_batch_limit(tensor),
     )
     return InputTensor(str(tensor.id), io)
