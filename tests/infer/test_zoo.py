@@ -3,6 +3,8 @@ model cache, then run from the cache with the server gone."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import signal
@@ -51,6 +53,7 @@ def collection(small_package: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     """A collection with the package as ``tiny-conv`` and ``tiny-conv/1.1`` and as a zip file, served on
     127.0.0.1; bioimageio.spec and the model cache are pointed at it."""
     from bioimageio.spec._internal._settings import settings
+    from bioimageio.spec._internal.io_utils import get_id_map
 
     site = tmp_path / "site"
     for name in ("tiny-conv", "tiny-conv/1.1"):
@@ -59,12 +62,21 @@ def collection(small_package: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     (site / "zips").mkdir()
     shutil.copy(small_package, site / "zips" / "tiny.zip")
     server, url = _serve(site)
+    # DOIs resolve through the collection's id map (the legacy Zenodo DOIs of the zoo)
+    rdf = site / "tiny-conv" / "files" / "rdf.yaml"
+    entry = {
+        "source": f"{url}/tiny-conv/files/rdf.yaml",
+        "sha256": hashlib.sha256(rdf.read_bytes()).hexdigest(),
+    }
+    (site / "id_map.json").write_text(json.dumps({"10.5281/zenodo.5764892": entry}))
+    get_id_map.cache_clear()
     monkeypatch.setenv("IDL_MODEL_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     monkeypatch.setattr(settings, "collection_http_pattern", url + "/{bioimageio_id}/files/rdf.yaml")
-    monkeypatch.setattr(settings, "id_map", url + "/id_map.json")  # none: unknown ids fail fast
+    monkeypatch.setattr(settings, "id_map", url + "/id_map.json")
     monkeypatch.setattr(settings, "cache_path", tmp_path / "spec-cache")
     yield server, url
+    get_id_map.cache_clear()
     if server.poll() is None:
         server.kill()
 
@@ -87,19 +99,20 @@ def test_zoo_ids_and_urls_run_from_the_cache_once_the_server_is_gone(
     by_version = _predict("tiny-conv/1.1", image, tmp_path / "version")
     by_rdf_url = _predict(f"{url}/tiny-conv/files/rdf.yaml", image, tmp_path / "rdf-url")
     by_zip_url = _predict(f"{url}/zips/tiny.zip", image, tmp_path / "zip-url")
-    for got in (by_id, by_version, by_rdf_url, by_zip_url):
+    by_doi = _predict("doi:10.5281/zenodo.5764892", image, tmp_path / "doi")
+    for got in (by_id, by_version, by_rdf_url, by_zip_url, by_doi):
         assert got.shape == local.shape == (2, 40, 56)
         assert np.max(np.abs(got - local)) == 0.0
     cache = tmp_path / "cache"
     assert {p.name for p in cache.glob("*.zip")} >= {"tiny-conv.zip", "tiny-conv@1.1.zip"}
-    assert len(list(cache.glob("url-*.zip"))) == 2
+    assert len(list(cache.glob("url-*.zip"))) == 2 and (cache / "doi-10.5281_zenodo.5764892.zip").is_file()
 
     os.kill(server.pid, signal.SIGTERM)  # the network is gone
     server.wait(timeout=10)
     again = _predict("tiny-conv", image, tmp_path / "again")
     assert np.max(np.abs(again - local)) == 0.0
     listing = CliRunner().invoke(predict_cli.main, ["--list-cached"])
-    assert listing.exit_code == 0 and "4 package(s)" in listing.output
+    assert listing.exit_code == 0 and "5 package(s)" in listing.output
     assert "tiny-conv/1.1" in listing.output and "small package" in listing.output
 
     missing = CliRunner().invoke(predict_cli.main, ["other-model", "--info"])
