@@ -157,7 +157,8 @@ def _list_option(ctx: click.Context, param: click.Parameter, value: str | None) 
     "--dropout-at",
     type=click.Choice(["encoder", "last"]),
     help="U-Net: where the dropout sits: after every encoder level (InstantDL) or before the last 1x1 "
-    "layer only (a Monte Carlo sample then costs that layer alone) [default: encoder].",
+    "layer only (Monte Carlo samples cost little with idl-predict --batch-size 10, but flagged errors "
+    "worse on real nuclei: docs/benchmarks.md) [default: encoder].",
 )
 @click.option(
     "--anisotropic/--isotropic",
