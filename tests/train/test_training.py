@@ -12,7 +12,14 @@ from idl.train.config import TrainConfig
 from idl.train.pipeline import train_project
 
 FAST = dict(
-    depth=2, base_filters=4, image_size=48, batch_size=4, steps_per_epoch=3, evaluate=False, uncertainty=False
+    depth=2,
+    base_filters=4,
+    image_size=48,
+    batch_size=4,
+    steps_per_epoch=3,
+    evaluate=False,
+    uncertainty=False,
+    package=False,  # packages are tested in tests/export
 )
 
 
