@@ -54,9 +54,3 @@ class Tensors:
     @property
     def spatial(self) -> str:
         return "".join(a for a in SPACE if a in self.inputs[0].io.input_axes)
-
-    def input_named(self, name: str) -> InputTensor:
-        for tensor in self.inputs:
-            if tensor.id == name:
-                return tensor
-        raise KeyError(name)

@@ -115,7 +115,7 @@ def predict_tensors(
     batch_axes = "bc" + spatial
     results: dict[str, np.ndarray] = {}
     runner = model.runner
-    size = min(options.batch_size, tensors.max_batch) if tensors.max_batch else options.batch_size
+    size = options.batch_for(model.io)  # the summary IOSpec carries the inputs' batch limit
     bar = tqdm(total=len(grid), unit="tile", disable=not options.progress or len(grid) < 2, leave=False)
     for start in range(0, len(grid), size):
         chunk = grid[start : start + size]
