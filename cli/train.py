@@ -155,10 +155,11 @@ def _list_option(ctx: click.Context, param: click.Parameter, value: str | None) 
 )
 @click.option(
     "--dropout-at",
-    type=click.Choice(["encoder", "last"]),
-    help="U-Net: where the dropout sits: after every encoder level (InstantDL) or before the last 1x1 "
-    "layer only (Monte Carlo samples cost little with idl-predict --batch-size 10, but flagged errors "
-    "worse on real nuclei: docs/benchmarks.md) [default: encoder].",
+    type=click.Choice(["encoder", "decoder", "last"]),
+    help="U-Net: where the dropout sits: after every encoder level (InstantDL), after the bottleneck "
+    "and every decoder level (the encoder then runs once for all Monte Carlo samples of a tile) or "
+    "before the last 1x1 layer only (samples cost little, but flagged errors worse on real nuclei: "
+    "docs/benchmarks.md) [default: encoder].",
 )
 @click.option(
     "--anisotropic/--isotropic",

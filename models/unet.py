@@ -2,9 +2,10 @@
 
 The architecture follows Ronneberger et al. (2015) and Çiçek et al. (2016, 3D) with "same" padding so
 the output has the input's size. As in InstantDL, dropout sits after the second convolution of every
-encoder level (and the bottleneck). The anisotropic 3D variant (for voxels much longer in z, like
-1 x 1 x 2 or coarser) pools and up-samples only in-plane at the first level, as DeepMIB does, so z is
-halved one level later than y and x.
+encoder level (and the bottleneck) by default; ``dropout_at`` moves it to the decoder or before the
+head, which makes Monte Carlo samples cheaper (docs/benchmarks.md). The anisotropic 3D variant (for
+voxels much longer in z, like 1 x 1 x 2 or coarser) pools and up-samples only in-plane at the first
+level, as DeepMIB does, so z is halved one level later than y and x.
 
 Inputs of any size work: :meth:`UNet.forward` pads to the size multiples and crops back. The
 padding-free :meth:`UNet.forward_aligned` is what gets exported to ONNX; the inference side pads
@@ -24,8 +25,10 @@ from idl.models.dropout import MCDropout
 from idl.models.freezing import FreezableEncoder
 
 # "encoder": after every encoder level and the bottleneck, as InstantDL (a Monte Carlo sample reruns
-# everything after the first level); "last": before the 1x1 head only (a sample reruns the head alone)
-DROPOUT_PLACES = ("encoder", "last")
+# everything after the first level); "decoder": after the bottleneck and every decoder level (the
+# encoder and the skip connections' share of the decoder's convolutions run once per tile); "last":
+# before the 1x1 head only (a sample reruns the head alone)
+DROPOUT_PLACES = ("encoder", "decoder", "last")
 
 LAYERS = {
     2: (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d, nn.ConvTranspose2d),
@@ -45,7 +48,8 @@ class UNetSpec:
     dims: int = 2
     anisotropic: bool = False  # 3D only: the first level pools in-plane only
     # where the dropout sits (DROPOUT_PLACES): "encoder" after every encoder level and the bottleneck
-    # (InstantDL), "last" on the last decoder level's features before the 1x1 head only
+    # (InstantDL), "decoder" after the bottleneck and every decoder level, "last" on the last decoder
+    # level's features before the 1x1 head only
     dropout_at: str = "encoder"
 
     def __post_init__(self) -> None:
@@ -113,21 +117,47 @@ class _Level(nn.Module):
         self.drop = MCDropout(dropout) if dropout > 0 else None
 
     def forward(self, x: torch.Tensor, fan: _Fan | None = None) -> torch.Tensor:
-        x = self.body(x)
+        return self.finish(self.body(x), fan)
+
+    def finish(self, x: torch.Tensor, fan: _Fan | None) -> torch.Tensor:
+        """Dropout (Monte Carlo samples fan out here if they have not yet)."""
         if self.drop is None:
             return x
         return self.drop(fan(x) if fan is not None else x)
 
+    def merge(self, up: torch.Tensor, skip: torch.Tensor, fan: _Fan) -> torch.Tensor:
+        """``forward(cat([up, skip]))`` when ``up`` holds S samples per tile and ``skip`` one: the
+        first convolution is linear, so its skip half runs once per tile and is added to every
+        sample (a broadcast, no copies); this is what makes decoder dropout cheap to sample."""
+        conv, norm = self.body[0], self.body[1]
+        weight, bias = conv.weight, None
+        rest = self.body[1:]
+        if not norm.training:  # fold the batch norm into both halves (one op less per sample)
+            assert norm.running_var is not None and norm.running_mean is not None
+            scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+            weight = weight * scale.view(-1, *(1,) * (weight.dim() - 1))
+            bias = norm.bias - norm.running_mean * scale
+            rest = self.body[2:]
+        split = up.shape[1]
+        run = nn.functional.conv2d if up.dim() == 4 else nn.functional.conv3d
+        ups = run(up, weight[:, :split], padding=1)
+        shared = run(skip, weight[:, split:], bias, padding=1)
+        x = (fan.per_tile(ups) + shared.unsqueeze(1)).flatten(0, 1)
+        return self.finish(rest(x), fan)
+
 
 class _Fan:
     """Monte Carlo samples along the batch axis, made where the first dropout is met: until then the
-    network runs once per tile; there every activation (and every skip connection kept so far) is
-    repeated ``samples`` times, tile by tile, and each copy gets its own dropout mask."""
+    network runs once per tile; there the activation is repeated ``samples`` times, tile by tile, and
+    each copy gets its own dropout mask. Skip connections made before stay one per tile."""
 
-    def __init__(self, samples: torch.Tensor, skips: list[torch.Tensor]) -> None:
+    def __init__(self, samples: torch.Tensor) -> None:
         self.count = samples.shape[0]
-        self.skips = skips
         self.done = False
+
+    def per_tile(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N * S, ...)`` as ``(N, S, ...)``."""
+        return x.reshape(-1, self.count, *x.shape[1:])
 
     def repeat(self, x: torch.Tensor) -> torch.Tensor:
         return x.unsqueeze(1).expand(x.shape[0], self.count, *x.shape[1:]).reshape(-1, *x.shape[1:])
@@ -136,7 +166,6 @@ class _Fan:
         if self.done:
             return x
         self.done = True
-        self.skips[:] = [self.repeat(s) for s in self.skips]
         return self.repeat(x)
 
 
@@ -155,17 +184,18 @@ class UNet(FreezableEncoder):
         self.encoder = nn.ModuleList()
         cin = spec.in_channels
         encoder_dropout = spec.dropout if spec.dropout_at == "encoder" else 0.0
+        decoder_dropout = spec.dropout if spec.dropout_at == "decoder" else 0.0
         for width in widths[:-1]:
             self.encoder.append(_Level(cin, width, encoder_dropout, spec.dims))
             cin = width
         self.pools = nn.ModuleList(pool(spec.pool_factors(i)) for i in range(spec.depth))
-        self.bottleneck = _Level(widths[-2], widths[-1], encoder_dropout, spec.dims)
+        self.bottleneck = _Level(widths[-2], widths[-1], encoder_dropout or decoder_dropout, spec.dims)
         self.up = nn.ModuleList()
         self.decoder = nn.ModuleList()
         for level in reversed(range(spec.depth)):
             width, factors = widths[level], spec.pool_factors(level)
             self.up.append(up(width * 2, width, kernel_size=factors, stride=factors))
-            self.decoder.append(_Level(width * 2, width, 0.0, spec.dims))
+            self.decoder.append(_Level(width * 2, width, decoder_dropout, spec.dims))
         self.last_drop = MCDropout(spec.dropout) if spec.dropout_at == "last" and spec.dropout > 0 else None
         self.head = LAYERS[spec.dims][0](widths[0], spec.out_channels, kernel_size=1)
 
@@ -181,20 +211,24 @@ class UNet(FreezableEncoder):
     def forward_samples(self, x: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
         """Monte Carlo logits: ``len(samples)`` samples of each input ``(N, C, ...)``, as
         ``(N * S, K, ...)`` (the samples of the first input first). The part before the first dropout
-        runs once per input (with ``dropout_at="last"`` that is all but the 1x1 head); ``samples``
+        runs once per input (with ``dropout_at="last"`` that is all but the 1x1 head), and so do skip
+        connections made before it (their share of the decoder's first convolutions too); ``samples``
         only gives the count (its values are not used). Dropout must be in Monte Carlo mode."""
         return self._run(x, samples)
 
     def _run(self, x: torch.Tensor, samples: torch.Tensor | None) -> torch.Tensor:
-        skips: list[torch.Tensor] = []
-        fan = _Fan(samples, skips) if samples is not None else None
+        skips: list[tuple[torch.Tensor, bool]] = []  # each with whether it holds the samples
+        fan = _Fan(samples) if samples is not None else None
         for level, pool in zip(self.encoder, self.pools, strict=True):
             x = level(x, fan)
-            skips.append(x)
+            skips.append((x, fan is not None and fan.done))
             x = pool(x)
         x = self.bottleneck(x, fan)
-        for up, level, skip in zip(self.up, self.decoder, reversed(skips), strict=True):
-            x = level(torch.cat([up(x), skip], dim=1), fan)
+        for up, level, (skip, fanned) in zip(self.up, self.decoder, reversed(skips), strict=True):
+            if fan is not None and fan.done and not fanned:
+                x = level.merge(up(x), skip, fan)
+            else:
+                x = level(torch.cat([up(x), skip], dim=1), fan)
         if self.last_drop is not None:
             x = self.last_drop(fan(x) if fan is not None else x)
         elif fan is not None:

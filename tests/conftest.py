@@ -104,5 +104,25 @@ def classified_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
+def randomized_norms():
+    """A function that sets a network's batch-norm statistics and affine parameters far from their
+    initial identity, so that a wrong folding or ordering of them shows in a comparison."""
+
+    def randomize(net):
+        import torch
+
+        with torch.no_grad():
+            for module in net.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.running_mean.uniform_(-1, 1)
+                    module.running_var.uniform_(0.2, 3)
+                    module.weight.uniform_(0.5, 2)
+                    module.bias.uniform_(-1, 1)
+        return net
+
+    return randomize
+
+
+@pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)

@@ -114,3 +114,45 @@ def test_default_halo_makes_tiling_exact_and_padding_matches_torch(depth: int, t
     np.testing.assert_array_equal(tiled, whole)  # bit-identical: every value sees the same inputs
     short, _ = predict_probabilities(runner, image, io, 2 * halo + 8, halo // 2)
     assert np.abs(short - whole).max() > 0  # with half the halo, context is cut (random nets: faintly)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_decoder_dropout_graph_matches_torch_for_any_sample_count(
+    dims: int, tmp_path: Path, randomized_norms
+) -> None:
+    """Decoder dropout: the encoder and the skip halves of the decoder's first convolutions run once
+    per tile and are broadcast to the samples. With dropout switched off every sample of the exported
+    sample-count graph equals torch's deterministic output (dynamic batch, size and sample count)."""
+    from idl.infer.runtime.session import OnnxRunner
+
+    class Samples(torch.nn.Module):
+        def __init__(self, net: UNet2D) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+            return self.net.forward_samples(x, samples)
+
+    torch.manual_seed(dims)
+    net = UNet2D(UNetSpec(depth=2, base_filters=4, dropout_at="decoder", dims=dims))
+    net = randomized_norms(net).eval()
+    spatial = {0: "b", **{2 + i: f"s{i}" for i in range(dims)}}
+    path = tmp_path / "mc.onnx"
+    torch.onnx.export(
+        Samples(net).eval(),  # the exporter restores the wrapper's mode on every submodule
+        (torch.rand(1, 1, *(8,) * dims), torch.zeros(2)),
+        str(path),
+        dynamo=False,
+        input_names=["input", "samples"],
+        output_names=["output"],
+        dynamic_axes={"input": spatial, "samples": {0: "n"}, "output": spatial},
+    )
+    runner = OnnxRunner(path, "cpu")
+    for batch, count, size in ((1, 3, 16), (2, 5, 24)):
+        x = torch.rand(batch, 1, *(size,) * dims)
+        with torch.no_grad():
+            det = net.forward_aligned(x).numpy()
+        got = runner.run_all([x.numpy(), np.zeros(count, np.float32)])[0]
+        assert got.shape == (batch * count, *det.shape[1:])
+        expected = np.repeat(det, count, axis=0)  # the samples of the first input first
+        assert np.abs(got - expected).max() <= 1e-5
