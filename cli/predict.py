@@ -75,6 +75,15 @@ from idl.infer.runtime.session import DEVICES
     "alone, in bits) [default: instantdl; std for regression].",
 )
 @click.option(
+    "--mc-tolerance",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 1, max_open=True),
+    help="Stop drawing Monte Carlo samples for a tile (after at least 6) once its uncertainty map's "
+    "estimated relative error is below this, e.g. 0.3: tiles whose samples agree (background) stop "
+    "early, unsure ones draw all --mc-samples. 0: every tile draws all.",
+)
+@click.option(
     "--tile-size",
     default=None,
     type=click.IntRange(min=8),
@@ -152,6 +161,7 @@ def main(
     tolerance: float,
     mc_samples: int,
     uncertainty_map: str | None,
+    mc_tolerance: float,
     tile_size: int | None,
     overlap: float | None,
     batch_size: int,
@@ -233,6 +243,7 @@ def main(
         on_nonfinite=on_nonfinite,
         overwrite=overwrite,
         uncertainty=uncertainty_map,
+        mc_tolerance=mc_tolerance,
     )
     files = collect_inputs(inputs) if inputs else collect_inputs(next(iter(named.values())))
     request = Request(

@@ -90,3 +90,56 @@ class SampleMoments:
         m1 = self.total / self.count
         variance = np.maximum(self.total_sq / self.count - m1 * m1, 0.0)
         return np.sqrt(variance).mean(axis=0).astype(np.float32)
+
+
+# Fewest samples before a tile may stop early: three per half, so each half's standard deviation and
+# mutual information are estimates of something, not of one or two samples.
+MIN_SAMPLES = 6
+
+
+@dataclass
+class SplitHalves:
+    """Monte Carlo samples of one tile dealt alternately into two halves, so that the Monte Carlo
+    error of the uncertainty map can be estimated from the samples themselves.
+
+    The two halves' maps are independent estimates of the same map; their relative L1 distance
+    ``sum |a - b| / sum (a + b)`` estimates the relative error of the map of all the samples (the
+    difference of two half-size estimates has twice the variance of one, the map of both halves half
+    of it, so the full map's error is about half the halves' distance measured against their mean).
+    A tile stops drawing samples once that error is below a tolerance: tiles whose samples agree
+    (background, confident objects) stop after :data:`MIN_SAMPLES`, unsure tiles draw all of theirs.
+    """
+
+    halves: tuple[SampleMoments, SampleMoments]
+
+    @classmethod
+    def zeros(cls, shape: tuple[int, ...], entropy: bool = False) -> SplitHalves:
+        return cls((SampleMoments.zeros(shape, entropy), SampleMoments.zeros(shape, entropy)))
+
+    @property
+    def count(self) -> int:
+        return self.halves[0].count + self.halves[1].count
+
+    def add(self, samples: np.ndarray) -> None:
+        """Add a stack of samples ``(S, K, ...)``, alternating between the halves."""
+        for sample in samples:
+            self.halves[self.count % 2].add(sample[np.newaxis])
+
+    def combined(self) -> SampleMoments:
+        """The moments of all samples."""
+        a, b = self.halves
+        entropy = None if a.entropy is None or b.entropy is None else a.entropy + b.entropy
+        return SampleMoments(a.total + b.total, a.total_sq + b.total_sq, a.count + b.count, entropy)
+
+    def relative_error(self, name: str) -> float:
+        """Estimated relative L1 error of the map ``name`` of all samples so far (0 when every
+        sample agreed everywhere)."""
+        a, b = (half.map(name).astype(np.float64) for half in self.halves)
+        scale = float((a + b).sum())
+        return float(np.abs(a - b).sum()) / scale if scale > 0 else 0.0
+
+    def settled(self, name: str, tolerance: float) -> bool:
+        """Whether the map needs no more samples: at least :data:`MIN_SAMPLES`, an even count (both
+        halves the same size) and an estimated error within ``tolerance``."""
+        n = self.count
+        return n >= MIN_SAMPLES and n % 2 == 0 and self.relative_error(name) <= tolerance

@@ -35,7 +35,7 @@ from idl.infer.io.lazy import is_lazy, open_channels_last
 from idl.infer.io.omezarr import ZarrSink, image_stem, is_zarr, write_ome_zarr
 from idl.infer.io.places import remove_leftovers
 from idl.infer.io.sinks import ChannelView, TiffSink
-from idl.infer.post.uncertainty import MAPS, SampleMoments
+from idl.infer.post.uncertainty import MAPS, SplitHalves
 from idl.infer.runtime.iospec import IOSpec
 from idl.infer.runtime.model import LoadedModel
 from idl.infer.runtime.session import Runner, Sampler
@@ -43,6 +43,9 @@ from idl.infer.runtime.session import Runner, Sampler
 log = logging.getLogger("idl")
 
 DEFAULT_TILE = {2: 512, 3: 128}
+# Monte Carlo: a tile's samples stop once its map's estimated relative error is below this
+# (docs/benchmarks.md: the AUROC of the map against errors and the samples drawn, per tolerance)
+MC_TOLERANCE = 0.0
 # activation memory per input pixel of idl's depth-4, 16-filter 2D U-Net in ONNX Runtime, from the
 # 8.6 GB reported for one 6000 x 6000 tile; tiles are capped so that an estimate with it stays within a
 # quarter of the memory available
@@ -99,6 +102,9 @@ class PredictOptions:
     on_nonfinite: str = "replace"  # NaN/inf pixels: "replace" (see core.nonfinite) or "error"
     overwrite: bool = False  # predict again inputs whose outputs exist (else they are skipped)
     uncertainty: str | None = None  # Monte Carlo map (post.uncertainty.MAPS); None: the task's own
+    # a tile stops drawing Monte Carlo samples once its map's estimated relative error is below this
+    # (post.uncertainty.SplitHalves); 0: every tile draws all mc_samples
+    mc_tolerance: float = MC_TOLERANCE
 
     @property
     def suffix(self) -> str:
@@ -112,6 +118,8 @@ class PredictOptions:
             raise ValueError("tile size and batch size must be >= 1 and mc samples >= 0")
         if self.mc_samples == 1:
             raise ValueError("Monte Carlo dropout needs at least 2 samples (or 0 to switch it off)")
+        if not 0.0 <= self.mc_tolerance < 1.0:
+            raise ValueError(f"mc_tolerance must be in [0, 1), got {self.mc_tolerance}")
         if self.out_format not in ("tif", "zarr"):
             raise ValueError(f"output format must be tif or zarr, got {self.out_format}")
         if self.uncertainty is not None and self.uncertainty not in MAPS:
@@ -179,6 +187,8 @@ def predict_probabilities(
     mark_nonfinite: bool = False,
     uncertainty_map: str | None = None,
     sample: Sampler | None = None,
+    tolerance: float = 0.0,
+    drawn: list[int] | None = None,
 ) -> tuple[Any, Any]:
     """Run a network over a raw channels-last image (``io.image_axes``), tile by tile.
 
@@ -198,7 +208,9 @@ def predict_probabilities(
     ``batch_size`` samples of a tile per call, running the part before the first dropout once per call;
     without it ``run`` is called on ``batch_size`` copies of the tile. More samples per call are faster
     but hold that many copies of the activations (a U-Net with encoder dropout on a 2048 x 2048 image:
-    10 per call took 0.84x the time and 4.7x the memory of 1, docs/benchmarks.md).
+    10 per call took 0.84x the time and 4.7x the memory of 1, docs/benchmarks.md). With a
+    ``tolerance`` a tile stops early once its map's estimated relative error is within it
+    (:class:`idl.infer.post.uncertainty.SplitHalves`); ``drawn`` collects the samples of every tile.
     """
     spatial, image_axes, batch_axes = io.spatial, io.image_axes, io.batch_axes
     if image.ndim - 1 != len(spatial):
@@ -244,22 +256,26 @@ def predict_probabilities(
         if samples:
             x = network_input(chunk[0])
             owned = (slice(None), slice(None), *chunk[0].owned_in_tile)
-            moments: SampleMoments | None = None
-            for start in range(0, samples, batch_size):
-                n = min(batch_size, samples - start)
+            halves: SplitHalves | None = None
+            while halves is None or halves.count < samples:
+                n = min(batch_size, samples - (halves.count if halves is not None else 0))
                 raw = (
                     sample(x[np.newaxis], n)
                     if sample is not None
                     else run(np.repeat(x[np.newaxis], n, axis=0))
                 )
                 out = apply_ops(head, raw, batch_axes)[owned]
-                if moments is None:
-                    moments = SampleMoments.zeros(out.shape[1:], entropy=spread_name == "mutual-information")
-                moments.add(out)
-            assert moments is not None and uncertainty is not None
+                if halves is None:
+                    halves = SplitHalves.zeros(out.shape[1:], entropy=spread_name == "mutual-information")
+                halves.add(out)
+                if tolerance > 0 and halves.settled(spread_name, tolerance):
+                    break
+            assert halves is not None and uncertainty is not None
+            if drawn is not None:
+                drawn.append(halves.count)
+            moments = halves.combined()
             regions = [moments.mean()]
-            spread = moments.map(spread_name)
-            uncertainty[chunk[0].owned] = spread
+            uncertainty[chunk[0].owned] = moments.map(spread_name)
         else:
             out = network_output(np.stack([network_input(t) for t in chunk]))
             regions = [o[(slice(None), *t.owned_in_tile)] for t, o in zip(chunk, out, strict=True)]
@@ -285,6 +301,15 @@ def predict_probabilities(
         output_axes = "c" + spatial
         output = apply_ops(fit_ops(tail, output, output_axes), output, output_axes).astype(np.float32)
     return output, uncertainty
+
+
+def monte_carlo(model: LoadedModel, options: PredictOptions) -> dict[str, Any]:
+    """The Monte Carlo arguments of :func:`predict_probabilities` for a model and options."""
+    return {
+        "uncertainty_map": options.uncertainty,
+        "sample": model.sampler() if options.mc_samples else None,
+        "tolerance": options.mc_tolerance,
+    }
 
 
 def runs_whole(io: IOSpec, shape: Sequence[int], tile: Sequence[int]) -> bool:
@@ -398,8 +423,7 @@ class Outputs:
                 options.batch_for(model.io),
                 options.mc_samples,
                 options.progress,
-                uncertainty_map=options.uncertainty,
-                sample=model.sampler() if options.mc_samples else None,
+                **monte_carlo(model, options),
             )
         except ValueError as exc:  # tiling arithmetic the checks did not foresee
             raise IdlError(f"cannot tile this image for the model: {exc}") from exc
@@ -559,8 +583,7 @@ def _predict_out_of_core(
             output=ChannelView(values) if k == 1 else values,
             uncertainty_out=uncertainty,
             mark_nonfinite=nonfinite,
-            uncertainty_map=options.uncertainty,
-            sample=model.sampler() if options.mc_samples else None,
+            **monte_carlo(model, options),
         )
         threshold = None
         if outputs.makes_mask:

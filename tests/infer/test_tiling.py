@@ -95,3 +95,28 @@ def test_axis_size_rules() -> None:
     assert all(a.stop == b.start for a, b in zip(tiles, tiles[1:], strict=False))
     tiles = axis_tiles(100, 60, 8, odd)
     assert all(t.size == 60 and t.origin % 8 == 0 for t in tiles[:-1])
+
+
+def test_tiles_whose_samples_agree_stop_early(rng) -> None:
+    """--mc-tolerance: a Monte Carlo network whose samples agree on the left half of the image (the
+    image is 0 there) and scatter on the right: left tiles stop after MIN_SAMPLES, right ones draw all
+    20 (the halves of 20 such samples still differ by more than 10 %); the mean and map are those
+    of the samples each tile drew. Without a tolerance all draw 20."""
+    from idl.infer.post.uncertainty import MIN_SAMPLES
+
+    image = np.zeros((64, 64, 1), np.float32)
+    image[:, 32:] = 1.0
+
+    def noisy(batch: np.ndarray) -> np.ndarray:  # probabilities 0.5 +- 0.3 noise where the input is 1
+        return np.clip(0.1 + batch * (0.4 + 0.3 * rng.standard_normal(batch.shape)), 0, 1).astype(np.float32)
+
+    drawn: list[int] = []
+    mean, spread = predict_probabilities(
+        noisy, image, IO_16, 32, 0, samples=20, uncertainty_map="std", tolerance=0.1, drawn=drawn
+    )
+    assert drawn == [MIN_SAMPLES, 20] * 2  # tiles row by row: left, right
+    assert np.all(spread[:, :32] == 0) and np.allclose(mean[0, :, :32], 0.1)
+    assert spread[:, 32:].min() > 0 and abs(mean[0, :, 32:].mean() - 0.5) < 0.05
+    drawn.clear()
+    predict_probabilities(noisy, image, IO_16, 32, 0, samples=20, uncertainty_map="std", drawn=drawn)
+    assert drawn == [20] * 4

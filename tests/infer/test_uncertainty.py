@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from idl.infer.post.uncertainty import SampleMoments
+from idl.infer.post.uncertainty import MAPS, MIN_SAMPLES, SampleMoments, SplitHalves
 
 
 def test_moments_match_direct_formula_in_chunks(rng) -> None:
@@ -61,3 +61,49 @@ def test_mutual_information_tells_disagreement_from_a_low_confidence_mean() -> N
     single.add(binary.reshape(3, 1, 1).astype(np.float32))
     reference = _entropy(p.mean(axis=1), axis=0) - _entropy(p, axis=0).mean()
     assert abs(single.map("mutual-information")[0] - reference) < 1e-6
+
+
+def test_split_halves_combine_to_the_moments_of_all_samples(rng) -> None:
+    samples = rng.random((9, 2, 8, 8)).astype(np.float32)
+    halves = SplitHalves.zeros((2, 8, 8), entropy=True)
+    halves.add(samples[:4])
+    halves.add(samples[4:])
+    assert [h.count for h in halves.halves] == [5, 4] and halves.count == 9
+    whole = SampleMoments.zeros((2, 8, 8), entropy=True)
+    whole.add(samples)
+    for name in MAPS:
+        np.testing.assert_allclose(halves.combined().map(name), whole.map(name), atol=1e-6)
+    first = SampleMoments.zeros((2, 8, 8))
+    first.add(samples[0::2])  # samples are dealt alternately
+    np.testing.assert_allclose(halves.halves[0].mean(), first.mean(), atol=1e-6)
+
+
+def test_split_half_error_estimates_the_maps_real_error(rng) -> None:
+    """Samples with a known spread per pixel: the estimated relative error of the standard deviation
+    map of n samples is within 30 % of its real relative L1 error (averaged over 40 repetitions), and
+    it shrinks as a standard deviation's does: like 1 / sqrt(2 (k - 1)) for halves of k samples."""
+    true_std = rng.uniform(0.05, 0.3, (1, 32, 32))
+    estimated, real = {}, {}
+    for n in (6, 24):
+        est, err = [], []
+        for _ in range(40):
+            halves = SplitHalves.zeros((1, 32, 32))
+            halves.add(0.5 + true_std * rng.standard_normal((n, 1, 32, 32)))
+            est.append(halves.relative_error("std"))
+            got = halves.combined().map("std")
+            err.append(np.abs(got - true_std[0]).sum() / true_std.sum())
+        estimated[n], real[n] = float(np.mean(est)), float(np.mean(err))
+        assert 0.7 < estimated[n] / real[n] < 1.3, (n, estimated[n], real[n])
+    expected = np.sqrt(2 * (12 - 1)) / np.sqrt(2 * (3 - 1))  # 2.35: halves of 3 and of 12 samples
+    assert 0.85 < estimated[6] / estimated[24] / expected < 1.15
+
+
+def test_agreeing_samples_settle_at_the_minimum_and_unsure_ones_do_not() -> None:
+    sure = SplitHalves.zeros((1, 4, 4), entropy=True)
+    sure.add(np.full((MIN_SAMPLES - 1, 1, 4, 4), 0.9, np.float32))
+    assert not sure.settled("mutual-information", 0.1)  # too few samples
+    sure.add(np.full((1, 1, 4, 4), 0.9, np.float32))
+    assert sure.relative_error("mutual-information") == 0.0 and sure.settled("mutual-information", 0.1)
+    unsure = SplitHalves.zeros((1, 4, 4))
+    unsure.add(np.random.default_rng(0).random((MIN_SAMPLES, 1, 4, 4)).astype(np.float32))
+    assert unsure.relative_error("std") > 0.1 and not unsure.settled("std", 0.1)
