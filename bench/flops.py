@@ -17,7 +17,6 @@ machine's measured fp32 matrix-multiply peak.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _measure import measure  # noqa: E402
+from predict_2d import nuclei_image  # noqa: E402
 
 
 def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
@@ -89,10 +89,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("bench_flops_work"))
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    image = args.work / f"nuclei_{args.size}.tif"
-    if not image.exists():  # the synthetic image of bench/predict_2d.py
-        maker = [sys.executable, str(Path(__file__).parent / "predict_2d.py"), "--child", "image"]
-        subprocess.run([*maker, "--size", str(args.size), "--out", str(image)], check=True)
+    image = nuclei_image(args.size, args.work)  # the synthetic image of bench/predict_2d.py
     onnx_path = args.model / "model.onnx"
     from idl.infer.service.load import load_model
 

@@ -42,6 +42,16 @@ def _child_image(size: int, out: Path) -> None:
     tifffile.imwrite(out, synthetic_nuclei(np.random.default_rng(0), spec)[0])
 
 
+def nuclei_image(size: int, work: Path) -> Path:
+    """``work/nuclei_<size>.tif``, made once by :func:`_child_image` in a child process (also for the
+    other 2D benchmarks, which predict the same image)."""
+    path = work / f"nuclei_{size}.tif"
+    if not path.is_file():
+        cmd = [sys.executable, __file__, "--child", "image", "--size", str(size), "--out", str(path)]
+        subprocess.run(cmd, check=True)
+    return path
+
+
 def _train_quick_model(work: Path) -> Path:
     from idl.infer.datasets.synthetic import write_semantic_project
 
@@ -95,19 +105,7 @@ def main() -> None:
 
     args.work.mkdir(parents=True, exist_ok=True)
     model = args.model or _train_quick_model(args.work)
-    image_path = args.work / f"nuclei_{args.size}.tif"
-    if not image_path.is_file():
-        cmd = [
-            sys.executable,
-            __file__,
-            "--child",
-            "image",
-            "--size",
-            str(args.size),
-            "--out",
-            str(image_path),
-        ]
-        subprocess.run(cmd, check=True)
+    image_path = nuclei_image(args.size, args.work)
 
     def idl_predict(label: str, source: Path, out: str, *extra: str) -> Run:
         """idl-predict on the image into ``work/out`` (``--overwrite``: an earlier run's mask would

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _measure import measure  # noqa: E402
+from predict_2d import nuclei_image  # noqa: E402
 
 # label -> (idl-predict arguments, onnxruntime.SessionOptions attributes)
 SETTINGS: dict[str, tuple[list[str], dict[str, object]]] = {
@@ -83,10 +83,7 @@ def main() -> None:
         _child(json.loads(args.child), rest)
         return
     args.work.mkdir(parents=True, exist_ok=True)
-    image = args.work / f"nuclei_{args.size}.tif"
-    if not image.exists():  # the synthetic image of bench/predict_2d.py
-        maker = [sys.executable, str(Path(__file__).parent / "predict_2d.py"), "--child", "image"]
-        subprocess.run([*maker, "--size", str(args.size), "--out", str(image)], check=True)
+    image = nuclei_image(args.size, args.work)  # the synthetic image of bench/predict_2d.py
     labels = list(SETTINGS)
     if args.only:
         wanted = args.only.split(",")

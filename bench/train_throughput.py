@@ -121,21 +121,23 @@ def timing_hooks(clock: Clock) -> Iterator[None]:
         bar = originals["tqdm"](iterable, *args, file=devnull, **kwargs)
         return bar if iterable is None else TimedIterable(bar, clock)
 
-    def train_epoch(*args: Any, **kwargs: Any) -> float:
-        start = time.perf_counter()
-        try:
-            return originals["train_epoch"](*args, **kwargs)
-        finally:
-            clock.epoch += time.perf_counter() - start
+    def timed(name: str, field: str) -> Callable[..., Any]:
+        """``loop.<name>``, adding its time to ``clock.<field>``."""
 
-    def recompute_batch_norm(*args: Any, **kwargs: Any) -> int:
-        start = time.perf_counter()
-        try:
-            return originals["recompute_batch_norm"](*args, **kwargs)
-        finally:
-            clock.precise_bn += time.perf_counter() - start
+        def call(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return originals[name](*args, **kwargs)
+            finally:
+                setattr(clock, field, getattr(clock, field) + time.perf_counter() - start)
 
-    hooks = {"tqdm": tqdm, "train_epoch": train_epoch, "recompute_batch_norm": recompute_batch_norm}
+        return call
+
+    hooks = {
+        "tqdm": tqdm,
+        "train_epoch": timed("train_epoch", "epoch"),
+        "recompute_batch_norm": timed("recompute_batch_norm", "precise_bn"),
+    }
     for name, hook in hooks.items():
         setattr(loop, name, hook)
     try:

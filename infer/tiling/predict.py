@@ -43,9 +43,6 @@ from idl.infer.runtime.session import Runner, Sampler
 log = logging.getLogger("idl")
 
 DEFAULT_TILE = {2: 512, 3: 128}
-# Monte Carlo: a tile's samples stop once its map's estimated relative error is below this
-# (docs/benchmarks.md: the AUROC of the map against errors and the samples drawn, per tolerance)
-MC_TOLERANCE = 0.0
 # activation memory per input pixel of idl's depth-4, 16-filter 2D U-Net in ONNX Runtime, from the
 # 8.6 GB reported for one 6000 x 6000 tile; tiles are capped so that an estimate with it stays within a
 # quarter of the memory available
@@ -103,8 +100,9 @@ class PredictOptions:
     overwrite: bool = False  # predict again inputs whose outputs exist (else they are skipped)
     uncertainty: str | None = None  # Monte Carlo map (post.uncertainty.MAPS); None: the task's own
     # a tile stops drawing Monte Carlo samples once its map's estimated relative error is below this
-    # (post.uncertainty.SplitHalves); 0: every tile draws all mc_samples
-    mc_tolerance: float = MC_TOLERANCE
+    # (post.uncertainty.SplitHalves); 0: every tile draws all mc_samples (docs/benchmarks.md: the
+    # AUROC and the samples drawn per tolerance)
+    mc_tolerance: float = 0.0
 
     @property
     def suffix(self) -> str:

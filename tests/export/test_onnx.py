@@ -123,15 +123,8 @@ def test_decoder_dropout_graph_matches_torch_for_any_sample_count(
     """Decoder dropout: the encoder and the skip halves of the decoder's first convolutions run once
     per tile and are broadcast to the samples. With dropout switched off every sample of the exported
     sample-count graph equals torch's deterministic output (dynamic batch, size and sample count)."""
+    from idl.export.onnx import _Samples  # the Monte Carlo graph export_onnx writes
     from idl.infer.runtime.session import OnnxRunner
-
-    class Samples(torch.nn.Module):
-        def __init__(self, net: UNet2D) -> None:
-            super().__init__()
-            self.net = net
-
-        def forward(self, x: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
-            return self.net.forward_samples(x, samples)
 
     torch.manual_seed(dims)
     net = UNet2D(UNetSpec(depth=2, base_filters=4, dropout_at="decoder", dims=dims))
@@ -139,7 +132,7 @@ def test_decoder_dropout_graph_matches_torch_for_any_sample_count(
     spatial = {0: "b", **{2 + i: f"s{i}" for i in range(dims)}}
     path = tmp_path / "mc.onnx"
     torch.onnx.export(
-        Samples(net).eval(),  # the exporter restores the wrapper's mode on every submodule
+        _Samples(net).eval(),  # the exporter restores the wrapper's mode on every submodule
         (torch.rand(1, 1, *(8,) * dims), torch.zeros(2)),
         str(path),
         dynamo=False,
