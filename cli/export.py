@@ -80,6 +80,7 @@ def main(
     from idl.infer.core.errors import IdlError
     from idl.infer.io.images import read_channels_last
     from idl.train.checkpoint import load_checkpoint, model_from_checkpoint
+    from idl.train.config import TrainConfig
     from idl.train.pipeline import sample_image
 
     payload = load_checkpoint(checkpoint)
@@ -111,7 +112,7 @@ def main(
         authors=authors,
         settings=payload.get("config", {}),
         metrics=metrics,
-        mc_samples=int(payload.get("config", {}).get("mc_samples", 20)),
+        mc_samples=int(payload.get("config", {}).get("mc_samples", TrainConfig.mc_samples)),
     )
     written = export_package(net, info, det, mc, request, package_path(out_dir, info.name))
     click.echo(f"wrote {written} (passed bioimageio.core test_model)")

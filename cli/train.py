@@ -172,7 +172,7 @@ def _list_option(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option(
     "--uncertainty/--no-uncertainty", default=None, help="Monte Carlo dropout on the test set [default: on]."
 )
-@click.option("--mc-samples", type=click.IntRange(min=2), help="Monte Carlo samples [default: 20].")
+@click.option("--mc-samples", type=click.IntRange(min=2), help="Monte Carlo samples [default: 10].")
 @click.option("--evaluate/--no-evaluate", default=None, help="Evaluate the test set [default: on].")
 @click.option(
     "--tracking-uri", help="MLflow store [default: sqlite:///PROJECT/mlflow.db or $MLFLOW_TRACKING_URI]."

@@ -90,7 +90,7 @@ def describe(model: LoadedModel) -> str:
         lines.append("test metrics: " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items())))
     if model.has_mc:
         dropout = info.dropout if info is not None else "?"
-        lines.append(f"Monte Carlo dropout: available (p = {dropout}); use --mc-samples N (e.g. 20)")
+        lines.append(f"Monte Carlo dropout: available (p = {dropout}); use --mc-samples N (e.g. 10)")
     else:
         lines.append(f"Monte Carlo dropout: not available ({model.mc_missing})")
     return "\n".join(lines)
