@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
 
 from idl.cli.common import interruptible, parse_threshold_option, setup_logging, user_errors
-from idl.infer.runtime.session import DEVICES
+from idl.infer.runtime.session import DEVICES, THREADS_VARIABLE
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -144,7 +145,25 @@ from idl.infer.runtime.session import DEVICES
     help="Predict again images whose outputs exist in --out (by default they are skipped, so a run that "
     "stopped continues where it stopped).",
 )
-@click.option("--device", default="auto", show_default=True, type=click.Choice(DEVICES))
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    type=click.Choice(DEVICES),
+    help="auto: the CUDA provider when ONNX Runtime has it (the [gpu] extra), else the CPU; the provider "
+    "used is printed.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="CPU threads ONNX Runtime uses [default: $IDL_THREADS, else one per core].",
+)
+@click.option(
+    "--tracking-uri",
+    default=None,
+    help="MLflow server for models:/NAME/VERSION [default: $MLFLOW_TRACKING_URI].",
+)
 @click.option("--quiet", is_flag=True, help="Only warnings and errors.")
 @user_errors
 @interruptible(
@@ -175,12 +194,19 @@ def main(
     on_nonfinite: str,
     overwrite: bool,
     device: str,
+    threads: int | None,
+    tracking_uri: str | None,
     quiet: bool,
 ) -> None:
     """Predict INPUT images or folders with MODEL: a PROJECT/model folder, a .onnx file, a
     bioimage.io package (.zip, folder or rdf.yaml) with ONNX weights, ours or anyone's, or a
-    bioimage.io id, DOI or URL (downloaded into the model cache once, then run offline)."""
+    bioimage.io id, DOI or URL (downloaded into the model cache once, then run offline), or a version
+    in an MLflow model registry, models:/NAME/VERSION."""
     setup_logging(quiet)
+    if threads is not None:
+        os.environ[THREADS_VARIABLE] = str(threads)
+    if tracking_uri is not None:
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     from idl.infer.service.load import load_model, locate
     from idl.infer.tiling.predict import PredictOptions, collect_inputs
 

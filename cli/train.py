@@ -184,6 +184,22 @@ def _list_option(ctx: click.Context, param: click.Parameter, value: str | None) 
     "warning) or error (refuse) [default: replace]. See docs/robustness.md.",
 )
 @click.option("--device", type=click.Choice(DEVICES), help="Training device [default: auto].")
+@click.option(
+    "--amp",
+    type=click.Choice(["auto", "bf16", "fp16", "off"]),
+    help="Mixed precision on a CUDA GPU: bf16 where the GPU has it, else fp16 with a gradient scaler; "
+    "a CPU trains in float32 [default: auto].",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    help="Data-loader worker processes [default: up to 4 with a GPU (pinned memory), 0 on a CPU].",
+)
+@click.option(
+    "--registered-model",
+    help="Name under which the validated package is registered in MLflow's model registry "
+    "[default: the model's name, e.g. PROJECT-unet2d].",
+)
 @click.option("--resume", is_flag=True, help="Continue the training saved in PROJECT/model/last.pt.")
 @click.option("--overwrite", is_flag=True, help="Replace a model already trained in PROJECT/model.")
 @click.option("--quiet", is_flag=True, help="Only warnings and errors, no progress bars.")
@@ -203,9 +219,15 @@ def main(
 ) -> None:
     """Train a model on PROJECT/train, then predict and evaluate PROJECT/test with the exported ONNX model.
 
-    PROJECT may be left out when the --config file names it in 'path' (as InstantDL's files do)."""
-    setup_logging(quiet)
+    PROJECT may be left out when the --config file names it in 'path' (as InstantDL's files do).
+
+    Several processes (GPUs, machines) train together when torchrun starts idl-train:
+    torchrun --nproc_per_node 2 $(which idl-train) PROJECT --task semantic"""
     require_training_extras("idl-train")
+    from idl.train.distributed import from_environment
+
+    main_rank = from_environment().main
+    setup_logging(quiet or not main_rank)  # one process speaks for all
     from idl.train.config import ConfigError, project_of_config, resolve_config
     from idl.train.pipeline import train_project
 
@@ -224,6 +246,8 @@ def main(
         )
     config = resolve_config(config_file, dims=int(dims) if dims else None, **options)
     result = train_project(project, config, resume=resume, overwrite=overwrite, progress=not quiet)
+    if not main_rank:
+        return
     click.echo(
         f"model: {result.model_dir} (best epoch {result.state.best_epoch} of {result.state.epoch}; "
         f"{result.onnx.name}{', ' + result.onnx_mc.name if result.onnx_mc else ''})"

@@ -19,6 +19,7 @@ from idl.infer.core.nonfinite import POLICIES as NONFINITE_POLICIES
 from idl.infer.core.normalize import Normalization
 from idl.infer.runtime.session import DEVICES
 from idl.models.unet import DROPOUT_PLACES
+from idl.train.accelerate import AMP_CHOICES
 from idl.train.augment import Augmentation
 from idl.train.augment import resolve as resolve_augmentation
 from idl.train.instantdl import KEYS as INSTANTDL_KEYS
@@ -98,6 +99,9 @@ class TrainConfig:
     mc_samples: int = 10
     evaluate: bool = True
     device: str = "auto"
+    amp: str = "auto"  # mixed precision on CUDA: auto (bf16 if the GPU has it, else fp16), bf16, fp16, off
+    workers: int | None = None  # data-loader processes; None: up to 4 on CUDA, 0 on CPU (train/accelerate.py)
+    registered_model: str | None = None  # MLflow model-registry name of the package; None: the model's name
     # NaN/inf pixels in images: "replace" (ignored by the normalization, 0 for the network) or "error"
     on_nonfinite: str = "replace"
     pretrained: str | None = None
@@ -150,6 +154,8 @@ class TrainConfig:
                 f"dropout_at must be one of {', '.join(DROPOUT_PLACES)}, got '{self.dropout_at}'",
             ),
             (self.patch_z is None or self.patch_z >= 1, "patch_z must be >= 1"),
+            (self.amp in AMP_CHOICES, f"amp must be one of {', '.join(AMP_CHOICES)}, got '{self.amp}'"),
+            (self.workers is None or self.workers >= 0, "workers must be >= 0"),
             (
                 0.0 <= self.val_fraction < 1.0,
                 "val_fraction must be at least 0 (0: no validation) and below 1",
@@ -328,6 +334,7 @@ _KINDS: dict[str, tuple[str, tuple[type, ...]]] = {
             "tile_size",
             "patch_z",
             "instantdl_zoom_px",
+            "workers",
         )
     },
     **{k: ("a number", (int, float)) for k in ("learning_rate", "dropout", "val_fraction", "overlap")},
@@ -348,6 +355,8 @@ _KINDS: dict[str, tuple[str, tuple[type, ...]]] = {
             "model",
             "lr_schedule",
             "dropout_at",
+            "amp",
+            "registered_model",
         )
     },
 }

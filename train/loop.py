@@ -12,10 +12,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from idl.infer.core.errors import IdlError
+from idl.train.distributed import SINGLE, Ranks, share_indices
 from idl.train.losses import LossFn, predicted_classes
 from idl.train.plan import learning_rate_at
 
@@ -51,6 +52,9 @@ class LoopSettings:
     learning_rate: float = 0.0  # 0: leave the optimizer's as it is (no schedule)
     warmup_steps: int = 0
     schedule: str = "trapezoid"  # see idl.train.plan.learning_rate_at
+    amp: str = "off"  # mixed precision on CUDA: "bf16", "fp16" (with a gradient scaler) or "off"
+    workers: int = 0  # data-loader worker processes (0: batches are made in the training process)
+    pin_memory: bool = False  # page-locked batches, copied to the GPU while it computes
 
     @property
     def total_steps(self) -> int:
@@ -81,8 +85,9 @@ def channels_last(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A batch on ``device``, channels-last when it is an image (4D) or volume (5D) batch."""
-    x = x.to(device)
+    """A batch on ``device``, channels-last when it is an image (4D) or volume (5D) batch (copied
+    while the GPU computes when the batch is in pinned memory)."""
+    x = x.to(device, non_blocking=True)
     if x.ndim == 4:
         return x.contiguous(memory_format=torch.channels_last)
     if x.ndim == 5:
@@ -143,6 +148,9 @@ def _standard_loss(loss_fn: LossFn) -> BatchLoss:
     return batch_loss
 
 
+AMP_TYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def train_epoch(
     model: torch.nn.Module,
     loader: DataLoader,
@@ -151,19 +159,25 @@ def train_epoch(
     device: torch.device,
     progress: bool,
     learning_rate: Callable[[int], float] | None = None,
+    amp: str = "off",
 ) -> float:
     """One pass over the epoch's batches; returns the mean loss per sample. ``learning_rate(i)`` sets
-    the step size of the epoch's ``i``-th step."""
+    the step size of the epoch's ``i``-th step. ``amp`` ``bf16``/``fp16``: the forward pass and loss in
+    that precision on CUDA (fp16 with a gradient scaler, so small gradients do not vanish)."""
     model.train()
     total, count = 0.0, 0
+    enabled = amp in AMP_TYPES and device.type == "cuda"
+    scaler = torch.amp.GradScaler(device.type, enabled=enabled and amp == "fp16")
     for i, (x, y) in enumerate(tqdm(loader, unit="batch", leave=False, disable=not progress, desc="train")):
         if learning_rate is not None:
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(i)
         optimizer.zero_grad(set_to_none=True)
-        loss = batch_loss(model, x, y, device)
-        loss.backward()
-        optimizer.step()
+        with torch.autocast(device.type, dtype=AMP_TYPES.get(amp, torch.bfloat16), enabled=enabled):
+            loss = batch_loss(model, x, y, device)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         total += loss.item() * len(x)
         count += len(x)
     return total / count
@@ -223,6 +237,7 @@ def fit(
     device: torch.device,
     on_epoch: Callable[[TrainState, bool], None],
     steps: Steps | None = None,
+    ranks: Ranks = SINGLE,
 ) -> TrainState:
     """Train until ``settings.epochs`` or early stopping; ``on_epoch(state, improved)`` saves and logs.
 
@@ -231,19 +246,32 @@ def fit(
     burn-in (:func:`burn_in_epochs`); without ``validation`` every epoch counts as the best so far,
     so the last one is kept.
     ``steps`` replaces the loss of networks not called as ``loss(model(x), y)``.
+
+    With several ``ranks`` (torchrun) each trains on its part of every global batch
+    (:func:`~idl.train.distributed.share_indices`) through DistributedDataParallel; rank 0 validates
+    and alone calls ``on_epoch``; the losses are averaged over the ranks.
     """
     collate = steps.collate if steps is not None else None
     batch_loss = steps.batch_loss if steps is not None else _standard_loss(loss_fn)
-    bar = tqdm(
-        total=settings.epochs, initial=state.epoch, unit="epoch", disable=not settings.progress, desc="epochs"
-    )
+    trained = ranks.wrap(model, device, unused_parameters=steps is not None)
+    batch_size = ranks.local_batch(settings.batch_size)
+    progress = settings.progress and ranks.main
+    bar = tqdm(total=settings.epochs, initial=state.epoch, unit="epoch", disable=not progress, desc="epochs")
     while not state.finished and state.epoch < settings.epochs:
         started = time.perf_counter()
         train_set.epoch = state.epoch
+        epoch_set = Subset(train_set, share_indices(len(train_set), settings.batch_size, ranks))
         # a last batch of one image breaks batch norm where features are 1 x 1 (small classifiers)
-        single = len(train_set) % settings.batch_size == 1 and len(train_set) > 1
+        single = len(epoch_set) % batch_size == 1 and len(epoch_set) > 1
         loader = DataLoader(
-            train_set, batch_size=settings.batch_size, shuffle=False, drop_last=single, collate_fn=collate
+            epoch_set,
+            batch_size=batch_size,
+            shuffle=False,
+            drop_last=single,
+            collate_fn=collate,
+            num_workers=settings.workers,
+            pin_memory=settings.pin_memory,
+            persistent_workers=False,
         )
         schedule = None
         if settings.learning_rate > 0:
@@ -255,12 +283,15 @@ def fit(
                     first + i, total, settings.learning_rate, settings.warmup_steps, settings.schedule
                 )
 
-        train_loss = train_epoch(model, loader, batch_loss, optimizer, device, settings.progress, schedule)
+        train_loss = ranks.mean(
+            train_epoch(trained, loader, batch_loss, optimizer, device, progress, schedule, settings.amp)
+        )
         if settings.precise_batch_norm:
             model.train()
             recompute_batch_norm(model, itertools.islice(loader, PRECISE_BN_BATCHES), device)
+            ranks.average_buffers(model)
         if validation is not None:
-            val_loss, val_score = validation(model, device)
+            val_loss, val_score = ranks.from_main(lambda: validation(model, device))
         else:
             val_loss, val_score = math.nan, math.nan
         if not (math.isfinite(train_loss) and (validation is None or math.isfinite(val_loss))):
@@ -286,7 +317,8 @@ def fit(
         state.history.append(record)
         if state.bad_epochs >= settings.patience or state.epoch >= settings.epochs:
             state.finished = True
-        on_epoch(state, improved)
+        if ranks.main:
+            on_epoch(state, improved)
         bar.update(1)
         shown = {"loss": f"{train_loss:.4f}"}
         if validation is not None:

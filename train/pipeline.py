@@ -29,6 +29,7 @@ from idl.infer.service.run import predict_and_evaluate as predict_and_evaluate_r
 from idl.infer.tasks.base import Request
 from idl.infer.tasks.registry import task_for
 from idl.infer.tiling.predict import PredictOptions
+from idl.train.accelerate import acceleration
 from idl.train.checkpoint import (
     BEST_NAME,
     LAST_NAME,
@@ -37,6 +38,7 @@ from idl.train.checkpoint import (
     save_checkpoint,
 )
 from idl.train.config import ConfigError, TrainConfig
+from idl.train.distributed import SINGLE, Ranks, from_environment
 from idl.train.loop import LoopSettings, TrainState, channels_last, loader_validation
 from idl.train.loop import fit as fit_loop
 from idl.train.plan import Plan
@@ -184,6 +186,7 @@ class Resolved:
     trainer: Trainer
     start: Start
     replaces: bool  # an earlier model is replaced (--overwrite)
+    ranks: Ranks = SINGLE  # the processes training together (torchrun)
 
     @property
     def model_dir(self) -> Path:
@@ -221,39 +224,59 @@ def train_project(
 
     The stages: :func:`resolve` the settings, :func:`prepare` data and network (the task's
     trainer), :func:`fit` it, :func:`export` the best epoch to ONNX, :func:`evaluate` the test set
-    through the exported graphs, and write the bioimage.io :func:`package`; all logged to MLflow."""
-    run = prepare(resolve(Path(project), config, resume, overwrite), progress)
-    tracker = Tracker(run.resolved.project, run.config.tracking_uri, run.run_id)
+    through the exported graphs, and write the bioimage.io :func:`package`; all logged to MLflow.
+
+    Started by ``torchrun`` (:mod:`idl.train.distributed`), every process trains its part of each
+    batch; rank 0 alone logs, checkpoints, exports, evaluates and packages, and every rank returns
+    its result."""
+    ranks = from_environment()
     try:
-        tracker.log_params(
-            {**run.config.to_dict(), "data": run.setup.info.training, "plan": run.plan.to_dict()}
-        )
-        fit(run, tracker)
-        best, onnx_path, mc_path = export(run, tracker)
-        summary = evaluate(run, tracker)
-        written = package(run, best, onnx_path, mc_path, summary, tracker)
-    except BaseException:
-        tracker.end("FAILED")
-        raise
+        run = prepare(resolve(Path(project), config, resume, overwrite, ranks), progress and ranks.main)
+        tracker = Tracker(run.resolved.project, run.config.tracking_uri, run.run_id) if ranks.main else None
+        try:
+            if tracker is not None:
+                tracker.log_params(
+                    {**run.config.to_dict(), "data": run.setup.info.training, "plan": run.plan.to_dict()}
+                )
+            fit(run, tracker)
+            return ranks.from_main(lambda: _finish(run, tracker))
+        except BaseException:
+            if tracker is not None:
+                tracker.end("FAILED")
+            raise
+    finally:
+        ranks.stop()
+
+
+def _finish(run: Run, tracker: Tracker | None) -> RunResult:
+    """Export, evaluation, package and registration: rank 0's work after training."""
+    assert tracker is not None
+    best, onnx_path, mc_path = export(run, tracker)
+    summary = evaluate(run, tracker)
+    written = package(run, best, onnx_path, mc_path, summary, tracker)
     tracker.end()
     return RunResult(run.model_dir, run.state, onnx_path, mc_path, summary, tracker.run_id, written)
 
 
-def resolve(project: Path, config: TrainConfig, resume: bool, overwrite: bool) -> Resolved:
-    """The task's trainer, the device, the dimensionality, the pretrained weights or the checkpoint
-    being resumed; refuses to replace a model silently."""
+def resolve(
+    project: Path, config: TrainConfig, resume: bool, overwrite: bool, ranks: Ranks = SINGLE
+) -> Resolved:
+    """The task's trainer, the device (this rank's, having joined the process group), the
+    dimensionality, the pretrained weights or the checkpoint being resumed; refuses to replace a
+    model silently."""
     trainer = trainer_for(config.task)
     for folder, role in ((project, "project"), (project / MODEL_DIR, "model")):
         writable_folder(folder, role)  # before the data is read and the network trained
     if config.freeze_encoder and config.pretrained is None:
         raise ConfigError("--freeze-encoder keeps pretrained encoder weights: give --pretrained as well.")
     replaces = _replaces_model(project, resume, overwrite)
-    device = resolve_device(config.device)
+    device = ranks.start(resolve_device(config.device))
     pretrained = read_pretrained(config.pretrained) if config.pretrained and not resume else None
     saved = load_checkpoint(project / MODEL_DIR / LAST_NAME) if resume else None
     if config.dims is None:
         config = replace(config, dims=trainer.dims or detect_dims(project, config.axes))
-    return Resolved(project, config, trainer, Start(device, pretrained, saved), replaces)
+    start = Start(device, pretrained, saved, processes=ranks.world)
+    return Resolved(project, config, trainer, start, replaces, ranks)
 
 
 def prepare(resolved: Resolved, progress: bool) -> Run:
@@ -273,12 +296,15 @@ def prepare(resolved: Resolved, progress: bool) -> Run:
     log.info("%s, device %s", setup.summary, start.device)
 
     report = _transfer_weights(model, start.pretrained) if start.pretrained is not None else None
-    if resolved.replaces:  # only now: the pretrained weights may come from this folder
-        _clear_previous(resolved.project)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    remove_leftovers(model_dir)  # a checkpoint half written when an earlier run was killed
-    if report is not None:
-        write_text(model_dir / PRETRAINED_REPORT, report.table() + "\n")
+    ranks = resolved.ranks
+    if ranks.main:  # the others wait: they must not read a folder being cleared
+        if resolved.replaces:  # only now: the pretrained weights may come from this folder
+            _clear_previous(resolved.project)
+        model_dir.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(model_dir)  # a checkpoint half written when an earlier run was killed
+        if report is not None:
+            write_text(model_dir / PRETRAINED_REPORT, report.table() + "\n")
+    ranks.barrier()
     # tensors the source lacked stay trainable in a frozen encoder, also when the run is resumed
     saved = start.saved
     fresh = {n for n, _ in report.skipped} if report is not None else set((saved or {}).get("fresh", []))
@@ -293,6 +319,10 @@ def prepare(resolved: Resolved, progress: bool) -> Run:
     state, run_id = TrainState(), None
     if saved is not None:
         state, run_id = _resume(saved, setup, model, optimizer, config, model_dir)
+    if ranks.active:  # dropout masks differ between ranks, as they would between samples of a batch
+        torch.manual_seed(config.seed + 1000 * ranks.rank + state.epoch)
+    if not ranks.main:
+        return Run(resolved, config, setup, plan, model, optimizer, state, fresh, run_id, False)
     write_text(model_dir / CONFIG_NAME, json.dumps(config.to_dict(), indent=2))
     write_text(model_dir / PLAN_NAME, plan.to_json())
     if config.save_augmentations:
@@ -332,12 +362,14 @@ def _resume(
     return state, saved.get("mlflow_run_id")
 
 
-def fit(run: Run, tracker: Tracker) -> TrainState:
-    """Train until the budget or early stopping, validating and checkpointing every epoch."""
+def fit(run: Run, tracker: Tracker | None) -> TrainState:
+    """Train until the budget or early stopping, validating and checkpointing every epoch (rank 0,
+    which alone has a ``tracker``)."""
     config, setup, plan, model, model_dir = run.config, run.setup, run.plan, run.model, run.model_dir
     trainer = run.resolved.trainer
 
     def on_epoch(current: TrainState, improved: bool) -> None:
+        assert tracker is not None  # called on rank 0 only
         payload = {
             **model_payload(model, setup.info),
             "config": config.to_dict(),
@@ -371,6 +403,7 @@ def fit(run: Run, tracker: Tracker) -> TrainState:
         learning_rate=plan.learning_rate,
         warmup_steps=plan.warmup_steps,
         schedule=config.lr_schedule,
+        **asdict(acceleration(config, run.resolved.start.device)),
     )
     validation = setup.validation
     if validation is None and setup.val_set is not None:
@@ -387,6 +420,7 @@ def fit(run: Run, tracker: Tracker) -> TrainState:
         run.resolved.start.device,
         on_epoch,
         setup.steps,
+        run.resolved.ranks,
     )
     if validation is None:
         log.info(
@@ -449,7 +483,9 @@ def package(
     except NothingToShow as exc:
         log.warning("no bioimage.io package written: %s", exc)
         return None
-    tracker.log_artifact(written, "model")
+    name = run.config.registered_model or run.setup.info.name
+    tags = {"task": run.config.task, "model": str(run.config.model), "dims": str(run.config.dims)}
+    tracker.register(written, name, summary or {}, tags)
     return written
 
 

@@ -372,13 +372,15 @@ def validation_voxels(
     )
 
 
-def budget_for(device: str, memory_gb: float | None = None) -> Budget:
+def budget_for(device: str, memory_gb: float | None = None, processes: int = 1) -> Budget:
     """The budget of a device kind; a GPU's voxels per step scale with its memory (the table's are
-    for 8 GB, at most 4x more)."""
+    for 8 GB, at most 4x more) and with the number of GPUs training together (``processes``: the
+    batch is the global one, each GPU takes its part). On CPUs the batch stays the one process's,
+    so a run on several CPU processes takes the steps a single process would."""
     budget = BUDGETS[device_kind(device)]
     if device_kind(device) != "cuda" or memory_gb is None:
         return budget
-    scale = float(np.clip(memory_gb / GPU_REFERENCE_GB, 0.5, 4.0))
+    scale = float(np.clip(memory_gb / GPU_REFERENCE_GB, 0.5, 4.0)) * processes
     per_step = {d: int(v * scale) for d, v in budget.voxels_per_step.items()}
     return replace(budget, voxels_per_step=per_step)
 
@@ -391,16 +393,21 @@ def make_plan(
     base_lr: float = 1e-3,
     memory_gb: float | None = None,
     validation_voxels: int = 0,
+    processes: int = 1,
 ) -> Plan:
     """The plan for a U-Net task (segmentation, instance, regression) on ``fp``; ``memory_gb``: the
-    GPU's memory, when training on one; ``validation_voxels``: the voxels one validation predicts,
-    tile overlaps included (:func:`validation_voxels`), counted into the time budget."""
+    GPU's memory, when training on one (``processes`` GPUs: see :func:`budget_for`);
+    ``validation_voxels``: the voxels one validation predicts, tile overlaps included
+    (:func:`validation_voxels`), counted into the time budget."""
     kind = device_kind(device)
-    budget = budget_for(device, memory_gb)
+    budget = budget_for(device, memory_gb, processes)
     sources: dict[str, str] = {}
     anisotropic = _anisotropy(fp, requests, sources)
     depth = _depth(fp, requests, anisotropic, sources)
     patch, batch = _patch(fp, requests, depth, anisotropic, budget, sources)
+    if sources["batch_size"] != "set" and batch % processes:
+        batch += processes - batch % processes  # every process takes an equal part
+        sources["batch_size"] += f", a multiple of {processes} processes"
     step = step_seconds(fp.dims, depth, batch, patch)
     seconds = budget.seconds[f"{fp.dims}d"] * budget.speed
     validation_cost = validation_voxels * US_PER_VALIDATION_VOXEL[fp.dims] / 1e6

@@ -2,7 +2,11 @@
 
 Default store: ``sqlite:///PROJECT/mlflow.db`` with artifacts under ``PROJECT/mlruns`` (MLflow 3 no
 longer starts on a plain ``./mlruns`` file store). ``--tracking-uri`` or ``MLFLOW_TRACKING_URI`` point
-runs at any other store or server.
+runs at any other store or server (a lab's shared ``mlflow server``: README, "A shared tracking server").
+
+Every validated bioimage.io package is also registered in the store's model registry
+(:meth:`Tracker.register`): a new version of the model's name, whose files are the package alone, with
+the test metrics and the task as tags, so ``idl-predict models:/NAME/VERSION`` runs it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 log = logging.getLogger("idl")
 
 EXPERIMENT = "idl"
+REGISTERED_FOLDER = "package"  # the run's artifact folder a registered version points at
 
 
 def default_tracking_uri(project: Path) -> str:
@@ -81,6 +86,30 @@ class Tracker:
             self.mlflow.log_artifacts(str(path), artifact_path=folder or path.name)
         elif path.is_file():
             self.mlflow.log_artifact(str(path), artifact_path=folder)
+
+    def register(self, package: Path, name: str, metrics: dict[str, Any], tags: dict[str, str]) -> str:
+        """Log ``package`` into the run's ``package/`` folder and register that folder as a new version
+        of the registered model ``name`` (created when new); returns the version number."""
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        self.log_artifact(package, REGISTERED_FOLDER)
+        client = MlflowClient()
+        try:
+            client.create_registered_model(name, description="bioimage.io packages written by idl-train")
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        scores = {f"test_{k}": f"{v:.6g}" for k, v in metrics.items() if isinstance(v, float)}
+        version = client.create_model_version(
+            name,
+            f"{self.run.info.artifact_uri}/{REGISTERED_FOLDER}",
+            run_id=self.run_id,
+            tags={**tags, **scores, "package": package.name},
+            description=f"{package.name} from run {self.run_id}",
+        )
+        log.info("registered as models:/%s/%s in %s", name, version.version, self.uri)
+        return str(version.version)
 
     def end(self, status: str = "FINISHED") -> None:
         """End the run and undo ``set_tracking_uri``'s change of the environment, so the next run

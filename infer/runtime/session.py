@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +14,10 @@ from idl.infer.core.errors import ModelError
 log = logging.getLogger("idl")
 
 DEVICES = ("auto", "cpu", "cuda")
+# CPU threads of every session (idl-predict --threads sets it); unset: ONNX Runtime's default, one per
+# physical core, the fastest setting measured (docs/benchmarks.md)
+THREADS_VARIABLE = "IDL_THREADS"
+_reported: set[tuple[str, int]] = set()
 Runner = Callable[[np.ndarray], np.ndarray]
 # Monte Carlo samples of a batch of tiles in one call: (N, C, ...) and a count S -> (N * S, K, ...)
 Sampler = Callable[[np.ndarray, int], np.ndarray]
@@ -27,6 +32,16 @@ ORT_TYPES = {
     "tensor(int32)": np.int32,
     "tensor(int64)": np.int64,
 }
+
+
+def session_threads() -> int:
+    """The CPU threads sessions use: ``$IDL_THREADS``, 0 (ONNX Runtime's default) when unset."""
+    text = os.environ.get(THREADS_VARIABLE, "").strip()
+    if not text:
+        return 0
+    if not text.isdigit():
+        raise ModelError(f"{THREADS_VARIABLE}={text!r}: give a whole number of threads (0: one per core)")
+    return int(text)
 
 
 def choose_providers(device: str, available: list[str]) -> list[str]:
@@ -59,12 +74,20 @@ class OnnxRunner:
         # Memory patterns pre-plan one big block per input shape; without them the arena serves tiles
         # at the same speed with ~75 MB less peak memory (512-px tiles, depth-4 U-Net, measured).
         options.enable_mem_pattern = False
+        threads = session_threads()
+        options.intra_op_num_threads = threads
         try:
             model = path if isinstance(path, bytes) else str(path)
             self.session = ort.InferenceSession(model, options, providers=providers)
         except Exception as exc:
             raise ModelError(f"{label or path}: ONNX Runtime cannot load this model ({exc}).") from exc
         self.label = label or str(path)
+        self.provider = self.session.get_providers()[0]  # what runs it: CUDA may fall back to the CPU
+        if (self.provider, threads) not in _reported:
+            _reported.add((self.provider, threads))
+            on = f"{threads} threads" if threads else "a thread per core"
+            shown = self.provider if "CUDA" in self.provider else f"{self.provider} ({on})"
+            log.info("ONNX Runtime runs the model on %s", shown)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         self.input_names = [i.name for i in inputs]
         self.output_names = [o.name for o in outputs]

@@ -12,16 +12,23 @@ The cache folder is ``--cache DIR``, else ``$IDL_MODEL_CACHE``, else the user ca
 (source, name, version, size, time of download); the key is the id with ``/`` as ``@``
 (``affable-shark@1.2``), ``doi-<DOI>`` or ``url-<hash>-<file name>``. A zip copied there by hand under
 that name is used as it is.
+
+``models:/NAME/VERSION`` is a version in an MLflow model registry (``$MLFLOW_TRACKING_URI`` names the
+server; ``idl-train`` registers every validated package there): its package is downloaded with MLflow
+(the ``[registry]`` extra) and cached as ``mlflow-NAME@VERSION.zip``, a registered version being
+immutable.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
 import re
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +45,7 @@ _URL = re.compile(r"^(https?|ftp)://", re.IGNORECASE)
 _DOI = re.compile(r"^(doi:|https?://(dx\.)?doi\.org/)?(10\.\d{4,}/\S+)$", re.IGNORECASE)
 # affable-shark, affable-shark/1.2, affable-shark/draft
 _ID = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)+(/[\w.]+)?$")
+_REGISTRY = re.compile(r"^models:/([^/@]+)/(\d+)$")
 
 
 def cache_folder(override: Path | None = None) -> Path:
@@ -57,8 +65,9 @@ class RemoteSource:
     """A model named by id, DOI or URL: what bioimageio.spec is given, and its cache key."""
 
     text: str  # as the user wrote it
-    form: str  # "id", "doi" or "url"
-    source: str  # what is resolved: the id, the bare DOI or the URL
+    form: str  # "id", "doi", "url" or "registry" (models:/NAME/VERSION)
+    source: str  # what is resolved: the id, the bare DOI, the URL or the models:/ URI
+    server: str = ""  # registry: the MLflow tracking URI it is fetched from
 
     @property
     def key(self) -> str:
@@ -67,12 +76,23 @@ class RemoteSource:
             return self.source.replace("/", "@")
         if self.form == "doi":
             return "doi-" + re.sub(r"[^\w.-]", "_", self.source)
+        if registered := _REGISTRY.match(self.source):  # versions of the same name on two servers differ
+            server = hashlib.sha256(self.server.encode()).hexdigest()[:8]
+            name = re.sub(r"[^\w.-]", "_", registered.group(1))
+            return f"mlflow-{server}-{name}@{registered.group(2)}"
         name = re.sub(r"[^\w.-]", "_", self.source.rstrip("/").rsplit("/", 1)[-1])[:40]
         return f"url-{hashlib.sha256(self.source.encode()).hexdigest()[:12]}-{name.removesuffix('.zip')}"
 
 
 def remote_source(text: str) -> RemoteSource | None:
-    """``text`` as a bioimage.io id, DOI or URL, or ``None`` when it is none of these."""
+    """``text`` as a bioimage.io id, DOI, URL or MLflow registry version, or ``None`` when it is none of
+    these."""
+    if text.startswith("models:/"):
+        if not _REGISTRY.match(text):
+            raise ModelError(
+                f"{text}: name an MLflow registry model as models:/NAME/VERSION, e.g. models:/nuclei-unet2d/3"
+            )
+        return RemoteSource(text, "registry", text, os.environ.get("MLFLOW_TRACKING_URI", ""))
     if doi := _DOI.match(text.strip()):
         return RemoteSource(text, "doi", doi.group(3))
     if _URL.match(text):
@@ -93,6 +113,10 @@ def fetch(remote: RemoteSource, cache: Path, refresh: bool = False) -> Path:
     if target.is_file() and not refresh:
         log.info("%s: from the cache, %s", remote.text, target)
         return target
+    if remote.form == "registry" and importlib.util.find_spec("mlflow") is None:
+        raise ModelError(
+            f"{remote.text}: models from an MLflow registry need mlflow: pip install 'idl-toolkit[registry]'"
+        )
     writable_folder(cache, "model cache")
     partial = cache / f".{remote.key}.{os.getpid()}.part"
     try:
@@ -121,6 +145,12 @@ def fetch(remote: RemoteSource, cache: Path, refresh: bool = False) -> Path:
 
 def _not_cached(remote: RemoteSource, cache: Path, exc: Exception) -> str:
     reason = " ".join(str(exc).split())[:400]
+    if remote.form == "registry":
+        return (
+            f"'{remote.text}' is not in the model cache ({cache}) and could not be fetched from the MLflow "
+            f"registry at {os.environ.get('MLFLOW_TRACKING_URI') or 'the default tracking URI'}: {reason}\n"
+            "Set MLFLOW_TRACKING_URI (or --tracking-uri) to the server the model was registered on."
+        )
     return (
         f"'{remote.text}' is not in the model cache ({cache}) and could not be downloaded: {reason}\n"
         f"On a computer with internet, run 'idl-predict {remote.text} --download' and copy "
@@ -132,7 +162,10 @@ def _not_cached(remote: RemoteSource, cache: Path, exc: Exception) -> str:
 
 def _download(remote: RemoteSource, partial: Path, cache: Path) -> None:
     """Write the package of ``remote`` as a zip to ``partial``: a zip URL byte by byte, anything else
-    through bioimageio.spec (the description and every file it names)."""
+    through bioimageio.spec (the description and every file it names), a registry version with MLflow."""
+    if remote.form == "registry":
+        _download_registered(remote.source, partial)
+        return
     if remote.form == "url" and remote.source.lower().split("?")[0].endswith(".zip"):
         _download_file(remote.source, partial)
         return
@@ -142,6 +175,28 @@ def _download(remote: RemoteSource, partial: Path, cache: Path) -> None:
     if not os.environ.get("BIOIMAGEIO_CACHE_PATH"):
         settings.cache_path = cache / ".bioimageio"  # bioimageio.spec's file cache, inside ours
     save_bioimageio_package(remote.source, output_path=partial)
+
+
+def _download_registered(uri: str, partial: Path) -> None:
+    """The package zip of the registry version ``uri`` (``idl-train`` registers a folder holding
+    exactly one ``.bioimageio.zip``) moved to ``partial``."""
+    import shutil
+    import tempfile
+
+    # an unreachable server fails after two retries (MLflow's default of seven waits about 4 minutes)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    from mlflow.artifacts import download_artifacts
+
+    with tempfile.TemporaryDirectory(dir=partial.parent, prefix=".registry-") as tmp:
+        folder = Path(download_artifacts(artifact_uri=uri, dst_path=tmp))
+        zips = sorted(folder.rglob("*.zip")) if folder.is_dir() else [folder]
+        if len(zips) != 1 or not zipfile.is_zipfile(zips[0]):
+            raise ModelError(
+                f"{uri}: the registered files are not one bioimage.io package zip "
+                f"({', '.join(p.name for p in zips) or 'none'}); register the package idl-train wrote."
+            )
+        shutil.move(zips[0], partial)
 
 
 def _download_file(url: str, partial: Path) -> None:

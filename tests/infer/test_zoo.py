@@ -156,3 +156,34 @@ def test_local_names_are_not_remote() -> None:
     assert remote_source("model.zip") is None and remote_source("PROJECT/model") is None
     url = remote_source("https://example.org/models/unet.zip")
     assert url is not None and url.form == "url" and url.key.startswith("url-") and url.key.endswith("-unet")
+
+
+def test_registry_versions_are_named_and_cached_per_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    from idl.infer.core.errors import ModelError
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://lab-server:5000")
+    remote = remote_source("models:/nuclei-unet2d/3")
+    assert remote is not None and remote.form == "registry"
+    server = hashlib.sha256(b"http://lab-server:5000").hexdigest()[:8]
+    assert remote.key == f"mlflow-{server}-nuclei-unet2d@3"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://other:5000")
+    assert remote_source("models:/nuclei-unet2d/3").key != remote.key
+    for wrong in ("models:/nuclei-unet2d", "models:/nuclei-unet2d/latest", "models:/a@champion"):
+        with pytest.raises(ModelError, match="name an MLflow registry model as models:/NAME/VERSION"):
+            remote_source(wrong)
+
+
+def test_registry_models_without_mlflow_say_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    found = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else found(name, *a)
+    )
+    monkeypatch.setenv("IDL_MODEL_CACHE", str(tmp_path))
+    result = CliRunner().invoke(predict_cli.main, ["models:/nuclei-unet2d/3", "--info"])
+    assert result.exit_code != 0
+    assert "need mlflow: pip install 'idl-toolkit[registry]'" in result.output
+    assert not list(tmp_path.iterdir())  # nothing half-downloaded

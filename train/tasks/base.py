@@ -38,6 +38,7 @@ class Start:
     device: torch.device
     pretrained: Pretrained | None = None
     saved: dict[str, Any] | None = None
+    processes: int = 1  # training together (torchrun): the plan's batch is the global batch
 
     @property
     def architecture(self) -> dict[str, Any]:

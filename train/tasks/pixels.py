@@ -65,6 +65,7 @@ class PixelTrainer(Trainer):
             str(start.device),
             base_lr=config.resolved_learning_rate,
             memory_gb=gpu_memory(start.device),
+            processes=start.processes,
         )
         plan = planned()
         spec = UNetSpec(depth=plan.depth, dims=dims, anisotropic=plan.anisotropic)
