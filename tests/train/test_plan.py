@@ -186,6 +186,18 @@ def test_gpu_batches_grow_with_its_memory() -> None:
     assert make_plan(_nuclei(), Requests(), "cpu", memory_gb=24) == make_plan(_nuclei(), Requests(), "cpu")
 
 
+def test_several_processes_share_a_global_batch() -> None:
+    one = make_plan(_nuclei(), Requests(), "cuda", memory_gb=8)
+    four = make_plan(_nuclei(), Requests(), "cuda", memory_gb=8, processes=4)
+    assert four.batch_size == 4 * one.batch_size  # every GPU fills its memory
+    # on CPUs the batch stays the single process's, rounded up to a multiple of the processes
+    cpu = make_plan(_nuclei(), Requests(), "cpu")
+    assert make_plan(_nuclei(), Requests(), "cpu", processes=2).batch_size == cpu.batch_size == 4
+    three = make_plan(_nuclei(), Requests(), "cpu", processes=3)
+    assert three.batch_size == 6 and "a multiple of 3 processes" in three.table()
+    assert make_plan(_nuclei(), Requests(batch_size=5), "cpu", processes=3).batch_size == 5  # set: kept
+
+
 def test_the_typical_object_is_where_the_foreground_pixels_are() -> None:
     from idl.train.plan import typical_size
 
