@@ -22,6 +22,8 @@ from idl.train.checkpoint import load_checkpoint
 from idl.train.config import TrainConfig
 from idl.train.distributed import SINGLE, Ranks, from_environment, share_indices
 
+from .conftest import tiny
+
 FLAGS = ["--task", "semantic", "--depth", "2", "--filters", "4", "--image-size", "48", "--batch-size", "4"]
 FLAGS += ["--no-uncertainty", "--quiet", "--seed", "3"]
 
@@ -77,20 +79,7 @@ def test_loader_workers_give_the_batches_of_the_training_process(small_project: 
     for workers in (0, 2):
         project = tmp_path / f"w{workers}"
         shutil.copytree(small_project / "train", project / "train")
-        config = TrainConfig(
-            task="semantic",
-            epochs=2,
-            depth=2,
-            base_filters=4,
-            image_size=48,
-            batch_size=4,
-            steps_per_epoch=3,
-            evaluate=False,
-            uncertainty=False,
-            package=False,
-            workers=workers,
-        )
-        result = train_project(project, config, progress=False)
+        result = train_project(project, tiny(epochs=2, evaluate=False, package=False, workers=workers), False)
         histories.append([h["train_loss"] for h in result.state.history])
     assert histories[0] == histories[1]
 
@@ -124,19 +113,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(small_project: 
 
     single = tmp_path / "single"
     shutil.copytree(small_project, single)
-    config = TrainConfig(
-        task="semantic",
-        epochs=4,
-        depth=2,
-        base_filters=4,
-        image_size=48,
-        batch_size=4,
-        steps_per_epoch=6,
-        uncertainty=False,
-        package=False,
-        seed=3,
-    )
-    one = train_project(single, config, progress=False)
+    one = train_project(single, tiny(epochs=4, steps_per_epoch=6, package=False, seed=3), progress=False)
     double = tmp_path / "double"
     shutil.copytree(small_project, double)
     output = _finish(_torchrun(double, "--epochs", "4", "--steps-per-epoch", "6"))

@@ -19,8 +19,9 @@ from click.testing import CliRunner
 
 from idl.cli import predict as predict_cli
 from idl.infer.io.images import read_image
-from idl.train.config import TrainConfig
 from idl.train.pipeline import train_project
+
+from .conftest import tiny
 
 
 def _free_port() -> int:
@@ -66,20 +67,17 @@ def test_training_logs_to_a_server_and_predicts_from_its_registry(
 ) -> None:
     uri, process = server
     monkeypatch.setenv("IDL_MODEL_CACHE", str(tmp_path / "cache"))
+    # what idl-predict --tracking-uri and the registry download set in this process: restored after
+    for name in (
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+    ):
+        monkeypatch.setenv(name, "recorded")  # the value before this test comes back afterwards
+        monkeypatch.delenv(name)
     project = tmp_path / "nuclei"
     shutil.copytree(small_project, project)
-    config = TrainConfig(
-        task="semantic",
-        epochs=2,
-        depth=2,
-        base_filters=4,
-        image_size=48,
-        batch_size=4,
-        steps_per_epoch=3,
-        uncertainty=False,
-        tracking_uri=uri,
-        registered_model="lab-nuclei",
-    )
+    config = tiny(epochs=2, tracking_uri=uri, registered_model="lab-nuclei")
     result = train_project(project, config, progress=False)
     assert result.package is not None and not (project / "mlflow.db").exists()  # all on the server
 

@@ -1,0 +1,17 @@
+"""The smallest training settings the training tests share (a depth-2 U-Net of 4 filters on 48-px
+patches, a few steps: seconds on a CPU)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from idl.train.config import TrainConfig
+
+TINY: dict[str, Any] = dict(
+    depth=2, base_filters=4, image_size=48, batch_size=4, steps_per_epoch=3, uncertainty=False
+)
+
+
+def tiny(**settings: Any) -> TrainConfig:
+    """A semantic-segmentation config of :data:`TINY`, changed by ``settings``."""
+    return TrainConfig(**{"task": "semantic", **TINY, **settings})
