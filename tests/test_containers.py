@@ -77,6 +77,7 @@ def _runs_as_user_with_entrypoint(dockerfile: Path, command: str) -> None:
     assert json.loads(dict(steps)["ENTRYPOINT"]) == [command]
 
 
+@pytest.mark.containers
 @pytest.mark.slow  # installs idl's inference side into a fresh environment (about a minute)
 def test_inference_image_installs_without_torch_and_stays_small(small_package: Path, tmp_path: Path) -> None:  # noqa: F811
     dockerfile = ROOT / "Dockerfile.infer"
@@ -99,6 +100,7 @@ def test_inference_image_installs_without_torch_and_stays_small(small_package: P
     assert size + SLIM_BASE_MB < INFER_IMAGE_MB
 
 
+@pytest.mark.containers
 @pytest.mark.slow  # installs torch and idl's training side into a fresh environment (minutes)
 def test_training_image_installs_idl_train(tmp_path: Path) -> None:
     dockerfile = ROOT / "Dockerfile.train"

@@ -3,6 +3,8 @@ patches, a few steps: seconds on a CPU)."""
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
 from idl.train.config import TrainConfig
@@ -15,3 +17,11 @@ TINY: dict[str, Any] = dict(
 def tiny(**settings: Any) -> TrainConfig:
     """A semantic-segmentation config of :data:`TINY`, changed by ``settings``."""
     return TrainConfig(**{"task": "semantic", **TINY, **settings})
+
+
+def fresh_copy(project: Path, target: Path) -> Path:
+    """``project``'s images alone (``train/``, ``test/``) at ``target``: the session's projects may
+    already hold a model that a training fixture wrote."""
+    for part in ("train", "test"):
+        shutil.copytree(project / part, target / part)
+    return target

@@ -22,7 +22,7 @@ from idl.train.checkpoint import load_checkpoint
 from idl.train.config import TrainConfig
 from idl.train.distributed import SINGLE, Ranks, from_environment, share_indices
 
-from .conftest import tiny
+from .conftest import fresh_copy, tiny
 
 FLAGS = ["--task", "semantic", "--depth", "2", "--filters", "4", "--image-size", "48", "--batch-size", "4"]
 FLAGS += ["--no-uncertainty", "--quiet", "--seed", "3"]
@@ -112,10 +112,10 @@ def test_two_processes_train_like_one_with_the_same_global_batch(small_project: 
     from idl.train.pipeline import train_project
 
     single = tmp_path / "single"
-    shutil.copytree(small_project, single)
+    fresh_copy(small_project, single)
     one = train_project(single, tiny(epochs=4, steps_per_epoch=6, package=False, seed=3), progress=False)
     double = tmp_path / "double"
-    shutil.copytree(small_project, double)
+    fresh_copy(small_project, double)
     output = _finish(_torchrun(double, "--epochs", "4", "--steps-per-epoch", "6"))
     assert output.count("bioimage.io package (validated)") == 1  # rank 0 alone speaks
     saved = load_checkpoint(double / "model" / "last.pt")
@@ -136,7 +136,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(small_project: 
 @pytest.mark.slow
 def test_a_killed_distributed_run_resumes_to_completion(small_project: Path, tmp_path: Path) -> None:
     project = tmp_path / "p"
-    shutil.copytree(small_project, project)
+    fresh_copy(small_project, project)
     # epochs of about a second: the kill comes after one, well before the last
     args = ["--epochs", "5", "--steps-per-epoch", "30", "--image-size", "96", "--no-package", "--no-evaluate"]
     process = _torchrun(project, *args)

@@ -4,7 +4,6 @@ logged there, its package registered, and ``idl-predict models:/NAME/VERSION``."
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -21,7 +20,7 @@ from idl.cli import predict as predict_cli
 from idl.infer.io.images import read_image
 from idl.train.pipeline import train_project
 
-from .conftest import tiny
+from .conftest import fresh_copy, tiny
 
 
 def _free_port() -> int:
@@ -76,7 +75,7 @@ def test_training_logs_to_a_server_and_predicts_from_its_registry(
         monkeypatch.setenv(name, "recorded")  # the value before this test comes back afterwards
         monkeypatch.delenv(name)
     project = tmp_path / "nuclei"
-    shutil.copytree(small_project, project)
+    fresh_copy(small_project, project)
     config = tiny(epochs=2, tracking_uri=uri, registered_model="lab-nuclei")
     result = train_project(project, config, progress=False)
     assert result.package is not None and not (project / "mlflow.db").exists()  # all on the server
