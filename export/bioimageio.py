@@ -649,8 +649,8 @@ def export_package(
         workdir = Path(tmp)
         descr = build_description(net, info, onnx_path, mc_path, request, workdir)
         staged = workdir / out_path.name
-        # stored, not deflated: weights shrink by a few per cent and deflating a Mask R-CNN's three
-        # weight files took 22 s of its package's 77
+        # stored, not deflated: deflating shrinks weights by about 7 % (the demo U-Net's package: 6.7
+        # MB stored, 6.0 deflated) and took 22 s of a Mask R-CNN package's 77 (its three weight files)
         save_bioimageio_package(descr, output_path=staged, compression=zipfile.ZIP_STORED)
         validation = validate_package(staged, _every_size(net, info), weight_formats(net))
         staged.replace(out_path)
