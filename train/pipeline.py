@@ -485,7 +485,10 @@ def package(
         return None
     name = run.config.registered_model or run.setup.info.name
     tags = {"task": run.config.task, "model": str(run.config.model), "dims": str(run.config.dims)}
-    tracker.register(written, name, summary or {}, tags)
+    try:
+        tracker.register(written, name, summary or {}, tags)
+    except Exception as exc:  # a store without a registry, or a server that refuses: the model is kept
+        log.warning("the package was not registered in MLflow's model registry (%s): %s", tracker.uri, exc)
     return written
 
 

@@ -38,3 +38,25 @@ def test_second_project_in_one_process_gets_its_own_store(tmp_path) -> None:
         tracker.end()
         assert (tmp_path / name / "mlflow.db").is_file(), name
     assert "MLFLOW_TRACKING_URI" not in os.environ
+
+
+def test_a_registry_that_refuses_leaves_the_trained_model_and_warns(
+    small_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from idl.train.pipeline import train_project
+
+    from .conftest import fresh_copy, tiny
+
+    def refuse(self, *args, **kwargs):
+        raise MlflowException("model registry functionality is unavailable")
+
+    monkeypatch.setattr(MlflowClient, "create_model_version", refuse)
+    project = fresh_copy(small_project, tmp_path / "p")
+    with caplog.at_level("WARNING", logger="idl"):
+        result = train_project(project, tiny(epochs=1, evaluate=False), progress=False)
+    assert result.package is not None and result.package.is_file()
+    assert "the package was not registered in MLflow's model registry" in caplog.text
+    assert "model registry functionality is unavailable" in caplog.text
