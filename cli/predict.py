@@ -207,6 +207,7 @@ def main(
         os.environ[THREADS_VARIABLE] = str(threads)
     if tracking_uri is not None:
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    from idl.cli.registry import registry_download
     from idl.infer.service.load import load_model, locate
     from idl.infer.tiling.predict import PredictOptions, collect_inputs
 
@@ -220,9 +221,9 @@ def main(
             raise click.UsageError(
                 f"{model} is a local file or folder; --download takes a bioimage.io id, DOI or URL"
             )
-        click.echo(f"{model}: cached as {locate(model, cache_dir, refresh=True)}")
+        click.echo(f"{model}: cached as {locate(model, cache_dir, True, registry_download())}")
         return
-    path = locate(model, cache_dir)
+    path = locate(model, cache_dir, registry=registry_download())
     if show_info:
         from idl.infer.service.describe import describe
 

@@ -57,6 +57,7 @@ def acceleration(
     elif amp == "bf16" and not bf16:
         log.warning("this GPU does not compute in bfloat16: --amp fp16 (with a gradient scaler) instead")
         amp = "fp16"
-    cpus = cpus if cpus is not None else len(os.sched_getaffinity(0))
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     workers = config.workers if config.workers is not None else min(MAX_AUTO_WORKERS, max(cpus - 1, 0))
     return Acceleration(amp, workers, True)

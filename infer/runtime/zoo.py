@@ -14,21 +14,21 @@ The cache folder is ``--cache DIR``, else ``$IDL_MODEL_CACHE``, else the user ca
 that name is used as it is.
 
 ``models:/NAME/VERSION`` is a version in an MLflow model registry (``$MLFLOW_TRACKING_URI`` names the
-server; ``idl-train`` registers every validated package there): its package is downloaded with MLflow
-(the ``[registry]`` extra) and cached as ``mlflow-NAME@VERSION.zip``, a registered version being
-immutable.
+server; ``idl-train`` registers every validated package there): its package is downloaded by the
+``registry`` function the caller passes (``idl-predict`` passes MLflow's, from the ``[registry]``
+extra: this layer never imports mlflow) and cached as ``mlflow-SERVER-NAME@VERSION.zip``, a registered
+version being immutable.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import logging
 import os
 import re
 import time
-import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,21 +106,32 @@ def cached_path(remote: RemoteSource, cache: Path) -> Path:
     return cache / f"{remote.key}.zip"
 
 
-def fetch(remote: RemoteSource, cache: Path, refresh: bool = False) -> Path:
+# writes the package zip of a models:/NAME/VERSION URI to a path (idl.cli.registry.download_registered)
+RegistryDownload = Callable[[str, Path], None]
+
+
+def fetch(
+    remote: RemoteSource, cache: Path, refresh: bool = False, registry: RegistryDownload | None = None
+) -> Path:
     """The cached package zip of ``remote``; downloaded (and checked) first when it is not cached or
-    ``refresh`` is set. Offline and not cached: a :class:`ModelError` naming the cache folder."""
+    ``refresh`` is set (a registry version by ``registry``). Offline and not cached: a
+    :class:`ModelError` naming the cache folder."""
     target = cached_path(remote, cache)
     if target.is_file() and not refresh:
         log.info("%s: from the cache, %s", remote.text, target)
         return target
-    if remote.form == "registry" and importlib.util.find_spec("mlflow") is None:
+    if remote.form == "registry" and registry is None:
         raise ModelError(
             f"{remote.text}: models from an MLflow registry need mlflow: pip install 'idl-toolkit[registry]'"
         )
     writable_folder(cache, "model cache")
     partial = cache / f".{remote.key}.{os.getpid()}.part"
     try:
-        _download(remote, partial, cache)
+        if remote.form == "registry":
+            assert registry is not None
+            registry(remote.source, partial)
+        else:
+            _download(remote, partial, cache)
         check_zip(partial)
         descr, _ = read_description(partial)
     except ModelError as exc:
@@ -162,10 +173,7 @@ def _not_cached(remote: RemoteSource, cache: Path, exc: Exception) -> str:
 
 def _download(remote: RemoteSource, partial: Path, cache: Path) -> None:
     """Write the package of ``remote`` as a zip to ``partial``: a zip URL byte by byte, anything else
-    through bioimageio.spec (the description and every file it names), a registry version with MLflow."""
-    if remote.form == "registry":
-        _download_registered(remote.source, partial)
-        return
+    through bioimageio.spec (the description and every file it names)."""
     if remote.form == "url" and remote.source.lower().split("?")[0].endswith(".zip"):
         _download_file(remote.source, partial)
         return
@@ -175,28 +183,6 @@ def _download(remote: RemoteSource, partial: Path, cache: Path) -> None:
     if not os.environ.get("BIOIMAGEIO_CACHE_PATH"):
         settings.cache_path = cache / ".bioimageio"  # bioimageio.spec's file cache, inside ours
     save_bioimageio_package(remote.source, output_path=partial)
-
-
-def _download_registered(uri: str, partial: Path) -> None:
-    """The package zip of the registry version ``uri`` (``idl-train`` registers a folder holding
-    exactly one ``.bioimageio.zip``) moved to ``partial``."""
-    import shutil
-    import tempfile
-
-    # an unreachable server fails after two retries (MLflow's default of seven waits about 4 minutes)
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-    from mlflow.artifacts import download_artifacts
-
-    with tempfile.TemporaryDirectory(dir=partial.parent, prefix=".registry-") as tmp:
-        folder = Path(download_artifacts(artifact_uri=uri, dst_path=tmp))
-        zips = sorted(folder.rglob("*.zip")) if folder.is_dir() else [folder]
-        if len(zips) != 1 or not zipfile.is_zipfile(zips[0]):
-            raise ModelError(
-                f"{uri}: the registered files are not one bioimage.io package zip "
-                f"({', '.join(p.name for p in zips) or 'none'}); register the package idl-train wrote."
-            )
-        shutil.move(zips[0], partial)
 
 
 def _download_file(url: str, partial: Path) -> None:

@@ -10,18 +10,24 @@ import onnxruntime as ort
 from idl.infer.runtime.model import LoadedModel, is_package, load_onnx_model
 from idl.infer.runtime.package import load_package
 from idl.infer.runtime.session import choose_providers
-from idl.infer.runtime.zoo import cache_folder, fetch, remote_source
+from idl.infer.runtime.zoo import RegistryDownload, cache_folder, fetch, remote_source
 from idl.infer.tasks.registry import kind_of
 
 
-def locate(model: str | Path, cache: Path | None = None, refresh: bool = False) -> Path:
+def locate(
+    model: str | Path,
+    cache: Path | None = None,
+    refresh: bool = False,
+    registry: RegistryDownload | None = None,
+) -> Path:
     """The local file or folder of ``model``: itself when it exists, else the cached package of a
-    bioimage.io id, DOI or URL (downloaded first when not cached, or always with ``refresh``)."""
+    bioimage.io id, DOI or URL (downloaded first when not cached, or always with ``refresh``), or of a
+    models:/NAME/VERSION URI, which ``registry`` downloads (see :mod:`idl.infer.runtime.zoo`)."""
     path = Path(model)
     remote = None if path.exists() else remote_source(str(model))
     if remote is None:
         return path
-    return fetch(remote, cache_folder(cache), refresh=refresh)
+    return fetch(remote, cache_folder(cache), refresh=refresh, registry=registry)
 
 
 def load_model(model: str | Path, device: str = "auto", cache: Path | None = None) -> LoadedModel:
