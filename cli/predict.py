@@ -251,10 +251,13 @@ def main(
         raise click.UsageError("--out DIR is required to predict")
     if mc_samples == 1:
         raise click.BadParameter("use 0 (off) or at least 2 samples", param_hint="--mc-samples")
+    from idl.infer.io.places import check_apart
     from idl.infer.service.run import predict_and_evaluate
     from idl.infer.tasks.base import Request
     from idl.infer.tasks.registry import task_for
 
+    given = [*inputs, *(p for paths in named.values() for p in paths)]
+    check_apart(out_dir, given, gt_dir)  # before the model is even opened
     loaded = load_model(path, device)
     if named and loaded.tensors is None:
         raise click.UsageError("this model has one input: give its images as INPUT, not --input NAME=PATH")

@@ -67,3 +67,43 @@ def remove_leftovers(folder: Path) -> int:
     if removed:
         log.info("%s: removed %d unfinished file(s) of an interrupted run", folder, removed)
     return removed
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """True when ``path`` is ``folder`` or lies anywhere under it."""
+    return path == folder or folder in path.parents
+
+
+def check_apart(
+    out: Path,
+    inputs: list[Path] | tuple[Path, ...] = (),
+    groundtruth: Path | None = None,
+    role: str = "--out",
+) -> None:
+    """Refuse an output folder that would mix with what the user gave to be read, before any work:
+    ``out`` must not be, hold or lie inside a folder given as input or as ground truth, nor be the
+    folder of an input file. Otherwise a prediction can replace an input image of the same name, or
+    an input or ground-truth file be taken for a prediction (symbolic links resolved)."""
+    where = out.resolve()
+    folders: list[tuple[Path, str]] = []
+    for item in inputs:
+        item = Path(item)
+        if item.is_dir() and item.suffix.lower() != ".zarr":
+            folders.append((item, "an input folder"))
+        elif where == item.resolve().parent:
+            raise DataError(
+                f"{role} {out} is the folder of the input {item}: predictions written there could replace "
+                "the inputs or be read as inputs. Choose another output folder."
+            )
+    if groundtruth is not None:
+        groundtruth = Path(groundtruth)
+        folder = groundtruth if groundtruth.is_dir() else groundtruth.parent  # groundtruth.csv: its folder
+        folders.append((folder, "the ground-truth folder"))
+    for folder, what in folders:
+        given = folder.resolve()
+        if _inside(where, given) or _inside(given, where):
+            relation = "is" if where == given else ("lies inside" if _inside(where, given) else "holds")
+            raise DataError(
+                f"{role} {out} {relation} {what} {folder}: outputs written there could replace the files "
+                "given to be read, or be read as them. Choose an output folder apart from both."
+            )

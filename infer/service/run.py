@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from idl.infer.io.places import writable_folder
+from idl.infer.io.places import check_apart, writable_folder
 from idl.infer.tasks.base import Request, Summary
 from idl.infer.tasks.registry import task_for
 
@@ -19,6 +19,11 @@ def predict_and_evaluate(request: Request) -> tuple[Path, Summary | None]:
     predictions. Returns what the evaluation read (the predictions'
     folder, or classification's ``results.csv``) and the summary (``None`` without evaluation)."""
     task = task_for(request.model)
+    gt = request.groundtruth if isinstance(request.groundtruth, Path) else None
+    inputs = [*request.files, *(p for paths in (request.named_inputs or {}).values() for p in paths)]
+    check_apart(request.out_dir, inputs, gt)  # an input or ground truth is never replaced or re-read
+    if gt is not None:
+        check_apart(request.evaluation, inputs, gt, "the evaluation folder")
     writable_folder(request.out_dir)  # before any work: a folder we can write into
     if request.groundtruth is not None:
         writable_folder(request.evaluation, "evaluation")

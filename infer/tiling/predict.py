@@ -34,6 +34,7 @@ from idl.infer.io.images import atomic_path, read_channels_last, read_image, wri
 from idl.infer.io.lazy import is_lazy, open_channels_last
 from idl.infer.io.omezarr import ZarrSink, image_stem, is_zarr, write_ome_zarr
 from idl.infer.io.places import remove_leftovers
+from idl.infer.io.record import OutputRecord, claim
 from idl.infer.io.sinks import ChannelView, TiffSink
 from idl.infer.post.uncertainty import MAPS, SplitHalves
 from idl.infer.runtime.iospec import IOSpec
@@ -58,17 +59,21 @@ def available_memory() -> int | None:
         return None
 
 
-def bounded_tile(tile: int, shape: Sequence[int], batch: int, available: int | None) -> int:
+def bounded_tile(
+    tile: int, shape: Sequence[int], batch: int, available: int | None, minimum: int = 64
+) -> int:
     """``tile``, or the largest side whose estimated activation memory (``BYTES_PER_PIXEL`` per
     pixel of a batch of tiles, each no larger than the image) fits ``MEMORY_SHARE`` of ``available``
-    bytes, with a warning; a huge ``--tile-size`` would otherwise exhaust memory or ONNX Runtime."""
+    bytes, with a warning; a huge ``--tile-size`` would otherwise exhaust memory or ONNX Runtime.
+    Never below ``minimum`` (the smallest tile the model's halo allows: :func:`check_batch` has
+    refused a batch that does not fit even there)."""
     if available is None:
         return tile
     budget = MEMORY_SHARE * available
     need = batch * BYTES_PER_PIXEL * math.prod(min(tile, n) for n in shape)
     if need <= budget:
         return tile
-    side = max(64, int((budget / (batch * BYTES_PER_PIXEL)) ** (1 / len(shape))))
+    side = max(minimum, 64, int((budget / (batch * BYTES_PER_PIXEL)) ** (1 / len(shape))))
     if side >= tile:
         return tile
     log.warning(
@@ -129,10 +134,18 @@ class PredictOptions:
         """Tiles per network call: ``batch_size``, within what the network accepts."""
         return min(self.batch_size, io.max_batch) if io.max_batch else self.batch_size
 
-    def bounded_tile(self, io: IOSpec, shape: Sequence[int]) -> int:
+    def memory_batch(self, io: IOSpec) -> int:
+        """Tiles held at once in a network call: the batch, or with Monte Carlo sampling the samples
+        of one tile drawn per call."""
+        batch = self.batch_for(io)
+        return min(batch, self.mc_samples) if self.mc_samples else batch
+
+    def bounded_tile(self, io: IOSpec, shape: Sequence[int], minimum: int = 64) -> int:
         """The tile side for an image of ``shape``, capped by the memory available
-        (:func:`bounded_tile`)."""
-        return bounded_tile(self.tile_for(len(io.spatial)), shape, self.batch_for(io), available_memory())
+        (:func:`bounded_tile`), never below ``minimum``."""
+        return bounded_tile(
+            self.tile_for(len(io.spatial)), shape, self.memory_batch(io), available_memory(), minimum
+        )
 
     def tile_for(self, dims: int) -> int:
         """Tile side for 2D or 3D images."""
@@ -397,6 +410,36 @@ def _halos(model: LoadedModel, options: PredictOptions, tile: int) -> tuple[int,
     return tuple(options.halo(h, tile) for h in declared)
 
 
+def smallest_tile_for(model: LoadedModel, options: PredictOptions) -> int:
+    """The smallest tile side (halo on both sides of an owned region) the model allows on every
+    axis, with the halos of the default tile."""
+    io = model.io
+    halos = _halos(model, options, options.tile_for(len(io.spatial)))
+    return max(smallest_tile(h, io.sizes[a]) for a, h in zip(io.spatial, halos, strict=True))
+
+
+def check_batch(model: LoadedModel, options: PredictOptions, available: int | None = None) -> None:
+    """Before any work: refuse a ``--batch-size`` whose tiles do not fit the memory even at the
+    smallest tile the model allows (else every image would fail, one by one, with advice about
+    the tile size that the memory cap then undoes)."""
+    available = available_memory() if available is None else available
+    if available is None:
+        return
+    io, batch = model.io, options.memory_batch(model.io)
+    side = smallest_tile_for(model, options)
+    per_tile = BYTES_PER_PIXEL * side ** len(io.spatial)
+    budget = MEMORY_SHARE * available
+    if batch * per_tile <= budget:
+        return
+    fits = max(1, int(budget // per_tile))
+    raise IdlError(
+        f"--batch-size {options.batch_size} is too large for this machine: {batch} tile(s) per call need "
+        f"about {batch * per_tile / 2**30:.1f} GB for the network's activations even at the smallest "
+        f"tile the model allows ({side} px), more than a quarter of the {available / 2**30:.1f} GB "
+        f"available. Use --batch-size {fits} or less."
+    )
+
+
 class Outputs:
     """What the tiled runner makes of a network's output and writes: by default the output as it is
     (a package's post-processed output, regression values). A task replaces it (see
@@ -455,7 +498,7 @@ def predict_image(model: LoadedModel, image: np.ndarray, options: PredictOptions
     instance labels); other packages give their post-processed output, and ``mask`` is ``None``.
     """
     io = model.io
-    tile = options.bounded_tile(io, image.shape[:-1])
+    tile = options.bounded_tile(io, image.shape[:-1], smallest_tile_for(model, options))
     halos = _halos(model, options, tile)
     _check_tiles(io, image.shape[:-1], tile, halos)
     result = outputs_of(model).predict(model, image, options, tile, halos)
@@ -566,7 +609,7 @@ def _predict_out_of_core(
         if options.mc_samples:
             uncertainty = sink(out_dir / UNCERTAINTY_DIR / f"{name}{ext}", shape, np.float32)
             sinks.append(uncertainty)
-        tile = options.bounded_tile(io, shape)
+        tile = options.bounded_tile(io, shape, smallest_tile_for(model, options))
         halos = _halos(model, options, tile)
         _check_tiles(io, shape, tile, halos)
         predict_probabilities(
@@ -654,9 +697,17 @@ def predict_files(
     written, failures, outputs = [], [], outputs_of(model)
     for folder in (out_dir, *(out_dir / sub for sub in (UNCERTAINTY_DIR, PROBABILITY_DIR, OBJECTS_DIR))):
         remove_leftovers(folder)  # what a killed run left
+    record = OutputRecord.read(out_dir)
+    planned = {
+        image_stem(p): (p, expected_outputs(out_dir, image_stem(p), options, outputs, save_probabilities))
+        for p in inputs
+    }
+    claim(record, planned, model.label, options.overwrite)
+    check_batch(model, options)
     for path in tqdm(inputs, unit="image", disable=not options.progress or len(inputs) < 2):
-        done = expected_outputs(out_dir, image_stem(path), options, outputs, save_probabilities)
-        if not options.overwrite and all(p.exists() for p in done):
+        stem = image_stem(path)
+        done = planned[stem][1]
+        if not options.overwrite and record.finished(stem, done, path, model.label):
             log.info(
                 "%s: already predicted (%s), skipped; pass --overwrite to predict it again",
                 path.name,
@@ -665,7 +716,9 @@ def predict_files(
             written.append(done[0])
             continue
         try:
+            record.start(stem, done, path, model.label)
             written.append(_predict_file(model, path, out_dir, options, axes, save_probabilities, outputs))
+            record.finish(stem, done, path, model.label)
         except ModelError:
             raise
         except IdlError as exc:

@@ -1,0 +1,171 @@
+"""The record of what idl wrote into an output folder, so that a re-run skips only its own work.
+
+A file with the right name is not proof of a prediction: it may be the user's input, their ground
+truth, or the output of another model or of another image of the same name. Every batch driver
+therefore appends to ``OUT/.idl-outputs.jsonl`` one line when it starts writing an item's outputs
+and one when they are complete, with the input it read, the model that predicted it and each
+output's size. "Already predicted" means: recorded complete, from the same input and model, and
+every output still there with its recorded size. A file that the record does not name is not
+idl's, and is replaced only with ``--overwrite``.
+
+Lines are appended (a folder of 200 000 predictions costs no rewrite per image) and flushed; a line
+cut off by a killed run is ignored when the record is read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from idl.infer.core.errors import DataError
+
+log = logging.getLogger("idl")
+
+RECORD_NAME = ".idl-outputs.jsonl"
+
+
+def is_prediction_folder(folder: Path) -> bool:
+    """True when idl has written predictions into ``folder`` (it holds a record)."""
+    return (Path(folder) / RECORD_NAME).is_file()
+
+
+def _input_key(path: Path) -> dict[str, object]:
+    """What identifies an input: its resolved path and size (a changed or other image differs)."""
+    path = Path(path)
+    size = path.stat().st_size if path.is_file() else None
+    return {"path": str(path.resolve()), "size": size}
+
+
+@dataclass
+class Entry:
+    """The last recorded state of one item's outputs."""
+
+    outputs: dict[str, int | None]  # path relative to the folder -> size when complete
+    source: dict[str, object]
+    model: str
+    complete: bool
+
+
+@dataclass
+class OutputRecord:
+    """The record of one output folder (:data:`RECORD_NAME`)."""
+
+    folder: Path
+    entries: dict[str, Entry] = field(default_factory=dict)
+    owned: set[str] = field(default_factory=set)  # every output path it ever named
+
+    @classmethod
+    def read(cls, folder: Path) -> OutputRecord:
+        """The folder's record (empty when there is none); cut-off or foreign lines are skipped."""
+        record = cls(Path(folder))
+        path = record.folder / RECORD_NAME
+        if not path.is_file():
+            return record
+        with path.open(encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                try:
+                    item = json.loads(line)
+                    entry = Entry(
+                        dict(item["outputs"]),
+                        dict(item["input"]),
+                        str(item["model"]),
+                        item["state"] == "done",
+                    )
+                except (ValueError, KeyError, TypeError):
+                    continue  # the last line of a killed run, or not ours
+                record.entries[str(item["item"])] = entry
+                record.owned.update(entry.outputs)
+        return record
+
+    def _relative(self, path: Path) -> str:
+        return Path(os.path.relpath(path, self.folder)).as_posix()
+
+    def owns(self, path: Path) -> bool:
+        """Whether idl wrote (or began to write) ``path``."""
+        return self._relative(path) in self.owned
+
+    def finished(self, item: str, outputs: Sequence[Path], source: Path, model: str) -> bool:
+        """Whether ``item``'s ``outputs`` are complete from ``source`` predicted by ``model``, each
+        still there with its recorded size."""
+        entry = self.entries.get(item)
+        if entry is None or not entry.complete or entry.model != model:
+            return False
+        if entry.source != _input_key(source):
+            return False
+        for path in outputs:
+            size = entry.outputs.get(self._relative(path), -1)
+            if size == -1 or not path.exists() or (path.is_file() and path.stat().st_size != size):
+                return False
+        return True
+
+    def conflict(self, item: str, source: Path, model: str) -> str:
+        """Why ``item``'s recorded outputs are not those of ``source`` and ``model`` (empty: they
+        are, or there are none)."""
+        entry = self.entries.get(item)
+        if entry is None:
+            return ""
+        if entry.source.get("path") != str(Path(source).resolve()):
+            return f"the input {entry.source.get('path')}"
+        if entry.model != model:
+            return f"the model {entry.model}"
+        return ""
+
+    def _append(self, item: str, outputs: Sequence[Path], source: Path, model: str, state: str) -> None:
+        sizes = {
+            self._relative(p): (p.stat().st_size if state == "done" and p.is_file() else None)
+            for p in outputs
+        }
+        line = {
+            "item": item,
+            "state": state,
+            "outputs": sizes,
+            "input": _input_key(source),
+            "model": model,
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with (self.folder / RECORD_NAME).open("a", encoding="utf-8") as out:
+            out.write(json.dumps(line) + "\n")
+            out.flush()
+        self.entries[item] = Entry(sizes, _input_key(source), model, state == "done")
+        self.owned.update(sizes)
+
+    def start(self, item: str, outputs: Sequence[Path], source: Path, model: str) -> None:
+        """Record that ``item``'s outputs are being written (so a killed run's files stay ours)."""
+        self._append(item, outputs, source, model, "started")
+
+    def finish(self, item: str, outputs: Sequence[Path], source: Path, model: str) -> None:
+        """Record that ``item``'s outputs are complete."""
+        self._append(item, outputs, source, model, "done")
+
+
+def claim(
+    record: OutputRecord,
+    planned: Mapping[str, tuple[Path, Sequence[Path]]],
+    model: str,
+    overwrite: bool,
+) -> None:
+    """Before any work: refuse (unless ``overwrite``) to write over files that idl did not write,
+    or over idl's outputs of another input or model. ``planned``: item -> (its input, its outputs)."""
+    if overwrite:
+        return
+    foreign: list[Path] = []
+    for item, (source, outputs) in planned.items():
+        foreign.extend(p for p in outputs if p.exists() and not record.owns(p))
+        other = record.conflict(item, source, model)
+        if other:
+            raise DataError(
+                f"{record.folder}: holds the prediction of {item} from {other}, not from {source} with "
+                f"{model}. Choose another --out, or pass --overwrite to replace it."
+            )
+    if foreign:
+        raise DataError(
+            f"{foreign[0]} exists, but idl did not write it ({len(foreign)} such file(s) in "
+            f"{record.folder}); it is not taken for a prediction nor replaced. Choose another --out, or pass "
+            "--overwrite to replace such files."
+        )
