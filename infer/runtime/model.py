@@ -20,9 +20,22 @@ PACKAGE_SUFFIX = ".bioimageio.zip"
 RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")
 
 
+MC_SUFFIX = "_mc"
+# the second input of idl's Monte Carlo graphs that draw several samples per call (export/onnx.py)
+MC_SAMPLES_INPUT = "samples"
+
+
 def mc_path_for(path: Path) -> Path:
     """Where the Monte Carlo graph of a deterministic graph lives: ``model.onnx`` -> ``model_mc.onnx``."""
-    return path.with_name(f"{path.stem}_mc{path.suffix}")
+    return path.with_name(f"{path.stem}{MC_SUFFIX}{path.suffix}")
+
+
+def deterministic_path_for(path: Path) -> Path | None:
+    """The deterministic graph a Monte Carlo graph's name points to (``model_mc.onnx`` ->
+    ``model.onnx``), or ``None`` when the name has no ``_mc`` suffix."""
+    if not path.stem.endswith(MC_SUFFIX) or path.stem == MC_SUFFIX:
+        return None
+    return path.with_name(f"{path.stem[: -len(MC_SUFFIX)]}{path.suffix}")
 
 
 @dataclass
@@ -152,13 +165,14 @@ KindOf = Callable[[ModelInfo], ModelKind]
 def load_onnx_model(path: Path, kind_of: KindOf, device: str = "auto") -> LoadedModel:
     """Open an idl model folder or ``.onnx`` file (any model: :mod:`idl.infer.service.load`)."""
     onnx_path = resolve_model_path(path)
-    info = read_info(OnnxRunner(onnx_path, "cpu"))  # this session is dropped again
+    info, input_names = _probe(onnx_path)
     if info is None:
         raise ModelError(
             f"{onnx_path}: this ONNX file has no idl metadata, so its task, normalization and tiling "
             "needs are unknown. Use a model trained with idl-train (or exported with idl-export), or a "
             "bioimage.io package, which describes its network."
         )
+    refuse_mc_graph(onnx_path, input_names, info)
     mc, kind = mc_path_for(onnx_path), kind_of(info)
     return LoadedModel(
         io=kind.io_spec(info),
@@ -171,3 +185,40 @@ def load_onnx_model(path: Path, kind_of: KindOf, device: str = "auto") -> Loaded
         details={"name": info.name, "source": str(onnx_path)},
         device=device,
     )
+
+
+def _probe(path: Path) -> tuple[ModelInfo | None, list[str]]:
+    """An ONNX file's idl metadata and input names, from a CPU session that is dropped again."""
+    runner = OnnxRunner(path, "cpu")
+    return read_info(runner), runner.input_names
+
+
+def refuse_mc_graph(path: Path, input_names: list[str], info: ModelInfo) -> None:
+    """Refuse idl's Monte Carlo dropout graph given as the model: it draws a different result at every
+    call and is found beside its deterministic graph. It is recognised by its second input (the sample
+    count; idl's deterministic graphs take one) or, for graphs without one (classifiers), by its name
+    and a deterministic graph beside it with the same idl metadata. A graph of one's own that is merely
+    named ``x_mc.onnx`` is run as any other."""
+    twin = deterministic_path_for(path)
+    beside = twin if twin is not None and twin.is_file() else None
+    sampled = len(input_names) == 2 and input_names[1] == MC_SAMPLES_INPUT
+    if not sampled and not (beside is not None and _same_info(beside, info)):
+        return
+    instead = (
+        f"pass {beside} or the folder {path.parent}"
+        if beside
+        else f"pass the deterministic graph exported with it ({DETERMINISTIC_NAME}) or the model folder"
+    )
+    raise ModelError(
+        f"{path}: this is the Monte Carlo dropout graph of an idl model, not a model of its own: "
+        f"{instead}. idl-predict finds the Monte Carlo graph beside it; add --mc-samples N for "
+        "uncertainty maps."
+    )
+
+
+def _same_info(path: Path, info: ModelInfo) -> bool:
+    """Whether the ONNX file at ``path`` carries idl metadata equal to ``info``."""
+    try:
+        return _probe(path)[0] == info
+    except (ModelError, ValueError, TypeError):  # not loadable, or metadata of another idl version
+        return False

@@ -9,10 +9,14 @@ downloaded.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
+import shutil
+import tempfile
 import zipfile
+from collections import Counter
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -87,6 +91,7 @@ def check_zip(path: Path) -> None:
         )
     cap = max_member_bytes()
     with zipfile.ZipFile(path) as archive:
+        _refuse_duplicates(path, archive.namelist())
         for member in archive.infolist():
             ratio = member.file_size / max(member.compress_size, 1)
             if member.file_size > cap or (member.file_size > 2**24 and ratio > MAX_RATIO):
@@ -98,15 +103,118 @@ def check_zip(path: Path) -> None:
                 )
 
 
+def _refuse_duplicates(path: Path, names: list[str]) -> None:
+    """Refuse an archive that holds two members of the same name: tools disagree on which one they
+    read (Python's zipfile takes the last), so the package's meaning would depend on the reader."""
+    twice = sorted(name for name, count in Counter(names).items() if count > 1)
+    if twice:
+        raise ModelError(
+            f"{path}: the zip archive holds several members of the same name ({_few(twice)}); which of "
+            "them a tool reads is undefined, so the package is refused. Zip the package's files again, each "
+            "once."
+        )
+
+
+def _few(names: list[str], shown: int = 3) -> str:
+    """A few names, then how many more: error messages stay short for archives of thousands of
+    members."""
+    text = ", ".join(names[:shown])
+    return f"{text} and {len(names) - shown} more" if len(names) > shown else text
+
+
+# the description's file names bioimageio.spec looks for at the top of a zip (also as 'x.rdf.yaml')
+ZIP_RDF_NAMES = ("rdf.yaml", "bioimageio.yaml", "model.yaml")
+# what macOS's 'Compress' adds beside the folder it zips
+ZIP_CLUTTER = "__MACOSX/"
+# flat copies of packages zipped with their folder, per (path, size, mtime); removed at exit
+_flat_copies: dict[tuple[str, int, int], Path] = {}
+
+
+def _is_rdf_name(name: str) -> bool:
+    return any(name == rdf or name.endswith("." + rdf) for rdf in ZIP_RDF_NAMES)
+
+
+def _package_folder(path: Path, names: list[str]) -> str | None:
+    """Where the package's files lie in the zip: ``""`` when its description is at the top, the
+    folder (``"p0/"``) when the archive's only top-level entry is one folder holding it (a package
+    zipped with its folder). Any other layout is refused, naming a few members."""
+    names = [n for n in names if not n.startswith(ZIP_CLUTTER)]
+    if any(_is_rdf_name(n) for n in names if "/" not in n):
+        return ""
+    tops = {n.split("/", 1)[0] for n in names}
+    folder = f"{next(iter(tops))}/" if len(tops) == 1 else None
+    if folder and all(n.startswith(folder) for n in names):
+        if any(_is_rdf_name(n[len(folder) :]) for n in names if "/" not in n[len(folder) :]):
+            return folder
+    deeper = [n for n in names if _is_rdf_name(n.rsplit("/", 1)[-1])]
+    where = (
+        f" Its description lies at {_few(deeper, 1)}: zip the package's files, not the folder that holds "
+        "them."
+        if deeper
+        else " It is not a bioimage.io package (on bioimage.io: 'Download' -> zip)."
+    )
+    raise ModelError(
+        f"{path}: no rdf.yaml at the top of this zip archive ({len(names)} member(s): "
+        f"{_few(sorted(names))}).{where}"
+    )
+
+
+def _flat_copy(path: Path, archive: zipfile.ZipFile, folder: str) -> Path:
+    """A copy of the archive with ``folder`` removed from its members' names, which bioimageio.spec
+    reads like any package (it resolves a description's files from the top of the zip only). Members
+    are stored uncompressed in a temporary folder removed when the process ends; none is copied past
+    the size cap, whatever its header claims."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key in _flat_copies and _flat_copies[key].is_file():
+        return _flat_copies[key]
+    place = Path(tempfile.mkdtemp(prefix="idl-package-"))
+    atexit.register(shutil.rmtree, place, True)
+    copy, cap = place / f"{path.stem}.zip", max_member_bytes()
+    with zipfile.ZipFile(copy, "w", zipfile.ZIP_STORED) as out:
+        for member in archive.infolist():
+            name = member.filename[len(folder) :]
+            if member.is_dir() or not member.filename.startswith(folder) or not name:
+                continue
+            large = member.file_size >= zipfile.ZIP64_LIMIT
+            with archive.open(member) as source, out.open(name, "w", force_zip64=large) as target:
+                _copy_capped(source, target, cap, f"{path}: the member {member.filename}")
+    _flat_copies[key] = copy
+    log.info("%s: the package's files lie in the folder %s of the archive; read from there", path, folder)
+    return copy
+
+
+def _copy_capped(source: Any, target: Any, cap: int, label: str) -> None:
+    """Copy a file object in chunks, refusing to go past ``cap`` bytes."""
+    copied = 0
+    while chunk := source.read(2**20):
+        copied += len(chunk)
+        if copied > cap:
+            raise ModelError(
+                f"{label} is larger than {cap / 2**20:.0f} MB; refused. If you trust this package, raise "
+                f"the cap with {MAX_MEMBER_MB_VARIABLE}=<megabytes>."
+            )
+        target.write(chunk)
+
+
+def _zip_source(path: Path) -> Path:
+    """The zip bioimageio.spec reads for the package file ``path``: itself, or a flat copy when the
+    package was zipped with its folder (see :func:`_package_folder`)."""
+    with zipfile.ZipFile(path) as archive:
+        folder = _package_folder(path, archive.namelist())
+        return _flat_copy(path, archive, folder) if folder else path
+
+
 def read_description(path: Path) -> tuple[Any, str]:
     """The package's model description (converted to spec 0.5) and the spec version it was written
     in, read without network access."""
     from bioimageio.spec import load_model_description
 
-    if path.is_file() and not path.name.endswith((".yaml", ".yml")):
+    zipped = path.is_file() and not path.name.endswith((".yaml", ".yml"))
+    if zipped:
         check_zip(path)
     try:
-        source = _rdf_source(path)
+        source = _zip_source(path) if zipped else _rdf_source(path)
         original = load_model_description(source, perform_io_checks=False)
         if str(original.format_version).startswith("0.5"):
             return original, str(original.format_version)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io as bytes_io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -57,6 +58,7 @@ def check_test_tensors(path: Path, model: LoadedModel) -> list[TestResult]:
         )
     descr, _ = read_description(Path(path))
     label = str(path)
+    _require_test_tensors(path, descr)
     inputs = {str(t.id): _load(t.test_tensor, label) for t in descr.inputs}
     expected = {str(t.id): _load(t.test_tensor, label) for t in descr.outputs}
     if model.tensors is not None:
@@ -72,6 +74,29 @@ def check_test_tensors(path: Path, model: LoadedModel) -> list[TestResult]:
         )
         worst = max(worst, _difference(label, got, want))
     return [TestResult(str(descr.outputs[0].id), worst, tuple(want_all.shape))]
+
+
+def _require_test_tensors(path: Path, descr: Any) -> None:
+    """Refuse ``--test`` on a package that does not declare a test tensor for every input and output:
+    spec 0.5 makes them optional, and without them there is nothing to compare the model with."""
+    missing = [
+        f"{role} '{t.id}'"
+        for role, tensors in (("input", descr.inputs), ("output", descr.outputs))
+        for t in tensors
+        if getattr(t, "test_tensor", None) is None
+    ]
+    if missing:
+        raise ModelError(
+            f"{path}: the package declares no test tensor for {_and(missing)}, so --test has nothing to "
+            "check: it runs the model on the test input its authors stored and compares the result with "
+            f"their test output. Check the model on your own images instead (idl-predict {path} IMAGES "
+            "--out DIR), or ask its authors for a package with test tensors."
+        )
+
+
+def _and(items: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
 def _items(array: np.ndarray, axes: str) -> int:
