@@ -180,7 +180,12 @@ def _flat_copy(path: Path, archive: zipfile.ZipFile, folder: str) -> Path:
             with archive.open(member) as source, out.open(name, "w", force_zip64=large) as target:
                 _copy_capped(source, target, cap, f"{path}: the member {member.filename}")
     _flat_copies[key] = copy
-    log.info("%s: the package's files lie in the folder %s of the archive; read from there", path, folder)
+    log.warning(
+        "%s: the package's files lie in the folder %s of the archive; read from there (other bioimage.io "
+        "tools need a zip of the files themselves, not of their folder)",
+        path,
+        folder,
+    )
     return copy
 
 
@@ -224,8 +229,14 @@ def read_description(path: Path) -> tuple[Any, str]:
         raise
     except Exception as exc:
         text = str(exc).strip().splitlines()
-        detail = "\n".join(text[:12])
+        detail = "\n".join(_shortened(line) for line in text[:12])
         raise ModelError(f"{path}: not a valid bioimage.io model package:\n{detail}") from exc
+
+
+def _shortened(line: str, limit: int = 300) -> str:
+    """A line of a validation error, cut at ``limit`` characters (bioimageio.spec may list every member
+    of an archive in one line)."""
+    return line if len(line) <= limit else f"{line[:limit]} ..."
 
 
 def _letter(axis: Any, tensor: str) -> str:

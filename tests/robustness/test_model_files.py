@@ -124,6 +124,10 @@ def test_a_package_zipped_with_its_folder_runs_from_that_folder(tmp_path: Path, 
     package = _zip(tmp_path / "p0.zip", members)
     tested = _predict(package, "--test")
     assert tested.exit_code == 0, tested.output
+    assert (
+        f"{package}: the package's files lie in the folder p0/ of the archive; read from there (other "
+        "bioimage.io tools need a zip of the files themselves, not of their folder)" in tested.output
+    )
     assert "test output 'out' (1, 1, 16, 24): max abs diff 0 (tolerance 0.0001): passed" in tested.output
     image = np.random.default_rng(0).random((16, 40)).astype(np.float32)
     write_tiff(tmp_path / "in" / "cells.tif", image)
@@ -165,6 +169,24 @@ def test_a_zip_without_a_description_is_not_a_package(tmp_path: Path) -> None:
         f"Error: {package}: no rdf.yaml at the top of this zip archive (5 member(s): img_0.tif, img_1.tif, "
         "img_2.tif and 2 more). It is not a bioimage.io package (on bioimage.io: 'Download' -> zip).\n"
     )
+
+
+def test_long_validation_errors_are_cut_per_line(tmp_path: Path) -> None:
+    """bioimageio.spec answers an unknown license with every license it knows, in one line of about
+    10 kB: each line of the message is cut at 300 characters."""
+    folder = _package_folder(tmp_path)
+    rdf = folder / "rdf.yaml"
+    rdf.write_text(rdf.read_text().replace("license: MIT", "license: Not-A-License"))
+    result = _predict(folder, "--info")
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert lines[:2] == [
+        f"Error: {folder}: not a valid bioimage.io model package:",
+        "Invalid model description:",
+    ]
+    assert lines[2].startswith("license") and "Input should be '0BSD'" in lines[2]
+    assert lines[2].endswith(" ...") and max(len(line) for line in lines) == 304
+    assert len(result.output) < 1500
 
 
 # 12k: duplicate members
