@@ -173,3 +173,44 @@ def open_channels_last(path: Path, axes: str | None, spatial: str) -> tuple[Any,
 def is_lazy(image: Any) -> bool:
     """True for images that are not (fully) in memory."""
     return not isinstance(image, np.ndarray) or isinstance(image, np.memmap)
+
+
+class ChannelsMatched:
+    """A lazy channels-last image seen with the channels a model needs, as
+    :func:`idl.infer.core.axes.match_channels` does in memory: a grey image repeated into three
+    channels, or a colour image whose channels are all equal taken as one. Slicing reads one block."""
+
+    def __init__(self, source: Any, channels: int) -> None:
+        self.source = source
+        self.path = getattr(source, "path", None)
+        self.shape = (*source.shape[:-1], channels)
+        self.dtype = np.dtype(source.dtype)
+        self.ndim = len(self.shape)
+        self.nbytes = int(np.prod(self.shape)) * self.dtype.itemsize
+
+    def __getitem__(self, index: tuple[slice, ...]) -> np.ndarray:
+        index = tuple(index) + (slice(None),) * (self.ndim - len(tuple(index)))
+        block = np.asarray(self.source[(*index[:-1], slice(None))])
+        block = np.repeat(block, 3, axis=-1) if self.shape[-1] == 3 else block[..., :1]
+        return block[..., index[-1]]
+
+
+def equal_channels(image: Any, block_bytes: int = 64 * 2**20) -> bool:
+    """Whether every channel of a lazy channels-last image equals the first, read in slabs along
+    its first axis of at most about ``block_bytes``."""
+    row_bytes = max(1, image.nbytes // max(1, image.shape[0]))
+    step = max(1, block_bytes // row_bytes)
+    for start in range(0, image.shape[0], step):
+        slab = np.asarray(image[(slice(start, start + step),)])
+        if not all(np.array_equal(slab[..., 0], slab[..., i]) for i in range(1, slab.shape[-1])):
+            return False
+    return True
+
+
+def match_channels_lazily(image: Any, channels: int) -> Any:
+    """``image`` (lazy) with ``channels`` channels where that loses nothing, else unchanged: the
+    same rule for a large TIFF read window by window as for a PNG read whole."""
+    have = image.shape[-1]
+    if (have == 1 and channels == 3) or (have == 3 and channels == 1 and equal_channels(image)):
+        return ChannelsMatched(image, channels)
+    return image

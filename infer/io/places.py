@@ -86,19 +86,17 @@ def check_apart(
     an input or ground-truth file be taken for a prediction (symbolic links resolved)."""
     where = out.resolve()
     folders: list[tuple[Path, str]] = []
-    for item in inputs:
-        item = Path(item)
+    given = [(Path(item), "the input") for item in inputs]
+    if groundtruth is not None:
+        given.append((Path(groundtruth), "the ground truth"))
+    for item, what in given:
         if item.is_dir() and item.suffix.lower() != ".zarr":
-            folders.append((item, "an input folder"))
+            folders.append((item, "an input folder" if what == "the input" else "the ground-truth folder"))
         elif where == item.resolve().parent:
             raise DataError(
-                f"{role} {out} is the folder of the input {item}: predictions written there could replace "
-                "the inputs or be read as inputs. Choose another output folder."
+                f"{role} {out} is the folder of {what} {item}: outputs written there could replace it or "
+                "be read in its place. Choose another output folder."
             )
-    if groundtruth is not None:
-        groundtruth = Path(groundtruth)
-        folder = groundtruth if groundtruth.is_dir() else groundtruth.parent  # groundtruth.csv: its folder
-        folders.append((folder, "the ground-truth folder"))
     for folder, what in folders:
         given = folder.resolve()
         if _inside(where, given) or _inside(given, where):

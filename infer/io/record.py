@@ -115,7 +115,9 @@ class OutputRecord:
             return f"the model {entry.model}"
         return ""
 
-    def _append(self, item: str, outputs: Sequence[Path], source: Path, model: str, state: str) -> None:
+    def _append(
+        self, item: str, outputs: Sequence[Path], source: dict[str, object], model: str, state: str
+    ) -> None:
         sizes = {
             self._relative(p): (p.stat().st_size if state == "done" and p.is_file() else None)
             for p in outputs
@@ -124,7 +126,7 @@ class OutputRecord:
             "item": item,
             "state": state,
             "outputs": sizes,
-            "input": _input_key(source),
+            "input": source,
             "model": model,
             "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
@@ -132,16 +134,23 @@ class OutputRecord:
         with (self.folder / RECORD_NAME).open("a", encoding="utf-8") as out:
             out.write(json.dumps(line) + "\n")
             out.flush()
-        self.entries[item] = Entry(sizes, _input_key(source), model, state == "done")
+        self.entries[item] = Entry(sizes, source, model, state == "done")
         self.owned.update(sizes)
 
     def start(self, item: str, outputs: Sequence[Path], source: Path, model: str) -> None:
         """Record that ``item``'s outputs are being written (so a killed run's files stay ours)."""
-        self._append(item, outputs, source, model, "started")
+        self._append(item, outputs, _input_key(source), model, "started")
 
     def finish(self, item: str, outputs: Sequence[Path], source: Path, model: str) -> None:
         """Record that ``item``'s outputs are complete."""
-        self._append(item, outputs, source, model, "done")
+        self._append(item, outputs, _input_key(source), model, "done")
+
+    def rewritten(self, item: str, outputs: Sequence[Path]) -> None:
+        """Record that a complete ``item``'s shared outputs were written again with its result kept
+        (a classifier's ``results.csv`` holding the rows of an earlier run)."""
+        entry = self.entries.get(item)
+        if entry is not None and entry.complete:
+            self._append(item, outputs, entry.source, entry.model, "done")
 
 
 def claim(

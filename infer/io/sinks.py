@@ -45,9 +45,14 @@ class TiffSink:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.partial = self.path.with_name(f".{self.path.name}.part")
-        created = tifffile.memmap(self.partial, shape=shape, dtype=dtype, photometric="minisblack")
-        self.offset = int(created.offset)
-        del created  # only the layout was needed
+        self._fd = -1
+        try:  # a Ctrl-C or SIGTERM while the file is being created leaves no partial file
+            created = tifffile.memmap(self.partial, shape=shape, dtype=dtype, photometric="minisblack")
+            self.offset = int(created.offset)
+            del created  # only the layout was needed
+        except BaseException:
+            self.partial.unlink(missing_ok=True)
+            raise
         self.shape, self.dtype, self.ndim = tuple(shape), np.dtype(dtype), len(shape)
         self._strides = (
             np.array([int(np.prod(self.shape[i + 1 :])) for i in range(self.ndim)]) * self.dtype.itemsize

@@ -22,7 +22,7 @@ statistics lie from the training images' (see :mod:`idl.infer.post.typicality`; 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -36,6 +36,7 @@ from idl.infer.core.nonfinite import check_nonfinite
 from idl.infer.core.processing import apply_ops, fit_ops
 from idl.infer.io.images import atomic_path, read_channels_last
 from idl.infer.io.omezarr import image_stem
+from idl.infer.io.record import OutputRecord, claim
 from idl.infer.post.classes import canonical
 from idl.infer.post.typicality import InputReference
 from idl.infer.runtime.iospec import IOSpec
@@ -107,8 +108,15 @@ def mc_scores(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return mean, normalized_entropy(mean), normalized_entropy(samples).mean(axis=0)
 
 
-def classify_batch(model: LoadedModel, x: np.ndarray, mc_samples: int = 0, batch: int = 32) -> ClassScores:
-    """Class probabilities (and MC scores) for prepared inputs ``(N, C, H, W)``."""
+def classify_batch(
+    model: LoadedModel,
+    x: np.ndarray,
+    mc_samples: int = 0,
+    batch: int = 32,
+    advance: Callable[[int], object] | None = None,
+) -> ClassScores:
+    """Class probabilities (and MC scores) for prepared inputs ``(N, C, H, W)``; ``advance`` is told
+    how many Monte Carlo samples each call drew (a progress bar's update)."""
     run = model.network(mc=False)
     probabilities = np.concatenate(
         [_probabilities(model, run(x[i : i + batch])) for i in range(0, len(x), batch)]
@@ -116,15 +124,16 @@ def classify_batch(model: LoadedModel, x: np.ndarray, mc_samples: int = 0, batch
     if mc_samples < 2:
         return ClassScores(probabilities)
     run_mc = model.network(mc=True)
-    # the samples of a few images per call (ONNX Runtime draws fresh masks for every row); only
-    # those copies exist at a time, so memory stays at one batch
-    group = max(1, batch // mc_samples)
+    # ``batch`` rows per call, each an image's copy, image by image (ONNX Runtime draws fresh masks
+    # for every row); only one call's copies exist at a time, so memory stays at one batch whatever
+    # the number of samples
+    total = len(x) * mc_samples
     flat = []
-    for i in range(0, len(x), group):
-        repeated = np.repeat(x[i : i + group], mc_samples, axis=0)
-        flat += [
-            _probabilities(model, run_mc(repeated[j : j + batch])) for j in range(0, len(repeated), batch)
-        ]
+    for start in range(0, total, batch):
+        rows = np.arange(start, min(start + batch, total)) // mc_samples
+        flat.append(_probabilities(model, run_mc(x[rows])))
+        if advance is not None:
+            advance(len(rows))
     samples = np.concatenate(flat).reshape(len(x), mc_samples, -1).transpose(1, 0, 2)
     return ClassScores(probabilities, *mc_scores(samples))
 
@@ -185,7 +194,15 @@ def classify_files(
     stored = model.info.input_reference if model.info is not None else {}
     reference = InputReference.from_dict(stored) if stored else None
     names, parts = [], []
-    for start in tqdm(range(0, len(files), batch), unit="batch", disable=not progress, desc="classify"):
+    # with Monte Carlo sampling the bar counts samples: many samples show progress and an estimate
+    sampling = mc_samples >= 2
+    bar = tqdm(
+        total=len(files) * (mc_samples if sampling else 1),
+        unit="sample" if sampling else "image",
+        disable=not progress,
+        desc="classify",
+    )
+    for start in range(0, len(files), batch):
         chunk = files[start : start + batch]
         inputs = []
         for path in chunk:
@@ -201,10 +218,13 @@ def classify_files(
         if not inputs:
             continue
         x = np.stack(inputs)
-        scores = classify_batch(model, x, mc_samples, batch)
+        scores = classify_batch(model, x, mc_samples, batch, bar.update if sampling else None)
+        if not sampling:
+            bar.update(len(chunk))
         if reference is not None:
             scores = replace(scores, atypicality=reference.atypicality(x))
         parts.append(scores)
+    bar.close()
     if not parts:
         assert failures
         raise BatchError(failures, len(files))
@@ -250,16 +270,23 @@ def predict_classes(
 ) -> Path:
     """Classify ``files`` and write ``out_dir/results.csv`` (with a ``groundtruth`` column when the
     labels are given, keyed by file name without suffix as in ``groundtruth.csv``). Without
-    ``overwrite``, a ``results.csv`` that lists every file already (written atomically by an earlier
-    run) is kept as it is."""
+    ``overwrite``, a ``results.csv`` that idl wrote (:mod:`idl.infer.io.record`) and that lists every
+    file already, from the same files and model, is kept as it is; its rows of other images are kept
+    beside the new ones. A ``results.csv`` idl did not write is replaced only with ``overwrite``."""
     if not files:
         raise DataError("no images to classify.")
     path = out_dir / RESULTS_NAME
-    if not overwrite and path.is_file():
-        listed = set(pd.read_csv(path, usecols=["filename"])["filename"].astype(str))
-        if {f.name for f in files} <= listed:
-            log.info("%s lists every image already; skipped (pass --overwrite to classify them again)", path)
-            return path
+    record = OutputRecord.read(out_dir)
+    planned = {f.name: (f, [path]) for f in files}
+    claim(record, planned, model.label, overwrite)
+    earlier = None if overwrite or not path.is_file() else pd.read_csv(path, dtype={"filename": str})
+    if earlier is not None and all(
+        record.finished(n, [path], f, model.label) for n, (f, _) in planned.items()
+    ):
+        log.info("%s lists every image already; skipped (pass --overwrite to classify them again)", path)
+        return path
+    for name, (source, outputs) in planned.items():
+        record.start(name, outputs, source, model.label)
     failures: list[tuple[Path, str]] = []
     names, scores = classify_files(
         model, files, mc_samples, axes, batch_size, progress, on_nonfinite, failures
@@ -267,7 +294,14 @@ def predict_classes(
     table = results_table(names, scores, class_names_for(model))
     if groundtruth is not None:
         table["groundtruth"] = [groundtruth.get(image_stem(Path(n)), "") for n in names]
+    if earlier is not None:  # the rows of images this run did not classify stay
+        kept = earlier[~earlier["filename"].isin(planned)]
+        table = pd.concat([table, kept], ignore_index=True) if len(kept) else table
     path = write_results(table, out_dir)
+    for name in names:
+        record.finish(name, [path], planned[name][0], model.label)
+    for name in table["filename"][len(names) :]:  # the earlier rows kept
+        record.rewritten(str(name), [path])
     counts = table["prediction"].value_counts().to_dict()
     log.info(
         "%d image(s) classified -> %s (%s)",

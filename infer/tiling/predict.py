@@ -31,7 +31,7 @@ from idl.infer.core.project import (
     is_image_file,
 )
 from idl.infer.io.images import atomic_path, read_channels_last, read_image, write_tiff
-from idl.infer.io.lazy import is_lazy, open_channels_last
+from idl.infer.io.lazy import is_lazy, match_channels_lazily, open_channels_last
 from idl.infer.io.omezarr import ZarrSink, image_stem, is_zarr, write_ome_zarr
 from idl.infer.io.places import remove_leftovers
 from idl.infer.io.record import OutputRecord, claim
@@ -262,7 +262,14 @@ def predict_probabilities(
             f"the {spread_name} uncertainty is one of class probabilities; this model predicts values, whose "
             "Monte Carlo uncertainty is their standard deviation (--uncertainty std)."
         )
-    bar = tqdm(total=len(tiles), unit="tile", disable=not progress, leave=False)
+    # with Monte Carlo sampling the bar counts samples, so that many samples of one tile show progress
+    # and an estimate of the time left (not "0/1 tile" for minutes)
+    bar = tqdm(
+        total=len(tiles) * (samples or 1),
+        unit="sample" if samples else "tile",
+        disable=not progress,
+        leave=False,
+    )
     for chunk in _batched(tiles, 1 if samples else batch_size):
         if samples:
             x = network_input(chunk[0])
@@ -276,12 +283,14 @@ def predict_probabilities(
                     else run(np.repeat(x[np.newaxis], n, axis=0))
                 )
                 out = apply_ops(head, raw, batch_axes)[owned]
+                bar.update(n)
                 if halves is None:
                     halves = SplitHalves.zeros(out.shape[1:], entropy=spread_name == "mutual-information")
                 halves.add(out)
                 if tolerance > 0 and halves.settled(spread_name, tolerance):
                     break
             assert halves is not None and uncertainty is not None
+            bar.update(samples - halves.count)  # a tile that stopped early skips the rest
             if drawn is not None:
                 drawn.append(halves.count)
             moments = halves.combined()
@@ -301,7 +310,8 @@ def predict_probabilities(
                         assert uncertainty is not None
                         uncertainty[tile.owned] = np.where(bad, np.float32(np.nan), uncertainty[tile.owned])
             output[(slice(None), *tile.owned)] = region
-        bar.update(len(chunk))
+        if not samples:
+            bar.update(len(chunk))
     bar.close()
     assert output is not None
     if io.input_pad is not None:  # crop the padding back off
@@ -353,8 +363,9 @@ def load_input(path: Path, axes: str | None, io: IOSpec, lazy: bool = False) -> 
         image = image[np.newaxis]
     if guessed:
         log.info("%s: guessed axes '%s' (pass --axes to set them)", path.name, resolved)
-    if image.shape[-1] != io.in_channels and not is_lazy(image):
-        matched = match_channels(image, io.in_channels)
+    if image.shape[-1] != io.in_channels:
+        match = match_channels_lazily if is_lazy(image) else match_channels
+        matched = match(image, io.in_channels)
         if matched.shape[-1] == io.in_channels:
             log.info(
                 "%s: %d channel(s) given to a model of %d: %s",
@@ -602,10 +613,11 @@ def _predict_out_of_core(
             )
         return TiffSink(path, sink_shape, dtype)
 
-    values = sink(target, shape if k == 1 else (k, *shape), np.float32)
-    sinks = [values]
+    sinks: list[Any] = []
     uncertainty = None
     try:
+        values = sink(target, shape if k == 1 else (k, *shape), np.float32)
+        sinks.append(values)
         if options.mc_samples:
             uncertainty = sink(out_dir / UNCERTAINTY_DIR / f"{name}{ext}", shape, np.float32)
             sinks.append(uncertainty)

@@ -29,6 +29,7 @@ from idl.infer.core.nonfinite import check_nonfinite
 from idl.infer.core.processing import apply_ops, fit_ops, network_tile, split_pointwise
 from idl.infer.io.omezarr import image_stem
 from idl.infer.io.places import remove_leftovers
+from idl.infer.io.record import OutputRecord, claim
 from idl.infer.runtime.model import LoadedModel
 from idl.infer.runtime.tensors import OutputTensor, Tensors
 from idl.infer.tiling.predict import PredictOptions, load_input, runs_whole, write_output
@@ -220,13 +221,23 @@ def predict_tensor_files(
     written, failures = [], []
     for tensor in tensors.outputs:
         remove_leftovers(out_dir / tensor.id)
+    record = OutputRecord.read(out_dir)
+    planned = {
+        image_stem(s[first.id]): (
+            s[first.id],
+            [output_path(out_dir, o.id, image_stem(s[first.id]), options) for o in tensors.outputs],
+        )
+        for s in samples
+    }
+    claim(record, planned, model.label, options.overwrite)
     for sample in tqdm(samples, unit="sample", disable=not options.progress or len(samples) < 2):
         stem = image_stem(sample[first.id])
-        targets = [output_path(out_dir, o.id, stem, options) for o in tensors.outputs]
-        if not options.overwrite and all(t.exists() for t in targets):
+        source, targets = planned[stem]
+        if not options.overwrite and record.finished(stem, targets, source, model.label):
             log.info("%s: already predicted, skipped; pass --overwrite to predict it again", stem)
             written.extend(targets)
             continue
+        record.start(stem, targets, source, model.label)
         try:
             images = {}
             for tensor in tensors.inputs:
@@ -245,6 +256,7 @@ def predict_tensor_files(
             array = (array[0] if array.shape[0] == 1 else array).astype(out.dtype, copy=False)
             target.parent.mkdir(parents=True, exist_ok=True)
             written.append(write_output(target, array, options, first.io))
+        record.finish(stem, targets, source, model.label)
         log.info("%s -> %s", stem, ", ".join(str(t.relative_to(out_dir)) for t in targets))
     if failures:
         raise BatchError(failures, len(samples))

@@ -35,7 +35,7 @@ def test_bad_inputs_are_reported_at_the_end_and_the_rest_is_predicted(identity_m
     assert "2 of 4 input(s) failed; the other 2 were written:" in output
     assert f"{images / 'b.tif'}: " in output and f"{images / 'd.tif'}: " in output
     assert "has 2 channel(s)" in output  # d.tif's reason
-    assert sorted(p.name for p in out.iterdir()) == ["a.tif", "c.tif"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["a.tif", "c.tif"]
     assert not list(tmp_path.rglob("*.part*"))
 
 

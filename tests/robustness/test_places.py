@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from idl.cli import predict as predict_cli
 from idl.infer.io.images import write_tiff
+from idl.infer.io.record import RECORD_NAME, OutputRecord
 
 PREDICT = [sys.executable, "-c", "from idl.cli.predict import main; main()"]
 
@@ -92,4 +93,6 @@ def test_sigterm_during_a_large_write_cleans_up_and_says_how_to_continue(
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert "interrupted. Finished images are kept in --out; the same command continues" in stderr
-    assert not [p for p in out.rglob("*") if p.is_file()]  # no partial file, hidden or final
+    # no partial file, hidden or final; the record of what idl wrote says the image was started only
+    assert not [p for p in out.rglob("*") if p.is_file() and p.name != RECORD_NAME]
+    assert [e.complete for e in OutputRecord.read(out).entries.values()] == [False]
