@@ -26,7 +26,7 @@ from torch import nn
 from idl.infer.core.errors import ExportError, NothingToShow
 from idl.infer.core.model_info import METADATA_KEY, ModelInfo
 from idl.infer.io.images import atomic_path
-from idl.infer.runtime.model import mc_path_for
+from idl.infer.runtime.model import MC_SAMPLES_INPUT, mc_path_for
 from idl.infer.runtime.session import OnnxRunner
 from idl.models import ResNetClassifier, UNet, set_mc_dropout
 from idl.models.maskrcnn import InstanceMaskRCNN
@@ -81,9 +81,6 @@ class _Samples(nn.Module):
 
     def forward(self, x: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
         return self.net.forward_samples(x, samples)
-
-
-MC_SAMPLES_INPUT = "samples"  # the second input of a Monte Carlo graph with a sample count
 
 
 def _export(
