@@ -716,6 +716,7 @@ def predict_files(
     }
     claim(record, planned, model.label, options.overwrite)
     check_batch(model, options)
+    skipped = 0
     for path in tqdm(inputs, unit="image", disable=not options.progress or len(inputs) < 2):
         stem = image_stem(path)
         done = planned[stem][1]
@@ -726,6 +727,7 @@ def predict_files(
                 done[0],
             )
             written.append(done[0])
+            skipped += 1
             continue
         try:
             record.start(stem, done, path, model.label)
@@ -736,6 +738,8 @@ def predict_files(
         except IdlError as exc:
             log.error("not predicted: %s", exc)
             failures.append((path, str(exc)))
+    if skipped:
+        log.info("%d of %d image(s) were predicted by an earlier run and skipped", skipped, len(inputs))
     if failures:
         raise BatchError(failures, len(inputs))
     return written

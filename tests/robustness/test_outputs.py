@@ -117,6 +117,7 @@ def test_a_rerun_skips_only_what_it_recorded_and_redoes_a_changed_input(
     assert code == 0
     assert "0.tif: already predicted" in output and "2.tif: already predicted" in output
     assert "1.tif: already predicted" not in output and read_image(out / "1.tif").shape == (50, 48)
+    assert "2 of 3 image(s) were predicted by an earlier run and skipped" in output
 
 
 def test_predictions_of_another_input_folder_are_not_taken_for_these(identity_model, tmp_path: Path) -> None:
