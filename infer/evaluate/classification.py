@@ -24,7 +24,7 @@ predictions, and the misclassified images; all in a self-contained ``report.html
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -206,9 +206,11 @@ def evaluate_classification(
     axes: str | None = None,
     figures: bool = True,
     labels_source: str = "groundtruth.csv",
+    notes: Mapping[str, int] | None = None,
 ) -> dict[str, float | int]:
     """Score ``results.csv`` against ``labels`` (image name -> class, from ``labels_source``); write
-    metrics.csv, summary.json, figures and report.html into ``out_dir``; return the summary."""
+    metrics.csv, summary.json, figures and report.html into ``out_dir``; return the summary (with
+    ``notes``, e.g. the labelled images without a prediction)."""
     table = pd.read_csv(results, dtype={"filename": str, "prediction": str, "prediction_mc": str})
     keys = [label_key(n) for n in table["filename"]]  # labels are keyed by name without suffix
     missing = [n for n, key in zip(table["filename"], keys, strict=True) if key not in labels]
@@ -224,6 +226,7 @@ def evaluate_classification(
     probabilities = _columns(table, "probability_", class_names)
     if probabilities is None:
         raise DataError(f"{results}: expected columns probability_<class> for {', '.join(class_names)}.")
+    check_probabilities(probabilities, table["filename"], results)
     scores = classification_scores(truth, probabilities)
     correct = probabilities.argmax(axis=1) == truth
     metrics = table[["filename", "groundtruth", "prediction"]].copy()
@@ -262,7 +265,8 @@ def evaluate_classification(
     )
 
     def summarize(_: pd.DataFrame) -> dict[str, float | int]:
-        return {**scores, **extra, "n_images": len(truth), "num_classes": len(class_names)}
+        counted = {key: int(value) for key, value in (notes or {}).items() if value}
+        return {**scores, **extra, "n_images": len(truth), "num_classes": len(class_names), **counted}
 
     summary = write_evaluation(
         out_dir,
@@ -285,11 +289,31 @@ def evaluate_classification(
     return summary
 
 
+def check_probabilities(probabilities: np.ndarray, names: Sequence[str], results: Path) -> None:
+    """Refuse rows of ``results.csv`` whose probabilities are not all finite numbers: their arg-max
+    would be a class no one predicted."""
+    bad = ~np.isfinite(probabilities).all(axis=1)
+    if bad.any():
+        first = list(names)[int(np.argmax(bad))]
+        raise DataError(
+            f"{results}: the probabilities of {first} are not finite numbers ({int(bad.sum())} row(s) with "
+            "NaN, inf or an empty cell). Classify those images again with idl-predict."
+        )
+
+
 def evaluate_results_folder(
-    pred_dir: Path, gt: Path, out_dir: Path, image_dir: Path | None = None, axes: str | None = None
+    pred_dir: Path,
+    gt: Path,
+    out_dir: Path,
+    image_dir: Path | None = None,
+    axes: str | None = None,
+    strict: bool = False,
 ) -> dict[str, float | int]:
     """``idl-evaluate --task classification``: ``pred_dir/results.csv`` against ``gt`` (a
-    ``groundtruth.csv`` or the folder holding it); classes from the results' probability columns."""
+    ``groundtruth.csv`` or the folder holding it); classes from the results' probability columns.
+    Labelled images without a row in ``results.csv`` are named in a warning and counted in the
+    summary, or refused with ``strict``."""
+    from idl.infer.evaluate.checks import MISSING, missing_predictions
     from idl.infer.post.classes import images_by_name, label_csv_for, read_labels
     from idl.infer.post.classify import RESULTS_NAME
 
@@ -301,7 +325,17 @@ def evaluate_results_folder(
     if not class_names:
         raise DataError(f"{results}: no probability_<class> columns; is this idl-predict's results.csv?")
     labels = read_labels(gt)
+    source = str(label_csv_for(gt))
+    predicted = [label_key(n) for n in pd.read_csv(results, usecols=["filename"], dtype=str)["filename"]]
+    missing = missing_predictions(predicted, labels, source, strict)
     images = images_by_name(image_dir) if image_dir is not None else {}
     return evaluate_classification(
-        results, labels, class_names, out_dir, images, axes, labels_source=str(label_csv_for(gt))
+        results,
+        labels,
+        class_names,
+        out_dir,
+        images,
+        axes,
+        labels_source=source,
+        notes={MISSING: len(missing)},
     )

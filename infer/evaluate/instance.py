@@ -10,11 +10,14 @@ ground truth and the prediction side by side.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from idl.infer.core.errors import DataError
+from idl.infer.evaluate.checks import UNSCORED, check_prediction_values
 from idl.infer.evaluate.instance_metrics import (
     MatchCounts,
     best_iou,
@@ -24,12 +27,18 @@ from idl.infer.evaluate.instance_metrics import (
 )
 from idl.infer.evaluate.semantic import (
     EvalItem,
+    check_same_shape,
     each_item,
     load_display_image,
-    read_mask_pair,
+    read_groundtruth_mask,
     record_uncertainty,
     write_evaluation,
 )
+from idl.infer.evaluate.semantic import (
+    counts as summary_counts,
+)
+from idl.infer.io.images import read_image
+from idl.infer.post.labels import PREDICTION, finite_pixels, fractional, mask_plane
 
 log = logging.getLogger("idl")
 
@@ -77,6 +86,36 @@ def save_object_uncertainty(path: Path, uncertainty: np.ndarray, iou: np.ndarray
     return save_figure(fig, path)
 
 
+def read_label_pair(
+    item: EvalItem, dims: int, on_nonfinite: str = "replace"
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """An item's true and predicted label images, checked to match, and how many pixels are left
+    out. Probabilities (fractional values) are refused: objects are not what a threshold of them
+    would give. Pixels with a non-finite prediction value are left out by the rule ``on_nonfinite``
+    (:mod:`idl.infer.evaluate.checks`): 0 in both label images, so the objects are scored where the
+    prediction is defined."""
+    truth = read_groundtruth_mask(item.groundtruth, dims)
+    raw = read_image(item.prediction)
+    if fractional(raw):
+        values = raw[np.isfinite(raw)]
+        raise DataError(
+            f"{item.prediction}: the prediction holds fractional values ({values.min():.4g} to "
+            f"{values.max():.4g}), probabilities or measurements, not a label image. Instance evaluation "
+            "needs label images (0 background, one integer per object), as idl-predict writes them: make "
+            "masks of the probabilities and label their objects (idl-labels from-masks MASKS --out DIR), or "
+            "evaluate the probabilities as such with --task semantic."
+        )
+    pred = mask_plane(raw, str(item.prediction), dims, PREDICTION)
+    check_same_shape(item, truth.shape, pred.shape)
+    valid = finite_pixels(pred)
+    left_out = check_prediction_values(pred, valid, str(item.prediction), "zyx"[-dims:], on_nonfinite)
+    if valid is not None:
+        truth, pred = np.where(valid, truth, 0), np.where(valid, pred, 0)
+    if np.issubdtype(pred.dtype, np.floating):
+        pred = pred.astype(np.int64)
+    return truth, pred, left_out
+
+
 def evaluate_instance(
     items: list[EvalItem],
     out_dir: Path,
@@ -84,16 +123,20 @@ def evaluate_instance(
     axes: str | None = None,
     progress: bool = True,
     dims: int = 2,
+    on_nonfinite: str = "replace",
+    notes: Mapping[str, int] | None = None,
 ) -> dict[str, float | int]:
-    """Score predicted label images, write metrics.csv, summary.json, figures and report.html."""
+    """Score predicted label images, write metrics.csv, summary.json, figures and report.html.
+    ``notes`` and the count of pixels left out (:func:`read_label_pair`) go into the summary."""
     from idl.infer.evaluate.plots import save_panels
 
     totals = [MatchCounts(0, 0, 0)] * 10
-    inter = union = 0
+    inter = union = unscored = 0
     rows, sample_figures = [], []
     per_object: list[tuple[np.ndarray, np.ndarray]] = []  # (mean uncertainty, best IoU) per object
     for item in each_item(items, out_dir, progress):
-        truth, pred = read_mask_pair(item, dims)
+        truth, pred, left_out = read_label_pair(item, dims, on_nonfinite)
+        unscored += left_out
         iou = iou_matrix(truth, pred)
         counts = counts_per_threshold(truth, pred, iou)
         totals = [a + b for a, b in zip(totals, counts, strict=True)]
@@ -107,6 +150,8 @@ def evaluate_instance(
             "n_true": counts[0].tp + counts[0].fn,
             "n_predicted": counts[0].tp + counts[0].fp,
         }
+        if left_out:
+            row["unscored_pixels"] = left_out
         uncertainty = record_uncertainty(item, row)
         if uncertainty is not None:
             per_object.append((object_uncertainty(pred, uncertainty), best_iou(iou)))
@@ -144,6 +189,7 @@ def evaluate_instance(
             "ap50_95_median": float(metrics["ap50_95"].median()),
             "n_images": len(items),
             "n_objects": int(metrics["n_true"].sum()),
+            **summary_counts({UNSCORED: unscored, **(notes or {})}),
         }
 
     summary = write_evaluation(

@@ -8,28 +8,39 @@ box plot) and the errors over all test pixels. Figures show the signed error map
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from idl.infer.core.errors import DataError
+from idl.infer.evaluate.checks import UNSCORED, check_groundtruth_values, check_prediction_values
 from idl.infer.evaluate.metrics import regression_scores
 from idl.infer.evaluate.plots import save_regression_figure
 from idl.infer.evaluate.semantic import (
     EvalItem,
+    counts,
     each_item,
     load_display_image,
     record_uncertainty,
     write_evaluation,
 )
 from idl.infer.io.images import read_channels_last
+from idl.infer.post.labels import finite_pixels
 
 log = logging.getLogger("idl")
 
 
 def _channels_last(path: Path, dims: int) -> np.ndarray:
     return read_channels_last(path, None, "zyx"[-dims:])[0].astype(np.float32)
+
+
+def _as_named(array: np.ndarray, dims: int) -> tuple[np.ndarray, str]:
+    """A channels-last array and its axis names as messages give places: one channel without its
+    axis (``y=5, x=7``), several with it."""
+    spatial = "zyx"[-dims:]
+    return (array[..., 0], spatial) if array.shape[-1] == 1 else (array, spatial + "c")
 
 
 def evaluate_regression(
@@ -39,11 +50,17 @@ def evaluate_regression(
     axes: str | None = None,
     progress: bool = True,
     dims: int = 2,
+    on_nonfinite: str = "replace",
+    notes: Mapping[str, int] | None = None,
 ) -> dict[str, float | int]:
-    """Score predictions, write metrics.csv, summary.json, figures and report.html; return the summary."""
+    """Score predictions, write metrics.csv, summary.json, figures and report.html; return the summary.
+
+    Pixels with a non-finite predicted value (idl-predict writes NaN where the input pixel was not
+    finite) are left out by the rule ``on_nonfinite`` (:mod:`idl.infer.evaluate.checks`); ground truth
+    must be finite everywhere. ``notes`` and the count of pixels left out go into the summary."""
     rows, sample_figures = [], []
     abs_error = sq_error = abs_truth = 0.0
-    n_pixels = 0
+    n_pixels = unscored = 0
     for item in each_item(items, out_dir, progress):
         gt, pred = _channels_last(item.groundtruth, dims), _channels_last(item.prediction, dims)
         if pred.shape != gt.shape:
@@ -51,13 +68,22 @@ def evaluate_regression(
                 f"{item.prediction}: shape {pred.shape} (Y, X, channels) differs from its ground truth "
                 f"{item.groundtruth} {gt.shape}. Predict the matching image again."
             )
-        scores = regression_scores(pred, gt)
-        error = pred.astype(np.float64) - gt
+        truth, names = _as_named(gt, dims)
+        check_groundtruth_values(truth, str(item.groundtruth), names)
+        valid = finite_pixels(pred, -1)
+        values, names = _as_named(pred, dims)
+        left_out = check_prediction_values(values, valid, str(item.prediction), names, on_nonfinite)
+        unscored += left_out
+        scored = (pred, gt) if valid is None else (pred[valid], gt[valid])
+        scores = regression_scores(*scored)
+        error = scored[0].astype(np.float64) - scored[1]
         abs_error += float(np.abs(error).sum())
         sq_error += float((error * error).sum())
-        abs_truth += float(np.abs(gt).sum())
+        abs_truth += float(np.abs(scored[1]).sum())
         n_pixels += error.size
         row: dict[str, float | str] = {"filename": item.name, **scores}
+        if left_out:
+            row["unscored_pixels"] = left_out
         uncertainty = record_uncertainty(item, row)
         rows.append(row)
         if figures:
@@ -77,6 +103,7 @@ def evaluate_regression(
             "mse": sq_error / n_pixels,
             "mean_relative_error": abs_error / abs_truth if abs_truth > 0 else float("nan"),
             "n_images": len(items),
+            **counts({UNSCORED: unscored, **(notes or {})}),
         }
 
     summary = write_evaluation(

@@ -18,12 +18,25 @@ from tqdm.auto import tqdm
 
 from idl.infer.core.errors import DataError
 from idl.infer.core.project import UNCERTAINTY_DIR, files_by_stem
+from idl.infer.evaluate.checks import (
+    THRESHOLDED,
+    UNSCORED,
+    axes_of,
+    check_groundtruth_values,
+    check_prediction_values,
+)
 from idl.infer.evaluate.metrics import confusion_matrix, semantic_scores
 from idl.infer.evaluate.plots import save_boxplot, save_sample_figure
 from idl.infer.evaluate.report import write_report
 from idl.infer.io.images import atomic_path, read_channels_last, read_image, write_text
 from idl.infer.io.omezarr import image_stem
-from idl.infer.post.labels import infer_num_classes, mask_plane, semantic_target
+from idl.infer.post.labels import (
+    PredictedClasses,
+    infer_num_classes,
+    mask_plane,
+    predicted_classes,
+    semantic_target,
+)
 
 log = logging.getLogger("idl")
 
@@ -120,22 +133,43 @@ def evaluate_semantic(
     axes: str | None = None,
     progress: bool = True,
     dims: int = 2,
+    threshold: str | float = "otsu",
+    on_nonfinite: str = "replace",
+    notes: Mapping[str, int] | None = None,
 ) -> dict[str, float | int]:
-    """Score predictions, write metrics.csv, summary.json, figures and report.html; return the summary."""
+    """Score predictions, write metrics.csv, summary.json, figures and report.html; return the summary.
+
+    A prediction may be a class mask or class probabilities, which become classes as idl-predict
+    makes them (``threshold``, said in a warning); pixels with a non-finite prediction value are left
+    out by the rule ``on_nonfinite`` (:mod:`idl.infer.evaluate.checks`). ``notes`` (e.g. the ground
+    truth without a prediction) and the counts of both go into the summary."""
     todo = each_item(items, out_dir, progress)
     if num_classes is None:
-        num_classes = infer_num_classes(
-            [mask_plane(read_image(i.groundtruth), str(i.groundtruth), dims) for i in items]
-        )
+        num_classes = infer_num_classes([read_groundtruth_mask(i.groundtruth, dims) for i in items])
     total = np.zeros((num_classes, num_classes), np.int64)
     rows, sample_figures = [], []
+    unscored = thresholded = 0
     for item in todo:
-        gt, pred = read_mask_pair(item, dims)
-        gt = semantic_target(gt, num_classes, str(item.groundtruth), dims)
-        pred = semantic_target(pred, num_classes, str(item.prediction), dims)
-        cm = confusion_matrix(pred, gt, num_classes)
+        mask = read_groundtruth_mask(item.groundtruth, dims)
+        gt = semantic_target(mask, num_classes, str(item.groundtruth), dims)
+        raw = read_image(item.prediction)
+        pred = predicted_classes(raw, num_classes, str(item.prediction), dims, threshold)
+        check_same_shape(item, gt.shape, pred.classes.shape)
+        left_out = check_prediction_values(
+            raw, pred.valid, str(item.prediction), axes_of(raw.shape, gt.shape), on_nonfinite
+        )
+        if pred.probabilities and not thresholded:
+            say_probabilities(item.prediction, pred, threshold)
+        thresholded += pred.probabilities
+        unscored += left_out
+        scored = (pred.classes, gt) if pred.valid is None else (pred.classes[pred.valid], gt[pred.valid])
+        cm = confusion_matrix(*scored, num_classes)
         total += cm
         row: dict[str, float | str] = {"filename": item.name, **semantic_scores(cm)}
+        if pred.threshold is not None:
+            row["threshold"] = pred.threshold
+        if left_out:
+            row["unscored_pixels"] = left_out
         uncertainty = record_uncertainty(item, row)
         rows.append(row)
         if figures:
@@ -143,7 +177,7 @@ def evaluate_semantic(
             title = f"{item.name}  Jaccard {row['jaccard']:.3f}"
             sample_figures.append(
                 save_sample_figure(
-                    out_dir / f"{item.name}.png", title, image, gt, pred, uncertainty, num_classes
+                    out_dir / f"{item.name}.png", title, image, gt, pred.classes, uncertainty, num_classes
                 )
             )
     overall = semantic_scores(total)
@@ -156,6 +190,7 @@ def evaluate_semantic(
             "accuracy": overall["accuracy"],
             "n_images": len(items),
             "num_classes": num_classes,
+            **counts({THRESHOLDED: thresholded, UNSCORED: unscored, **(notes or {})}),
         }
 
     summary = write_evaluation(
@@ -170,17 +205,48 @@ def evaluate_semantic(
     return summary
 
 
-def read_mask_pair(item: EvalItem, dims: int) -> tuple[np.ndarray, np.ndarray]:
-    """An item's ground-truth and predicted masks (class maps or label images), checked to match."""
-    gt = mask_plane(read_image(item.groundtruth), str(item.groundtruth), dims)
-    pred = mask_plane(read_image(item.prediction), str(item.prediction), dims)
-    if pred.shape != gt.shape:
+def counts(values: Mapping[str, int]) -> dict[str, int]:
+    """The summary's counts of what was not scored or was converted, those that are not zero (a
+    summary without them says that everything was scored as it was)."""
+    return {key: int(value) for key, value in values.items() if value}
+
+
+def say_probabilities(source: Path, pred: PredictedClasses, threshold: str | float) -> None:
+    """Warn that a prediction held probabilities and how they were made classes (once per
+    evaluation: the others are treated alike, each one's threshold is in metrics.csv)."""
+    if pred.threshold is None:
+        how = "each pixel gets its most probable class (arg-max), as idl-predict does"
+    elif threshold == "otsu":
+        how = (
+            f"thresholded as idl-predict does, by Otsu's threshold of each map ({pred.threshold:.4g} here; "
+            "--threshold 0.5 sets a fixed one)"
+        )
+    else:
+        how = f"thresholded at --threshold {pred.threshold:g}"
+    log.warning(
+        "%s: the prediction holds probabilities (0..1), not a class mask: %s. Every such prediction is "
+        "treated so; metrics.csv has each one's threshold.",
+        source,
+        how,
+    )
+
+
+def read_groundtruth_mask(path: Path, dims: int) -> np.ndarray:
+    """A ground-truth mask (class map or label image) as a plane or volume; non-finite values refused."""
+    gt = mask_plane(read_image(path), str(path), dims)
+    check_groundtruth_values(gt, str(path), "zyx"[-dims:])
+    return gt
+
+
+def check_same_shape(item: EvalItem, gt: tuple[int, ...], pred: tuple[int, ...]) -> None:
+    """Refuse a ground truth whose shape differs from its prediction's, blaming the ground truth (a
+    prediction always has its image's size)."""
+    if pred != gt:
         raise DataError(
-            f"{item.groundtruth}: ground-truth shape {gt.shape} does not match the prediction "
-            f"{item.prediction} {pred.shape}, which has the size of its image. Check that this ground "
+            f"{item.groundtruth}: ground-truth shape {gt} does not match the prediction "
+            f"{item.prediction} {pred}, which has the size of its image. Check that this ground "
             "truth belongs to that image and has its size."
         )
-    return gt, pred
 
 
 def record_uncertainty(item: EvalItem, row: dict) -> np.ndarray | None:
@@ -188,7 +254,8 @@ def record_uncertainty(item: EvalItem, row: dict) -> np.ndarray | None:
     if item.uncertainty is None:
         return None
     uncertainty = read_image(item.uncertainty)
-    row["uncertainty_mean"] = float(np.mean(uncertainty))
+    finite = np.isfinite(uncertainty)  # NaN where the input pixel was not finite (core.nonfinite)
+    row["uncertainty_mean"] = float(np.mean(uncertainty[finite])) if finite.any() else float("nan")
     return uncertainty
 
 

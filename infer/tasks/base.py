@@ -62,6 +62,9 @@ class Folders:
     axes: str | None = None
     dims: int = 2
     progress: bool = True
+    threshold: str | float = "otsu"  # probability maps given as predictions: thresholded as idl-predict does
+    on_nonfinite: str = "replace"  # NaN/inf in predictions: left out of the scores, or "error"
+    strict: bool = False  # ground truth without a prediction: an error instead of a warning
 
 
 @dataclass(frozen=True)

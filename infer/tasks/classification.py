@@ -180,7 +180,7 @@ class Classification(Task):
         from idl.infer.evaluate.classification import evaluate_results_folder
 
         f = folders
-        return evaluate_results_folder(f.predictions, f.groundtruth, f.out_dir, f.images, f.axes)
+        return evaluate_results_folder(f.predictions, f.groundtruth, f.out_dir, f.images, f.axes, f.strict)
 
 
 register(Classification())

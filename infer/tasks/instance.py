@@ -88,7 +88,15 @@ class Instance(PixelTask):
     def score(self, s: Scoring) -> Summary:
         from idl.infer.evaluate.instance import evaluate_instance
 
-        return evaluate_instance(s.items, s.out_dir, axes=s.axes, progress=s.progress, dims=s.dims)
+        return evaluate_instance(
+            s.items,
+            s.out_dir,
+            axes=s.axes,
+            progress=s.progress,
+            dims=s.dims,
+            on_nonfinite=s.on_nonfinite,
+            notes=s.notes,
+        )
 
 
 class Detection(Instance):

@@ -3,7 +3,8 @@ image by image against ground-truth images of the same name."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +39,10 @@ def package_crop(sample: np.ndarray, rules: list[AxisSize]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Scoring:
-    """Prediction and ground-truth files matched by image name, and how to evaluate them."""
+    """Prediction and ground-truth files matched by image name, and how to evaluate them:
+    ``threshold`` for predictions that hold probabilities, ``on_nonfinite`` for NaN or inf in them
+    (:mod:`idl.infer.evaluate.checks`), and ``notes`` (counts for the summary, e.g. the ground truth
+    without a prediction)."""
 
     items: list[EvalItem]
     out_dir: Path
@@ -46,6 +50,9 @@ class Scoring:
     axes: str | None = None
     progress: bool = True
     dims: int = 2
+    threshold: str | float = "otsu"
+    on_nonfinite: str = "replace"
+    notes: Mapping[str, int] = field(default_factory=dict)
 
 
 class PixelTask(Task):
@@ -132,16 +139,44 @@ class PixelTask(Task):
         info = request.model.info
         assert info is not None
         items = self._items(request, predictions)
-        progress = request.options.progress
+        o = request.options
         return self.score(
-            Scoring(items, request.evaluation, info.num_classes, request.axes, progress, info.dims)
+            Scoring(
+                items,
+                request.evaluation,
+                info.num_classes,
+                request.axes,
+                o.progress,
+                info.dims,
+                o.threshold,
+                o.on_nonfinite,
+            )
         )
 
     def evaluate_folder(self, folders: Folders) -> Summary:
+        """Every prediction with its ground truth (one without is an error); ground truth without a
+        prediction is named in a warning and counted in the summary, or refused with ``strict``."""
+        from idl.infer.core.project import files_by_stem
+        from idl.infer.evaluate.checks import MISSING, missing_predictions
         from idl.infer.evaluate.semantic import match_items
 
         f = folders
         if not f.groundtruth.is_dir():
             raise DataError(f"{f.groundtruth} is a file; give the ground-truth folder.")
         items = match_items(f.predictions, f.groundtruth, f.images, f.predictions / UNCERTAINTY_DIR)
-        return self.score(Scoring(items, f.out_dir, f.num_classes, f.axes, f.progress, f.dims))
+        missing = missing_predictions(
+            [i.name for i in items], files_by_stem(f.groundtruth), str(f.groundtruth), f.strict
+        )
+        return self.score(
+            Scoring(
+                items,
+                f.out_dir,
+                f.num_classes,
+                f.axes,
+                f.progress,
+                f.dims,
+                f.threshold,
+                f.on_nonfinite,
+                {MISSING: len(missing)} if missing else {},
+            )
+        )

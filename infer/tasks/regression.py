@@ -64,7 +64,15 @@ class Regression(PixelTask):
     def score(self, s: Scoring) -> Summary:
         from idl.infer.evaluate.regression import evaluate_regression
 
-        return evaluate_regression(s.items, s.out_dir, axes=s.axes, progress=s.progress, dims=s.dims)
+        return evaluate_regression(
+            s.items,
+            s.out_dir,
+            axes=s.axes,
+            progress=s.progress,
+            dims=s.dims,
+            on_nonfinite=s.on_nonfinite,
+            notes=s.notes,
+        )
 
 
 register(Regression())

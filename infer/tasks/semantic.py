@@ -70,7 +70,15 @@ class Semantic(PixelTask):
         from idl.infer.evaluate.semantic import evaluate_semantic
 
         return evaluate_semantic(
-            s.items, s.out_dir, s.num_classes, axes=s.axes, progress=s.progress, dims=s.dims
+            s.items,
+            s.out_dir,
+            s.num_classes,
+            axes=s.axes,
+            progress=s.progress,
+            dims=s.dims,
+            threshold=s.threshold,
+            on_nonfinite=s.on_nonfinite,
+            notes=s.notes,
         )
 
 
