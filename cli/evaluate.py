@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import click
@@ -96,6 +97,7 @@ def main(
     out = out_dir or pred_dir / "evaluation"
     role = "--out" if out_dir is not None else "the evaluation folder"
     check_apart(out, [image_dir] if image_dir is not None else [], gt_dir, role)
+    created = not out.exists()
     writable_folder(out, "evaluation")
     folders = Folders(
         pred_dir,
@@ -110,7 +112,12 @@ def main(
         on_nonfinite=on_nonfinite,
         strict=strict,
     )
-    summary = task_named(task).evaluate_folder(folders)
+    try:
+        summary = task_named(task).evaluate_folder(folders)
+    except BaseException:
+        if created:  # a refused evaluation leaves no folder of its own behind (nor figures in it)
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     click.echo(f"{task_named(task).headline(summary)}{coverage_note(summary)}; report: {out / 'report.html'}")
 
 

@@ -64,9 +64,10 @@ def match_items(
     gts = files_by_stem(gt_dir)
     missing = sorted(set(preds) - set(gts))
     if missing:
+        swapped = " Are the folders swapped? The order is PRED_DIR GT_DIR." if set(gts) < set(preds) else ""
         raise DataError(
             f"{gt_dir}: no ground truth for {len(missing)} prediction(s), e.g. '{missing[0]}'. "
-            "Ground-truth files must have the same name as the images they belong to."
+            f"Ground-truth files must have the same name as the images they belong to.{swapped}"
         )
     images = files_by_stem(image_dir) if image_dir is not None and image_dir.is_dir() else {}
     uncertainties = (

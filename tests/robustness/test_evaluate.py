@@ -136,7 +136,7 @@ def test_fractional_values_beyond_probabilities_are_refused(rng, tmp_path: Path)
         "mask (integers) nor probabilities (0..1)." in result.output
     )
     assert "--task regression" in result.output
-    assert not (tmp_path / "ev" / "summary.json").exists()
+    assert not (tmp_path / "ev").exists()  # a refused evaluation leaves no folder behind
 
 
 def test_probabilities_given_as_instance_predictions_are_refused_with_advice(rng, tmp_path: Path) -> None:
@@ -148,7 +148,7 @@ def test_probabilities_given_as_instance_predictions_are_refused_with_advice(rng
     assert "pred/a.tif: the prediction holds fractional values (0.02 to 0.95), " in result.output
     assert "probabilities or measurements, not a label image" in result.output
     assert "idl-labels from-masks" in result.output and "--task semantic" in result.output
-    assert not (tmp_path / "ev" / "summary.json").exists()
+    assert not (tmp_path / "ev").exists()  # a refused evaluation leaves no folder behind
 
 
 # item 4: non-finite prediction values
@@ -207,7 +207,7 @@ def test_on_nonfinite_error_refuses_the_prediction(rng, tmp_path: Path) -> None:
         "pred/a.tif: the prediction holds 65 non-finite pixel value(s) (64 NaN, 1 inf), the first at y=4, "
         "x=8. Predict the image again, or leave out --on-nonfinite error" in result.output
     )
-    assert not (tmp_path / "ev" / "summary.json").exists()
+    assert not (tmp_path / "ev").exists()  # a refused evaluation leaves no folder behind
 
 
 @pytest.mark.parametrize("policy", ["replace", "error"])
@@ -221,7 +221,7 @@ def test_an_all_nan_prediction_is_refused(rng, tmp_path: Path, policy: str) -> N
         "pred/b.tif: the prediction has no pixel with finite values (3072 non-finite pixel value(s) "
         "(3072 NaN, 0 inf), the first at y=0, x=0), so nothing of it can be scored." in result.output
     )
-    assert not (tmp_path / "ev" / "summary.json").exists()
+    assert not (tmp_path / "ev").exists()  # a refused evaluation leaves no folder behind
 
 
 def test_nan_in_probabilities_is_left_out_and_otsu_sees_only_the_rest(rng, tmp_path: Path) -> None:
@@ -321,7 +321,7 @@ def test_ground_truth_without_a_prediction_is_named_and_counted(rng, tmp_path: P
         f"2 of 4 ground truth(s) in {tmp_path / 'gt'} have no prediction: c, d. Predict those images too, or "
         "leave out --strict to score the others." in strict.output
     )
-    assert not (tmp_path / "ev-strict" / "summary.json").exists()
+    assert not (tmp_path / "ev-strict").exists()
 
 
 def test_every_ground_truth_predicted_adds_no_count(rng, tmp_path: Path) -> None:
@@ -384,9 +384,20 @@ def test_swapped_arguments_are_refused_and_nothing_is_written(identity_model, rn
     )
     assert sorted(p.name for p in gt.iterdir()) == before and not (out / "evaluation").exists()
 
+    (out / RECORD_NAME).unlink()  # predictions of another tool: the names tell the order
+    (out / "b.tif").unlink()
+    unrecorded = _evaluate(gt, out)
+    assert unrecorded.exit_code == 1
+    assert (
+        f"{out}: no ground truth for 1 prediction(s), e.g. 'b'. Ground-truth files must have the same name "
+        "as the images they belong to. Are the folders swapped? The order is PRED_DIR GT_DIR."
+        in unrecorded.output
+    )
+    assert sorted(p.name for p in gt.iterdir()) == before
+
     right = _evaluate(out, gt, "--quiet")
     assert right.exit_code == 0, right.output
-    assert _summary(out / "evaluation")["n_images"] == 2
+    assert _summary(out / "evaluation")["n_images"] == 1
 
 
 def test_the_evaluation_is_never_written_into_the_ground_truth(identity_model, rng, tmp_path: Path) -> None:
