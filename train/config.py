@@ -24,7 +24,7 @@ from idl.train.augment import Augmentation
 from idl.train.augment import resolve as resolve_augmentation
 from idl.train.instantdl import KEYS as INSTANTDL_KEYS
 from idl.train.instantdl import LOSSES as INSTANTDL_LOSSES
-from idl.train.instantdl import canonical_loss, translate
+from idl.train.instantdl import canonical_loss, spelled_keys, translate
 from idl.train.plan import SCHEDULES, Plan, Requests
 from idl.train.tasks.registry import all_trainers, trainer_for, trainer_names
 
@@ -38,6 +38,16 @@ def _task(name: str, source: str) -> str:
         return normalize_task(name)
     except ValueError as exc:
         raise ConfigError(f"{source}: {exc}") from exc
+
+
+class SettingError(ConfigError):
+    """A setting's value is out of its range. ``key`` is the field, so that a value read from a config
+    file can be reported under the file's own key (InstantDL's ``iterations_over_dataset`` rather than
+    ``epoch_limit``: :func:`resolve_config`)."""
+
+    def __init__(self, key: str, requirement: str) -> None:
+        self.key, self.requirement = key, requirement
+        super().__init__(f"{key} {requirement}")
 
 
 @dataclass(frozen=True)
@@ -123,58 +133,9 @@ class TrainConfig:
         except ConfigError:
             known = ", ".join(trainer_names())
             raise ConfigError(f"task '{self.task}' is not a task name; use one of {known}") from None
-        checks = [
-            (
-                self.epochs is None or self.epochs >= 1,
-                "epochs must be >= 1 (InstantDL's 0 epochs, predicting with given weights, is idl-predict "
-                "with a trained model)",
-            ),
-            (self.steps_per_epoch is None or self.steps_per_epoch >= 1, "steps_per_epoch must be >= 1"),
-            (self.epoch_limit is None or self.epoch_limit >= 1, "epoch_limit must be >= 1"),
-            (self.batch_size is None or self.batch_size >= 1, "batch_size must be >= 1"),
-            (self.batch_images is None or self.batch_images >= 1, "batchsize must be >= 1"),
-            (self.learning_rate is None or self.learning_rate > 0, "learning_rate must be > 0"),
-            (self.patience is None or self.patience >= 1, "patience must be >= 1"),
-            (
-                self.lr_schedule in SCHEDULES,
-                f"lr_schedule '{self.lr_schedule}' is not known.{did_you_mean(self.lr_schedule, SCHEDULES)} "
-                f"Use one of {', '.join(SCHEDULES)}",
-            ),
-            (self.image_size is None or self.image_size >= 8, "image_size must be >= 8"),
-            (
-                self.image_size is None or self.image_size >= trainer.min_image_size,
-                f"image_size (the training patch side) must be >= {trainer.min_image_size}",
-            ),
-            (self.dims in (None, 2, 3), "dims must be 2 or 3"),
-            (self.depth is None or 1 <= self.depth <= 6, "depth must be between 1 and 6"),
-            (self.base_filters >= 1, "base_filters must be >= 1"),
-            (self.dropout is None or 0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
-            (
-                self.dropout_at in DROPOUT_PLACES,
-                f"dropout_at must be one of {', '.join(DROPOUT_PLACES)}, got '{self.dropout_at}'",
-            ),
-            (self.patch_z is None or self.patch_z >= 1, "patch_z must be >= 1"),
-            (self.amp in AMP_CHOICES, f"amp must be one of {', '.join(AMP_CHOICES)}, got '{self.amp}'"),
-            (self.workers is None or self.workers >= 0, "workers must be >= 0"),
-            (
-                0.0 <= self.val_fraction < 1.0,
-                "val_fraction must be at least 0 (0: no validation) and below 1",
-            ),
-            (self.mc_samples >= 2, "mc_samples must be >= 2"),
-            (
-                self.device in DEVICES,
-                f"device '{self.device}' is not known.{did_you_mean(self.device, DEVICES)} "
-                f"Use one of {', '.join(DEVICES)}",
-            ),
-            (self.num_classes is None or self.num_classes >= 2, "num_classes must be >= 2"),
-            (
-                self.on_nonfinite in NONFINITE_POLICIES,
-                f"on_nonfinite must be one of {', '.join(NONFINITE_POLICIES)}, got '{self.on_nonfinite}'",
-            ),
-        ]
-        for ok, message in checks:
+        for ok, key, requirement in self._range_checks(trainer.min_image_size):
             if not ok:
-                raise ConfigError(message)
+                raise SettingError(key, requirement)
         try:
             resolved = resolve_augmentation(self.augment, self.augment_settings)
         except ValueError as exc:
@@ -199,6 +160,65 @@ class TrainConfig:
             raise ConfigError(f"class_weights must be 'balanced' or one number per class, got '{weights}'")
         if isinstance(weights, tuple) and (len(weights) < 2 or not all(w > 0 for w in weights)):
             raise ConfigError(f"class_weights need one positive number per class, got {list(weights)}")
+
+    def _range_checks(self, min_image_size: int) -> list[tuple[bool, str, str]]:
+        """``(holds, field, requirement)`` for every value with a range or a fixed set of choices."""
+        return [
+            (
+                self.epochs is None or self.epochs >= 1,
+                "epochs",
+                "must be >= 1 (InstantDL's 0 epochs, predicting with given weights, is idl-predict with a "
+                "trained model)",
+            ),
+            (self.steps_per_epoch is None or self.steps_per_epoch >= 1, "steps_per_epoch", "must be >= 1"),
+            (self.epoch_limit is None or self.epoch_limit >= 1, "epoch_limit", "must be >= 1"),
+            (self.batch_size is None or self.batch_size >= 1, "batch_size", "must be >= 1"),
+            (self.batch_images is None or self.batch_images >= 1, "batch_images", "must be >= 1"),
+            (self.learning_rate is None or self.learning_rate > 0, "learning_rate", "must be > 0"),
+            (self.patience is None or self.patience >= 1, "patience", "must be >= 1"),
+            (
+                self.lr_schedule in SCHEDULES,
+                "lr_schedule",
+                f"'{self.lr_schedule}' is not known.{did_you_mean(self.lr_schedule, SCHEDULES)} "
+                f"Use one of {', '.join(SCHEDULES)}",
+            ),
+            (self.image_size is None or self.image_size >= 8, "image_size", "must be >= 8"),
+            (
+                self.image_size is None or self.image_size >= min_image_size,
+                "image_size",
+                f"(the training patch side) must be >= {min_image_size}",
+            ),
+            (self.dims in (None, 2, 3), "dims", "must be 2 or 3"),
+            (self.depth is None or 1 <= self.depth <= 6, "depth", "must be between 1 and 6"),
+            (self.base_filters >= 1, "base_filters", "must be >= 1"),
+            (self.dropout is None or 0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)"),
+            (
+                self.dropout_at in DROPOUT_PLACES,
+                "dropout_at",
+                f"must be one of {', '.join(DROPOUT_PLACES)}, got '{self.dropout_at}'",
+            ),
+            (self.patch_z is None or self.patch_z >= 1, "patch_z", "must be >= 1"),
+            (self.amp in AMP_CHOICES, "amp", f"must be one of {', '.join(AMP_CHOICES)}, got '{self.amp}'"),
+            (self.workers is None or self.workers >= 0, "workers", "must be >= 0"),
+            (
+                0.0 <= self.val_fraction < 1.0,
+                "val_fraction",
+                "must be at least 0 (0: no validation) and below 1",
+            ),
+            (self.mc_samples >= 2, "mc_samples", "must be >= 2"),
+            (
+                self.device in DEVICES,
+                "device",
+                f"'{self.device}' is not known.{did_you_mean(self.device, DEVICES)} "
+                f"Use one of {', '.join(DEVICES)}",
+            ),
+            (self.num_classes is None or self.num_classes >= 2, "num_classes", "must be >= 2"),
+            (
+                self.on_nonfinite in NONFINITE_POLICIES,
+                "on_nonfinite",
+                f"must be one of {', '.join(NONFINITE_POLICIES)}, got '{self.on_nonfinite}'",
+            ),
+        ]
 
     @property
     def augmentation(self) -> Augmentation:
@@ -362,12 +382,13 @@ _KINDS: dict[str, tuple[str, tuple[type, ...]]] = {
 }
 
 
-def _check_kind(key: str, value: Any, source: str) -> None:
+def _check_kind(key: str, value: Any, source: str, spelled: str | None = None) -> None:
+    """Refuse a value of the wrong type for field ``key``, named as the file spells it (``spelled``)."""
     if key not in _KINDS:
         return
     name, kinds = _KINDS[key]
     if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
-        raise ConfigError(f"{source}: '{key}' must be {name}, got {value!r}.")
+        raise ConfigError(f"{source}: '{spelled or key}' must be {name}, got {value!r}.")
 
 
 def _augment(value: Any, source: str) -> dict[str, Any]:
@@ -393,8 +414,9 @@ def config_from_mapping(data: dict[str, Any], source: str) -> dict[str, Any]:
     """Validate keys of a config mapping (ours or InstantDL's) and return our field overrides."""
     out: dict[str, Any] = {}
     valid = sorted(set(FIELD_NAMES) | set(INSTANTDL_KEYS))
-    instantdl = {k.lower(): v for k, v in data.items() if k.lower() in INSTANTDL_KEYS}
+    instantdl = {k: v for k, v in data.items() if k.lower() in INSTANTDL_KEYS}
     ours = [(k, v) for k, v in data.items() if k.lower() not in INSTANTDL_KEYS]
+    spelled = spelled_keys(data)
     for key, value in [*translate(instantdl, source).items(), *ours]:
         if key not in FIELD_NAMES:
             raise ConfigError(
@@ -402,7 +424,7 @@ def config_from_mapping(data: dict[str, Any], source: str) -> dict[str, Any]:
             )
         if value is None:
             continue  # null means "the default" (InstantDL's example configs use it so)
-        _check_kind(key, value, source)
+        _check_kind(key, value, source, spelled.get(key))
         if key == "normalization" and isinstance(value, dict):
             value = Normalization(**value)
         if key == "augment":
@@ -449,7 +471,8 @@ def json_text(text: str) -> str:
 def read_config_file(path: Path) -> dict[str, Any]:
     """The key: value pairs of a JSON config file (Python literals tolerated), unchecked."""
     try:
-        data = json.loads(json_text(Path(path).read_text(encoding="utf-8")))
+        # utf-8-sig: Windows editors (Notepad) start UTF-8 files with a byte-order mark
+        data = json.loads(json_text(Path(path).read_text(encoding="utf-8-sig")))
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: config file not found.") from exc
     except json.JSONDecodeError as exc:
@@ -474,16 +497,43 @@ def project_of_config(path: Path) -> Path:
     for candidate in candidates:
         if candidate.is_dir():
             return candidate
+    files = [c for c in candidates if c.exists()]
+    if files:
+        raise ConfigError(
+            f"{path}: 'path' names {files[0]}, which is a file, not a folder; 'path' must name the "
+            "project folder (the one holding train/ and test/). Correct it or give the PROJECT folder."
+        )
     raise ConfigError(
         f"{path}: the project folder '{data['path']}' was found neither in the working folder nor next to "
         "the config file; correct 'path' or give the PROJECT folder."
     )
 
 
+def file_keys(data: dict[str, Any]) -> dict[str, tuple[str, Any]]:
+    """Our field -> (the key as the config file spells it, the file's value): ours as they are,
+    InstantDL's under their own names (``batchsize`` for ``batch_images``)."""
+    names = {k: (k, v) for k, v in data.items() if k in FIELD_NAMES}
+    names.update({field: (key, data[key]) for field, key in spelled_keys(data).items()})
+    return names
+
+
+def _in_file_terms(error: SettingError, keys: dict[str, tuple[str, Any]], source: str) -> ConfigError:
+    """``error`` about a value from a config file, under the file's own key and with its value."""
+    if error.key not in keys:
+        return error
+    key, value = keys[error.key]
+    got = "" if "got" in error.requirement else f", got {value!r}"
+    return ConfigError(f"{source}: '{key}' {error.requirement}{got}.")
+
+
 def resolve_config(file: Path | None = None, **overrides: Any) -> TrainConfig:
-    """Defaults, then the config file, then the non-``None`` command-line overrides."""
-    values: dict[str, Any] = load_config_file(file) if file is not None else {}
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    """Defaults, then the config file, then the non-``None`` command-line overrides. A value out of
+    range is reported under the key the file gives it (InstantDL's keys included)."""
+    data = read_config_file(file) if file is not None else {}
+    values: dict[str, Any] = config_from_mapping(data, str(file)) if file is not None else {}
+    given = {k: v for k, v in overrides.items() if v is not None}
+    keys = {k: v for k, v in file_keys(data).items() if k not in given}
+    values.update(given)
     if overrides.get("augment") is not None:  # the command line's names: keep the file's settings of those
         kept = values.get("augment_settings", {})
         values["augment_settings"] = {k: v for k, v in kept.items() if k in overrides["augment"]}
@@ -491,5 +541,7 @@ def resolve_config(file: Path | None = None, **overrides: Any) -> TrainConfig:
         values["class_weights"] = parse_class_weights(values["class_weights"])
     try:
         return replace(TrainConfig(), **values)
+    except SettingError as exc:
+        raise _in_file_terms(exc, keys, str(file)) from None
     except TypeError as exc:
         raise ConfigError(str(exc)) from exc

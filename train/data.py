@@ -35,6 +35,12 @@ class Sample:
     image: np.ndarray
     target: np.ndarray
     labels: np.ndarray | None = None  # instance: the label image the target was made from
+    path: Path | None = None  # the image file, for messages
+
+    @property
+    def source(self) -> str:
+        """The image's file name (its name without a file)."""
+        return self.path.name if self.path is not None else self.name
 
 
 @dataclass(frozen=True)
@@ -129,6 +135,41 @@ def check_split(split_dir: Path, axes: str | None, spatial: str = "yx") -> int:
     return len(pairs)
 
 
+FEW_WITH_FOREGROUND = 0.1  # below this share of masks with foreground, training warns
+
+
+def _some(paths: list[Path], shown: int = 5) -> str:
+    """The first ``shown`` file names of ``paths`` and how many more."""
+    names = ", ".join(p.name for p in paths[:shown])
+    return names + (f" and {len(paths) - shown} more" if len(paths) > shown else "")
+
+
+def check_foreground(masks: list[tuple[Path, bool]], kind: str, what: str) -> None:
+    """Refuse training masks of which none holds ``what`` (every pixel 0: nothing to learn, and
+    validation would score 0 while the run looked fine); warn when fewer than
+    :data:`FEW_WITH_FOREGROUND` of them do. Many empty masks can be right (tiles of background teach
+    what is not an object), so that is a warning, not an error. ``masks``: (file, holds foreground)."""
+    holding = [path for path, found in masks if found]
+    if not holding:
+        folder = masks[0][0].parent
+        raise DataError(
+            f"{folder}: none of the {len(masks)} training {kind}(s) holds {what} (every pixel is 0), so "
+            "there is nothing to learn. Check that the ground truth was saved with its objects (not an "
+            f"empty or all-background export) and that {folder} holds the right files."
+        )
+    if len(holding) < FEW_WITH_FOREGROUND * len(masks):
+        log.warning(
+            "only %d of %d training %s(s) hold %s (%s); the other %d are empty. That can be right "
+            "(background tiles), but check that no ground truth was saved empty by mistake",
+            len(holding),
+            len(masks),
+            kind,
+            what,
+            _some(holding),
+            len(masks) - len(holding),
+        )
+
+
 def load_semantic_data(
     split_dir: Path,
     norm: Normalization,
@@ -149,9 +190,13 @@ def load_semantic_data(
         log.info(
             "found %s in the ground truth", "binary masks" if num_classes == 2 else f"{num_classes} classes"
         )
+    check_foreground([(pair.groundtruth, bool(np.any(gt != 0))) for pair, _, gt in raw], "mask", "foreground")
     samples = [
         Sample(
-            pair.name, normalize(image, norm), semantic_target(gt, num_classes, str(pair.groundtruth), dims)
+            pair.name,
+            normalize(image, norm),
+            semantic_target(gt, num_classes, str(pair.groundtruth), dims),
+            path=pair.image,
         )
         for pair, image, gt in raw
     ]
@@ -188,9 +233,16 @@ def load_instance_data(
     raw, used_axes = _read_pairs(split_dir, axes, lambda p: _read_labels(p, dims), spatial, on_nonfinite)
     objects = sum(len(np.unique(labels)) - int((labels == 0).any()) for _, _, labels in raw)
     log.info("instance ground truth: %d object(s) in %d image(s)", objects, len(raw))
+    check_foreground(
+        [(pair.groundtruth, bool(np.any(labels))) for pair, _, labels in raw], "label image", "an object"
+    )
     samples = [
         Sample(
-            pair.name, normalize(image, norm), target(labels), None if as_labels else labels.astype(np.int32)
+            pair.name,
+            normalize(image, norm),
+            target(labels),
+            None if as_labels else labels.astype(np.int32),
+            path=pair.image,
         )
         for pair, image, labels in raw
     ]
@@ -230,7 +282,7 @@ def load_regression_data(
         np.array2string(std, precision=4),
     )
     samples = [
-        Sample(pair.name, normalize(image, norm), ((target - mean) / std).astype(np.float32))
+        Sample(pair.name, normalize(image, norm), ((target - mean) / std).astype(np.float32), path=pair.image)
         for pair, image, target in raw
     ]
     return TrainingData(
@@ -269,7 +321,7 @@ def split_validation(
 def _crop(sample: Sample, axis: int, start: int, stop: int) -> Sample:
     index = tuple(slice(start, stop) if i == axis else slice(None) for i in range(sample.target.ndim))
     labels = None if sample.labels is None else sample.labels[index]
-    return Sample(sample.name, sample.image[index], sample.target[index], labels)
+    return Sample(sample.name, sample.image[index], sample.target[index], labels, sample.path)
 
 
 MIN_TRAIN_SHARE = 0.5  # of a single image's split axis that always stays for training
@@ -327,12 +379,14 @@ def patch_shape_for(
     """
     shape = []
     for i, (want, m) in enumerate(zip(requested, multiples, strict=True)):
-        smallest = min(s.image.shape[i] for s in samples)
+        limiting = min(samples, key=lambda s: s.image.shape[i])
+        smallest = limiting.image.shape[i]
         size = min(want, smallest) // m * m
         if size < m:
             raise DataError(
-                f"the smallest image is {smallest} px along {spatial[i]} but the U-Net needs at least "
-                f"{m} px there; use a smaller --depth (or the anisotropic 3D U-Net) or larger images."
+                f"{limiting.source}: the smallest training image (region) is {smallest} px along "
+                f"{spatial[i]} but the U-Net needs at least {m} px there; use a smaller --depth (or the "
+                "anisotropic 3D U-Net), or remove the image from the training data."
             )
         shape.append(size)
     side = min(shape[-2:])

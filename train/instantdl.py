@@ -14,6 +14,7 @@ Settings that would alter the ground truth (``binarize_mask``, ``threshold_backg
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,11 @@ KEYS = {
     "seeds": "seed",
     "calculate_uncertainty": "uncertainty",
     "evaluation": "evaluate",
+}
+# our fields an InstantDL key sets besides its own in KEYS
+ALSO_SETS = {
+    "data_gen_args": ("augment_settings", "save_augmentations", "instantdl_zoom_px"),
+    "image_size": ("patch_z",),
 }
 LOSSES = {
     "mean_squared_error": "mse",
@@ -83,6 +89,18 @@ DATA_GEN_ARGS = (*SWITCHES, *STRENGTHS, "save_augmented_images", *IGNORED)
 
 
 CROP_KEY = "crop_px"  # a zoom given as InstantDL's pixels, resolved by TrainConfig.with_image_side
+
+
+def spelled_keys(data: Mapping[str, Any]) -> dict[str, str]:
+    """Our field -> the InstantDL key that sets it, as the file spells it (``Iterations_Over_Dataset``),
+    so that messages about a value use the user's own key rather than an internal field name."""
+    out: dict[str, str] = {}
+    for key in data:
+        ours = KEYS.get(key.lower())
+        if ours is not None:
+            for name in (ours, *ALSO_SETS.get(key.lower(), ())):
+                out[name] = key
+    return out
 
 
 def canonical_loss(name: str) -> str:
@@ -179,8 +197,22 @@ def _pretrained(values: dict[str, Any], source: str) -> str | None:
     return str(path)
 
 
-def translate(values: dict[str, Any], source: str) -> dict[str, Any]:
-    """Our field values for InstantDL's keys (given in lower case)."""
+def _image_size(value: list | tuple, key: str, source: str) -> tuple[int, int | None]:
+    """InstantDL's ``image_size`` list, ``[x, y, (z,) channels]``: the in-plane side (the smaller of
+    x and y) and the depth of 3D patches (``None`` without one)."""
+    whole = all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    if not whole or len(value) not in (2, 3, 4):
+        raise ConfigError(
+            f"{source}: '{key}' must be a whole number or InstantDL's [x, y, channels] (3D: [x, y, z, "
+            f"channels]) of whole numbers, got {list(value)!r}."
+        )
+    return min(value[:2]), (value[2] if len(value) == 4 else None)
+
+
+def translate(values: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Our field values for InstantDL's keys (in any case: InstantDL's files spell them variously)."""
+    spelled = {k.lower(): k for k in values}
+    values = {k.lower(): v for k, v in values.items()}
     out: dict[str, Any] = {}
     for key, value in values.items():
         ours = KEYS[key]
@@ -207,10 +239,9 @@ def translate(values: dict[str, Any], source: str) -> dict[str, Any]:
             if CROP_KEY in value.get("zoom", {}):
                 out["instantdl_zoom_px"] = value["zoom"].pop(CROP_KEY)
         elif ours == "image_size" and isinstance(value, (list, tuple)):
-            # (x, y, [z,] channels): the in-plane side, and the depth of 3D patches
-            if len(value) == 4:
-                out["patch_z"] = int(value[2])
-            value = int(min(value[:2]))
+            value, z = _image_size(value, spelled.get(key, key), source)
+            if z is not None:
+                out["patch_z"] = z
         elif ours == "num_classes" and value == 1:
             value = 2  # InstantDL counts a binary (sigmoid) task as one class
         out[ours] = value

@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import shutil
+import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from idl.train.checkpoint import (
 )
 from idl.train.config import ConfigError, TrainConfig
 from idl.train.distributed import SINGLE, Ranks, from_environment
+from idl.train.fingerprint import DataFingerprint, check_unchanged, fingerprint
 from idl.train.loop import LoopSettings, TrainState, channels_last, loader_validation
 from idl.train.loop import fit as fit_loop
 from idl.train.plan import Plan
@@ -52,6 +54,8 @@ from idl.train.tracking import Tracker
 log = logging.getLogger("idl")
 
 CONFIG_NAME = "config.json"
+DATA_KEY = "data_fingerprint"  # last.pt: the training files the run started from (train/fingerprint.py)
+PLAN_KEY = "plan"  # last.pt: the plan, whose reasons a resumed run keeps for the items it does not change
 
 
 @dataclass
@@ -187,6 +191,7 @@ class Resolved:
     start: Start
     replaces: bool  # an earlier model is replaced (--overwrite)
     ranks: Ranks = SINGLE  # the processes training together (torchrun)
+    data: DataFingerprint | None = None  # the training files, stored in last.pt (checked on --resume)
 
     @property
     def model_dir(self) -> Path:
@@ -273,10 +278,24 @@ def resolve(
     device = ranks.start(resolve_device(config.device))
     pretrained = read_pretrained(config.pretrained) if config.pretrained and not resume else None
     saved = load_checkpoint(project / MODEL_DIR / LAST_NAME) if resume else None
+    data = _data_fingerprint(project)
+    if saved is not None:  # before the data is read: changed data fails in seconds
+        check_unchanged(saved.get(DATA_KEY), data, project / MODEL_DIR / LAST_NAME, project)
     if config.dims is None:
         config = replace(config, dims=trainer.dims or detect_dims(project, config.axes))
     start = Start(device, pretrained, saved, processes=ranks.world)
-    return Resolved(project, config, trainer, start, replaces, ranks)
+    return Resolved(project, config, trainer, start, replaces, ranks, data)
+
+
+def _data_fingerprint(project: Path) -> DataFingerprint:
+    """The training files' fingerprint, with the time it took when that is noticeable."""
+    began = time.perf_counter()
+    data = fingerprint(project)
+    seconds = time.perf_counter() - began
+    if seconds > 2:
+        megabytes = sum(size for size, _ in data.files.values()) / 1e6
+        log.info("training data: %d files, %.0f MB hashed in %.1f s", len(data.files), megabytes, seconds)
+    return data
 
 
 def prepare(resolved: Resolved, progress: bool) -> Run:
@@ -289,7 +308,11 @@ def prepare(resolved: Resolved, progress: bool) -> Run:
     config, model = setup.config, setup.model
     config = replace(config, learning_rate=config.resolved_learning_rate)  # saved and logged as used
     plan = replace(setup.plan, schedule=config.lr_schedule)
+    if start.saved is not None:
+        plan = _keep_reasons(plan, _saved_plan(start.saved, model_dir))
     log.info("training plan (set in the config or on the command line to change an item):\n%s", plan.table())
+    for note in plan.notes:
+        log.warning(note)
     if config.uncertainty and config.dropout == 0:
         log.warning("dropout is 0, so there is no Monte Carlo dropout: predicting without uncertainty")
         config = replace(config, uncertainty=False)
@@ -331,6 +354,31 @@ def prepare(resolved: Resolved, progress: bool) -> Run:
         preview = save_augmentation_grid(setup.train_set, model_dir / PREVIEW_NAME)
         log.info("augmented training samples: %s (stop with Ctrl-C if they look wrong)", preview)
     return Run(resolved, config, setup, plan, model, optimizer, state, fresh, run_id, progress)
+
+
+def _saved_plan(saved: dict[str, Any], model_dir: Path) -> dict[str, Any]:
+    """The plan of the run being resumed: from its checkpoint, or (checkpoints written before it was
+    stored there) from ``plan.json``; empty when neither has it."""
+    if isinstance(saved.get(PLAN_KEY), dict):
+        return saved[PLAN_KEY]
+    try:
+        data = json.loads((model_dir / PLAN_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _keep_reasons(plan: Plan, saved: dict[str, Any]) -> Plan:
+    """``plan`` with the reasons (``sources``) of the resumed run's plan for every item whose value
+    is unchanged. A resumed run reads its settings from ``config.json``, where every planned value
+    is written out, so without this each item would read "set" and be logged as a changed setting."""
+    before = saved.get("sources", {})
+    now = plan.to_dict()
+    kept = {
+        k: before[k] if k in before and k in saved and saved[k] == now.get(k) else v
+        for k, v in plan.sources.items()
+    }
+    return replace(plan, sources=kept)
 
 
 def _resume(
@@ -385,6 +433,8 @@ def fit(run: Run, tracker: Tracker | None) -> TrainState:
                 "optimizer": run.optimizer.state_dict(),
                 "torch_rng": torch.get_rng_state(),
                 "mlflow_run_id": tracker.run_id,
+                PLAN_KEY: plan.to_dict(),
+                **({DATA_KEY: run.resolved.data.to_dict()} if run.resolved.data is not None else {}),
             },
         )
         metrics = {k: v for k, v in current.history[-1].items() if k != "epoch"}

@@ -94,6 +94,7 @@ class Fingerprint:
     spacing: tuple[float, ...] | None = None  # (z, y, x) when the files record it
     object_size: float | None = None  # typical in-plane object side (px): see typical_size
     n_objects: int = 0
+    names: tuple[str, ...] = ()  # the file name of every training image, as ``shapes``: for messages
 
     @property
     def median_shape(self) -> tuple[int, ...]:
@@ -106,6 +107,26 @@ class Fingerprint:
     @property
     def voxels(self) -> int:
         return int(sum(math.prod(s) for s in self.shapes))
+
+    def _sides(self, axis: int | None) -> list[int]:
+        return [min(s[-2:]) if axis is None else s[axis] for s in self.shapes]
+
+    def smallest(self, axis: int | None = None) -> str:
+        """The image that limits the plan along spatial ``axis`` (``0``: z) or in-plane (``None``),
+        named with its shape: ``the smallest image, a.tif (77 x 33 px)``, or ``the images (64 x 64
+        px)`` when every image is that small."""
+        sides = self._sides(axis)
+        i = int(np.argmin(sides))
+        shape = f"{' x '.join(map(str, self.shapes[i]))} px"
+        if not self.outlier(axis):
+            return f"the images ({shape})" if len(sides) > 1 else f"the image ({shape})"
+        name = self.names[i] if i < len(self.names) else f"image {i + 1}"
+        return f"the smallest image, {name} ({shape})"
+
+    def outlier(self, axis: int | None = None) -> bool:
+        """Whether one image is smaller than another along ``axis`` (``None``: in-plane)."""
+        sides = self._sides(axis)
+        return min(sides) < max(sides)
 
 
 COMPACT = 0.3  # objects filling less of their bounding box are thin: membranes, vessels
@@ -182,6 +203,9 @@ class Plan:
     schedule: str = "trapezoid"
     sources: dict[str, str] = field(default_factory=dict)
     network: str = ""  # what the network is, when not a U-Net of ``depth`` levels
+    # warnings for the user (a set patch clamped to the images): logged once, not saved (the sources
+    # say it in the plan table and plan.json)
+    notes: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def total_steps(self) -> int:
@@ -189,6 +213,7 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        del data["notes"]
         data["patch"] = list(self.patch)
         data["total_steps"] = self.total_steps
         return data
@@ -256,6 +281,12 @@ def _anisotropy(fp: Fingerprint, requests: Requests, sources: dict[str, str]) ->
     return ratio >= ANISOTROPY_RATIO
 
 
+def receptive_field(depth: int) -> int:
+    """About how many pixels a U-Net of ``depth`` levels sees around each output pixel (the planning
+    rule's ``12 * 2**depth``)."""
+    return 12 * 2**depth
+
+
 def _depth(fp: Fingerprint, requests: Requests, anisotropic: bool, sources: dict[str, str]) -> int:
     """The shallowest U-Net whose receptive field (about 12 * 2**depth px) spans
     :data:`CONTEXT_PER_OBJECT` object sides, within what the images' size allows."""
@@ -266,8 +297,10 @@ def _depth(fp: Fingerprint, requests: Requests, anisotropic: bool, sources: dict
     # depth must hold the z multiple (one halving fewer in z for the anisotropic U-Net)
     smallest = min(fp.smallest_shape[-2:])
     fits = max(1, int(math.floor(math.log2(max(smallest, 2) / MIN_BOTTLENECK))))
+    limit: int | None = None  # the axis that limits the depth: in-plane (None) or z (0)
     if fp.dims == 3:
         z_levels = int(math.floor(math.log2(max(fp.smallest_shape[0], 1)))) + int(anisotropic)
+        limit = 0 if z_levels < fits else None
         fits = max(1, min(fits, z_levels))
     if fp.object_size is None:
         want, why = 4, "no objects to measure: 4"
@@ -281,7 +314,7 @@ def _depth(fp: Fingerprint, requests: Requests, anisotropic: bool, sources: dict
         )
     depth = min(want, fits)
     if depth < want:
-        why += f"; images of {smallest} px allow {fits}"
+        why += f"; at most depth {fits} fits {fp.smallest(limit)}"
     sources["depth"] = why
     return depth
 
@@ -293,9 +326,11 @@ def _patch(
     anisotropic: bool,
     budget: Budget,
     sources: dict[str, str],
+    notes: list[str],
 ) -> tuple[tuple[int, ...], int]:
     """Patch and batch: the patch covers the receptive field (at least 128 px, at most the images'
-    size), the batch fills the device's voxels per step (at least 2, for batch norm)."""
+    size), the batch fills the device's voxels per step (at least 2, for batch norm). ``notes``
+    gets the warnings the plan has for the user (a patch clamped to the images)."""
     multiple = 2**depth
     z_multiple = 2 ** (depth - 1) if anisotropic else multiple
     smallest = fp.smallest_shape
@@ -305,19 +340,22 @@ def _patch(
         # voxels: 8 x 96 x 96, as many voxels spanning a similar physical depth)
         side = requests.patch_side or (96 if anisotropic else 64)
         z = requests.patch_z or (8 if anisotropic else 16)
-        sources["patch"] = "set" if requests.patch_side or requests.patch_z else "3D default"
-    elif requests.patch_side is not None:
-        side = requests.patch_side
-        sources["patch"] = "set"
+        wanted: tuple[int, ...] = (z, side)
+        got: tuple[int, ...] = (
+            max(z_multiple, min(z, smallest[0]) // z_multiple * z_multiple),
+            max(multiple, min(side, min(smallest[-2:])) // multiple * multiple),
+        )
+        requested = bool(requests.patch_side or requests.patch_z)
+        limits = (smallest[0] < z, min(smallest[-2:]) < side)
+        sources["patch"] = _patch_source(fp, wanted, got, limits, requested, None, notes)
     else:
-        receptive = 12 * multiple
-        side = max(128, min(256, receptive))
-        sources["patch"] = f"covers the receptive field of {receptive} px"
-    side = max(multiple, min(side, min(smallest[-2:])) // multiple * multiple)
-    patch: tuple[int, ...] = (side, side)
-    if fp.dims == 3:
-        z = max(z_multiple, min(z, smallest[0]) // z_multiple * z_multiple)
-        patch = (z, *patch)
+        receptive = receptive_field(depth)
+        side = requests.patch_side if requests.patch_side is not None else max(128, min(256, receptive))
+        wanted, got = (side,), (max(multiple, min(side, min(smallest[-2:])) // multiple * multiple),)
+        limits = (min(smallest[-2:]) < side,)
+        requested = requests.patch_side is not None
+        sources["patch"] = _patch_source(fp, wanted, got, limits, requested, receptive, notes)
+    patch: tuple[int, ...] = (*got[:-1], got[-1], got[-1])
     if requests.batch_size is not None:
         batch = requests.batch_size
         sources["batch_size"] = "set"
@@ -328,6 +366,49 @@ def _patch(
         batch = max(MIN_BATCH, per_step // math.prod(patch))
         sources["batch_size"] = f"{per_step // 1000} k voxels per step"
     return patch, batch
+
+
+def _patch_source(
+    fp: Fingerprint,
+    wanted: tuple[int, ...],
+    got: tuple[int, ...],
+    limits: tuple[bool, ...],
+    requested: bool,
+    receptive: int | None,
+    notes: list[str],
+) -> str:
+    """Where the patch came from, for the plan table: ``wanted`` (set, or the default) became ``got``
+    (``(side,)`` in 2D, ``(z, side)`` in 3D) because of the smallest image along the axes in
+    ``limits``, or the U-Net's size multiple. Never claims to cover a receptive field it does not;
+    a set size clamped to the images, or an image that keeps the patch below the receptive field
+    (2D: ``receptive``), goes to ``notes`` as well."""
+    shown = " x ".join(map(str, (*got, got[-1])))  # the patch: the in-plane sides are equal
+    limited = [ax for ax, limit in zip((0, None)[-len(got) :], limits, strict=True) if limit]
+    image = fp.smallest(limited[0]) if limited else ""
+    if requested:
+        if got == wanted:
+            return "set"
+        asked = " x ".join(map(str, wanted))
+        if limited:
+            notes.append(
+                f"the patch size set, {asked} px, is larger than {image}: training on patches of {shown} px"
+            )
+            return f"set to {asked}, clamped to fit {image}"
+        return f"set to {asked}, rounded down to the U-Net's size multiple"
+    fits = f"fits {image}" if limited else ""
+    if receptive is None:  # 3D: no receptive field in the default
+        return f"3D default, {fits}" if fits else "3D default"
+    if got[-1] >= receptive:
+        covers = f"covers the receptive field of {receptive} px"
+        return f"{fits}; {covers}" if fits else covers
+    if not fits:
+        return f"at most 256 px, less than the receptive field of {receptive} px"
+    if fp.outlier(limited[0]):
+        notes.append(
+            f"training patches of {shown} px fit {image}, less than the network's receptive field of "
+            f"{receptive} px; if that image is an outlier, remove it from the training images"
+        )
+    return f"{fits}, less than the receptive field of {receptive} px"
 
 
 def instantdl_batch(batchsize: int) -> int:
@@ -402,9 +483,10 @@ def make_plan(
     kind = device_kind(device)
     budget = budget_for(device, memory_gb, processes)
     sources: dict[str, str] = {}
+    notes: list[str] = []
     anisotropic = _anisotropy(fp, requests, sources)
     depth = _depth(fp, requests, anisotropic, sources)
-    patch, batch = _patch(fp, requests, depth, anisotropic, budget, sources)
+    patch, batch = _patch(fp, requests, depth, anisotropic, budget, sources, notes)
     if sources["batch_size"] != "set" and batch % processes:
         batch += processes - batch % processes  # every process takes an equal part
         sources["batch_size"] += f", a multiple of {processes} processes"
@@ -427,6 +509,7 @@ def make_plan(
         warmup,
         validation,
         sources=sources,
+        notes=tuple(notes),
     )
 
 

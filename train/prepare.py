@@ -17,7 +17,7 @@ from idl.infer.core.errors import DataError
 from idl.infer.core.project import pair_files
 from idl.infer.io.images import read_image, voxel_size
 from idl.train.data import Sample, TrainingData, patch_shape_for
-from idl.train.plan import Fingerprint, Plan, class_components, object_sizes, typical_size
+from idl.train.plan import Fingerprint, Plan, class_components, object_sizes, receptive_field, typical_size
 
 if TYPE_CHECKING:
     from idl.train.config import TrainConfig
@@ -89,6 +89,24 @@ def fingerprint_of(project: Path, data: TrainingData, dims: int, objects: bool =
         spacing=spacing,
         object_size=typical_size(sizes, areas),
         n_objects=int(sizes.size),
+        names=tuple(s.source for s in data.samples),
+    )
+
+
+def check_image_sizes(samples: list[Sample], minimum: int) -> None:
+    """Refuse training images with an in-plane side below ``minimum`` px (the smallest training
+    patch), naming them: the plan would otherwise shrink every patch to the smallest image, or fail
+    on a setting it derived from it."""
+    small = [s for s in samples if min(s.image.shape[-3:-1]) < minimum]
+    if not small:
+        return
+    first = small[0]
+    size = " x ".join(map(str, first.image.shape[:-1]))
+    more = f" ({len(small)} training images are, e.g. also {small[1].source})" if len(small) > 1 else ""
+    raise DataError(
+        f"{first.path or first.name}: the training image is {size} px{more}; training needs images of at "
+        f"least {minimum} x {minimum} px (the smallest training patch). Remove it from the training data "
+        "(idl-predict predicts images of any size) or use a larger image."
     )
 
 
@@ -105,7 +123,16 @@ def fit_patch(
         if batch_set
         else max(plan.batch_size, plan.batch_size * math.prod(plan.patch) // math.prod(patch))
     )
-    return replace(plan, patch=patch, batch_size=batch)
+    region = min(samples, key=lambda s: min(s.image.shape[-3:-1]))
+    shape = " x ".join(map(str, region.image.shape[:-1]))
+    why = (
+        f"shrunk from {' x '.join(map(str, plan.patch))} px to fit the training region of {region.source} "
+        f"({shape} px; the rest is held out for validation)"
+    )
+    receptive = receptive_field(plan.depth)
+    if plan.dims == 2 and patch[-1] < receptive:
+        why += f", less than the receptive field of {receptive} px"
+    return replace(plan, patch=patch, batch_size=batch, sources={**plan.sources, "patch": why})
 
 
 def adopt_architecture(config: TrainConfig, pretrained: Pretrained) -> TrainConfig:

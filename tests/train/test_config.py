@@ -60,7 +60,9 @@ def test_instantdl_nulls_binary_classes_and_flips(tmp_path: Path) -> None:
 def test_wrongly_typed_values_name_the_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"c\.json: 'epochs' must be a whole number, got '5'"):
         config_from_mapping({"epochs": "5"}, "c.json")
-    with pytest.raises(ConfigError, match="'evaluate' must be true or false, got 1"):
+    with pytest.raises(
+        ConfigError, match=r"c\.json: 'evaluation' must be true or false, got 1"
+    ):  # InstantDL's key
         config_from_mapping({"evaluation": 1}, "c.json")
 
 

@@ -16,7 +16,14 @@ from idl.models import UNet, UNetSpec
 from idl.train.data import PatchDataset, TrainingData, check_split, smallest_side, split_validation
 from idl.train.losses import LossFn, make_loss
 from idl.train.plan import make_plan, validation_voxels
-from idl.train.prepare import adopt_architecture, fingerprint_of, fit_patch, gpu_memory, model_name
+from idl.train.prepare import (
+    adopt_architecture,
+    check_image_sizes,
+    fingerprint_of,
+    fit_patch,
+    gpu_memory,
+    model_name,
+)
 from idl.train.setup import Setup, data_summary
 from idl.train.tasks.base import Start, Trainer
 from idl.train.validation import ImageScore, WholeImageValidation, validation_tile
@@ -56,6 +63,7 @@ class PixelTrainer(Trainer):
         assert config.dims is not None
         dims, spatial = config.dims, "zyx"[-config.dims :]
         data = self.load_data(project / "train", config, spatial)
+        check_image_sizes(data.samples, self.min_image_size)
         if (project / "test").is_dir() and config.evaluate:
             check_split(project / "test", config.axes, spatial)  # fails now, not after training
         planned = partial(
