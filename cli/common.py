@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread
 import functools
 import importlib.util
 import logging
@@ -41,8 +42,17 @@ def require_training_extras(command: str) -> None:
         )
 
 
+def _disk_full_message(exc: BaseException, how_to_continue: str) -> str | None:
+    """The message for an error caused by a full disk, or None for any other error."""
+    from idl.infer.io.images import disk_full
+
+    full = disk_full(exc)
+    return None if full is None else f"{full} Free space there, then: {how_to_continue}"
+
+
 def user_errors(func: F) -> F:
-    """Show :class:`IdlError` (bad input, missing files) as ``error: ...`` and a non-zero exit status."""
+    """Show :class:`IdlError` (bad input, missing files) and a full disk as ``Error: ...`` with exit
+    status 1, without a traceback."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -50,6 +60,13 @@ def user_errors(func: F) -> F:
             return func(*args, **kwargs)
         except IdlError as exc:
             raise click.ClickException(str(exc)) from exc
+        except click.ClickException:
+            raise
+        except Exception as exc:
+            message = _disk_full_message(exc, "run the same command again.")
+            if message is None:
+                raise
+            raise click.ClickException(message) from exc
 
     return wrapper  # type: ignore[return-value]
 
@@ -60,24 +77,86 @@ class Interrupted(click.ClickException):
     exit_code = 130  # the shell's code for SIGINT
 
 
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+class _Signals:
+    """Ctrl-C and SIGTERM, recorded when they arrive, so that neither is lost.
+
+    A ``KeyboardInterrupt`` raised while Python runs a finalizer or a weak-reference callback (the
+    garbage collector runs SQLAlchemy's, left by MLflow's store, at any allocation) cannot propagate:
+    Python prints "Exception ignored in ..." and goes on, and a run interrupted at such a moment used
+    to finish with exit status 0. Such a swallowed interrupt is raised again a moment later, from
+    ordinary code, and a command that received a signal ends with exit status 130 whatever happened
+    to the exception."""
+
+    REDELIVER_S = 0.05  # after the finalizer that swallowed the interrupt has returned
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self._previous: dict[int, Any] = {}
+        self._unraisable: Callable[[Any], Any] | None = None
+        self._again: list[threading.Timer] = []
+
+    def install(self) -> None:
+        """Take over SIGINT, SIGTERM and the hook for unraisable exceptions (main thread only)."""
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._on_signal)
+        self._unraisable, sys.unraisablehook = sys.unraisablehook, self._on_unraisable
+
+    def restore(self) -> None:
+        """Give back what :meth:`install` took over; an interrupt not yet raised again is dropped (the
+        command ends as interrupted in any case)."""
+        for timer in self._again:
+            timer.cancel()
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+        if self._unraisable is not None:
+            sys.unraisablehook, self._unraisable = self._unraisable, None
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.received.append(signum)
+        raise KeyboardInterrupt
+
+    def _on_unraisable(self, unraisable: Any) -> None:
+        if self.received and issubclass(unraisable.exc_type, KeyboardInterrupt):
+            # swallowed where it was raised: raise it again once the finalizer has returned
+            timer = threading.Timer(self.REDELIVER_S, _thread.interrupt_main)
+            self._again.append(timer)
+            timer.start()
+        elif self._unraisable is not None:
+            self._unraisable(unraisable)
 
 
 def interruptible(how_to_continue: str) -> Callable[[F], F]:
     """SIGTERM (a job scheduler's or ``kill``'s) interrupts like Ctrl-C, so the same clean-up runs
     (temporary files deleted, the MLflow run ended); either ends with ``interrupted`` and
-    ``how_to_continue`` instead of click's bare "Aborted!", exit status 130."""
+    ``how_to_continue`` instead of click's bare "Aborted!", exit status 130, also when the interrupt
+    was swallowed on its way (:class:`_Signals`). A full disk ends with what needs the space, how much,
+    and ``how_to_continue``, exit status 1."""
 
     def decorate(func: F) -> F:
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            signals = _Signals()
             if threading.current_thread() is threading.main_thread():
-                signal.signal(signal.SIGTERM, _raise_interrupt)
+                signals.install()
             try:
-                return func(*args, **kwargs)
+                result = func(*args, **kwargs)
             except KeyboardInterrupt:
                 raise Interrupted(f"interrupted. {how_to_continue}") from None
+            except Exception as exc:
+                if signals.received:  # an error the interrupt caused, e.g. a store left locked
+                    raise Interrupted(f"interrupted. {how_to_continue}") from exc
+                if isinstance(exc, (IdlError, click.ClickException)):  # a message of its own
+                    raise
+                message = _disk_full_message(exc, how_to_continue)
+                if message is None:
+                    raise
+                raise click.ClickException(message) from exc
+            finally:
+                signals.restore()
+            if signals.received:
+                raise Interrupted(f"interrupted. {how_to_continue}")
+            return result
 
         return wrapper  # type: ignore[return-value]
 

@@ -39,6 +39,7 @@ from idl.export.torchscript import export_torchscript
 from idl.infer.core.axes import match_channels
 from idl.infer.core.model_info import ModelInfo
 from idl.infer.core.processing import Op, ScaleLinear, Sigmoid, Softmax
+from idl.infer.io.images import DiskFull, free_space, is_disk_full
 from idl.infer.runtime.model import PACKAGE_SUFFIX, read_info
 from idl.infer.runtime.session import OnnxRunner
 from idl.infer.tasks.base import PackageText
@@ -48,6 +49,10 @@ from idl.models import InstanceMaskRCNN, ResNetClassifier, UNet
 log = logging.getLogger("idl")
 
 WEIGHT_FORMATS = ("onnx", "pytorch_state_dict", "torchscript")
+# a package beyond its graphs, weights and test tensors: cover, README, network source, rdf.yaml
+PACKAGE_EXTRAS = 512 * 1024
+# free space below which a failed write is taken for a full disk (PyTorch's writer names no errno)
+NEARLY_FULL = 1 << 20
 
 LICENSE = "CC-BY-4.0"
 CITATIONS = (
@@ -497,7 +502,7 @@ def _unpacked(path: Path) -> Iterator[Path]:
     if not (path.is_file() and zipfile.is_zipfile(path)):
         yield path
         return
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".validate-") as tmp:
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".validate-", suffix=".part") as tmp:
         with zipfile.ZipFile(path) as archive:
             archive.extractall(tmp)
         names = [n for n in ("rdf.yaml", "bioimageio.yaml") if (Path(tmp) / n).is_file()]
@@ -632,6 +637,17 @@ def _every_size(net: UNet | ResNetClassifier | InstanceMaskRCNN, info: ModelInfo
     return weight_formats(net)
 
 
+def package_bytes(
+    net: UNet | ResNetClassifier | InstanceMaskRCNN, onnx_path: Path, mc_path: Path | None, sample: np.ndarray
+) -> int:
+    """About the bytes a package of ``net`` takes: its ONNX graphs, the weights as a state dict and
+    as TorchScript (with its code, up to twice the weights for small networks), the test and sample
+    tensors (input and output, as float32) and the rest."""
+    weights = sum(t.numel() * t.element_size() for t in net.state_dict().values())
+    graphs = sum(p.stat().st_size for p in (onnx_path, mc_path) if p is not None and p.is_file())
+    return graphs + 3 * weights + 8 * 4 * int(np.asarray(sample).size) + PACKAGE_EXTRAS
+
+
 def export_package(
     net: UNet | ResNetClassifier | InstanceMaskRCNN,
     info: ModelInfo,
@@ -640,20 +656,37 @@ def export_package(
     request: PackageRequest,
     out_path: Path,
 ) -> Path:
-    """Build, validate and atomically write ``out_path`` (a ``.bioimageio.zip``)."""
+    """Build, validate and atomically write ``out_path`` (a ``.bioimageio.zip``).
+
+    It is built in a hidden folder beside it (``.package-*.part``, removed afterwards, and by the next
+    run after a kill), which at its fullest holds the package's files, the zip and the zip unpacked
+    for validation: about three packages. A disk without that room is :class:`DiskFull` before
+    anything is written (a full disk while PyTorch writes TorchScript aborts the process), and a disk
+    that fills up on the way is one as well."""
     from bioimageio.spec import save_bioimageio_package
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
     net = net.cpu().eval()
-    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".package-") as tmp:
+    needed = 3 * package_bytes(net, onnx_path, mc_path, request.sample)
+    if free_space(out_path.parent) < needed:
+        raise DiskFull(out_path, needed)
+    full: Exception | None = None
+    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".package-", suffix=".part") as tmp:
         workdir = Path(tmp)
-        descr = build_description(net, info, onnx_path, mc_path, request, workdir)
-        staged = workdir / out_path.name
-        # stored, not deflated: deflating shrinks weights by about 7 % (the demo U-Net's package: 6.7
-        # MB stored, 6.0 deflated) and took 22 s of a Mask R-CNN package's 77 (its three weight files)
-        save_bioimageio_package(descr, output_path=staged, compression=zipfile.ZIP_STORED)
-        validation = validate_package(staged, _every_size(net, info), weight_formats(net))
-        staged.replace(out_path)
+        try:
+            descr = build_description(net, info, onnx_path, mc_path, request, workdir)
+            staged = workdir / out_path.name
+            # stored, not deflated: deflating shrinks weights by about 7 % (the demo U-Net's package: 6.7
+            # MB stored, 6.0 deflated) and took 22 s of a Mask R-CNN package's 77 (its three weight files)
+            save_bioimageio_package(descr, output_path=staged, compression=zipfile.ZIP_STORED)
+            validation = validate_package(staged, _every_size(net, info), weight_formats(net))
+            staged.replace(out_path)
+        except Exception as exc:
+            if not (is_disk_full(exc) or free_space(workdir) < NEARLY_FULL):
+                raise
+            full = exc  # raised once the folder is gone, so that the message counts its space as free
+    if full is not None:
+        raise DiskFull(out_path, needed) from full
     log.info(
         "wrote %s (bioimage.io test_model: %s; largest difference from the ONNX weights on the test "
         "input: %s)",

@@ -9,6 +9,7 @@ another size; the package's validation then checks it against the ONNX weights.
 
 from __future__ import annotations
 
+import io
 import logging
 import warnings
 from pathlib import Path
@@ -50,7 +51,9 @@ def export_torchscript(
         warnings.simplefilter("ignore")  # torch.jit's deprecation notes, torchvision's tracer warnings
         with torch.no_grad():
             traced = torch.jit.trace(module, trace_with, check_trace=False)
-        traced.save(str(tmp))
+        buffer = io.BytesIO()  # saved to a path, a full disk aborts the process (PyTorch's writer)
+        torch.jit.save(traced, buffer)
+        tmp.write_bytes(buffer.getbuffer())
         loaded = torch.jit.load(str(tmp))
         with torch.no_grad():
             want, got = module(check_with).numpy(), loaded(check_with).numpy()

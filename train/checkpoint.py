@@ -1,12 +1,17 @@
 """Checkpoints: everything needed to rebuild, export, fine-tune or resume a model.
 
 Stored with ``torch.save`` as plain containers and tensors only, so ``torch.load(weights_only=True)``
-reads them safely. Writes are atomic (temporary file + rename): an interrupted save never corrupts the
-previous checkpoint.
+reads them safely. Writes are atomic (temporary file + rename): an interrupted or failed save never
+corrupts the previous checkpoint, which is replaced only once its successor is complete. A disk too
+full for the new one is found before writing where possible and is :class:`DiskFull` either way.
+A damaged file (empty, cut off, overwritten, a flipped byte) is named as such, with the other
+checkpoint to use, and is never unpickled beyond what ``weights_only`` allows.
 """
 
 from __future__ import annotations
 
+import pickle
+import zipfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -16,31 +21,104 @@ from torch import nn
 
 from idl.infer.core.errors import ModelError
 from idl.infer.core.model_info import ModelInfo
-from idl.infer.io.images import atomic_path
+from idl.infer.io.images import DiskFull, atomic_path, free_space
 from idl.models import ResNetClassifier, ResNetSpec, UNet, UNetSpec
 from idl.models.maskrcnn import InstanceMaskRCNN, MaskRCNNSpec
 
 FORMAT = "idl-checkpoint/1"
 BEST_NAME = "best.pt"
 LAST_NAME = "last.pt"
+OVERHEAD = 64 * 1024  # the pickled containers and the zip directory, beyond the tensors' bytes
+PER_TENSOR = 1024  # a zip record's header and alignment
+
+
+def tensor_bytes(value: Any) -> tuple[int, int]:
+    """The bytes and the number of the tensors in a checkpoint's (nested) containers."""
+    if isinstance(value, torch.Tensor):
+        return value.untyped_storage().nbytes(), 1
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
+    total, count = 0, 0
+    for item in items:
+        size, n = tensor_bytes(item)
+        total, count = total + size, count + n
+    return total, count
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
-    """Atomically write a checkpoint dictionary (adds the format tag)."""
-    with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, **payload}, tmp)
+    """Atomically write a checkpoint dictionary (adds the format tag); raises :class:`DiskFull`
+    before writing when the disk cannot hold it, and when it fills up during the write."""
+    path, data = Path(path), {"format": FORMAT, **payload}
+    size, count = tensor_bytes(data)
+    if free_space(path.parent) < size:  # cannot fit: leave the disk as it is
+        raise DiskFull(path, size + count * PER_TENSOR + OVERHEAD)
+    # through a Python file, so that a full disk is an OSError in the chain of PyTorch's RuntimeError
+    with atomic_path(path, size + count * PER_TENSOR + OVERHEAD) as tmp, open(tmp, "wb") as stream:
+        torch.save(data, stream)
     return path
 
 
+def _other(path: Path) -> Path | None:
+    """The checkpoint beside ``path`` (``best.pt`` for ``last.pt`` and back), or None."""
+    names = {BEST_NAME: LAST_NAME, LAST_NAME: BEST_NAME}
+    return path.with_name(names[path.name]) if path.name in names else None
+
+
+def _damaged(path: Path) -> ModelError:
+    """A checkpoint that cannot be read whole, and what to use instead: the other checkpoint (for
+    ``last.pt``, the command that trains anew from ``best.pt``'s weights) or a new training."""
+    other = _other(path)
+    damaged = f"{path} is not a complete idl checkpoint (corrupt or cut off)"
+    if other is None or not other.is_file():
+        return ModelError(f"{damaged}; use another checkpoint or train anew (idl-train --overwrite).")
+    if path.name == BEST_NAME:
+        return ModelError(
+            f"{damaged}; use the other checkpoint ({other}) or train anew (idl-train --overwrite)."
+        )
+    config = path.parent / "config.json"
+    return ModelError(
+        f"{damaged}, so its run cannot be resumed; use the other checkpoint: idl-train {path.parent.parent} "
+        f"--config {config} --overwrite --pretrained {other} trains anew from its weights (without "
+        "--pretrained: from the start)."
+    )
+
+
+def _archive_problem(path: Path) -> str | None:
+    """Why ``path`` is not a whole zip archive (``torch.save``'s format), or None: empty, cut off
+    (no central directory) or overwritten, or a member whose bytes fail their CRC."""
+    if path.stat().st_size == 0:
+        return "empty"
+    if not zipfile.is_zipfile(path):
+        return "not a zip archive"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        return str(exc)
+    return f"member {bad} is damaged" if bad else None
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint`."""
+    """Read a checkpoint written by :func:`save_checkpoint`; a missing, damaged or foreign file is a
+    :class:`ModelError` that says which and what to use instead."""
     path = Path(path)
+    if not path.is_file() and path.name == LAST_NAME:
+        raise ModelError(
+            f"{path}: checkpoint not found: no training epoch has finished in {path.parent}, so there is "
+            "nothing to resume. Run the same idl-train command without --resume to train from the start."
+        )
     if not path.is_file():
         raise ModelError(f"{path}: checkpoint not found.")
+    if _archive_problem(path) is not None:
+        raise _damaged(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # a whole archive whose pickle holds more than plain values
+        raise ModelError(
+            f"{path}: not an idl checkpoint: it holds Python objects beyond tensors and plain values, "
+            "which idl does not load (loading them could run code). idl-train writes best.pt and last.pt."
+        ) from exc
     except Exception as exc:
-        raise ModelError(f"{path}: cannot read this checkpoint ({exc}).") from exc
+        raise _damaged(path) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelError(f"{path}: not an idl checkpoint (expected a best.pt or last.pt from idl-train).")
     return payload

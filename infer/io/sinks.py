@@ -3,7 +3,9 @@
 The TIFF (uncompressed, so every pixel has a fixed place) is created at its full size, then each
 tile's rows are written at their offsets with ``pwrite`` and read back with ``pread``. Nothing is
 memory-mapped, so no written page stays resident in the process: memory follows the tiles, not the
-image. Files appear under their final name only when complete.
+image. Files appear under their final name only when complete. The file is sparse until its tiles are
+written, so a full disk shows only then: as :class:`~idl.infer.io.images.DiskFull`, naming the output and
+the size of the whole file.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from idl.infer.io.images import DiskFull, is_disk_full
 
 BLOCK_VALUES = 1 << 22  # values per block when a finished output is read back
 
@@ -50,8 +54,10 @@ class TiffSink:
             created = tifffile.memmap(self.partial, shape=shape, dtype=dtype, photometric="minisblack")
             self.offset = int(created.offset)
             del created  # only the layout was needed
-        except BaseException:
+        except BaseException as exc:
             self.partial.unlink(missing_ok=True)
+            if is_disk_full(exc):
+                raise DiskFull(self.path, 4096 + int(np.prod(shape)) * np.dtype(dtype).itemsize) from exc
             raise
         self.shape, self.dtype, self.ndim = tuple(shape), np.dtype(dtype), len(shape)
         self._strides = (
@@ -69,8 +75,14 @@ class TiffSink:
     def __setitem__(self, index: Any, value: np.ndarray) -> None:
         ranges = _region(index, self.shape)
         block = np.ascontiguousarray(np.broadcast_to(np.asarray(value, self.dtype), [len(r) for r in ranges]))
-        for position, offset in self._rows(ranges):
-            os.pwrite(self._fd, block[position].tobytes(), offset)
+        try:
+            for position, offset in self._rows(ranges):
+                os.pwrite(self._fd, block[position].tobytes(), offset)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            self.discard()  # first, so that its blocks count as free in the message
+            raise DiskFull(self.path, self.offset + int(np.prod(self.shape)) * self.dtype.itemsize) from exc
 
     def __getitem__(self, index: Any) -> np.ndarray:
         ranges = _region(index, self.shape)
