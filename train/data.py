@@ -183,6 +183,7 @@ def load_semantic_data(
     raw, used_axes = _read_pairs(
         split_dir, axes, lambda p: mask_plane(read_image(p), str(p), dims), spatial, on_nonfinite
     )
+    check_foreground([(pair.groundtruth, bool(np.any(gt != 0))) for pair, _, gt in raw], "mask", "foreground")
     if num_classes is None:
         num_classes = infer_num_classes(
             [gt for _, _, gt in raw], [str(pair.groundtruth) for pair, _, _ in raw], strict=True
@@ -190,7 +191,6 @@ def load_semantic_data(
         log.info(
             "found %s in the ground truth", "binary masks" if num_classes == 2 else f"{num_classes} classes"
         )
-    check_foreground([(pair.groundtruth, bool(np.any(gt != 0))) for pair, _, gt in raw], "mask", "foreground")
     samples = [
         Sample(
             pair.name,
