@@ -522,6 +522,8 @@ def _in_file_terms(error: SettingError, keys: dict[str, tuple[str, Any]], source
     if error.key not in keys:
         return error
     key, value = keys[error.key]
+    if error.requirement.startswith("'"):  # names the value already: "device 'cuda0' is not known. ..."
+        return ConfigError(f"{source}: {key} {error.requirement}")
     got = "" if "got" in error.requirement else f", got {value!r}"
     return ConfigError(f"{source}: '{key}' {error.requirement}{got}.")
 

@@ -121,6 +121,14 @@ def test_a_one_pixel_training_image_is_named(tmp_path: Path) -> None:
         ({"batchsize": 0}, "c.json: 'batchsize' must be >= 1, got 0."),
         ({"epochs": 0}, "c.json: 'epochs' must be >= 1 (InstantDL's 0 epochs"),
         ({"Image_size": [64, "x", 1]}, "c.json: 'Image_size' must be a whole number or InstantDL's [x, y, "),
+        (
+            {"lr_schedule": "cosin"},
+            "c.json: lr_schedule 'cosin' is not known. Did you mean 'cosine'? Use one of",
+        ),
+        (
+            {"dropout_at": "middle"},
+            "c.json: 'dropout_at' must be one of encoder, decoder, last, got 'middle'.",
+        ),
     ],
 )
 def test_config_errors_use_the_files_own_key(tmp_path: Path, settings: dict, message: str) -> None:
