@@ -102,7 +102,7 @@ def check_image_sizes(samples: list[Sample], minimum: int) -> None:
         return
     first = small[0]
     size = " x ".join(map(str, first.image.shape[:-1]))
-    more = f" ({len(small)} training images are, e.g. also {small[1].source})" if len(small) > 1 else ""
+    more = f" (and {len(small) - 1} more, e.g. {small[1].source})" if len(small) > 1 else ""
     raise DataError(
         f"{first.path or first.name}: the training image is {size} px{more}; training needs images of at "
         f"least {minimum} x {minimum} px (the smallest training patch). Remove it from the training data "

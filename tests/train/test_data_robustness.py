@@ -97,11 +97,14 @@ def test_a_one_pixel_training_image_is_named(tmp_path: Path) -> None:
     project = _project(tmp_path / "p", n=3)
     write_tiff(project / "train" / "image" / "dot.tif", np.ones((1, 1), np.float32))
     write_tiff(project / "train" / "groundtruth" / "dot.tif", np.ones((1, 1), np.uint8))
+    _write_pair(project / "train", "strip", (12, 300), True)
     code, output = _train([str(project), "--task", "semantic", "--device", "cpu", "--quiet"])
     assert code == 1
     assert (
-        f"Error: {project / 'train' / 'image' / 'dot.tif'}: the training image is 1 x 1 px; training "
-        "needs images of at least 16 x 16 px (the smallest training patch)." in output
+        f"Error: {project / 'train' / 'image' / 'dot.tif'}: the training image is 1 x 1 px (and 1 more, "
+        "e.g. strip.tif); training needs images of at least 16 x 16 px (the smallest training patch). "
+        "Remove it from the training data (idl-predict predicts images of any size) or use a larger image."
+        in output
     )
     assert "image_size must be" not in output
 
