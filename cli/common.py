@@ -47,7 +47,9 @@ def _disk_full_message(exc: BaseException, how_to_continue: str) -> str | None:
     from idl.infer.io.images import disk_full
 
     full = disk_full(exc)
-    return None if full is None else f"{full} Free space there, then: {how_to_continue}"
+    if full is None:
+        return None
+    return f"{full} Free space {'there' if full.filename else 'on it'}, then: {how_to_continue}"
 
 
 def user_errors(func: F) -> F:
