@@ -15,6 +15,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -155,6 +156,18 @@ class DiskFull(OSError):
 
     def __str__(self) -> str:
         return str(self.strerror)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its message and figures (the free space is not measured again)."""
+        return _restored, (str(self), self.filename, self.needed, self.free)
+
+
+def _restored(text: str, path: str | None, needed: int | None, free: int | None) -> DiskFull:
+    """A :class:`DiskFull` unpickled."""
+    full = DiskFull.__new__(DiskFull)
+    OSError.__init__(full, errno.ENOSPC, text, path)
+    full.needed, full.free = needed, free
+    return full
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
