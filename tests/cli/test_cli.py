@@ -108,7 +108,8 @@ def test_info_describes_model_folders_and_packages(model_dir: Path) -> None:
 
 def test_predict_errors_are_clear(model_dir: Path, tmp_path: Path) -> None:
     rgb = tmp_path / "rgb.tif"
-    write_tiff(rgb, np.zeros((40, 40, 3), np.uint8))
+    # three different channels (equal ones would be taken as one grey channel)
+    write_tiff(rgb, np.broadcast_to(np.array([0, 60, 120], np.uint8), (40, 40, 3)))
     result = CliRunner().invoke(predict_cli.main, [str(model_dir), str(rgb), "--out", str(tmp_path / "o")])
     assert result.exit_code != 0
     assert "rgb.tif: has 3 channel(s)" in result.output and "expects 1" in result.output
