@@ -10,6 +10,7 @@ import tifffile
 from idl.infer.core.grid import read_window
 from idl.infer.core.processing import EnsureDtype, ScaleRange, ZeroMeanUnitVariance, fit_ops
 from idl.infer.io.lazy import ChannelsLastView, is_lazy, open_channels_last
+from idl.infer.io.record import RECORD_NAME
 from idl.infer.io.sinks import TiffSink
 
 
@@ -142,4 +143,4 @@ def test_ome_zarr_in_and_out(model_dir: Path, tmp_path: Path) -> None:
     options = PredictOptions(progress=False, out_of_core_bytes=0, out_format="zarr", tile_size=104)
     predict_files(load_model(model_dir), [inputs / f"{image_path.stem}.ome.zarr"], tmp_path / "s", options)
     np.testing.assert_array_equal(read_image(tmp_path / "s" / f"{image_path.stem}.ome.zarr"), expected)
-    assert not list((tmp_path / "s").glob(".*"))
+    assert [p.name for p in (tmp_path / "s").glob(".*")] == [RECORD_NAME]  # no temporary file
