@@ -45,6 +45,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if SLOW_FIXTURES & fixtures:
             item.add_marker(pytest.mark.slow)
             item.add_marker(pytest.mark.xdist_group(min(SLOW_FIXTURES & fixtures)))
+    # the longest first: modules with container installs, then those with end-to-end runs or trained
+    # fixtures, then the rest, each module kept together (its fixtures are made once), so that with
+    # pytest-xdist (.ci/run: --no-loadscope-reorder keeps this order) no worker is left with a long
+    # test while the other one idles at the end
+    tier: dict[Path, int] = {}
+    for item in items:
+        cost = 0 if item.get_closest_marker("containers") else 1 if item.get_closest_marker("slow") else 2
+        tier[item.path] = min(cost, tier.get(item.path, 2))
+    items.sort(key=lambda item: tier[item.path])
 
 
 @pytest.fixture(scope="session")
