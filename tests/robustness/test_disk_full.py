@@ -12,7 +12,6 @@ import io
 import os
 import re
 import shutil
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,63 +26,24 @@ from idl.infer.io.images import DiskFull, megabytes, write_tiff
 from idl.infer.io.places import LEFTOVER
 from idl.infer.io.sinks import TiffSink
 
-
-def _mount_tmpfs(folder: Path, size: str) -> bool:
-    """Mount a tmpfs of ``size`` on ``folder``; False where that is not permitted."""
-    if not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("mount") is None:
-        return False
-    command = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)]
-    return subprocess.run(command, capture_output=True).returncode == 0
-
-
-class Disk:
-    """A small disk at ``folder``: :meth:`fill` leaves ``leave`` bytes free, :meth:`free` empties it."""
-
-    def __init__(self, folder: Path, mounted: bool) -> None:
-        self.folder, self.mounted = folder, mounted
-        self.room: int | None = None  # without a tmpfs: the bytes writes may still take
-
-    def fill(self, leave: int) -> None:
-        if self.mounted:
-            size = shutil.disk_usage(self.folder).free - leave
-            with open(self.folder / "ballast", "wb") as ballast:
-                os.posix_fallocate(ballast.fileno(), 0, size)
-        else:
-            self.room = leave
-
-    def free(self) -> None:
-        (self.folder / "ballast").unlink(missing_ok=True)
-        self.room = None
-
-    def take(self, size: int) -> None:
-        """Without a tmpfs: use ``size`` bytes of the budget, or raise ENOSPC."""
-        if self.room is not None and size > self.room:
-            self.room = 0
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        if self.room is not None:
-            self.room -= size
+from ..small_disk import SmallDisk, small_disk
 
 
 @pytest.fixture
-def disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Disk]:
+def disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SmallDisk]:
     """A 20 MB tmpfs when root may mount one, else TIFF writes with a byte budget."""
-    folder = tmp_path / "disk"
-    folder.mkdir()
-    mounted = _mount_tmpfs(folder, "20m")
-    small = Disk(folder, mounted)
-    if not mounted:
-        imwrite: Callable[..., Any] = tifffile.imwrite
+    with small_disk(tmp_path / "disk") as small:
+        if not small.mounted:
+            imwrite: Callable[..., Any] = tifffile.imwrite
 
-        def budgeted(path: Any, data: Any, **kwargs: Any) -> Any:
-            staged = io.BytesIO()
-            imwrite(staged, data, **kwargs)
-            small.take(len(staged.getvalue()))
-            return imwrite(path, data, **kwargs)
+            def budgeted(path: Any, data: Any, **kwargs: Any) -> Any:
+                staged = io.BytesIO()
+                imwrite(staged, data, **kwargs)
+                small.take(len(staged.getvalue()))
+                return imwrite(path, data, **kwargs)
 
-        monkeypatch.setattr(tifffile, "imwrite", budgeted)
-    yield small
-    if mounted:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
+            monkeypatch.setattr(tifffile, "imwrite", budgeted)
+        yield small
 
 
 def _inputs(folder: Path) -> Path:
@@ -94,7 +54,7 @@ def _inputs(folder: Path) -> Path:
 
 
 def test_predict_on_a_full_disk_keeps_finished_images_and_the_same_command_completes(
-    identity_model: Callable[..., Path], tmp_path: Path, disk: Disk
+    identity_model: Callable[..., Path], tmp_path: Path, disk: SmallDisk
 ) -> None:
     model, inputs, out = identity_model(), _inputs(tmp_path / "in"), disk.folder / "out"
     args = [str(model), str(inputs), "--out", str(out), "--save-probabilities", "--quiet"]
@@ -135,7 +95,7 @@ def test_predict_on_a_full_disk_keeps_finished_images_and_the_same_command_compl
 
 
 def test_a_tile_sink_on_a_full_disk_names_its_output_and_removes_the_part(
-    tmp_path: Path, disk: Disk, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, disk: SmallDisk, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Out-of-core outputs are sparse files filled tile by tile: the disk fills on a tile's write."""
     if not disk.mounted:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import errno
 import io
 import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,36 +30,7 @@ from idl.train import checkpoint
 from idl.train.checkpoint import checkpoint_bytes, load_checkpoint, save_checkpoint
 from idl.train.tracking import STORE_ROOM, Tracker
 
-
-def _mount_tmpfs(folder: Path, size: str) -> bool:
-    """Mount a tmpfs of ``size`` on ``folder``; False where that is not permitted."""
-    if not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("mount") is None:
-        return False
-    command = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)]
-    return subprocess.run(command, capture_output=True).returncode == 0
-
-
-class Disk:
-    """A small disk at ``folder`` that :meth:`fill` fills up to ``leave`` free bytes and
-    :meth:`free` empties again."""
-
-    def __init__(self, folder: Path, mounted: bool) -> None:
-        self.folder, self.mounted = folder, mounted
-        self.full = False
-
-    def fill(self, leave: int = 0) -> None:
-        if self.mounted:
-            size = shutil.disk_usage(self.folder).free - leave
-            with open(self.folder / "ballast", "wb") as ballast:
-                os.posix_fallocate(ballast.fileno(), 0, size)
-        self.full = True
-
-    def free(self) -> None:
-        (self.folder / "ballast").unlink(missing_ok=True)
-        self.full = False
-
-    def free_bytes(self) -> int:
-        return shutil.disk_usage(self.folder).free
+from ..small_disk import SmallDisk, small_disk
 
 
 class FullDiskFile(io.FileIO):
@@ -79,29 +48,26 @@ class FullDiskFile(io.FileIO):
 
 
 @pytest.fixture
-def disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Disk]:
+def disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SmallDisk]:
     """A 20 MB tmpfs when root may mount one, else checkpoint writes that raise ENOSPC when full."""
-    folder = tmp_path / "disk"
-    folder.mkdir()
-    mounted = _mount_tmpfs(folder, "20m")
-    small = Disk(folder, mounted)
-    if not mounted:
-        real_open = open
+    with small_disk(tmp_path / "disk") as small:
+        if not small.mounted:
+            real_open = open
 
-        def checkpoint_open(path: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
-            return FullDiskFile(path, mode, 1000) if small.full and "w" in mode else real_open(path, mode)
+            def checkpoint_open(path: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+                if small.full and "w" in mode:
+                    return FullDiskFile(path, mode, 1000)
+                return real_open(path, mode)
 
-        monkeypatch.setattr(checkpoint, "open", checkpoint_open, raising=False)
-    yield small
-    if mounted:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
+            monkeypatch.setattr(checkpoint, "open", checkpoint_open, raising=False)
+        yield small
 
 
 def _payload(epoch: int, values: int) -> dict[str, Any]:
     return {"state": {"epoch": epoch}, "state_dict": {"w": torch.full((values,), float(epoch))}}
 
 
-def test_a_checkpoint_that_does_not_fit_leaves_the_previous_one(disk: Disk) -> None:
+def test_a_checkpoint_that_does_not_fit_leaves_the_previous_one(disk: SmallDisk) -> None:
     last = disk.folder / "model" / "last.pt"
     save_checkpoint(last, _payload(1, 10_000))
     disk.fill(leave=64 * 1024)
@@ -116,7 +82,7 @@ def test_a_checkpoint_that_does_not_fit_leaves_the_previous_one(disk: Disk) -> N
     assert sorted(p.name for p in last.parent.iterdir()) == ["last.pt"]
 
 
-def test_a_disk_that_fills_during_the_write_leaves_the_previous_one(disk: Disk) -> None:
+def test_a_disk_that_fills_during_the_write_leaves_the_previous_one(disk: SmallDisk) -> None:
     """The check before writing passes (the tensors' 48 kB fit), the write does not (3000 tensors
     take 790 kB): PyTorch's RuntimeError becomes the same message, the temporary file is removed."""
     last = disk.folder / "last.pt"
@@ -145,7 +111,7 @@ def test_the_estimate_is_about_the_size_torch_writes(tmp_path: Path) -> None:
 
 
 def test_a_full_store_is_named_and_a_failed_run_still_ends(
-    disk: Disk, caplog: pytest.LogCaptureFixture
+    disk: SmallDisk, caplog: pytest.LogCaptureFixture
 ) -> None:
     if not disk.mounted:
         pytest.skip("SQLite writes through its own files: needs a real full disk (a tmpfs)")
@@ -165,7 +131,7 @@ def test_a_full_store_is_named_and_a_failed_run_still_ends(
     assert "MLFLOW_TRACKING_URI" not in os.environ
 
 
-def test_a_package_that_does_not_fit_is_refused_before_anything_is_written(disk: Disk) -> None:
+def test_a_package_that_does_not_fit_is_refused_before_anything_is_written(disk: SmallDisk) -> None:
     if not disk.mounted:
         pytest.skip("the package is checked against the free space of a real disk (a tmpfs)")
     net = UNet(UNetSpec(in_channels=1, out_channels=2, depth=2, base_filters=4))
@@ -188,7 +154,7 @@ def test_a_package_that_does_not_fit_is_refused_before_anything_is_written(disk:
 
 
 def test_a_package_folder_that_fills_up_is_removed_and_named(
-    disk: Disk, monkeypatch: pytest.MonkeyPatch
+    disk: SmallDisk, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The disk fills while the package is being built: the hidden folder (a name the next run
     removes after a kill) is gone, and the message names the package."""
@@ -221,7 +187,7 @@ TINY_RUN += ["--image-size", "48", "--batch-size", "4", "--no-uncertainty", "--n
 
 @pytest.mark.slow  # three short epochs, then the resumed run's export and evaluation: about 30 s
 def test_a_disk_full_in_training_keeps_last_pt_and_resume_completes(
-    disk: Disk, monkeypatch: pytest.MonkeyPatch
+    disk: SmallDisk, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     project = write_semantic_project(disk.folder / "p", n_train=4, n_test=2, seed=3, spec=NucleiSpec(size=64))
     import idl.train.pipeline as pipeline
