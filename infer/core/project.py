@@ -32,16 +32,46 @@ SAMPLE_IMAGE_DIRS = ("image", "images")  # InstantDL's and DSB2018's per-sample 
 SAMPLE_MASK_DIRS = ("mask", "masks")
 
 
-IMAGE_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy")
+# What idl reads as an image, by name ending (lower case): the image formats registered in
+# idl.infer.io.formats fill these (core imports nothing from io; importing idl.infer imports the
+# registry first, so they are filled before any function here runs)
+IMAGE_SUFFIXES: tuple[str, ...] = ()  # files, e.g. ".tif"
+FOLDER_SUFFIXES: tuple[str, ...] = ()  # folders read as one image, e.g. ".ome.zarr", ".zarr"
+
+
+def set_image_suffixes(files: tuple[str, ...], folders: tuple[str, ...]) -> None:
+    """Called by the image format registry whenever a format is registered or removed."""
+    global IMAGE_SUFFIXES, FOLDER_SUFFIXES
+    IMAGE_SUFFIXES, FOLDER_SUFFIXES = tuple(files), tuple(folders)
+
+
+def matched_suffix(path: Path, suffixes: tuple[str, ...]) -> str | None:
+    """The longest of ``suffixes`` that ``path``'s name ends with (case-insensitive), or ``None``;
+    a name that is nothing but the suffix (``.tif``) has none."""
+    name = path.name.lower()
+    found = [s for s in suffixes if name.endswith(s) and len(name) > len(s)]
+    return max(found, key=len) if found else None
+
+
+def image_stem(path: Path) -> str:
+    """The image's name without its format's suffix (``cells.ome.zarr`` -> ``cells``, ``a.tif`` ->
+    ``a``); ``path.stem`` for names no format claims."""
+    suffix = matched_suffix(path, FOLDER_SUFFIXES + IMAGE_SUFFIXES)
+    return path.name[: -len(suffix)] if suffix else path.stem
+
+
+def is_image_folder(path: Path) -> bool:
+    """True for a folder stored by a folder image format (an OME-Zarr image, ``*.zarr``)."""
+    return path.is_dir() and matched_suffix(path, FOLDER_SUFFIXES) is not None
 
 
 def is_image_file(path: Path) -> bool:
-    """True for a visible file whose suffix idl can read, or an OME-Zarr folder (``*.zarr``)."""
+    """True for a visible file whose suffix idl can read, or an image folder (OME-Zarr, ``*.zarr``)."""
     if path.name.startswith("."):
         return False
     if path.is_dir():
-        return path.suffix.lower() == ".zarr"
-    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+        return is_image_folder(path)
+    return path.is_file() and matched_suffix(path, IMAGE_SUFFIXES) is not None
 
 
 @dataclass(frozen=True)

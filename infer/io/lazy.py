@@ -1,19 +1,19 @@
 """Images read lazily: only the windows a tile needs are loaded, so inputs can exceed memory.
 
 :func:`open_channels_last` returns an array-like with ``shape``, ``dtype``, ``ndim`` and basic slicing
-over its channels-last axes (``"yxc"``, ``"zyxc"``); each slice reads just that block from disk:
+over its channels-last axes (``"yxc"``, ``"zyxc"``); each slice reads just that block from disk, as the
+file's format opens it (:mod:`idl.infer.io.formats`):
 
 - uncompressed TIFF and ``.npy``: memory maps;
 - compressed TIFF, one page or a stack of pages (ImageJ, OME, Fiji): through zarr, which decodes only
   the strips or tiles a window covers (page by page as a fallback);
+- OME-Zarr: its full-resolution array, with the axes it records;
 - anything else (PNG/JPEG, single-page compressed TIFF) is read whole.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -21,99 +21,23 @@ import numpy as np
 
 from idl.infer.core.axes import reorder, resolve_axes
 from idl.infer.core.errors import DataError
+from idl.infer.io.formats import format_of
+from idl.infer.io.formats.tiff import PagedTiff  # noqa: F401  (imported from here)
 from idl.infer.io.images import read_image
 
 log = logging.getLogger("idl")
 
 
-class PagedTiff:
-    """A TIFF series stored page by page (the leading axes index the pages, e.g. z, or c and z);
-    slicing decodes only the pages needed.
-
-    Decoded pages are cached for the pages of the latest request: tiles are visited row by row, so
-    every tile of a z-slab reuses them, and memory stays one slab of pages, whatever the depth.
-    """
-
-    def __init__(self, path: Path) -> None:
-        import tifffile
-
-        self._tif = tifffile.TiffFile(path)
-        series = self._tif.series[0]
-        self.shape = tuple(series.shape)
-        self.dtype = np.dtype(series.dtype)
-        self.ndim = len(self.shape)
-        self._pages = series.pages
-        page_shape = tuple(self._pages[0].shape)
-        self._lead = self.ndim - len(page_shape)
-        if self._lead < 1 or self.shape[self._lead :] != page_shape:
-            raise ValueError("not a stack of equal pages")
-        if len(self._pages) != int(np.prod(self.shape[: self._lead])):
-            raise ValueError("pages do not match the series shape")
-        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
-
-    def _page(self, k: int, keep: int) -> np.ndarray:
-        if k in self._cache:
-            self._cache.move_to_end(k)
-        else:
-            self._cache[k] = self._pages[k].asarray()
-            while len(self._cache) > keep:
-                self._cache.popitem(last=False)
-        return self._cache[k]
-
-    def __getitem__(self, index: tuple[slice, ...]) -> np.ndarray:
-        index = tuple(index) + (slice(None),) * (self.ndim - len(tuple(index)))
-        lead, rest = self.shape[: self._lead], index[self._lead :]
-        ranges = [range(*s.indices(n)) for s, n in zip(index[: self._lead], lead, strict=True)]
-        count = int(np.prod([len(r) for r in ranges]))
-        crop_shape = np.empty(self.shape[self._lead :], np.bool_)[rest].shape
-        out = np.empty((*(len(r) for r in ranges), *crop_shape), self.dtype)
-        for position, combo in zip(
-            np.ndindex(*out.shape[: self._lead]), itertools.product(*ranges), strict=True
-        ):
-            out[position] = self._page(int(np.ravel_multi_index(combo, lead)), count)[rest]
-        return out
-
-
 def _open_raw(path: Path) -> tuple[Any, str | None]:
-    """The file as a lazily sliced array (memory map, zarr, paged TIFF), or fully read as a fallback,
-    with the axis letters its metadata records (OME-Zarr) or ``None``."""
-    from idl.infer.io.omezarr import is_zarr, open_ome_zarr
-
-    if is_zarr(path):
-        return open_ome_zarr(path)
-    return _open_file(path), None
-
-
-def _open_file(path: Path) -> Any:
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        try:
-            return np.load(path, mmap_mode="r", allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise DataError(f"{path}: cannot read this .npy file ({exc}).") from exc
-    if suffix in (".tif", ".tiff"):
-        import tifffile
-
-        try:
-            return tifffile.memmap(path, mode="r")
-        except Exception:  # compressed, not contiguous, or broken: the readers below say which
-            pass
-        try:  # strips or tiles decoded on demand, one page or many
-            import zarr
-
-            opened = zarr.open(tifffile.imread(path, aszarr=True, level=0), mode="r")  # full resolution
-            if isinstance(opened, zarr.Array):
-                return opened
-        except Exception as exc:  # an unusual layout: fall back to pages, or to reading it whole
-            log.debug("%s: no chunked reading (%s)", path, exc)
-        try:
-            with tifffile.TiffFile(path) as tif:
-                many = len(tif.series[0].pages) > 1
-            if many:
-                return PagedTiff(path)
-        except Exception:  # broken files end in read_image, which names the file and the fault
-            pass
-    return read_image(path)
+    """The file as a lazily sliced array (memory map, zarr, paged TIFF: whatever its format's ``open``
+    gives), or fully read where the format cannot open it lazily, with the axis letters its metadata
+    records (OME-Zarr) or ``None``."""
+    fmt = format_of(path)
+    if fmt is not None and fmt.open is not None and (path.is_dir() if fmt.folder else path.is_file()):
+        opened = fmt.open(path)
+        if opened is not None:
+            return opened
+    return read_image(path), None
 
 
 class ChannelsLastView:

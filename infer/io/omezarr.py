@@ -1,111 +1,22 @@
-"""OME-Zarr (NGFF 0.4) images: read lazily with their axes, written tile by tile.
-
-Reading takes the first (full-resolution) dataset of the first multiscale and its axis names
-(``t`` of size 1 is dropped). Writing creates a zarr v2 group with one dataset ``0`` and
-``multiscales`` metadata, readable by napari, Fiji (n5-viewer / MoBIE) and any OME-Zarr tool.
-"""
+"""OME-Zarr images: the format lives in :mod:`idl.infer.io.formats.ome_zarr`; these names stay here for
+the modules that import them from this place."""
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import numpy as np
+from idl.infer.core.project import image_stem, is_image_folder
+from idl.infer.io.formats.ome_zarr import (
+    AXIS_TYPES,
+    SUFFIX,
+    ZarrSink,
+    open_ome_zarr,
+    write_ome_zarr,
+)
 
-from idl.infer.core.errors import DataError
-
-SUFFIX = ".ome.zarr"
-AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
+__all__ = ["AXIS_TYPES", "SUFFIX", "ZarrSink", "image_stem", "is_zarr", "open_ome_zarr", "write_ome_zarr"]
 
 
 def is_zarr(path: Path) -> bool:
-    """True for a folder holding a zarr image (``*.zarr``)."""
-    return path.is_dir() and path.suffix.lower() == ".zarr"
-
-
-def open_ome_zarr(path: Path) -> tuple[Any, str]:
-    """``(lazy array, axis letters)`` of the full-resolution image of an OME-Zarr folder."""
-    import zarr
-
-    try:
-        group = zarr.open_group(store=str(path), mode="r")
-        attrs = dict(group.attrs)
-        meta = attrs.get("ome", attrs)  # NGFF 0.5 nests the metadata under "ome"
-        multiscale = meta["multiscales"][0]
-        axes = "".join(str(a["name"] if isinstance(a, dict) else a)[0].lower() for a in multiscale["axes"])
-        array = group[multiscale["datasets"][0]["path"]]
-    except Exception as exc:
-        raise DataError(f"{path}: not a readable OME-Zarr image ({exc}).") from exc
-    if set(axes) - set(AXIS_TYPES):
-        raise DataError(f"{path}: axes '{axes}' are not supported; use t, c, z, y and x.")
-    return array, axes
-
-
-def image_stem(path: Path) -> str:
-    """The image's name without its suffix (``cells.ome.zarr`` -> ``cells``)."""
-    name = path.name
-    for suffix in (SUFFIX, ".zarr"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
-
-
-class ZarrSink:
-    """An output written tile by tile into an OME-Zarr folder (zarr v2, NGFF 0.4)."""
-
-    def __init__(self, path: Path, shape: tuple[int, ...], dtype: Any, axes: str) -> None:
-        import zarr
-
-        self.path = Path(path)
-        self.partial = self.path.with_name(f".{self.path.name}.part")
-        shutil.rmtree(self.partial, ignore_errors=True)
-        self.shape, self.dtype, self.ndim, self.axes = tuple(shape), np.dtype(dtype), len(shape), axes
-        chunks = tuple(
-            1 if a == "c" else min(n, 64 if "z" in axes else 512) for a, n in zip(axes, shape, strict=True)
-        )
-        self.group = zarr.open_group(store=str(self.partial), mode="w", zarr_format=2)
-        self.array = self.group.create_array("0", shape=shape, chunks=chunks, dtype=self.dtype, fill_value=0)
-
-    def __setitem__(self, index: Any, value: np.ndarray) -> None:
-        self.array[index] = value
-
-    def __getitem__(self, index: Any) -> np.ndarray:
-        return np.asarray(self.array[index])
-
-    def blocks(self) -> Iterator[tuple[slice, np.ndarray]]:
-        per = int(np.prod(self.shape[1:])) or 1
-        step = max(1, (1 << 22) // per)
-        for start in range(0, self.shape[0], step):
-            window = slice(start, min(self.shape[0], start + step))
-            yield window, np.asarray(self.array[window])
-
-    def close(self) -> Path:
-        self.group.attrs["multiscales"] = [
-            {
-                "version": "0.4",
-                "name": image_stem(self.path),
-                "axes": [{"name": a, "type": AXIS_TYPES[a]} for a in self.axes],
-                "datasets": [
-                    {
-                        "path": "0",
-                        "coordinateTransformations": [{"type": "scale", "scale": [1.0] * self.ndim}],
-                    }
-                ],
-            }
-        ]
-        shutil.rmtree(self.path, ignore_errors=True)
-        os.replace(self.partial, self.path)
-        return self.path
-
-    def discard(self) -> None:
-        shutil.rmtree(self.partial, ignore_errors=True)
-
-
-def write_ome_zarr(path: Path, array: np.ndarray, axes: str) -> Path:
-    """Write a whole in-memory array as an OME-Zarr image."""
-    sink = ZarrSink(path, array.shape, array.dtype, axes)
-    sink[tuple(slice(None) for _ in array.shape)] = array
-    return sink.close()
+    """True for a folder holding an image of a folder format (OME-Zarr, ``*.zarr``)."""
+    return is_image_folder(path)

@@ -1,10 +1,10 @@
-"""Outputs written tile by tile into TIFF files, with bounded memory.
+"""Outputs written tile by tile into uncompressed files (TIFF, NumPy), with bounded memory.
 
-The TIFF (uncompressed, so every pixel has a fixed place) is created at its full size, then each
-tile's rows are written at their offsets with ``pwrite`` and read back with ``pread``. Nothing is
-memory-mapped, so no written page stays resident in the process: memory follows the tiles, not the
-image. Files appear under their final name only when complete. The file is sparse until its tiles are
-written, so a full disk shows only then: as :class:`~idl.infer.io.images.DiskFull`, naming the output and
+The file (a header, then the pixels in C order, so every pixel has a fixed place) is created at its full
+size, then each tile's rows are written at their offsets with ``pwrite`` and read back with ``pread``.
+Nothing is memory-mapped, so no written page stays resident in the process: memory follows the tiles, not
+the image. Files appear under their final name only when complete. The file is sparse until its tiles are
+written, so a full disk shows only then: as :class:`~idl.infer.io.disk.DiskFull`, naming the output and
 the size of the whole file.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from idl.infer.io.images import DiskFull, is_disk_full
+from idl.infer.io.disk import DiskFull, is_disk_full
 
 BLOCK_VALUES = 1 << 22  # values per block when a finished output is read back
 
@@ -40,20 +40,17 @@ def _region(index: Any, shape: tuple[int, ...]) -> list[range]:
     return ranges
 
 
-class TiffSink:
-    """An array-like output backed by an uncompressed TIFF on disk (write, then read back)."""
+class FileSink:
+    """An array-like output backed by an uncompressed file on disk (write, then read back); a subclass
+    creates the file's header and says where the pixels start (:meth:`_create`)."""
 
     def __init__(self, path: Path, shape: tuple[int, ...], dtype: Any) -> None:
-        import tifffile
-
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.partial = self.path.with_name(f".{self.path.name}.part")
         self._fd = -1
         try:  # a Ctrl-C or SIGTERM while the file is being created leaves no partial file
-            created = tifffile.memmap(self.partial, shape=shape, dtype=dtype, photometric="minisblack")
-            self.offset = int(created.offset)
-            del created  # only the layout was needed
+            self.offset = self._create(self.partial, tuple(shape), np.dtype(dtype))
         except BaseException as exc:
             self.partial.unlink(missing_ok=True)
             if is_disk_full(exc):
@@ -64,6 +61,10 @@ class TiffSink:
             np.array([int(np.prod(self.shape[i + 1 :])) for i in range(self.ndim)]) * self.dtype.itemsize
         )
         self._fd = os.open(self.partial, os.O_RDWR)
+
+    def _create(self, partial: Path, shape: tuple[int, ...], dtype: np.dtype) -> int:
+        """Create ``partial`` at its full size (sparse); returns the byte offset of the first pixel."""
+        raise NotImplementedError
 
     def _rows(self, ranges: list[range]) -> Iterator[tuple[tuple[int, ...], int]]:
         """Each row of a region (its index in the region, its byte offset in the file)."""
@@ -129,10 +130,34 @@ class TiffSink:
             self._fd = -1
 
 
+class TiffSink(FileSink):
+    """An output written tile by tile into an uncompressed TIFF."""
+
+    def _create(self, partial: Path, shape: tuple[int, ...], dtype: np.dtype) -> int:
+        import tifffile
+
+        created = tifffile.memmap(partial, shape=shape, dtype=dtype, photometric="minisblack")
+        offset = int(created.offset)
+        del created  # only the layout was needed
+        return offset
+
+
+class NpySink(FileSink):
+    """An output written tile by tile into a NumPy ``.npy`` file."""
+
+    def _create(self, partial: Path, shape: tuple[int, ...], dtype: np.dtype) -> int:
+        header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+        with open(partial, "wb") as file:
+            np.lib.format.write_array_header_1_0(file, header)
+            offset = file.tell()
+            file.truncate(offset + int(np.prod(shape)) * dtype.itemsize)
+        return offset
+
+
 class ChannelView:
     """Writes to channel 0 of ``(1, *spatial)`` indices go to a ``(*spatial)`` sink."""
 
-    def __init__(self, sink: TiffSink) -> None:
+    def __init__(self, sink: Any) -> None:
         self.sink = sink
 
     def __setitem__(self, index: tuple[Any, ...], value: np.ndarray) -> None:

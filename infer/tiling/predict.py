@@ -30,12 +30,13 @@ from idl.infer.core.project import (
     UNCERTAINTY_DIR,
     is_image_file,
 )
-from idl.infer.io.images import atomic_path, read_channels_last, read_image, write_tiff
+from idl.infer.io.formats import open_sink, output_format, write_image
+from idl.infer.io.images import atomic_path, read_channels_last, read_image
 from idl.infer.io.lazy import is_lazy, match_channels_lazily, open_channels_last
-from idl.infer.io.omezarr import ZarrSink, image_stem, is_zarr, write_ome_zarr
+from idl.infer.io.omezarr import image_stem, is_zarr
 from idl.infer.io.places import remove_leftovers
 from idl.infer.io.record import OutputRecord, claim
-from idl.infer.io.sinks import ChannelView, TiffSink
+from idl.infer.io.sinks import ChannelView
 from idl.infer.post.uncertainty import MAPS, SplitHalves
 from idl.infer.runtime.iospec import IOSpec
 from idl.infer.runtime.model import LoadedModel
@@ -100,7 +101,7 @@ class PredictOptions:
     # images larger than this are predicted out of core: read window by window (when the file allows
     # it) and written tile by tile into memory-mapped TIFFs; smaller ones are predicted in memory
     out_of_core_bytes: int = 64 * 2**20
-    out_format: str = "tif"  # "tif" (TIFF files) or "zarr" (OME-Zarr folders)
+    out_format: str = "tif"  # a writing format of idl.infer.io.formats: "tif", "npy", "zarr" (OME-Zarr), ...
     on_nonfinite: str = "replace"  # NaN/inf pixels: "replace" (see core.nonfinite) or "error"
     overwrite: bool = False  # predict again inputs whose outputs exist (else they are skipped)
     uncertainty: str | None = None  # Monte Carlo map (post.uncertainty.MAPS); None: the task's own
@@ -112,7 +113,7 @@ class PredictOptions:
     @property
     def suffix(self) -> str:
         """File name ending of the outputs."""
-        return ".ome.zarr" if self.out_format == "zarr" else ".tif"
+        return output_format(self.out_format).suffix
 
     def __post_init__(self) -> None:
         if self.overlap is not None and not 0.0 <= self.overlap < 1.0:
@@ -123,8 +124,7 @@ class PredictOptions:
             raise ValueError("Monte Carlo dropout needs at least 2 samples (or 0 to switch it off)")
         if not 0.0 <= self.mc_tolerance < 1.0:
             raise ValueError(f"mc_tolerance must be in [0, 1), got {self.mc_tolerance}")
-        if self.out_format not in ("tif", "zarr"):
-            raise ValueError(f"output format must be tif or zarr, got {self.out_format}")
+        output_format(self.out_format)  # ValueError naming the formats that write
         if self.uncertainty is not None and self.uncertainty not in MAPS:
             raise ValueError(f"uncertainty must be one of {', '.join(MAPS)}, got {self.uncertainty}")
         if self.on_nonfinite not in POLICIES:
@@ -607,11 +607,8 @@ def _predict_out_of_core(
         target = out_dir / f"{name}{ext}"
 
     def sink(path: Path, sink_shape: tuple[int, ...], dtype: Any) -> Any:
-        if options.out_format == "zarr":
-            return ZarrSink(
-                path, sink_shape, dtype, ("c" if len(sink_shape) > len(shape) else "") + io.spatial
-            )
-        return TiffSink(path, sink_shape, dtype)
+        axes = ("c" if len(sink_shape) > len(shape) else "") + io.spatial
+        return open_sink(path, sink_shape, dtype, options.out_format, axes)
 
     sinks: list[Any] = []
     uncertainty = None
@@ -670,11 +667,9 @@ def _write_objects(path: Path, result: Prediction) -> Path:
 
 
 def write_output(path: Path, array: np.ndarray, options: PredictOptions, io: IOSpec) -> Path:
-    """Write one output in the chosen format (OME-Zarr axes: the spatial ones, c first if present)."""
-    if options.out_format == "zarr":
-        axes = ("c" if array.ndim > len(io.spatial) else "") + io.spatial
-        return write_ome_zarr(path, array, axes)
-    return write_tiff(path, array)
+    """Write one output in the chosen format (axes: the spatial ones, c first if present)."""
+    axes = ("c" if array.ndim > len(io.spatial) else "") + io.spatial
+    return write_image(path, array, options.out_format, axes)
 
 
 def expected_outputs(

@@ -202,7 +202,8 @@ def pair_inputs(named: Mapping[str, Sequence[Path]], tensors: Tensors) -> list[d
 
 
 def output_path(out_dir: Path, tensor: str, stem: str, options: PredictOptions) -> Path:
-    """Where an output tensor of a sample is written: ``OUT/<tensor id>/<image name>.tif``."""
+    """Where an output tensor of a sample is written: ``OUT/<tensor id>/<image name><format suffix>``
+    (``.tif``, ``.ome.zarr``, ...: the output format's, from :mod:`idl.infer.io.formats`)."""
     return out_dir / tensor / f"{stem}{options.suffix}"
 
 
