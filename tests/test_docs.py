@@ -2,7 +2,8 @@
 
 docs/usage.md's command reference has a section ``### `idl-x` `` for every console script in
 pyproject.toml (and for every subcommand of a group), whose option table lists every option of that
-command with a meaning; every ``--option`` named in a section exists on its command. Every relative link
+command with a meaning (and every value of a choice option); every ``--option`` named in a section
+exists on its command. Every relative link
 in README.md and docs/*.md points to an existing file (and heading).
 
 Torch-free: the click commands import torch only when they run, which a test here checks in a fresh
@@ -69,14 +70,23 @@ def idl_commands() -> dict[str, click.Command]:
     return found
 
 
-def long_options(command: click.Command) -> set[str]:
-    """The ``--`` spellings of the command's options, both sides of ``--x/--no-x`` flags included;
-    ``--help`` too."""
-    names: set[str] = set()
+def long_options(command: click.Command) -> dict[str, click.Option]:
+    """The ``--`` spellings of the command's options (both sides of ``--x/--no-x`` flags, ``--help``
+    too), each with its option."""
+    names: dict[str, click.Option] = {}
     for param in command.get_params(click.Context(command)):
         if isinstance(param, click.Option) and not param.hidden:
-            names.update(o for o in (*param.opts, *param.secondary_opts) if o.startswith("--"))
+            names.update({o: param for o in (*param.opts, *param.secondary_opts) if o.startswith("--")})
     return names
+
+
+def missing_choices(option: click.Option, row: str) -> list[str]:
+    """The values of a choice option that its reference row does not name."""
+    if not isinstance(option.type, click.Choice):
+        return []
+    return [
+        str(c) for c in option.type.choices if not re.search(rf"(?<![\w-]){re.escape(str(c))}(?![\w-])", row)
+    ]
 
 
 # --- the reference, read from the Markdown ------------------------------------------------------
@@ -127,7 +137,8 @@ def reference_problems(commands: dict[str, click.Command], text: str) -> list[st
     - a command without a section, or a section of no command;
     - an option of a command not listed in the first column of a table row of its section, or listed
       without a meaning;
-    - an option named anywhere in a section that its command does not have.
+    - an option named anywhere in a section that its command does not have;
+    - a value of a choice option that its row does not name.
     """
     sections = reference_sections(text)
     problems = []
@@ -136,17 +147,20 @@ def reference_problems(commands: dict[str, click.Command], text: str) -> list[st
             problems.append(f"{name}: no section '### `{name}`' in the command reference")
             continue
         lines = sections[name]
+        exists = long_options(command)
         listed: set[str] = set()
         for first, meaning in table_rows(lines):
             options = set(OPTION.findall(first))
             if options and not meaning:
                 problems.append(f"{name} {', '.join(sorted(options))}: listed without a meaning")
+            for option in sorted(options & set(exists)):
+                for value in missing_choices(exists[option], f"{first} {meaning}"):
+                    problems.append(f"{name} {option}: the value {value!r} is not in its reference row")
             listed |= options
-        exists = long_options(command)
-        for option in sorted(exists - {HELP} - listed):
+        for option in sorted(set(exists) - {HELP} - listed):
             problems.append(f"{name} {option}: an option of the command, not listed in its reference")
         named = set(OPTION.findall("\n".join(lines)))
-        for option in sorted(named - exists - {HELP}):
+        for option in sorted(named - set(exists) - {HELP}):
             problems.append(f"{name} {option}: named in the reference, but {name} has no such option")
     for name in sorted(set(sections) - set(commands)):
         problems.append(f"{name}: a section of the command reference, but no such command")
@@ -228,8 +242,12 @@ def test_relative_links_resolve() -> None:
 # the check itself, on a small command and reference of its own
 
 
-def toy(*extra: str) -> click.Command:
-    options = [click.Option(["--alpha"]), click.Option(["--beta/--no-beta"])]
+def toy(*extra: str, formats: tuple[str, ...] = ("tif", "zarr")) -> click.Command:
+    options = [
+        click.Option(["--alpha"]),
+        click.Option(["--beta/--no-beta"]),
+        click.Option(["--format"], type=click.Choice(formats)),
+    ]
     return click.Command("toy", params=[*options, *(click.Option([o]) for o in extra)])
 
 
@@ -246,6 +264,7 @@ Outside any section `--anything` may be named.
 |---|---|
 | `--alpha A\\|B` | the alpha |
 | `--beta` / `--no-beta` | beta on or off |
+| `--format tif\\|zarr` | TIFF files or OME-Zarr folders |
 | `--help` | is allowed, not required |
 
 ## After the reference
@@ -272,6 +291,12 @@ def test_an_option_documented_but_not_in_the_code_is_found() -> None:
     ]
     assert reference_problems({"toy": toy()}, prose) == [
         "toy --epsilon: named in the reference, but toy has no such option"
+    ]
+
+
+def test_a_new_value_of_a_choice_option_is_found() -> None:
+    assert reference_problems({"toy": toy(formats=("tif", "zarr", "npy"))}, TOY_REFERENCE) == [
+        "toy --format: the value 'npy' is not in its reference row"
     ]
 
 
