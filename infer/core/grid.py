@@ -171,3 +171,52 @@ def smallest_tile(halo: int, multiple: int | AxisSize) -> int:
     """The smallest tile that keeps ``halo`` pixels of context on both sides of its owned region."""
     rule = multiple if isinstance(multiple, AxisSize) else AxisSize(multiple, multiple)
     return rule.at_least(2 * halo + rule.align)
+
+
+class PaddedView:
+    """A channels-last image seen padded by ``pad`` pixels on both sides of each space axis, as
+    ``numpy.pad(image, ..., mode)`` would pad it, without padding (or reading) the whole image: each
+    slice reads the block it needs, with the part of the border its mirrored pixels come from, and
+    pads that block. bioimage.io packages ask for their input to be padded by the halo; this lets
+    such a package run on an image read window by window. Basic slicing within the padded shape only
+    (:func:`read_window` handles tiles reaching past it)."""
+
+    MODES = ("symmetric", "reflect", "edge", "constant")
+
+    def __init__(self, image: Any, pad: Sequence[int], mode: str, value: float = 0.0) -> None:
+        if mode not in self.MODES:
+            raise ValueError(f"padding mode must be one of {', '.join(self.MODES)}, got {mode}")
+        self.image, self.pad, self.mode, self.value = image, tuple(pad), mode, value
+        space = len(self.pad)
+        self.shape = (
+            *(n + 2 * p for n, p in zip(image.shape[:space], self.pad, strict=True)),
+            *image.shape[space:],
+        )
+        self.dtype = np.dtype(image.dtype)
+        self.ndim = len(self.shape)
+        self.nbytes = int(np.prod(self.shape)) * self.dtype.itemsize
+
+    def __getitem__(self, index: tuple[slice, ...]) -> np.ndarray:
+        index = tuple(index) + (slice(None),) * (self.ndim - len(tuple(index)))
+        space = len(self.pad)
+        read, widths, crops = [], [], []
+        sides = zip(index[:space], self.image.shape[:space], self.pad, self.shape[:space], strict=True)
+        for s, n, p, full in sides:
+            start, stop, _ = s.indices(full)
+            before, after = max(0, p - start), max(0, stop - p - n)  # padded positions on each side
+            low, high = max(0, start - p), min(n, stop - p)
+            if before or after:  # the border its mirrored pixels come from
+                low, high = (0, n) if max(before, after) >= n else (low, high)
+                if before:
+                    low, high = 0, max(high, min(n, before + 1))
+                if after:
+                    low, high = min(low, max(0, n - after - 1)), n
+            read.append(slice(low, high))
+            widths.append((before, after))
+            offset = start - p - (low - before)
+            crops.append(slice(offset, offset + stop - start))
+        block = np.asarray(self.image[tuple(read)])
+        rest = [(0, 0)] * (block.ndim - space)
+        extra = {"constant_values": self.value} if self.mode == "constant" else {}
+        padded = np.pad(block, [*widths, *rest], mode=self.mode, **extra)
+        return padded[(*crops, *index[space:])]

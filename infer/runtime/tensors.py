@@ -54,3 +54,25 @@ class Tensors:
     @property
     def spatial(self) -> str:
         return "".join(a for a in SPACE if a in self.inputs[0].io.input_axes)
+
+    @property
+    def batch_axes(self) -> str:
+        """The axes of the batches the tile loop exchanges with the network (channels first)."""
+        return "bc" + self.spatial
+
+    @classmethod
+    def single(cls, io: IOSpec, input_id: str = "input", output_id: str = "output") -> Tensors:
+        """A network with one input and one output of the input's size, described by ``io``: the
+        one-entry case of a network with several tensors."""
+        spatial = io.spatial
+        output = OutputTensor(
+            id=output_id,
+            axes=io.output_axes,
+            channels=io.out_channels,
+            scale={a: 1.0 for a in spatial},
+            offset={a: 0 for a in spatial},
+            halo={a: io.halo_of(a) for a in spatial},
+            postprocessing=io.postprocessing,
+            dtype=io.output_dtype,
+        )
+        return cls((InputTensor(input_id, io),), (output,), io.max_batch)

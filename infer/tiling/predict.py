@@ -9,9 +9,8 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
-from itertools import islice
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +19,9 @@ from tqdm.auto import tqdm
 
 from idl.infer.core.axes import match_channels
 from idl.infer.core.errors import BatchError, DataError, IdlError, ModelError
-from idl.infer.core.grid import AxisSize, Tile, read_window, smallest_tile, tile_grid
+from idl.infer.core.grid import AxisSize, read_window, smallest_tile
 from idl.infer.core.nonfinite import POLICIES, check_nonfinite, has_floats
-from idl.infer.core.processing import apply_ops, fit_ops, network_tile, split_pointwise
+from idl.infer.core.processing import split_pointwise
 from idl.infer.core.project import (
     IMAGE_SUFFIXES,
     OBJECTS_DIR,
@@ -37,10 +36,20 @@ from idl.infer.io.omezarr import image_stem, is_zarr
 from idl.infer.io.places import remove_leftovers
 from idl.infer.io.record import OutputRecord, claim
 from idl.infer.io.sinks import ChannelView
-from idl.infer.post.uncertainty import MAPS, SplitHalves
+from idl.infer.post.uncertainty import MAPS
 from idl.infer.runtime.iospec import IOSpec
 from idl.infer.runtime.model import LoadedModel
 from idl.infer.runtime.session import Runner, Sampler
+from idl.infer.runtime.tensors import Tensors
+from idl.infer.tiling.engine import (
+    finish,
+    layout,
+    needs_whole_output,
+    run_tiles,
+    tile_reader,
+    with_heads,
+)
+from idl.infer.tiling.mergers import Merger, MonteCarlo, NonFinite, Placed
 
 log = logging.getLogger("idl")
 
@@ -174,12 +183,6 @@ class Prediction:
     scores: np.ndarray | None = None  # Mask R-CNN: the detection score of the object owning each pixel
 
 
-def _batched(items: Sequence[Tile], size: int) -> Iterable[list[Tile]]:
-    iterator = iter(items)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
-
-
 def _per_axis(value: int | Sequence[int], n: int) -> tuple[int, ...]:
     return (value,) * n if isinstance(value, int) else tuple(value)
 
@@ -201,17 +204,18 @@ def predict_probabilities(
     tolerance: float = 0.0,
     drawn: list[int] | None = None,
 ) -> tuple[Any, Any]:
-    """Run a network over a raw channels-last image (``io.image_axes``), tile by tile.
+    """Run a one-input, one-output network over a raw channels-last image (``io.image_axes``), tile
+    by tile, through the tile loop (:mod:`idl.infer.tiling.engine`).
 
     ``image`` may be read lazily (see :mod:`idl.infer.io.lazy`); ``output`` and ``uncertainty_out``
-    may be given as array-likes to write into (e.g. memory-mapped files) instead of new arrays.
+    may be given as array-likes to write into (e.g. TIFF sinks) instead of new arrays.
 
     ``run`` maps a ``(N, C, *spatial)`` batch to the network's raw ``(N, K, *spatial)`` output. Tiles
     are pre-processed with statistics of the whole image; outputs are post-processed per tile (and per
     Monte Carlo sample) as far as that is pointwise, the rest on the assembled output. ``halo``
     defaults to the network's own. Returns ``(output (K, *spatial), uncertainty (*spatial) or None)``.
     With ``samples >= 2`` every tile is predicted ``samples`` times (``run`` must be a Monte Carlo
-    graph) and the mean and InstantDL's uncertainty are returned; batches then hold copies of one tile.
+    graph) and the mean and the uncertainty map are returned; batches then hold samples of one tile.
     With ``mark_nonfinite`` the outputs are NaN where an input pixel is not finite (the network saw 0
     there, see :mod:`idl.infer.core.nonfinite`). ``uncertainty_map`` names the Monte Carlo map
     (:data:`idl.infer.post.uncertainty.MAPS`; default: ``std`` for regression, else InstantDL's).
@@ -223,105 +227,62 @@ def predict_probabilities(
     ``tolerance`` a tile stops early once its map's estimated relative error is within it
     (:class:`idl.infer.post.uncertainty.SplitHalves`); ``drawn`` collects the samples of every tile.
     """
-    spatial, image_axes, batch_axes = io.spatial, io.image_axes, io.batch_axes
+    tensors = Tensors.single(io)
+    spatial = io.spatial
     if image.ndim - 1 != len(spatial):
-        raise DataError(f"the network expects {len(spatial)}D images ({image_axes}), got shape {image.shape}")
-    original = image.shape[:-1]
-    if io.input_pad is not None and runs_whole(io, original, _per_axis(tile_size, len(spatial))):
-        io = replace(io, input_pad=None)  # a valid input size in one tile: as the package's authors ran it
-    if io.input_pad is not None and is_lazy(image):
-        log.warning("this package pads its input by the halo: reading the whole image into memory")
-        image = np.asarray(image[tuple(slice(None) for _ in image.shape)])
-    if io.input_pad is not None:
-        widths = [(io.halo_of(a), io.halo_of(a)) for a in spatial] + [(0, 0)]
-        extra = {"constant_values": io.input_pad_value} if io.input_pad == "constant" else {}
-        image = np.pad(image, widths, mode=io.input_pad, **extra)
-    shape = image.shape[:-1]
-    halos = tuple(io.halo_of(a) for a in spatial) if halo is None else _per_axis(halo, len(spatial))
-    tiles = tile_grid(shape, _per_axis(tile_size, len(spatial)), halos, [io.sizes[a] for a in spatial])
-    pre = fit_ops(io.preprocessing, image, image_axes)
-    head, tail = split_pointwise(io.postprocessing)
-
-    def network_input(tile: Tile) -> np.ndarray:
-        return network_tile(image, tile.window, pre, image_axes)
-
-    def network_output(batch: np.ndarray) -> np.ndarray:
-        return apply_ops(head, run(batch), batch_axes)
-
-    if output is not None and (io.input_pad is not None or split_pointwise(io.postprocessing)[1]):
-        raise IdlError(
-            "this package pads its input or post-processes with statistics of the whole output; that needs "
-            "the image in memory, but it is read lazily. Save it as a compressed TIFF to predict it."
+        raise DataError(
+            f"the network expects {len(spatial)}D images ({io.image_axes}), got shape {image.shape}"
         )
-    uncertainty = (
-        (uncertainty_out if uncertainty_out is not None else np.empty(shape, np.float32)) if samples else None
-    )
+    tile = _per_axis(tile_size, len(spatial))
+    where = layout(tensors, image.shape[:-1], tile, None if halo is None else _per_axis(halo, len(spatial)))
+    if output is not None and needs_whole_output(tensors):
+        raise IdlError(
+            "this package post-processes with statistics of the whole output; that needs the image in "
+            "memory, but it is read lazily. Save it as a compressed TIFF to predict it."
+        )
     spread_name = uncertainty_map or ("std" if io.uncertainty == "std" else "instantdl")
     if samples and io.uncertainty == "std" and spread_name != "std":
         raise IdlError(
             f"the {spread_name} uncertainty is one of class probabilities; this model predicts values, whose "
             "Monte Carlo uncertainty is their standard deviation (--uncertainty std)."
         )
-    # with Monte Carlo sampling the bar counts samples, so that many samples of one tile show progress
-    # and an estimate of the time left (not "0/1 tile" for minutes)
-    bar = tqdm(
-        total=len(tiles) * (samples or 1),
-        unit="sample" if samples else "tile",
-        disable=not progress,
-        leave=False,
-    )
-    for chunk in _batched(tiles, 1 if samples else batch_size):
-        if samples:
-            x = network_input(chunk[0])
-            owned = (slice(None), slice(None), *chunk[0].owned_in_tile)
-            halves: SplitHalves | None = None
-            while halves is None or halves.count < samples:
-                n = min(batch_size, samples - (halves.count if halves is not None else 0))
-                raw = (
-                    sample(x[np.newaxis], n)
-                    if sample is not None
-                    else run(np.repeat(x[np.newaxis], n, axis=0))
-                )
-                out = apply_ops(head, raw, batch_axes)[owned]
-                bar.update(n)
-                if halves is None:
-                    halves = SplitHalves.zeros(out.shape[1:], entropy=spread_name == "mutual-information")
-                halves.add(out)
-                if tolerance > 0 and halves.settled(spread_name, tolerance):
-                    break
-            assert halves is not None and uncertainty is not None
-            bar.update(samples - halves.count)  # a tile that stopped early skips the rest
-            if drawn is not None:
-                drawn.append(halves.count)
-            moments = halves.combined()
-            regions = [moments.mean()]
-            uncertainty[chunk[0].owned] = moments.map(spread_name)
-        else:
-            out = network_output(np.stack([network_input(t) for t in chunk]))
-            regions = [o[(slice(None), *t.owned_in_tile)] for t, o in zip(chunk, out, strict=True)]
-        for tile, region in zip(chunk, regions, strict=True):
-            if output is None:
-                output = np.empty((region.shape[0], *shape), np.float32)
-            if mark_nonfinite:
-                bad = ~np.isfinite(read_window(image, tile.owned)).all(axis=-1)
-                if bad.any():
-                    region = np.where(bad, np.float32(np.nan), region)
-                    if samples:
-                        assert uncertainty is not None
-                        uncertainty[tile.owned] = np.where(bad, np.float32(np.nan), uncertainty[tile.owned])
-            output[(slice(None), *tile.owned)] = region
-        if not samples:
-            bar.update(len(chunk))
-    bar.close()
-    assert output is not None
-    if io.input_pad is not None:  # crop the padding back off
-        crop = tuple(slice(io.halo_of(a), io.halo_of(a) + n) for a, n in zip(spatial, original, strict=True))
-        output = output[(slice(None), *crop)]
-        uncertainty = None if uncertainty is None else uncertainty[crop]
-    if tail:
-        output_axes = "c" + spatial
-        output = apply_ops(fit_ops(tail, output, output_axes), output, output_axes).astype(np.float32)
-    return output, uncertainty
+
+    def forward(inputs: dict[str, np.ndarray], draws: int) -> dict[str, np.ndarray]:
+        x = inputs["input"]
+        if samples and sample is not None:
+            return {"output": sample(x, draws)}
+        return {"output": run(np.repeat(x, draws, axis=0) if draws > 1 else x)}
+
+    grid = where.grid(tensors, "output")
+
+    def placer(target: Any, channels: bool = True) -> Placed | NonFinite:
+        placed = Placed(grid, target, channels)
+        if not mark_nonfinite:
+            return placed
+        return NonFinite(placed, lambda region: ~np.isfinite(read_window(image, region)).all(axis=-1))
+
+    merger: Merger
+    if samples:
+        spread_target = uncertainty_out if uncertainty_out is not None else np.empty(grid.length, np.float32)
+        merger = MonteCarlo(placer(output), placer(spread_target, False), spread_name, tolerance)
+    else:
+        merger = placer(output)
+    result = run_tiles(
+        where.tiles,
+        tile_reader(tensors, {"input": image}, where),
+        with_heads(tensors, forward),
+        {"output": merger},
+        batch_size,
+        samples,
+        progress,
+    )["output"]
+    if samples and drawn is not None:
+        assert isinstance(merger, MonteCarlo)
+        drawn.extend(merger.drawn)
+    values, uncertainty = result if samples else (result, None)
+    if output is None:
+        values = finish(tensors, {"output": values})["output"]
+    return values, uncertainty
 
 
 def monte_carlo(model: LoadedModel, options: PredictOptions) -> dict[str, Any]:
@@ -331,14 +292,6 @@ def monte_carlo(model: LoadedModel, options: PredictOptions) -> dict[str, Any]:
         "sample": model.sampler() if options.mc_samples else None,
         "tolerance": options.mc_tolerance,
     }
-
-
-def runs_whole(io: IOSpec, shape: Sequence[int], tile: Sequence[int]) -> bool:
-    """Whether an image of ``shape`` is itself a valid input size of the network and fits one tile:
-    then it runs whole, without the halo padding bioimage.io tools add to other sizes, so a package's
-    own test input reproduces its authors' test output."""
-    rules = [io.sizes[a] for a in io.spatial]
-    return all(r.at_least(n) == n and n <= t for r, n, t in zip(rules, shape, tile, strict=True))
 
 
 def load_input(path: Path, axes: str | None, io: IOSpec, lazy: bool = False) -> Any:

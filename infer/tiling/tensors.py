@@ -15,163 +15,56 @@ memory.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from idl.infer.core.axes import reorder
 from idl.infer.core.errors import BatchError, DataError, IdlError, ModelError
-from idl.infer.core.grid import AxisSize, Tile, round_up, tile_grid
 from idl.infer.core.nonfinite import check_nonfinite
-from idl.infer.core.processing import apply_ops, fit_ops, network_tile, split_pointwise
 from idl.infer.io.omezarr import image_stem
 from idl.infer.io.places import remove_leftovers
 from idl.infer.io.record import OutputRecord, claim
 from idl.infer.runtime.model import LoadedModel
-from idl.infer.runtime.tensors import OutputTensor, Tensors
-from idl.infer.tiling.predict import PredictOptions, load_input, runs_whole, write_output
+from idl.infer.runtime.tensors import Tensors
+from idl.infer.tiling.engine import (
+    finish,
+    layout,
+    network_forward,
+    output_halo,
+    run_tiles,
+    shared_shape,
+    tile_reader,
+    with_heads,
+)
+from idl.infer.tiling.mergers import Placed
+from idl.infer.tiling.predict import PredictOptions, load_input, write_output
 
 log = logging.getLogger("idl")
 
 
-def _shared_shape(tensors: Tensors, images: Mapping[str, np.ndarray]) -> tuple[int, ...]:
-    """The spatial shape all input images share (channels-last images)."""
-    missing = [t.id for t in tensors.inputs if t.id not in images]
-    if missing:
-        raise DataError(f"no image for the input(s) {', '.join(missing)}")
-    shapes = {name: image.shape[:-1] for name, image in images.items()}
-    if len(set(shapes.values())) != 1:
-        listed = ", ".join(f"{name} {shape}" for name, shape in shapes.items())
-        raise DataError(f"the inputs of one sample must have the same size; got {listed}")
-    return next(iter(shapes.values()))
-
-
-def _input_halo(tensors: Tensors, axis: str) -> int:
-    """Input pixels of context the outputs' halos need along ``axis`` (the largest over outputs), a
-    whole number of output pixels of every down-sampled output."""
-    need = 0
-    for out in tensors.outputs:
-        scale = out.scale.get(axis, 1.0)
-        unit = round(1 / scale) if scale < 1 and abs(1 / scale - round(1 / scale)) < 1e-6 else 1
-        need = max(need, round_up(math.ceil(out.halo.get(axis, 0) / scale - 1e-9), unit))
-    return need
-
-
-def _rule(tensors: Tensors, axis: str) -> AxisSize:
-    """The size rule tiles follow along ``axis``: the inputs' (the coarsest step when they differ)."""
-    rules = [t.io.sizes[axis] for t in tensors.inputs if axis in t.io.sizes]
-    return max(rules, key=lambda r: (r.step, r.minimum))
-
-
-def _to_output(value: int, scale: float, label: str) -> int:
-    """An input coordinate as an output pixel index, which must be whole."""
-    scaled = value * scale
-    if abs(scaled - round(scaled)) > 1e-6:
-        raise ModelError(
-            f"output '{label}': input pixel {value} falls inside an output pixel (scale {scale:g}); choose a "
-            "--tile-size that is a multiple of the scale, or one larger than the image to run it whole."
-        )
-    return round(scaled)
-
-
 def predict_tensors(
-    model: LoadedModel, images: Mapping[str, np.ndarray], options: PredictOptions
+    model: LoadedModel, images: Mapping[str, Any], options: PredictOptions
 ) -> dict[str, np.ndarray]:
-    """Run a multi-tensor network over one sample: ``images`` maps each input's id to its raw
-    channels-last image; returns each output's id -> its post-processed ``(K, *spatial)`` array."""
+    """Run a multi-tensor network over one sample through the tile loop
+    (:mod:`idl.infer.tiling.engine`): ``images`` maps each input's id to its raw channels-last image;
+    returns each output's id -> its post-processed ``(K, *spatial)`` array."""
     tensors: Tensors = model.tensors
-    spatial = tensors.spatial
-    original = _shared_shape(tensors, images)
-    rules = [_rule(tensors, a) for a in spatial]
-    tile = [options.bounded_tile(model.io, original)] * len(spatial)
-    whole = all(runs_whole(t.io, original, tile) for t in tensors.inputs)
-    halos = [0 if whole else _input_halo(tensors, a) for a in spatial]
-    if options.overlap is not None and not whole:
-        halos = [options.halo(h, t) for h, t in zip(halos, tile, strict=True)]
-    pad = tensors.inputs[0].io.input_pad is not None and any(halos)
-    padding = halos if pad else [0] * len(halos)
-    padded = {}
-    for tensor in tensors.inputs:
-        image = np.asarray(images[tensor.id])
-        if pad and tensor.io.input_pad is not None:
-            mode, value = tensor.io.input_pad, tensor.io.input_pad_value
-            extra = {"constant_values": value} if mode == "constant" else {}
-            image = np.pad(image, [*[(h, h) for h in padding], (0, 0)], mode=mode, **extra)
-        padded[tensor.id] = image
-    shape = next(iter(padded.values())).shape[:-1]
-    if whole:
-        grid = tile_grid(shape, tuple(shape), (0,) * len(shape), [AxisSize(n, 0) for n in shape])
-    else:
-        grid = tile_grid(shape, tuple(tile), tuple(halos), rules)
-    if any(o.offset.get(a, 0) for o in tensors.outputs for a in spatial) and len(grid) > 1:
-        raise ModelError(
-            f"{model.label}: an output has an offset (it is not the input's size times its scale); such "
-            "networks run whole: give images of a valid input size and a --tile-size at least as large."
-        )
-    pre = {t.id: fit_ops(t.io.preprocessing, padded[t.id], t.io.image_axes) for t in tensors.inputs}
-    heads = {o.id: split_pointwise(o.postprocessing)[0] for o in tensors.outputs}
-    batch_axes = "bc" + spatial
-    results: dict[str, np.ndarray] = {}
-    runner = model.runner
+    original = shared_shape(tensors, images)
+    tile = [options.bounded_tile(model.io, original)] * len(tensors.spatial)
+    halos = None
+    if options.overlap is not None:
+        halos = [options.halo(output_halo(tensors, a), t) for a, t in zip(tensors.spatial, tile, strict=True)]
+    where = layout(tensors, original, tile, halos)
+    mergers = {o.id: Placed(where.grid(tensors, o.id)) for o in tensors.outputs}
+    forward = with_heads(tensors, network_forward(model.runner, tensors))
+    read = tile_reader(tensors, {t.id: images[t.id] for t in tensors.inputs}, where)
     size = options.batch_for(model.io)  # the summary IOSpec carries the inputs' batch limit
-    bar = tqdm(total=len(grid), unit="tile", disable=not options.progress or len(grid) < 2, leave=False)
-    for start in range(0, len(grid), size):
-        chunk = grid[start : start + size]
-        feed = [
-            t.io.to_model(
-                np.stack([network_tile(padded[t.id], c.window, pre[t.id], t.io.image_axes) for c in chunk])
-            )
-            for t in tensors.inputs
-        ]
-        raw = runner.run_all(feed)
-        for out, value in zip(tensors.outputs, raw, strict=True):
-            value = apply_ops(heads[out.id], reorder(value, out.axes, batch_axes), batch_axes)
-            target = results.get(out.id)
-            if target is None:
-                out_shape = tuple(out.size(a, n) for a, n in zip(spatial, shape, strict=True))
-                target = results[out.id] = np.zeros((value.shape[1], *out_shape), np.float32)
-            for tile, region in zip(chunk, value, strict=True):
-                _place(target, region, tile, out, spatial, shape)
-        bar.update(len(chunk))
-    bar.close()
-    final = {}
-    for out in tensors.outputs:
-        array = results[out.id]
-        if any(padding):
-            starts = [
-                _to_output(p, out.scale.get(a, 1.0), out.id) for a, p in zip(spatial, padding, strict=True)
-            ]
-            crop = tuple(
-                slice(b, b + out.size(a, n)) for a, b, n in zip(spatial, starts, original, strict=True)
-            )
-            array = array[(slice(None), *crop)]
-        tail = split_pointwise(out.postprocessing)[1]
-        if tail:
-            axes = "c" + spatial
-            array = apply_ops(fit_ops(tail, array, axes), array, axes).astype(np.float32)
-        final[out.id] = array
-    return final
-
-
-def _place(
-    target: np.ndarray, region: np.ndarray, tile: Tile, out: OutputTensor, spatial: str, shape: Sequence[int]
-) -> None:
-    """Copy the part of one tile's output ``region`` ``(K, *spatial)`` that the tile owns into
-    ``target``. Owned bounds between tiles map to output pixels by rounding down, the same for both
-    neighbours, so the output is covered once."""
-    into, take = [slice(None)], [slice(None)]
-    axes = zip(spatial, tile.window, tile.owned, shape, target.shape[1:], strict=True)
-    for axis, window, owned, n, length in axes:
-        scale = out.scale.get(axis, 1.0)
-        origin = _to_output(window.start, scale, out.id)
-        begin = math.floor(owned.start * scale + 1e-9)
-        end = length if owned.stop >= n else math.floor(owned.stop * scale + 1e-9)
-        into.append(slice(begin, end))
-        take.append(slice(begin - origin, end - origin))
-    target[tuple(into)] = region[tuple(take)]
+    progress = options.progress and len(where.tiles) > 1
+    results = run_tiles(where.tiles, read, forward, mergers, size, 0, progress)
+    return finish(tensors, results)
 
 
 def pair_inputs(named: Mapping[str, Sequence[Path]], tensors: Tensors) -> list[dict[str, Path]]:

@@ -22,6 +22,7 @@ from idl.infer.io.images import read_image, write_tiff
 from idl.infer.io.record import RECORD_NAME, OutputRecord
 from idl.infer.post import classify
 from idl.infer.service.load import load_model
+from idl.infer.tiling import engine
 from idl.infer.tiling import predict as tiling
 from idl.infer.tiling.predict import PredictOptions, predict_files
 
@@ -269,7 +270,7 @@ def test_monte_carlo_progress_counts_samples(
 ) -> None:
     folder = identity_model()
     shutil.copy(folder / "model.onnx", folder / "model_mc.onnx")  # a "sampling" graph without dropout
-    monkeypatch.setattr(tiling, "tqdm", _Bar)
+    monkeypatch.setattr(engine, "tqdm", _Bar)
     _Bar.made = []
     model = load_model(folder)
     image = np.random.default_rng(0).random((100, 90, 1)).astype(np.float32)
