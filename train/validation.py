@@ -17,7 +17,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from idl.infer.core.grid import read_window, tile_grid
+from idl.infer.core.grid import AxisSize
+from idl.infer.core.processing import SPACE
+from idl.infer.runtime.iospec import IOSpec
+from idl.infer.runtime.tensors import Tensors
+from idl.infer.tiling.engine import layout, run_sample
+from idl.infer.tiling.mergers import Placed
 from idl.infer.tiling.predict import DEFAULT_TILE
 from idl.train.data import Sample
 from idl.train.loop import to_device
@@ -62,20 +67,30 @@ def predict_logits(
     multiples: Sequence[int],
     device: torch.device,
 ) -> np.ndarray:
-    """``(K, *spatial)`` raw network output for a normalized channels-last image, tile by tile with
-    the inference side's grid (:func:`idl.infer.core.grid.tile_grid`), so it equals ``idl-predict``'s
-    (before post-processing) up to float rounding."""
-    shape = image.shape[:-1]
-    out: np.ndarray | None = None
+    """``(K, *spatial)`` raw network output for a normalized channels-last image, tile by tile through
+    the inference side's tile loop (:mod:`idl.infer.tiling.engine`) with the module's forward handed
+    in, so it equals ``idl-predict``'s (before post-processing) up to float rounding."""
+    spatial = SPACE[-len(tile) :]
+    io = IOSpec(
+        input_axes="bc" + spatial,
+        output_axes="bc" + spatial,
+        in_channels=image.shape[-1],
+        out_channels=0,  # whatever the module gives
+        sizes={a: AxisSize(m, m) for a, m in zip(spatial, multiples, strict=True)},
+        halo=dict(zip(spatial, halo, strict=True)),
+    )
+    tensors = Tensors.single(io)
+
+    def forward(inputs: dict[str, np.ndarray], draws: int) -> dict[str, np.ndarray]:
+        x = to_device(torch.from_numpy(inputs["input"]), device)
+        return {"output": model(x).float().cpu().numpy()}
+
+    where = layout(tensors, image.shape[:-1], tuple(tile), tuple(halo))
     with torch.no_grad():
-        for t in tile_grid(shape, tuple(tile), tuple(halo), list(multiples)):
-            x = np.ascontiguousarray(np.moveaxis(read_window(image, t.window), -1, 0))[np.newaxis]
-            y = model(to_device(torch.from_numpy(x), device))[0].float().cpu().numpy()
-            if out is None:
-                out = np.empty((y.shape[0], *shape), np.float32)
-            out[(slice(None), *t.owned)] = y[(slice(None), *t.owned_in_tile)]
-    assert out is not None
-    return out
+        result = run_sample(
+            tensors, {"input": image}, forward, where, {"output": Placed(where.grid(tensors, "output"))}
+        )
+    return result["output"]
 
 
 def probabilities(logits: np.ndarray) -> np.ndarray:

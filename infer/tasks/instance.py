@@ -43,18 +43,17 @@ class Labels(Outputs):
 
 
 class Detections(Labels):
-    """Mask R-CNN's labels, tiled so that every object is kept once (:mod:`idl.infer.tiling.objects`)."""
+    """Mask R-CNN's labels, tiled so that every object is kept once (the tile loop with the
+    :class:`idl.infer.tiling.mergers.Objects` merger)."""
 
     def predict(
         self, model: LoadedModel, image: Any, options: PredictOptions, tile: int, halos: tuple[int, ...]
     ) -> Prediction:
-        from idl.infer.tiling.objects import predict_instance_tiles
+        from idl.infer.tiling.predict import predict_objects
 
         if options.mc_samples:
             model.session(mc=True)  # raises: Mask R-CNN has no Monte Carlo graph
-        labels, scores = predict_instance_tiles(
-            model.network(), image, model.io, tile, halos[0], options.progress
-        )
+        labels, scores = predict_objects(model.network(), image, model.io, tile, halos[0], options.progress)
         return Prediction(scores[np.newaxis], labels, None, None, scores)
 
 

@@ -96,6 +96,23 @@ def run_tiles(
     return {name: merger.finalize() for name, merger in mergers.items()}
 
 
+def run_sample(
+    tensors: Tensors,
+    images: Mapping[str, Any],
+    forward: Forward,
+    where: Layout,
+    mergers: Mapping[str, Merger],
+    batch_size: int = 1,
+    draws: int = 0,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """:func:`run_tiles` over one sample laid out by :func:`layout`: its inputs read from ``images``
+    (input id -> raw channels-last image) and ``forward`` followed by the outputs' pointwise
+    post-processing."""
+    read = tile_reader(tensors, images, where)
+    return run_tiles(where.tiles, read, with_heads(tensors, forward), mergers, batch_size, draws, progress)
+
+
 def runs_whole(io: Any, shape: Sequence[int], tile: Sequence[int]) -> bool:
     """Whether an image of ``shape`` is itself a valid input size of the network and fits one tile:
     then it runs whole, without the halo padding bioimage.io tools add to other sizes, so a package's

@@ -41,15 +41,8 @@ from idl.infer.runtime.iospec import IOSpec
 from idl.infer.runtime.model import LoadedModel
 from idl.infer.runtime.session import Runner, Sampler
 from idl.infer.runtime.tensors import Tensors
-from idl.infer.tiling.engine import (
-    finish,
-    layout,
-    needs_whole_output,
-    run_tiles,
-    tile_reader,
-    with_heads,
-)
-from idl.infer.tiling.mergers import Merger, MonteCarlo, NonFinite, Placed
+from idl.infer.tiling.engine import finish, layout, needs_whole_output, run_sample
+from idl.infer.tiling.mergers import Merger, MonteCarlo, NonFinite, Objects, Placed
 
 log = logging.getLogger("idl")
 
@@ -267,14 +260,8 @@ def predict_probabilities(
         merger = MonteCarlo(placer(output), placer(spread_target, False), spread_name, tolerance)
     else:
         merger = placer(output)
-    result = run_tiles(
-        where.tiles,
-        tile_reader(tensors, {"input": image}, where),
-        with_heads(tensors, forward),
-        {"output": merger},
-        batch_size,
-        samples,
-        progress,
+    result = run_sample(
+        tensors, {"input": image}, forward, where, {"output": merger}, batch_size, samples, progress
     )["output"]
     if samples and drawn is not None:
         assert isinstance(merger, MonteCarlo)
@@ -283,6 +270,26 @@ def predict_probabilities(
     if output is None:
         values = finish(tensors, {"output": values})["output"]
     return values, uncertainty
+
+
+def predict_objects(
+    run: Runner, image: Any, io: IOSpec, tile_size: int, halo: int, progress: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Label image and per-pixel score of a raw channels-last image from a network that outputs
+    labels (0 background) and the score of the object owning each pixel (Mask R-CNN), tile by tile,
+    each object kept by the tile that owns its centre (:class:`idl.infer.tiling.mergers.Objects`).
+    Returns ``(labels (*spatial) uint16/uint32, scores (*spatial) float32)``."""
+    tensors = Tensors.single(io)
+    where = layout(
+        tensors, image.shape[:-1], _per_axis(tile_size, len(io.spatial)), (halo,) * len(io.spatial)
+    )
+
+    def forward(inputs: dict[str, np.ndarray], draws: int) -> dict[str, np.ndarray]:
+        return {"output": run(inputs["input"])}
+
+    merger = Objects(where.shape)
+    result = run_sample(tensors, {"input": image}, forward, where, {"output": merger}, 1, 0, progress)
+    return result["output"]
 
 
 def monte_carlo(model: LoadedModel, options: PredictOptions) -> dict[str, Any]:

@@ -34,10 +34,8 @@ from idl.infer.tiling.engine import (
     layout,
     network_forward,
     output_halo,
-    run_tiles,
+    run_sample,
     shared_shape,
-    tile_reader,
-    with_heads,
 )
 from idl.infer.tiling.mergers import Placed
 from idl.infer.tiling.predict import PredictOptions, load_input, write_output
@@ -59,11 +57,11 @@ def predict_tensors(
         halos = [options.halo(output_halo(tensors, a), t) for a, t in zip(tensors.spatial, tile, strict=True)]
     where = layout(tensors, original, tile, halos)
     mergers = {o.id: Placed(where.grid(tensors, o.id)) for o in tensors.outputs}
-    forward = with_heads(tensors, network_forward(model.runner, tensors))
-    read = tile_reader(tensors, {t.id: images[t.id] for t in tensors.inputs}, where)
+    forward = network_forward(model.runner, tensors)
+    inputs = {t.id: images[t.id] for t in tensors.inputs}
     size = options.batch_for(model.io)  # the summary IOSpec carries the inputs' batch limit
     progress = options.progress and len(where.tiles) > 1
-    results = run_tiles(where.tiles, read, forward, mergers, size, 0, progress)
+    results = run_sample(tensors, inputs, forward, where, mergers, size, 0, progress)
     return finish(tensors, results)
 
 

@@ -10,7 +10,8 @@ from skimage.draw import disk
 from idl.infer.core.grid import tile_grid
 from idl.infer.core.model_info import ModelInfo
 from idl.infer.tasks.registry import io_for_info
-from idl.infer.tiling.objects import owned_objects, paste_objects, predict_instance_tiles
+from idl.infer.tiling.mergers import owned_objects, paste_objects
+from idl.infer.tiling.predict import predict_objects
 
 
 def _components(batch: np.ndarray) -> np.ndarray:
@@ -38,7 +39,7 @@ def _io(halo: int):
 def test_tiled_labels_equal_whole_image_labels_object_for_object() -> None:
     image = _disks((600, 700), 300)
     whole, _ = ndimage.label(image > 0.5)
-    tiled, scores = predict_instance_tiles(_components, image[..., None], _io(40), 160, 40)
+    tiled, scores = predict_objects(_components, image[..., None], _io(40), 160, 40)
     assert tiled.dtype == np.uint16
     assert tiled.max() == whole.max() > 100  # as many objects, numbered 1..N
     # the same partition of the pixels: every whole-image object is exactly one tiled object
@@ -51,7 +52,7 @@ def test_a_halo_smaller_than_the_objects_cuts_them() -> None:
     """The control: with too little overlap, objects at tile borders come out in pieces."""
     image = _disks((600, 700), 300)
     whole, _ = ndimage.label(image > 0.5)
-    tiled, _ = predict_instance_tiles(_components, image[..., None], _io(2), 160, 2)
+    tiled, _ = predict_objects(_components, image[..., None], _io(2), 160, 2)
     assert tiled.max() > whole.max()
 
 
