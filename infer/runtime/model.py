@@ -14,6 +14,7 @@ from idl.infer.core.errors import ModelError
 from idl.infer.core.model_info import METADATA_KEY, ModelInfo
 from idl.infer.runtime.iospec import IOSpec
 from idl.infer.runtime.session import OnnxRunner, Runner, Sampler
+from idl.infer.runtime.tensors import Tensors
 
 DETERMINISTIC_NAME = "model.onnx"
 PACKAGE_SUFFIX = ".bioimageio.zip"
@@ -58,9 +59,14 @@ class LoadedModel:
     # what the tiled runner makes of the output (idl.infer.tiling.predict.Outputs, from the model's
     # task); None: the output as it is
     outputs: Any = None
-    # several inputs or outputs, or outputs of another size (idl.infer.runtime.tensors.Tensors); None: io
-    tensors: Any = None
+    # the network's tensors (several inputs or outputs, outputs of another size); None: the one-entry
+    # description of ``io`` (Tensors.single)
+    tensors: Tensors = None  # type: ignore[assignment]
     _runners: dict[bool, OnnxRunner] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.tensors is None:
+            self.tensors = Tensors.single(self.io)
 
     @property
     def has_mc(self) -> bool:

@@ -421,69 +421,30 @@ def _padding(tensor: Any) -> tuple[str, float]:
     return str(getattr(pad, "mode", "symmetric")), float(getattr(pad, "value", 0.0) or 0.0)
 
 
-def io_from_description(descr: Any, pad_input: bool = True) -> IOSpec:
-    """Translate a spec 0.5 model description into an :class:`IOSpec` (one input, one output).
-
-    With ``pad_input`` the input is padded by the output halo (the tensor's ``pad`` mode, symmetric by
-    default) before preprocessing, as bioimage.io tools do.
-    """
-    if len(descr.inputs) != 1 or len(descr.outputs) != 1:
-        raise ModelError(
-            f"the package has {len(descr.inputs)} input(s) and {len(descr.outputs)} output(s); "
-            "idl-predict runs packages with one input and one output."
-        )
-    source, target = descr.inputs[0], descr.outputs[0]
-    input_axes, in_channels, sizes = _input_layout(source)
-    output_axes, out_channels, halo = _output_layout(target, source)
-    missing = sorted(set(sizes) - set(halo))
-    # an image classifier: one fixed-size image in, one value per class out (no tiling, no halo)
-    classifier = bool(sizes) and not halo and all(size.step == 0 for size in sizes.values())
-    if missing and not classifier:
-        raise ModelError(
-            f"the output '{target.id}' lacks the input's space axes {', '.join(missing)}; idl-predict runs "
-            "image-to-image networks and classifiers of fixed-size images (a classifier with a "
-            "variable input size is not supported)."
-        )
-    in_letters, out_letters = _axis_letters(source), _axis_letters(target)
-    pad_mode, pad_value = _padding(source)
-    return IOSpec(
-        input_axes=input_axes,
-        output_axes=output_axes,
-        in_channels=in_channels,
-        out_channels=out_channels,
-        sizes=sizes,
-        halo=halo,
-        preprocessing=tuple(_processing(p, in_letters, str(source.id)) for p in source.preprocessing),
-        postprocessing=tuple(_processing(p, out_letters, str(target.id)) for p in target.postprocessing),
-        output_dtype=str(target.dtype),
-        input_pad=pad_mode if pad_input and any(halo.values()) else None,
-        max_batch=_batch_limit(source),
-        input_pad_value=pad_value,
-    )
-
-
-def needs_tensors(descr: Any) -> bool:
-    """Whether a package needs the multi-tensor runner: several inputs or outputs, or an output whose
-    space axes are not the input's size."""
-    if len(descr.inputs) != 1 or len(descr.outputs) != 1:
-        return True
-    try:
-        _output_layout(descr.outputs[0], descr.inputs[0])
-    except ModelError:
-        return any(_letter(a, str(descr.outputs[0].id)) in SPACE for a in descr.outputs[0].axes)
-    return False
-
-
 def tensors_from_description(descr: Any, pad_input: bool = True) -> Tensors:
-    """Translate a spec 0.5 model description with any number of inputs and outputs into
-    :class:`Tensors`. Input sizes may refer to other inputs (same grid); output sizes refer to an input
-    axis, scaled (``scale`` of the input axis over the output's) and offset."""
+    """Translate a model description (spec 0.5, or 0.4 converted by bioimageio.spec) with any number
+    of inputs and outputs into :class:`Tensors`, the one description idl runs. Input sizes may refer
+    to other inputs (same grid); output sizes refer to an input axis, scaled (``scale`` of the input
+    axis over the output's) and offset. An output without space axes is a classifier's (one value per
+    class of a fixed-size image). With ``pad_input`` the inputs are padded by the outputs' halo (the
+    tensor's ``pad`` mode, symmetric by default) before preprocessing, as bioimage.io tools do."""
     from bioimageio.spec.model import v0_5
 
     by_id = {str(t.id): t for t in descr.inputs}
+    _, _, input_space = _walk(descr.inputs[0])
     outputs = []
     for target in descr.outputs:
         axes, channels, space = _walk(target)
+        if not space and all(isinstance(a.size, int) for _, a in input_space):
+            outputs.append(_value_output(target, axes, channels))
+            continue
+        missing = sorted({letter for letter, _ in input_space} - {letter for letter, _ in space})
+        if missing:
+            raise ModelError(
+                f"the output '{target.id}' lacks the input's space axes {', '.join(missing)}; idl-predict "
+                "runs image-to-image networks and classifiers of fixed-size images (a classifier with a "
+                "variable input size is not supported)."
+            )
         scale, offset, halo = {}, {}, {}
         for letter, axis in space:
             size = axis.size
@@ -523,13 +484,26 @@ def tensors_from_description(descr: Any, pad_input: bool = True) -> Tensors:
     spatial = {a for a in inputs[0].io.input_axes if a in SPACE}
     for tensor in (*inputs, *outputs):
         axes = tensor.io.input_axes if isinstance(tensor, InputTensor) else tensor.axes
-        if {a for a in axes if a in SPACE} != spatial:
+        values = isinstance(tensor, OutputTensor) and not any(a in SPACE for a in axes)
+        if not values and {a for a in axes if a in SPACE} != spatial:
             raise ModelError(
                 f"tensor '{tensor.id}' has space axes {axes}, the input '{inputs[0].id}' "
                 f"{inputs[0].io.input_axes}; idl runs tensors that share their space axes."
             )
     limits = [n for n in map(_batch_limit, descr.inputs) if n]
     return Tensors(inputs, tuple(outputs), min(limits) if limits else 0)
+
+
+def _value_output(target: Any, axes: str, channels: int) -> OutputTensor:
+    """A classifier's output: one value per class, no space axes."""
+    letters = _axis_letters(target)
+    return OutputTensor(
+        id=str(target.id),
+        axes=axes,
+        channels=channels,
+        postprocessing=tuple(_processing(p, letters, str(target.id)) for p in target.postprocessing),
+        dtype=str(target.dtype),
+    )
 
 
 def _input_tensor(tensor: Any, by_id: dict[str, Any], pad: bool) -> InputTensor:
@@ -630,14 +604,12 @@ def load_package(path: Path, kind_of: KindOf, device: str = "auto") -> LoadedMod
     # other packages as bioimage.io tools run them: bioimageio.core pads the input of spec 0.5 models
     # by the halo before preprocessing, and does not pad 0.4 ones.
     kind = kind_of(info) if info is not None else None
-    tensors = None
     if kind is not None:
         io = kind.io_spec(info)
-    elif needs_tensors(descr):
-        tensors = tensors_from_description(descr, version.startswith("0.5"))
-        io = _summary_io(tensors)
+        tensors = Tensors.single(io)
     else:
-        io = io_from_description(descr, version.startswith("0.5"))
+        tensors = tensors_from_description(descr, version.startswith("0.5"))
+        io = summary_io(tensors)
     mc_weights, missing = None, f"this package has no Monte Carlo dropout graph; {MC_CONFIG_HINT}"
     mc = idl.get("mc_dropout")
     if mc:
@@ -660,9 +632,10 @@ def load_package(path: Path, kind_of: KindOf, device: str = "auto") -> LoadedMod
     )
 
 
-def _summary_io(tensors: Tensors) -> IOSpec:
-    """The first input and output of a multi-tensor network as one IOSpec (what ``--info`` shows
-    first, and what tells the network's task); the runner uses :class:`Tensors`."""
+def summary_io(tensors: Tensors) -> IOSpec:
+    """The first input and output of a network as one IOSpec: the whole description of a network
+    with one input and one output of its size (what the tasks of such networks read), and what
+    ``--info`` shows first of others."""
     first, out = tensors.inputs[0].io, tensors.outputs[0]
     return IOSpec(
         input_axes=first.input_axes,
@@ -674,5 +647,7 @@ def _summary_io(tensors: Tensors) -> IOSpec:
         preprocessing=first.preprocessing,
         postprocessing=out.postprocessing,
         output_dtype=out.dtype,
+        input_pad=first.input_pad,
+        input_pad_value=first.input_pad_value,
         max_batch=tensors.max_batch,
     )

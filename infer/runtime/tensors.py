@@ -1,11 +1,12 @@
-"""Networks with several input or output tensors, or outputs of another size than the input.
+"""The one description of a network's tensors: every model idl runs has one.
 
-Most networks map one image to one image of the same size, which :class:`~idl.infer.runtime.iospec.IOSpec`
-describes. Some bioimage.io packages (StarDist-style models, multi-tensor U-Nets, networks with
-down-sampled outputs) take several images and give several outputs; :class:`Tensors` describes them:
-each input as an IOSpec of its own (axes, channels, sizes, preprocessing, padding) and each output with
-its size relative to the inputs (``scale`` output pixels per input pixel, ``offset``) and its halo.
-All inputs share one spatial grid: they are tiled together, window for window.
+Most networks map one image to one image of the same size (:meth:`Tensors.single` of an
+:class:`~idl.infer.runtime.iospec.IOSpec`, the one-entry case). Some bioimage.io packages
+(StarDist-style models, multi-tensor U-Nets, networks with down-sampled outputs) take several images
+and give several outputs: each input is an IOSpec of its own (axes, channels, sizes, preprocessing,
+padding) and each output has its size relative to the inputs (``scale`` output pixels per input
+pixel, ``offset``) and its halo. All inputs share one spatial grid: they are tiled together, window
+for window.
 """
 
 from __future__ import annotations
@@ -54,6 +55,15 @@ class Tensors:
     @property
     def spatial(self) -> str:
         return "".join(a for a in SPACE if a in self.inputs[0].io.input_axes)
+
+    @property
+    def simple(self) -> bool:
+        """One input and one output of the input's size (or one value per class, a classifier): the
+        one-entry case, described by one :class:`IOSpec` as well."""
+        if len(self.inputs) != 1 or len(self.outputs) != 1:
+            return False
+        out = self.outputs[0]
+        return all(s == 1.0 for s in out.scale.values()) and not any(out.offset.values())
 
     @property
     def batch_axes(self) -> str:

@@ -63,7 +63,7 @@ def describe(model: LoadedModel) -> str:
         if details.get(key):
             value = details[key]
             lines.append(f"{key}: {', '.join(value) if isinstance(value, list) else value}")
-    if model.tensors is None:
+    if model.tensors.simple:
         lines += _tensor_lines("input", io, io.input_axes) + _output_lines("output", io)
     else:
         for tensor in model.tensors.inputs:

@@ -40,7 +40,7 @@ def task_for(model: LoadedModel) -> Task:
     class), else their output as it is."""
     if model.info is not None:
         return task_named(model.info.kind)
-    if model.tensors is not None:
+    if not model.tensors.simple:
         return _TASKS[TENSORS_KIND]
     spatial = any(a in model.io.output_axes for a in "zyx")
     return _TASKS[PACKAGE_KIND if spatial else CLASSIFIER_KIND]
