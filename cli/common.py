@@ -9,7 +9,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import click
@@ -17,6 +17,28 @@ import click
 from idl.infer.core.errors import IdlError
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def digits(values: Sequence[int]) -> tuple[str, ...]:
+    """Integer choices as the strings a command line gives (``DIMS`` -> ``("2", "3")``)."""
+    return tuple(str(v) for v in values)
+
+
+class RegisteredChoice(click.Choice):
+    """A choice among the values a registry holds when the command runs, not when it was imported: an
+    image format registered afterwards (:func:`idl.infer.io.formats.register`) is a choice at once."""
+
+    def __init__(self, values: Callable[[], Sequence[str]]) -> None:
+        self._values = values
+        super().__init__(())
+
+    @property  # type: ignore[override]
+    def choices(self) -> tuple[str, ...]:
+        return tuple(self._values())
+
+    @choices.setter
+    def choices(self, given: Sequence[str]) -> None:
+        """click.Choice stores the values it was given; these are asked for each time instead."""
 
 
 def setup_logging(quiet: bool = False) -> None:

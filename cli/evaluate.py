@@ -7,8 +7,10 @@ from pathlib import Path
 
 import click
 
-from idl.cli.common import parse_task_option, parse_threshold_option, setup_logging, user_errors
+from idl.cli.common import digits, parse_task_option, parse_threshold_option, setup_logging, user_errors
+from idl.infer.core.axes import DIMS
 from idl.infer.core.errors import DataError
+from idl.infer.core.nonfinite import POLICIES
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -43,7 +45,7 @@ from idl.infer.core.errors import DataError
 )
 @click.option("--axes", default=None, help="Axis order of the images, e.g. yx, yxc, cyx, zyx.")
 @click.option(
-    "--dims", type=click.Choice(["2", "3"]), default="2", show_default=True, help="2D images or 3D volumes."
+    "--dims", type=click.Choice(digits(DIMS)), default="2", show_default=True, help="2D images or 3D volumes."
 )
 @click.option(
     "--threshold",
@@ -55,7 +57,7 @@ from idl.infer.core.errors import DataError
 )
 @click.option(
     "--on-nonfinite",
-    type=click.Choice(["replace", "error"]),
+    type=click.Choice(POLICIES),
     default="replace",
     show_default=True,
     help="NaN or inf in predictions: replace (their pixels are left out of the scores, with a warning) or "

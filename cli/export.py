@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from idl.cli.common import require_training_extras, setup_logging, user_errors
+from idl.export.choices import METHODS
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,7 +33,7 @@ from idl.cli.common import require_training_extras, setup_logging, user_errors
 )
 @click.option(
     "--converter",
-    type=click.Choice(["auto", "bioimageio", "idl"]),
+    type=click.Choice(METHODS),
     default="auto",
     show_default=True,
     help="With --to-onnx: bioimageio.core's weight converter, idl's export, or the first that passes the "

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from idl.cli.common import setup_logging, user_errors
+from idl.infer.core.project import SPLITS
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,7 +19,7 @@ def main() -> None:
 @main.command("dsb2018")
 @click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("project", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--split", default="train", show_default=True, type=click.Choice(["train", "test"]))
+@click.option("--split", default="train", show_default=True, type=click.Choice(SPLITS))
 @user_errors
 def dsb2018(source: Path, project: Path, split: str) -> None:
     """Import SOURCE/<id>/images/<id>.png and SOURCE/<id>/masks/*.png into PROJECT/<split>."""

@@ -7,7 +7,16 @@ from pathlib import Path
 
 import click
 
-from idl.cli.common import interruptible, parse_threshold_option, setup_logging, user_errors
+from idl.cli.common import (
+    RegisteredChoice,
+    interruptible,
+    parse_threshold_option,
+    setup_logging,
+    user_errors,
+)
+from idl.infer.core.nonfinite import POLICIES
+from idl.infer.io.formats import output_formats
+from idl.infer.post.uncertainty import MAPS
 from idl.infer.runtime.session import DEVICES, THREADS_VARIABLE
 
 
@@ -69,7 +78,7 @@ from idl.infer.runtime.session import DEVICES, THREADS_VARIABLE
 @click.option(
     "--uncertainty",
     "uncertainty_map",
-    type=click.Choice(["instantdl", "std", "mutual-information"]),
+    type=click.Choice(MAPS),
     default=None,
     help="The Monte Carlo uncertainty map: InstantDL's (mean p(1-p) + variance; high where unsure or "
     "where samples disagree), the samples' standard deviation, or the mutual information (disagreement "
@@ -126,14 +135,15 @@ from idl.infer.runtime.session import DEVICES, THREADS_VARIABLE
 @click.option("--save-probabilities", is_flag=True, help="Also write probabilities/<image name>.tif.")
 @click.option(
     "--out-format",
-    type=click.Choice(["tif", "zarr"]),
+    type=RegisteredChoice(output_formats),
     default="tif",
     show_default=True,
-    help="TIFF files, or OME-Zarr folders (<image name>.ome.zarr) for napari and other OME-Zarr tools.",
+    help="tif: TIFF files; npy: NumPy arrays; zarr: OME-Zarr folders (<image name>.ome.zarr) for napari "
+    "and other OME-Zarr tools (and any format registered in idl.infer.io.formats that writes).",
 )
 @click.option(
     "--on-nonfinite",
-    type=click.Choice(["replace", "error"]),
+    type=click.Choice(POLICIES),
     default="replace",
     show_default=True,
     help="NaN or inf pixels: replace (ignored by the normalization, 0 for the network, NaN in the outputs, "

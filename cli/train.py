@@ -7,13 +7,19 @@ from pathlib import Path
 import click
 
 from idl.cli.common import (
+    digits,
     interruptible,
     parse_task_option,
     require_training_extras,
     setup_logging,
     user_errors,
 )
+from idl.infer.core.axes import DIMS
+from idl.infer.core.model_info import DROPOUT_PLACES
+from idl.infer.core.nonfinite import POLICIES
 from idl.infer.runtime.session import DEVICES
+from idl.train.choices import AMP_CHOICES
+from idl.train.plan import SCHEDULES
 
 
 def _list_option(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...] | None:
@@ -66,7 +72,7 @@ def _list_option(ctx: click.Context, param: click.Parameter, value: str | None) 
 )
 @click.option(
     "--lr-schedule",
-    type=click.Choice(["trapezoid", "cosine", "constant"]),
+    type=click.Choice(SCHEDULES),
     help="After a linear warm-up: trapezoid (constant, then linearly to zero over the last 40 % of the "
     "steps), cosine, or constant [default: trapezoid].",
 )
@@ -137,7 +143,7 @@ def _list_option(ctx: click.Context, param: click.Parameter, value: str | None) 
     "[default: equal].",
 )
 @click.option(
-    "--dims", type=click.Choice(["2", "3"]), help="Spatial dimensions [default: 3 for volumes, else 2]."
+    "--dims", type=click.Choice(digits(DIMS)), help="Spatial dimensions [default: 3 for volumes, else 2]."
 )
 @click.option(
     "--axes", help="Axis order of the images, e.g. yx, yxc, cyx, zyx, czyx [default: guessed and logged]."
@@ -155,7 +161,7 @@ def _list_option(ctx: click.Context, param: click.Parameter, value: str | None) 
 )
 @click.option(
     "--dropout-at",
-    type=click.Choice(["encoder", "decoder", "last"]),
+    type=click.Choice(DROPOUT_PLACES),
     help="U-Net: where the dropout sits: after every encoder level (InstantDL), after the bottleneck "
     "and every decoder level (the encoder then runs once for all Monte Carlo samples of a tile) or "
     "before the last 1x1 layer only (samples cost little, but flagged errors worse on real nuclei: "
@@ -179,14 +185,14 @@ def _list_option(ctx: click.Context, param: click.Parameter, value: str | None) 
 )
 @click.option(
     "--on-nonfinite",
-    type=click.Choice(["replace", "error"]),
+    type=click.Choice(POLICIES),
     help="NaN or inf pixels in images: replace (ignored by the normalization, 0 for the network, with a "
     "warning) or error (refuse) [default: replace]. See docs/robustness.md.",
 )
 @click.option("--device", type=click.Choice(DEVICES), help="Training device [default: auto].")
 @click.option(
     "--amp",
-    type=click.Choice(["auto", "bf16", "fp16", "off"]),
+    type=click.Choice(AMP_CHOICES),
     help="Mixed precision on a CUDA GPU: bf16 where the GPU has it, else fp16 with a gradient scaler; "
     "a CPU trains in float32 [default: auto].",
 )

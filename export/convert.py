@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from idl.export.bioimageio import package_path
+from idl.export.choices import METHODS
 from idl.export.onnx import OPSET, TOLERANCE
 from idl.infer.core.errors import ExportError, ModelError
 from idl.infer.runtime.package import read_description, weight_formats
@@ -45,7 +46,6 @@ from idl.infer.runtime.package import read_description, weight_formats
 log = logging.getLogger("idl")
 
 SOURCES = ("pytorch_state_dict", "torchscript")  # what can be converted, in order of preference
-METHODS = ("auto", "bioimageio", "idl")
 
 
 @dataclass(frozen=True)

@@ -21,14 +21,9 @@ import torch
 from torch import nn
 
 from idl.infer.core.grid import pad_mode
+from idl.infer.core.model_info import DROPOUT_PLACES  # where the dropout sits (torch-free)
 from idl.models.dropout import MCDropout
 from idl.models.freezing import FreezableEncoder
-
-# "encoder": after every encoder level and the bottleneck, as InstantDL (a Monte Carlo sample reruns
-# everything after the first level); "decoder": after the bottleneck and every decoder level (the
-# encoder and the skip connections' share of the decoder's convolutions run once per tile); "last":
-# before the 1x1 head only (a sample reruns the head alone)
-DROPOUT_PLACES = ("encoder", "decoder", "last")
 
 LAYERS = {
     2: (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d, nn.ConvTranspose2d),

@@ -55,3 +55,37 @@ def test_only_task_modules_branch_on_the_task() -> None:
         "these modules decide by task name (module: how often); put task-specific code into the task's "
         f"modules (infer/tasks/, train/tasks/) instead: {outside}"
     )
+
+
+def test_command_line_choices_are_the_librarys_constants() -> None:
+    """A ``click.Choice`` of literal values in cli/ is a copy of a library constant that drifts from
+    it; the choices come from the library (the registries, ``MAPS``, ``POLICIES``, ...). Reading them
+    imports no torch: idl-predict, idl-evaluate and idl-labels run without it, idl-train and
+    idl-export print their install hint."""
+    import ast
+    import subprocess
+    import sys
+
+    literal = []
+    for path in sorted((ROOT / "cli").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if (
+                isinstance(node, ast.Call)
+                and (getattr(node.func, "attr", None) or getattr(node.func, "id", None)) == "Choice"
+                and node.args
+                and isinstance(node.args[0], ast.List | ast.Tuple | ast.Set)
+                and all(isinstance(item, ast.Constant) for item in node.args[0].elts)
+            ):
+                literal.append(f"{path.relative_to(ROOT).as_posix()}:{node.lineno}")
+    assert not literal, f"click.Choice with a literal list (use the library's constant): {literal}"
+    blocked = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'torchvision', 'mlflow'):\n"
+        "            raise ImportError(f'{name} is blocked in this test')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import idl.cli.predict, idl.cli.evaluate, idl.cli.labels, idl.cli.train, idl.cli.export\n"
+    )
+    done = subprocess.run([sys.executable, "-c", blocked], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

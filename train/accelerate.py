@@ -21,7 +21,6 @@ import torch
 
 log = logging.getLogger("idl")
 
-AMP_CHOICES = ("auto", "bf16", "fp16", "off")
 MAX_AUTO_WORKERS = 4
 
 

@@ -19,9 +19,9 @@ from idl.infer.core.nonfinite import POLICIES as NONFINITE_POLICIES
 from idl.infer.core.normalize import Normalization
 from idl.infer.runtime.session import DEVICES
 from idl.models.unet import DROPOUT_PLACES
-from idl.train.accelerate import AMP_CHOICES
 from idl.train.augment import Augmentation
 from idl.train.augment import resolve as resolve_augmentation
+from idl.train.choices import AMP_CHOICES
 from idl.train.instantdl import KEYS as INSTANTDL_KEYS
 from idl.train.instantdl import LOSSES as INSTANTDL_LOSSES
 from idl.train.instantdl import canonical_loss, spelled_keys, translate

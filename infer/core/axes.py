@@ -12,6 +12,7 @@ import numpy as np
 
 from idl.infer.core.errors import DataError
 
+DIMS = (2, 3)  # spatial dimensions: 2D images (yx) and 3D volumes (zyx)
 SUPPORTED_2D = ("yx", "yxc", "cyx")
 SUPPORTED_3D = ("zyx", "zyxc", "czyx", "zcyx")
 MAX_GUESSED_CHANNELS = 4

@@ -17,6 +17,13 @@ METADATA_KEY = "idl"
 # (task, output) -> kind, for models saved before ModelInfo stored its kind
 LEGACY_KINDS = {("instance", "labels"): "detection"}
 TASKS = ("semantic", "instance", "regression", "classification")
+# where a U-Net's Monte Carlo dropout sits (models.unet.UNetSpec.dropout_at, idl-train --dropout-at), here
+# without torch so that the command line reads it: "encoder": after every encoder level and the
+# bottleneck, as InstantDL (a Monte Carlo sample reruns everything after the first level); "decoder":
+# after the bottleneck and every decoder level (the encoder and the skip connections' share of the
+# decoder's convolutions run once per tile); "last": before the 1x1 head only (a sample reruns the head
+# alone)
+DROPOUT_PLACES = ("encoder", "decoder", "last")
 TASK_ALIASES = {
     "semantic": "semantic",
     "semanticsegmentation": "semantic",

@@ -20,6 +20,7 @@ from idl.infer.core.errors import DataError
 
 log = logging.getLogger("idl")
 
+SPLITS = ("train", "test")  # PROJECT/train, PROJECT/test
 IMAGE_DIR = "image"
 GT_DIR = "groundtruth"
 MODEL_DIR = "model"
