@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from idl.infer.core.axes import match_channels
-from idl.infer.core.errors import BatchError, DataError, IdlError, ModelError
+from idl.infer.core.errors import DataError, IdlError
 from idl.infer.core.grid import AxisSize, read_window, smallest_tile
 from idl.infer.core.nonfinite import POLICIES, check_nonfinite, has_floats
 from idl.infer.core.processing import split_pointwise
@@ -33,14 +32,13 @@ from idl.infer.io.formats import open_sink, output_format, write_image
 from idl.infer.io.images import atomic_path, read_channels_last, read_image
 from idl.infer.io.lazy import is_lazy, match_channels_lazily, open_channels_last
 from idl.infer.io.omezarr import image_stem, is_zarr
-from idl.infer.io.places import remove_leftovers
-from idl.infer.io.record import OutputRecord, claim
 from idl.infer.io.sinks import ChannelView
 from idl.infer.post.uncertainty import MAPS
 from idl.infer.runtime.iospec import IOSpec
 from idl.infer.runtime.model import LoadedModel
 from idl.infer.runtime.session import Runner, Sampler
 from idl.infer.runtime.tensors import Tensors
+from idl.infer.tiling.batch import Batch, Item, run_batch
 from idl.infer.tiling.engine import finish, layout, needs_whole_output, run_sample
 from idl.infer.tiling.mergers import Merger, MonteCarlo, NonFinite, Objects, Placed
 
@@ -655,49 +653,30 @@ def predict_files(
     axes: str | None = None,
     save_probabilities: bool = False,
 ) -> list[Path]:
-    """Predict every input file and write ``out_dir/<name>.tif`` (+ uncertainty, probabilities).
-
-    A batch keeps going: an input that cannot be read or predicted is reported at the end with its
-    reason (:class:`BatchError`, after every other input was predicted); a problem of the model stops
-    at once. Inputs whose outputs all exist already (written atomically by an earlier run) are
-    skipped unless ``options.overwrite``."""
-    written, failures, outputs = [], [], outputs_of(model)
-    for folder in (out_dir, *(out_dir / sub for sub in (UNCERTAINTY_DIR, PROBABILITY_DIR, OBJECTS_DIR))):
-        remove_leftovers(folder)  # what a killed run left
-    record = OutputRecord.read(out_dir)
-    planned = {
-        image_stem(p): (p, expected_outputs(out_dir, image_stem(p), options, outputs, save_probabilities))
-        for p in inputs
-    }
-    claim(record, planned, model.label, options.overwrite)
+    """Predict every input file and write ``out_dir/<name>.tif`` (+ uncertainty, probabilities),
+    under the one batch driver's policy (:func:`idl.infer.tiling.batch.run_batch`: keep going past
+    bad inputs, skip what an earlier run finished, refuse files idl did not write)."""
+    outputs = outputs_of(model)
     check_batch(model, options)
-    skipped = 0
-    for path in tqdm(inputs, unit="image", disable=not options.progress or len(inputs) < 2):
-        stem = image_stem(path)
-        done = planned[stem][1]
-        if not options.overwrite and record.finished(stem, done, path, model.label):
-            log.info(
-                "%s: already predicted (%s), skipped; pass --overwrite to predict it again",
-                path.name,
-                done[0],
-            )
-            written.append(done[0])
-            skipped += 1
-            continue
-        try:
-            record.start(stem, done, path, model.label)
-            written.append(_predict_file(model, path, out_dir, options, axes, save_probabilities, outputs))
-            record.finish(stem, done, path, model.label)
-        except ModelError:
-            raise
-        except IdlError as exc:
-            log.error("not predicted: %s", exc)
-            failures.append((path, str(exc)))
-    if skipped:
-        log.info("%d of %d image(s) were predicted by an earlier run and skipped", skipped, len(inputs))
-    if failures:
-        raise BatchError(failures, len(inputs))
-    return written
+    items = [
+        Item(
+            image_stem(p),
+            {"input": p},
+            tuple(expected_outputs(out_dir, image_stem(p), options, outputs, save_probabilities)),
+        )
+        for p in inputs
+    ]
+
+    def work(group: Sequence[Item]) -> list[Any]:
+        return [
+            _predict_file(model, item.source, out_dir, options, axes, save_probabilities, outputs)
+            for item in group
+        ]
+
+    folders = tuple(out_dir / sub for sub in (UNCERTAINTY_DIR, PROBABILITY_DIR, OBJECTS_DIR))
+    batch = Batch(out_dir, model.label, options.overwrite, options.progress, leftovers=folders)
+    done = run_batch(items, batch, work)
+    return [item.outputs[0] for item in done.skipped] + [path for _, path in done.results]
 
 
 def _predict_file(

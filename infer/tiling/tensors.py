@@ -20,35 +20,48 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
-from idl.infer.core.errors import BatchError, DataError, IdlError, ModelError
+from idl.infer.core.errors import DataError, IdlError
+from idl.infer.core.grid import read_window
 from idl.infer.core.nonfinite import check_nonfinite
+from idl.infer.core.project import UNCERTAINTY_DIR
+from idl.infer.io.formats import open_sink
+from idl.infer.io.lazy import is_lazy
 from idl.infer.io.omezarr import image_stem
-from idl.infer.io.places import remove_leftovers
-from idl.infer.io.record import OutputRecord, claim
 from idl.infer.runtime.model import LoadedModel
 from idl.infer.runtime.tensors import Tensors
+from idl.infer.tiling.batch import Batch, Item, run_batch
 from idl.infer.tiling.engine import (
     finish,
     layout,
+    needs_whole_output,
     network_forward,
     output_halo,
     run_sample,
     shared_shape,
 )
-from idl.infer.tiling.mergers import Placed
+from idl.infer.tiling.mergers import Merger, MonteCarlo, NonFinite, Placed
 from idl.infer.tiling.predict import PredictOptions, load_input, write_output
 
 log = logging.getLogger("idl")
 
 
 def predict_tensors(
-    model: LoadedModel, images: Mapping[str, Any], options: PredictOptions
-) -> dict[str, np.ndarray]:
-    """Run a multi-tensor network over one sample through the tile loop
-    (:mod:`idl.infer.tiling.engine`): ``images`` maps each input's id to its raw channels-last image;
-    returns each output's id -> its post-processed ``(K, *spatial)`` array."""
+    model: LoadedModel,
+    images: Mapping[str, Any],
+    options: PredictOptions,
+    targets: Mapping[str, Any] | None = None,
+    spreads: Mapping[str, Any] | None = None,
+    nonfinite: bool = False,
+) -> dict[str, Any]:
+    """Run a network of any tensors over one sample through the tile loop
+    (:mod:`idl.infer.tiling.engine`): ``images`` maps each input's id to its raw channels-last image
+    (read whole or lazily). Returns each output's id -> its post-processed ``(K, *spatial)`` array,
+    or what ``targets`` (array-likes by output id, e.g. sinks written tile by tile) received. With
+    ``options.mc_samples`` the Monte Carlo graph draws them and each output is the samples' mean;
+    its uncertainty map goes into ``spreads`` (by output id; in memory: returned as
+    ``"<id>:uncertainty"``). With ``nonfinite`` outputs of the input's size are NaN where an input
+    pixel was not finite."""
     tensors: Tensors = model.tensors
     original = shared_shape(tensors, images)
     tile = [options.bounded_tile(model.io, original)] * len(tensors.spatial)
@@ -56,13 +69,52 @@ def predict_tensors(
     if options.overlap is not None:
         halos = [options.halo(output_halo(tensors, a), t) for a, t in zip(tensors.spatial, tile, strict=True)]
     where = layout(tensors, original, tile, halos)
-    mergers = {o.id: Placed(where.grid(tensors, o.id)) for o in tensors.outputs}
-    forward = network_forward(model.runner, tensors)
+    if targets and needs_whole_output(tensors):
+        raise IdlError(
+            "this package post-processes with statistics of the whole output; that needs the image in "
+            "memory, but it is read lazily. Save it as a compressed TIFF to predict it."
+        )
+    sampling = options.mc_samples > 0
+    spread = options.uncertainty or ("std" if model.io.uncertainty == "std" else "instantdl")
+
+    def bad(region: tuple[slice, ...]) -> np.ndarray:
+        return ~np.all(
+            [np.isfinite(read_window(images[t.id], region)).all(axis=-1) for t in tensors.inputs], axis=0
+        )
+
+    def placer(output: str, target: Any, channels: bool = True) -> Placed | NonFinite:
+        placed = Placed(where.grid(tensors, output), target, channels)
+        scaled = any(s != 1.0 for s in placed.grid.scale)
+        return NonFinite(placed, bad) if nonfinite and not scaled else placed
+
+    mergers: dict[str, Merger] = {}
+    for out in tensors.outputs:
+        target = (targets or {}).get(out.id)
+        channels = target is None or len(target.shape) > len(tensors.spatial)
+        if sampling:
+            spread_target = (spreads or {}).get(out.id)
+            if spread_target is None:
+                spread_target = np.empty(where.grid(tensors, out.id).length, np.float32)
+            mergers[out.id] = MonteCarlo(
+                placer(out.id, target, channels),
+                placer(out.id, spread_target, False),
+                spread,
+                options.mc_tolerance,
+            )
+        else:
+            mergers[out.id] = placer(out.id, target, channels)
+    runner = model.session(mc=sampling)
+    forward = network_forward(runner, tensors, sampler=sampling and model.sampler() is not None)
     inputs = {t.id: images[t.id] for t in tensors.inputs}
     size = options.batch_for(model.io)  # the summary IOSpec carries the inputs' batch limit
-    progress = options.progress and len(where.tiles) > 1
-    results = run_sample(tensors, inputs, forward, where, mergers, size, 0, progress)
-    return finish(tensors, results)
+    progress = options.progress and (len(where.tiles) > 1 or sampling)
+    results = run_sample(tensors, inputs, forward, where, mergers, size, options.mc_samples, progress)
+    if sampling:
+        results = {
+            **{name: value for name, (value, _) in results.items()},
+            **{f"{name}:uncertainty": spread_map for name, (_, spread_map) in results.items()},
+        }
+    return results if targets else finish(tensors, results)
 
 
 def pair_inputs(named: Mapping[str, Sequence[Path]], tensors: Tensors) -> list[dict[str, Path]]:
@@ -98,6 +150,15 @@ def output_path(out_dir: Path, tensor: str, stem: str, options: PredictOptions) 
     return out_dir / tensor / f"{stem}{options.suffix}"
 
 
+def sample_outputs(out_dir: Path, tensors: Tensors, stem: str, options: PredictOptions) -> list[Path]:
+    """Every file a sample's prediction writes: each output tensor, and with Monte Carlo sampling its
+    uncertainty map (``OUT/uncertainty/<tensor id>/<image name>``)."""
+    paths = [output_path(out_dir, o.id, stem, options) for o in tensors.outputs]
+    if options.mc_samples:
+        paths += [output_path(out_dir / UNCERTAINTY_DIR, o.id, stem, options) for o in tensors.outputs]
+    return paths
+
+
 def predict_tensor_files(
     model: LoadedModel,
     samples: Sequence[Mapping[str, Path]],
@@ -105,51 +166,129 @@ def predict_tensor_files(
     options: PredictOptions,
     axes: str | None = None,
 ) -> list[Path]:
-    """Predict every sample (input id -> file) and write each output tensor under its id; keeps going
-    past unreadable samples (:class:`BatchError` at the end), skips finished ones unless
-    ``options.overwrite``."""
+    """Predict every sample (input id -> file) and write each output tensor under its id, under the
+    one batch driver's policy (:func:`idl.infer.tiling.batch.run_batch`). Large inputs that can be
+    read window by window are predicted out of core, into outputs written tile by tile."""
     tensors: Tensors = model.tensors
     first = tensors.inputs[0]
-    written, failures = [], []
-    for tensor in tensors.outputs:
-        remove_leftovers(out_dir / tensor.id)
-    record = OutputRecord.read(out_dir)
-    planned = {
-        image_stem(s[first.id]): (
-            s[first.id],
-            [output_path(out_dir, o.id, image_stem(s[first.id]), options) for o in tensors.outputs],
+    items = [
+        Item(
+            image_stem(s[first.id]),
+            dict(s),
+            tuple(sample_outputs(out_dir, tensors, image_stem(s[first.id]), options)),
         )
         for s in samples
-    }
-    claim(record, planned, model.label, options.overwrite)
-    for sample in tqdm(samples, unit="sample", disable=not options.progress or len(samples) < 2):
-        stem = image_stem(sample[first.id])
-        source, targets = planned[stem]
-        if not options.overwrite and record.finished(stem, targets, source, model.label):
-            log.info("%s: already predicted, skipped; pass --overwrite to predict it again", stem)
-            written.extend(targets)
-            continue
-        record.start(stem, targets, source, model.label)
-        try:
-            images = {}
-            for tensor in tensors.inputs:
-                path = sample[tensor.id]
-                images[tensor.id] = load_input(path, axes, tensor.io)
-                check_nonfinite(images[tensor.id], str(path), tensor.io.image_axes, options.on_nonfinite)
-            results = predict_tensors(model, images, options)
-        except ModelError:
-            raise
-        except IdlError as exc:
-            log.error("not predicted: %s", exc)
-            failures.append((sample[first.id], str(exc)))
-            continue
-        for out, target in zip(tensors.outputs, targets, strict=True):
-            array = results[out.id]
-            array = (array[0] if array.shape[0] == 1 else array).astype(out.dtype, copy=False)
+    ]
+
+    def work(group: Sequence[Item]) -> list[Any]:
+        return [_predict_sample(model, item, out_dir, options, axes) for item in group]
+
+    leftovers = tuple(
+        folder / o.id for folder in (out_dir, out_dir / UNCERTAINTY_DIR) for o in tensors.outputs
+    )
+    batch = Batch(out_dir, model.label, options.overwrite, options.progress, "sample", leftovers=leftovers)
+    done = run_batch(items, batch, work)
+    return [p for item in done.skipped for p in item.outputs] + [
+        p for _, paths in done.results for p in paths
+    ]
+
+
+def _predict_sample(
+    model: LoadedModel, item: Item, out_dir: Path, options: PredictOptions, axes: str | None
+) -> list[Path]:
+    """One sample: its inputs read (lazily when large), predicted in memory or out of core, each
+    output written under its tensor's id."""
+    tensors: Tensors = model.tensors
+    images, found = {}, False
+    for tensor in tensors.inputs:
+        path = item.inputs[tensor.id]
+        images[tensor.id] = load_input(path, axes, tensor.io, lazy=True)
+        found = (
+            check_nonfinite(images[tensor.id], str(path), tensor.io.image_axes, options.on_nonfinite)
+            is not None
+            or found
+        )
+    lazy = any(is_lazy(i) for i in images.values())
+    large = sum(i.nbytes for i in images.values()) > options.out_of_core_bytes
+    if lazy and large and needs_whole_output(tensors):
+        log.warning(
+            "%s: this package post-processes with statistics of the whole output, so the sample is "
+            "predicted in memory",
+            item.name,
+        )
+    if not (lazy and large) or needs_whole_output(tensors):
+        images = {name: np.asarray(i[tuple(slice(None) for _ in i.shape)]) for name, i in images.items()}
+        return _write_in_memory(model, images, item, out_dir, options, found)
+    return _write_out_of_core(model, images, item, out_dir, options, found)
+
+
+def _output_axes(tensors: Tensors, channels: int) -> str:
+    return ("c" if channels > 1 else "") + tensors.spatial
+
+
+def _write_in_memory(
+    model: LoadedModel,
+    images: Mapping[str, Any],
+    item: Item,
+    out_dir: Path,
+    options: PredictOptions,
+    nonfinite: bool,
+) -> list[Path]:
+    tensors: Tensors = model.tensors
+    results = predict_tensors(model, images, options, nonfinite=nonfinite)
+    written = []
+    for out in tensors.outputs:
+        array = results[out.id]
+        array = (array[0] if array.shape[0] == 1 else array).astype(out.dtype, copy=False)
+        target = output_path(out_dir, out.id, item.name, options)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        written.append(write_output(target, array, options, tensors.inputs[0].io))
+    if options.mc_samples:
+        for out in tensors.outputs:
+            target = output_path(out_dir / UNCERTAINTY_DIR, out.id, item.name, options)
             target.parent.mkdir(parents=True, exist_ok=True)
-            written.append(write_output(target, array, options, first.io))
-        record.finish(stem, targets, source, model.label)
-        log.info("%s -> %s", stem, ", ".join(str(t.relative_to(out_dir)) for t in targets))
-    if failures:
-        raise BatchError(failures, len(samples))
+            written.append(
+                write_output(target, results[f"{out.id}:uncertainty"], options, tensors.inputs[0].io)
+            )
+    log.info("%s -> %s", item.name, ", ".join(str(p.relative_to(out_dir)) for p in written))
+    return written
+
+
+def _write_out_of_core(
+    model: LoadedModel,
+    images: Mapping[str, Any],
+    item: Item,
+    out_dir: Path,
+    options: PredictOptions,
+    nonfinite: bool,
+) -> list[Path]:
+    """Every output (and uncertainty map) written tile by tile, so memory follows the tiles."""
+    tensors: Tensors = model.tensors
+    shape = shared_shape(tensors, images)
+    sinks: list[Any] = []
+    targets, spreads = {}, {}
+    try:
+        for out in tensors.outputs:
+            length = tuple(out.size(a, n) for a, n in zip(tensors.spatial, shape, strict=True))
+            sink_shape = length if out.channels == 1 else (out.channels, *length)
+            path = output_path(out_dir, out.id, item.name, options)
+            targets[out.id] = open_sink(
+                path, sink_shape, np.dtype(out.dtype), options.out_format, _output_axes(tensors, out.channels)
+            )
+            sinks.append(targets[out.id])
+            if options.mc_samples:
+                spread_path = output_path(out_dir / UNCERTAINTY_DIR, out.id, item.name, options)
+                spreads[out.id] = open_sink(
+                    spread_path, length, np.dtype(np.float32), options.out_format, tensors.spatial
+                )
+                sinks.append(spreads[out.id])
+        predict_tensors(model, images, options, targets, spreads, nonfinite)
+        written = [sink.close() for sink in sinks]
+    except BaseException:
+        for sink in sinks:
+            sink.discard()
+        raise
+    log.info(
+        "%s -> %s, written tile by tile", item.name, ", ".join(str(p.relative_to(out_dir)) for p in written)
+    )
     return written
