@@ -44,11 +44,11 @@ from idl.infer.runtime.model import PACKAGE_SUFFIX, read_info
 from idl.infer.runtime.session import OnnxRunner
 from idl.infer.tasks.base import PackageText
 from idl.infer.tasks.registry import kind_of
-from idl.models import InstanceMaskRCNN, ResNetClassifier, UNet
+from idl.models.network import WEIGHT_FORMATS, Network
+from idl.models.registry import describe
 
 log = logging.getLogger("idl")
 
-WEIGHT_FORMATS = ("onnx", "pytorch_state_dict", "torchscript")
 # a package beyond its graphs, weights and test tensors: cover, README, network source, rdf.yaml
 PACKAGE_EXTRAS = 512 * 1024
 # free space below which a failed write is taken for a full disk (PyTorch's writer names no errno)
@@ -100,11 +100,11 @@ def safe_name(name: str) -> str:
     return cleaned[:64]
 
 
-def weight_formats(net: Any) -> tuple[str, ...]:
-    """The package's weight formats: ONNX, and the torch state dict and its TorchScript trace when the
-    network is one of :mod:`idl.models` (it names its builder, the callable of its architecture file);
+def weight_formats(net: Network) -> tuple[str, ...]:
+    """The package's weight formats, as the network says: ONNX, and the torch state dict and its
+    TorchScript trace for a network that names its builder (the callable of its architecture file);
     other networks are packaged with ONNX weights alone."""
-    return WEIGHT_FORMATS if getattr(net, "builder", None) else ("onnx",)
+    return describe(net).weight_formats
 
 
 def _validation_text(
@@ -210,7 +210,7 @@ def _readme(
 
 
 def build_description(
-    net: UNet | ResNetClassifier | InstanceMaskRCNN,
+    net: Network,
     info: ModelInfo,
     onnx_path: Path,
     mc_path: Path | None,
@@ -241,7 +241,7 @@ def build_description(
     cover = task.package_cover(test_image, out[0], info, workdir / "cover.png")
     readme = workdir / "README.md"
     formats = weight_formats(net)
-    every_size = _every_size(net, info)
+    every_size = _every_size(net)
     architecture = architecture_file_name(type(net)) if "pytorch_state_dict" in formats else None
     readme.write_text(
         _readme(info, text, request, mc_path is not None, every_size, formats, architecture), encoding="utf-8"
@@ -629,17 +629,15 @@ def _tolerance(descr: Any, weight_format: str, member: str) -> Any:
     return ReproducibilityTolerance()
 
 
-def _every_size(net: UNet | ResNetClassifier | InstanceMaskRCNN, info: ModelInfo) -> tuple[str, ...]:
-    """The weight formats ``test_model`` runs at every tile size: all for 2D U-Nets and classifiers
-    (seconds), ONNX only for 3D U-Nets and Mask R-CNN, whose PyTorch runs take minutes on a CPU."""
-    if isinstance(net, InstanceMaskRCNN) or info.dims == 3:
-        return ("onnx",)
-    return weight_formats(net)
+def _every_size(net: Network) -> tuple[str, ...]:
+    """The weight formats ``test_model`` runs at every tile size, as the network says: those whose
+    runs take seconds on a CPU (all for 2D U-Nets and classifiers; ONNX only for 3D U-Nets and Mask
+    R-CNN, whose PyTorch runs take minutes)."""
+    network = describe(net)
+    return tuple(f for f in network.formats_at_every_size() if f in network.weight_formats)
 
 
-def package_bytes(
-    net: UNet | ResNetClassifier | InstanceMaskRCNN, onnx_path: Path, mc_path: Path | None, sample: np.ndarray
-) -> int:
+def package_bytes(net: Network, onnx_path: Path, mc_path: Path | None, sample: np.ndarray) -> int:
     """About the bytes a package of ``net`` takes: its ONNX graphs, the weights as a state dict and
     as TorchScript (with its code, up to twice the weights for small networks), the test and sample
     tensors (input and output, as float32) and the rest."""
@@ -649,7 +647,7 @@ def package_bytes(
 
 
 def export_package(
-    net: UNet | ResNetClassifier | InstanceMaskRCNN,
+    net: Network,
     info: ModelInfo,
     onnx_path: Path,
     mc_path: Path | None,
@@ -679,7 +677,7 @@ def export_package(
             # stored, not deflated: deflating shrinks weights by about 7 % (the demo U-Net's package: 6.7
             # MB stored, 6.0 deflated) and took 22 s of a Mask R-CNN package's 77 (its three weight files)
             save_bioimageio_package(descr, output_path=staged, compression=zipfile.ZIP_STORED)
-            validation = validate_package(staged, _every_size(net, info), weight_formats(net))
+            validation = validate_package(staged, _every_size(net), weight_formats(net))
             staged.replace(out_path)
         except Exception as exc:
             if not (is_disk_full(exc) or free_space(workdir) < NEARLY_FULL):

@@ -3,11 +3,13 @@
 bioimage.io tools rebuild a network from the Python file a package names
 (``ArchitectureFromFileDescr``). The file is generated from idl's own module sources, so there is one
 source of truth: the network's module from :mod:`idl.models` and the ``idl.models`` modules it
-imports, whole, dependencies first; objects it imports from other layers (the U-Net's ``pad_mode``)
-by their source alone. The ``from idl... import`` lines are dropped, since every name they bring in is
-defined earlier in the file. What is left imports only torch, torchvision and the standard library,
-so the package runs where idl is not installed; a file that would still import idl, or that defines
-a name twice, is refused.
+imports, whole, dependencies first; functions and classes it imports from other layers (the U-Net's
+``pad_mode``) by their source alone, constants (a tuple of names) by their value. The ``from idl...
+import`` lines are dropped, since every name they bring in is defined earlier in the file, and so are
+``if TYPE_CHECKING:`` blocks (imports for annotations, which the file's ``from __future__ import
+annotations`` leaves unevaluated). What is left imports only torch, torchvision and the standard
+library, so the package runs where idl is not installed; a file that would still import idl, or that
+defines a name twice, is refused.
 """
 
 from __future__ import annotations
@@ -29,23 +31,37 @@ def _idl(module: str | None) -> bool:
     return module is not None and (module == "idl" or module.startswith("idl."))
 
 
+def _annotations_only(node: ast.stmt) -> bool:
+    """Whether ``node`` is an ``if TYPE_CHECKING:`` block (imports for annotations alone)."""
+    if not isinstance(node, ast.If) or node.orelse:
+        return False
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
 def _strip(source: str, tree: ast.Module) -> str:
-    """``source`` without its docstring, its ``__future__`` import and its top-level idl imports."""
+    """``source`` without its docstring, its ``__future__`` import, its top-level idl imports and its
+    ``if TYPE_CHECKING:`` blocks."""
     drop: set[int] = set()
     body = tree.body
     for index, node in enumerate(body):
         docstring = index == 0 and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
         future = isinstance(node, ast.ImportFrom) and node.module == "__future__"
-        if docstring or future or (isinstance(node, ast.ImportFrom) and _idl(node.module)):
+        idl_import = isinstance(node, ast.ImportFrom) and _idl(node.module)
+        if docstring or future or idl_import or _annotations_only(node):
             drop.update(range(node.lineno, (node.end_lineno or node.lineno) + 1))
     lines = source.splitlines()
     kept = [line for number, line in enumerate(lines, start=1) if number not in drop]
     return "\n".join(kept).strip("\n") + "\n"
 
 
-def _check_imports(tree: ast.AST, where: str) -> None:
-    """Refuse idl imports below the top level (inside a function or class): they cannot be inlined."""
-    for node in ast.walk(tree):
+def _check_imports(tree: ast.Module, where: str) -> None:
+    """Refuse idl imports below the top level (inside a function or class): they cannot be inlined.
+    Those of ``if TYPE_CHECKING:`` blocks are for annotations and are dropped (:func:`_strip`)."""
+    kept = ast.Module(body=[n for n in tree.body if not _annotations_only(n)], type_ignores=[])
+    for node in ast.walk(kept):
         names = []
         if isinstance(node, ast.ImportFrom):
             names = [node.module or ""]
@@ -88,8 +104,12 @@ class _Collector:
         label = f"{home}.{name}"
         if label in self.seen:
             return
+        if _literal(obj):  # a constant (a tuple of names, a number): by its value
+            self.seen.add(label)
+            self.pieces.append((label, f"{name} = {obj!r}\n"))
+            return
         if not (inspect.isfunction(obj) or inspect.isclass(obj)):
-            raise ExportError(f"{label} is neither a function nor a class; it cannot be inlined")
+            raise ExportError(f"{label} is neither a function, a class nor a constant; it cannot be inlined")
         source = inspect.getsource(obj)
         tree = ast.parse(source)
         _check_imports(tree, label)
@@ -98,6 +118,14 @@ class _Collector:
             raise ExportError(f"{label} uses {', '.join(sorted(free))} from idl; it cannot be inlined alone")
         self.seen.add(label)
         self.pieces.append((label, source.strip("\n") + "\n"))
+
+
+def _literal(value: Any) -> bool:
+    """Whether ``value`` is a plain constant its ``repr`` reproduces: a string, number, bool or None,
+    or a tuple of them."""
+    if isinstance(value, tuple):
+        return all(_literal(item) for item in value)
+    return value is None or type(value) in (str, int, float, bool)
 
 
 def _free_idl_names(obj: Any) -> set[str]:

@@ -1,15 +1,24 @@
-"""Torch network definitions (nn.Modules only): U-Net (2D, 3D, anisotropic 3D), ResNet classifiers,
-Mask R-CNN and Monte Carlo dropout."""
+"""Torch network definitions: U-Net (2D, 3D, anisotropic 3D), ResNet classifiers, Mask R-CNN and Monte
+Carlo dropout. Every network implements :class:`~idl.models.network.Network` (what training,
+checkpoints and export need of it) and is registered here under the name checkpoints store
+(:mod:`idl.models.registry`)."""
 
 from idl.models.dropout import MCDropout, set_mc_dropout
 from idl.models.maskrcnn import InstanceMaskRCNN, MaskRCNNSpec, build_maskrcnn
+from idl.models.network import Network
+from idl.models.registry import register
 from idl.models.resnet import ResNetClassifier, ResNetSpec, build_resnet
 from idl.models.unet import UNet, UNet2D, UNetSpec, build_unet2d
+
+register("unet", UNet, UNetSpec, aliases=("unet2d",))  # "unet2d": checkpoints from before the 3D U-Net
+register("resnet", ResNetClassifier, ResNetSpec)
+register("maskrcnn", InstanceMaskRCNN, MaskRCNNSpec)
 
 __all__ = [
     "InstanceMaskRCNN",
     "MCDropout",
     "MaskRCNNSpec",
+    "Network",
     "ResNetClassifier",
     "ResNetSpec",
     "UNet",

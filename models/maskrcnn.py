@@ -15,13 +15,15 @@ The exported computation (:meth:`InstanceMaskRCNN.forward` in evaluation mode) t
 image ``(1, C, Y, X)`` and returns ``(1, 2, Y, X)`` float32: channel 0 the label image (0 background,
 1..N objects, highest-scoring object first where masks overlap), channel 1 the detection score of the
 object owning each pixel. One output of the image's own size keeps the graph usable by any
-bioimage.io consumer and lets idl tile it like any other network.
+bioimage.io consumer and lets idl tile it like any other network. It is exported as torchvision's own
+ONNX tests export it (opset 17, one image of any size) and checked on two image sizes, where a mask
+probability within rounding of 0.5 may flip a few pixels (:meth:`InstanceMaskRCNN.agreement`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
@@ -31,12 +33,19 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from idl.models.freezing import FreezableEncoder
+from idl.models.network import Agreement, Examples, Exportable, MonteCarlo, largest_difference
+
+if TYPE_CHECKING:
+    from idl.infer.core.model_info import ModelInfo
 
 FPN_LEVELS = 5  # feature maps of the ResNet-50 FPN: strides 4, 8, 16, 32, 64
 ASPECT_RATIOS = (0.5, 1.0, 2.0)
 MASK_THRESHOLD = 0.5
 MIN_VISIBLE_SHARE = 0.5  # of its mask an object must keep after better objects took their pixels
 
+
+# the exported graph is checked on two uneven image sizes, neither a multiple of 32
+EXAMPLE_SIZES = ((160, 224), (256, 192))
 
 ROIS_PER_IMAGE = 128  # regions sampled per image for the box and mask heads in training
 PROPOSALS_TRAINING = 1000  # region proposals kept per image after NMS in training
@@ -97,12 +106,16 @@ def compose_labels(masks: torch.Tensor, scores: torch.Tensor, like: torch.Tensor
     return torch.stack([index.to(like.dtype), score_of[index]], dim=0)
 
 
-class InstanceMaskRCNN(FreezableEncoder):
+class InstanceMaskRCNN(FreezableEncoder, Exportable):
     """torchvision Mask R-CNN (ResNet-50 FPN, two classes: background and object) per
     :class:`MaskRCNNSpec`; ``forward`` in evaluation mode returns labels and scores (see the module
     docstring), :meth:`losses` trains."""
 
     builder: ClassVar[str] = "build_maskrcnn"  # the idl.models function a package rebuilds it with
+    output: ClassVar[str] = "labels"
+    onnx_opset: ClassVar[int | None] = 17  # as torchvision's own ONNX tests
+    # labels may differ on this share of the pixels, scores (where the labels agree) by as much
+    tolerance: ClassVar[float] = 1e-3
 
     def __init__(self, spec: MaskRCNNSpec) -> None:
         super().__init__()
@@ -144,6 +157,37 @@ class InstanceMaskRCNN(FreezableEncoder):
         """``(1, C, Y, X)`` normalized image -> ``(1, 2, Y, X)`` labels and scores (evaluation mode)."""
         detections = self.net([x[0]])[0]
         return compose_labels(detections["masks"][:, 0], detections["scores"], x[0, :1])[None]
+
+    def monte_carlo(self) -> MonteCarlo | None:
+        """None: Mask R-CNN has no dropout."""
+        return None
+
+    def formats_at_every_size(self) -> tuple[str, ...]:
+        """ONNX alone: PyTorch's runs of Mask R-CNN at three tile sizes take minutes on a CPU."""
+        return ("onnx",)
+
+    def example_inputs(self, info: ModelInfo) -> Examples:
+        """One image of each of :data:`EXAMPLE_SIZES` (batch 1, y and x dynamic)."""
+        generator = torch.Generator().manual_seed(0)
+        images = [torch.rand(1, info.in_channels, *size, generator=generator) for size in EXAMPLE_SIZES]
+        return Examples(images[0], tuple(images), {2: "y", 3: "x"})
+
+    def agreement(self, expected: torch.Tensor, got: torch.Tensor) -> Agreement:
+        """The share of pixels whose label differs, or the largest score difference where the labels
+        agree, whichever is larger."""
+        if expected.shape != got.shape:
+            return largest_difference(expected, got)  # infinite
+        labels, scores = compare_labels(expected, got)
+        return Agreement(max(labels, scores), f"{labels:.2%} of the labels differ, scores by {scores:.3g}")
+
+
+def compare_labels(expected: torch.Tensor, got: torch.Tensor) -> tuple[float, float]:
+    """Two ``(N, 2, Y, X)`` outputs of :meth:`InstanceMaskRCNN.forward`: the share of pixels whose
+    label differs, and the largest score difference where the labels agree."""
+    same = got[:, 0] == expected[:, 0]
+    differences = (got[:, 1].double() - expected[:, 1].double()).abs()[same]
+    score = float(differences.max()) if differences.numel() else 0.0
+    return float(1.0 - same.double().mean()), score
 
 
 def targets_from_labels(labels: np.ndarray, min_area: int = 4) -> dict[str, torch.Tensor]:

@@ -27,6 +27,7 @@ from torchvision import models as tv
 
 from idl.models.dropout import MCDropout
 from idl.models.freezing import FreezableEncoder
+from idl.models.network import Exportable
 
 VARIANTS = {
     "resnet18": tv.resnet18,
@@ -60,8 +61,10 @@ def _with_dropout(conv: nn.Module, p: float) -> nn.Sequential:
     return nn.Sequential(MCDropout(p), conv)
 
 
-class ResNetClassifier(FreezableEncoder):
-    """torchvision ResNet with any input channels, small-input stem and MC dropout (see module doc)."""
+class ResNetClassifier(FreezableEncoder, Exportable):
+    """torchvision ResNet with any input channels, small-input stem and MC dropout (see module doc); a
+    :class:`~idl.models.network.Network` exported as its forward (the defaults of
+    :class:`~idl.models.network.Exportable`)."""
 
     builder: ClassVar[str] = "build_resnet"  # the idl.models function a package rebuilds it with
 

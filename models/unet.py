@@ -8,8 +8,10 @@ voxels much longer in z, like 1 x 1 x 2 or coarser) pools and up-samples only in
 level, as DeepMIB does, so z is halved one level later than y and x.
 
 Inputs of any size work: :meth:`UNet.forward` pads to the size multiples and crops back. The
-padding-free :meth:`UNet.forward_aligned` is what gets exported to ONNX; the inference side pads
-there, so the exported graph stays free of shape arithmetic.
+padding-free :meth:`UNet.forward_aligned` is what gets exported to ONNX (:meth:`UNet.exported`); the
+inference side pads there, so the exported graph stays free of shape arithmetic. Its Monte Carlo graph
+(:meth:`UNet.monte_carlo`) takes the number of samples as a second input and runs the part before the
+first dropout once per tile.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from idl.infer.core.grid import pad_mode
 from idl.infer.core.model_info import DROPOUT_PLACES  # where the dropout sits (torch-free)
 from idl.models.dropout import MCDropout
 from idl.models.freezing import FreezableEncoder
+from idl.models.network import WEIGHT_FORMATS, Exportable, MonteCarlo, eval_copy
 
 LAYERS = {
     2: (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d, nn.ConvTranspose2d),
@@ -164,8 +167,9 @@ class _Fan:
         return self.repeat(x)
 
 
-class UNet(FreezableEncoder):
-    """U-Net, ``(N, C, [Z,] Y, X)`` in, ``(N, K, [Z,] Y, X)`` logits out."""
+class UNet(FreezableEncoder, Exportable):
+    """U-Net, ``(N, C, [Z,] Y, X)`` in, ``(N, K, [Z,] Y, X)`` logits out; a
+    :class:`~idl.models.network.Network` whose graphs compute the padding-free forward."""
 
     builder: ClassVar[str] = "build_unet2d"  # the idl.models function a package rebuilds it with
 
@@ -240,6 +244,44 @@ class UNet(FreezableEncoder):
             x = nn.functional.pad(x, flat, mode="replicate" if edge else "reflect")
         crop = tuple(slice(0, n) for n in sizes)
         return self.forward_aligned(x)[(..., *crop)]
+
+    def exported(self) -> nn.Module:
+        """The padding-free forward (:meth:`forward_aligned`): the inference side pads."""
+        return _Aligned(eval_copy(self)[0]).eval()
+
+    def monte_carlo(self) -> MonteCarlo | None:
+        """:meth:`forward_samples` with the number of samples as a second input, or None without
+        dropout."""
+        net, layers = eval_copy(self, monte_carlo=True)
+        return MonteCarlo(_Samples(net).eval(), sample_count=True) if layers else None
+
+    def formats_at_every_size(self) -> tuple[str, ...]:
+        """Every format in 2D; ONNX alone in 3D, where PyTorch's runs of the three tile sizes took 5
+        minutes of a 2-core CPU (docs/benchmarks.md)."""
+        return WEIGHT_FORMATS if self.spec.dims == 2 else ("onnx",)
+
+
+class _Aligned(nn.Module):
+    """The deterministic graph's computation: the padding-free U-Net forward, logits out."""
+
+    def __init__(self, net: UNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_aligned(x)
+
+
+class _Samples(nn.Module):
+    """The Monte Carlo graph's computation: ``(input, samples)`` -> ``len(samples)`` samples of each
+    input (:meth:`UNet.forward_samples`)."""
+
+    def __init__(self, net: UNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_samples(x, samples)
 
 
 UNet2D = UNet  # the name 2D code and stored packages use

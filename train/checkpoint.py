@@ -22,8 +22,7 @@ from torch import nn
 from idl.infer.core.errors import ModelError
 from idl.infer.core.model_info import ModelInfo
 from idl.infer.io.images import DiskFull, atomic_path, free_space
-from idl.models import ResNetClassifier, ResNetSpec, UNet, UNetSpec
-from idl.models.maskrcnn import InstanceMaskRCNN, MaskRCNNSpec
+from idl.models.registry import network_name, registered_network
 
 FORMAT = "idl-checkpoint/1"
 BEST_NAME = "best.pt"
@@ -133,22 +132,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return payload
 
 
-# architecture name -> (network, spec); "unet2d": checkpoints written before the 3D U-Net
-ARCHITECTURES: dict[str, tuple[type[nn.Module], type]] = {
-    "unet": (UNet, UNetSpec),
-    "unet2d": (UNet, UNetSpec),
-    "resnet": (ResNetClassifier, ResNetSpec),
-    "maskrcnn": (InstanceMaskRCNN, MaskRCNNSpec),
-}
-
-
 def architecture_name(model: nn.Module) -> str:
-    """The checkpoint's architecture tag of a network (its class name for networks idl.models does
-    not define, which :func:`model_from_checkpoint` cannot rebuild)."""
-    for name, (network, _) in ARCHITECTURES.items():
-        if type(model) is network:
-            return name
-    return type(model).__name__
+    """The checkpoint's architecture tag of a network: the name it is registered under
+    (:mod:`idl.models.registry`), or its class name for a network no one registered, which
+    :func:`model_from_checkpoint` cannot rebuild."""
+    return network_name(model) or type(model).__name__
 
 
 def model_payload(model: nn.Module, info: ModelInfo) -> dict[str, Any]:
@@ -162,10 +150,11 @@ def model_payload(model: nn.Module, info: ModelInfo) -> dict[str, Any]:
 
 
 def model_from_checkpoint(payload: dict[str, Any]) -> tuple[Any, ModelInfo]:
-    """Rebuild the network (eval mode, CPU) and its :class:`ModelInfo` from a checkpoint."""
-    if payload.get("architecture") not in ARCHITECTURES:
+    """Rebuild the network (eval mode, CPU) and its :class:`ModelInfo` from a checkpoint, by the
+    architecture it names (also the names older checkpoints used, such as ``unet2d``)."""
+    registered = registered_network(payload.get("architecture"))
+    if registered is None:
         raise ModelError(f"unsupported architecture '{payload.get('architecture')}' in checkpoint")
-    network, spec = ARCHITECTURES[payload["architecture"]]
-    model = network(spec(**payload["spec"]))
+    model = registered.build(payload["spec"])
     model.load_state_dict(payload["state_dict"])
     return model.eval(), ModelInfo.from_json(payload["info"])

@@ -11,7 +11,7 @@ from idl.infer.core.model_info import ModelInfo
 from idl.infer.core.processing import apply_ops
 from idl.infer.service.load import load_model
 from idl.infer.tasks.registry import io_for_info
-from idl.models import UNet2D, UNetSpec
+from idl.models import UNet2D, UNetSpec, set_mc_dropout
 
 # one worker builds this module's trained fixtures (pytest -n 2 --dist loadgroup, as .ci/run)
 pytestmark = pytest.mark.xdist_group("test_onnx")
@@ -65,8 +65,11 @@ def test_verification_fails_loudly_for_a_wrong_graph(multiclass_export) -> None:
         def forward(self, x):
             return torch.softmax(other.forward_aligned(x), dim=1)
 
+    examples = net.example_inputs(_info(net.spec, 3))
+    agreement = verify_deterministic(net, net.exported(), det, examples.check)  # the graph's own network
+    assert 0 <= agreement.difference <= 1e-4
     with pytest.raises(ExportError, match="differs from torch"):
-        verify_deterministic(Wrapped(), det, _info(net.spec, 3))
+        verify_deterministic(net, Wrapped(), det, examples.check)
 
 
 def test_trained_model_mc_samples_differ_and_average_to_deterministic(model_dir: Path) -> None:
@@ -123,16 +126,18 @@ def test_decoder_dropout_graph_matches_torch_for_any_sample_count(
     """Decoder dropout: the encoder and the skip halves of the decoder's first convolutions run once
     per tile and are broadcast to the samples. With dropout switched off every sample of the exported
     sample-count graph equals torch's deterministic output (dynamic batch, size and sample count)."""
-    from idl.export.onnx import _Samples  # the Monte Carlo graph export_onnx writes
     from idl.infer.runtime.session import OnnxRunner
 
     torch.manual_seed(dims)
     net = UNet2D(UNetSpec(depth=2, base_filters=4, dropout_at="decoder", dims=dims))
     net = randomized_norms(net).eval()
+    monte_carlo = net.monte_carlo()  # the Monte Carlo graph export_onnx writes
+    assert monte_carlo is not None and monte_carlo.sample_count
+    set_mc_dropout(monte_carlo.module, False)
     spatial = {0: "b", **{2 + i: f"s{i}" for i in range(dims)}}
     path = tmp_path / "mc.onnx"
     torch.onnx.export(
-        _Samples(net).eval(),  # the exporter restores the wrapper's mode on every submodule
+        monte_carlo.module,  # the exporter restores the wrapper's mode on every submodule
         (torch.rand(1, 1, *(8,) * dims), torch.zeros(2)),
         str(path),
         dynamo=False,

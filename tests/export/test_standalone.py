@@ -32,13 +32,17 @@ def _imports(source: str) -> set[str]:
 @pytest.mark.parametrize(
     ("net_class", "expected"),
     [
-        (UNet, {"__future__", "collections", "dataclasses", "typing", "torch"}),
-        (ResNetClassifier, {"__future__", "collections", "dataclasses", "typing", "torch", "torchvision"}),
+        (UNet, {"__future__", "collections", "copy", "dataclasses", "typing", "torch"}),
+        (
+            ResNetClassifier,
+            {"__future__", "collections", "copy", "dataclasses", "typing", "torch", "torchvision"},
+        ),
         (
             InstanceMaskRCNN,
             {
                 "__future__",
                 "collections",
+                "copy",
                 "dataclasses",
                 "typing",
                 "numpy",
@@ -54,9 +58,11 @@ def test_architecture_file_imports_nothing_from_idl(net_class, expected) -> None
     assert _imports(source) == expected  # skimage: only inside Mask R-CNN's training-target helper
     assert "import idl" not in source and "from idl" not in source
     assert source.count("from __future__ import annotations") == 1
-    for module in ("dropout", "freezing"):  # the idl.models modules a network needs come whole
-        wanted = net_class is not InstanceMaskRCNN or module == "freezing"
-        assert (f"# ---- idl.models.{module} ----" in source) == wanted
+    # the idl.models modules a network needs come whole: its base classes (freezing, network) and
+    # the Monte Carlo dropout the defaults of idl.models.network switch
+    for module in ("dropout", "freezing", "network"):
+        assert f"# ---- idl.models.{module} ----" in source
+    assert "TYPE_CHECKING:" not in source  # imports for annotations alone are left out
     # one source of truth: the network's class is idl's, line for line
     assert inspect.getsource(net_class) in source
 
@@ -116,6 +122,56 @@ def test_the_guard_sees_idl_imports(load_without_idl, tmp_path: Path) -> None:
     late = load_without_idl("def f():\n    import idl.infer\n", tmp_path / "late.py")
     with pytest.raises(ImportError, match="imports idl.infer"):
         late.f()
+
+
+def test_imports_for_annotations_alone_are_left_out(tmp_path: Path, load_without_idl) -> None:
+    """A network module may import idl under ``if TYPE_CHECKING:`` for its annotations: the block is
+    dropped, the file imports without idl, and the annotation stays an unevaluated string."""
+    (tmp_path / "annotated_net.py").write_text(
+        "from __future__ import annotations\n\nfrom typing import TYPE_CHECKING\n\nfrom torch import nn\n\n"
+        "if TYPE_CHECKING:\n    from idl.infer.core.model_info import ModelInfo\n\n\n"
+        "class Annotated(nn.Module):\n    def sizes(self, info: ModelInfo) -> int:\n"
+        "        return info.in_channels\n"
+    )
+    spec = importlib.util.spec_from_file_location("annotated_net", tmp_path / "annotated_net.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["annotated_net"] = module
+    try:
+        spec.loader.exec_module(module)
+        source = standalone_source(module.Annotated)
+    finally:
+        sys.modules.pop("annotated_net", None)
+    assert "ModelInfo" in source and "TYPE_CHECKING:" not in source
+    standalone = load_without_idl(source, tmp_path / "standalone_annotated.py")
+    assert standalone.Annotated.sizes.__annotations__["info"] == "ModelInfo"
+
+
+def test_constants_from_other_layers_come_by_their_value(tmp_path: Path, load_without_idl) -> None:
+    """A tuple of names imported from another layer is written as its value; a dict is refused."""
+    from idl.infer.core.errors import ExportError
+    from idl.infer.core.model_info import TASKS
+
+    for name, body, kept in (
+        ("tuple_net", "from idl.infer.core.model_info import TASKS\n\nKNOWN = TASKS\n", True),
+        ("dict_net", "from idl.infer.core.model_info import LEGACY_KINDS\n\nKNOWN = LEGACY_KINDS\n", False),
+    ):
+        (tmp_path / f"{name}.py").write_text(
+            f"from torch import nn\n{body}\n\nclass Net(nn.Module):\n    pass\n"
+        )
+        spec = importlib.util.spec_from_file_location(name, tmp_path / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+            if not kept:
+                with pytest.raises(ExportError, match="neither a function, a class nor a constant"):
+                    standalone_source(module.Net)
+                continue
+            source = standalone_source(module.Net)
+        finally:
+            sys.modules.pop(name, None)
+        assert f"TASKS = {TASKS!r}" in source
+        assert load_without_idl(source, tmp_path / f"standalone_{name}.py").KNOWN == TASKS
 
 
 def test_a_network_that_imports_idl_inside_a_function_is_refused(tmp_path: Path) -> None:

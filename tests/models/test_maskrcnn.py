@@ -10,13 +10,14 @@ import pytest
 import torch
 from skimage.measure import regionprops
 
-from idl.export.onnx import compare_detector, export_onnx
+from idl.export.onnx import export_onnx
 from idl.infer.core.model_info import ModelInfo
 from idl.infer.runtime.session import OnnxRunner
 from idl.models.maskrcnn import (
     InstanceMaskRCNN,
     MaskRCNNSpec,
     anchor_sizes_for,
+    compare_labels,
     compose_labels,
     targets_from_labels,
 )
@@ -86,8 +87,13 @@ def test_onnx_runtime_equals_torch_on_two_image_sizes(detector_onnx, size: tuple
     with torch.no_grad():
         found = len(np.unique(net(x)[0, 0].numpy())) - 1
     assert found >= 5  # the comparison covers real detections
-    label_share, score_diff = compare_detector(net, path, x)
+    with torch.no_grad():
+        expected = net(x)
+    got = torch.from_numpy(OnnxRunner(path, "cpu")(x.numpy()))
+    label_share, score_diff = compare_labels(expected, got)
     assert label_share <= 1e-3 and score_diff <= 1e-4
+    agreement = net.agreement(expected, got)  # how export_onnx checked it, on its own two sizes
+    assert agreement.difference == max(label_share, score_diff) <= net.tolerance == 1e-3
 
 
 @pytest.mark.slow  # trains for more than ten seconds
