@@ -38,26 +38,14 @@ class Budget:
 
 # The reference is a 2-core CPU (docs/benchmarks.md): a U-Net training step costs about 4 us per pixel
 # or voxel at depth 3 (channels-last), more for deeper networks (US_PER_VOXEL); a classifier's cost per
-# pixel depends on the network and on the small-input stem (below). CPU budgets keep the training of
+# pixel depends on the network and on the small-input stem (train/tasks/classification/plan.py), Mask
+# R-CNN's is its own (train/tasks/instance/maskrcnn.py). CPU budgets keep the training of
 # a default run, validation included, within about 4 minutes (2D), 2.5 (classification) and 9 (3D)
 # there; the test prediction, export and package validation come on top. GPU: nnU-Net-like batches
 # and a far larger budget (an estimate: no GPU to measure it).
 US_PER_VOXEL = {2: {3: 4.0, 4: 4.2, 5: 6.2}, 3: {3: 4.3, 4: 5.2, 5: 6.5}}  # by dims, then depth
 BATCH_OF_ONE_3D = 4.7  # a 3D U-Net step on one patch costs this many times its voxels' share
 MIN_BATCH = 2  # patches per step: batch norm does not hold with one (see instantdl_batch)
-MIN_CLASSIFIER_STEP = 0.18  # s: resnet18, a batch of 2 images of 28 px (optimizer and per-layer overhead)
-US_PER_PIXEL_MASKRCNN = 84.0  # Mask R-CNN training step: 5.5 s for 4 crops of 128 px (docs/benchmarks.md)
-MASKRCNN_PATCH, MASKRCNN_BATCH = 256, 2
-US_PER_PIXEL = {  # classifiers, channels-last, batches of 32 (64 px with the small-input stem, 96 px without)
-    ("resnet18", False): 3.0,
-    ("resnet18", True): 11.0,
-    ("resnet34", False): 5.5,
-    ("resnet34", True): 20.0,
-    ("resnet50", False): 7.0,
-    ("resnet50", True): 29.0,
-    ("resnet101", False): 13.0,
-    ("resnet101", True): 52.0,
-}
 US_PER_VALIDATION_VOXEL = {2: 1.9, 3: 2.3}  # tiled whole-image prediction and scoring, per computed voxel
 VALIDATION_SHARE = 0.2  # validation takes at most this share of an epoch: longer epochs when it costs more
 BUDGETS = {
@@ -582,29 +570,7 @@ def learning_rate_at(step: int, total: int, base: float, warmup: int, schedule: 
     return base * max(0.0, (total - step) / max(1.0, total - decay_start))
 
 
-def make_classification_plan(
-    input_size: tuple[int, int],
-    variant: str,
-    small_input: bool,
-    requests: Requests,
-    device: str,
-    base_lr: float = 1e-3,
-) -> Plan:
-    """The plan of a classifier: batches of whole images (32 unless set), as many steps as the device
-    affords for images of ``input_size`` with this network (:data:`US_PER_PIXEL`)."""
-    kind = device_kind(device)
-    budget = BUDGETS[kind]
-    sources: dict[str, str] = {}
-    batch = requests.batch_size or requests.batch_images or 32
-    sources["batch_size"] = "set" if requests.batch_size or requests.batch_images else "default"
-    per_step = batch * math.prod(input_size) * US_PER_PIXEL.get((variant, small_input), 40.0) / 1e6
-    steps = budget.seconds["classification"] * budget.speed / max(per_step, MIN_CLASSIFIER_STEP)
-    sources["network"] = "set" if requests.network_set else f"{kind} default"
-    network = variant + (" (small-input stem)" if small_input else "")
-    return _whole_image_plan(tuple(input_size), batch, steps, requests, kind, base_lr, sources, network)
-
-
-def _whole_image_plan(
+def whole_image_plan(
     patch: tuple[int, ...],
     batch: int,
     steps: float,
@@ -614,7 +580,8 @@ def _whole_image_plan(
     sources: dict[str, str],
     network: str,
 ) -> Plan:
-    """The plan of a network that is not a U-Net (no depth to plan): schedule and budget only."""
+    """The plan of a network that is not a U-Net (no depth to plan): schedule and budget only (the
+    classifier's and Mask R-CNN's plans, in their tasks' modules, end here)."""
     steps_per_epoch, epochs, patience, lr, warmup = _schedule(
         requests, BUDGETS[kind], steps, kind, base_lr, sources
     )
@@ -632,19 +599,3 @@ def _whole_image_plan(
         sources=sources,
         network=network,
     )
-
-
-def make_detection_plan(
-    shapes: list[tuple[int, ...]], requests: Requests, device: str, base_lr: float = 1e-4
-) -> Plan:
-    """The plan of Mask R-CNN (not the default instance model: it needs a longer budget, 20 minutes on
-    the reference CPU): crops of 256 px (or the images' size) in batches of 2."""
-    kind = device_kind(device)
-    budget = BUDGETS[kind]
-    sources: dict[str, str] = {"patch": "set" if requests.patch_side else "default"}
-    side = min(requests.patch_side or MASKRCNN_PATCH, *(min(s[-2:]) for s in shapes))
-    batch = requests.batch_size or requests.batch_images or MASKRCNN_BATCH
-    sources["batch_size"] = "set" if requests.batch_size or requests.batch_images else "default"
-    steps = budget.seconds["maskrcnn"] * budget.speed * 1e6 / (US_PER_PIXEL_MASKRCNN * batch * side * side)
-    network = "Mask R-CNN (ResNet-50 FPN)"
-    return _whole_image_plan((side, side), batch, steps, requests, kind, base_lr, sources, network)

@@ -18,8 +18,8 @@ from idl.infer.core.errors import DataError
 from idl.infer.core.normalize import Normalization
 from idl.infer.datasets.synthetic import write_classification_project
 from idl.infer.io.images import write_tiff
-from idl.train.classification import class_weights, load_classification_data, split_stratified
 from idl.train.config import ConfigError, TrainConfig, parse_class_weights, resolve_config
+from idl.train.tasks.classification.data import class_weights, load_classification_data, split_stratified
 
 
 def test_images_resized_to_the_common_size(tmp_path: Path, rng: np.random.Generator) -> None:

@@ -14,13 +14,13 @@ from idl.train.plan import (
     Requests,
     class_components,
     learning_rate_at,
-    make_classification_plan,
     make_plan,
     object_sizes,
     step_cost,
     step_seconds,
     validation_voxels,
 )
+from idl.train.tasks.classification.plan import make_classification_plan
 
 
 def _nuclei(side: int = 520, objects: float = 30.0) -> Fingerprint:

@@ -1,7 +1,7 @@
 """Instance segmentation on the training side. Two networks: the U-Net (default) learns background,
 interior and boundary classes, turned into labels by a watershed and validated by AP50:95 of whole
-images; Mask R-CNN (``--model maskrcnn``, :mod:`idl.train.detection`) learns the objects directly and
-is validated by ``ap50`` of its crops."""
+images; Mask R-CNN (``--model maskrcnn``, :mod:`.maskrcnn`) learns the objects directly and is
+validated by ``ap50`` of its crops."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ class InstanceTrainer(PixelTrainer):
 
     def prepare(self, project: Path, config: TrainConfig, start: Start) -> Setup:
         if config.model == MASK_RCNN:
-            from idl.train.detection import prepare_maskrcnn
+            from idl.train.tasks.instance.maskrcnn import prepare_maskrcnn
 
             return prepare_maskrcnn(project, config, model_name(project, 2, MASK_RCNN), str(start.device))
         return super().prepare(project, config, start)

@@ -1,5 +1,5 @@
-"""Mask R-CNN training (``--task instance --model maskrcnn``): data sized to the objects, crops with
-their detection targets, torchvision's losses, and validation by loss and ``ap50``.
+"""Mask R-CNN training (``--task instance --model maskrcnn``): its plan, data sized to the objects,
+crops with their detection targets, torchvision's losses, and validation by loss and ``ap50``.
 
 What torchvision leaves to the user is decided from the training labels here: anchor sizes (from the
 objects' sizes), how many detections an image may hold (from the densest image), and the tile halo at
@@ -31,7 +31,7 @@ from idl.models.maskrcnn import (
 from idl.train.augment import Augmentation, augment_pair
 from idl.train.data import Sample, covering_windows, load_instance_data, smallest_side, split_validation
 from idl.train.loop import Steps
-from idl.train.plan import make_detection_plan
+from idl.train.plan import BUDGETS, Plan, Requests, device_kind, whole_image_plan
 from idl.train.setup import Setup, data_summary
 
 if TYPE_CHECKING:
@@ -41,6 +41,24 @@ log = logging.getLogger("idl")
 
 DETECTOR_CLASSES = ("background", "object")
 MIN_HALO = 32
+US_PER_PIXEL_MASKRCNN = 84.0  # Mask R-CNN training step: 5.5 s for 4 crops of 128 px (docs/benchmarks.md)
+MASKRCNN_PATCH, MASKRCNN_BATCH = 256, 2
+
+
+def make_detection_plan(
+    shapes: list[tuple[int, ...]], requests: Requests, device: str, base_lr: float = 1e-4
+) -> Plan:
+    """The plan of Mask R-CNN (not the default instance model: it needs a longer budget, 20 minutes on
+    the reference CPU): crops of 256 px (or the images' size) in batches of 2."""
+    kind = device_kind(device)
+    budget = BUDGETS[kind]
+    sources: dict[str, str] = {"patch": "set" if requests.patch_side else "default"}
+    side = min(requests.patch_side or MASKRCNN_PATCH, *(min(s[-2:]) for s in shapes))
+    batch = requests.batch_size or requests.batch_images or MASKRCNN_BATCH
+    sources["batch_size"] = "set" if requests.batch_size or requests.batch_images else "default"
+    steps = budget.seconds["maskrcnn"] * budget.speed * 1e6 / (US_PER_PIXEL_MASKRCNN * batch * side * side)
+    network = "Mask R-CNN (ResNet-50 FPN)"
+    return whole_image_plan((side, side), batch, steps, requests, kind, base_lr, sources, network)
 
 
 def object_boxes(samples: list[Sample]) -> np.ndarray:

@@ -1,6 +1,7 @@
-"""Image classification on the training side (:mod:`idl.train.classification`): a ResNet with Monte
-Carlo dropout on images resized to one input size, cross-entropy, validated by accuracy with
-batch-norm statistics recomputed after every epoch."""
+"""Image classification on the training side: a ResNet with Monte Carlo dropout on images resized to
+one input size, cross-entropy, validated by accuracy with batch-norm statistics recomputed after every
+epoch. The trainer is here; its data (:mod:`.data`), plan (:mod:`.plan`) and the run it prepares
+(:mod:`.prepare`) beside it."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ class ClassificationTrainer(Trainer):
         return LossChoice("ce", self.loss_names, "classification")
 
     def prepare(self, project: Path, config: TrainConfig, start: Start) -> Setup:
-        from idl.train.classification import prepare_classification
+        from idl.train.tasks.classification.prepare import prepare_classification
 
         # the architecture details the data does not decide come from the source weights, or on
         # --resume from the run being continued
