@@ -85,19 +85,20 @@ class Pair:
 
 
 def files_by_stem(folder: Path) -> dict[str, Path]:
-    """Image files of a folder keyed by name without suffix (duplicate names are an error)."""
+    """Image files of a folder keyed by name without their format's suffix (:func:`image_stem`:
+    ``cells.ome.zarr`` and ``cells.tif`` are both ``cells``); duplicate names are an error."""
     if not folder.is_dir():
         raise DataError(f"{folder}: folder not found.")
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         if not is_image_file(path):
             continue
-        if path.stem in found:
+        stem = image_stem(path)
+        if stem in found:
             raise DataError(
-                f"{path} and {found[path.stem]} have the same name with different suffixes; "
-                "keep only one of them."
+                f"{path} and {found[stem]} have the same name with different suffixes; keep only one of them."
             )
-        found[path.stem] = path
+        found[stem] = path
     return found
 
 

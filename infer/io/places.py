@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from idl.infer.core.errors import DataError
+from idl.infer.core.project import is_image_folder
 
 log = logging.getLogger("idl")
 
@@ -90,7 +91,7 @@ def check_apart(
     if groundtruth is not None:
         given.append((Path(groundtruth), "the ground truth"))
     for item, what in given:
-        if item.is_dir() and item.suffix.lower() != ".zarr":
+        if item.is_dir() and not is_image_folder(item):  # an OME-Zarr image is a file here
             folders.append((item, "an input folder" if what == "the input" else "the ground-truth folder"))
         elif where == item.resolve().parent:
             raise DataError(

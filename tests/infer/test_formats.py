@@ -252,3 +252,26 @@ def test_a_npy_sink_on_a_full_disk_names_its_output_and_removes_the_part(
         sink[0:10, :] = np.ones((10, 1000), np.float32)
     assert str(caught.value).startswith(f"No space left on {tmp_path / 'big.npy'} (needs about 0.38 MB, ")
     assert not list(tmp_path.iterdir())
+
+
+def test_predictions_of_a_folder_format_are_paired_by_the_name_without_its_suffix(
+    image: np.ndarray, tmp_path: Path
+) -> None:
+    """``a.ome.zarr`` is the prediction of ``a.tif``: idl-evaluate pairs it with ``gt/a.tif``."""
+    from idl.cli import evaluate as evaluate_cli
+    from idl.infer.io.images import write_tiff
+
+    write_tiff(tmp_path / "in" / "a.tif", image)
+    write_tiff(tmp_path / "gt" / "a.tif", (image > 0.5).astype(np.uint8))
+    model = write_identity_model(tmp_path / "model")
+    summaries = {}
+    for fmt in ("tif", "zarr"):
+        out = tmp_path / f"pred-{fmt}"
+        args = [str(model), str(tmp_path / "in"), "--out", str(out), "--out-format", fmt]
+        assert CliRunner().invoke(predict_cli.main, args).exit_code == 0
+        args = [str(out), str(tmp_path / "gt"), "--out", str(tmp_path / f"ev-{fmt}"), "--task", "semantic"]
+        result = CliRunner().invoke(evaluate_cli.main, args)
+        assert result.exit_code == 0, result.output
+        summaries[fmt] = (tmp_path / f"ev-{fmt}" / "summary.json").read_text()
+    assert (tmp_path / "pred-zarr" / "a.ome.zarr").is_dir()
+    assert summaries["zarr"] == summaries["tif"] and '"n_images": 1' in summaries["tif"]
