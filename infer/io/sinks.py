@@ -31,7 +31,7 @@ def _region(index: Any, shape: tuple[int, ...]) -> list[range]:
         if isinstance(item, slice):
             start, stop, step = item.indices(n)
             if step != 1:
-                raise ValueError("TIFF outputs take contiguous slices only")
+                raise ValueError("tile sinks take contiguous slices only")
             ranges.append(range(start, stop))
         else:
             if not 0 <= int(item) < n:
