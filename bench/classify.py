@@ -33,8 +33,8 @@ import numpy as np
 from idl.infer.datasets.synthetic import CELL_CLASSES, synthetic_cell, write_classification_project
 from idl.infer.evaluate.classification import auroc
 from idl.infer.io.images import write_tiff
-from idl.infer.post.classify import classify_files
 from idl.infer.service.load import load_model
+from idl.infer.tiling.classify import Classify, classify_files
 from idl.train.config import TrainConfig
 from idl.train.pipeline import train_project
 
@@ -94,7 +94,7 @@ def ood_sets(root: Path, project: str, seed: int = 1) -> dict[str, list[Path]]:
 
 
 def uncertainty_scores(model, files: list[Path], mc: int) -> dict[str, np.ndarray]:
-    _, scores = classify_files(model, files, mc, progress=False)
+    _, scores = classify_files(model, files, Classify(mc_samples=mc))
     return {
         "MC entropy of mean": scores.uncertainty,
         "MC mean entropy (InstantDL)": scores.uncertainty_instantdl,

@@ -8,7 +8,9 @@ it is high both where the model is unsure (p near 0.5) and where samples disagre
 Two maps that separate the two: the standard deviation of the samples (disagreement only, in output
 units; what regression uses) and the mutual information between the prediction and the network's
 weights, ``H(p_mean) - mean_s H(p_s)`` in bits (the entropy of the mean minus the mean entropy of the
-samples: zero when all samples agree, however unsure each is). :data:`MAPS` names them.
+samples: zero when all samples agree, however unsure each is). The entropy of the mean prediction
+(normalized to [0, 1]) counts both kinds of doubt; it is classification's default. :data:`MAPS` names
+them, for every task.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# the uncertainty maps of Monte Carlo samples (--uncertainty); "std" is regression's only one
-MAPS = ("instantdl", "std", "mutual-information")
+# the uncertainty maps of Monte Carlo samples (--uncertainty), for every task; "std" is regression's
+# only one, "entropy" (of the mean prediction, normalized to [0, 1]) classification's default
+MAPS = ("instantdl", "std", "mutual-information", "entropy")
 TINY = 1e-12
 
 
@@ -30,6 +33,13 @@ def entropy_bits(p: np.ndarray, axis: int) -> np.ndarray:
         q = np.clip(1.0 - p, TINY, 1.0)
         return -(p * np.log2(p) + q * np.log2(q)).sum(axis=axis)
     return -(p * np.log2(p)).sum(axis=axis)
+
+
+def normalized_entropy(p: np.ndarray, axis: int) -> np.ndarray:
+    """:func:`entropy_bits` divided by its largest value (1 bit for one sigmoid channel, log2 K for K
+    classes): 0 when all mass is on one class, 1 when it is spread evenly."""
+    k = p.shape[axis]
+    return (entropy_bits(p, axis) / (np.log2(k) if k > 1 else 1.0)).clip(0.0, 1.0)
 
 
 @dataclass
@@ -64,6 +74,14 @@ class SampleMoments:
         mean = self.total / self.count
         return np.maximum(entropy_bits(mean, axis=0) - self.entropy / self.count, 0.0).astype(np.float32)
 
+    def mean_entropy(self) -> np.ndarray:
+        """The samples' mean entropy, normalized like :func:`normalized_entropy` (InstantDL's
+        classification uncertainty: how flat each sample is, not whether the samples agree)."""
+        if self.entropy is None:
+            raise ValueError("these moments were accumulated without entropy")
+        k = self.total.shape[0]
+        return (self.entropy / self.count / (np.log2(k) if k > 1 else 1.0)).clip(0.0, 1.0).astype(np.float32)
+
     def map(self, name: str) -> np.ndarray:
         """The uncertainty map called ``name`` (one of :data:`MAPS`)."""
         if name == "std":
@@ -72,6 +90,8 @@ class SampleMoments:
             return self.mutual_information()
         if name == "instantdl":
             return self.uncertainty()
+        if name == "entropy":
+            return normalized_entropy(self.total / self.count, axis=0).astype(np.float32)
         raise ValueError(f"unknown uncertainty map '{name}'; known: {', '.join(MAPS)}")
 
     def mean(self) -> np.ndarray:

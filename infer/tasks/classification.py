@@ -16,11 +16,12 @@ from idl.infer.core.model_info import ModelInfo
 from idl.infer.core.processing import SPACE, ScaleRange, Softmax, apply_ops
 from idl.infer.io.omezarr import image_stem
 from idl.infer.post.classes import label_csv_for, labelled_images, read_labels
-from idl.infer.post.classify import class_names_for, predict_classes, prepare_image, resize_to
+from idl.infer.post.classify import class_names_for, prepare_image, resize_to
 from idl.infer.runtime.iospec import IOSpec
 from idl.infer.runtime.session import OnnxRunner
 from idl.infer.tasks.base import Folders, PackageText, Request, Summary, Task, extras
 from idl.infer.tasks.registry import register
+from idl.infer.tiling.classify import Classify, predict_classes
 
 
 class Classification(Task):
@@ -144,17 +145,18 @@ class Classification(Task):
 
     def predict(self, request: Request) -> Path:
         labels = self._labels(request)
+        options = request.options
+        settings = Classify(
+            options.mc_samples, request.axes, options.batch_size, options.on_nonfinite, options.uncertainty
+        )
         return predict_classes(
             request.model,
             list(request.files),
             request.out_dir,
-            request.options.mc_samples,
-            request.axes,
+            settings,
             dict(labels) if labels is not None else None,
-            request.options.batch_size,
-            request.options.progress,
-            request.options.on_nonfinite,
-            request.options.overwrite,
+            options.progress,
+            options.overwrite,
         )
 
     def done(self, request: Request, predictions: Path) -> str:

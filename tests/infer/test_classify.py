@@ -15,7 +15,8 @@ from idl.infer.evaluate.classification import (
     evaluate_classification,
     expected_calibration_error,
 )
-from idl.infer.post.classify import ClassScores, mc_scores, normalized_entropy, results_table
+from idl.infer.post.classify import ClassScores, results_table
+from idl.infer.post.uncertainty import SampleMoments, normalized_entropy
 
 
 def _distributions(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -25,22 +26,33 @@ def _distributions(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarr
 
 def test_normalized_entropy_matches_scipy_and_spans_zero_to_one(rng: np.random.Generator) -> None:
     p = _distributions(rng, (50, 4))
-    np.testing.assert_allclose(normalized_entropy(p), entropy(p, axis=1) / np.log(4), atol=1e-9)
-    assert normalized_entropy(np.array([[1.0, 0, 0, 0], [0.25, 0.25, 0.25, 0.25]])) == pytest.approx(
+    np.testing.assert_allclose(normalized_entropy(p, axis=1), entropy(p, axis=1) / np.log(4), atol=1e-9)
+    assert normalized_entropy(np.array([[1.0, 0, 0, 0], [0.25, 0.25, 0.25, 0.25]]), axis=1) == pytest.approx(
         [0, 1], abs=1e-9
     )
 
 
+def _moments(samples: np.ndarray) -> SampleMoments:
+    """Classifier samples ``(S, N, K)`` as the Monte Carlo statistics of every task take them."""
+    moments = SampleMoments.zeros((samples.shape[2], samples.shape[1]), entropy=True)
+    moments.add(samples.transpose(0, 2, 1))
+    return moments
+
+
 def test_entropy_of_the_mean_is_never_below_instantdls_mean_entropy(rng: np.random.Generator) -> None:
     samples = _distributions(rng, (20, 30, 3))
-    mean, of_mean, mean_of = mc_scores(samples)
-    np.testing.assert_allclose(mean, samples.mean(axis=0))
-    np.testing.assert_allclose(mean_of, (entropy(samples, axis=2) / np.log(3)).mean(axis=0), atol=1e-9)
-    assert (of_mean >= mean_of - 1e-12).all()  # concavity: the gap is the mutual information
+    moments = _moments(samples)
+    np.testing.assert_allclose(moments.mean().T, samples.mean(axis=0), rtol=1e-6)
+    of_mean, mean_of = moments.map("entropy"), moments.mean_entropy()
+    np.testing.assert_allclose(of_mean, entropy(samples.mean(axis=0), axis=1) / np.log(3), atol=1e-6)
+    np.testing.assert_allclose(mean_of, (entropy(samples, axis=2) / np.log(3)).mean(axis=0), atol=1e-6)
+    assert (of_mean >= mean_of - 1e-6).all()  # concavity: the gap is the mutual information
+    gap = (entropy(samples.mean(axis=0), axis=1) - entropy(samples, axis=2).mean(axis=0)) / np.log(2)
+    np.testing.assert_allclose(moments.map("mutual-information"), gap, atol=1e-6)  # in bits
     # samples that agree but are flat vs confident samples that disagree: only the entropy of the mean
     # sees the disagreement as doubt
-    disagree = np.array([[[1.0, 0, 0]], [[0, 1.0, 0]]])
-    assert mc_scores(disagree)[1][0] > 0.6 and mc_scores(disagree)[2][0] == pytest.approx(0, abs=1e-9)
+    disagree = _moments(np.array([[[1.0, 0, 0]], [[0, 1.0, 0]]]))
+    assert disagree.map("entropy")[0] > 0.6 and disagree.mean_entropy()[0] == pytest.approx(0, abs=1e-6)
 
 
 def test_scores_match_scikit_learn(rng: np.random.Generator) -> None:
@@ -95,8 +107,9 @@ def test_foreign_logits_become_probabilities_and_batches_respect_the_network() -
     from types import SimpleNamespace
 
     from idl.infer.core.grid import AxisSize
-    from idl.infer.post.classify import _batch_size, _probabilities
     from idl.infer.runtime.iospec import IOSpec
+    from idl.infer.tiling.classify import _probabilities
+    from idl.infer.tiling.classify import batch_size as _batch_size
 
     io = IOSpec("bcyx", "bc", 1, 3, {"y": AxisSize(32, 0), "x": AxisSize(32, 0)})
     model = SimpleNamespace(io=io, details={}, label="package")

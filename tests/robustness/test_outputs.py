@@ -20,9 +20,8 @@ from idl.cli import predict as predict_cli
 from idl.infer.core.model_info import METADATA_KEY, ModelInfo
 from idl.infer.io.images import read_image, write_tiff
 from idl.infer.io.record import RECORD_NAME, OutputRecord
-from idl.infer.post import classify
 from idl.infer.service.load import load_model
-from idl.infer.tiling import engine
+from idl.infer.tiling import classify, engine
 from idl.infer.tiling import predict as tiling
 from idl.infer.tiling.predict import PredictOptions, predict_files
 
@@ -301,11 +300,13 @@ def test_classifier_monte_carlo_progress_counts_samples_and_calls_hold_one_batch
     for i in range(5):
         write_tiff(tmp_path / f"{i}.tif", np.full((16, 16), i, np.float32))
         files.append(tmp_path / f"{i}.tif")
-    names, scores = classify.classify_files(model, files, mc_samples=1000, batch_size=4)
+    names, scores = classify.classify_files(
+        model, files, classify.Classify(mc_samples=1000, batch_size=4, progress=True)
+    )
     (bar,) = _Bar.made
     assert (bar.unit, bar.total, bar.count) == ("sample", 5000, 5000)
     # the deterministic pass, then the samples, never more rows per call than one batch (256 images
     # of 16 x 16 px: BATCH_BYTES caps it by the input's size), not 1000 copies of each image at once
-    assert classify._batch_size(model.io, 4) == 256
+    assert classify.batch_size(model.io, 4) == 256
     assert max(rows) == 256 and sum(rows) == 5 + 5000
     np.testing.assert_allclose(scores.probabilities.sum(axis=1), 1.0, atol=1e-6)

@@ -142,14 +142,14 @@ def test_onnx_equals_torch_and_monte_carlo_samples_differ(classified_project: Pa
 
 
 def test_package_predicts_like_the_model_folder(classified_project: Path, tmp_path: Path) -> None:
-    from idl.infer.post.classify import classify_files
     from idl.infer.service.load import load_model
+    from idl.infer.tiling.classify import classify_files
 
     package = classified_project / "model" / f"{classified_project.name}-resnet18.bioimageio.zip"
     assert package.is_file()
     files = sorted((classified_project / "test" / "image").iterdir())
-    _, folder = classify_files(load_model(classified_project / "model"), files, progress=False)
-    _, packaged = classify_files(load_model(package), files, progress=False)
+    _, folder = classify_files(load_model(classified_project / "model"), files)
+    _, packaged = classify_files(load_model(package), files)
     np.testing.assert_allclose(packaged.probabilities, folder.probabilities, atol=1e-6)
     from bioimageio.spec import load_model_description
 
@@ -202,8 +202,8 @@ def test_resume_pretrained_and_early_test_label_check(tmp_path: Path) -> None:
 
 
 def test_noise_images_are_flagged_atypical(classified_project: Path, tmp_path: Path) -> None:
-    from idl.infer.post.classify import classify_files
     from idl.infer.service.load import load_model
+    from idl.infer.tiling.classify import classify_files
 
     rng = np.random.default_rng(0)
     noise = [
@@ -211,7 +211,7 @@ def test_noise_images_are_flagged_atypical(classified_project: Path, tmp_path: P
         for i in range(8)
     ]
     model = load_model(classified_project / "model")
-    _, flagged = classify_files(model, noise, progress=False)
+    _, flagged = classify_files(model, noise)
     table = pd.read_csv(classified_project / "results" / "results.csv")
     assert flagged.atypicality is not None
     assert np.median(table["atypicality"]) < 1.0  # the test images look like the training images
