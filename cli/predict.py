@@ -269,9 +269,9 @@ def main(
     given = [*inputs, *(p for paths in named.values() for p in paths)]
     check_apart(out_dir, given, gt_dir)  # before the model is even opened
     loaded = load_model(path, device)
-    if named and loaded.tensors is None:
+    if named and loaded.tensors.simple:
         raise click.UsageError("this model has one input: give its images as INPUT, not --input NAME=PATH")
-    if loaded.tensors is not None and len(loaded.tensors.inputs) > 1 and inputs:
+    if len(loaded.tensors.inputs) > 1 and inputs:
         names = ", ".join(t.id for t in loaded.tensors.inputs)
         raise click.UsageError(f"this model has the inputs {names}: give each as --input NAME=PATH")
     options = PredictOptions(
