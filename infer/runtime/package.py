@@ -37,7 +37,8 @@ from idl.infer.core.processing import (
 )
 from idl.infer.runtime.iospec import SPACE, IOSpec
 from idl.infer.runtime.model import RDF_NAMES, KindOf, LoadedModel
-from idl.infer.runtime.tensors import InputTensor, OutputTensor, Tensors
+from idl.infer.runtime.session import OnnxRunner
+from idl.infer.runtime.tensors import InputTensor, OutputTensor, Tensors, fitted_to_graph
 
 log = logging.getLogger("idl")
 
@@ -604,11 +605,16 @@ def load_package(path: Path, kind_of: KindOf, device: str = "auto") -> LoadedMod
     # other packages as bioimage.io tools run them: bioimageio.core pads the input of spec 0.5 models
     # by the halo before preprocessing, and does not pad 0.4 ones.
     kind = kind_of(info) if info is not None else None
+    weights = read_member(descr.weights.onnx, str(path))
+    runners = {}
     if kind is not None:
         io = kind.io_spec(info)
         tensors = Tensors.single(io)
-    else:
-        tensors = tensors_from_description(descr, version.startswith("0.5"))
+    else:  # someone else's package: its graph may fix sizes its description does not
+        runner = OnnxRunner(weights, device, label=str(path))
+        runners[False] = runner  # opened once: prediction runs it
+        described = tensors_from_description(descr, version.startswith("0.5"))
+        tensors = fitted_to_graph(described, runner.input_shapes, str(path))
         io = summary_io(tensors)
     mc_weights, missing = None, f"this package has no Monte Carlo dropout graph; {MC_CONFIG_HINT}"
     mc = idl.get("mc_dropout")
@@ -620,7 +626,7 @@ def load_package(path: Path, kind_of: KindOf, device: str = "auto") -> LoadedMod
             mc_weights = read_member(item, str(path))
     return LoadedModel(
         io=io,
-        weights=read_member(descr.weights.onnx, str(path)),
+        weights=weights,
         label=str(path),
         info=info,
         mc_weights=mc_weights,
@@ -629,6 +635,7 @@ def load_package(path: Path, kind_of: KindOf, device: str = "auto") -> LoadedMod
         tensors=tensors,
         details={**package_details(descr, idl), "source": str(path), "mc_dropout": mc or None},
         device=device,
+        _runners=runners,
     )
 
 

@@ -89,6 +89,8 @@ class OnnxRunner:
             shown = self.provider if "CUDA" in self.provider else f"{self.provider} ({on})"
             log.info("ONNX Runtime runs the model on %s", shown)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        # each input's dimensions as the graph fixes them: a number, or None where any size goes
+        self.input_shapes = [[d if isinstance(d, int) and d > 0 else None for d in i.shape] for i in inputs]
         self.input_names = [i.name for i in inputs]
         self.output_names = [o.name for o in outputs]
         self.input_dtypes = [ORT_TYPES.get(i.type, np.float32) for i in inputs]
@@ -122,11 +124,16 @@ class OnnxRunner:
         }
         try:
             return list(self.session.run(self.output_names, feed))
-        except (RuntimeError, MemoryError) as exc:  # onnxruntime's Fail, RuntimeException, allocation
+        except Exception as exc:  # onnxruntime's InvalidArgument, Fail, RuntimeException; allocation
             size = sum(b.nbytes for b in feed.values()) / 2**20
-            shapes = ", ".join(str(b.shape) for b in feed.values())
+            given = ", ".join(f"'{name}' {b.shape}" for name, b in feed.items())
+            takes = ", ".join(
+                f"'{name}' ({', '.join('any' if d is None else str(d) for d in dims)})"
+                for name, dims in zip(self.input_names, self.input_shapes, strict=True)
+            )
             raise ModelError(
-                f"{self.label}: ONNX Runtime failed on a batch of shape {shapes} ({size:.0f} MB in): "
-                f"{str(exc).splitlines()[0][:300]}. If the tiles are large, use a smaller --tile-size "
-                "(or --batch-size 1)."
+                f"{self.label}: ONNX Runtime refused the input(s) {given} ({size:.0f} MB): "
+                f"{str(exc).splitlines()[0][:300]}. The graph takes {takes}. If the tiles are large, use a "
+                "smaller --tile-size (or --batch-size 1); if the graph fixes a size, tile at that size "
+                "(--tile-size)."
             ) from exc

@@ -11,10 +11,14 @@ for window.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import logging
+from dataclasses import dataclass, field, replace
 
+from idl.infer.core.grid import AxisSize
 from idl.infer.core.processing import Op
 from idl.infer.runtime.iospec import SPACE, IOSpec
+
+log = logging.getLogger("idl")
 
 
 @dataclass(frozen=True)
@@ -86,3 +90,37 @@ class Tensors:
             dtype=io.output_dtype,
         )
         return cls((InputTensor(input_id, io),), (output,), io.max_batch)
+
+
+def fitted_to_graph(tensors: Tensors, shapes: list[list[int | None]], label: str) -> Tensors:
+    """``tensors`` with the sizes the ONNX graph itself fixes (``shapes``: each input's dimensions in
+    the network's axis order, None where any size goes). Packages are often exported with fixed
+    spatial sizes while their description allows others; the graph is what runs, so tiles take
+    exactly its size (said once), and a fixed batch size limits the tiles per call."""
+    inputs, fixed, batch = [], {}, tensors.max_batch
+    for tensor, dims in zip(tensors.inputs, shapes, strict=False):
+        io = tensor.io
+        sizes = dict(io.sizes)
+        for letter, dim in zip(io.input_axes, dims, strict=False):
+            if dim is None:
+                continue
+            if letter == "b":
+                batch = min(batch, dim) if batch else dim
+            elif letter in sizes and sizes[letter] != AxisSize(dim, 0):
+                sizes[letter] = AxisSize(dim, 0)
+                fixed[letter] = (dim, io.sizes[letter])
+        max_batch = io.max_batch if not batch else min(io.max_batch or batch, batch)
+        inputs.append(InputTensor(tensor.id, replace(io, sizes=sizes, max_batch=max_batch)))
+    if not fixed and batch == tensors.max_batch:
+        return tensors
+    if fixed:
+        sides = " x ".join(str(fixed[a][0]) for a in tensors.spatial if a in fixed)
+        allowed = ", ".join(f"{a}: {rule.minimum} + k * {rule.step}" for a, (_, rule) in fixed.items())
+        log.info(
+            "%s: the ONNX graph takes inputs of exactly %s px (its description allows %s): predicting in "
+            "tiles of that size",
+            label,
+            sides,
+            allowed,
+        )
+    return Tensors((*inputs, *tensors.inputs[len(inputs) :]), tensors.outputs, batch)

@@ -21,6 +21,8 @@ from idl.infer.runtime.iospec import DETECTOR_MIN_SIZE, IOSpec, image_io
 from idl.infer.tasks.base import PackageText, Summary, extras
 from idl.infer.tasks.pixels import PixelTask, Scoring
 from idl.infer.tasks.registry import register
+from idl.infer.tiling.engine import Layout
+from idl.infer.tiling.mergers import Merger, Objects
 from idl.infer.tiling.predict import Outputs, Prediction, PredictOptions
 
 if TYPE_CHECKING:
@@ -43,17 +45,16 @@ class Labels(Outputs):
 
 
 class Detections(Labels):
-    """Mask R-CNN's labels, tiled so that every object is kept once (the tile loop with the
-    :class:`idl.infer.tiling.mergers.Objects` merger)."""
+    """Mask R-CNN's labels, tiled so that every object is kept once: the tile loop with the
+    :class:`idl.infer.tiling.mergers.Objects` merger."""
 
-    def predict(
-        self, model: LoadedModel, image: Any, options: PredictOptions, tile: int, halos: tuple[int, ...]
-    ) -> Prediction:
-        from idl.infer.tiling.predict import predict_objects
-
+    def merger(self, model: LoadedModel, where: Layout, options: PredictOptions) -> Merger | None:
         if options.mc_samples:
             model.session(mc=True)  # raises: Mask R-CNN has no Monte Carlo graph
-        labels, scores = predict_objects(model.network(), image, model.io, tile, halos[0], options.progress)
+        return Objects(where.shape)
+
+    def collect(self, merged: Any, options: PredictOptions) -> Prediction:
+        labels, scores = merged
         return Prediction(scores[np.newaxis], labels, None, None, scores)
 
 

@@ -20,7 +20,6 @@ from idl.infer.core.axes import match_channels
 from idl.infer.core.errors import DataError, IdlError
 from idl.infer.core.grid import AxisSize, read_window, smallest_tile
 from idl.infer.core.nonfinite import POLICIES, check_nonfinite, has_floats
-from idl.infer.core.processing import split_pointwise
 from idl.infer.core.project import (
     IMAGE_SUFFIXES,
     OBJECTS_DIR,
@@ -39,7 +38,7 @@ from idl.infer.runtime.model import LoadedModel
 from idl.infer.runtime.session import Runner, Sampler
 from idl.infer.runtime.tensors import Tensors
 from idl.infer.tiling.batch import Batch, Item, run_batch
-from idl.infer.tiling.engine import finish, layout, needs_whole_output, run_sample
+from idl.infer.tiling.engine import Layout, finish, layout, needs_whole_output, run_sample
 from idl.infer.tiling.mergers import Merger, MonteCarlo, NonFinite, Objects, Placed
 
 log = logging.getLogger("idl")
@@ -412,17 +411,42 @@ def check_batch(model: LoadedModel, options: PredictOptions, available: int | No
 class Outputs:
     """What the tiled runner makes of a network's output and writes: by default the output as it is
     (a package's post-processed output, regression values). A task replaces it (see
-    :mod:`idl.infer.tasks`) to turn probabilities into masks or labels, or to run its own tiling;
-    loaders attach the task's to the model (``LoadedModel.outputs``)."""
+    :mod:`idl.infer.tasks`) to turn probabilities into masks or labels, or to merge tiles its own way
+    (:meth:`merger`); loaders attach the task's to the model (``LoadedModel.outputs``)."""
 
     whole_image: str = ""  # why images are predicted in memory (empty: out of core is fine)
     objects: bool = False  # also write objects/<name>.csv (one row per labelled object)
     makes_mask: bool = False  # out of core: the values are written first, then made a mask
 
+    def merger(self, model: LoadedModel, where: Layout, options: PredictOptions) -> Merger | None:
+        """A merger of the task's own for the network's output on an image laid out as ``where``
+        (:mod:`idl.infer.tiling.mergers`), whose result :meth:`collect` makes a prediction; None (the
+        default): the values are placed as they are, or as Monte Carlo statistics."""
+        return None
+
+    def collect(self, merged: Any, options: PredictOptions) -> Prediction:
+        """What the result of :meth:`merger`'s merger becomes."""
+        raise NotImplementedError
+
     def predict(
         self, model: LoadedModel, image: Any, options: PredictOptions, tile: int, halos: tuple[int, ...]
     ) -> Prediction:
-        """The network's output over a whole image, tile by tile, then :meth:`finish`."""
+        """The network's output over a whole image, tile by tile through the one tile loop, merged by
+        the task's :meth:`merger` and :meth:`collect`, or placed and :meth:`finish` ed."""
+        tensors = Tensors.single(model.io)
+        where = layout(tensors, image.shape[:-1], (tile,) * len(halos), halos)
+        merger = self.merger(model, where, options)
+        if merger is not None:
+            run = model.network()
+
+            def forward(inputs: dict[str, np.ndarray], draws: int) -> dict[str, np.ndarray]:
+                return {"output": run(inputs["input"])}
+
+            batch = options.batch_for(model.io)
+            merged = run_sample(
+                tensors, {"input": image}, forward, where, {"output": merger}, batch, 0, options.progress
+            )
+            return self.collect(merged["output"], options)
         try:
             output, uncertainty = predict_probabilities(
                 model.network(mc=options.mc_samples > 0),
@@ -691,17 +715,14 @@ def _predict_file(
     """Predict one input file and write its outputs; returns the prediction's path."""
     image = load_input(path, axes, model.io, lazy=True)
     found = check_nonfinite(image, str(path), model.io.image_axes, options.on_nonfinite)
-    whole_image_needed = (
-        outputs.whole_image
-        or model.io.input_pad is not None
-        or bool(split_pointwise(model.io.postprocessing)[1])
-    )
+    # a package's input padding is read lazily too (engine.PaddedView); statistics of the whole output
+    # are not
+    whole_image_needed = outputs.whole_image or needs_whole_output(model.tensors)
     if is_lazy(image) and whole_image_needed and image.nbytes > options.out_of_core_bytes:
         log.warning(
             "%s: %s, so the image is predicted in memory",
             path.name,
-            outputs.whole_image
-            or "this package pads its input or post-processes with statistics of the whole output",
+            outputs.whole_image or "this package post-processes with statistics of the whole output",
         )
     if is_lazy(image) and (image.nbytes <= options.out_of_core_bytes or whole_image_needed):
         image = np.asarray(image[tuple(slice(None) for _ in image.shape)])

@@ -421,18 +421,28 @@ def test_2d_image_for_a_3d_package_says_so(foreign_3d: Path, tmp_path: Path) -> 
     )
 
 
-def test_padded_package_on_a_large_lazy_image_runs_in_memory(foreign_2d: Path, tmp_path: Path) -> None:
-    """Halo padding needs the whole image: above the out-of-core limit it is still predicted, in memory."""
+def test_padded_package_on_a_large_lazy_image_runs_out_of_core_like_in_memory(
+    foreign_2d: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The halo padding a package asks for is read window by window (a padded view of the lazy
+    image, the padding cropped off the outputs): above the out-of-core limit the image is predicted
+    tile by tile, with the in-memory result."""
     from idl.infer.tiling.predict import PredictOptions, predict_files
 
     image = _blobs(np.random.default_rng(9), (96, 112, 2))
     np.save(tmp_path / "cells.npy", image)  # memory-mapped when read
     model = load_model(foreign_2d)
+    assert model.io.input_pad is not None and any(model.io.halo.values())
     for name, limit in (("memory", 2**40), ("over_limit", 0)):
         options = PredictOptions(tile_size=64, progress=False, out_of_core_bytes=limit)
-        predict_files(model, [tmp_path / "cells.npy"], tmp_path / name, options, axes="yxc")
-    np.testing.assert_array_equal(
-        read_image(tmp_path / "over_limit" / "cells.tif"), read_image(tmp_path / "memory" / "cells.tif")
+        with caplog.at_level("INFO", logger="idl"):
+            caplog.clear()
+            predict_files(model, [tmp_path / "cells.npy"], tmp_path / name, options, axes="yxc")
+        assert ("written tile by tile" in caplog.text) == (name == "over_limit")
+    np.testing.assert_allclose(
+        read_image(tmp_path / "over_limit" / "cells.tif"),
+        read_image(tmp_path / "memory" / "cells.tif"),
+        atol=1e-6,
     )
 
 
