@@ -251,12 +251,14 @@ def predict_probabilities(
             return placed
         return NonFinite(placed, lambda region: ~np.isfinite(read_window(image, region)).all(axis=-1))
 
+    # a target without a channel axis (a one-channel output's sink) takes channel 0
+    channels = output is None or len(getattr(output, "shape", (0, *spatial))) > len(spatial)
     merger: Merger
     if samples:
         spread_target = uncertainty_out if uncertainty_out is not None else np.empty(grid.length, np.float32)
-        merger = MonteCarlo(placer(output), placer(spread_target, False), spread_name, tolerance)
+        merger = MonteCarlo(placer(output, channels), placer(spread_target, False), spread_name, tolerance)
     else:
-        merger = placer(output)
+        merger = placer(output, channels)
     result = run_sample(
         tensors, {"input": image}, forward, where, {"output": merger}, batch_size, samples, progress
     )["output"]

@@ -3,17 +3,22 @@ huge --tile-size values are capped by the memory available instead of exhausting
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
+from skimage.draw import disk
 
 from idl.infer.core.grid import AxisSize, smallest_tile
 from idl.infer.core.model_info import ModelInfo
+from idl.infer.io.sinks import NpySink
 from idl.infer.tasks.registry import io_for_info
 from idl.infer.tiling import predict
-from idl.infer.tiling.predict import bounded_tile, predict_probabilities
+from idl.infer.tiling.predict import bounded_tile, predict_objects, predict_probabilities
 
 
 def _network(radius: int):
@@ -27,6 +32,26 @@ def _network(radius: int):
     return run
 
 
+MERGERS = ("placed", "sink", "nonfinite", "monte-carlo")
+
+
+def _tiled(run, image, io, tile: int, halo: int, batch: int, merger: str) -> np.ndarray:
+    """The tiled output through one of the tile loop's mergers: values placed in memory, written into
+    a sink on disk (out of core), placed with the non-finite rule (a finite image: unchanged), or
+    Monte Carlo statistics of deterministic 'samples' (their mean: the values)."""
+    if merger == "sink":
+        with tempfile.TemporaryDirectory() as folder:
+            sink = NpySink(Path(folder) / "out.npy", image.shape[:-1], np.float32)
+            predict_probabilities(run, image, io, tile_size=tile, halo=halo, batch_size=batch, output=sink)
+            return np.concatenate([block for _, block in sink.blocks()])[np.newaxis]
+    if merger == "monte-carlo":
+        mean, spread = predict_probabilities(run, image, io, tile, halo, batch, samples=3)
+        np.testing.assert_allclose(spread, (mean * (1 - mean))[0], atol=1e-5)  # no disagreement
+        return mean
+    marked = merger == "nonfinite"
+    return predict_probabilities(run, image, io, tile, halo, batch, mark_nonfinite=marked)[0]
+
+
 @settings(max_examples=80, deadline=None)
 @given(
     height=st.integers(1, 260),
@@ -37,9 +62,18 @@ def _network(radius: int):
     spare=st.integers(0, 6),
     batch=st.integers(1, 3),
     seed=st.integers(0, 2**16),
+    merger=st.sampled_from(MERGERS),
 )
 def test_tiled_prediction_equals_the_whole_image(
-    height: int, width: int, radius: int, multiple: int, blocks: int, spare: int, batch: int, seed: int
+    height: int,
+    width: int,
+    radius: int,
+    multiple: int,
+    blocks: int,
+    spare: int,
+    batch: int,
+    seed: int,
+    merger: str,
 ) -> None:
     io = io_for_info(ModelInfo("semantic", 1, 2, multiple, 0, output="probabilities"))
     halo = radius + spare  # at least the receptive field
@@ -47,9 +81,39 @@ def test_tiled_prediction_equals_the_whole_image(
     image = np.random.default_rng(seed).random((height, width, 1)).astype(np.float32)
     run = _network(radius)
     whole, _ = predict_probabilities(run, image, io, tile_size=max(height, width) + multiple, halo=0)
-    tiled, _ = predict_probabilities(run, image, io, tile_size=tile, halo=halo, batch_size=batch)
+    tiled = _tiled(run, image, io, tile, halo, batch, merger)
     assert tiled.shape == whole.shape == (1, height, width)
     np.testing.assert_allclose(tiled, whole, atol=1e-5)
+
+
+def _components(batch: np.ndarray) -> np.ndarray:
+    """A stand-in for Mask R-CNN: connected components of the bright pixels, score 0.9 each."""
+    labels, _ = ndimage.label(batch[0, 0] > 0.5)
+    return np.stack([labels, 0.9 * (labels > 0)]).astype(np.float32)[np.newaxis]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    height=st.integers(20, 220),
+    width=st.integers(20, 220),
+    blocks=st.integers(2, 8),
+    seed=st.integers(0, 2**16),
+)
+def test_the_objects_merger_gives_the_whole_images_objects(
+    height: int, width: int, blocks: int, seed: int
+) -> None:
+    """Objects smaller than the halo: each kept once, by the tile that owns its centre, so the tiled
+    label image is the whole image's up to the numbering."""
+    rng = np.random.default_rng(seed)
+    image = np.zeros((height, width), np.float32)
+    for _ in range(rng.integers(1, 12)):
+        centre, radius = (rng.uniform(0, height), rng.uniform(0, width)), rng.uniform(1.5, 6)
+        image[disk(centre, radius, shape=image.shape)] = 1.0
+    whole, _ = ndimage.label(image > 0.5)
+    io = io_for_info(ModelInfo("instance", 1, 2, 1, 14, output="labels"))
+    tiled, _ = predict_objects(_components, image[..., None], io, max(2 * 14 + 8, 8 * blocks), 14)
+    pairs = np.unique(np.stack([whole.ravel(), tiled.ravel()]), axis=1)  # one tiled object per object
+    assert tiled.max() == whole.max() and pairs.shape[1] == whole.max() + 1
 
 
 def test_a_huge_tile_is_capped_by_the_memory_available(caplog) -> None:
