@@ -10,15 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 import torch
 from torch import nn
 
-from idl.export.onnx import export_onnx
+from idl.export.onnx import ExportError, export_onnx
 from idl.infer.core.model_info import ModelInfo
 from idl.infer.runtime.model import read_info
 from idl.infer.runtime.session import OnnxRunner
 from idl.models import MCDropout
-from idl.models.network import Examples, Exportable
+from idl.models.network import Agreement, Examples, Exportable, largest_difference
 from idl.models.registry import register
 from idl.train.checkpoint import load_checkpoint, model_from_checkpoint, model_payload, save_checkpoint
 
@@ -97,3 +98,18 @@ def test_a_registered_network_is_checkpointed_rebuilt_and_exported(tmp_path: Pat
     assert float(samples.std(axis=0).mean()) > 0.1  # the samples differ
     # the mean of 4000 samples has standard errors of at most 0.009 here: 0.06 is more than six of them
     assert np.abs(samples.mean(axis=0) - expected[0]).max() <= 0.06
+
+
+class Shifted(Mixer):
+    """A network that measures its graphs against torch's output shifted by 0.01, which they do not
+    compute: export_onnx must find them 0.01 apart, refuse them and leave no graph behind."""
+
+    def agreement(self, expected: torch.Tensor, got: torch.Tensor) -> Agreement:
+        return largest_difference(expected + 0.01, got)
+
+
+def test_the_export_is_checked_by_the_networks_own_measure(tmp_path: Path) -> None:
+    shifted = r"on an input of shape \(3, 2, 9, 4\) \(max abs diff 1\.00e-02"  # ONNX Runtime's rounding aside
+    with pytest.raises(ExportError, match=shifted):
+        export_onnx(Shifted(MixerSpec()), _info(), tmp_path)
+    assert not (tmp_path / "model.onnx").exists() and not (tmp_path / "model_mc.onnx").exists()
