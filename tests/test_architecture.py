@@ -256,3 +256,57 @@ def test_one_network_registry() -> None:
         f"these modules keep a table of networks; networks are registered in {REGISTRY} (with "
         f"idl.models.registry.register) and looked up there: {tables}"
     )
+
+
+# The one prediction engine (docs/architecture.md): the names each piece may be used under, and where
+TILE_LOOP = "infer/tiling/engine.py"  # run_tiles: every network over tiles runs here
+BATCH_DRIVER = "infer/tiling/batch.py"  # run_batch: every batch of inputs goes through here
+ENGINE_RULES = {
+    # a loop over the tile grid (or a grid made to loop over) outside the tile loop
+    r"\btile_grid\(": {TILE_LOOP, "infer/core/grid.py"},
+    # a batch driver's pieces: the record of outputs, the failures collected to the end, a killed run's
+    # leftovers (training clears its model folder's, which is no batch)
+    r"\bOutputRecord\b": {BATCH_DRIVER, "infer/io/record.py"},
+    r"\bBatchError\(": {BATCH_DRIVER, "infer/core/errors.py"},
+    r"\bremove_leftovers\(": {BATCH_DRIVER, "infer/io/places.py", "train/pipeline.py"},
+}
+
+
+def engine_breaches(sources: dict[str, str]) -> dict[str, list[str]]:
+    """For each rule of :data:`ENGINE_RULES`, the modules (of ``sources``: path -> text) that break it."""
+    found: dict[str, list[str]] = {}
+    for pattern, allowed in ENGINE_RULES.items():
+        rule = re.compile(pattern)
+        bad = [path for path, text in sources.items() if rule.search(text) and path not in allowed]
+        if bad:
+            found[pattern] = sorted(bad)
+    return found
+
+
+def test_the_engine_rules_find_a_second_loop_and_a_second_driver() -> None:
+    sources = {
+        "infer/tiling/mine.py": "for tile in tile_grid(shape, tile, halo, rules):\n    run(tile)",
+        "infer/tasks/mine.py": "record = OutputRecord.read(out)\nraise BatchError(failures, n)",
+        TILE_LOOP: "tiles = tile_grid(shape, tile, halos, rules)",
+        BATCH_DRIVER: "record = OutputRecord.read(out)",
+    }
+    assert engine_breaches(sources) == {
+        r"\btile_grid\(": ["infer/tiling/mine.py"],
+        r"\bOutputRecord\b": ["infer/tasks/mine.py"],
+        r"\bBatchError\(": ["infer/tasks/mine.py"],
+    }
+
+
+def test_one_tile_loop_and_one_batch_driver() -> None:
+    sources = {
+        path.relative_to(ROOT).as_posix(): path.read_text(encoding="utf-8")
+        for layer in LAYERS
+        for path in sorted((ROOT / layer).rglob("*.py"))
+    }
+    assert "def run_tiles(" in sources[TILE_LOOP] and "def run_batch(" in sources[BATCH_DRIVER]
+    breaches = engine_breaches(sources)
+    assert not breaches, (
+        f"a second tile loop or batch driver (pattern: modules): {breaches}; run networks over tiles with "
+        f"{TILE_LOOP}'s run_tiles (a merger of your own decides what becomes of the output) and batches of "
+        f"inputs with {BATCH_DRIVER}'s run_batch"
+    )

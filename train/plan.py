@@ -432,13 +432,9 @@ def validation_voxels(
 ) -> int:
     """The voxels one validation pass predicts: every tile of every validation image (or held-out
     block), overlaps included, as :class:`idl.train.validation.WholeImageValidation` tiles them."""
-    from idl.infer.core.grid import tile_grid
+    from idl.infer.tiling.engine import tiled_voxels
 
-    return sum(
-        math.prod(s.stop - s.start for s in t.window)
-        for shape in shapes
-        for t in tile_grid(shape, tile, halo, list(multiples))
-    )
+    return tiled_voxels(shapes, tile, halo, multiples)
 
 
 def budget_for(device: str, memory_gb: float | None = None, processes: int = 1) -> Budget:

@@ -208,6 +208,19 @@ def layout(
     return Layout(spatial, original, padding, shape, tiles)
 
 
+def tiled_voxels(
+    shapes: Sequence[Sequence[int]], tile: Sequence[int], halo: Sequence[int], multiples: Sequence[int]
+) -> int:
+    """The voxels the network sees when images of ``shapes`` are tiled (overlaps counted each time):
+    what a prediction or a validation pass costs, for planning."""
+    rules = list(multiples)
+    return sum(
+        math.prod(s.stop - s.start for s in t.window)
+        for shape in shapes
+        for t in tile_grid(tuple(shape), tuple(tile), tuple(halo), rules)
+    )
+
+
 def tile_reader(
     tensors: Tensors, images: Mapping[str, Any], where: Layout
 ) -> Callable[[Tile], dict[str, np.ndarray]]:
