@@ -24,11 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
-from scipy import ndimage
 
 from idl.infer.core.errors import ModelError
 from idl.infer.core.grid import Tile
-from idl.infer.post.instance_labels import label_dtype
 from idl.infer.post.uncertainty import SplitHalves
 
 
@@ -206,6 +204,8 @@ class MonteCarlo:
 
 def owned_objects(labels: np.ndarray, tile: Tile) -> list[int]:
     """The labels (in tile numbering) of the objects whose centre lies in the region ``tile`` owns."""
+    from scipy import ndimage  # only networks that output labels need it (a start-up of 20 MB)
+
     ids = np.unique(labels)
     ids = ids[ids > 0]
     if not ids.size:
@@ -290,4 +290,6 @@ class Objects:
         pass
 
     def finalize(self) -> tuple[np.ndarray, np.ndarray]:
+        from idl.infer.post.instance_labels import label_dtype  # scipy, for label networks only
+
         return self.labels.astype(label_dtype(self.count), copy=False), self.scores
