@@ -80,9 +80,10 @@ from idl.infer.runtime.session import DEVICES, THREADS_VARIABLE
     "uncertainty_map",
     type=click.Choice(MAPS),
     default=None,
-    help="The Monte Carlo uncertainty map: InstantDL's (mean p(1-p) + variance; high where unsure or "
-    "where samples disagree), the samples' standard deviation, or the mutual information (disagreement "
-    "alone, in bits) [default: instantdl; std for regression].",
+    help="The Monte Carlo uncertainty map, for every task: InstantDL's (mean p(1-p) + variance; high where "
+    "unsure or where samples disagree), the samples' standard deviation, the mutual information "
+    "(disagreement alone, in bits) or the entropy of the mean prediction (0..1) [default: instantdl; std "
+    "for regression; entropy for classification].",
 )
 @click.option(
     "--mc-tolerance",
