@@ -105,13 +105,19 @@ class LoadedModel:
 
         return run
 
+    def counts_samples(self) -> bool:
+        """Whether the Monte Carlo graph takes a sample count after the network's inputs."""
+        names = self.session(True).input_names
+        return len(names) == len(self.tensors.inputs) + 1 and names[-1] == MC_SAMPLES_INPUT
+
     def sampler(self) -> Sampler | None:
-        """Monte Carlo samples in one call, when the Monte Carlo graph takes a sample count (a second
-        input, whose length is the count): ``(N, C, *spatial)`` and ``S`` -> ``(N * S, K, *spatial)``
-        in idl's axes, the samples of each tile together. ``None`` for graphs that sample by being
-        called on copies of a tile."""
+        """Monte Carlo samples in one call, when the Monte Carlo graph takes a sample count (an input
+        after the network's own called :data:`MC_SAMPLES_INPUT`, whose length is the count):
+        ``(N, C, *spatial)`` and ``S`` -> ``(N * S, K, *spatial)`` in idl's axes, the samples of each
+        tile together. ``None`` for graphs that sample by being called on copies of a tile (a
+        network with two inputs of its own is not one with a sample count)."""
         runner, io = self.session(True), self.io
-        if len(runner.input_names) != 2:
+        if not self.counts_samples():
             return None
 
         def run(batch: np.ndarray, count: int) -> np.ndarray:

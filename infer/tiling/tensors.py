@@ -75,7 +75,10 @@ def predict_tensors(
             "memory, but it is read lazily. Save it as a compressed TIFF to predict it."
         )
     sampling = options.mc_samples > 0
-    spread = options.uncertainty or ("std" if model.io.uncertainty == "std" else "instantdl")
+    # a package made elsewhere says nothing of what its outputs mean: their samples' standard deviation
+    # is an uncertainty of any values (InstantDL's map is one of probabilities)
+    known = model.info is not None and model.io.uncertainty != "std"
+    spread = options.uncertainty or ("instantdl" if known else "std")
 
     def bad(region: tuple[slice, ...]) -> np.ndarray:
         return ~np.all(
@@ -104,7 +107,7 @@ def predict_tensors(
         else:
             mergers[out.id] = placer(out.id, target, channels)
     runner = model.session(mc=sampling)
-    forward = network_forward(runner, tensors, sampler=sampling and model.sampler() is not None)
+    forward = network_forward(runner, tensors, sampler=sampling and model.counts_samples())
     inputs = {t.id: images[t.id] for t in tensors.inputs}
     size = options.batch_for(model.io)  # the summary IOSpec carries the inputs' batch limit
     progress = options.progress and (len(where.tiles) > 1 or sampling)

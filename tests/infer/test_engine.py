@@ -32,25 +32,38 @@ bio = pytest.importorskip("bioimageio.spec.model.v0_5")
 PREDICT = [sys.executable, "-c", "from idl.cli.predict import main; main()"]
 
 
-def _net(path: Path, side: int | None) -> None:
+def _net(path: Path, side: int | None, dropout: bool = False) -> None:
     """Inputs ``a`` and ``b`` ``(n, 1, y, x)``, fixed at ``side`` x ``side`` when given; output ``mix``
-    = a 3 x 3 convolution of both, 2 channels."""
+    = a 3 x 3 convolution of both, 2 channels; with ``dropout`` half the inputs' pixels are dropped
+    (the others doubled) afresh on every call, as a Monte Carlo dropout graph does."""
     w = (np.random.default_rng(7).standard_normal((2, 2, 3, 3)) / 3).astype(np.float32)
     dims = ["n", 1, side, side] if side else ["n", 1, "y", "x"]
+    nodes = [helper.make_node("Concat", ["a", "b"], ["ab"], axis=1)]
+    weights = [numpy_helper.from_array(w, "w")]
+    if dropout:  # a mask from RandomUniformLike (ONNX Runtime's optimizer removes Dropout nodes)
+        nodes += [
+            helper.make_node("RandomUniformLike", ["ab"], ["draw"]),
+            helper.make_node("Greater", ["draw", "half"], ["keep"]),
+            helper.make_node("Cast", ["keep"], ["mask"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", ["ab", "mask"], ["masked"]),
+            helper.make_node("Mul", ["masked", "two"], ["kept"]),
+        ]
+        weights += [
+            numpy_helper.from_array(np.array(0.5, np.float32), "half"),
+            numpy_helper.from_array(np.array(2.0, np.float32), "two"),
+        ]
+    nodes.append(helper.make_node("Conv", ["kept" if dropout else "ab", "w"], ["mix"], pads=[1, 1, 1, 1]))
     graph = helper.make_graph(
-        [
-            helper.make_node("Concat", ["a", "b"], ["ab"], axis=1),
-            helper.make_node("Conv", ["ab", "w"], ["mix"], pads=[1, 1, 1, 1]),
-        ],
+        nodes,
         "pair",
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, dims) for n in ("a", "b")],
         [helper.make_tensor_value_info("mix", TensorProto.FLOAT, ["n", 2, *dims[2:]])],
-        [numpy_helper.from_array(w, "w")],
+        weights,
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9), path)
 
 
-def _package(folder: Path, side: int | None) -> Path:
+def _package(folder: Path, side: int | None, mc: bool = False) -> Path:
     """A bioimage.io package of :func:`_net`: inputs of 16 + k * 16 px (the description allows any
     such size, whatever the graph fixes), a halo of 2 px, ``a`` scaled linearly; test tensors of 64 px
     computed by ONNX Runtime."""
@@ -66,6 +79,13 @@ def _package(folder: Path, side: int | None) -> Path:
     for name, array in {**test, "mix": mix}.items():
         np.save(folder / f"test_{name}.npy", array)
     (folder / "README.md").write_text("# A pair in, a mix out\n")
+    extra = {}
+    if mc:  # a Monte Carlo graph beside it, as idl's packages carry theirs
+        _net(folder / "net_mc.onnx", side, dropout=True)
+        extra = {
+            "attachments": [bio.FileDescr(source=folder / "net_mc.onnx")],
+            "config": {"idl": {"mc_dropout": {"file": "net_mc.onnx"}}},
+        }
 
     def space(reference: str | None) -> list:
         if reference is None:
@@ -119,6 +139,7 @@ def _package(folder: Path, side: int | None) -> Path:
             )
         ],
         weights=bio.WeightsDescr(onnx=bio.OnnxWeightsDescr(source=folder / "net.onnx", opset_version=18)),
+        **extra,
     )
     return save_bioimageio_package(descr, output_path=folder / "pair.zip")
 
@@ -127,7 +148,11 @@ def _package(folder: Path, side: int | None) -> Path:
 def packages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The pair package with free spatial dimensions, and its twin whose graph is fixed at 64 px."""
     root = tmp_path_factory.mktemp("pairs")
-    return {"free": _package(root / "free", None), "fixed": _package(root / "fixed", 64)}
+    return {
+        "free": _package(root / "free", None),
+        "fixed": _package(root / "fixed", 64),
+        "mc": _package(root / "mc", None, mc=True),
+    }
 
 
 def _run(*args: object) -> tuple[int, str]:
@@ -281,3 +306,50 @@ def test_a_merger_registered_here_is_used_by_idl_predict(
         expected[tile.owned] = number
     assert len(tiles) == 9 and owner.dtype == np.uint16
     np.testing.assert_array_equal(owner, expected)
+
+
+@pytest.mark.parametrize("where", ["memory", "out of core"])
+def test_a_pair_package_with_a_monte_carlo_graph_gives_samples_and_uncertainty(
+    packages: dict[str, Path], tmp_path: Path, where: str
+) -> None:
+    """Samples that really differ: their mean tends to the deterministic output (dropout scales the
+    kept pixels), and the uncertainty map (their standard deviation with --uncertainty std) is positive
+    wherever the output is not constant; out of core (sinks written tile by tile) as in memory."""
+    from idl.infer.service.load import load_model
+    from idl.infer.tiling.tensors import predict_tensors
+
+    rng = np.random.default_rng(3)
+    pair = {name: rng.random((120, 136, 1)).astype(np.float32) for name in ("a", "b")}
+    model = load_model(packages["mc"])
+    plain = predict_tensors(model, pair, PredictOptions(progress=False))["mix"]
+    options = PredictOptions(progress=False, mc_samples=64, batch_size=8, uncertainty="std", tile_size=64)
+    if where == "memory":
+        sampled = predict_tensors(model, pair, options)
+        mean, spread = sampled["mix"], sampled["mix:uncertainty"]
+    else:
+        mean = np.zeros((2, 120, 136), np.float32)
+        spread = np.zeros((120, 136), np.float32)
+        predict_tensors(model, pair, options, targets={"mix": mean}, spreads={"mix": spread})
+    assert mean.shape == plain.shape == (2, 120, 136) and spread.shape == (120, 136)
+    # 64 samples of a linear network on pixels dropped with p = 0.5: the mean's error is about
+    # 1/8 of one sample's spread
+    error = np.abs(mean - plain).mean() / spread.mean()
+    assert 0.02 < error < 0.3
+    assert (spread > 0).mean() > 0.99
+    assert np.corrcoef(mean.ravel(), plain.ravel())[0, 1] > 0.95
+
+
+def test_idl_predict_writes_a_pair_packages_samples_and_uncertainty(
+    packages: dict[str, Path], tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(4)
+    for name in ("a", "b"):
+        write_tiff(tmp_path / name / "pair.tif", rng.random((80, 96)).astype(np.float32))
+    inputs = ["--input", f"a={tmp_path / 'a'}", "--input", f"b={tmp_path / 'b'}"]
+    code, output = _run(packages["mc"], *inputs, "--out", tmp_path / "out", "--mc-samples", 8)
+    assert code == 0, output
+    assert read_image(tmp_path / "out" / "mix" / "pair.tif").shape == (2, 80, 96)
+    uncertainty = read_image(tmp_path / "out" / "uncertainty" / "mix" / "pair.tif")
+    assert uncertainty.shape == (80, 96) and uncertainty.min() >= 0 and uncertainty.mean() > 0
+    code, output = _run(packages["free"], *inputs, "--out", tmp_path / "none", "--mc-samples", 8)
+    assert code == 1 and "this package has no Monte Carlo dropout graph" in output
