@@ -19,7 +19,13 @@ def main() -> None:
 @main.command("dsb2018")
 @click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("project", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--split", default="train", show_default=True, type=click.Choice(SPLITS))
+@click.option(
+    "--split",
+    default="train",
+    show_default=True,
+    type=click.Choice(SPLITS),
+    help="The project split the samples go to.",
+)
 @user_errors
 def dsb2018(source: Path, project: Path, split: str) -> None:
     """Import SOURCE/<id>/images/<id>.png and SOURCE/<id>/masks/*.png into PROJECT/<split>."""
@@ -31,7 +37,13 @@ def dsb2018(source: Path, project: Path, split: str) -> None:
 
 @main.command("from-masks")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the label images (<mask name>.tif).",
+)
 @click.option("--split-touching", is_flag=True, help="Cut touching objects along distance-transform valleys.")
 @click.option(
     "--min-distance",

@@ -35,7 +35,8 @@ from idl.infer.runtime.session import DEVICES, THREADS_VARIABLE
     "--out",
     "out_dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Folder for the predictions (<image name>.tif); required unless --info.",
+    help="Folder for the predictions (<image name>.tif); required to predict (not for --info, --test, "
+    "--download or --list-cached).",
 )
 @click.option(
     "--info", "show_info", is_flag=True, help="Describe MODEL (inputs, outputs, metrics, MC) and exit."

@@ -79,12 +79,14 @@ def _list_option(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option(
     "--patience",
     type=click.IntRange(min=1),
-    help="Stop after this many epochs without a better validation score [default: half the epochs].",
+    help="Stop after this many epochs without a better validation score [default: half the epochs, at "
+    "least 10].",
 )
 @click.option("--seed", type=int, help="Random seed [default: 42].")
 @click.option(
     "--pretrained",
-    help="Start from a bioimage.io package (zip, folder, rdf.yaml) or an idl checkpoint / model folder.",
+    help="Start from a bioimage.io package (zip, folder, rdf.yaml, or a bioimage.io id, DOI or URL, "
+    "fetched into the model cache once) or an idl checkpoint / model folder.",
 )
 @click.option(
     "--freeze-encoder/--no-freeze-encoder",
@@ -135,7 +137,8 @@ def _list_option(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option(
     "--model",
     help="Network: unet (segmentation, regression); unet or maskrcnn (instance); resnet18, resnet34, "
-    "resnet50 or resnet101 (classification) [default: unet, resnet50].",
+    "resnet50 or resnet101 (classification) [default: unet; classification: resnet18 on a CPU, resnet50 "
+    "on a GPU].",
 )
 @click.option(
     "--class-weights",
