@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,6 +24,7 @@ from tqdm.auto import tqdm
 from idl.infer.core.errors import BatchError, IdlError, ModelError
 from idl.infer.io.places import remove_leftovers
 from idl.infer.io.record import OutputRecord, claim
+from idl.infer.tiling.engine import batched
 
 log = logging.getLogger("idl")
 
@@ -84,14 +84,6 @@ class Outcome:
     skipped: list[Item] = field(default_factory=list)
 
 
-def _groups(items: Sequence[Item], size: int) -> list[list[Item]]:
-    iterator = iter(items)
-    groups = []
-    while group := list(islice(iterator, size)):
-        groups.append(group)
-    return groups
-
-
 def run_batch(items: Sequence[Item], batch: Batch, work: Work) -> Outcome:
     """Predict ``items`` with ``work`` under the batch policy (module docstring); raises
     :class:`BatchError` after the others are done when some failed."""
@@ -121,7 +113,7 @@ def run_batch(items: Sequence[Item], batch: Batch, work: Work) -> Outcome:
         )
     failures: list[tuple[Path, str]] = []
     progress = tqdm(total=len(todo), unit=batch.unit, disable=not batch.progress or len(items) < 2)
-    for group in _groups(todo, batch.group):
+    for group in batched(todo, batch.group):
         for item in group:
             record.start(item.name, list(item.outputs), item.source, batch.model)
         try:

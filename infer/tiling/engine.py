@@ -37,7 +37,8 @@ from idl.infer.tiling.mergers import Merger, OutputGrid
 Forward = Callable[[dict[str, np.ndarray], int], dict[str, np.ndarray]]
 
 
-def _batched(items: Sequence[Tile], size: int) -> list[list[Tile]]:
+def batched(items: Sequence[Any], size: int) -> list[list[Any]]:
+    """``items`` in consecutive groups of ``size`` (the last one shorter)."""
     iterator = iter(items)
     chunks = []
     while chunk := list(islice(iterator, size)):
@@ -68,7 +69,7 @@ def run_tiles(
         disable=not progress,
         leave=False,
     )
-    for chunk in _batched(tiles, 1 if sampling else batch_size):
+    for chunk in batched(tiles, 1 if sampling else batch_size):
         inputs = [read(tile) for tile in chunk]
         x = {name: np.stack([i[name] for i in inputs]) for name in inputs[0]}
         if not sampling:

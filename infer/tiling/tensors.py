@@ -239,20 +239,18 @@ def _write_in_memory(
 ) -> list[Path]:
     tensors: Tensors = model.tensors
     results = predict_tensors(model, images, options, nonfinite=nonfinite)
-    written = []
+    arrays = {}
     for out in tensors.outputs:
-        array = results[out.id]
-        array = (array[0] if array.shape[0] == 1 else array).astype(out.dtype, copy=False)
-        target = output_path(out_dir, out.id, item.name, options)
+        values = results[out.id]
+        values = (values[0] if values.shape[0] == 1 else values).astype(out.dtype, copy=False)
+        arrays[output_path(out_dir, out.id, item.name, options)] = values
+        if options.mc_samples:
+            spread = output_path(out_dir / UNCERTAINTY_DIR, out.id, item.name, options)
+            arrays[spread] = results[f"{out.id}:uncertainty"]
+    written = []
+    for target, array in arrays.items():
         target.parent.mkdir(parents=True, exist_ok=True)
         written.append(write_output(target, array, options, tensors.inputs[0].io))
-    if options.mc_samples:
-        for out in tensors.outputs:
-            target = output_path(out_dir / UNCERTAINTY_DIR, out.id, item.name, options)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            written.append(
-                write_output(target, results[f"{out.id}:uncertainty"], options, tensors.inputs[0].io)
-            )
     log.info("%s -> %s", item.name, ", ".join(str(p.relative_to(out_dir)) for p in written))
     return written
 
