@@ -24,6 +24,21 @@ def smoothing_net(path: Path, seed: int = 0) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9), path)
 
 
+def someone_elses(folder: Path, name: str, description: str) -> dict:
+    """What every test package made here says of itself (a package made elsewhere: no idl config),
+    its README written into ``folder``: the fields of ``ModelDescr`` but its tensors and weights."""
+    bio = pytest.importorskip("bioimageio.spec.model.v0_5")
+    (folder / "README.md").write_text(f"# {name}\n")
+    return {
+        "name": name,
+        "description": description,
+        "authors": [bio.Author(name="Someone Else")],
+        "cite": [bio.CiteEntry(text="none", url="https://example.org")],
+        "license": "MIT",
+        "documentation": bio.FileDescr(source=folder / "README.md"),
+    }
+
+
 @pytest.fixture(scope="session")
 def small_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A valid spec-0.5 package (one 3x3 convolution, sizes 16 + k*8, halo 1) as a zip."""
@@ -38,15 +53,9 @@ def small_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     session = ort.InferenceSession(str(folder / "net.onnx"), providers=["CPUExecutionProvider"])
     np.save(folder / "test_in.npy", test_in)
     np.save(folder / "test_out.npy", session.run(None, {"raw": test_in})[0])
-    (folder / "README.md").write_text("# A small package\n")
     space = [bio.AxisId("y"), bio.AxisId("x")]
     descr = bio.ModelDescr(
-        name="small package",
-        description="one convolution",
-        authors=[bio.Author(name="Someone Else")],
-        cite=[bio.CiteEntry(text="none", url="https://example.org")],
-        license="MIT",
-        documentation=bio.FileDescr(source=folder / "README.md"),
+        **someone_elses(folder, "small package", "one convolution"),
         inputs=[
             bio.InputTensorDescr(
                 id=bio.TensorId("raw"),

@@ -27,6 +27,8 @@ from idl.infer.tiling.engine import Layout
 from idl.infer.tiling.mergers import OutputGrid
 from idl.infer.tiling.predict import Outputs, Prediction, PredictOptions
 
+from .conftest import someone_elses
+
 bio = pytest.importorskip("bioimageio.spec.model.v0_5")
 
 PREDICT = [sys.executable, "-c", "from idl.cli.predict import main; main()"]
@@ -78,7 +80,6 @@ def _package(folder: Path, side: int | None, mc: bool = False) -> Path:
     (mix,) = session.run(["mix"], {"a": 2.0 * test["a"] - 1.0, "b": test["b"]})
     for name, array in {**test, "mix": mix}.items():
         np.save(folder / f"test_{name}.npy", array)
-    (folder / "README.md").write_text("# A pair in, a mix out\n")
     extra = {}
     if mc:  # a Monte Carlo graph beside it, as idl's packages carry theirs
         _net(folder / "net_mc.onnx", side, dropout=True)
@@ -101,12 +102,7 @@ def _package(folder: Path, side: int | None, mc: bool = False) -> Path:
 
     scale = bio.ScaleLinearDescr(kwargs=bio.ScaleLinearKwargs(gain=2.0, offset=-1.0))
     descr = bio.ModelDescr(
-        name="a pair of inputs",
-        description="two inputs, one output",
-        authors=[bio.Author(name="Someone Else")],
-        cite=[bio.CiteEntry(text="none", url="https://example.org")],
-        license="MIT",
-        documentation=bio.FileDescr(source=folder / "README.md"),
+        **someone_elses(folder, "a pair of inputs", "two inputs, one output"),
         inputs=[
             bio.InputTensorDescr(
                 id=bio.TensorId("a"),

@@ -14,6 +14,8 @@ from onnx import TensorProto, helper, numpy_helper
 from idl.cli import predict as predict_cli
 from idl.infer.io.images import read_image, write_tiff
 
+from .conftest import someone_elses
+
 bio = pytest.importorskip("bioimageio.spec.model.v0_5")
 
 
@@ -94,19 +96,13 @@ def two_by_two(tmp_path_factory: pytest.TempPathFactory) -> Path:
     }
     for name, array in test.items():
         np.save(folder / f"test_{name}.npy", array)
-    (folder / "README.md").write_text("# Two inputs, two outputs\n")
 
     def channel(*names: str) -> object:
         return bio.ChannelAxis(channel_names=[bio.Identifier(n) for n in names])
 
     def describe() -> object:
         return bio.ModelDescr(
-            name="two by two",
-            description="two inputs, two outputs, one down-sampled",
-            authors=[bio.Author(name="Someone Else")],
-            cite=[bio.CiteEntry(text="none", url="https://example.org")],
-            license="MIT",
-            documentation=bio.FileDescr(source=folder / "README.md"),
+            **someone_elses(folder, "two by two", "two inputs, two outputs, one down-sampled"),
             inputs=[
                 bio.InputTensorDescr(
                     id=bio.TensorId("a"),
