@@ -30,8 +30,6 @@ from idl.train.tasks.registry import all_trainers, trainer_for, trainer_names
 
 log = logging.getLogger("idl")
 
-DEFAULT_AUGMENTATIONS = ("flip", "rot90")
-
 
 def _task(name: str, source: str) -> str:
     try:
@@ -95,7 +93,9 @@ class TrainConfig:
     # U-Net: where the dropout sits (models.unet.DROPOUT_PLACES): "encoder" (InstantDL) or "last"
     dropout_at: str = "encoder"
     val_fraction: float = 0.2
-    augment: tuple[str, ...] = DEFAULT_AUGMENTATIONS
+    # None: the task's (its trainer's default_augmentations; a classifier decides from the data whether
+    # flips and quarter turns keep the classes, train/tasks/classification/orientation.py)
+    augment: tuple[str, ...] | None = None
     # per augmentation: {"probability": p, "range": [lowest, highest]}; ours (train/augment.py) where
     # not given. Resolved on creation, so the saved config shows what was used.
     augment_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -122,6 +122,9 @@ class TrainConfig:
     package: bool = True  # also write a validated bioimage.io package
     save_augmentations: bool = False  # write PROJECT/model/augmentations.png before training
     authors: tuple[str, ...] = ()  # for the package; empty: the login name
+    # whether the plan may add to ``augment`` (a classifier's flips and quarter turns, decided from the
+    # data); None: when ``augment`` is not given. Saved in config.json, so --resume decides alike.
+    augment_planned: bool | None = None
 
     def __post_init__(self) -> None:
         if self.loss is not None:  # InstantDL's loss names, from a config file or the command line
@@ -136,8 +139,11 @@ class TrainConfig:
         for ok, key, requirement in self._range_checks(trainer.min_image_size):
             if not ok:
                 raise SettingError(key, requirement)
+        if self.augment_planned is None:
+            object.__setattr__(self, "augment_planned", self.augment is None)
+        names = trainer.default_augmentations if self.augment is None else self.augment
         try:
-            resolved = resolve_augmentation(self.augment, self.augment_settings)
+            resolved = resolve_augmentation(names, self.augment_settings)
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
         object.__setattr__(self, "augment", tuple(resolved))
@@ -324,7 +330,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["augment"] = list(self.augment)
+        data["augment"] = list(self.augment or ())
         data["authors"] = list(self.authors)
         if isinstance(self.class_weights, tuple):
             data["class_weights"] = list(self.class_weights)
@@ -360,7 +366,15 @@ _KINDS: dict[str, tuple[str, tuple[type, ...]]] = {
     **{k: ("a number", (int, float)) for k in ("learning_rate", "dropout", "val_fraction", "overlap")},
     **{
         k: ("true or false", (bool,))
-        for k in ("uncertainty", "evaluate", "freeze_encoder", "package", "anisotropic", "save_augmentations")
+        for k in (
+            "uncertainty",
+            "evaluate",
+            "freeze_encoder",
+            "package",
+            "anisotropic",
+            "save_augmentations",
+            "augment_planned",
+        )
     },
     **{
         k: ("a text", (str,))
@@ -542,7 +556,7 @@ def resolve_config(file: Path | None = None, **overrides: Any) -> TrainConfig:
     if values.get("class_weights") is not None:  # "balanced", "1,2.5" (command line) or a list
         values["class_weights"] = parse_class_weights(values["class_weights"])
     try:
-        return replace(TrainConfig(), **values)
+        return TrainConfig(**values)
     except SettingError as exc:
         raise _in_file_terms(exc, keys, str(file)) from None
     except TypeError as exc:

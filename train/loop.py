@@ -33,6 +33,8 @@ class TrainState:
     finished: bool = False
     seconds: float = 0.0  # spent training and validating (summed over resumed runs)
     history: list[dict[str, float]] = field(default_factory=list)
+    # what the run decided while training (e.g. a classifier's orientation augmentation), kept for --resume
+    decisions: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -238,6 +240,7 @@ def fit(
     on_epoch: Callable[[TrainState, bool], None],
     steps: Steps | None = None,
     ranks: Ranks = SINGLE,
+    after_epoch: Callable[[TrainState], None] | None = None,
 ) -> TrainState:
     """Train until ``settings.epochs`` or early stopping; ``on_epoch(state, improved)`` saves and logs.
 
@@ -250,6 +253,10 @@ def fit(
     With several ``ranks`` (torchrun) each trains on its part of every global batch
     (:func:`~idl.train.distributed.share_indices`) through DistributedDataParallel; rank 0 validates
     and alone calls ``on_epoch``; the losses are averaged over the ranks.
+
+    ``after_epoch(state)`` runs before the first epoch (a resumed run re-applies what it decided) and
+    after every epoch, before ``on_epoch`` saves the state: the place for decisions taken while
+    training (:attr:`TrainState.decisions`).
     """
     collate = steps.collate if steps is not None else None
     batch_loss = steps.batch_loss if steps is not None else _standard_loss(loss_fn)
@@ -257,6 +264,8 @@ def fit(
     batch_size = ranks.local_batch(settings.batch_size)
     progress = settings.progress and ranks.main
     bar = tqdm(total=settings.epochs, initial=state.epoch, unit="epoch", disable=not progress, desc="epochs")
+    if after_epoch is not None:
+        after_epoch(state)
     while not state.finished and state.epoch < settings.epochs:
         started = time.perf_counter()
         train_set.epoch = state.epoch
@@ -317,6 +326,8 @@ def fit(
         state.history.append(record)
         if state.bad_epochs >= settings.patience or state.epoch >= settings.epochs:
             state.finished = True
+        if after_epoch is not None:
+            after_epoch(state)
         if ranks.main:
             on_epoch(state, improved)
         bar.update(1)

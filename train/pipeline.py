@@ -10,6 +10,7 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -459,6 +460,7 @@ def fit(run: Run, tracker: Tracker | None) -> TrainState:
     if validation is None and setup.val_set is not None:
         validation = loader_validation(setup.val_set, setup.loss, settings, setup.steps)
     state = run.state
+    after_epoch = _choices(run) if setup.choice is not None else None
     fit_loop(
         model,
         run.optimizer,
@@ -471,6 +473,7 @@ def fit(run: Run, tracker: Tracker | None) -> TrainState:
         on_epoch,
         setup.steps,
         run.resolved.ranks,
+        after_epoch,
     )
     if validation is None:
         log.info(
@@ -489,6 +492,35 @@ def fit(run: Run, tracker: Tracker | None) -> TrainState:
             state.best_epoch,
         )
     return state
+
+
+def _choices(run: Run) -> Callable[[TrainState], None]:
+    """What the loop calls after every epoch for the task's decision taken while training
+    (:class:`idl.train.setup.Choice`): decided on rank 0 when due (every rank gets it), applied on
+    every rank, kept in the state (so ``--resume`` applies it again), logged and written into the
+    plan."""
+    choice, ranks, device = run.setup.choice, run.resolved.ranks, run.resolved.start.device
+    assert choice is not None
+
+    def after_epoch(state: TrainState) -> None:
+        epochs = run.plan.epochs
+        if choice.name not in state.decisions and state.epoch and choice.due(state.epoch, epochs):
+            decided = ranks.from_main(lambda: choice.decide(run.model, device, state.epoch, epochs))
+            if decided is not None:
+                state.decisions[choice.name] = decided
+                run.plan = replace(run.plan, augmentation=choice.describe(decided))
+                if ranks.main:
+                    log.info("augmentation: %s", run.plan.augmentation)
+                    write_text(run.model_dir / PLAN_NAME, run.plan.to_json())
+        if choice.name in state.decisions:
+            decided = state.decisions[choice.name]
+            choice.apply(decided)
+            if run.plan.augmentation != choice.describe(decided):  # a resumed run's plan says it again
+                run.plan = replace(run.plan, augmentation=choice.describe(decided))
+                if ranks.main:
+                    write_text(run.model_dir / PLAN_NAME, run.plan.to_json())
+
+    return after_epoch
 
 
 def export(run: Run, tracker: Tracker) -> tuple[nn.Module, Path, Path | None]:

@@ -191,6 +191,7 @@ class Plan:
     schedule: str = "trapezoid"
     sources: dict[str, str] = field(default_factory=dict)
     network: str = ""  # what the network is, when not a U-Net of ``depth`` levels
+    augmentation: str = ""  # what the plan decides of the augmentation (classification), if anything
     # warnings for the user (a set patch clamped to the images): logged once, not saved (the sources
     # say it in the plan table and plan.json)
     notes: tuple[str, ...] = field(default=(), compare=False)
@@ -220,6 +221,8 @@ class Plan:
             ("learning rate", f"{self.learning_rate:g}, {self.schedule} (warm-up {self.warmup_steps} steps)"),
             ("validation", self.validation),
         ]
+        if self.augmentation:
+            rows.append(("augmentation", self.augmentation))
         if self.network:
             rows[2] = ("network", self.network)
         width = max(len(k) for k, _ in rows)

@@ -4,7 +4,7 @@ description for the inference side, the datasets and the loss."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from torch import nn
 from torch.utils.data import Dataset
@@ -16,6 +16,26 @@ from idl.train.plan import Plan
 
 if TYPE_CHECKING:
     from idl.train.config import TrainConfig
+
+
+class Choice(Protocol):
+    """A decision a task takes while training, from what the network has learned so far (a
+    classifier's flips and quarter turns): due at some epoch, decided on the main process, applied on
+    every one, and kept in :attr:`idl.train.loop.TrainState.decisions` under :attr:`name`."""
+
+    name: str
+
+    def due(self, epoch: int, epochs: int) -> bool:
+        """Whether to decide after ``epoch`` of ``epochs``."""
+
+    def decide(self, model: nn.Module, device: Any, epoch: int, epochs: int) -> dict[str, Any] | None:
+        """The decision (saved with the state), or None to wait for a later epoch."""
+
+    def apply(self, decision: dict[str, Any]) -> None:
+        """Put ``decision`` into effect for the epochs to come."""
+
+    def describe(self, decision: dict[str, Any] | None) -> str:
+        """The plan's line about it."""
 
 
 @dataclass
@@ -34,6 +54,7 @@ class Setup:
     plan: Plan
     steps: Steps | None = None  # loss and validation of networks not trained as loss(model(x), y)
     validation: Validator | None = None  # whole-image validation (U-Net tasks); overrides val_set
+    choice: Choice | None = None  # a decision taken while training (see Choice)
 
 
 def data_summary(n_train: int, n_val: int, channels: int) -> str:

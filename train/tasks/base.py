@@ -58,6 +58,9 @@ class Trainer:
     min_image_size: ClassVar[int] = 16  # the smallest --image-size (a training patch side)
     precise_batch_norm: ClassVar[bool] = False  # recompute batch-norm statistics after each epoch
     metric: ClassVar[str] = "score"  # the validation score: what the evaluation reports first
+    # augmentations when none are given (flips and quarter turns: objects in images without an up or
+    # down, as in segmentation)
+    default_augmentations: ClassVar[tuple[str, ...]] = ("flip", "rot90")
 
     def default_model(self, device: str) -> str:
         """The network trained when none is named."""

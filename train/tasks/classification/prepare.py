@@ -23,6 +23,7 @@ from idl.train.tasks.classification.data import (
     load_classification_data,
     split_stratified,
 )
+from idl.train.tasks.classification.orientation import OrientationChoice
 from idl.train.tasks.classification.plan import make_classification_plan
 
 if TYPE_CHECKING:
@@ -131,21 +132,34 @@ def prepare_classification(
         f"{' (small-input stem)' if small else ''}, loss {loss_name}"
         f"{' with class weights ' + np.array2string(weights, precision=3) if weights is not None else ''}"
     )
+    train_set = ImageDataset(
+        data.images[train_idx],
+        data.labels[train_idx],
+        config.augmentation,
+        config.seed,
+        plan.steps_per_epoch * plan.batch_size,
+    )
+    choice = None
+    if config.augment_planned and len(val_idx):  # flips and quarter turns: from the data
+        choice = OrientationChoice(
+            train_set,
+            data.images[val_idx],
+            data.labels[val_idx],
+            data.class_names,
+            config.augment,
+            config.augment_settings,
+        )
+        plan = replace(plan, augmentation=choice.describe(None))
     return Setup(
         config=config,
         model=ResNetClassifier(spec),
         spec=spec,
         info=info,
-        train_set=ImageDataset(
-            data.images[train_idx],
-            data.labels[train_idx],
-            config.augmentation,
-            config.seed,
-            plan.steps_per_epoch * plan.batch_size,
-        ),
+        train_set=train_set,
         val_set=ImageDataset(data.images[val_idx], data.labels[val_idx]) if len(val_idx) else None,
         plan=plan,
         loss=cross_entropy(weights),
         num_classes=k,
         summary=summary,
+        choice=choice,
     )
