@@ -82,6 +82,13 @@ def _list_option(ctx: click.Context, param: click.Parameter, value: str | None) 
     help="Stop after this many epochs without a better validation score [default: half the epochs, at "
     "least 10].",
 )
+@click.option(
+    "--budget-cap",
+    type=click.FloatRange(min=1),
+    help="A run whose validation score still rises where its learning rate would start to decay gets "
+    "half its planned epochs more, again and again, up to this many times them; 1 never extends "
+    "[default: 3 for a planned budget, 1 when --epochs is set].",
+)
 @click.option("--seed", type=int, help="Random seed [default: 42].")
 @click.option(
     "--pretrained",

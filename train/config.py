@@ -70,6 +70,10 @@ class TrainConfig:
     # or constant (see train/plan.py)
     lr_schedule: str = "trapezoid"
     patience: int | None = None  # epochs without a better validation score; None: half the epochs
+    # a run whose validation score still rises where its learning rate would start to decay gets more
+    # epochs, up to this many times the planned ones (train/budget.py); None: 3 for a planned budget,
+    # 1 (never) where epochs are set or InstantDL's iterations_over_dataset limits them
+    budget_cap: float | None = None
     seed: int = 42
     loss: str | None = None  # bce+dice (binary), ce (multi-class, classification) or mse (regression)
     # InstantDL's loss_function: used where it fits the task, else the task's default (with a warning),
@@ -182,6 +186,11 @@ class TrainConfig:
             (self.batch_images is None or self.batch_images >= 1, "batch_images", "must be >= 1"),
             (self.learning_rate is None or self.learning_rate > 0, "learning_rate", "must be > 0"),
             (self.patience is None or self.patience >= 1, "patience", "must be >= 1"),
+            (
+                self.budget_cap is None or self.budget_cap >= 1,
+                "budget_cap",
+                "must be >= 1 (1: never extended)",
+            ),
             (
                 self.lr_schedule in SCHEDULES,
                 "lr_schedule",
@@ -363,7 +372,10 @@ _KINDS: dict[str, tuple[str, tuple[type, ...]]] = {
             "workers",
         )
     },
-    **{k: ("a number", (int, float)) for k in ("learning_rate", "dropout", "val_fraction", "overlap")},
+    **{
+        k: ("a number", (int, float))
+        for k in ("learning_rate", "dropout", "val_fraction", "overlap", "budget_cap")
+    },
     **{
         k: ("true or false", (bool,))
         for k in (

@@ -5,6 +5,7 @@ validation score, early stopping, checkpoints every epoch, resumable."""
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -16,9 +17,12 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from idl.infer.core.errors import IdlError
+from idl.train import budget
 from idl.train.distributed import SINGLE, Ranks, share_indices
 from idl.train.losses import LossFn, predicted_classes
 from idl.train.plan import learning_rate_at
+
+log = logging.getLogger("idl")
 
 
 @dataclass
@@ -35,6 +39,8 @@ class TrainState:
     history: list[dict[str, float]] = field(default_factory=list)
     # what the run decided while training (e.g. a classifier's orientation augmentation), kept for --resume
     decisions: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 0  # the budget once extended (idl.train.budget); 0: the planned one
+    extensions: list[str] = field(default_factory=list)  # why, one line per extension
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,6 +63,9 @@ class LoopSettings:
     amp: str = "off"  # mixed precision on CUDA: "bf16", "fp16" (with a gradient scaler) or "off"
     workers: int = 0  # data-loader worker processes (0: batches are made in the training process)
     pin_memory: bool = False  # page-locked batches, copied to the GPU while it computes
+    # the budget may grow up to this many epochs while the validation score still rises
+    # (idl.train.budget); 0 or at most ``epochs``: never extended
+    max_epochs: int = 0
 
     @property
     def total_steps(self) -> int:
@@ -228,6 +237,24 @@ def _improved(state: TrainState, val_loss: float, score: float, burn_in: int) ->
     return score > state.best_score or (score == state.best_score and val_loss < state.best_val_loss)
 
 
+def _extend(state: TrainState, settings: LoopSettings, epochs: int, steps: int, main: bool) -> int:
+    """The budget after this epoch (of ``steps`` steps): extended (:mod:`idl.train.budget`) when this
+    is its check epoch, the cap allows and the validation score is still rising; else ``epochs``."""
+    most = max(settings.max_epochs, settings.epochs)
+    if epochs >= most or state.epoch != budget.check_epoch(epochs):
+        return epochs
+    trend = budget.trend([h[f"val_{settings.metric}"] for h in state.history])
+    if trend is None or not trend.rising:
+        return epochs
+    longer = budget.extended(epochs, settings.epochs, most)
+    line = budget.describe(trend, settings.metric, state.epoch, longer, steps)
+    state.epochs = longer
+    state.extensions.append(line)
+    if main:
+        log.info("budget: %s", line)
+    return longer
+
+
 def fit(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -254,6 +281,10 @@ def fit(
     (:func:`~idl.train.distributed.share_indices`) through DistributedDataParallel; rank 0 validates
     and alone calls ``on_epoch``; the losses are averaged over the ranks.
 
+    A run still rising where its learning rate would start to decay gets more epochs, up to
+    ``settings.max_epochs`` (:mod:`idl.train.budget`; recorded in ``state.epochs`` and
+    ``state.extensions``).
+
     ``after_epoch(state)`` runs before the first epoch (a resumed run re-applies what it decided) and
     after every epoch, before ``on_epoch`` saves the state: the place for decisions taken while
     training (:attr:`TrainState.decisions`).
@@ -263,10 +294,11 @@ def fit(
     trained = ranks.wrap(model, device, unused_parameters=steps is not None)
     batch_size = ranks.local_batch(settings.batch_size)
     progress = settings.progress and ranks.main
-    bar = tqdm(total=settings.epochs, initial=state.epoch, unit="epoch", disable=not progress, desc="epochs")
+    epochs = state.epochs or settings.epochs  # the budget, extended while the score still rises
+    bar = tqdm(total=epochs, initial=state.epoch, unit="epoch", disable=not progress, desc="epochs")
     if after_epoch is not None:
         after_epoch(state)
-    while not state.finished and state.epoch < settings.epochs:
+    while not state.finished and state.epoch < epochs:
         started = time.perf_counter()
         train_set.epoch = state.epoch
         epoch_set = Subset(train_set, share_indices(len(train_set), settings.batch_size, ranks))
@@ -285,7 +317,7 @@ def fit(
         schedule = None
         if settings.learning_rate > 0:
             first = state.epoch * len(loader)
-            total = settings.epochs * len(loader)
+            total = epochs * len(loader)
 
             def schedule(i: int, first: int = first, total: int = total) -> float:
                 return learning_rate_at(
@@ -324,7 +356,10 @@ def fit(
         if validation is not None:
             record.update({"val_loss": val_loss, f"val_{settings.metric}": val_score})
         state.history.append(record)
-        if state.bad_epochs >= settings.patience or state.epoch >= settings.epochs:
+        if validation is not None and state.bad_epochs < settings.patience:
+            epochs = _extend(state, settings, epochs, len(loader), ranks.main)
+            bar.total = epochs
+        if state.bad_epochs >= settings.patience or state.epoch >= epochs:
             state.finished = True
         if after_epoch is not None:
             after_epoch(state)

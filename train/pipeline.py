@@ -31,6 +31,7 @@ from idl.infer.service.run import predict_and_evaluate as predict_and_evaluate_r
 from idl.infer.tasks.base import Request
 from idl.infer.tasks.registry import task_for
 from idl.infer.tiling.predict import PredictOptions
+from idl.train import budget
 from idl.train.accelerate import acceleration
 from idl.train.checkpoint import (
     BEST_NAME,
@@ -311,6 +312,7 @@ def prepare(resolved: Resolved, progress: bool) -> Run:
     plan = replace(setup.plan, schedule=config.lr_schedule)
     if start.saved is not None:
         plan = _keep_reasons(plan, _saved_plan(start.saved, model_dir))
+    plan = replace(plan, max_epochs=budget.max_epochs(plan.epochs, _budget_cap(config, plan)))
     log.info("training plan (set in the config or on the command line to change an item):\n%s", plan.table())
     for note in plan.notes:
         log.warning(note)
@@ -355,6 +357,16 @@ def prepare(resolved: Resolved, progress: bool) -> Run:
         preview = save_augmentation_grid(setup.train_set, model_dir / PREVIEW_NAME)
         log.info("augmented training samples: %s (stop with Ctrl-C if they look wrong)", preview)
     return Run(resolved, config, setup, plan, model, optimizer, state, fresh, run_id, progress)
+
+
+def _budget_cap(config: TrainConfig, plan: Plan) -> float:
+    """How far the budget may grow while validation still rises: as set, else :data:`budget.CAP` for
+    a planned budget and 1 (never) for epochs set by the user or limited by InstantDL's
+    ``iterations_over_dataset``, and for runs without validation."""
+    if config.budget_cap is not None:
+        return config.budget_cap
+    planned = "budget" in plan.sources.get("epochs", "set")
+    return budget.CAP if planned and config.val_fraction > 0 else 1.0
 
 
 def _saved_plan(saved: dict[str, Any], model_dir: Path) -> dict[str, Any]:
@@ -454,13 +466,14 @@ def fit(run: Run, tracker: Tracker | None) -> TrainState:
         learning_rate=plan.learning_rate,
         warmup_steps=plan.warmup_steps,
         schedule=config.lr_schedule,
+        max_epochs=plan.max_epochs,
         **asdict(acceleration(config, run.resolved.start.device)),
     )
     validation = setup.validation
     if validation is None and setup.val_set is not None:
         validation = loader_validation(setup.val_set, setup.loss, settings, setup.steps)
     state = run.state
-    after_epoch = _choices(run) if setup.choice is not None else None
+    after_epoch = _decisions(run)
     fit_loop(
         model,
         run.optimizer,
@@ -494,31 +507,32 @@ def fit(run: Run, tracker: Tracker | None) -> TrainState:
     return state
 
 
-def _choices(run: Run) -> Callable[[TrainState], None]:
-    """What the loop calls after every epoch for the task's decision taken while training
-    (:class:`idl.train.setup.Choice`): decided on rank 0 when due (every rank gets it), applied on
-    every rank, kept in the state (so ``--resume`` applies it again), logged and written into the
-    plan."""
+def _decisions(run: Run) -> Callable[[TrainState], None]:
+    """What the loop calls before the first epoch and after every one: the task's decision taken
+    while training (:class:`idl.train.setup.Choice`: decided on rank 0 when due, every rank gets it
+    and applies it) and the budget's extensions (:mod:`idl.train.budget`, made by the loop). Both are
+    kept in the state (so ``--resume`` applies them again) and written into the plan."""
     choice, ranks, device = run.setup.choice, run.resolved.ranks, run.resolved.start.device
-    assert choice is not None
 
     def after_epoch(state: TrainState) -> None:
-        epochs = run.plan.epochs
-        if choice.name not in state.decisions and state.epoch and choice.due(state.epoch, epochs):
-            decided = ranks.from_main(lambda: choice.decide(run.model, device, state.epoch, epochs))
-            if decided is not None:
-                state.decisions[choice.name] = decided
-                run.plan = replace(run.plan, augmentation=choice.describe(decided))
-                if ranks.main:
-                    log.info("augmentation: %s", run.plan.augmentation)
-                    write_text(run.model_dir / PLAN_NAME, run.plan.to_json())
-        if choice.name in state.decisions:
-            decided = state.decisions[choice.name]
-            choice.apply(decided)
-            if run.plan.augmentation != choice.describe(decided):  # a resumed run's plan says it again
-                run.plan = replace(run.plan, augmentation=choice.describe(decided))
-                if ranks.main:
-                    write_text(run.model_dir / PLAN_NAME, run.plan.to_json())
+        plan = run.plan
+        if choice is not None:
+            epochs = plan.epochs
+            if choice.name not in state.decisions and state.epoch and choice.due(state.epoch, epochs):
+                decided = ranks.from_main(lambda: choice.decide(run.model, device, state.epoch, epochs))
+                if decided is not None:
+                    state.decisions[choice.name] = decided
+                    if ranks.main:
+                        log.info("augmentation: %s", choice.describe(decided))
+            if choice.name in state.decisions:
+                choice.apply(state.decisions[choice.name])
+                plan = replace(plan, augmentation=choice.describe(state.decisions[choice.name]))
+        if state.epochs:
+            plan = replace(plan, extended_to=state.epochs, extensions=tuple(state.extensions))
+        if plan != run.plan:
+            run.plan = plan
+            if ranks.main:
+                write_text(run.model_dir / PLAN_NAME, plan.to_json())
 
     return after_epoch
 

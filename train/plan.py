@@ -192,23 +192,38 @@ class Plan:
     sources: dict[str, str] = field(default_factory=dict)
     network: str = ""  # what the network is, when not a U-Net of ``depth`` levels
     augmentation: str = ""  # what the plan decides of the augmentation (classification), if anything
+    # the budget may grow to this many epochs while validation still rises (idl.train.budget; 0: never)
+    max_epochs: int = 0
+    extended_to: int = 0  # the epochs it grew to (0: not extended)
+    extensions: tuple[str, ...] = ()  # why, one line per extension
     # warnings for the user (a set patch clamped to the images): logged once, not saved (the sources
     # say it in the plan table and plan.json)
     notes: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def total_steps(self) -> int:
-        return self.epochs * self.steps_per_epoch
+        """The steps trained: the planned epochs', or the extended budget's."""
+        return (self.extended_to or self.epochs) * self.steps_per_epoch
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         del data["notes"]
         data["patch"] = list(self.patch)
+        data["extensions"] = list(self.extensions)
         data["total_steps"] = self.total_steps
         return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
+
+    def _budget(self) -> str:
+        planned = self.epochs * self.steps_per_epoch
+        text = f"{self.epochs} epochs x {self.steps_per_epoch} steps = {planned} steps"
+        if self.extended_to:
+            text += f", extended to {self.extended_to} epochs ({self.total_steps} steps)"
+        if self.max_epochs > max(self.epochs, self.extended_to):
+            text += f", up to {self.max_epochs} epochs while validation still rises"
+        return text
 
     def table(self) -> str:
         """The plan as the lines printed before training."""
@@ -216,7 +231,7 @@ class Plan:
             ("patch", " x ".join(map(str, self.patch)) + " px"),
             ("batch", str(self.batch_size)),
             ("depth", str(self.depth) + (" (anisotropic)" if self.anisotropic else "")),
-            ("budget", f"{self.epochs} epochs x {self.steps_per_epoch} steps = {self.total_steps} steps"),
+            ("budget", self._budget()),
             ("patience", f"{self.patience} epochs"),
             ("learning rate", f"{self.learning_rate:g}, {self.schedule} (warm-up {self.warmup_steps} steps)"),
             ("validation", self.validation),

@@ -100,7 +100,9 @@ class _Scripted:
         return self.results.pop(0)
 
 
-def _fit(validation, epochs: int, patience: int = 10, lr: float = 0.0, calls=None) -> TrainState:
+def _fit(
+    validation, epochs: int, patience: int = 10, lr: float = 0.0, calls=None, max_epochs: int = 0
+) -> TrainState:
     net = UNet2D(UNetSpec(depth=1, base_filters=2, dropout=0.0))
     optimizer = torch.optim.Adam(net.parameters(), lr=1.0)
     settings = LoopSettings(
@@ -114,6 +116,7 @@ def _fit(validation, epochs: int, patience: int = 10, lr: float = 0.0, calls=Non
         steps_per_epoch=2,
         learning_rate=lr,
         warmup_steps=1,
+        max_epochs=max_epochs,
     )
     rates: list[float] = []
 
@@ -175,3 +178,45 @@ def test_without_validation_the_last_epoch_is_kept_and_the_rate_decays_to_zero()
     # 6 steps, the first a warm-up, the last 2 of the other 5 decaying (from step 4: 1 - 2 / 5 * 5):
     # each epoch's last step (1, 3, 5) at 1e-3, 1e-3 and 1e-3 * (6 - 5) / 2
     np.testing.assert_allclose(state.rates, [1e-3, 1e-3, 0.5e-3], rtol=1e-9)
+
+
+def test_a_run_still_rising_extends_its_budget_up_to_the_cap() -> None:
+    """5 planned epochs, at most 12: checked where the decay would start (epoch 3 of 5), extended by
+    half the planned epochs (3) while the latest third's best beats the earlier best by 0.01."""
+    rising = [(1.0, 0.1 * e) for e in range(1, 20)]
+    state = _fit(_Scripted(rising), epochs=5, max_epochs=12, lr=1e-3)
+    # epoch 3: 0.3 against 0.2 -> 8 epochs; epoch 4 (60 % of 8): 0.4 against 0.3 -> 11; epoch 6
+    # (60 % of 11): -> 12, the cap; then no more checks
+    assert state.epoch == 12 and state.epochs == 12 and state.finished
+    assert state.extensions == [
+        "after epoch 3: validation jaccard 0.3000 in the last 1 epoch(s), 0.2000 before, still rising: "
+        "extended to 8 epochs (16 steps)",
+        "after epoch 4: validation jaccard 0.4000 in the last 2 epoch(s), 0.2000 before, still rising: "
+        "extended to 11 epochs (22 steps)",
+        "after epoch 6: validation jaccard 0.6000 in the last 2 epoch(s), 0.4000 before, still rising: "
+        "extended to 12 epochs (24 steps)",
+    ]
+    # the learning rate is held until the decay of the extended budget (the last 40 % of 24 steps)
+    assert state.rates[:7] == [1e-3] * 7  # type: ignore[attr-defined]
+    assert state.rates[-1] == pytest.approx(1e-3 * 1 / (0.4 * 23))  # type: ignore[attr-defined]
+
+
+def test_a_plateau_or_a_set_budget_is_not_extended() -> None:
+    plateau = [(1.0, s) for s in (0.5, 0.8, 0.805, 0.79, 0.8, 0.8, 0.8)]
+    state = _fit(_Scripted(plateau), epochs=5, max_epochs=15)
+    assert state.epoch == 5 and state.epochs == 0 and state.extensions == []  # 0.805 < 0.8 + 0.01
+    rising = [(1.0, 0.1 * e) for e in range(1, 10)]
+    assert _fit(_Scripted(rising), epochs=5).epoch == 5  # max_epochs 0: never
+
+
+def test_budget_trend_and_steps() -> None:
+    from idl.train import budget
+
+    assert budget.trend([0.1, 0.2]) is None  # too few epochs to tell
+    assert budget.trend([0.1, float("nan"), 0.3]) is None
+    trend = budget.trend([0.5, 0.7, 0.6, 0.69, 0.709, 0.705])
+    assert (trend.latest, trend.before, trend.recent) == (0.709, 0.7, 2) and not trend.rising
+    assert budget.trend([0.5, 0.7, 0.6, 0.69, 0.72, 0.705]).rising
+    assert [budget.check_epoch(e) for e in (1, 2, 5, 10, 15)] == [1, 1, 3, 6, 9]
+    assert budget.max_epochs(10, 3.0) == 30 and budget.max_epochs(10, 1.0) == 10
+    assert budget.extended(10, 10, 30) == 15 and budget.extended(28, 10, 30) == 30

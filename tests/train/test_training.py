@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,46 @@ def test_overwrite_without_dropout_removes_the_old_model(small_project: Path, tm
     assert result.onnx_mc is None and not (project / "model" / "model_mc.onnx").exists()
     assert not (project / "results" / "uncertainty").exists()
     assert len(list((project / "results").glob("*.tif"))) == 3
+
+
+@pytest.mark.slow  # trains for more than ten seconds
+def test_an_extended_budget_is_in_the_plan_the_log_and_the_checkpoint(
+    small_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+
+    from idl.train import budget
+
+    project = _copy_train_split(small_project, tmp_path / "p")
+    # validation "still rising" at every check: 5 epochs -> 8 (after epoch 3) -> 10, the cap of 2x
+    monkeypatch.setattr(budget, "trend", lambda scores: budget.Trend(0.5, 0.4, 1))
+    caplog.set_level("INFO", logger="idl")
+    result = train_project(project, TrainConfig(epochs=5, budget_cap=2.0, **FAST), progress=False)
+    assert result.state.epoch == 10 and result.state.epochs == 10
+    plan = json.loads((project / "model" / "plan.json").read_text())
+    assert (plan["epochs"], plan["max_epochs"], plan["extended_to"], plan["total_steps"]) == (
+        5,
+        10,
+        8 + 2,
+        30,
+    )
+    assert plan["extensions"] == [
+        "after epoch 3: validation jaccard 0.5000 in the last 1 epoch(s), 0.4000 before, still rising: "
+        "extended to 8 epochs (24 steps)",
+        "after epoch 4: validation jaccard 0.5000 in the last 1 epoch(s), 0.4000 before, still rising: "
+        "extended to 10 epochs (30 steps)",
+    ]
+    assert "budget: " + plan["extensions"][0] in caplog.text
+    assert "5 epochs x 3 steps = 15 steps, up to 10 epochs while validation still rises" in caplog.text
+    assert load_checkpoint(project / "model" / "last.pt")["state"]["extensions"] == plan["extensions"]
+
+    # epochs set and no cap given: the budget is the user's
+    monkeypatch.undo()
+    from idl.train.pipeline import _budget_cap
+    from idl.train.plan import Plan
+
+    planned = Plan(2, (48, 48), 4, 2, False, 3, 5, 10, 1e-3, 1, sources={"epochs": "cpu budget"})
+    assert _budget_cap(TrainConfig(), planned) == budget.CAP == 3.0
+    assert _budget_cap(TrainConfig(), replace(planned, sources={"epochs": "set"})) == 1.0
+    assert _budget_cap(TrainConfig(val_fraction=0.0), planned) == 1.0
+    assert _budget_cap(TrainConfig(budget_cap=1.5), replace(planned, sources={"epochs": "set"})) == 1.5
