@@ -39,8 +39,11 @@ class TrainState:
     history: list[dict[str, float]] = field(default_factory=list)
     # what the run decided while training (e.g. a classifier's orientation augmentation), kept for --resume
     decisions: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 0  # the budget once extended (idl.train.budget); 0: the planned one
+    epochs: int = 0  # the budget once extended or restarted (idl.train.budget); 0: the planned one
     extensions: list[str] = field(default_factory=list)  # why, one line per extension
+    restarts: list[str] = field(default_factory=list)  # why, one line per restart
+    restart_epoch: int = 0  # the epoch the current attempt started after (0: no restart)
+    lr_scale: float = 1.0  # of the planned learning rate (lowered by restarts)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,6 +69,10 @@ class LoopSettings:
     # the budget may grow up to this many epochs while the validation score still rises
     # (idl.train.budget); 0 or at most ``epochs``: never extended
     max_epochs: int = 0
+    # the best validation score without training (idl.train.reference): a run no better at the check
+    # starts again; None: never
+    reference: float | None = None
+    reference_name: str = ""
 
     @property
     def total_steps(self) -> int:
@@ -237,13 +244,27 @@ def _improved(state: TrainState, val_loss: float, score: float, burn_in: int) ->
     return score > state.best_score or (score == state.best_score and val_loss < state.best_val_loss)
 
 
-def _extend(state: TrainState, settings: LoopSettings, epochs: int, steps: int, main: bool) -> int:
-    """The budget after this epoch (of ``steps`` steps): extended (:mod:`idl.train.budget`) when this
-    is its check epoch, the cap allows and the validation score is still rising; else ``epochs``."""
-    most = max(settings.max_epochs, settings.epochs)
-    if epochs >= most or state.epoch != budget.check_epoch(epochs):
+def _rebudget(
+    state: TrainState,
+    settings: LoopSettings,
+    epochs: int,
+    steps: int,
+    main: bool,
+    training: tuple[torch.nn.Module, torch.optim.Optimizer],
+) -> int:
+    """The budget after this epoch (of ``steps`` steps), :mod:`idl.train.budget`'s rules applied at
+    the current attempt's check epoch: started again when its best score is no better than the
+    reference, extended when the cap allows and the score is still rising; else ``epochs``."""
+    attempt, length = state.epoch - state.restart_epoch, epochs - state.restart_epoch
+    if attempt != budget.check_epoch(length):
         return epochs
-    trend = budget.trend([h[f"val_{settings.metric}"] for h in state.history])
+    most = max(settings.max_epochs, settings.epochs)
+    scores = [h[f"val_{settings.metric}"] for h in state.history[state.restart_epoch :]]
+    if budget.stuck(max(scores), settings.reference) and state.epoch + settings.epochs <= most:
+        return _restart(state, settings, max(scores), main, *training)
+    if epochs >= most:
+        return epochs
+    trend = budget.trend(scores)
     if trend is None or not trend.rising:
         return epochs
     longer = budget.extended(epochs, settings.epochs, most)
@@ -253,6 +274,42 @@ def _extend(state: TrainState, settings: LoopSettings, epochs: int, steps: int, 
     if main:
         log.info("budget: %s", line)
     return longer
+
+
+def _restart(
+    state: TrainState,
+    settings: LoopSettings,
+    best: float,
+    main: bool,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+) -> int:
+    """Start again: the network's weights drawn anew (the same on every rank), the optimizer's
+    moments cleared, the learning rate lowered, the planned epochs ahead; returns the budget."""
+    torch.manual_seed(settings.seed + 7919 * (len(state.restarts) + 1))
+    for module in model.modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    optimizer.state.clear()
+    state.lr_scale *= budget.RESTART_LR
+    if settings.learning_rate <= 0:  # no schedule sets the rate: lower the optimizer's own
+        for group in optimizer.param_groups:
+            group["lr"] *= budget.RESTART_LR
+    state.restart_epoch, state.epochs = state.epoch, state.epoch + settings.epochs
+    state.best_score, state.best_val_loss, state.bad_epochs = -math.inf, math.inf, 0
+    assert settings.reference is not None
+    rate = (
+        settings.learning_rate * state.lr_scale
+        if settings.learning_rate > 0
+        else optimizer.param_groups[0]["lr"]
+    )
+    line = budget.describe_restart(
+        best, settings.reference, settings.reference_name, settings.metric, state.epoch, state.epochs, rate
+    )
+    state.restarts.append(line)
+    if main:
+        log.info("budget: %s", line)
+    return state.epochs
 
 
 def fit(
@@ -315,14 +372,13 @@ def fit(
             persistent_workers=False,
         )
         schedule = None
-        if settings.learning_rate > 0:
-            first = state.epoch * len(loader)
-            total = epochs * len(loader)
+        if settings.learning_rate > 0:  # over the current attempt (all of the run without restarts)
+            first = (state.epoch - state.restart_epoch) * len(loader)
+            total = (epochs - state.restart_epoch) * len(loader)
+            rate = settings.learning_rate * state.lr_scale
 
-            def schedule(i: int, first: int = first, total: int = total) -> float:
-                return learning_rate_at(
-                    first + i, total, settings.learning_rate, settings.warmup_steps, settings.schedule
-                )
+            def schedule(i: int, first: int = first, total: int = total, rate: float = rate) -> float:
+                return learning_rate_at(first + i, total, rate, settings.warmup_steps, settings.schedule)
 
         train_loss = ranks.mean(
             train_epoch(trained, loader, batch_loss, optimizer, device, progress, schedule, settings.amp)
@@ -344,7 +400,7 @@ def fit(
         state.epoch += 1
         state.seconds += time.perf_counter() - started
         improved = validation is None or _improved(
-            state, val_loss, val_score, burn_in_epochs(settings.epochs)
+            state, val_loss, val_score, state.restart_epoch + burn_in_epochs(settings.epochs)
         )
         if improved:
             state.best_epoch, state.bad_epochs = state.epoch, 0
@@ -357,7 +413,7 @@ def fit(
             record.update({"val_loss": val_loss, f"val_{settings.metric}": val_score})
         state.history.append(record)
         if validation is not None and state.bad_epochs < settings.patience:
-            epochs = _extend(state, settings, epochs, len(loader), ranks.main)
+            epochs = _rebudget(state, settings, epochs, len(loader), ranks.main, (model, optimizer))
             bar.total = epochs
         if state.bad_epochs >= settings.patience or state.epoch >= epochs:
             state.finished = True

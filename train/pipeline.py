@@ -48,6 +48,7 @@ from idl.train.loop import fit as fit_loop
 from idl.train.plan import Plan
 from idl.train.prepare import detect_dims, model_name, split_images
 from idl.train.pretrained import Pretrained, TransferReport, read_pretrained, transfer
+from idl.train.reference import Reference
 from idl.train.setup import Setup
 from idl.train.tasks.base import Start, Trainer
 from idl.train.tasks.registry import all_trainers, trainer_for
@@ -313,6 +314,9 @@ def prepare(resolved: Resolved, progress: bool) -> Run:
     if start.saved is not None:
         plan = _keep_reasons(plan, _saved_plan(start.saved, model_dir))
     plan = replace(plan, max_epochs=budget.max_epochs(plan.epochs, _budget_cap(config, plan)))
+    reference = _reference(setup, config)
+    if reference is not None:
+        plan = replace(plan, reference=f"{reference.name}: validation {reference.score:.4f}")
     log.info("training plan (set in the config or on the command line to change an item):\n%s", plan.table())
     for note in plan.notes:
         log.warning(note)
@@ -357,6 +361,12 @@ def prepare(resolved: Resolved, progress: bool) -> Run:
         preview = save_augmentation_grid(setup.train_set, model_dir / PREVIEW_NAME)
         log.info("augmented training samples: %s (stop with Ctrl-C if they look wrong)", preview)
     return Run(resolved, config, setup, plan, model, optimizer, state, fresh, run_id, progress)
+
+
+def _reference(setup: Setup, config: TrainConfig) -> Reference | None:
+    """The answer without training a run must beat, or None where a run is never started again:
+    with pretrained weights (a restart would throw them away)."""
+    return None if config.pretrained else setup.reference
 
 
 def _budget_cap(config: TrainConfig, plan: Plan) -> float:
@@ -453,6 +463,7 @@ def fit(run: Run, tracker: Tracker | None) -> TrainState:
         metrics = {k: v for k, v in current.history[-1].items() if k != "epoch"}
         tracker.log_metrics(metrics, step=current.epoch)
 
+    reference = _reference(setup, config)
     settings = LoopSettings(
         plan.epochs,
         plan.batch_size,
@@ -467,6 +478,8 @@ def fit(run: Run, tracker: Tracker | None) -> TrainState:
         warmup_steps=plan.warmup_steps,
         schedule=config.lr_schedule,
         max_epochs=plan.max_epochs,
+        reference=None if reference is None else reference.score,
+        reference_name="" if reference is None else reference.name,
         **asdict(acceleration(config, run.resolved.start.device)),
     )
     validation = setup.validation
@@ -528,7 +541,12 @@ def _decisions(run: Run) -> Callable[[TrainState], None]:
                 choice.apply(state.decisions[choice.name])
                 plan = replace(plan, augmentation=choice.describe(state.decisions[choice.name]))
         if state.epochs:
-            plan = replace(plan, extended_to=state.epochs, extensions=tuple(state.extensions))
+            plan = replace(
+                plan,
+                extended_to=state.epochs,
+                extensions=tuple(state.extensions),
+                restarts=tuple(state.restarts),
+            )
         if plan != run.plan:
             run.plan = plan
             if ranks.main:

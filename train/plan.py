@@ -196,6 +196,8 @@ class Plan:
     max_epochs: int = 0
     extended_to: int = 0  # the epochs it grew to (0: not extended)
     extensions: tuple[str, ...] = ()  # why, one line per extension
+    restarts: tuple[str, ...] = ()  # runs started again from the trivial answer, one line each
+    reference: str = ""  # the answer without training that validation must beat (idl.train.reference)
     # warnings for the user (a set patch clamped to the images): logged once, not saved (the sources
     # say it in the plan table and plan.json)
     notes: tuple[str, ...] = field(default=(), compare=False)
@@ -210,6 +212,7 @@ class Plan:
         del data["notes"]
         data["patch"] = list(self.patch)
         data["extensions"] = list(self.extensions)
+        data["restarts"] = list(self.restarts)
         data["total_steps"] = self.total_steps
         return data
 
@@ -238,6 +241,8 @@ class Plan:
         ]
         if self.augmentation:
             rows.append(("augmentation", self.augmentation))
+        if self.reference and self.max_epochs > self.epochs:
+            rows.append(("baseline", f"{self.reference} (a run no better where it is checked starts again)"))
         if self.network:
             rows[2] = ("network", self.network)
         width = max(len(k) for k, _ in rows)

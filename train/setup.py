@@ -16,6 +16,7 @@ from idl.train.plan import Plan
 
 if TYPE_CHECKING:
     from idl.train.config import TrainConfig
+    from idl.train.reference import Reference
 
 
 class Choice(Protocol):
@@ -55,6 +56,8 @@ class Setup:
     steps: Steps | None = None  # loss and validation of networks not trained as loss(model(x), y)
     validation: Validator | None = None  # whole-image validation (U-Net tasks); overrides val_set
     choice: Choice | None = None  # a decision taken while training (see Choice)
+    # the best validation score without training: a run no better at the budget's check starts again
+    reference: Reference | None = None
 
 
 def data_summary(n_train: int, n_val: int, channels: int) -> str:

@@ -101,9 +101,16 @@ class _Scripted:
 
 
 def _fit(
-    validation, epochs: int, patience: int = 10, lr: float = 0.0, calls=None, max_epochs: int = 0
+    validation,
+    epochs: int,
+    patience: int = 10,
+    lr: float = 0.0,
+    calls=None,
+    max_epochs: int = 0,
+    reference: float | None = None,
+    net: torch.nn.Module | None = None,
 ) -> TrainState:
-    net = UNet2D(UNetSpec(depth=1, base_filters=2, dropout=0.0))
+    net = net or UNet2D(UNetSpec(depth=1, base_filters=2, dropout=0.0))
     optimizer = torch.optim.Adam(net.parameters(), lr=1.0)
     settings = LoopSettings(
         epochs=epochs,
@@ -117,6 +124,8 @@ def _fit(
         learning_rate=lr,
         warmup_steps=1,
         max_epochs=max_epochs,
+        reference=reference,
+        reference_name="Otsu threshold, dark objects",
     )
     rates: list[float] = []
 
@@ -220,3 +229,41 @@ def test_budget_trend_and_steps() -> None:
     assert [budget.check_epoch(e) for e in (1, 2, 5, 10, 15)] == [1, 1, 3, 6, 9]
     assert budget.max_epochs(10, 3.0) == 30 and budget.max_epochs(10, 1.0) == 10
     assert budget.extended(10, 10, 30) == 15 and budget.extended(28, 10, 30) == 30
+
+
+def test_a_run_at_the_trivial_answer_starts_again_with_a_lower_rate() -> None:
+    """6 planned epochs, at most 18: at epoch 3 (60 % of 6) the best score 0.28 is within 0.02 of
+    the reference 0.27, so the network is drawn anew and trains 6 more epochs at half the rate."""
+    torch.manual_seed(0)
+    net = UNet2D(UNetSpec(depth=1, base_filters=2, dropout=0.0))
+    stuck = [(1.0, 0.27), (1.0, 0.28), (1.0, 0.27)] + [(1.0, s) for s in (0.4, 0.5, 0.6)] + [(1.0, 0.6)] * 6
+    first = {k: v.clone() for k, v in net.state_dict().items()}
+    calls: list[tuple[int, bool]] = []
+    state = _fit(_Scripted(stuck), epochs=6, max_epochs=18, reference=0.27, lr=1e-3, net=net, calls=calls)
+    assert state.restarts == [
+        "after epoch 3: best validation jaccard 0.2800, no better than Otsu threshold, dark objects (0.2700) "
+        "+ 0.02: started again from a new initialisation at learning rate 0.0005, to epoch 9"
+    ]
+    assert (state.restart_epoch, state.lr_scale) == (3, 0.5)
+    # the new attempt: rising at its own check (epoch 3 + 3: 0.6 against 0.5) -> extended by 3; at the
+    # next (epoch 3 + 5 of its 9) on a plateau
+    assert state.epoch == 12 and state.epochs == 12 and len(state.extensions) == 1
+    assert state.extensions[0].startswith("after epoch 6: validation jaccard 0.6000 in the last 1 epoch(s)")
+    # every epoch of the new attempt's burn-in (2 epochs) counts as the best, then better scores
+    assert calls[3:6] == [(4, True), (5, True), (6, True)] and state.best_epoch == 6
+    # half the rate after the restart, held until the decay of the 9-epoch attempt
+    assert state.rates[:3] == [1e-3] * 3 and state.rates[3:6] == [5e-4] * 3  # type: ignore[attr-defined]
+    changed = [
+        k for k, v in net.state_dict().items() if v.is_floating_point() and not torch.equal(v, first[k])
+    ]
+    assert any(k.endswith("weight") for k in changed)
+
+
+def test_no_restart_without_room_in_the_budget_or_a_reference() -> None:
+    stuck = [(1.0, 0.27)] * 8
+    assert _fit(_Scripted(stuck), epochs=6, reference=0.27).restarts == []  # max_epochs 0: the user's budget
+    assert _fit(_Scripted(stuck), epochs=6, max_epochs=18).restarts == []  # no reference
+    late = _fit(
+        _Scripted([(1.0, 0.27), (1.0, 0.5), (1.0, 0.5)] + stuck), epochs=6, max_epochs=18, reference=0.27
+    )
+    assert late.restarts == [] and late.epoch == 6  # 0.5 beats it: not stuck, and not rising either

@@ -13,7 +13,7 @@ from idl.infer.core.errors import ConfigError
 from idl.infer.core.model_info import ModelInfo
 from idl.infer.tasks.registry import task_named
 from idl.models import UNet, UNetSpec
-from idl.train.data import PatchDataset, TrainingData, check_split, smallest_side, split_validation
+from idl.train.data import PatchDataset, Sample, TrainingData, check_split, smallest_side, split_validation
 from idl.train.losses import LossFn, make_loss
 from idl.train.plan import make_plan, validation_voxels
 from idl.train.prepare import (
@@ -24,6 +24,7 @@ from idl.train.prepare import (
     gpu_memory,
     model_name,
 )
+from idl.train.reference import Reference
 from idl.train.setup import Setup, data_summary
 from idl.train.tasks.base import Start, Trainer
 from idl.train.validation import ImageScore, WholeImageValidation, validation_tile
@@ -46,6 +47,11 @@ class PixelTrainer(Trainer):
     def image_score(self, num_classes: int) -> ImageScore:
         """The validation score over whole images, after the task's own post-processing."""
         raise NotImplementedError
+
+    def reference(self, samples: list[Sample], num_classes: int) -> Reference | None:
+        """The best validation score of an answer without training (:mod:`idl.train.reference`), or
+        None where the task has none: such runs are never started again."""
+        return None
 
     def make_loss(self, name: str, num_classes: int) -> LossFn:
         """The loss ``name`` for logits ``(N, K, ...)`` and class maps (default: segmentation)."""
@@ -155,4 +161,5 @@ class PixelTrainer(Trainer):
             num_classes=data.num_classes,
             summary=summary,
             plan=plan,
+            reference=self.reference(val_samples, max(data.num_classes, 2)) if val_samples else None,
         )

@@ -13,6 +13,7 @@ from idl.infer.evaluate.metrics import confusion_matrix, jaccard
 from idl.infer.post.postprocess import to_mask
 from idl.train.data import Sample, TrainingData, load_semantic_data
 from idl.train.losses import BINARY_LOSSES, MULTICLASS_LOSSES
+from idl.train.reference import Reference, binary_segmentation, majority_segmentation
 from idl.train.tasks.base import LossChoice
 from idl.train.tasks.pixels import PixelTrainer
 from idl.train.tasks.registry import register
@@ -59,6 +60,13 @@ class SemanticTrainer(PixelTrainer):
 
     def image_score(self, num_classes: int) -> MaskJaccard:
         return MaskJaccard(num_classes)
+
+    def reference(self, samples: list[Sample], num_classes: int) -> Reference:
+        """Otsu's threshold or all foreground (two classes), the most common class (more)."""
+        targets = [s.target for s in samples]
+        if num_classes == 2:
+            return binary_segmentation([s.image for s in samples], targets)
+        return majority_segmentation(targets, num_classes)
 
 
 register(SemanticTrainer())

@@ -15,6 +15,7 @@ from idl.infer.post.classes import class_indices, labelled_images
 from idl.infer.post.typicality import fit_reference
 from idl.models import ResNetClassifier, ResNetSpec
 from idl.models.resnet import SMALL_INPUT
+from idl.train.reference import classification as classification_reference
 from idl.train.setup import Setup, data_summary
 from idl.train.tasks.classification.data import (
     ImageDataset,
@@ -162,4 +163,5 @@ def prepare_classification(
         num_classes=k,
         summary=summary,
         choice=choice,
+        reference=classification_reference(data.labels[val_idx]) if len(val_idx) else None,
     )
