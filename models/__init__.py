@@ -8,11 +8,12 @@ from idl.models.maskrcnn import InstanceMaskRCNN, MaskRCNNSpec, build_maskrcnn
 from idl.models.network import Network
 from idl.models.registry import register
 from idl.models.resnet import ResNetClassifier, ResNetSpec, build_resnet
-from idl.models.unet import UNet, UNet2D, UNetSpec, build_unet2d
+from idl.models.unet import StarDistUNet, UNet, UNet2D, UNetSpec, build_stardist, build_unet2d
 
 register("unet", UNet, UNetSpec, aliases=("unet2d",))  # "unet2d": checkpoints from before the 3D U-Net
 register("resnet", ResNetClassifier, ResNetSpec)
 register("maskrcnn", InstanceMaskRCNN, MaskRCNNSpec)
+register("stardist", StarDistUNet, UNetSpec)
 
 __all__ = [
     "InstanceMaskRCNN",
@@ -21,11 +22,13 @@ __all__ = [
     "Network",
     "ResNetClassifier",
     "ResNetSpec",
+    "StarDistUNet",
     "UNet",
     "UNet2D",
     "UNetSpec",
     "build_maskrcnn",
     "build_resnet",
+    "build_stardist",
     "build_unet2d",
     "set_mc_dropout",
 ]

@@ -294,3 +294,21 @@ def build_unet2d(**spec: object) -> UNet:
     JSON values.
     """
     return UNet(UNetSpec(**spec))  # type: ignore[arg-type]
+
+
+class StarDistUNet(UNet):
+    """A U-Net that predicts star-convex polygons (StarDist, Schmidt et al. 2018): ``1 + n`` output
+    channels, the object probability (a sigmoid, in the graph) and the distances to the object's edge
+    along ``n`` rays (:mod:`idl.infer.post.stardist` turns them into labels on the inference side)."""
+
+    builder: ClassVar[str] = "build_stardist"
+
+    def _run(self, x: torch.Tensor, samples: torch.Tensor | None) -> torch.Tensor:
+        out = super()._run(x, samples)
+        return torch.cat([torch.sigmoid(out[:, :1]), out[:, 1:]], dim=1)
+
+
+def build_stardist(**spec: object) -> StarDistUNet:
+    """A :class:`StarDistUNet` from keyword arguments (the fields of :class:`UNetSpec`; ``out_channels``
+    is 1 + the number of rays): the architecture entry point of its bioimage.io packages."""
+    return StarDistUNet(UNetSpec(**spec))  # type: ignore[arg-type]

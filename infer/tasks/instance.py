@@ -58,6 +58,28 @@ class Detections(Labels):
         return Prediction(scores[np.newaxis], labels, None, None, scores)
 
 
+class StarLabels(Outputs):
+    """Label images from a star-convex polygon network's object probability and distances along rays
+    (:mod:`idl.infer.post.stardist`), made from the whole stitched map as the U-Net's labels are."""
+
+    whole_image = "instance labels are made from the whole probability and distance map"
+    objects = True
+
+    def finish(
+        self, output: np.ndarray, uncertainty: np.ndarray | None, options: PredictOptions
+    ) -> Prediction:
+        from idl.infer.post.stardist import labels_from_stars
+
+        labels, scores = labels_from_stars(output[0], output[1:])
+        return Prediction(
+            output[:1],
+            labels.astype(np.uint16 if labels.max() < 65536 else np.uint32),
+            uncertainty,
+            None,
+            scores,
+        )
+
+
 class Instance(PixelTask):
     kind = "instance"
     task = "instance"
@@ -158,5 +180,54 @@ class Detection(Instance):
         ]
 
 
+class Stars(Instance):
+    """Instance segmentation by star-convex polygons (StarDist): the network's graph outputs the object
+    probability and ``num_classes - 1`` distances along rays; labels are made in numpy."""
+
+    kind = "stardist"
+    demo = ""
+
+    def outputs(self, info: ModelInfo) -> Outputs:
+        return StarLabels()
+
+    def out_channels(self, info: ModelInfo) -> int:
+        return info.num_classes  # the object probability and one distance per ray
+
+    def io_spec(self, info: ModelInfo) -> IOSpec:
+        """Image in; probability (a sigmoid in the graph) and distances out; Monte Carlo: the standard
+        deviation over samples (mostly of the distances, in pixels)."""
+        return image_io(info, info.num_classes, (), "std")
+
+    def package_text(self, info: ModelInfo) -> PackageText:
+        rays = info.num_classes - 1
+        meaning = f"object probability and distances (px) to the object's edge along {rays} rays (StarDist)"
+        use = (
+            f"{meaning}: ray k points at angle 2 pi k / {rays}, counter-clockwise from +x (rows grow "
+            "downwards). Labels: every pixel with probability >= 0.5 proposes the polygon of its "
+            "distances; from the most probable, a proposal is kept unless its centre pixel lies in a "
+            "kept polygon or it overlaps one by IoU > 0.4 (idl.infer.post.stardist, numpy and "
+            "scikit-image)."
+        )
+        return replace(
+            super().package_text(info),
+            network="U-Net (StarDist)",
+            tags=("stardist", "unet", "instance-segmentation", "segmentation"),
+            tensor="stars",
+            output=meaning,
+            channels=("probability", *(f"distance{k}" for k in range(rays))),
+            value_range=(None, None),
+            use=use,
+        )
+
+    def describe(self, info: ModelInfo) -> list[str]:
+        return [
+            f"task: instance (star-convex polygons, {info.num_classes - 1} rays), {info.dims}D, trained on "
+            f"axes {info.axes}",
+            "  output channels: object probability and distances along rays; writes label images and "
+            "objects/<name>.csv",
+        ]
+
+
 register(Instance())
 register(Detection())
+register(Stars())

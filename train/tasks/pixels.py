@@ -39,6 +39,9 @@ class PixelTrainer(Trainer):
 
     class_names: ClassVar[tuple[str, ...]] = ()  # names of the output classes, when fixed by the task
     objects: ClassVar[bool] = True  # the targets are classes or labels (the plan measures objects)
+    network: ClassVar[type[UNet]] = UNet  # the U-Net it trains (--model name: network_name)
+    network_name: ClassVar[str] = "unet"
+    kind: ClassVar[str] = ""  # the inference side's task module (ModelInfo.kind); "": the task's
 
     def load_data(self, split_dir: Path, config: TrainConfig, spatial: str) -> TrainingData:
         """Images and targets of ``split_dir``, normalized as at inference."""
@@ -53,6 +56,10 @@ class PixelTrainer(Trainer):
         None where the task has none: such runs are never started again."""
         return None
 
+    def loss_name(self, config: TrainConfig, num_classes: int) -> str:
+        """The loss trained with (the config's, InstantDL's where it fits, or the task's default)."""
+        return config.resolved_loss(num_classes)
+
     def make_loss(self, name: str, num_classes: int) -> LossFn:
         """The loss ``name`` for logits ``(N, K, ...)`` and class maps (default: segmentation)."""
         return make_loss(name, num_classes)
@@ -62,8 +69,10 @@ class PixelTrainer(Trainer):
         return "binary" if data.num_classes == 2 else f"{data.num_classes} classes"
 
     def prepare(self, project: Path, config: TrainConfig, start: Start) -> Setup:
-        if config.model not in (None, "unet"):
-            raise ConfigError(f"model '{config.model}' does not fit the {config.task} task; use unet")
+        if config.model not in (None, self.network_name):
+            raise ConfigError(
+                f"model '{config.model}' does not fit the {config.task} task; use {self.network_name}"
+            )
         if start.pretrained is not None:
             config = adopt_architecture(config, start.pretrained)
         assert config.dims is not None
@@ -94,10 +103,10 @@ class PixelTrainer(Trainer):
             fit_patch(plan, train_samples, spec.multiples, spatial, config.batch_size is not None),
             validation=validation,
         )
-        loss_name = config.resolved_loss(data.num_classes)
+        loss_name = self.loss_name(config, data.num_classes)
         config = replace(
             config.with_plan(plan).with_image_side(smallest_side(train_samples)),
-            model="unet",
+            model=self.network_name,
             num_classes=data.num_classes or None,
             loss=loss_name,
             dropout=config.resolved_dropout,
@@ -114,6 +123,7 @@ class PixelTrainer(Trainer):
         patch = plan.patch
         info = ModelInfo(
             task=self.task,
+            kind=self.kind,
             in_channels=data.in_channels,
             num_classes=data.num_classes,
             size_multiple=spec.size_multiple,
@@ -149,7 +159,7 @@ class PixelTrainer(Trainer):
         whole_images = WholeImageValidation(val_samples, score, loss, tile, halo, spec.multiples)
         return Setup(
             config=config,
-            model=UNet(spec),
+            model=self.network(spec),
             spec=spec,
             info=info,
             train_set=PatchDataset(

@@ -1,7 +1,8 @@
 """Instance segmentation on the training side. Two networks: the U-Net (default) learns background,
 interior and boundary classes, turned into labels by a watershed and validated by AP50:95 of whole
 images; Mask R-CNN (``--model maskrcnn``, :mod:`.maskrcnn`) learns the objects directly and is
-validated by ``ap50`` of its crops."""
+validated by ``ap50`` of its crops; the star-convex polygon U-Net (``--model stardist``,
+:mod:`.stardist`) learns an object probability and distances to the edge along rays."""
 
 from __future__ import annotations
 
@@ -47,9 +48,10 @@ class LabelsAP:
 
 class InstanceTrainer(PixelTrainer):
     task = "instance"
-    models = ("unet", MASK_RCNN)
+    models = ("unet", MASK_RCNN, "stardist")
     metric = "ap50_95"
-    loss_names = tuple(dict.fromkeys(BINARY_LOSSES + MULTICLASS_LOSSES))
+    # the U-Net's; "stardist": the star-convex polygon network's own (train/tasks/instance/stardist.py)
+    loss_names = (*dict.fromkeys(BINARY_LOSSES + MULTICLASS_LOSSES), "stardist")
     class_names = INSTANCE_CLASSES
 
     def learning_rate(self, model: str | None) -> float:
@@ -75,6 +77,10 @@ class InstanceTrainer(PixelTrainer):
             from idl.train.tasks.instance.maskrcnn import prepare_maskrcnn
 
             return prepare_maskrcnn(project, config, model_name(project, 2, MASK_RCNN), str(start.device))
+        if config.model == "stardist":
+            from idl.train.tasks.instance.stardist import STARDIST_TRAINER
+
+            return STARDIST_TRAINER.prepare(project, config, start)
         return super().prepare(project, config, start)
 
 

@@ -1,0 +1,90 @@
+"""Star-convex polygon training (--model stardist): the loss against its definition, validation on
+exact targets, and a short run through the pipeline (ONNX = torch, package, tiled = whole image)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from idl.infer.datasets.synthetic import NucleiSpec, synthetic_nuclei, write_instance_project
+from idl.infer.evaluate.instance_metrics import counts_per_threshold, scores_from_counts
+from idl.infer.post.stardist import labels_from_stars, object_probability, star_distances
+from idl.train.data import Sample
+from idl.train.tasks.instance.stardist import BACKGROUND_WEIGHT, DISTANCE_WEIGHT, StarAP, stardist_loss
+
+
+def _labels(seed: int = 0, size: int = 64) -> np.ndarray:
+    image, labels = synthetic_nuclei(np.random.default_rng(seed), NucleiSpec(size=size))
+    return labels.astype(np.int64)
+
+
+def test_the_loss_is_cross_entropy_plus_weighted_distance_error() -> None:
+    labels = np.stack([_labels(0), _labels(1)])
+    prob = np.stack([object_probability(x) for x in labels])
+    dist = np.stack([star_distances(x, 8) for x in labels])
+    out = torch.from_numpy(np.concatenate([prob[:, None], dist], axis=1))
+    loss = stardist_loss(8)
+    target = torch.from_numpy(prob)
+    entropy = F.binary_cross_entropy(target.clamp(1e-6, 1 - 1e-6), target)
+    assert float(loss(out, torch.from_numpy(labels))) == pytest.approx(float(entropy), rel=1e-5)
+    # distances all one pixel too long: the weighted error inside objects is 1, the background's 1
+    # over the background's share of the elements
+    longer = out.clone()
+    longer[:, 1:] += 1
+    background = float(np.mean(np.broadcast_to(prob[:, None] == 0, dist.shape)))
+    expected = float(entropy) + DISTANCE_WEIGHT * 1.0 + BACKGROUND_WEIGHT * background
+    assert float(loss(longer, torch.from_numpy(labels))) == pytest.approx(expected, rel=1e-5)
+
+
+def test_validation_of_exact_targets_finds_every_nucleus() -> None:
+    score = StarAP()
+    for seed in (2, 3):
+        labels = _labels(seed, 96)
+        out = np.concatenate([object_probability(labels)[None], star_distances(labels, 32)])
+        score.add(out, Sample(str(seed), np.zeros((96, 96, 1), np.float32), labels))
+        found, _ = labels_from_stars(out[0], out[1:])
+        ap50 = scores_from_counts(counts_per_threshold(labels, found))["ap50"]
+        assert ap50 == 1.0
+    assert score.result() > 0.6  # polygons of 32 rays approximate the outlines
+
+
+@pytest.mark.slow  # trains for more than ten seconds
+def test_a_short_run_exports_packages_and_tiles_exactly(tmp_path: Path) -> None:
+    from idl.infer.service.load import load_model
+    from idl.infer.tiling.predict import PredictOptions, predict_image
+    from idl.train.config import TrainConfig
+    from idl.train.pipeline import train_project
+
+    project = write_instance_project(tmp_path / "p", 6, 2, 0, NucleiSpec(size=96))
+    config = TrainConfig(
+        task="instance",
+        model="stardist",
+        epochs=2,
+        steps_per_epoch=4,
+        batch_size=2,
+        depth=2,
+        base_filters=8,
+        image_size=64,
+        mc_samples=2,
+    )
+    train_project(project, config, progress=False)
+    info = json.loads((project / "model" / "plan.json").read_text())
+    assert info["network"] == "" and info["reference"] == ""  # a U-Net plan; never restarted
+    model = load_model(project / "model")
+    assert model.info.kind == "stardist" and model.info.num_classes == 33
+    assert (project / "results" / "nuclei_000.tif").is_file()
+    assert (project / "results" / "objects" / "nuclei_000.csv").is_file()
+    # tiled == whole image: the stitched map is exact, and labels are made from the whole map
+    image = synthetic_nuclei(np.random.default_rng(7), NucleiSpec(size=150))[0][..., None]
+    whole = predict_image(model, image, PredictOptions(tile_size=256))
+    tiled = predict_image(model, image, PredictOptions(tile_size=64))
+    assert np.abs(whole.probabilities - tiled.probabilities).max() < 1e-4
+    np.testing.assert_array_equal(whole.mask, tiled.mask)
+    # the package holds the network and describes the post-processing
+    packages = list((project / "model").glob("*.zip"))
+    assert packages
