@@ -69,6 +69,14 @@ PROJECTS = (
     Project("bbbc039 instance", "bbbc039-small", "instance"),
     Project("bbbc039 12 tiles binary", "bbbc039-small", "semantic", binary=True, tiles=(12, 4, 128)),
     Project("bbbc039 12 tiles instance", "bbbc039-small", "instance", tiles=(12, 4, 128)),
+    Project("bbbc039 instance stardist", "bbbc039-small", "instance", args=("--model", "stardist")),
+    Project(
+        "bbbc039 12 tiles instance stardist",
+        "bbbc039-small",
+        "instance",
+        tiles=(12, 4, 128),
+        args=("--model", "stardist"),
+    ),
     Project("sstem-vnc 5-class", "sstem-vnc", "semantic"),
     Project("nuclei3d 3D binary", "nuclei3d-cells3d", "semantic", binary=True),
     Project(
@@ -90,6 +98,15 @@ PROJECTS = (
         config="InstanceSegmentation_example_config.json",
         subdir="examples/data/InstanceSegmentation",
     ),
+    Project(
+        "InstantDL instance stardist",
+        INSTANTDL,
+        "instance",
+        config="InstanceSegmentation_example_config.json",
+        subdir="examples/data/InstanceSegmentation",
+        args=("--model", "stardist"),
+    ),
+    Project("nuclei3d 3D instance", "nuclei3d-cells3d", "instance"),
     Project(
         "InstantDL regression 3D",
         INSTANTDL,
