@@ -86,7 +86,8 @@ def _list_option(ctx: click.Context, param: click.Parameter, value: str | None) 
     "--budget-cap",
     type=click.FloatRange(min=1),
     help="A run whose validation score still rises where its learning rate would start to decay gets "
-    "half its planned epochs more, again and again, up to this many times them; 1 never extends "
+    "half its planned epochs more, again and again, and one no better than the answer without training "
+    "(e.g. Otsu's threshold) starts again, within this many times the planned epochs; 1: never "
     "[default: 3 for a planned budget, 1 when --epochs is set].",
 )
 @click.option("--seed", type=int, help="Random seed [default: 42].")
@@ -124,8 +125,9 @@ def _list_option(ctx: click.Context, param: click.Parameter, value: str | None) 
     callback=_list_option,
     help="Comma-separated augmentations, or 'none': flip, hflip, vflip, rot90, rotate, zoom, shift, elastic, "
     "threshold_background, resample, blur, contrast, brightness, gamma, gaussian_noise, poisson_noise, "
-    "feature_scaling, std_normalization [default: flip,rot90]. Probabilities and ranges: in the config "
-    "file (augment_settings).",
+    "feature_scaling, std_normalization [default: flip,rot90; classification: shift,contrast,brightness, "
+    "with flips and quarter turns added when the data shows they keep the classes]. Probabilities and "
+    "ranges: in the config file (augment_settings).",
 )
 @click.option(
     "--loss",

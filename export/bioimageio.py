@@ -344,6 +344,8 @@ def build_description(
     if text.mismatch_ppm is not None:
         allowed = [{"mismatched_elements_per_million": text.mismatch_ppm}]
         tolerance = {"bioimageio": {"reproducibility_tolerance": allowed}}
+    if text.postprocessing:
+        config["postprocessing"] = dict(text.postprocessing)
     if request.metrics:
         config["test_metrics"] = {k: v for k, v in request.metrics.items() if isinstance(v, (int, float))}
     return bio.ModelDescr(

@@ -85,6 +85,8 @@ class PackageText:
     inputs: str  # README: what it was trained on
     uncertainty: str = "a per-pixel uncertainty map"  # README: what --mc-samples adds
     mismatch_ppm: int | None = None  # elements per million that may differ between weight formats
+    # the inference side's post-processing of the output, for the package's config (idl: postprocessing)
+    postprocessing: dict[str, Any] | None = None
 
 
 def extras(summary: Summary) -> str:

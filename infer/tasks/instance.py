@@ -199,6 +199,8 @@ class Stars(Instance):
         return image_io(info, info.num_classes, (), "std")
 
     def package_text(self, info: ModelInfo) -> PackageText:
+        from idl.infer.post.stardist import NMS_THRESHOLD, PROB_THRESHOLD
+
         rays = info.num_classes - 1
         meaning = f"object probability and distances (px) to the object's edge along {rays} rays (StarDist)"
         use = (
@@ -217,6 +219,13 @@ class Stars(Instance):
             channels=("probability", *(f"distance{k}" for k in range(rays))),
             value_range=(None, None),
             use=use,
+            postprocessing={
+                "method": "star-convex polygons (StarDist)",
+                "rays": rays,
+                "probability_threshold": PROB_THRESHOLD,
+                "nms_iou_threshold": NMS_THRESHOLD,
+                "function": "idl.infer.post.stardist.labels_from_stars",
+            },
         )
 
     def describe(self, info: ModelInfo) -> list[str]:

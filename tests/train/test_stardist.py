@@ -86,5 +86,13 @@ def test_a_short_run_exports_packages_and_tiles_exactly(tmp_path: Path) -> None:
     assert np.abs(whole.probabilities - tiled.probabilities).max() < 1e-4
     np.testing.assert_array_equal(whole.mask, tiled.mask)
     # the package holds the network and describes the post-processing
+    import zipfile
+
+    import yaml
+
     packages = list((project / "model").glob("*.zip"))
-    assert packages
+    with zipfile.ZipFile(packages[0]) as package:
+        rdf = yaml.safe_load(package.read("rdf.yaml"))
+    assert rdf["config"]["idl"]["postprocessing"]["rays"] == 32
+    assert rdf["config"]["idl"]["postprocessing"]["nms_iou_threshold"] == 0.4
+    assert rdf["outputs"][0]["id"] == "stars"
