@@ -217,6 +217,15 @@ def test_score(project: Project, folder: Path) -> float:
     return float(json.loads(summary_path.read_text())[SCORES[project.task]])
 
 
+def steps_trained(folder: Path) -> int:
+    """Optimizer steps the run took (its epochs, early stopping and budget extensions included)."""
+    import torch
+
+    state = torch.load(folder / "model" / "last.pt", weights_only=True)["state"]
+    plan = json.loads((folder / "model" / "plan.json").read_text())
+    return int(state["epoch"]) * int(plan["steps_per_epoch"])
+
+
 def training_seconds(folder: Path) -> float:
     """Seconds the training loop took (from the last checkpoint)."""
     import torch
@@ -255,7 +264,7 @@ def run_default(project: Project, data: Path, out: Path) -> dict:
         "score_name": SCORES[project.task],
         "default": test_score(project, folder),
         "epochs": plan["epochs"],
-        "steps": plan["total_steps"],
+        "steps": steps_trained(folder),
         "train_seconds": training_seconds(folder),
         "wall_seconds": wall,
         "plan": plan,

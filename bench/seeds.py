@@ -29,7 +29,7 @@ def run_seed(project: real_data.Project, data: Path, root: Path, seed: int, extr
     result = {
         "seed": seed,
         "score": real_data.test_score(project, folder),
-        "steps": plan["total_steps"],
+        "steps": real_data.steps_trained(folder),
         "planned_steps": plan["epochs"] * plan["steps_per_epoch"],
         "extensions": plan.get("extensions", []),
         "restarts": plan.get("restarts", []),
