@@ -8,12 +8,12 @@ from idl.models.maskrcnn import InstanceMaskRCNN, MaskRCNNSpec, build_maskrcnn
 from idl.models.network import Network
 from idl.models.registry import register
 from idl.models.resnet import ResNetClassifier, ResNetSpec, build_resnet
-from idl.models.unet import StarDistUNet, UNet, UNet2D, UNetSpec, build_stardist, build_unet2d
+from idl.models.unet import StarDistSpec, StarDistUNet, UNet, UNet2D, UNetSpec, build_stardist, build_unet2d
 
 register("unet", UNet, UNetSpec, aliases=("unet2d",))  # "unet2d": checkpoints from before the 3D U-Net
 register("resnet", ResNetClassifier, ResNetSpec)
 register("maskrcnn", InstanceMaskRCNN, MaskRCNNSpec)
-register("stardist", StarDistUNet, UNetSpec)
+register("stardist", StarDistUNet, StarDistSpec)
 
 __all__ = [
     "InstanceMaskRCNN",
@@ -22,6 +22,7 @@ __all__ = [
     "Network",
     "ResNetClassifier",
     "ResNetSpec",
+    "StarDistSpec",
     "StarDistUNet",
     "UNet",
     "UNet2D",

@@ -296,19 +296,38 @@ def build_unet2d(**spec: object) -> UNet:
     return UNet(UNetSpec(**spec))  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True)
+class StarDistSpec(UNetSpec):
+    """A :class:`StarDistUNet`: a U-Net's spec (``out_channels`` = 1 + the number of rays) and the
+    pixels one unit of the distance head stands for (the training objects' typical radius)."""
+
+    distance_scale: float = 1.0
+
+
 class StarDistUNet(UNet):
     """A U-Net that predicts star-convex polygons (StarDist, Schmidt et al. 2018): ``1 + n`` output
     channels, the object probability (a sigmoid, in the graph) and the distances to the object's edge
-    along ``n`` rays (:mod:`idl.infer.post.stardist` turns them into labels on the inference side)."""
+    along ``n`` rays (:mod:`idl.infer.post.stardist` turns them into labels on the inference side).
+
+    The distance head works in units of ``spec.distance_scale`` (the typical object radius) and
+    starts at one unit: Adam moves a weight by about the learning rate per step, so a head that had
+    to grow from 0 to distances of 15 px would need thousands of steps before its first polygon
+    fits."""
 
     builder: ClassVar[str] = "build_stardist"
 
+    def __init__(self, spec: StarDistSpec) -> None:
+        super().__init__(spec)
+        self.spec: StarDistSpec = spec
+        with torch.no_grad():
+            self.head.bias[1:] = 1.0
+
     def _run(self, x: torch.Tensor, samples: torch.Tensor | None) -> torch.Tensor:
         out = super()._run(x, samples)
-        return torch.cat([torch.sigmoid(out[:, :1]), out[:, 1:]], dim=1)
+        return torch.cat([torch.sigmoid(out[:, :1]), out[:, 1:] * self.spec.distance_scale], dim=1)
 
 
 def build_stardist(**spec: object) -> StarDistUNet:
-    """A :class:`StarDistUNet` from keyword arguments (the fields of :class:`UNetSpec`; ``out_channels``
-    is 1 + the number of rays): the architecture entry point of its bioimage.io packages."""
-    return StarDistUNet(UNetSpec(**spec))  # type: ignore[arg-type]
+    """A :class:`StarDistUNet` from keyword arguments (the fields of :class:`StarDistSpec`): the
+    architecture entry point of its bioimage.io packages."""
+    return StarDistUNet(StarDistSpec(**spec))  # type: ignore[arg-type]

@@ -89,10 +89,20 @@ class Stars:
         return self.centres[i] + self.distances[i][:, None] * ray_directions(self.distances.shape[1])
 
 
+GRID = 2  # proposals from every GRID-th pixel along each axis (StarDist's grid for nuclei)
+MIN_RADIUS = 1.0  # px: a polygon whose mean distance is shorter is no object
+
+
 def proposals(prob: np.ndarray, dist: np.ndarray, threshold: float = PROB_THRESHOLD) -> Stars:
-    """The pixels of ``prob`` ``(Y, X)`` at or above ``threshold`` with their distances from
-    ``dist`` ``(n, Y, X)``, sorted by probability (highest first; ties in row-major order)."""
-    ys, xs = np.nonzero(prob >= threshold)
+    """The pixels of ``prob`` ``(Y, X)`` on the :data:`GRID` (even rows and columns: tiles start
+    at even offsets, so a tile proposes what the whole image does) at or above ``threshold``, with
+    their distances from ``dist`` ``(n, Y, X)`` averaging at least :data:`MIN_RADIUS`, sorted by
+    probability (highest first; ties in row-major order). Every object is proposed by its central
+    pixels; the grid and the smallest radius keep an untrained network's flat output (every pixel
+    at 0.5, every distance near 0) from proposing a polygon per pixel."""
+    on_grid = np.zeros(prob.shape, bool)
+    on_grid[::GRID, ::GRID] = True
+    ys, xs = np.nonzero(on_grid & (prob >= threshold) & (dist.mean(axis=0) >= MIN_RADIUS))
     p = prob[ys, xs]
     order = np.lexsort((np.arange(p.size), -p))
     centres = np.stack([ys, xs], axis=1)[order].astype(np.float64)

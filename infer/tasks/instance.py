@@ -22,7 +22,7 @@ from idl.infer.tasks.base import PackageText, Summary, extras
 from idl.infer.tasks.pixels import PixelTask, Scoring
 from idl.infer.tasks.registry import register
 from idl.infer.tiling.engine import Layout
-from idl.infer.tiling.mergers import Merger, Objects
+from idl.infer.tiling.mergers import Merger, Objects, StarObjects
 from idl.infer.tiling.predict import Outputs, Prediction, PredictOptions
 
 if TYPE_CHECKING:
@@ -60,10 +60,19 @@ class Detections(Labels):
 
 class StarLabels(Outputs):
     """Label images from a star-convex polygon network's object probability and distances along rays
-    (:mod:`idl.infer.post.stardist`), made from the whole stitched map as the U-Net's labels are."""
+    (:mod:`idl.infer.post.stardist`): tile by tile, each object kept by the tile that owns its centre
+    (:class:`~idl.infer.tiling.mergers.StarObjects`); with Monte Carlo samples from the whole
+    stitched map of their means, as the U-Net's labels are."""
 
     whole_image = "instance labels are made from the whole probability and distance map"
     objects = True
+
+    def merger(self, model: LoadedModel, where: Layout, options: PredictOptions) -> Merger | None:
+        return None if options.mc_samples else StarObjects(where.shape)
+
+    def collect(self, merged: Any, options: PredictOptions) -> Prediction:
+        labels, scores = merged
+        return Prediction(scores[np.newaxis], labels, None, None, scores)
 
     def finish(
         self, output: np.ndarray, uncertainty: np.ndarray | None, options: PredictOptions

@@ -293,3 +293,18 @@ class Objects:
         from idl.infer.post.instance_labels import label_dtype  # scipy, for label networks only
 
         return self.labels.astype(label_dtype(self.count), copy=False), self.scores
+
+
+@dataclass
+class StarObjects(Objects):
+    """Label images from a star-convex polygon network's object probability and distances (channel
+    0 and 1..): each tile's polygons are made from its own output (:mod:`idl.infer.post.stardist`),
+    and, as in :class:`Objects`, each object is kept only by the tile that owns its centre, so the
+    image is never held as a whole map of 33 channels."""
+
+    def add(self, tile: Tile, values: np.ndarray) -> None:
+        from idl.infer.post.stardist import labels_from_stars
+
+        out = values[0]
+        labels, scores = labels_from_stars(out[0], out[1:])
+        super().add(tile, np.stack([labels.astype(np.float32), scores])[np.newaxis])

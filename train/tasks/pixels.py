@@ -56,6 +56,10 @@ class PixelTrainer(Trainer):
         None where the task has none: such runs are never started again."""
         return None
 
+    def network_spec(self, spec: UNetSpec, data: TrainingData) -> UNetSpec:
+        """The spec of the network trained (a subclass's network may need more than a U-Net's)."""
+        return spec
+
     def loss_name(self, config: TrainConfig, num_classes: int) -> str:
         """The loss trained with (the config's, InstantDL's where it fits, or the task's default)."""
         return config.resolved_loss(num_classes)
@@ -149,7 +153,7 @@ class PixelTrainer(Trainer):
         )
         # the channels the inference side reads: one sigmoid channel for two classes, one per class,
         # or one linear output per regression target (the task's own count, never a second copy)
-        spec = replace(spec, out_channels=task_named(info.kind).out_channels(info))
+        spec = self.network_spec(replace(spec, out_channels=task_named(info.kind).out_channels(info)), data)
         summary = (
             f"{data_summary(len(train_samples), len(val_samples), data.in_channels)}, "
             f"{self.describe_data(data)}, patches of {' x '.join(map(str, patch))} px, loss {loss_name}"

@@ -11,7 +11,7 @@ makes labels from polygons as ``idl-predict`` does and scores AP50:95.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from idl.infer.evaluate.instance_metrics import counts_per_threshold, scores_from_counts
 from idl.infer.post.stardist import RAYS, labels_from_stars, object_probability, star_distances
-from idl.models.unet import StarDistUNet
+from idl.models.unet import StarDistSpec, StarDistUNet, UNetSpec
 from idl.train.data import Sample, TrainingData, load_instance_data
 from idl.train.losses import LossFn
 from idl.train.tasks.base import LossChoice
@@ -33,6 +33,13 @@ if TYPE_CHECKING:
 STARDIST = "stardist"
 DISTANCE_WEIGHT = 0.2  # StarDist's train_loss_weights (1, 0.2)
 BACKGROUND_WEIGHT = 1e-4  # StarDist's train_background_reg: background distances pulled to 0
+
+
+def typical_radius(samples: list[Sample]) -> float:
+    """The median over the training objects of the radius of a disk of the same area (px), at least 1."""
+    areas = np.concatenate([np.bincount(s.target.ravel())[1:] for s in samples])
+    areas = areas[areas > 0]
+    return float(max(1.0, np.sqrt(np.median(areas) / np.pi))) if areas.size else 1.0
 
 
 def star_targets(labels: np.ndarray, rays: int) -> tuple[np.ndarray, np.ndarray]:
@@ -104,6 +111,10 @@ class StarDistTrainer(PixelTrainer):
         )
         samples = [replace(s, labels=s.target.astype(np.int32)) for s in data.samples]
         return replace(data, samples=samples, num_classes=1 + RAYS)
+
+    def network_spec(self, spec: UNetSpec, data: TrainingData) -> StarDistSpec:
+        """The U-Net's spec with the distance head in units of the objects' median radius."""
+        return StarDistSpec(**asdict(spec), distance_scale=typical_radius(data.samples))
 
     def losses(self, num_classes: int) -> LossChoice:
         return LossChoice(STARDIST, (STARDIST,), "star-convex polygons")
