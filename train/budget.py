@@ -10,11 +10,12 @@ and the decay moves with the end. Checked again at the new decay start, up to :d
 the planned epochs. On a plateau the latest third rarely beats the two thirds before it (their
 maximum is drawn from twice as many noisy scores), so a finished run is left alone.
 
-At the same check, a run whose best validation score so far is no better than the answer without
-training (:mod:`idl.train.reference`: Otsu's threshold, the most common class, the input itself) by
-:data:`STUCK_MARGIN` starts again from a new initialisation with :data:`RESTART_LR` times the learning
-rate, with the planned epochs ahead of it as long as the cap allows: on InstantDL's lung example
-half the seeds of the default stayed at "dark is lung" for the whole budget (docs/benchmarks.md).
+At the same check, a run whose best validation score since the burn-in is no better than the
+answer without training (:mod:`idl.train.reference`: Otsu's threshold, the most common class, the
+input itself) by :data:`STUCK_MARGIN` starts again from a new initialisation with :data:`RESTART_LR`
+times the learning rate, with the planned epochs ahead of it as long as the cap allows: on
+InstantDL's lung example half the seeds of the default stayed at "dark is lung" for the whole budget
+(docs/benchmarks.md). The best epoch so far stays the best until the new attempt beats it.
 
 Pure functions of the scores: the loop (:func:`idl.train.loop.fit`) applies them and keeps the
 extensions in its state, so ``--resume`` continues with the extended budget.
@@ -83,7 +84,7 @@ def describe(trend: Trend, metric: str, epoch: int, epochs: int, steps_per_epoch
 
 
 def stuck(best: float, reference: float | None) -> bool:
-    """Whether a run's best validation score so far is no better than the ``reference``."""
+    """Whether a run's best validation score (since its burn-in) is no better than the ``reference``."""
     return reference is not None and math.isfinite(best) and best <= reference + STUCK_MARGIN
 
 
@@ -92,7 +93,7 @@ def describe_restart(
 ) -> str:
     """The log and plan line of one restart."""
     return (
-        f"after epoch {epoch}: best validation {metric} {best:.4f}, no better than {name} "
+        f"after epoch {epoch}: best validation {metric} since the burn-in {best:.4f}, no better than {name} "
         f"({reference:.4f}) + {STUCK_MARGIN}: started again from a new initialisation at learning rate "
         f"{rate:g}, to epoch {epochs}"
     )

@@ -244,6 +244,12 @@ def _improved(state: TrainState, val_loss: float, score: float, burn_in: int) ->
     return score > state.best_score or (score == state.best_score and val_loss < state.best_val_loss)
 
 
+def _burn_in(state: TrainState, settings: LoopSettings) -> int:
+    """The last epoch of the burn-in (:func:`burn_in_epochs`): only the first attempt has one, so a
+    restarted run keeps its best epoch until the new attempt scores better."""
+    return burn_in_epochs(settings.epochs) if state.restart_epoch == 0 else state.restart_epoch
+
+
 def _rebudget(
     state: TrainState,
     settings: LoopSettings,
@@ -260,8 +266,9 @@ def _rebudget(
         return epochs
     most = max(settings.max_epochs, settings.epochs)
     scores = [h[f"val_{settings.metric}"] for h in state.history[state.restart_epoch :]]
-    if budget.stuck(max(scores), settings.reference) and state.epoch + settings.epochs <= most:
-        return _restart(state, settings, max(scores), main, *training)
+    judged = scores[_burn_in(state, settings) - state.restart_epoch :] or scores[-1:]
+    if budget.stuck(max(judged), settings.reference) and state.epoch + settings.epochs <= most:
+        return _restart(state, settings, max(judged), main, *training)
     if epochs >= most:
         return epochs
     trend = budget.trend(scores)
@@ -296,7 +303,7 @@ def _restart(
         for group in optimizer.param_groups:
             group["lr"] *= budget.RESTART_LR
     state.restart_epoch, state.epochs = state.epoch, state.epoch + settings.epochs
-    state.best_score, state.best_val_loss, state.bad_epochs = -math.inf, math.inf, 0
+    state.bad_epochs = 0  # the best epoch so far stays: the new attempt's must beat it
     assert settings.reference is not None
     rate = (
         settings.learning_rate * state.lr_scale
@@ -399,9 +406,7 @@ def fit(
             )
         state.epoch += 1
         state.seconds += time.perf_counter() - started
-        improved = validation is None or _improved(
-            state, val_loss, val_score, state.restart_epoch + burn_in_epochs(settings.epochs)
-        )
+        improved = validation is None or _improved(state, val_loss, val_score, _burn_in(state, settings))
         if improved:
             state.best_epoch, state.bad_epochs = state.epoch, 0
             if validation is not None:

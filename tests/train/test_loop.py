@@ -232,8 +232,9 @@ def test_budget_trend_and_steps() -> None:
 
 
 def test_a_run_at_the_trivial_answer_starts_again_with_a_lower_rate() -> None:
-    """6 planned epochs, at most 18: at epoch 3 (60 % of 6) the best score 0.28 is within 0.02 of
-    the reference 0.27, so the network is drawn anew and trains 6 more epochs at half the rate."""
+    """6 planned epochs, at most 18: at epoch 3 (60 % of 6) the best score since the burn-in (2
+    epochs), 0.27, is within 0.02 of the reference 0.27, so the network is drawn anew and trains 6
+    more epochs at half the rate."""
     torch.manual_seed(0)
     net = UNet2D(UNetSpec(depth=1, base_filters=2, dropout=0.0))
     stuck = [(1.0, 0.27), (1.0, 0.28), (1.0, 0.27)] + [(1.0, s) for s in (0.4, 0.5, 0.6)] + [(1.0, 0.6)] * 6
@@ -241,15 +242,16 @@ def test_a_run_at_the_trivial_answer_starts_again_with_a_lower_rate() -> None:
     calls: list[tuple[int, bool]] = []
     state = _fit(_Scripted(stuck), epochs=6, max_epochs=18, reference=0.27, lr=1e-3, net=net, calls=calls)
     assert state.restarts == [
-        "after epoch 3: best validation jaccard 0.2800, no better than Otsu threshold, dark objects (0.2700) "
-        "+ 0.02: started again from a new initialisation at learning rate 0.0005, to epoch 9"
+        "after epoch 3: best validation jaccard since the burn-in 0.2700, no better than Otsu threshold, "
+        "dark objects (0.2700) + 0.02: started again from a new initialisation at learning rate 0.0005, "
+        "to epoch 9"
     ]
     assert (state.restart_epoch, state.lr_scale) == (3, 0.5)
     # the new attempt: rising at its own check (epoch 3 + 3: 0.6 against 0.5) -> extended by 3; at the
     # next (epoch 3 + 5 of its 9) on a plateau
     assert state.epoch == 12 and state.epochs == 12 and len(state.extensions) == 1
     assert state.extensions[0].startswith("after epoch 6: validation jaccard 0.6000 in the last 1 epoch(s)")
-    # every epoch of the new attempt's burn-in (2 epochs) counts as the best, then better scores
+    # the new attempt has no burn-in: an epoch is the best when it beats 0.28 (epoch 2)
     assert calls[3:6] == [(4, True), (5, True), (6, True)] and state.best_epoch == 6
     # half the rate after the restart, held until the decay of the 9-epoch attempt
     assert state.rates[:3] == [1e-3] * 3 and state.rates[3:6] == [5e-4] * 3  # type: ignore[attr-defined]
@@ -267,3 +269,14 @@ def test_no_restart_without_room_in_the_budget_or_a_reference() -> None:
         _Scripted([(1.0, 0.27), (1.0, 0.5), (1.0, 0.5)] + stuck), epochs=6, max_epochs=18, reference=0.27
     )
     assert late.restarts == [] and late.epoch == 6  # 0.5 beats it: not stuck, and not rising either
+
+
+def test_a_restart_keeps_a_better_epoch_from_before_it() -> None:
+    """A run that scored 0.6 in its burn-in and then fell to the trivial answer starts again, but its
+    epoch 2 stays the best until the new attempt beats 0.6 (here it never does)."""
+    collapsed = [(1.0, 0.5), (1.0, 0.6), (1.0, 0.27)] + [(1.0, 0.4)] * 6
+    calls: list[tuple[int, bool]] = []
+    state = _fit(_Scripted(collapsed), epochs=6, max_epochs=18, reference=0.27, calls=calls)
+    assert len(state.restarts) == 1 and state.epoch == 9
+    assert state.best_epoch == 2 and state.best_score == 0.6
+    assert [improved for _, improved in calls] == [True, True, False] + [False] * 6
