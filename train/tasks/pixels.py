@@ -138,7 +138,7 @@ class PixelTrainer(Trainer):
             normalization=config.normalization,
             axes=data.axes,
             dropout=config.dropout,
-            name=model_name(project, dims),
+            name=model_name(project, dims, self.network_name),
             target_mean=data.target_mean,
             target_std=data.target_std,
             class_names=self.class_names,
