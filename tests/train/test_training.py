@@ -91,6 +91,7 @@ def test_an_extended_budget_is_in_the_plan_the_log_and_the_checkpoint(
     project = _copy_train_split(small_project, tmp_path / "p")
     # validation "still rising" at every check: 5 epochs -> 8 (after epoch 3) -> 10, the cap of 2x
     monkeypatch.setattr(budget, "trend", lambda scores: budget.Trend(0.5, 0.4, 1))
+    monkeypatch.setattr(budget, "stuck", lambda best, reference: False)  # never started again here
     caplog.set_level("INFO", logger="idl")
     result = train_project(project, TrainConfig(epochs=5, budget_cap=2.0, **FAST), progress=False)
     assert result.state.epoch == 10 and result.state.epochs == 10
@@ -107,7 +108,8 @@ def test_an_extended_budget_is_in_the_plan_the_log_and_the_checkpoint(
         "after epoch 4: validation jaccard 0.5000 in the last 1 epoch(s), 0.4000 before, still rising: "
         "extended to 10 epochs (30 steps)",
     ]
-    assert "budget: " + plan["extensions"][0] in caplog.text
+    assert "budget: " + plan["extensions"][0] in caplog.text and plan["restarts"] == []
+    assert plan["reference"].startswith(("Otsu threshold", "all foreground"))
     assert "5 epochs x 3 steps = 15 steps, up to 10 epochs while validation still rises" in caplog.text
     assert load_checkpoint(project / "model" / "last.pt")["state"]["extensions"] == plan["extensions"]
 
