@@ -283,6 +283,27 @@ def _rebudget(
     return longer
 
 
+def _decay_now(state: TrainState, settings: LoopSettings, epochs: int, steps: int, main: bool) -> int:
+    """A run whose budget was extended and whose score then stopped improving for ``patience``
+    epochs is not stopped at its high learning rate: its end moves to the planned decay's length
+    (:data:`~idl.train.plan.DECAY_FRACTION` of the planned epochs) from now, so the rate falls to
+    zero over those epochs, and the patience counts again. Other runs: ``epochs`` unchanged (they
+    stop)."""
+    sooner = state.epoch + max(1, math.ceil(budget.DECAY_FRACTION * settings.epochs))
+    if epochs <= settings.epochs or sooner >= epochs:
+        return epochs
+    line = (
+        f"after epoch {state.epoch}: no better validation {settings.metric} for {state.bad_epochs} epochs "
+        f"of the extended budget: the learning rate decays to zero by epoch {sooner} ({sooner * steps} "
+        "steps)"
+    )
+    state.epochs, state.bad_epochs = sooner, 0
+    state.extensions.append(line)
+    if main:
+        log.info("budget: %s", line)
+    return sooner
+
+
 def _restart(
     state: TrainState,
     settings: LoopSettings,
@@ -419,7 +440,9 @@ def fit(
         state.history.append(record)
         if validation is not None and state.bad_epochs < settings.patience:
             epochs = _rebudget(state, settings, epochs, len(loader), ranks.main, (model, optimizer))
-            bar.total = epochs
+        elif validation is not None:
+            epochs = _decay_now(state, settings, epochs, len(loader), ranks.main)
+        bar.total = epochs
         if state.bad_epochs >= settings.patience or state.epoch >= epochs:
             state.finished = True
         if after_epoch is not None:

@@ -280,3 +280,19 @@ def test_a_restart_keeps_a_better_epoch_from_before_it() -> None:
     assert len(state.restarts) == 1 and state.epoch == 9
     assert state.best_epoch == 2 and state.best_score == 0.6
     assert [improved for _, improved in calls] == [True, True, False] + [False] * 6
+
+
+def test_an_extended_run_that_stops_improving_decays_before_it_stops() -> None:
+    """Extended while rising (5 planned epochs, to 8 and 11), then no better score for the patience
+    of 2 epochs: the end moves to 2 epochs (40 % of the planned 5) from there, over which the rate
+    falls to zero, instead of stopping at the full rate."""
+    scores = [(1.0, s) for s in (0.1, 0.2, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3)]
+    state = _fit(_Scripted(scores), epochs=5, patience=2, max_epochs=15, lr=1e-3)
+    assert state.epoch == 7 and state.epochs == 7 and state.finished
+    assert state.extensions[-1] == (
+        "after epoch 5: no better validation jaccard for 2 epochs of the extended budget: the learning "
+        "rate decays to zero by epoch 7 (14 steps)"
+    )
+    assert state.rates[4] == 1e-3 and state.rates[-1] < 0.2e-3  # type: ignore[attr-defined]
+    # a run on its planned budget stops as before
+    assert _fit(_Scripted(scores), epochs=5, patience=2).epoch == 5
