@@ -98,15 +98,9 @@ def make_letters(data: Path, target: Path, seed: int = 0) -> Path:
 
 
 PROJECTS = (
-    real_data.Project("bccd-cells 3 classes", "bccd-cells", "classification"),
+    *(p for p in real_data.PROJECTS if p.name == "bccd-cells 3 classes"),
     real_data.Project("letters b/d/p/q on blood smears", "letters-bdpq", "classification"),
-    real_data.Project(
-        "InstantDL classification",
-        real_data.INSTANTDL,
-        "classification",
-        config="Classification_example_config.json",
-        subdir="examples/data/Classification",
-    ),
+    *(p for p in real_data.PROJECTS if p.name == "InstantDL classification"),
 )
 
 
@@ -118,7 +112,7 @@ def run(project: real_data.Project, data: Path, root: Path, extra: list[str]) ->
     return {
         "accuracy": real_data.test_score(project, folder),
         "augmentation": plan.get("augmentation") or ", ".join(augment),
-        "steps": plan["total_steps"],
+        "steps": real_data.steps_trained(folder),
         "wall_seconds": wall,
         "baseline": real_data.baseline(project, folder)[1],
     }

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from skimage.filters import threshold_otsu
 
+from idl.infer.evaluate.baseline import otsu_mask
 from idl.infer.evaluate.metrics import confusion_matrix, jaccard, pearson
 
 
@@ -38,8 +38,8 @@ def binary_segmentation(images: Sequence[np.ndarray], targets: Sequence[np.ndarr
     answers = {"all foreground": 2, "Otsu threshold, bright objects": 0, "Otsu threshold, dark objects": 1}
     confusion = np.zeros((3, 2, 2), np.int64)
     for image, target in zip(images, targets, strict=True):
-        channel = image[..., 0]
-        bright = channel > threshold_otsu(channel) if np.ptp(channel) > 0 else np.zeros(channel.shape, bool)
+        flat = np.ptp(image[..., 0]) == 0  # no threshold to find
+        bright = np.zeros(image.shape[:-1], bool) if flat else otsu_mask(image).astype(bool)
         truth = (target > 0).astype(np.uint8)
         for i, mask in enumerate((bright, ~bright, np.ones_like(bright))):
             confusion[i] += confusion_matrix(mask.astype(np.uint8), truth, 2)

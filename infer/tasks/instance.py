@@ -43,6 +43,11 @@ class Labels(Outputs):
 
         return Prediction(output, labels_from_probabilities(output), uncertainty, None)
 
+    def collect(self, merged: Any, options: PredictOptions) -> Prediction:
+        """What an :class:`~idl.infer.tiling.mergers.Objects` merger's labels and scores become."""
+        labels, scores = merged
+        return Prediction(scores[np.newaxis], labels, None, None, scores)
+
 
 class Detections(Labels):
     """Mask R-CNN's labels, tiled so that every object is kept once: the tile loop with the
@@ -53,39 +58,27 @@ class Detections(Labels):
             model.session(mc=True)  # raises: Mask R-CNN has no Monte Carlo graph
         return Objects(where.shape)
 
-    def collect(self, merged: Any, options: PredictOptions) -> Prediction:
-        labels, scores = merged
-        return Prediction(scores[np.newaxis], labels, None, None, scores)
 
-
-class StarLabels(Outputs):
+class StarLabels(Labels):
     """Label images from a star-convex polygon network's object probability and distances along rays
     (:mod:`idl.infer.post.stardist`): tile by tile, each object kept by the tile that owns its centre
     (:class:`~idl.infer.tiling.mergers.StarObjects`); with Monte Carlo samples from the whole
     stitched map of their means, as the U-Net's labels are."""
 
     whole_image = "instance labels are made from the whole probability and distance map"
-    objects = True
 
     def merger(self, model: LoadedModel, where: Layout, options: PredictOptions) -> Merger | None:
         return None if options.mc_samples else StarObjects(where.shape)
 
-    def collect(self, merged: Any, options: PredictOptions) -> Prediction:
-        labels, scores = merged
-        return Prediction(scores[np.newaxis], labels, None, None, scores)
-
     def finish(
         self, output: np.ndarray, uncertainty: np.ndarray | None, options: PredictOptions
     ) -> Prediction:
+        from idl.infer.post.instance_labels import label_dtype
         from idl.infer.post.stardist import labels_from_stars
 
         labels, scores = labels_from_stars(output[0], output[1:])
         return Prediction(
-            output[:1],
-            labels.astype(np.uint16 if labels.max() < 65536 else np.uint32),
-            uncertainty,
-            None,
-            scores,
+            output[:1], labels.astype(label_dtype(int(labels.max()))), uncertainty, None, scores
         )
 
 

@@ -294,5 +294,5 @@ def test_an_extended_run_that_stops_improving_decays_before_it_stops() -> None:
         "rate decays to zero by epoch 7 (14 steps)"
     )
     assert state.rates[4] == 1e-3 and state.rates[-1] < 0.2e-3  # type: ignore[attr-defined]
-    # a run on its planned budget stops as before
-    assert _fit(_Scripted(scores), epochs=5, patience=2).epoch == 5
+    # a run on its planned budget stops as before: at epoch 5 of 8, its patience spent
+    assert _fit(_Scripted(scores), epochs=8, patience=2).epoch == 5

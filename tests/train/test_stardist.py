@@ -15,7 +15,8 @@ from idl.infer.datasets.synthetic import NucleiSpec, synthetic_nuclei, write_ins
 from idl.infer.evaluate.instance_metrics import counts_per_threshold, scores_from_counts
 from idl.infer.post.stardist import labels_from_stars, object_probability, star_distances
 from idl.train.data import Sample
-from idl.train.tasks.instance.stardist import BACKGROUND_WEIGHT, DISTANCE_WEIGHT, StarAP, stardist_loss
+from idl.train.tasks.instance import LabelsAP
+from idl.train.tasks.instance.stardist import BACKGROUND_WEIGHT, DISTANCE_WEIGHT, star_labels, stardist_loss
 
 
 def _labels(seed: int = 0, size: int = 64) -> np.ndarray:
@@ -42,11 +43,11 @@ def test_the_loss_is_cross_entropy_plus_weighted_distance_error() -> None:
 
 
 def test_validation_of_exact_targets_finds_every_nucleus() -> None:
-    score = StarAP()
+    score = LabelsAP(star_labels)
     for seed in (2, 3):
         labels = _labels(seed, 96)
         out = np.concatenate([object_probability(labels)[None], star_distances(labels, 32)])
-        score.add(out, Sample(str(seed), np.zeros((96, 96, 1), np.float32), labels))
+        score.add(out, Sample(str(seed), np.zeros((96, 96, 1), np.float32), labels, labels))
         found, _ = labels_from_stars(out[0], out[1:])
         ap50 = scores_from_counts(counts_per_threshold(labels, found))["ap50"]
         assert ap50 == 1.0

@@ -162,6 +162,7 @@ class OrientationChoice:
         import torch
 
         from idl.train.loop import to_device
+        from idl.train.losses import predicted_classes
 
         def predict(x: np.ndarray) -> np.ndarray:
             if not len(x):
@@ -170,7 +171,7 @@ class OrientationChoice:
                 out = [
                     model(to_device(torch.from_numpy(x[i : i + 128]), device)) for i in range(0, len(x), 128)
                 ]
-            return torch.cat(out).argmax(dim=1).cpu().numpy()
+            return predicted_classes(torch.cat(out)).cpu().numpy()
 
         model.eval()
         result = probe(predict, self.images, self.labels, self.class_names)

@@ -6,6 +6,7 @@ validated by ``ap50`` of its crops; the star-convex polygon U-Net (``--model sta
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,15 +30,22 @@ if TYPE_CHECKING:
 MASK_RCNN = "maskrcnn"
 
 
-class LabelsAP:
-    """AP50:95 over all validation images of the watershed labels idl-predict would write."""
+def watershed_labels(logits: np.ndarray) -> np.ndarray:
+    """The instance U-Net's labels, as idl-predict makes them (a watershed of its probabilities)."""
+    return labels_from_probabilities(probabilities(logits))
 
-    def __init__(self) -> None:
+
+class LabelsAP:
+    """AP50:95 over all validation images of the labels idl-predict would write, made from a
+    network's raw output by ``make_labels`` (default: the U-Net's watershed)."""
+
+    def __init__(self, make_labels: Callable[[np.ndarray], np.ndarray] = watershed_labels) -> None:
+        self.make_labels = make_labels
         self.counts: list | None = None
 
     def add(self, logits: np.ndarray, sample: Sample) -> None:
         assert sample.labels is not None
-        found = counts_per_threshold(sample.labels, labels_from_probabilities(probabilities(logits)))
+        found = counts_per_threshold(sample.labels, self.make_labels(logits))
         self.counts = (
             found if self.counts is None else [a + b for a, b in zip(self.counts, found, strict=True)]
         )

@@ -19,12 +19,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from idl.infer.evaluate.instance_metrics import counts_per_threshold, scores_from_counts
+from idl.infer.core.errors import ConfigError
 from idl.infer.post.stardist import RAYS, labels_from_stars, object_probability, star_distances
 from idl.models.unet import StarDistSpec, StarDistUNet, UNetSpec
 from idl.train.data import Sample, TrainingData, load_instance_data
 from idl.train.losses import LossFn
-from idl.train.tasks.base import LossChoice
+from idl.train.tasks.instance import LabelsAP
 from idl.train.tasks.pixels import PixelTrainer
 
 if TYPE_CHECKING:
@@ -69,21 +69,9 @@ def stardist_loss(rays: int = RAYS) -> LossFn:
     return loss
 
 
-class StarAP:
-    """AP50:95 over all validation images of the polygons' labels idl-predict would write."""
-
-    def __init__(self) -> None:
-        self.counts: list | None = None
-
-    def add(self, logits: np.ndarray, sample: Sample) -> None:
-        labels, _ = labels_from_stars(logits[0], logits[1:])
-        found = counts_per_threshold(sample.target.astype(np.int64), labels)
-        self.counts = (
-            found if self.counts is None else [a + b for a, b in zip(self.counts, found, strict=True)]
-        )
-
-    def result(self) -> float:
-        return scores_from_counts(self.counts)["ap50_95"] if self.counts else 0.0
+def star_labels(out: np.ndarray) -> np.ndarray:
+    """The labels idl-predict makes from the network's probability and distances."""
+    return labels_from_stars(out[0], out[1:])[0]
 
 
 class StarDistTrainer(PixelTrainer):
@@ -98,8 +86,6 @@ class StarDistTrainer(PixelTrainer):
 
     def load_data(self, split_dir: Path, config: TrainConfig, spatial: str) -> TrainingData:
         if len(spatial) != 2:
-            from idl.infer.core.errors import ConfigError
-
             raise ConfigError("--model stardist is built for 2D images; use --model unet for volumes.")
         data = load_instance_data(
             split_dir,
@@ -116,9 +102,6 @@ class StarDistTrainer(PixelTrainer):
         """The U-Net's spec with the distance head in units of the objects' median radius."""
         return StarDistSpec(**asdict(spec), distance_scale=typical_radius(data.samples))
 
-    def losses(self, num_classes: int) -> LossChoice:
-        return LossChoice(STARDIST, (STARDIST,), "star-convex polygons")
-
     def loss_name(self, config: TrainConfig, num_classes: int) -> str:
         return STARDIST
 
@@ -128,8 +111,8 @@ class StarDistTrainer(PixelTrainer):
     def describe_data(self, data: TrainingData) -> str:
         return f"label images, object probability and distances along {data.num_classes - 1} rays"
 
-    def image_score(self, num_classes: int) -> StarAP:
-        return StarAP()
+    def image_score(self, num_classes: int) -> LabelsAP:
+        return LabelsAP(star_labels)
 
 
 STARDIST_TRAINER = StarDistTrainer()
