@@ -78,6 +78,8 @@ PROJECTS = (
         args=("--model", "stardist"),
     ),
     Project("sstem-vnc 5-class", "sstem-vnc", "semantic"),
+    Project("bbbc039 binary segnet", "bbbc039-small", "semantic", binary=True, args=("--model", "segnet")),
+    Project("sstem-vnc 5-class segnet", "sstem-vnc", "semantic", args=("--model", "segnet")),
     Project("nuclei3d 3D binary", "nuclei3d-cells3d", "semantic", binary=True),
     Project(
         "nuclei3d 3D, one volume", "nuclei3d-cells3d", "semantic", binary=True, keep_train=("nuclei_q00.tif",)

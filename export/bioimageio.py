@@ -55,18 +55,16 @@ PACKAGE_EXTRAS = 512 * 1024
 NEARLY_FULL = 1 << 20
 
 LICENSE = "CC-BY-4.0"
-CITATIONS = (
-    (
-        "Waibel, D.J.E., Boushehri, S.S. & Marr, C. InstantDL: an easy-to-use deep learning pipeline for "
-        "image segmentation and classification. BMC Bioinformatics 22, 103 (2021).",
-        "10.1186/s12859-021-04037-3",
-    ),
-    (
-        "Ronneberger, O., Fischer, P. & Brox, T. U-Net: Convolutional Networks for Biomedical Image "
-        "Segmentation. MICCAI 2015.",
-        "10.1007/978-3-319-24574-4_28",
-    ),
+INSTANTDL_CITATION = (
+    "Waibel, D.J.E., Boushehri, S.S. & Marr, C. InstantDL: an easy-to-use deep learning pipeline for "
+    "image segmentation and classification. BMC Bioinformatics 22, 103 (2021).",
+    "10.1186/s12859-021-04037-3",
 )
+
+
+def citations(text: PackageText) -> tuple[tuple[str, str], ...]:
+    """What a package cites: InstantDL, then the network's own paper."""
+    return (INSTANTDL_CITATION, *text.citations)
 
 
 @dataclass(frozen=True)
@@ -205,7 +203,7 @@ def _readme(
             + " (see `config.idl.mc_dropout`).",
             "",
         ]
-    lines += ["## Citation", ""] + [f"- {cite} doi:{doi}" for cite, doi in CITATIONS]
+    lines += ["## Citation", ""] + [f"- {cite} doi:{doi}" for cite, doi in citations(text)]
     return "\n".join(lines) + "\n"
 
 
@@ -352,7 +350,7 @@ def build_description(
         name=safe_name(info.name),
         description=(request.description or f"{text.network} ({text.title}) trained with idl")[:1024],
         authors=[bio.Author(name=a) for a in request.authors or (default_author(),)],
-        cite=[bio.CiteEntry(text=text, doi=bio.Doi(doi)) for text, doi in CITATIONS],
+        cite=[bio.CiteEntry(text=cite, doi=bio.Doi(doi)) for cite, doi in citations(text)],
         license=LICENSE,
         documentation=bio.FileDescr(source=readme),
         covers=[bio.FileDescr(source=cover)],

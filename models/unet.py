@@ -167,7 +167,62 @@ class _Fan:
         return self.repeat(x)
 
 
-class UNet(FreezableEncoder, Exportable):
+class PaddedNetwork(FreezableEncoder, Exportable):
+    """What idl's fully convolutional networks (the U-Net, SegNet) share: ``(N, C, [Z,] Y, X)`` in,
+    ``(N, K, [Z,] Y, X)`` logits out for inputs of any size (padded to ``spec.multiples`` and cropped
+    back), a padding-free forward for export and a Monte Carlo forward that takes the number of
+    samples. Subclasses build their layers from ``spec`` and compute :meth:`_run`."""
+
+    spec: UNetSpec
+
+    @staticmethod
+    def in_encoder(name: str) -> bool:
+        """Whether a parameter belongs to the encoder or bottleneck (what ``freeze_encoder`` freezes)."""
+        return name.startswith(("encoder", "bottleneck"))
+
+    def forward_aligned(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for an input whose spatial sizes are multiples of ``spec.multiples``."""
+        return self._run(x, None)
+
+    def forward_samples(self, x: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+        """Monte Carlo logits: ``len(samples)`` samples of each input ``(N, C, ...)``, as
+        ``(N * S, K, ...)`` (the samples of the first input first). The part before the first dropout
+        runs once per input (with ``dropout_at="last"`` that is all but the 1x1 head), and so do skip
+        connections made before it (their share of the decoder's first convolutions too); ``samples``
+        only gives the count (its values are not used). Dropout must be in Monte Carlo mode."""
+        return self._run(x, samples)
+
+    def _run(self, x: torch.Tensor, samples: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for an input of any size: reflect-pad to the size multiples, crop back."""
+        sizes = x.shape[2:]
+        pads = [(-n) % m for n, m in zip(sizes, self.spec.multiples, strict=True)]
+        if any(pads):
+            edge = any(pad_mode(p, n) == "edge" for p, n in zip(pads, sizes, strict=True) if p)
+            flat = [v for p in reversed(pads) for v in (0, p)]  # F.pad wants the last axis first
+            x = nn.functional.pad(x, flat, mode="replicate" if edge else "reflect")
+        crop = tuple(slice(0, n) for n in sizes)
+        return self.forward_aligned(x)[(..., *crop)]
+
+    def exported(self) -> nn.Module:
+        """The padding-free forward (:meth:`forward_aligned`): the inference side pads."""
+        return _Aligned(eval_copy(self)[0]).eval()
+
+    def monte_carlo(self) -> MonteCarlo | None:
+        """:meth:`forward_samples` with the number of samples as a second input, or None without
+        dropout."""
+        net, layers = eval_copy(self, monte_carlo=True)
+        return MonteCarlo(_Samples(net).eval(), sample_count=True) if layers else None
+
+    def formats_at_every_size(self) -> tuple[str, ...]:
+        """Every format in 2D; ONNX alone in 3D, where PyTorch's runs of the three tile sizes took 5
+        minutes of a 2-core CPU (docs/benchmarks.md)."""
+        return WEIGHT_FORMATS if self.spec.dims == 2 else ("onnx",)
+
+
+class UNet(PaddedNetwork):
     """U-Net, ``(N, C, [Z,] Y, X)`` in, ``(N, K, [Z,] Y, X)`` logits out; a
     :class:`~idl.models.network.Network` whose graphs compute the padding-free forward."""
 
@@ -198,23 +253,6 @@ class UNet(FreezableEncoder, Exportable):
         self.last_drop = MCDropout(spec.dropout) if spec.dropout_at == "last" and spec.dropout > 0 else None
         self.head = LAYERS[spec.dims][0](widths[0], spec.out_channels, kernel_size=1)
 
-    @staticmethod
-    def in_encoder(name: str) -> bool:
-        """Whether a parameter belongs to the encoder or bottleneck (what ``freeze_encoder`` freezes)."""
-        return name.startswith(("encoder", "bottleneck"))
-
-    def forward_aligned(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits for an input whose spatial sizes are multiples of ``spec.multiples``."""
-        return self._run(x, None)
-
-    def forward_samples(self, x: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
-        """Monte Carlo logits: ``len(samples)`` samples of each input ``(N, C, ...)``, as
-        ``(N * S, K, ...)`` (the samples of the first input first). The part before the first dropout
-        runs once per input (with ``dropout_at="last"`` that is all but the 1x1 head), and so do skip
-        connections made before it (their share of the decoder's first convolutions too); ``samples``
-        only gives the count (its values are not used). Dropout must be in Monte Carlo mode."""
-        return self._run(x, samples)
-
     def _run(self, x: torch.Tensor, samples: torch.Tensor | None) -> torch.Tensor:
         skips: list[tuple[torch.Tensor, bool]] = []  # each with whether it holds the samples
         fan = _Fan(samples) if samples is not None else None
@@ -234,37 +272,11 @@ class UNet(FreezableEncoder, Exportable):
             x = fan(x)  # no dropout: every sample is the same
         return self.head(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits for an input of any size: reflect-pad to the size multiples, crop back."""
-        sizes = x.shape[2:]
-        pads = [(-n) % m for n, m in zip(sizes, self.spec.multiples, strict=True)]
-        if any(pads):
-            edge = any(pad_mode(p, n) == "edge" for p, n in zip(pads, sizes, strict=True) if p)
-            flat = [v for p in reversed(pads) for v in (0, p)]  # F.pad wants the last axis first
-            x = nn.functional.pad(x, flat, mode="replicate" if edge else "reflect")
-        crop = tuple(slice(0, n) for n in sizes)
-        return self.forward_aligned(x)[(..., *crop)]
-
-    def exported(self) -> nn.Module:
-        """The padding-free forward (:meth:`forward_aligned`): the inference side pads."""
-        return _Aligned(eval_copy(self)[0]).eval()
-
-    def monte_carlo(self) -> MonteCarlo | None:
-        """:meth:`forward_samples` with the number of samples as a second input, or None without
-        dropout."""
-        net, layers = eval_copy(self, monte_carlo=True)
-        return MonteCarlo(_Samples(net).eval(), sample_count=True) if layers else None
-
-    def formats_at_every_size(self) -> tuple[str, ...]:
-        """Every format in 2D; ONNX alone in 3D, where PyTorch's runs of the three tile sizes took 5
-        minutes of a 2-core CPU (docs/benchmarks.md)."""
-        return WEIGHT_FORMATS if self.spec.dims == 2 else ("onnx",)
-
 
 class _Aligned(nn.Module):
-    """The deterministic graph's computation: the padding-free U-Net forward, logits out."""
+    """The deterministic graph's computation: the padding-free forward, logits out."""
 
-    def __init__(self, net: UNet) -> None:
+    def __init__(self, net: PaddedNetwork) -> None:
         super().__init__()
         self.net = net
 
@@ -274,9 +286,9 @@ class _Aligned(nn.Module):
 
 class _Samples(nn.Module):
     """The Monte Carlo graph's computation: ``(input, samples)`` -> ``len(samples)`` samples of each
-    input (:meth:`UNet.forward_samples`)."""
+    input (:meth:`PaddedNetwork.forward_samples`)."""
 
-    def __init__(self, net: UNet) -> None:
+    def __init__(self, net: PaddedNetwork) -> None:
         super().__init__()
         self.net = net
 

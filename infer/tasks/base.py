@@ -67,6 +67,31 @@ class Folders:
     strict: bool = False  # ground truth without a prediction: an error instead of a warning
 
 
+UNET_CITATION = (
+    "Ronneberger, O., Fischer, P. & Brox, T. U-Net: Convolutional Networks for Biomedical Image "
+    "Segmentation. MICCAI 2015.",
+    "10.1007/978-3-319-24574-4_28",
+)
+SEGNET_CITATION = (
+    "Badrinarayanan, V., Kendall, A. & Cipolla, R. SegNet: A Deep Convolutional Encoder-Decoder "
+    "Architecture for Image Segmentation. IEEE TPAMI 39, 2481-2495 (2017).",
+    "10.1109/TPAMI.2016.2644615",
+)
+RESNET_CITATION = (
+    "He, K., Zhang, X., Ren, S. & Sun, J. Deep Residual Learning for Image Recognition. CVPR 2016.",
+    "10.1109/CVPR.2016.90",
+)
+MASK_RCNN_CITATION = (
+    "He, K., Gkioxari, G., Dollar, P. & Girshick, R. Mask R-CNN. ICCV 2017.",
+    "10.1109/ICCV.2017.322",
+)
+STARDIST_CITATION = (
+    "Schmidt, U., Weigert, M., Broaddus, C. & Myers, G. Cell Detection with Star-Convex Polygons. "
+    "MICCAI 2018.",
+    "10.1007/978-3-030-00934-2_30",
+)
+
+
 @dataclass(frozen=True)
 class PackageText:
     """How a bioimage.io package describes a model of the task: the words of its description and
@@ -87,6 +112,7 @@ class PackageText:
     mismatch_ppm: int | None = None  # elements per million that may differ between weight formats
     # the inference side's post-processing of the output, for the package's config (idl: postprocessing)
     postprocessing: dict[str, Any] | None = None
+    citations: tuple[tuple[str, str], ...] = (UNET_CITATION,)  # the network's papers: (text, DOI)
 
 
 def extras(summary: Summary) -> str:

@@ -19,7 +19,7 @@ from idl.infer.post.classes import label_csv_for, labelled_images, read_labels
 from idl.infer.post.classify import class_names_for, prepare_image, resize_to
 from idl.infer.runtime.iospec import IOSpec
 from idl.infer.runtime.session import OnnxRunner
-from idl.infer.tasks.base import Folders, PackageText, Request, Summary, Task, extras
+from idl.infer.tasks.base import RESNET_CITATION, Folders, PackageText, Request, Summary, Task, extras
 from idl.infer.tasks.registry import register
 from idl.infer.tiling.classify import Classify, predict_classes
 
@@ -93,6 +93,7 @@ class Classification(Task):
             inputs=f"- input size: {list(info.input_size)} px (images are resized to it), loss: "
             f"{training.get('loss', '?')}, images per class: {training.get('images_per_class', '?')}",
             uncertainty="an uncertainty in [0, 1] per image (normalized entropy of the mean distribution)",
+            citations=(RESNET_CITATION,),
         )
 
     def package_sizes(self, info: ModelInfo) -> list[AxisSize]:

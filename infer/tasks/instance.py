@@ -18,7 +18,14 @@ from idl.infer.core.grid import AxisSize
 from idl.infer.core.model_info import ModelInfo
 from idl.infer.core.processing import SPACE
 from idl.infer.runtime.iospec import DETECTOR_MIN_SIZE, IOSpec, image_io
-from idl.infer.tasks.base import PackageText, Summary, extras
+from idl.infer.tasks.base import (
+    MASK_RCNN_CITATION,
+    STARDIST_CITATION,
+    UNET_CITATION,
+    PackageText,
+    Summary,
+    extras,
+)
 from idl.infer.tasks.pixels import PixelTask, Scoring
 from idl.infer.tasks.registry import register
 from idl.infer.tiling.engine import Layout
@@ -155,6 +162,7 @@ class Detection(Instance):
             value_range=(0.0, None),
             use=f"{meaning}.",
             mismatch_ppm=1000,  # a mask probability within rounding of 0.5 may flip a pixel across formats
+            citations=(MASK_RCNN_CITATION,),
         )
 
     def package_test(
@@ -216,6 +224,7 @@ class Stars(Instance):
             super().package_text(info),
             network="U-Net (StarDist)",
             tags=("stardist", "unet", "instance-segmentation", "segmentation"),
+            citations=(STARDIST_CITATION, UNET_CITATION),
             tensor="stars",
             output=meaning,
             channels=("probability", *(f"distance{k}" for k in range(rays))),

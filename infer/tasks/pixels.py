@@ -17,7 +17,15 @@ from idl.infer.core.processing import SPACE
 from idl.infer.core.project import UNCERTAINTY_DIR, pair_files
 from idl.infer.io.omezarr import image_stem
 from idl.infer.runtime.session import OnnxRunner
-from idl.infer.tasks.base import Folders, PackageText, Request, Summary, Task
+from idl.infer.tasks.base import (
+    SEGNET_CITATION,
+    UNET_CITATION,
+    Folders,
+    PackageText,
+    Request,
+    Summary,
+    Task,
+)
 from idl.infer.tiling.predict import predict_files, predict_probabilities
 
 if TYPE_CHECKING:  # evaluation modules (pandas, matplotlib) load only when something is evaluated
@@ -71,14 +79,15 @@ class PixelTask(Task):
         return items_for_predictions(predictions, request.files, gt, uncertainty, request.options.suffix)
 
     def package_text(self, info: ModelInfo) -> PackageText:
-        """A segmentation U-Net's: class probabilities per pixel."""
+        """A segmentation network's (U-Net or SegNet): class probabilities per pixel."""
         k = self.out_channels(info)
         names = info.class_names or (("foreground",) if k == 1 else tuple(f"class{i}" for i in range(k)))
         training = info.training
+        segnet = training.get("architecture") == "segnet"
         return PackageText(
             title=f"{self.task} segmentation",
-            network=f"{info.dims}D U-Net",
-            tags=("unet", f"{self.task}-segmentation", "segmentation"),
+            network=f"{info.dims}D {'SegNet' if segnet else 'U-Net'}",
+            tags=("segnet" if segnet else "unet", f"{self.task}-segmentation", "segmentation"),
             tensor="probabilities",
             output="per-pixel class probabilities",
             channels=tuple(names),
@@ -87,6 +96,7 @@ class PixelTask(Task):
             targets=f"- classes: {info.num_classes}"
             + (f" ({', '.join(info.class_names)})" if info.class_names else ""),
             inputs=f"- training patches: {training.get('patch', '?')} px, loss: {training.get('loss', '?')}",
+            citations=(SEGNET_CITATION if segnet else UNET_CITATION,),
         )
 
     def package_sizes(self, info: ModelInfo) -> list[AxisSize]:

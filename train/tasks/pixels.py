@@ -13,6 +13,7 @@ from idl.infer.core.errors import ConfigError
 from idl.infer.core.model_info import ModelInfo
 from idl.infer.tasks.registry import task_named
 from idl.models import UNet, UNetSpec
+from idl.models.unet import PaddedNetwork
 from idl.train.data import PatchDataset, Sample, TrainingData, check_split, smallest_side, split_validation
 from idl.train.losses import LossFn, make_loss
 from idl.train.plan import make_plan, validation_voxels
@@ -39,7 +40,8 @@ class PixelTrainer(Trainer):
 
     class_names: ClassVar[tuple[str, ...]] = ()  # names of the output classes, when fixed by the task
     objects: ClassVar[bool] = True  # the targets are classes or labels (the plan measures objects)
-    network: ClassVar[type[UNet]] = UNet  # the U-Net it trains (--model name: network_name)
+    network: ClassVar[type[PaddedNetwork]] = UNet  # the network it trains (--model name: network_name)
+    spec_type: ClassVar[type[UNetSpec]] = UNetSpec  # its spec (the halo and size multiples come from it)
     network_name: ClassVar[str] = "unet"
     kind: ClassVar[str] = ""  # the inference side's task module (ModelInfo.kind); "": the task's
 
@@ -95,7 +97,7 @@ class PixelTrainer(Trainer):
             processes=start.processes,
         )
         plan = planned()
-        spec = UNetSpec(depth=plan.depth, dims=dims, anisotropic=plan.anisotropic)
+        spec = self.spec_type(depth=plan.depth, dims=dims, anisotropic=plan.anisotropic)
         halo = (spec.z_halo,) * (dims == 3) + (spec.halo,) * 2
         train_samples, val_samples, validation = split_validation(
             data.samples, config.val_fraction, config.seed, gap=spec.halo, multiple=spec.size_multiple
@@ -115,7 +117,7 @@ class PixelTrainer(Trainer):
             loss=loss_name,
             dropout=config.resolved_dropout,
         )
-        spec = UNetSpec(
+        spec = self.spec_type(
             in_channels=data.in_channels,
             depth=plan.depth,
             base_filters=config.base_filters,
@@ -149,6 +151,7 @@ class PixelTrainer(Trainer):
                 "loss": loss_name,
                 "validation": validation,
                 "steps": plan.total_steps,
+                "architecture": self.network_name,
             },
         )
         # the channels the inference side reads: one sigmoid channel for two classes, one per class,

@@ -9,18 +9,23 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from idl.infer.core.errors import ConfigError
 from idl.infer.evaluate.metrics import confusion_matrix, jaccard
 from idl.infer.post.postprocess import to_mask
+from idl.models.segnet import SegNet, SegNetSpec
 from idl.train.data import Sample, TrainingData, load_semantic_data
 from idl.train.losses import BINARY_LOSSES, MULTICLASS_LOSSES
 from idl.train.reference import Reference, binary_segmentation, majority_segmentation
-from idl.train.tasks.base import LossChoice
+from idl.train.tasks.base import LossChoice, Start
 from idl.train.tasks.pixels import PixelTrainer
 from idl.train.tasks.registry import register
 from idl.train.validation import probabilities
 
 if TYPE_CHECKING:
     from idl.train.config import TrainConfig
+    from idl.train.setup import Setup
+
+SEGNET = "segnet"
 
 
 def segmentation_losses(num_classes: int) -> LossChoice:
@@ -47,6 +52,7 @@ class MaskJaccard:
 
 class SemanticTrainer(PixelTrainer):
     task = "semantic"
+    models = ("unet", SEGNET)
     metric = "jaccard"
     loss_names = tuple(dict.fromkeys(BINARY_LOSSES + MULTICLASS_LOSSES))
 
@@ -68,5 +74,25 @@ class SemanticTrainer(PixelTrainer):
             return binary_segmentation([s.image for s in samples], targets)
         return majority_segmentation(targets, num_classes)
 
+    def prepare(self, project: Path, config: TrainConfig, start: Start) -> Setup:
+        if config.model == SEGNET and not isinstance(self, SegNetTrainer):
+            return SEGNET_TRAINER.prepare(project, config, start)
+        return super().prepare(project, config, start)
 
+
+class SegNetTrainer(SemanticTrainer):
+    """Semantic segmentation with SegNet (``--model segnet``, 2D): the U-Net's plan, data, loss and
+    validation, another network."""
+
+    network = SegNet
+    network_name = SEGNET
+    spec_type = SegNetSpec
+
+    def load_data(self, split_dir: Path, config: TrainConfig, spatial: str) -> TrainingData:
+        if len(spatial) != 2:
+            raise ConfigError("--model segnet is built for 2D images; use --model unet for volumes.")
+        return super().load_data(split_dir, config, spatial)
+
+
+SEGNET_TRAINER = SegNetTrainer()
 register(SemanticTrainer())
