@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -18,6 +19,9 @@ from idl.infer.core.nonfinite import POLICIES
 from idl.infer.io.formats import output_formats
 from idl.infer.post.uncertainty import MAPS
 from idl.infer.runtime.session import DEVICES, THREADS_VARIABLE
+
+if TYPE_CHECKING:
+    from idl.infer.runtime.model import LoadedModel
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -176,6 +180,29 @@ from idl.infer.runtime.session import DEVICES, THREADS_VARIABLE
     default=None,
     help="MLflow server for models:/NAME/VERSION [default: $MLFLOW_TRACKING_URI].",
 )
+@click.option(
+    "--activations",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="[LAYER,...]",
+    help="Look inside the network: alone (after the images), list its layers with their shapes for the "
+    "first image; with layer names, write per image a figure of each layer's first --maps feature maps "
+    "and the maps as TIFF stacks to --out (instead of predicting).",
+)
+@click.option(
+    "--maps",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Feature maps per layer in the --activations figure.",
+)
+@click.option(
+    "--plane",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Volumes: the z plane (of the input) the --activations figure shows [default: the middle].",
+)
 @click.option("--quiet", is_flag=True, help="Only warnings and errors.")
 @user_errors
 @interruptible(
@@ -208,6 +235,9 @@ def main(
     device: str,
     threads: int | None,
     tracking_uri: str | None,
+    activations: str | None,
+    maps: int,
+    plane: int | None,
     quiet: bool,
 ) -> None:
     """Predict INPUT images or folders with MODEL: a PROJECT/model folder, a .onnx file, a
@@ -255,6 +285,9 @@ def main(
             )
         if failed:
             raise click.exceptions.Exit(1)
+        return
+    if activations is not None:
+        _explore(load_model(path, device), inputs, activations, out_dir, maps, plane, axes)
         return
     named = _named_inputs(named_inputs)
     if not inputs and not named:
@@ -336,3 +369,30 @@ def _cache_listing(cache_dir: Path | None) -> str:
 
 if __name__ == "__main__":
     main()
+
+
+def _explore(
+    loaded: LoadedModel,
+    inputs: tuple[Path, ...],
+    layers: str,
+    out_dir: Path | None,
+    maps: int,
+    plane: int | None,
+    axes: str | None,
+) -> None:
+    """``--activations``: list the layers (no names) or write the named layers' maps."""
+    from idl.infer.service.activations import explore, layer_table, layers_for, read_for
+    from idl.infer.tiling.predict import collect_inputs
+
+    if not inputs:
+        raise click.UsageError("give an IMAGE to look at: idl-predict MODEL IMAGE --activations [LAYER,...]")
+    files = collect_inputs(inputs)
+    names = [name.strip() for name in layers.split(",") if name.strip()]
+    if not names:
+        click.echo(layer_table(layers_for(loaded, read_for(loaded, files[0], axes))))
+        return
+    if out_dir is None:
+        raise click.UsageError("--out DIR is required to write the activations")
+    written = explore(loaded, files, names, out_dir, maps, plane, axes)
+    figures = [p for p in written if p.suffix == ".png"]
+    click.echo(f"wrote {len(figures)} figure(s) and {len(written) - len(figures)} TIFF stack(s) to {out_dir}")
