@@ -19,6 +19,7 @@ from idl.infer.core.nonfinite import POLICIES
 from idl.infer.io.formats import output_formats
 from idl.infer.post.uncertainty import MAPS
 from idl.infer.runtime.session import DEVICES, THREADS_VARIABLE
+from idl.infer.tiling.empty import DEFAULT_THRESHOLD
 
 if TYPE_CHECKING:
     from idl.infer.runtime.model import LoadedModel
@@ -181,6 +182,17 @@ if TYPE_CHECKING:
     help="MLflow server for models:/NAME/VERSION [default: $MLFLOW_TRACKING_URI].",
 )
 @click.option(
+    "--skip-empty",
+    type=click.FloatRange(min=0),
+    is_flag=False,
+    flag_value=DEFAULT_THRESHOLD,
+    default=None,
+    metavar="[CONTRAST]",
+    help="Do not run tiles that hold only background: those whose input ranges over at most CONTRAST "
+    f"noise levels (4 px block means) [flag alone: {DEFAULT_THRESHOLD:g}]; they get the network's output "
+    "for plain background. For sparse images; see docs/deployment.md.",
+)
+@click.option(
     "--activations",
     is_flag=False,
     flag_value="",
@@ -235,6 +247,7 @@ def main(
     device: str,
     threads: int | None,
     tracking_uri: str | None,
+    skip_empty: float | None,
     activations: str | None,
     maps: int,
     plane: int | None,
@@ -321,6 +334,7 @@ def main(
         overwrite=overwrite,
         uncertainty=uncertainty_map,
         mc_tolerance=mc_tolerance,
+        skip_empty=skip_empty,
     )
     files = collect_inputs(inputs) if inputs else collect_inputs(next(iter(named.values())))
     request = Request(

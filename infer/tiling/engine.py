@@ -30,6 +30,7 @@ from idl.infer.core.errors import DataError, ModelError
 from idl.infer.core.grid import AxisSize, PaddedView, Tile, round_up, tile_grid
 from idl.infer.core.processing import apply_ops, fit_ops, network_tile, split_pointwise
 from idl.infer.runtime.tensors import Tensors
+from idl.infer.tiling.empty import EmptyTiles
 from idl.infer.tiling.mergers import Merger, OutputGrid
 
 # inputs id -> (N, C, *spatial) network tiles, and the draws per tile -> outputs id -> (N * draws, K,
@@ -54,6 +55,7 @@ def run_tiles(
     batch_size: int = 1,
     draws: int = 0,
     progress: bool = False,
+    skip: EmptyTiles | None = None,
 ) -> dict[str, Any]:
     """Run ``forward`` over ``tiles`` and merge every output; returns each merger's result by output.
 
@@ -61,7 +63,8 @@ def run_tiles(
     call takes ``batch_size`` tiles; with ``draws`` (Monte Carlo samples) each call draws up to
     ``batch_size`` samples of one tile, until ``draws`` are drawn or every merger is settled. The
     progress bar counts tiles, or samples when sampling (many samples of one tile show progress and
-    an estimate from the first call)."""
+    an estimate from the first call). With ``skip``, tiles it finds empty are not run: their output is
+    the network's for a constant background tile (:mod:`idl.infer.tiling.empty`)."""
     sampling = draws > 0
     bar = tqdm(
         total=len(tiles) * (draws if sampling else 1),
@@ -71,19 +74,28 @@ def run_tiles(
     )
     for chunk in batched(tiles, 1 if sampling else batch_size):
         inputs = [read(tile) for tile in chunk]
-        x = {name: np.stack([i[name] for i in inputs]) for name in inputs[0]}
+        blank = [skip is not None and skip.empty(i) for i in inputs]
+        running = [i for i, b in zip(inputs, blank, strict=True) if not b]
+        x = {name: np.stack([i[name] for i in running]) for name in inputs[0]} if running else {}
         if not sampling:
-            out = forward(x, 1)
-            for tile_index, tile in enumerate(chunk):
+            out = forward(x, 1) if running else {}
+            row = 0
+            for tile, tile_inputs, empty in zip(chunk, inputs, blank, strict=True):
+                if empty:
+                    assert skip is not None
+                    values = skip.output(tile_inputs, forward, 1)
+                else:
+                    values = {name: value[row : row + 1] for name, value in out.items()}
+                    row += 1
                 for name, merger in mergers.items():
-                    merger.add(tile, out[name][tile_index : tile_index + 1])
+                    merger.add(tile, values[name])
                     merger.close(tile)
             bar.update(len(chunk))
             continue
         tile, drawn = chunk[0], 0
         while drawn < draws:
             n = min(batch_size, draws - drawn)
-            out = forward(x, n)
+            out = skip.output(inputs[0], forward, n) if skip is not None and blank[0] else forward(x, n)
             for name, merger in mergers.items():
                 merger.add(tile, out[name])
             drawn += n
@@ -106,12 +118,14 @@ def run_sample(
     batch_size: int = 1,
     draws: int = 0,
     progress: bool = False,
+    skip: EmptyTiles | None = None,
 ) -> dict[str, Any]:
     """:func:`run_tiles` over one sample laid out by :func:`layout`: its inputs read from ``images``
     (input id -> raw channels-last image) and ``forward`` followed by the outputs' pointwise
-    post-processing."""
+    post-processing; ``skip`` leaves out empty tiles."""
     read = tile_reader(tensors, images, where)
-    return run_tiles(where.tiles, read, with_heads(tensors, forward), mergers, batch_size, draws, progress)
+    heads = with_heads(tensors, forward)
+    return run_tiles(where.tiles, read, heads, mergers, batch_size, draws, progress, skip)
 
 
 def runs_whole(io: Any, shape: Sequence[int], tile: Sequence[int]) -> bool:

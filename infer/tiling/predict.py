@@ -38,6 +38,7 @@ from idl.infer.runtime.model import LoadedModel
 from idl.infer.runtime.session import Runner, Sampler
 from idl.infer.runtime.tensors import Tensors
 from idl.infer.tiling.batch import Batch, Item, run_batch
+from idl.infer.tiling.empty import EmptyTiles
 from idl.infer.tiling.engine import Layout, finish, layout, needs_whole_output, run_sample
 from idl.infer.tiling.mergers import Merger, MonteCarlo, NonFinite, Objects, Placed
 
@@ -108,6 +109,8 @@ class PredictOptions:
     # (post.uncertainty.SplitHalves); 0: every tile draws all mc_samples (docs/benchmarks.md: the
     # AUROC and the samples drawn per tolerance)
     mc_tolerance: float = 0.0
+    # tiles whose input's contrast is at most this many noise units are not run (tiling.empty); None: all run
+    skip_empty: float | None = None
 
     @property
     def suffix(self) -> str:
@@ -123,6 +126,8 @@ class PredictOptions:
             raise ValueError("Monte Carlo dropout needs at least 2 samples (or 0 to switch it off)")
         if not 0.0 <= self.mc_tolerance < 1.0:
             raise ValueError(f"mc_tolerance must be in [0, 1), got {self.mc_tolerance}")
+        if self.skip_empty is not None and not self.skip_empty >= 0:
+            raise ValueError(f"skip_empty must be a contrast >= 0 (noise units), got {self.skip_empty}")
         output_format(self.out_format)  # ValueError naming the formats that write
         if self.uncertainty is not None and self.uncertainty not in MAPS:
             raise ValueError(f"uncertainty must be one of {', '.join(MAPS)}, got {self.uncertainty}")
@@ -193,6 +198,7 @@ def predict_probabilities(
     sample: Sampler | None = None,
     tolerance: float = 0.0,
     drawn: list[int] | None = None,
+    skip: EmptyTiles | None = None,
 ) -> tuple[Any, Any]:
     """Run a one-input, one-output network over a raw channels-last image (``io.image_axes``), tile
     by tile, through the tile loop (:mod:`idl.infer.tiling.engine`).
@@ -216,6 +222,7 @@ def predict_probabilities(
     10 per call took 0.84x the time and 4.7x the memory of 1, docs/benchmarks.md). With a
     ``tolerance`` a tile stops early once its map's estimated relative error is within it
     (:class:`idl.infer.post.uncertainty.SplitHalves`); ``drawn`` collects the samples of every tile.
+    ``skip`` (:class:`~idl.infer.tiling.empty.EmptyTiles`) leaves out tiles of background alone.
     """
     tensors = Tensors.single(io)
     spatial = io.spatial
@@ -260,7 +267,7 @@ def predict_probabilities(
     else:
         merger = placer(output, channels)
     result = run_sample(
-        tensors, {"input": image}, forward, where, {"output": merger}, batch_size, samples, progress
+        tensors, {"input": image}, forward, where, {"output": merger}, batch_size, samples, progress, skip
     )["output"]
     if samples and drawn is not None:
         assert isinstance(merger, MonteCarlo)
@@ -298,6 +305,18 @@ def monte_carlo(model: LoadedModel, options: PredictOptions) -> dict[str, Any]:
         "sample": model.sampler() if options.mc_samples else None,
         "tolerance": options.mc_tolerance,
     }
+
+
+def empty_tiles(options: PredictOptions) -> EmptyTiles | None:
+    """What decides which tiles are skipped (``--skip-empty``), or None when all run."""
+    return None if options.skip_empty is None else EmptyTiles(options.skip_empty)
+
+
+def report_skipped(skip: EmptyTiles | None) -> None:
+    """Log how many tiles ``--skip-empty`` left out."""
+    if skip is not None:
+        total = skip.skipped + skip.run
+        log.info("--skip-empty: %d of %d tile(s) were background and not run", skip.skipped, total)
 
 
 def load_input(path: Path, axes: str | None, io: IOSpec, lazy: bool = False) -> Any:
@@ -438,16 +457,18 @@ class Outputs:
         tensors = Tensors.single(model.io)
         where = layout(tensors, image.shape[:-1], (tile,) * len(halos), halos)
         merger = self.merger(model, where, options)
+        skip = empty_tiles(options)
         if merger is not None:
             run = model.network()
 
             def forward(inputs: dict[str, np.ndarray], draws: int) -> dict[str, np.ndarray]:
                 return {"output": run(inputs["input"])}
 
-            batch = options.batch_for(model.io)
+            batch, mergers = options.batch_for(model.io), {"output": merger}
             merged = run_sample(
-                tensors, {"input": image}, forward, where, {"output": merger}, batch, 0, options.progress
+                tensors, {"input": image}, forward, where, mergers, batch, 0, options.progress, skip
             )
+            report_skipped(skip)
             return self.collect(merged["output"], options)
         try:
             output, uncertainty = predict_probabilities(
@@ -460,9 +481,11 @@ class Outputs:
                 options.mc_samples,
                 options.progress,
                 **monte_carlo(model, options),
+                skip=skip,
             )
         except ValueError as exc:  # tiling arithmetic the checks did not foresee
             raise IdlError(f"cannot tile this image for the model: {exc}") from exc
+        report_skipped(skip)
         return self.finish(output, uncertainty, options)
 
     def finish(
@@ -605,6 +628,7 @@ def _predict_out_of_core(
         tile = options.bounded_tile(io, shape, smallest_tile_for(model, options))
         halos = _halos(model, options, tile)
         _check_tiles(io, shape, tile, halos)
+        skip = empty_tiles(options)
         predict_probabilities(
             model.network(mc=options.mc_samples > 0),
             image,
@@ -618,7 +642,9 @@ def _predict_out_of_core(
             uncertainty_out=uncertainty,
             mark_nonfinite=nonfinite,
             **monte_carlo(model, options),
+            skip=skip,
         )
+        report_skipped(skip)
         threshold = None
         if outputs.makes_mask:
             mask = sink(out_dir / f"{name}{ext}", shape, np.uint8)

@@ -41,7 +41,7 @@ from idl.infer.tiling.engine import (
     shared_shape,
 )
 from idl.infer.tiling.mergers import Merger, MonteCarlo, NonFinite, Placed
-from idl.infer.tiling.predict import PredictOptions, load_input, write_output
+from idl.infer.tiling.predict import PredictOptions, empty_tiles, load_input, report_skipped, write_output
 
 log = logging.getLogger("idl")
 
@@ -111,7 +111,9 @@ def predict_tensors(
     inputs = {t.id: images[t.id] for t in tensors.inputs}
     size = options.batch_for(model.io)  # the summary IOSpec carries the inputs' batch limit
     progress = options.progress and (len(where.tiles) > 1 or sampling)
-    results = run_sample(tensors, inputs, forward, where, mergers, size, options.mc_samples, progress)
+    skip = empty_tiles(options)
+    results = run_sample(tensors, inputs, forward, where, mergers, size, options.mc_samples, progress, skip)
+    report_skipped(skip)
     if sampling:
         results = {
             **{name: value for name, (value, _) in results.items()},

@@ -1,5 +1,6 @@
 """The activation explorer on idl's U-Nets (2D and 3D): the layer list read from the ONNX graph, and
-the figure and TIFF stacks of named layers, whose last layer reproduces the prediction."""
+the figure and TIFF stacks of named layers, whose last layer reproduces the prediction; and
+--skip-empty on the same small U-Net, with Monte Carlo sampling."""
 
 from __future__ import annotations
 
@@ -125,3 +126,34 @@ def test_the_figure_has_a_row_per_layer_and_the_maps_asked_for(tmp_path: Path, r
     first = tifffile.imread(written[0])  # ImageJ drops an axis of one
     assert first.shape == ((maps, 16, 16) if maps > 1 else (16, 16))
     np.testing.assert_array_equal(tifffile.imread(written[1]).reshape(-1, 8, 8), layers["b"][:maps])
+
+
+def test_skip_empty_with_an_idl_model_and_monte_carlo(tmp_path: Path, rng, caplog) -> None:
+    """--skip-empty on a U-Net: the tiles around the one object run as in full prediction; the
+    background tiles get the network's answer for a constant tile, with Monte Carlo samples too (one
+    set of samples for all of them). A constant tile's output is constant but for the zero padding of
+    the tile's border, which a halo of 12 px (overlap 0.25 of 96 px) leaves slightly visible."""
+    import logging
+
+    from idl.infer.service.load import load_model
+    from idl.infer.tiling.predict import PredictOptions, predict_image
+
+    model = load_model(_model(tmp_path / "m", 2))
+    image = rng.normal(100, 2, (400, 400, 1)).astype(np.float32)
+    image[20:50, 20:50] += 100
+    options = {"tile_size": 96, "overlap": 0.25}
+    with caplog.at_level(logging.INFO, logger="idl"):
+        skipped = predict_image(model, image, PredictOptions(**options, skip_empty=4.0))
+    assert "--skip-empty: 35 of 36 tile(s) were background and not run" in caplog.text
+    full = predict_image(model, image, PredictOptions(**options))
+    corner = (slice(None), slice(0, 60), slice(0, 60))
+    np.testing.assert_array_equal(skipped.probabilities[corner], full.probabilities[corner])
+    far = skipped.probabilities[:, 250:, 250:]
+    assert far.std() < 1e-3
+    assert abs(float(far.mean()) - float(np.median(full.probabilities[:, 250:, 250:]))) < 0.05
+    mc = predict_image(model, image, PredictOptions(**options, skip_empty=4.0, mc_samples=4))
+    assert (
+        mc.uncertainty is not None
+        and mc.uncertainty[250:, 250:].std() < 0.1 * mc.uncertainty[250:, 250:].mean()
+    )
+    assert mc.uncertainty[250:, 250:].mean() > 0  # the constant tile's samples differ
