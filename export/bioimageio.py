@@ -262,6 +262,7 @@ def build_description(
                     bio.SpaceInputAxis(
                         id=a,
                         size=r.minimum if r.step == 0 else bio.ParameterizedSize(min=r.minimum, step=r.step),
+                        **_physical(info, str(a)),
                     )
                     for a, r in zip(spatial, rules, strict=True)
                 ],
@@ -286,7 +287,7 @@ def build_description(
             axes=[
                 bio.BatchAxis(size=1 if one_at_a_time else None),
                 bio.ChannelAxis(channel_names=[bio.Identifier(safe_identifier(n)) for n in text.channels]),
-                *[_output_axis(bio, a, info.halo_of(str(a))) for a in ([] if per_image else spatial)],
+                *[_output_axis(bio, a, info) for a in ([] if per_image else spatial)],
             ],
             test_tensor=bio.FileDescr(source=workdir / "test_output.npy"),
             sample_tensor=None if per_image else bio.FileDescr(source=workdir / "sample_output.tif"),
@@ -373,12 +374,30 @@ def build_description(
     )
 
 
-def _output_axis(bio: Any, axis: Any, halo: int) -> Any:
-    """A space axis of the output, as large as the input's, with its halo when it has one."""
+def _physical(info: ModelInfo, axis: str) -> dict[str, Any]:
+    """A space axis's physical pixel size where the training images recorded it (nothing otherwise:
+    bioimage.io's default scale 1, no unit), in nanometres: bioimage.io checks that an output's halo
+    times its scale over the input's scale is a whole number, which float arithmetic misses for
+    sizes such as 0.2 um (12 x 0.2 / 0.2 = 12.000000000000002) and never for whole nanometres."""
+    spatial = "zyx"[-info.dims :]
+    if len(info.pixel_size) != len(spatial) or axis not in spatial:
+        return {}
+    nanometres = float(info.pixel_size[spatial.index(axis)]) * 1000
+    halo = info.halo_of(axis)
+    exact = round(nanometres, 2)
+    if halo * exact / exact != halo:
+        exact = float(max(1, round(nanometres)))
+    return {"scale": exact, "unit": "nanometer"}
+
+
+def _output_axis(bio: Any, axis: Any, info: ModelInfo) -> Any:
+    """A space axis of the output, as large as the input's (and of its physical size), with its halo
+    when it has one."""
     size = bio.SizeReference(tensor_id=bio.TensorId("input"), axis_id=axis)
+    halo = info.halo_of(str(axis))
     if halo:
-        return bio.SpaceOutputAxisWithHalo(id=axis, size=size, halo=halo)
-    return bio.SpaceOutputAxis(id=axis, size=size)
+        return bio.SpaceOutputAxisWithHalo(id=axis, size=size, halo=halo, **_physical(info, str(axis)))
+    return bio.SpaceOutputAxis(id=axis, size=size, **_physical(info, str(axis)))
 
 
 def _postprocessing(ops: tuple[Op, ...], bio: Any) -> list[Any]:

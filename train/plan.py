@@ -83,6 +83,7 @@ class Fingerprint:
     object_size: float | None = None  # typical in-plane object side (px): see typical_size
     n_objects: int = 0
     names: tuple[str, ...] = ()  # the file name of every training image, as ``shapes``: for messages
+    pixel_size: tuple[float, ...] = ()  # micrometres per pixel ((z,) y, x) when the files record it
 
     @property
     def median_shape(self) -> tuple[int, ...]:

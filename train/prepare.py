@@ -15,7 +15,8 @@ import torch
 from idl.infer.core.axes import guess_axes
 from idl.infer.core.errors import DataError
 from idl.infer.core.project import pair_files
-from idl.infer.io.images import read_image, voxel_size
+from idl.infer.io.images import read_image
+from idl.infer.io.physical import disagreeing, pixel_sizes
 from idl.train.data import Sample, TrainingData, patch_shape_for
 from idl.train.plan import Fingerprint, Plan, class_components, object_sizes, receptive_field, typical_size
 
@@ -70,6 +71,26 @@ def detect_dims(project: Path, axes: str | None) -> int:
     return dims
 
 
+def training_pixel_size(project: Path, dims: int) -> tuple[float, ...]:
+    """The training images' pixel size in micrometres per spatial axis ((z,) y, x; the median over
+    the images whose files record it), or () when a file records none. Images whose sizes differ from
+    the median by more than 10 % get a warning naming them: a network learns objects at the size in
+    pixels it sees them, so rescale such images or train them apart."""
+    spatial = "zyx"[-dims:]
+    sizes = {path: pixel_sizes(path) for path in training_images(project)}
+    odd = disagreeing(sizes)
+    if odd:
+        shown = "; ".join(odd[:5]) + (f"; and {len(odd) - 5} more" if len(odd) > 5 else "")
+        log.warning(
+            "the training images' pixel sizes disagree by more than 10 %%: %s. The network sees objects "
+            "at their size in pixels: resample these images to one pixel size, or train them apart.",
+            shown,
+        )
+    if not sizes or not all(all(a in s for a in spatial) for s in sizes.values()):
+        return ()
+    return tuple(float(np.median([s[a] for s in sizes.values()])) for a in spatial)
+
+
 def fingerprint_of(project: Path, data: TrainingData, dims: int, objects: bool = True) -> Fingerprint:
     """Sizes, spacing and (with ``objects``: the targets are classes or labels) object sizes of the
     training data (see :mod:`idl.train.plan`)."""
@@ -80,8 +101,8 @@ def fingerprint_of(project: Path, data: TrainingData, dims: int, objects: bool =
     ]
     sizes = np.concatenate([m[0] for m in measured] or [np.zeros(0)])
     areas = np.concatenate([m[1] for m in measured] or [np.zeros(0)])
-    images = training_images(project)
-    spacing = voxel_size(images[0]) if dims == 3 and images else None
+    size = training_pixel_size(project, dims)
+    spacing = size if dims == 3 and size else None
     return Fingerprint(
         dims=dims,
         shapes=tuple(tuple(s.target.shape[:dims]) for s in data.samples),
@@ -90,6 +111,7 @@ def fingerprint_of(project: Path, data: TrainingData, dims: int, objects: bool =
         object_size=typical_size(sizes, areas),
         n_objects=int(sizes.size),
         names=tuple(s.source for s in data.samples),
+        pixel_size=size,
     )
 
 

@@ -78,6 +78,9 @@ class ModelInfo:
     # classification: statistics of the training inputs, to tell how unusual an image is (see
     # idl.infer.post.typicality); {} when not recorded
     input_reference: dict[str, Any] = field(default_factory=dict)
+    # micrometres per pixel along the spatial axes ((z,) y, x) of the training images, as their files
+    # record them; () when they do not (the package's axes then carry no physical scale)
+    pixel_size: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.kind:
@@ -93,7 +96,7 @@ class ModelInfo:
 
     def to_json(self) -> str:
         data = asdict(self)
-        for key in ("class_names", "target_mean", "target_std", "input_size"):
+        for key in ("class_names", "target_mean", "target_std", "input_size", "pixel_size"):
             data[key] = list(data[key])
         return json.dumps(data, sort_keys=True)
 
@@ -102,7 +105,7 @@ class ModelInfo:
         data = json.loads(text)
         data.setdefault("output", "probabilities")  # models exported before the activation moved out
         data["normalization"] = Normalization(**data.get("normalization", {}))
-        for key in ("class_names", "target_mean", "target_std", "input_size"):
+        for key in ("class_names", "target_mean", "target_std", "input_size", "pixel_size"):
             data[key] = tuple(data.get(key, ()))
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})

@@ -32,6 +32,7 @@ from idl.infer.io.disk import (  # noqa: F401  (imported from here by the rest o
 from idl.infer.io.formats import format_of
 from idl.infer.io.formats.skimage import without_alpha  # noqa: F401
 from idl.infer.io.formats.tiff import write_tiff  # noqa: F401
+from idl.infer.io.physical import voxel_size  # noqa: F401  (imported from here by the rest of idl)
 
 log = logging.getLogger("idl")
 
@@ -90,28 +91,6 @@ def masks_to_labels(masks: list[np.ndarray], source: str) -> np.ndarray:
     if overlaps:
         log.warning("%s: %d pixel(s) belong to two masks; the later mask keeps them", source, overlaps)
     return labels
-
-
-def voxel_size(path: str | os.PathLike[str]) -> tuple[float, float, float] | None:
-    """``(z, y, x)`` voxel size from a TIFF's ImageJ or OME metadata, or ``None`` when not recorded."""
-    path = Path(path)
-    if path.suffix.lower() not in (".tif", ".tiff"):
-        return None
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(path) as tif:
-            page = tif.pages.first
-            ij = tif.imagej_metadata or {}
-            z = ij.get("spacing")
-            tag = page.tags.get("XResolution")
-            if z is None or tag is None:
-                return None
-            numerator, denominator = tag.value
-            xy = denominator / numerator if numerator else None
-    except Exception:  # unreadable metadata is not an error: the size is simply unknown
-        return None
-    return (float(z), float(xy), float(xy)) if xy else None
 
 
 def read_channels_last(path: Path, axes: str | None, spatial: str = "yx") -> tuple[np.ndarray, str, bool]:

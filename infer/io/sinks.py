@@ -131,12 +131,17 @@ class FileSink:
 
 
 class TiffSink(FileSink):
-    """An output written tile by tile into an uncompressed TIFF."""
+    """An output written tile by tile into an uncompressed TIFF (an OME-TIFF with ``ome``, tifffile's
+    keywords recording axes and pixel sizes)."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...], dtype: Any, ome: dict[str, Any] | None = None):
+        self.ome = ome or {}
+        super().__init__(path, shape, dtype)
 
     def _create(self, partial: Path, shape: tuple[int, ...], dtype: np.dtype) -> int:
         import tifffile
 
-        created = tifffile.memmap(partial, shape=shape, dtype=dtype, photometric="minisblack")
+        created = tifffile.memmap(partial, shape=shape, dtype=dtype, photometric="minisblack", **self.ome)
         offset = int(created.offset)
         del created  # only the layout was needed
         return offset

@@ -199,7 +199,7 @@ class Task:
 
     def done(self, request: Request, predictions: Path) -> str:
         """What the command line prints after :meth:`predict`."""
-        return f"{len(request.files)} prediction(s) written to {request.out_dir}"
+        return f"the predictions of {len(request.files)} file(s) written to {request.out_dir}"
 
     def headline(self, summary: Summary) -> str:
         """One line with the evaluation's headline scores."""

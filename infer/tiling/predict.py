@@ -9,14 +9,14 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from idl.infer.core.axes import match_channels
+from idl.infer.core.axes import match_channels, resolve_axes, to_channels_last
 from idl.infer.core.errors import DataError, IdlError
 from idl.infer.core.grid import AxisSize, read_window, smallest_tile
 from idl.infer.core.nonfinite import POLICIES, check_nonfinite, has_floats
@@ -31,6 +31,8 @@ from idl.infer.io.formats import open_sink, output_format, write_image
 from idl.infer.io.images import atomic_path, read_channels_last, read_image
 from idl.infer.io.lazy import is_lazy, match_channels_lazily, open_channels_last
 from idl.infer.io.omezarr import image_stem, is_zarr
+from idl.infer.io.physical import pixel_sizes
+from idl.infer.io.scenes import read_scene, scene_names, scene_pixel_sizes, scene_stems
 from idl.infer.io.sinks import ChannelView
 from idl.infer.post.uncertainty import MAPS
 from idl.infer.runtime.iospec import IOSpec
@@ -319,7 +321,7 @@ def report_skipped(skip: EmptyTiles | None) -> None:
         log.info("--skip-empty: %d of %d tile(s) were background and not run", skip.skipped, total)
 
 
-def load_input(path: Path, axes: str | None, io: IOSpec, lazy: bool = False) -> Any:
+def load_input(path: Path, axes: str | None, io: IOSpec, lazy: bool = False, scene: int | None = None) -> Any:
     """Read an image as channels-last (``io.image_axes``), checking it fits the network's channels.
 
     With ``lazy``, files that can be read window by window (uncompressed or multi-page TIFF, .npy)
@@ -327,8 +329,13 @@ def load_input(path: Path, axes: str | None, io: IOSpec, lazy: bool = False) -> 
     single planes (z fixed at 1); otherwise the error says that the network wants a volume.
     """
     try:
-        reader = open_channels_last if lazy else read_channels_last
-        image, resolved, guessed = reader(path, axes, io.spatial)
+        if scene is not None:  # one image of a file of several (idl.infer.io.scenes), read whole
+            raw, recorded = read_scene(path, scene)
+            resolved, guessed = resolve_axes(raw.shape, axes or recorded, str(path), io.spatial)
+            image = to_channels_last(raw, resolved, io.spatial)
+        else:
+            reader = open_channels_last if lazy else read_channels_last
+            image, resolved, guessed = reader(path, axes, io.spatial)
     except DataError:
         if io.spatial != "zyx" or (axes is not None and "z" in axes.lower()):
             raise
@@ -601,6 +608,7 @@ def _predict_out_of_core(
     options: PredictOptions,
     save_probabilities: bool,
     nonfinite: bool = False,
+    scale: Mapping[str, float] | None = None,
 ) -> tuple[Path, float | None]:
     """Predict a lazily read image with every output written tile by tile into TIFF files (or
     OME-Zarr), so memory follows the tiles, not the image. Returns the prediction's path and the
@@ -615,7 +623,7 @@ def _predict_out_of_core(
 
     def sink(path: Path, sink_shape: tuple[int, ...], dtype: Any) -> Any:
         axes = ("c" if len(sink_shape) > len(shape) else "") + io.spatial
-        return open_sink(path, sink_shape, dtype, options.out_format, axes)
+        return open_sink(path, sink_shape, dtype, options.out_format, axes, scale)
 
     sinks: list[Any] = []
     uncertainty = None
@@ -676,10 +684,17 @@ def _write_objects(path: Path, result: Prediction) -> Path:
     return path
 
 
-def write_output(path: Path, array: np.ndarray, options: PredictOptions, io: IOSpec) -> Path:
-    """Write one output in the chosen format (axes: the spatial ones, c first if present)."""
+def write_output(
+    path: Path,
+    array: np.ndarray,
+    options: PredictOptions,
+    io: IOSpec,
+    scale: Mapping[str, float] | None = None,
+) -> Path:
+    """Write one output in the chosen format (axes: the spatial ones, c first if present), with the
+    input's pixel sizes ``scale`` where the format records them (OME-TIFF, OME-Zarr)."""
     axes = ("c" if array.ndim > len(io.spatial) else "") + io.spatial
-    return write_image(path, array, options.out_format, axes)
+    return write_image(path, array, options.out_format, axes, scale)
 
 
 def expected_outputs(
@@ -710,18 +725,23 @@ def predict_files(
     bad inputs, skip what an earlier run finished, refuse files idl did not write)."""
     outputs = outputs_of(model)
     check_batch(model, options)
-    items = [
-        Item(
-            image_stem(p),
-            {"input": p},
-            tuple(expected_outputs(out_dir, image_stem(p), options, outputs, save_probabilities)),
-        )
-        for p in inputs
-    ]
+    items, scenes = [], {}  # scenes: item name -> scene index, for files of several images
+    for p in inputs:
+        names = scene_names(p)
+        stems = scene_stems(image_stem(p), names) if names else [image_stem(p)]
+        for index, stem in enumerate(stems):
+            if names:
+                scenes[stem] = index
+            expected = expected_outputs(out_dir, stem, options, outputs, save_probabilities)
+            items.append(Item(stem, {"input": p}, tuple(expected)))
+    if scenes:
+        log.info("%d image(s) from files of several scenes, each predicted as <file>_<scene>", len(scenes))
 
     def work(group: Sequence[Item]) -> list[Any]:
         return [
-            _predict_file(model, item.source, out_dir, options, axes, save_probabilities, outputs)
+            _predict_file(
+                model, item.source, out_dir, options, axes, save_probabilities, outputs, scenes.get(item.name)
+            )
             for item in group
         ]
 
@@ -739,9 +759,14 @@ def _predict_file(
     axes: str | None,
     save_probabilities: bool,
     outputs: Outputs,
+    scene: int | None = None,
 ) -> Path:
-    """Predict one input file and write its outputs; returns the prediction's path."""
-    image = load_input(path, axes, model.io, lazy=True)
+    """Predict one input file (or scene ``scene`` of it) and write its outputs; returns the
+    prediction's path."""
+    image = load_input(path, axes, model.io, lazy=scene is None, scene=scene)
+    # the input's pixel sizes, kept in OME-TIFF and OME-Zarr outputs
+    scale = pixel_sizes(path) if scene is None else scene_pixel_sizes(path, scene)
+    name = image_stem(path) if scene is None else scene_stems(image_stem(path), scene_names(path))[scene]
     found = check_nonfinite(image, str(path), model.io.image_axes, options.on_nonfinite)
     # a package's input padding is read lazily too (engine.PaddedView); statistics of the whole output
     # are not
@@ -756,21 +781,22 @@ def _predict_file(
         image = np.asarray(image[tuple(slice(None) for _ in image.shape)])
     if is_lazy(image):
         target, threshold = _predict_out_of_core(
-            model, image, image_stem(path), out_dir, options, save_probabilities, found is not None
+            model, image, name, out_dir, options, save_probabilities, found is not None, scale
         )
         note = f" (threshold {threshold:.3f})" if isinstance(threshold, float) else ""
         log.info("%s -> %s, written tile by tile%s", path.name, target.name, note)
         return target
     result = predict_image(model, image, options)
-    stem, ext = image_stem(path), options.suffix
+    stem, ext = name, options.suffix
     # the prediction itself last: when it exists, so does everything else of the image
     if result.uncertainty is not None:
-        write_output(out_dir / UNCERTAINTY_DIR / f"{stem}{ext}", result.uncertainty, options, model.io)
+        write_output(out_dir / UNCERTAINTY_DIR / f"{stem}{ext}", result.uncertainty, options, model.io, scale)
     if outputs.objects:
         _write_objects(out_dir / OBJECTS_DIR / f"{stem}.csv", result)
     if save_probabilities and result.mask is not None:
-        write_output(out_dir / PROBABILITY_DIR / f"{stem}{ext}", result.probabilities, options, model.io)
-    target = write_output(out_dir / f"{stem}{ext}", _output_image(model, result), options, model.io)
+        probabilities = result.probabilities
+        write_output(out_dir / PROBABILITY_DIR / f"{stem}{ext}", probabilities, options, model.io, scale)
+    target = write_output(out_dir / f"{stem}{ext}", _output_image(model, result), options, model.io, scale)
     threshold = f" (threshold {result.threshold:.3f})" if result.threshold is not None else ""
     log.info("%s -> %s%s", path.name, target.name, threshold)
     return target

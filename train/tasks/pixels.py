@@ -87,9 +87,10 @@ class PixelTrainer(Trainer):
         check_image_sizes(data.samples, self.min_image_size)
         if (project / "test").is_dir() and config.evaluate:
             check_split(project / "test", config.axes, spatial)  # fails now, not after training
+        fingerprint = fingerprint_of(project, data, dims, self.objects)
         planned = partial(
             make_plan,
-            fingerprint_of(project, data, dims, self.objects),
+            fingerprint,
             config.plan_requests,
             str(start.device),
             base_lr=config.resolved_learning_rate,
@@ -144,6 +145,7 @@ class PixelTrainer(Trainer):
             target_mean=data.target_mean,
             target_std=data.target_std,
             class_names=self.class_names,
+            pixel_size=fingerprint.pixel_size,
             training={
                 "n_train": len(train_samples),
                 "n_val": len(val_samples),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +51,17 @@ def read_ome_zarr(path: Path) -> np.ndarray:
 class ZarrSink:
     """An output written tile by tile into an OME-Zarr folder (zarr v2, NGFF 0.4)."""
 
-    def __init__(self, path: Path, shape: tuple[int, ...], dtype: Any, axes: str) -> None:
+    def __init__(
+        self,
+        path: Path,
+        shape: tuple[int, ...],
+        dtype: Any,
+        axes: str,
+        scale: Mapping[str, float] | None = None,
+    ) -> None:
         import zarr
 
+        self.scale = dict(scale or {})
         self.path = Path(path)
         self.partial = self.path.with_name(f".{self.path.name}.part")
         shutil.rmtree(self.partial, ignore_errors=True)
@@ -82,11 +90,16 @@ class ZarrSink:
             {
                 "version": "0.4",
                 "name": image_stem(self.path),
-                "axes": [{"name": a, "type": AXIS_TYPES[a]} for a in self.axes],
+                "axes": [
+                    {"name": a, "type": AXIS_TYPES[a], **({"unit": "micrometer"} if a in self.scale else {})}
+                    for a in self.axes
+                ],
                 "datasets": [
                     {
                         "path": "0",
-                        "coordinateTransformations": [{"type": "scale", "scale": [1.0] * self.ndim}],
+                        "coordinateTransformations": [
+                            {"type": "scale", "scale": [float(self.scale.get(a, 1.0)) for a in self.axes]}
+                        ],
                     }
                 ],
             }
@@ -99,9 +112,11 @@ class ZarrSink:
         shutil.rmtree(self.partial, ignore_errors=True)
 
 
-def write_ome_zarr(path: Path, array: np.ndarray, axes: str) -> Path:
-    """Write a whole in-memory array as an OME-Zarr image."""
-    sink = ZarrSink(path, array.shape, array.dtype, axes)
+def write_ome_zarr(
+    path: Path, array: np.ndarray, axes: str, scale: Mapping[str, float] | None = None
+) -> Path:
+    """Write a whole in-memory array as an OME-Zarr image (with its pixel sizes, micrometres)."""
+    sink = ZarrSink(path, array.shape, array.dtype, axes, scale)
     sink[tuple(slice(None) for _ in array.shape)] = array
     return sink.close()
 
@@ -116,4 +131,5 @@ OME_ZARR = ImageFormat(
     sink=ZarrSink,
     folder=True,
     records_axes=True,
+    records_scale=True,
 )

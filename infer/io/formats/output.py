@@ -7,7 +7,7 @@ whole by its writer when closed: memory then holds the whole output once, at the
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,19 +17,34 @@ from idl.infer.io.formats.registry import ImageFormat, Sink, output_format
 from idl.infer.io.sinks import NpySink
 
 
-def write_image(path: Path, array: np.ndarray, format_name: str, axes: str) -> Path:
-    """Write ``array`` (dimensions named by ``axes``, e.g. ``"cyx"``) atomically as ``format_name``."""
+def _scaled(fmt: ImageFormat, scale: Mapping[str, float] | None) -> dict[str, Any]:
+    """The ``scale`` keyword for a format that records pixel sizes (others never see it)."""
+    return {"scale": dict(scale)} if scale and fmt.records_scale else {}
+
+
+def write_image(
+    path: Path, array: np.ndarray, format_name: str, axes: str, scale: Mapping[str, float] | None = None
+) -> Path:
+    """Write ``array`` (dimensions named by ``axes``, e.g. ``"cyx"``) atomically as ``format_name``,
+    with the physical pixel sizes ``scale`` ({axis: micrometres}) where the format records them."""
     fmt = output_format(format_name)
     assert fmt.write is not None  # output_format returns writing formats only
-    return fmt.write(Path(path), np.asarray(array), axes)
+    return fmt.write(Path(path), np.asarray(array), axes, **_scaled(fmt, scale))
 
 
-def open_sink(path: Path, shape: tuple[int, ...], dtype: Any, format_name: str, axes: str) -> Sink:
-    """An output of ``shape`` and ``dtype`` written tile by tile as ``format_name``; it appears under
-    ``path`` when closed."""
+def open_sink(
+    path: Path,
+    shape: tuple[int, ...],
+    dtype: Any,
+    format_name: str,
+    axes: str,
+    scale: Mapping[str, float] | None = None,
+) -> Sink:
+    """An output of ``shape`` and ``dtype`` written tile by tile as ``format_name`` (with ``scale``
+    as :func:`write_image`); it appears under ``path`` when closed."""
     fmt = output_format(format_name)
     if fmt.sink is not None:
-        return fmt.sink(Path(path), tuple(shape), np.dtype(dtype), axes)
+        return fmt.sink(Path(path), tuple(shape), np.dtype(dtype), axes, **_scaled(fmt, scale))
     return WrittenWhole(fmt, Path(path), tuple(shape), np.dtype(dtype), axes)
 
 

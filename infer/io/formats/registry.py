@@ -71,6 +71,8 @@ class ImageFormat:
     sink: SinkOpener | None = None  # None: written through a temporary file, then with write
     folder: bool = False  # stored as a folder (OME-Zarr), not a file
     records_axes: bool = False  # open() returns the axis letters the file records, write() stores them
+    # write() and sink() take ``scale`` ({axis: micrometres per pixel}) and store it (OME metadata)
+    records_scale: bool = False
 
     def __post_init__(self) -> None:
         if not self.name or not self.suffixes:

@@ -13,6 +13,7 @@ import itertools
 import logging
 import zlib
 from collections import OrderedDict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -107,18 +108,36 @@ def open_tiff(path: Path) -> tuple[Any, None] | None:
     return None
 
 
-def write_tiff(path: str | Path, array: np.ndarray, axes: str = "") -> Path:
+def ome_metadata(axes: str, scale: Mapping[str, float] | None) -> dict[str, Any]:
+    """tifffile's keywords for an OME-TIFF recording ``axes`` and the pixel sizes ``scale``
+    ({axis: micrometres}); none without sizes (a plain TIFF, as before)."""
+    if not scale or not axes:
+        return {}
+    metadata: dict[str, Any] = {"axes": axes.upper()}
+    for axis, size in scale.items():
+        if axis in axes:
+            metadata[f"PhysicalSize{axis.upper()}"] = float(size)
+            metadata[f"PhysicalSize{axis.upper()}Unit"] = "µm"
+    return {"ome": True, "metadata": metadata}
+
+
+def write_tiff(
+    path: str | Path, array: np.ndarray, axes: str = "", scale: Mapping[str, float] | None = None
+) -> Path:
     """Write ``array`` as a (zlib-compressed) TIFF atomically and return the path.
 
-    Arrays are stored as they are (grayscale planes), never reinterpreted as RGB; ``axes`` is not
-    recorded.
+    Arrays are stored as they are (grayscale planes), never reinterpreted as RGB. With pixel sizes
+    (``scale``, micrometres per axis) the file is an OME-TIFF recording ``axes`` and the sizes;
+    otherwise ``axes`` is not recorded.
     """
     import tifffile
 
     path, array = Path(path), np.asarray(array)
     try:
         with atomic_path(path) as tmp:
-            tifffile.imwrite(tmp, array, compression="zlib", photometric="minisblack")
+            tifffile.imwrite(
+                tmp, array, compression="zlib", photometric="minisblack", **ome_metadata(axes, scale)
+            )
     except DiskFull as exc:
         raise DiskFull(path, _compressed_size(array)) from exc
     return path
@@ -130,8 +149,10 @@ def _compressed_size(array: np.ndarray) -> int:
     return len(zlib.compress(np.ascontiguousarray(array).tobytes(), 6)) + 4096
 
 
-def tiff_sink(path: Path, shape: tuple[int, ...], dtype: np.dtype, axes: str) -> TiffSink:
-    return TiffSink(path, shape, dtype)
+def tiff_sink(
+    path: Path, shape: tuple[int, ...], dtype: np.dtype, axes: str, scale: Mapping[str, float] | None = None
+) -> TiffSink:
+    return TiffSink(path, shape, dtype, ome_metadata(axes, scale))
 
 
 TIFF = ImageFormat(
@@ -142,4 +163,5 @@ TIFF = ImageFormat(
     open=open_tiff,
     write=write_tiff,
     sink=tiff_sink,
+    records_scale=True,
 )
