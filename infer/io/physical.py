@@ -63,7 +63,7 @@ def _imagej(tif) -> dict[str, float]:  # tifffile.TiffFile
                 if size is not None:
                     sizes[axis] = size
     spacing = micrometres(meta.get("spacing"), unit)
-    if spacing is not None and meta.get("slices", 1) > 1:
+    if spacing is not None:  # ImageJ writes it for stacks only
         sizes["z"] = spacing
     return sizes
 

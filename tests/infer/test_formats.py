@@ -144,7 +144,7 @@ def test_an_unregistered_format_is_no_choice_and_no_image(toy: ImageFormat, tmp_
             read_image(tmp_path / "a.toy")
         assert str(caught.value) == (
             f"{tmp_path / 'a.toy'}: unsupported file type '.toy'. Convert it to one of "
-            ".tif, .tiff, .png, .jpg, .jpeg, .npy."
+            ".tif, .tiff, .png, .jpg, .jpeg, .npy, .czi, .nd2, .lif."
         )
         result = CliRunner().invoke(
             predict_cli.main, ["m", str(tmp_path), "--out", str(tmp_path / "o"), "--out-format", "toy"]
@@ -156,7 +156,7 @@ def test_an_unregistered_format_is_no_choice_and_no_image(toy: ImageFormat, tmp_
 
 
 def test_formats_are_found_by_suffix_case_insensitive_and_the_longest_suffix_wins(tmp_path: Path) -> None:
-    assert [f.name for f in formats()] == ["tif", "png", "jpeg", "npy", "zarr"]
+    assert [f.name for f in formats()] == ["tif", "png", "jpeg", "npy", "zarr", "bioio"]
     assert format_of(Path("a.TIFF")).name == "tif" and format_of(Path("b.JPG")).name == "jpeg"
     assert format_of(Path("cells.OME.ZARR")).name == "zarr" and format_of(Path("x.bmp")) is None
     assert format_of(Path(".tif")) is None  # a hidden file named after a suffix
@@ -166,7 +166,7 @@ def test_formats_are_found_by_suffix_case_insensitive_and_the_longest_suffix_win
     (tmp_path / "c.ome.zarr").mkdir()
     (tmp_path / "d.tif").mkdir()  # a folder with a file suffix: a mask folder, not an image folder
     assert project.is_image_file(tmp_path / "c.ome.zarr") and not project.is_image_file(tmp_path / "d.tif")
-    assert project.IMAGE_SUFFIXES == (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy")
+    assert project.IMAGE_SUFFIXES == (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy", ".czi", ".nd2", ".lif")
     assert project.FOLDER_SUFFIXES == (".ome.zarr", ".zarr")
 
 
@@ -177,7 +177,7 @@ def test_a_claimed_name_or_suffix_is_refused() -> None:
         register(ImageFormat(name="npy", suffixes=(".npz",), read=read_toy))
     with pytest.raises(ValueError, match="suffixes are lower case and start with '.'"):
         ImageFormat(name="upper", suffixes=(".TOY",), read=read_toy)
-    assert [f.name for f in formats()] == ["tif", "png", "jpeg", "npy", "zarr"]
+    assert [f.name for f in formats()] == ["tif", "png", "jpeg", "npy", "zarr", "bioio"]
 
 
 def test_an_unknown_output_format_is_refused_with_the_choices() -> None:
