@@ -145,9 +145,9 @@ def _list_option(ctx: click.Context, param: click.Parameter, value: str | None) 
 )
 @click.option(
     "--model",
-    help="Network: unet (segmentation, regression); unet, stardist or maskrcnn (instance); resnet18, "
-    "resnet34, resnet50 or resnet101 (classification) [default: unet; classification: resnet18 on a CPU, "
-    "resnet50 on a GPU].",
+    help="Network: unet or segnet (semantic, 2D); unet (regression); unet, stardist or maskrcnn "
+    "(instance); resnet18, resnet34, resnet50 or resnet101 (classification) [default: unet; "
+    "classification: resnet18 on a CPU, resnet50 on a GPU].",
 )
 @click.option(
     "--class-weights",
