@@ -324,7 +324,9 @@ def main() -> None:
     )
     parser.add_argument("data", type=Path, help="the real-data folder (with bbbc039-small, ...)")
     parser.add_argument("--out", type=Path, default=Path("bench_real_data"))
-    parser.add_argument("--only", help="comma-separated project names (or parts of them)")
+    parser.add_argument(
+        "--only", help="comma-separated project names (a full name: that project; a part: every match)"
+    )
     parser.add_argument("--no-4x", dest="four_x", action="store_false", help="skip the 4x-budget runs")
     parser.add_argument("--reuse", action="store_true", help="keep finished projects from --out/results.json")
     args = parser.parse_args()
@@ -334,7 +336,14 @@ def main() -> None:
     if args.reuse and store.is_file():
         done = {r["project"]: r for r in json.loads(store.read_text())}
     wanted = [w.strip().lower() for w in args.only.split(",")] if args.only else None
-    chosen = [p for p in PROJECTS if wanted is None or any(w in p.name.lower() for w in wanted)]
+    exact = {p.name.lower() for p in PROJECTS} & set(wanted or ())  # a full name: that project alone
+    chosen = [
+        p
+        for p in PROJECTS
+        if wanted is None
+        or p.name.lower() in exact
+        or any(w in p.name.lower() for w in wanted if w not in exact)
+    ]
     for project in chosen:  # every default run first (timed on a quiet machine), then the 4x runs
         if project.name not in done:
             print(f"== {project.name}", flush=True)

@@ -17,7 +17,7 @@ from idl.cli.common import (
 )
 from idl.infer.core.nonfinite import POLICIES
 from idl.infer.io.formats import output_formats
-from idl.infer.post.uncertainty import MAPS
+from idl.infer.post.uncertainty import MAPS, MC_ANSWERS
 from idl.infer.runtime.session import DEVICES, THREADS_VARIABLE
 from idl.infer.tiling.empty import DEFAULT_THRESHOLD
 
@@ -182,6 +182,22 @@ if TYPE_CHECKING:
     help="MLflow server for models:/NAME/VERSION [default: $MLFLOW_TRACKING_URI].",
 )
 @click.option(
+    "--mc-answer",
+    type=click.Choice(MC_ANSWERS),
+    default=None,
+    help="With --mc-samples: take the mask, labels or values from the network without dropout "
+    "(deterministic) or from the samples' mean [default: deterministic; the samples give the "
+    "uncertainty].",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Random seed of the Monte Carlo samples: the same command with the same seed writes the same "
+    "files.",
+)
+@click.option(
     "--skip-empty",
     type=click.FloatRange(min=0),
     is_flag=False,
@@ -247,6 +263,8 @@ def main(
     device: str,
     threads: int | None,
     tracking_uri: str | None,
+    mc_answer: str | None,
+    seed: int,
     skip_empty: float | None,
     activations: str | None,
     maps: int,
@@ -335,6 +353,8 @@ def main(
         uncertainty=uncertainty_map,
         mc_tolerance=mc_tolerance,
         skip_empty=skip_empty,
+        seed=seed,
+        mc_answer=mc_answer,
     )
     files = collect_inputs(inputs) if inputs else collect_inputs(next(iter(named.values())))
     request = Request(

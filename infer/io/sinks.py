@@ -164,6 +164,19 @@ class ChannelView:
 
     def __init__(self, sink: Any) -> None:
         self.sink = sink
+        self.shape = (1, *sink.shape)
 
     def __setitem__(self, index: tuple[Any, ...], value: np.ndarray) -> None:
         self.sink[index[1:]] = value[0]
+
+
+class Discarded:
+    """An output nobody keeps: writes of a ``shape`` go nowhere (the Monte Carlo mean of a prediction
+    whose answer comes from the deterministic pass, predicted out of core)."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.shape = tuple(shape)
+        self.ndim = len(self.shape)
+
+    def __setitem__(self, index: Any, value: np.ndarray) -> None:
+        pass

@@ -21,6 +21,7 @@ import numpy as np
 
 # the uncertainty maps of Monte Carlo samples (--uncertainty), for every task; "std" is regression's
 # only one, "entropy" (of the mean prediction, normalized to [0, 1]) classification's default
+MC_ANSWERS = ("deterministic", "mean")  # where a Monte Carlo prediction's answer comes from
 MAPS = ("instantdl", "std", "mutual-information", "entropy")
 TINY = 1e-12
 

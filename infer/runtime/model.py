@@ -62,6 +62,9 @@ class LoadedModel:
     # the network's tensors (several inputs or outputs, outputs of another size); None: the one-entry
     # description of ``io`` (Tensors.single)
     tensors: Tensors = None  # type: ignore[assignment]
+    # the random seed of the Monte Carlo session: the same seed, the same samples (a fixed default,
+    # so a command run twice writes the same files; see reseed)
+    seed: int = 0
     _runners: dict[bool, OnnxRunner] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -83,8 +86,15 @@ class LoadedModel:
         if mc not in self._runners:
             source = self.mc_weights if mc else self.weights
             assert source is not None
-            self._runners[mc] = OnnxRunner(source, self.device, label=f"{self.label}{' (MC)' if mc else ''}")
+            label = f"{self.label}{' (MC)' if mc else ''}"
+            self._runners[mc] = OnnxRunner(source, self.device, label=label, seed=self.seed if mc else None)
         return self._runners[mc]
+
+    def reseed(self, seed: int) -> None:
+        """Draw the Monte Carlo samples from ``seed`` on: the next Monte Carlo session starts from it
+        (an open one is closed), so what follows reproduces whatever ran before in this process."""
+        self.seed = int(seed)
+        self._runners.pop(True, None)
 
     @property
     def runner(self) -> OnnxRunner:

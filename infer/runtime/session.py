@@ -66,7 +66,11 @@ class OnnxRunner:
     and would draw identical dropout masks.
     """
 
-    def __init__(self, path: Path | bytes, device: str = "auto", label: str | None = None) -> None:
+    def __init__(
+        self, path: Path | bytes, device: str = "auto", label: str | None = None, seed: int | None = None
+    ) -> None:
+        """``seed``: ONNX Runtime's random seed for the random operators of this session (Monte Carlo
+        dropout): a session made with the same seed draws the same masks, call after call."""
         import onnxruntime as ort
 
         providers = choose_providers(device, ort.get_available_providers())
@@ -76,6 +80,8 @@ class OnnxRunner:
         options.enable_mem_pattern = False
         threads = session_threads()
         options.intra_op_num_threads = threads
+        if seed is not None:  # each random kernel takes its seed from this when the session is made
+            ort.set_seed(int(seed))
         try:
             model = path if isinstance(path, bytes) else str(path)
             self.session = ort.InferenceSession(model, options, providers=providers)

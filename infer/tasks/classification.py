@@ -148,7 +148,12 @@ class Classification(Task):
         labels = self._labels(request)
         options = request.options
         settings = Classify(
-            options.mc_samples, request.axes, options.batch_size, options.on_nonfinite, options.uncertainty
+            options.mc_samples,
+            request.axes,
+            options.batch_size,
+            options.on_nonfinite,
+            options.uncertainty,
+            seed=options.seed,
         )
         return predict_classes(
             request.model,

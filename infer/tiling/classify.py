@@ -158,6 +158,7 @@ class Classify:
     on_nonfinite: str = "replace"
     uncertainty: str | None = None
     progress: bool = False
+    seed: int = 0  # Monte Carlo samples are drawn from it: the same command writes the same table
 
 
 def classify_files(
@@ -166,6 +167,8 @@ def classify_files(
     """Classify image files in memory (no outputs written); returns their file names and scores. An
     unreadable file stops it: :func:`predict_classes` is the batch that keeps going."""
     _check_classifier(model)
+    if settings.mc_samples:
+        model.reseed(settings.seed)
     x = np.stack([read_input(p, settings.axes, model.io, settings.on_nonfinite) for p in files])
     return [p.name for p in files], _scores(model, x, settings, settings.progress)
 
@@ -203,6 +206,8 @@ def predict_classes(
     if not files:
         raise DataError("no images to classify.")
     _check_classifier(model)
+    if settings.mc_samples:
+        model.reseed(settings.seed)
     path = out_dir / RESULTS_NAME
     names = class_names_for(model)
     items = [Item(f.name, {"input": f}, (path,)) for f in files]

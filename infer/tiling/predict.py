@@ -33,8 +33,8 @@ from idl.infer.io.lazy import is_lazy, match_channels_lazily, open_channels_last
 from idl.infer.io.omezarr import image_stem, is_zarr
 from idl.infer.io.physical import pixel_sizes
 from idl.infer.io.scenes import read_scene, scene_names, scene_pixel_sizes, scene_stems
-from idl.infer.io.sinks import ChannelView
-from idl.infer.post.uncertainty import MAPS
+from idl.infer.io.sinks import ChannelView, Discarded
+from idl.infer.post.uncertainty import MAPS, MC_ANSWERS
 from idl.infer.runtime.iospec import IOSpec
 from idl.infer.runtime.model import LoadedModel
 from idl.infer.runtime.session import Runner, Sampler
@@ -113,6 +113,11 @@ class PredictOptions:
     mc_tolerance: float = 0.0
     # tiles whose input's contrast is at most this many noise units are not run (tiling.empty); None: all run
     skip_empty: float | None = None
+    seed: int = 0  # Monte Carlo samples are drawn from it: the same command writes the same files
+    # with Monte Carlo samples, where the mask, labels or values come from: "deterministic" (the
+    # network without dropout; the samples give the uncertainty only) or "mean" (the samples' mean);
+    # None: the task's choice (Outputs.mc_answer, measured in docs/benchmarks.md)
+    mc_answer: str | None = None
 
     @property
     def suffix(self) -> str:
@@ -128,6 +133,8 @@ class PredictOptions:
             raise ValueError("Monte Carlo dropout needs at least 2 samples (or 0 to switch it off)")
         if not 0.0 <= self.mc_tolerance < 1.0:
             raise ValueError(f"mc_tolerance must be in [0, 1), got {self.mc_tolerance}")
+        if self.mc_answer not in (None, *MC_ANSWERS):
+            raise ValueError(f"mc_answer must be one of {', '.join(MC_ANSWERS)}, got {self.mc_answer}")
         if self.skip_empty is not None and not self.skip_empty >= 0:
             raise ValueError(f"skip_empty must be a contrast >= 0 (noise units), got {self.skip_empty}")
         output_format(self.out_format)  # ValueError naming the formats that write
@@ -201,6 +208,7 @@ def predict_probabilities(
     tolerance: float = 0.0,
     drawn: list[int] | None = None,
     skip: EmptyTiles | None = None,
+    deterministic: Runner | None = None,
 ) -> tuple[Any, Any]:
     """Run a one-input, one-output network over a raw channels-last image (``io.image_axes``), tile
     by tile, through the tile loop (:mod:`idl.infer.tiling.engine`).
@@ -225,7 +233,45 @@ def predict_probabilities(
     ``tolerance`` a tile stops early once its map's estimated relative error is within it
     (:class:`idl.infer.post.uncertainty.SplitHalves`); ``drawn`` collects the samples of every tile.
     ``skip`` (:class:`~idl.infer.tiling.empty.EmptyTiles`) leaves out tiles of background alone.
+    With ``samples`` and a ``deterministic`` runner (the network without dropout), the output is that
+    runner's and the samples give the uncertainty alone (their mean is not kept).
     """
+    if samples and deterministic is not None:
+        values, _ = predict_probabilities(
+            deterministic,
+            image,
+            io,
+            tile_size,
+            halo,
+            batch_size,
+            0,
+            progress,
+            output,
+            None,
+            mark_nonfinite,
+            skip=skip,
+        )
+        discard = None if output is None else Discarded(tuple(output.shape))
+        sampled_skip = None if skip is None else EmptyTiles(skip.threshold)
+        _, uncertainty = predict_probabilities(
+            run,
+            image,
+            io,
+            tile_size,
+            halo,
+            batch_size,
+            samples,
+            progress,
+            discard,
+            uncertainty_out,
+            mark_nonfinite,
+            uncertainty_map,
+            sample,
+            tolerance,
+            drawn,
+            sampled_skip,
+        )
+        return values, uncertainty
     tensors = Tensors.single(io)
     spatial = io.spatial
     if image.ndim - 1 != len(spatial):
@@ -445,6 +491,14 @@ class Outputs:
     whole_image: str = ""  # why images are predicted in memory (empty: out of core is fine)
     objects: bool = False  # also write objects/<name>.csv (one row per labelled object)
     makes_mask: bool = False  # out of core: the values are written first, then made a mask
+    # with Monte Carlo samples, where the answer comes from unless --mc-answer says (MC_ANSWERS)
+    mc_answer: str = "deterministic"
+
+    def deterministic(self, model: LoadedModel, options: PredictOptions) -> Runner | None:
+        """The network without dropout, when a Monte Carlo prediction takes its answer from it."""
+        if options.mc_samples and (options.mc_answer or self.mc_answer) == "deterministic":
+            return model.network(mc=False)
+        return None
 
     def merger(self, model: LoadedModel, where: Layout, options: PredictOptions) -> Merger | None:
         """A merger of the task's own for the network's output on an image laid out as ``where``
@@ -489,6 +543,7 @@ class Outputs:
                 options.progress,
                 **monte_carlo(model, options),
                 skip=skip,
+                deterministic=self.deterministic(model, options),
             )
         except ValueError as exc:  # tiling arithmetic the checks did not foresee
             raise IdlError(f"cannot tile this image for the model: {exc}") from exc
@@ -526,6 +581,8 @@ def predict_image(model: LoadedModel, image: np.ndarray, options: PredictOptions
     tile = options.bounded_tile(io, image.shape[:-1], smallest_tile_for(model, options))
     halos = _halos(model, options, tile)
     _check_tiles(io, image.shape[:-1], tile, halos)
+    if options.mc_samples:  # every image's samples from the seed: the same image, the same samples
+        model.reseed(options.seed)
     result = outputs_of(model).predict(model, image, options, tile, halos)
     finite = np.isfinite(image) if has_floats(image) else None  # one pass for both rules below
     if finite is not None:
@@ -637,6 +694,8 @@ def _predict_out_of_core(
         halos = _halos(model, options, tile)
         _check_tiles(io, shape, tile, halos)
         skip = empty_tiles(options)
+        if options.mc_samples:
+            model.reseed(options.seed)
         predict_probabilities(
             model.network(mc=options.mc_samples > 0),
             image,
@@ -651,6 +710,7 @@ def _predict_out_of_core(
             mark_nonfinite=nonfinite,
             **monte_carlo(model, options),
             skip=skip,
+            deterministic=outputs.deterministic(model, options),
         )
         report_skipped(skip)
         threshold = None

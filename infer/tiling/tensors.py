@@ -176,6 +176,8 @@ def predict_tensor_files(
     read window by window are predicted out of core, into outputs written tile by tile."""
     tensors: Tensors = model.tensors
     first = tensors.inputs[0]
+    if options.mc_samples:
+        model.reseed(options.seed)
     items = [
         Item(
             image_stem(s[first.id]),

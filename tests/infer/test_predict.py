@@ -23,16 +23,26 @@ def test_tiled_2048_image_equals_whole_image_prediction(model_dir: Path) -> None
 
 
 def test_mc_prediction_gives_mean_and_uncertainty(model_dir: Path) -> None:
+    """By default the answer is the deterministic prediction's, bit for bit, and the samples give the
+    uncertainty; with mc_answer="mean" the answer is the samples' mean, from which InstantDL's
+    uncertainty p (1 - p) is computed."""
     model = load_model(model_dir)
     image, _ = synthetic_nuclei(np.random.default_rng(8), NucleiSpec(size=200))
     det = predict_image(model, image[..., None], PredictOptions(tile_size=128, progress=False))
     mc = predict_image(model, image[..., None], PredictOptions(tile_size=128, mc_samples=8, progress=False))
     assert det.uncertainty is None and mc.uncertainty is not None
-    assert mc.uncertainty.shape == (200, 200) and mc.uncertainty.dtype == np.float32
-    assert 0 <= mc.uncertainty.min() and mc.uncertainty.max() <= 0.25 + 1e-6
-    np.testing.assert_allclose(mc.uncertainty, mc.probabilities[0] * (1 - mc.probabilities[0]), atol=1e-5)
-    assert np.abs(mc.probabilities - det.probabilities).mean() < 0.05
-    assert mc.mask.dtype == np.uint8 and set(np.unique(mc.mask)) <= {0, 1}
+    np.testing.assert_array_equal(mc.probabilities, det.probabilities)
+    np.testing.assert_array_equal(mc.mask, det.mask)
+    mean = predict_image(
+        model, image[..., None], PredictOptions(tile_size=128, mc_samples=8, progress=False, mc_answer="mean")
+    )
+    assert mean.uncertainty.shape == (200, 200) and mean.uncertainty.dtype == np.float32
+    assert 0 <= mean.uncertainty.min() and mean.uncertainty.max() <= 0.25 + 1e-6
+    p = mean.probabilities[0]
+    np.testing.assert_allclose(mean.uncertainty, p * (1 - p), atol=1e-5)
+    assert 0 < np.abs(mean.probabilities - det.probabilities).mean() < 0.05
+    np.testing.assert_array_equal(mean.uncertainty, mc.uncertainty)  # the same seed, the same samples
+    assert mean.mask.dtype == np.uint8 and set(np.unique(mean.mask)) <= {0, 1}
 
 
 def test_mc_uncertainty_maps_are_the_samples_disagreement(model_dir: Path) -> None:
