@@ -20,6 +20,7 @@ from idl.infer.io.formats import output_formats
 from idl.infer.post.uncertainty import MAPS, MC_ANSWERS
 from idl.infer.runtime.session import DEVICES, THREADS_VARIABLE
 from idl.infer.tiling.empty import DEFAULT_THRESHOLD
+from idl.infer.tiling.tta import TTA_CHOICES
 
 if TYPE_CHECKING:
     from idl.infer.runtime.model import LoadedModel
@@ -182,6 +183,14 @@ if TYPE_CHECKING:
     help="MLflow server for models:/NAME/VERSION [default: $MLFLOW_TRACKING_URI].",
 )
 @click.option(
+    "--tta",
+    type=click.Choice(TTA_CHOICES),
+    default=None,
+    help="Test-time augmentation: predict every tile mirrored (flips: 4 copies) or mirrored and turned "
+    "(d4: 8; 16 for isotropic volumes), turn each back and average; their spread is written as the "
+    "uncertainty. With --mc-samples each sample is drawn under the next transform.",
+)
+@click.option(
     "--mc-answer",
     type=click.Choice(MC_ANSWERS),
     default=None,
@@ -194,8 +203,7 @@ if TYPE_CHECKING:
     type=int,
     default=0,
     show_default=True,
-    help="Random seed of the Monte Carlo samples: the same command with the same seed writes the same "
-    "files.",
+    help="Random seed of the Monte Carlo samples: the same command with the same seed writes the same files.",
 )
 @click.option(
     "--skip-empty",
@@ -263,6 +271,7 @@ def main(
     device: str,
     threads: int | None,
     tracking_uri: str | None,
+    tta: str | None,
     mc_answer: str | None,
     seed: int,
     skip_empty: float | None,
@@ -355,6 +364,7 @@ def main(
         skip_empty=skip_empty,
         seed=seed,
         mc_answer=mc_answer,
+        tta=tta,
     )
     files = collect_inputs(inputs) if inputs else collect_inputs(next(iter(named.values())))
     request = Request(

@@ -18,6 +18,7 @@ from idl.infer.core.axes import DIMS
 from idl.infer.core.model_info import DROPOUT_PLACES
 from idl.infer.core.nonfinite import POLICIES
 from idl.infer.runtime.session import DEVICES
+from idl.infer.tiling.tta import TTA_CHOICES
 from idl.train.choices import AMP_CHOICES
 from idl.train.plan import SCHEDULES
 
@@ -191,6 +192,11 @@ def _list_option(ctx: click.Context, param: click.Parameter, value: str | None) 
     "--uncertainty/--no-uncertainty", default=None, help="Monte Carlo dropout on the test set [default: on]."
 )
 @click.option("--mc-samples", type=click.IntRange(min=2), help="Monte Carlo samples [default: 10].")
+@click.option(
+    "--tta",
+    type=click.Choice(TTA_CHOICES),
+    help="Test-time augmentation of the test set's prediction (as idl-predict --tta) [default: off].",
+)
 @click.option("--evaluate/--no-evaluate", default=None, help="Evaluate the test set [default: on].")
 @click.option(
     "--tracking-uri", help="MLflow store [default: sqlite:///PROJECT/mlflow.db or $MLFLOW_TRACKING_URI]."

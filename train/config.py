@@ -18,6 +18,7 @@ from idl.infer.core.model_info import normalize_task
 from idl.infer.core.nonfinite import POLICIES as NONFINITE_POLICIES
 from idl.infer.core.normalize import Normalization
 from idl.infer.runtime.session import DEVICES
+from idl.infer.tiling.tta import TTA_CHOICES
 from idl.models.unet import DROPOUT_PLACES
 from idl.train.augment import Augmentation
 from idl.train.augment import resolve as resolve_augmentation
@@ -111,6 +112,7 @@ class TrainConfig:
     uncertainty: bool = True
     # 10: within 0.005 AUROC of 20 on BBBC039 and the EM sections (docs/benchmarks.md, issue 18)
     mc_samples: int = 10
+    tta: str | None = None  # test-time augmentation of the test set's prediction: "flips", "d4" or off
     evaluate: bool = True
     device: str = "auto"
     amp: str = "auto"  # mixed precision on CUDA: auto (bf16 if the GPU has it, else fp16), bf16, fp16, off
@@ -221,6 +223,7 @@ class TrainConfig:
                 "must be at least 0 (0: no validation) and below 1",
             ),
             (self.mc_samples >= 2, "mc_samples", "must be >= 2"),
+            (self.tta in (None, *TTA_CHOICES), "tta", f"must be one of {', '.join(TTA_CHOICES)}"),
             (
                 self.device in DEVICES,
                 "device",
@@ -392,6 +395,7 @@ _KINDS: dict[str, tuple[str, tuple[type, ...]]] = {
         k: ("a text", (str,))
         for k in (
             "task",
+            "tta",
             "loss",
             "instantdl_loss",
             "axes",

@@ -625,6 +625,7 @@ def predict_and_evaluate(project: Path, config: TrainConfig, progress: bool = Tr
         on_nonfinite=config.on_nonfinite,
         overwrite=True,  # the test set's predictions are this model's, never an earlier run's
         seed=config.seed,  # the Monte Carlo samples too: the same run writes the same files
+        tta=config.tta,
     )
     request = Request(
         model,

@@ -11,6 +11,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from idl.infer.tiling.batch import Batch, Item, run_batch
 from idl.infer.tiling.empty import EmptyTiles
 from idl.infer.tiling.engine import Layout, finish, layout, needs_whole_output, run_sample
 from idl.infer.tiling.mergers import Merger, MonteCarlo, NonFinite, Objects, Placed
+from idl.infer.tiling.tta import TTA_CHOICES, transforms, tta_sampler
 
 log = logging.getLogger("idl")
 
@@ -114,10 +116,17 @@ class PredictOptions:
     # tiles whose input's contrast is at most this many noise units are not run (tiling.empty); None: all run
     skip_empty: float | None = None
     seed: int = 0  # Monte Carlo samples are drawn from it: the same command writes the same files
+    tta: str | None = None  # test-time augmentation (tiling.tta.TTA_CHOICES): "flips" or "d4"; None: off
     # with Monte Carlo samples, where the mask, labels or values come from: "deterministic" (the
     # network without dropout; the samples give the uncertainty only) or "mean" (the samples' mean);
     # None: the task's choice (Outputs.mc_answer, measured in docs/benchmarks.md)
     mc_answer: str | None = None
+
+    @property
+    def sampled(self) -> bool:
+        """Whether each tile is predicted several times (Monte Carlo, test-time augmentation): then an
+        uncertainty map is written."""
+        return self.mc_samples > 0 or self.tta is not None
 
     @property
     def suffix(self) -> str:
@@ -133,6 +142,8 @@ class PredictOptions:
             raise ValueError("Monte Carlo dropout needs at least 2 samples (or 0 to switch it off)")
         if not 0.0 <= self.mc_tolerance < 1.0:
             raise ValueError(f"mc_tolerance must be in [0, 1), got {self.mc_tolerance}")
+        if self.tta not in (None, *TTA_CHOICES):
+            raise ValueError(f"tta must be one of {', '.join(TTA_CHOICES)}, got {self.tta}")
         if self.mc_answer not in (None, *MC_ANSWERS):
             raise ValueError(f"mc_answer must be one of {', '.join(MC_ANSWERS)}, got {self.mc_answer}")
         if self.skip_empty is not None and not self.skip_empty >= 0:
@@ -346,12 +357,36 @@ def predict_objects(
     return result["output"]
 
 
-def monte_carlo(model: LoadedModel, options: PredictOptions) -> dict[str, Any]:
-    """The Monte Carlo arguments of :func:`predict_probabilities` for a model and options."""
+def sampling(model: LoadedModel, options: PredictOptions, outputs: Outputs) -> dict[str, Any]:
+    """The arguments of :func:`predict_probabilities` that say how a model's image is sampled:
+    Monte Carlo dropout (``--mc-samples``), test-time augmentation (``--tta``, :mod:`.tta`: its copies
+    are the samples, all of a tile in one call) or both, the network that runs it and where the
+    answer comes from (:meth:`Outputs.deterministic`)."""
+    mc = options.mc_samples > 0
+    run = model.network(mc=mc)
+    common = {"run": run, "uncertainty_map": options.uncertainty, "tolerance": options.mc_tolerance}
+    if not options.tta:
+        return {
+            **common,
+            "batch_size": options.batch_for(model.io),
+            "samples": options.mc_samples,
+            "sample": model.sampler() if mc else None,
+            "deterministic": outputs.deterministic(model, options),
+        }
+    info = model.info
+    dims = len(model.io.spatial)
+    isotropic = info is not None and info.z_multiple in (0, info.size_multiple)  # packages: in-plane only
+    chosen = transforms(options.tta, dims, isotropic)
+    count = options.mc_samples or len(chosen)
+    drawn = model.sampler() if mc else None  # a sample-count graph draws one sample per call
+    if drawn is not None:
+        run = partial(drawn, count=1)
     return {
-        "uncertainty_map": options.uncertainty,
-        "sample": model.sampler() if options.mc_samples else None,
-        "tolerance": options.mc_tolerance,
+        **common,
+        "batch_size": count,
+        "samples": count,
+        "sample": tta_sampler(run, chosen),
+        "tolerance": 0.0,
     }
 
 
@@ -533,17 +568,13 @@ class Outputs:
             return self.collect(merged["output"], options)
         try:
             output, uncertainty = predict_probabilities(
-                model.network(mc=options.mc_samples > 0),
-                image,
-                model.io,
-                tile,
-                halos,
-                options.batch_for(model.io),
-                options.mc_samples,
-                options.progress,
-                **monte_carlo(model, options),
+                image=image,
+                io=model.io,
+                tile_size=tile,
+                halo=halos,
+                progress=options.progress,
                 skip=skip,
-                deterministic=self.deterministic(model, options),
+                **sampling(model, options, self),
             )
         except ValueError as exc:  # tiling arithmetic the checks did not foresee
             raise IdlError(f"cannot tile this image for the model: {exc}") from exc
@@ -687,7 +718,7 @@ def _predict_out_of_core(
     try:
         values = sink(target, shape if k == 1 else (k, *shape), np.float32)
         sinks.append(values)
-        if options.mc_samples:
+        if options.sampled:
             uncertainty = sink(out_dir / UNCERTAINTY_DIR / f"{name}{ext}", shape, np.float32)
             sinks.append(uncertainty)
         tile = options.bounded_tile(io, shape, smallest_tile_for(model, options))
@@ -697,20 +728,16 @@ def _predict_out_of_core(
         if options.mc_samples:
             model.reseed(options.seed)
         predict_probabilities(
-            model.network(mc=options.mc_samples > 0),
-            image,
-            io,
-            tile,
-            halos,
-            options.batch_for(io),
-            options.mc_samples,
-            options.progress,
+            image=image,
+            io=io,
+            tile_size=tile,
+            halo=halos,
+            progress=options.progress,
             output=ChannelView(values) if k == 1 else values,
             uncertainty_out=uncertainty,
             mark_nonfinite=nonfinite,
-            **monte_carlo(model, options),
             skip=skip,
-            deterministic=outputs.deterministic(model, options),
+            **sampling(model, options, outputs),
         )
         report_skipped(skip)
         threshold = None
@@ -763,7 +790,7 @@ def expected_outputs(
     """Every file prediction writes for an image named ``stem``; the first is the prediction."""
     ext = options.suffix
     paths = [out_dir / f"{stem}{ext}"]
-    if options.mc_samples:
+    if options.sampled:
         paths.append(out_dir / UNCERTAINTY_DIR / f"{stem}{ext}")
     if outputs.objects:
         paths.append(out_dir / OBJECTS_DIR / f"{stem}.csv")
