@@ -156,5 +156,10 @@ def export_onnx(
         monte_carlo.module, inputs, mc_path, info, examples.axes, network.onnx_opset, monte_carlo.sample_count
     )
     spread = verify_stochastic(mc_path, examples.check[0][:1])
-    log.info("exported %s (Monte Carlo samples differ by %.2e on average)", mc_path.name, spread)
+    log.info(
+        "exported %s (two Monte Carlo samples of a random input differ by %.2e on average: dropout is "
+        "active in it; 0 would mean the samples could not show any uncertainty)",
+        mc_path.name,
+        spread,
+    )
     return det_path, mc_path

@@ -186,7 +186,9 @@ def train_epoch(
     total, count = 0.0, 0
     enabled = amp in AMP_TYPES and device.type == "cuda"
     scaler = torch.amp.GradScaler(device.type, enabled=enabled and amp == "fp16")
-    for i, (x, y) in enumerate(tqdm(loader, unit="batch", leave=False, disable=not progress, desc="train")):
+    for i, (x, y) in enumerate(
+        tqdm(loader, unit="batch", leave=False, disable=None if progress else True, desc="train")
+    ):
         if learning_rate is not None:
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(i)
@@ -380,7 +382,9 @@ def fit(
     batch_size = ranks.local_batch(settings.batch_size)
     progress = settings.progress and ranks.main
     epochs = state.epochs or settings.epochs  # the budget, extended while the score still rises
-    bar = tqdm(total=epochs, initial=state.epoch, unit="epoch", disable=not progress, desc="epochs")
+    bar = tqdm(
+        total=epochs, initial=state.epoch, unit="epoch", disable=None if progress else True, desc="epochs"
+    )
     if after_epoch is not None:
         after_epoch(state)
     while not state.finished and state.epoch < epochs:

@@ -84,6 +84,11 @@ def resolve_device(name: str) -> torch.device:
 
 PRETRAINED_REPORT = "pretrained.txt"
 PLAN_NAME = "plan.json"
+
+
+def plan_json(plan: Plan, config: TrainConfig) -> str:
+    """``plan.json``: the network trained (its ``--model`` name) and the plan."""
+    return json.dumps({"model": config.model, **plan.to_dict()}, indent=2)
 TRAINED_FILES = (
     BEST_NAME,
     LAST_NAME,
@@ -354,7 +359,7 @@ def prepare(resolved: Resolved, progress: bool) -> Run:
     if not ranks.main:
         return Run(resolved, config, setup, plan, model, optimizer, state, fresh, run_id, False)
     write_text(model_dir / CONFIG_NAME, json.dumps(config.to_dict(), indent=2))
-    write_text(model_dir / PLAN_NAME, plan.to_json())
+    write_text(model_dir / PLAN_NAME, plan_json(plan, config))
     if config.save_augmentations:
         from idl.train.preview import PREVIEW_NAME, save_augmentation_grid
 
@@ -550,7 +555,7 @@ def _decisions(run: Run) -> Callable[[TrainState], None]:
         if plan != run.plan:
             run.plan = plan
             if ranks.main:
-                write_text(run.model_dir / PLAN_NAME, plan.to_json())
+                write_text(run.model_dir / PLAN_NAME, plan_json(plan, run.config))
 
     return after_epoch
 

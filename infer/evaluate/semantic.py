@@ -114,7 +114,7 @@ def each_item(items: list[EvalItem], out_dir: Path, progress: bool = True) -> It
     if not items:
         raise DataError("nothing to evaluate: no predictions were matched with ground truth.")
     out_dir.mkdir(parents=True, exist_ok=True)
-    return tqdm(items, unit="image", desc="evaluate", disable=not progress, leave=False)
+    return tqdm(items, unit="image", desc="evaluate", disable=None if progress else True, leave=False)
 
 
 def load_display_image(path: Path | None, axes: str | None, dims: int = 2) -> np.ndarray | None:

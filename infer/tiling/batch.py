@@ -112,7 +112,9 @@ def run_batch(items: Sequence[Item], batch: Batch, work: Work) -> Outcome:
             item.outputs[0],
         )
     failures: list[tuple[Path, str]] = []
-    progress = tqdm(total=len(todo), unit=batch.unit, disable=not batch.progress or len(items) < 2)
+    progress = tqdm(
+        total=len(todo), unit=batch.unit, disable=None if batch.progress and len(items) >= 2 else True
+    )
     for group in batched(todo, batch.group):
         for item in group:
             record.start(item.name, list(item.outputs), item.source, batch.model)

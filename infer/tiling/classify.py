@@ -138,7 +138,7 @@ def _scores(model: LoadedModel, x: np.ndarray, settings: Classify, progress: boo
         unit="sample",
         desc="classify",
         leave=False,
-        disable=not (progress and sampling),
+        disable=None if progress and sampling else True,
     )
     scores = classify_batch(model, x, settings.mc_samples, batch, bar.update, settings.uncertainty)
     bar.close()

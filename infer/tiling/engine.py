@@ -69,7 +69,7 @@ def run_tiles(
     bar = tqdm(
         total=len(tiles) * (draws if sampling else 1),
         unit="sample" if sampling else "tile",
-        disable=not progress,
+        disable=None if progress else True,  # None: a terminal only
         leave=False,
     )
     for chunk in batched(tiles, 1 if sampling else batch_size):

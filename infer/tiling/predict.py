@@ -48,6 +48,8 @@ from idl.infer.tiling.tta import TTA_CHOICES, transforms, tta_sampler
 
 log = logging.getLogger("idl")
 
+_GUESSED: set[str] = set()  # the axes guessed in this run, said once each
+
 DEFAULT_TILE = {2: 512, 3: 128}
 # activation memory per input pixel of idl's depth-4, 16-filter 2D U-Net in ONNX Runtime, from the
 # 8.6 GB reported for one 6000 x 6000 tile; tiles are capped so that an estimate with it stays within a
@@ -428,7 +430,13 @@ def load_input(path: Path, axes: str | None, io: IOSpec, lazy: bool = False, sce
             ) from None
         image = image[np.newaxis]
     if guessed:
-        log.info("%s: guessed axes '%s' (pass --axes to set them)", path.name, resolved)
+        if resolved not in _GUESSED:  # once per axes and run, not once per image
+            _GUESSED.add(resolved)
+            log.info(
+                "%s: guessed axes '%s', and for every image like it (pass --axes to set them)",
+                path.name,
+                resolved,
+            )
     if image.shape[-1] != io.in_channels:
         match = match_channels_lazily if is_lazy(image) else match_channels
         matched = match(image, io.in_channels)
