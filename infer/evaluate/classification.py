@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from idl.infer.core.errors import DataError
+from idl.infer.evaluate.calibration import area_under_risk_coverage, errors_caught
 from idl.infer.evaluate.semantic import write_evaluation
 from idl.infer.post.classes import class_indices, label_key
 
@@ -244,6 +245,8 @@ def evaluate_classification(
             # does the uncertainty flag the (MC) prediction's own mistakes?
             "uncertainty_auroc": auroc(table["uncertainty"].to_numpy(), ~mc_correct),
             "uncertainty_instantdl_auroc": auroc(table["uncertainty_instantdl"].to_numpy(), ~mc_correct),
+            "uncertainty_aurc": area_under_risk_coverage(table["uncertainty"].to_numpy(), ~mc_correct),
+            "errors_caught_10": errors_caught(table["uncertainty"].to_numpy(), ~mc_correct, 0.1),
         }
         metrics["prediction_mc"] = table["prediction_mc"]
         metrics["uncertainty_mean"] = table["uncertainty"]  # per image: its uncertainty

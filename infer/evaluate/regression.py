@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from idl.infer.core.errors import DataError
+from idl.infer.evaluate.calibration import interval_coverage
 from idl.infer.evaluate.checks import UNSCORED, check_groundtruth_values, check_prediction_values
 from idl.infer.evaluate.metrics import regression_scores
 from idl.infer.evaluate.plots import save_regression_figure
@@ -61,6 +62,7 @@ def evaluate_regression(
     rows, sample_figures = [], []
     abs_error = sq_error = abs_truth = 0.0
     n_pixels = unscored = 0
+    within: dict[int, list[float]] = {1: [0.0, 0.0], 2: [0.0, 0.0]}  # k: [values within k sigma, values]
     for item in each_item(items, out_dir, progress):
         gt, pred = _channels_last(item.groundtruth, dims), _channels_last(item.prediction, dims)
         if pred.shape != gt.shape:
@@ -85,6 +87,13 @@ def evaluate_regression(
         if left_out:
             row["unscored_pixels"] = left_out
         uncertainty = record_uncertainty(item, row)
+        if uncertainty is not None and uncertainty.shape == pred.shape[:-1] and pred.shape[-1] == 1:
+            # a standard deviation map of the prediction's units (--uncertainty std, the default)
+            keep = np.isfinite(uncertainty) if valid is None else valid[..., 0] & np.isfinite(uncertainty)
+            residual, sigma = pred[..., 0][keep] - gt[..., 0][keep], uncertainty[keep]
+            for k, counted in within.items():
+                counted[0] += interval_coverage(residual, sigma, k) * residual.size
+                counted[1] += residual.size
         rows.append(row)
         if figures:
             image = load_display_image(item.image, axes, dims)
@@ -103,6 +112,7 @@ def evaluate_regression(
             "mse": sq_error / n_pixels,
             "mean_relative_error": abs_error / abs_truth if abs_truth > 0 else float("nan"),
             "n_images": len(items),
+            **{f"coverage_{k}sigma": n / total for k, (n, total) in within.items() if total},
             **counts({UNSCORED: unscored, **(notes or {})}),
         }
 

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from idl.infer.core.errors import DataError
 from idl.infer.core.project import UNCERTAINTY_DIR, files_by_stem
+from idl.infer.evaluate.calibration import UncertaintySample
 from idl.infer.evaluate.checks import (
     THRESHOLDED,
     UNSCORED,
@@ -150,6 +151,7 @@ def evaluate_semantic(
     total = np.zeros((num_classes, num_classes), np.int64)
     rows, sample_figures = [], []
     unscored = thresholded = 0
+    pixels = UncertaintySample()  # uncertainty against error, pixel by pixel
     for item in todo:
         mask = read_groundtruth_mask(item.groundtruth, dims)
         gt = semantic_target(mask, num_classes, str(item.groundtruth), dims)
@@ -172,6 +174,15 @@ def evaluate_semantic(
         if left_out:
             row["unscored_pixels"] = left_out
         uncertainty = record_uncertainty(item, row)
+        if uncertainty is not None and uncertainty.shape == gt.shape:
+            wrong = pred.classes != gt
+            pixels.add(
+                *(
+                    (uncertainty, wrong)
+                    if pred.valid is None
+                    else (uncertainty[pred.valid], wrong[pred.valid])
+                )
+            )
         rows.append(row)
         if figures:
             image = load_display_image(item.image, axes, dims)
@@ -191,6 +202,7 @@ def evaluate_semantic(
             "accuracy": overall["accuracy"],
             "n_images": len(items),
             "num_classes": num_classes,
+            **pixels.summary(),
             **counts({THRESHOLDED: thresholded, UNSCORED: unscored, **(notes or {})}),
         }
 

@@ -1,0 +1,98 @@
+"""Calibration and risk-coverage measures against values computed by hand on small arrays, and the
+coverage of Gaussian intervals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from idl.infer.evaluate.calibration import (
+    area_under_risk_coverage,
+    errors_caught,
+    expected_calibration_error,
+    interval_coverage,
+    reliability,
+    risk_coverage,
+)
+
+
+def test_reliability_bins_and_ece_by_hand() -> None:
+    confidence = np.array([0.55, 0.6, 0.65, 0.95, 0.9, 1.0])
+    correct = np.array([True, False, False, True, True, True])
+    found = reliability(confidence, correct, bins=2)  # bins [0, 0.5] and (0.5, 1]
+    np.testing.assert_array_equal(found.count, [0, 6])
+    assert found.confidence[1] == pytest.approx(4.65 / 6) and found.accuracy[1] == pytest.approx(4 / 6)
+    assert expected_calibration_error(confidence, correct, bins=2) == pytest.approx(abs(4 / 6 - 4.65 / 6))
+    four = reliability(confidence, correct, bins=4)  # (0.5, 0.75]: 0.55, 0.6, 0.65; (0.75, 1]: the rest
+    np.testing.assert_array_equal(four.count, [0, 0, 3, 3])
+    # gaps: |1/3 - 0.6| and |1 - 0.95|, weighted 3 and 3
+    assert expected_calibration_error(confidence, correct, bins=4) == pytest.approx((0.6 - 1 / 3 + 0.05) / 2)
+    assert reliability([0.0, 1.0], [True, True], bins=4).count.tolist() == [1, 0, 0, 1]  # the ends belong
+
+
+def test_risk_coverage_area_and_errors_caught_by_hand() -> None:
+    uncertainty = np.array([0.1, 0.4, 0.2, 0.9, 0.3])
+    error = np.array([0, 1, 0, 1, 0])
+    coverage, risk = risk_coverage(uncertainty, error)
+    # sorted: 0.1 (ok), 0.2 (ok), 0.3 (ok), 0.4 (wrong), 0.9 (wrong)
+    np.testing.assert_allclose(coverage, [0.2, 0.4, 0.6, 0.8, 1.0])
+    np.testing.assert_allclose(risk, [0, 0, 0, 1 / 4, 2 / 5])
+    assert area_under_risk_coverage(uncertainty, error) == pytest.approx((0.25 + 0.4) / 5)
+    assert errors_caught(uncertainty, error, 0.2) == 0.5  # the most uncertain is one of the two errors
+    assert errors_caught(uncertainty, error, 0.4) == 1.0
+    blind = area_under_risk_coverage(-uncertainty, error)  # the worst order: errors first
+    assert blind == pytest.approx((1 + 1 + 2 / 3 + 0.5 + 0.4) / 5)
+    assert blind > area_under_risk_coverage(uncertainty, error)
+    assert np.isnan(errors_caught(uncertainty, np.zeros(5)))
+
+
+def test_gaussian_intervals_cover_what_they_should(rng) -> None:
+    sigma = rng.uniform(0.5, 2.0, 200_000)
+    residual = rng.normal(0, sigma)
+    assert interval_coverage(residual, sigma, 1) == pytest.approx(0.6827, abs=0.005)
+    assert interval_coverage(residual, sigma, 2) == pytest.approx(0.9545, abs=0.003)
+    assert interval_coverage(residual, sigma / 2, 1) == pytest.approx(0.3829, abs=0.005)  # overconfident
+
+
+def test_semantic_evaluation_reports_how_well_the_uncertainty_flags_errors(tmp_path, rng) -> None:
+    """Uncertainty maps high exactly where the mask is wrong: AUROC 1, and the 10 % most uncertain
+    pixels hold every error (there are fewer than 10 % errors)."""
+    from idl.infer.evaluate.semantic import EvalItem, evaluate_semantic
+    from idl.infer.io.formats.tiff import write_tiff
+
+    items = []
+    for i in range(2):
+        truth = (rng.random((40, 50)) > 0.5).astype(np.uint8)
+        pred = truth.copy()
+        wrong = rng.random((40, 50)) < 0.05
+        pred[wrong] = 1 - pred[wrong]
+        uncertainty = np.where(wrong, 0.2 + 0.05 * rng.random((40, 50)), 0.1 * rng.random((40, 50)))
+        paths = [tmp_path / d / f"{i}.tif" for d in ("pred", "gt", "unc")]
+        for path, array in zip(paths, (pred, truth, uncertainty.astype(np.float32)), strict=True):
+            write_tiff(path, array)
+        items.append(EvalItem(str(i), paths[0], paths[1], uncertainty=paths[2]))
+    summary = evaluate_semantic(items, tmp_path / "eval", figures=False, progress=False)
+    assert summary["uncertainty_auroc"] == 1.0 and summary["errors_caught_10"] == 1.0
+    assert 0.03 < summary["uncertainty_error_rate"] < 0.07
+    assert summary["uncertainty_aurc"] < summary["uncertainty_error_rate"] / 2
+
+
+def test_regression_evaluation_reports_interval_coverage(tmp_path, rng) -> None:
+    """Predictions off by Gaussian errors of the standard deviation their maps say: about 68 % and
+    95 % of the values lie within one and two of it."""
+    from idl.infer.evaluate.regression import evaluate_regression
+    from idl.infer.evaluate.semantic import EvalItem
+    from idl.infer.io.formats.tiff import write_tiff
+
+    items = []
+    for i in range(2):
+        truth = rng.normal(5, 2, (200, 200)).astype(np.float32)
+        sigma = rng.uniform(0.2, 1.0, (200, 200)).astype(np.float32)
+        pred = (truth + rng.normal(0, sigma)).astype(np.float32)
+        paths = [tmp_path / d / f"{i}.tif" for d in ("pred", "gt", "unc")]
+        for path, array in zip(paths, (pred, truth, sigma), strict=True):
+            write_tiff(path, array)
+        items.append(EvalItem(str(i), paths[0], paths[1], uncertainty=paths[2]))
+    summary = evaluate_regression(items, tmp_path / "eval", figures=False, progress=False)
+    assert summary["coverage_1sigma"] == pytest.approx(0.683, abs=0.01)
+    assert summary["coverage_2sigma"] == pytest.approx(0.954, abs=0.01)
