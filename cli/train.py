@@ -199,6 +199,12 @@ def _list_option(ctx: click.Context, param: click.Parameter, value: str | None) 
 )
 @click.option("--evaluate/--no-evaluate", default=None, help="Evaluate the test set [default: on].")
 @click.option(
+    "--calibrate/--no-calibrate",
+    default=None,
+    help="Fit a temperature on the validation images so the probabilities mean what they say "
+    "(semantic, classification) [default: on].",
+)
+@click.option(
     "--tracking-uri", help="MLflow store [default: sqlite:///PROJECT/mlflow.db or $MLFLOW_TRACKING_URI]."
 )
 @click.option(

@@ -95,6 +95,14 @@ class ResNetClassifier(FreezableEncoder, Exportable):
         """Logits ``(N, classes)`` for a batch ``(N, C, H, W)`` of normalized images."""
         return self.net(x)
 
+    def scale_output(self, factor: float) -> None:
+        """Multiply the logits by ``factor`` (a calibration's 1 / temperature, idl.train.calibrate),
+        folded into the last linear layer so every exported graph and weight format has it."""
+        linear = self.net.fc[-1]
+        with torch.no_grad():
+            linear.weight.mul_(factor)
+            linear.bias.mul_(factor)
+
 
 def build_resnet(
     in_channels: int,

@@ -195,6 +195,14 @@ class PaddedNetwork(FreezableEncoder, Exportable):
     def _run(self, x: torch.Tensor, samples: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
 
+    def scale_output(self, factor: float) -> None:
+        """Multiply the logits by ``factor`` (a calibration's 1 / temperature, idl.train.calibrate),
+        folded into the 1x1 head so every exported graph and weight format has it."""
+        with torch.no_grad():
+            self.head.weight.mul_(factor)
+            if self.head.bias is not None:
+                self.head.bias.mul_(factor)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for an input of any size: reflect-pad to the size multiples, crop back."""
         sizes = x.shape[2:]

@@ -33,6 +33,7 @@ from idl.infer.tasks.registry import task_for
 from idl.infer.tiling.predict import PredictOptions
 from idl.train import budget
 from idl.train.accelerate import acceleration
+from idl.train.calibrate import fit_temperature
 from idl.train.checkpoint import (
     BEST_NAME,
     LAST_NAME,
@@ -89,6 +90,8 @@ PLAN_NAME = "plan.json"
 def plan_json(plan: Plan, config: TrainConfig) -> str:
     """``plan.json``: the network trained (its ``--model`` name) and the plan."""
     return json.dumps({"model": config.model, **plan.to_dict()}, indent=2)
+
+
 TRAINED_FILES = (
     BEST_NAME,
     LAST_NAME,
@@ -566,11 +569,33 @@ def export(run: Run, tracker: Tracker) -> tuple[nn.Module, Path, Path | None]:
     best = type(setup.model)(setup.spec)
     best.load_state_dict(load_checkpoint(model_dir / BEST_NAME)["state_dict"])
     best.eval()
-    onnx_path, mc_path = export_onnx(best, setup.info, model_dir)
+    if run.config.calibrate:
+        calibrate(run, best, tracker)
+    onnx_path, mc_path = export_onnx(best, run.setup.info, model_dir)
     for path in (model_dir / CONFIG_NAME, model_dir / BEST_NAME, onnx_path, mc_path):
         if path is not None:
             tracker.log_artifact(path, "model")
     return best, onnx_path, mc_path
+
+
+def calibrate(run: Run, best: nn.Module, tracker: Tracker) -> None:
+    """Fit a temperature on the validation images (:mod:`idl.train.calibrate`), fold it into
+    ``best`` and record it in the model description; tasks without calibration are left alone."""
+    scale = getattr(best, "scale_output", None)
+    cpu = torch.device("cpu")  # where the best epoch was loaded
+    rows = run.resolved.trainer.calibration_rows(run.setup, best, cpu) if scale else None
+    if rows is None:
+        return
+    found = fit_temperature(*rows)
+    scale(1.0 / found.temperature)
+    info = run.setup.info
+    training = {**info.training, "calibration": found.to_dict()}
+    run.setup.info = replace(info, temperature=found.temperature, training=training)
+    # the best checkpoint holds the calibrated network too, so idl-export from it exports the same
+    saved = load_checkpoint(run.model_dir / BEST_NAME)
+    save_checkpoint(run.model_dir / BEST_NAME, {**saved, **model_payload(best, run.setup.info)})
+    log.info("calibration: %s", found.describe())
+    tracker.log_metrics({"temperature": found.temperature, "val_ece_calibrated": found.ece_after})
 
 
 def evaluate(run: Run, tracker: Tracker) -> dict[str, Any] | None:

@@ -10,7 +10,7 @@ next to it. Model selection follows the score.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -125,6 +125,12 @@ class WholeImageValidation:
             y = torch.from_numpy(target.astype(np.int64))[None]
         with torch.no_grad():
             return float(self.loss_fn(out, y.to(device)))
+
+    def logits(self, model: nn.Module, device: torch.device) -> Iterator[tuple[np.ndarray, Sample]]:
+        """Each validation image's raw output ``(K, *spatial)``, as :meth:`__call__` scores it."""
+        model.eval()
+        for sample in self.samples:
+            yield predict_logits(model, sample.image, self.tile, self.halo, self.multiples, device), sample
 
     def __call__(self, model: nn.Module, device: torch.device) -> tuple[float, float]:
         """Mean loss per image and the score over all validation images."""

@@ -81,6 +81,9 @@ class ModelInfo:
     # micrometres per pixel along the spatial axes ((z,) y, x) of the training images, as their files
     # record them; () when they do not (the package's axes then carry no physical scale)
     pixel_size: tuple[float, ...] = ()
+    # the temperature folded into the network's last layer by calibration (idl.train.calibrate): its
+    # logits are the trained network's divided by it; 1: not calibrated
+    temperature: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.kind:

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
+    from torch import nn
 
     from idl.train.config import TrainConfig
     from idl.train.pretrained import Pretrained
@@ -61,6 +63,13 @@ class Trainer:
     # augmentations when none are given (flips and quarter turns: objects in images without an up or
     # down, as in segmentation)
     default_augmentations: ClassVar[tuple[str, ...]] = ("flip", "rot90")
+
+    def calibration_rows(
+        self, setup: Setup, model: nn.Module, device: Any
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The validation logits ``(N, K)`` and targets ``(N,)`` a temperature is fitted on
+        (:mod:`idl.train.calibrate`), or None for a task whose outputs are not calibrated this way."""
+        return None
 
     def default_model(self, device: str) -> str:
         """The network trained when none is named."""

@@ -5,7 +5,7 @@ arg-max mask of whole images."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -13,15 +13,18 @@ from idl.infer.core.errors import ConfigError
 from idl.infer.evaluate.metrics import confusion_matrix, jaccard
 from idl.infer.post.postprocess import to_mask
 from idl.models.segnet import SegNet, SegNetSpec
+from idl.train.calibrate import PIXELS, pixel_rows
 from idl.train.data import Sample, TrainingData, load_semantic_data
 from idl.train.losses import BINARY_LOSSES, MULTICLASS_LOSSES
 from idl.train.reference import Reference, binary_segmentation, majority_segmentation
 from idl.train.tasks.base import LossChoice, Start
 from idl.train.tasks.pixels import PixelTrainer
 from idl.train.tasks.registry import register
-from idl.train.validation import probabilities
+from idl.train.validation import WholeImageValidation, probabilities
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from idl.train.config import TrainConfig
     from idl.train.setup import Setup
 
@@ -73,6 +76,21 @@ class SemanticTrainer(PixelTrainer):
         if num_classes == 2:
             return binary_segmentation([s.image for s in samples], targets)
         return majority_segmentation(targets, num_classes)
+
+    def calibration_rows(
+        self, setup: Setup, model: nn.Module, device: Any
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Validation pixels: the network's logits and the target classes (at most
+        :data:`~idl.train.calibrate.PIXELS` in all, chosen with a fixed seed)."""
+        if not isinstance(setup.validation, WholeImageValidation) or not setup.validation.samples:
+            return None
+        rng = np.random.default_rng(0)
+        limit = PIXELS // len(setup.validation.samples)
+        rows = [
+            pixel_rows(logits, sample.target, limit, rng)
+            for logits, sample in setup.validation.logits(model, device)
+        ]
+        return np.concatenate([r for r, _ in rows]), np.concatenate([t for _, t in rows])
 
     def prepare(self, project: Path, config: TrainConfig, start: Start) -> Setup:
         if config.model == SEGNET and not isinstance(self, SegNetTrainer):

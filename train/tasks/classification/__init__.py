@@ -6,7 +6,9 @@ epoch. The trainer is here; its data (:mod:`.data`), plan (:mod:`.plan`) and the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from idl.models.resnet import VARIANTS
 from idl.train.plan import device_kind
@@ -14,6 +16,8 @@ from idl.train.tasks.base import LossChoice, Start, Trainer
 from idl.train.tasks.registry import register
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from idl.train.config import TrainConfig
     from idl.train.setup import Setup
 
@@ -38,6 +42,23 @@ class ClassificationTrainer(Trainer):
 
     def losses(self, num_classes: int) -> LossChoice:
         return LossChoice("ce", self.loss_names, "classification")
+
+    def calibration_rows(
+        self, setup: Setup, model: nn.Module, device: Any
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The validation images' logits and classes."""
+        import torch
+        from torch.utils.data import DataLoader
+
+        if setup.val_set is None or len(setup.val_set) == 0:
+            return None
+        model.eval()
+        logits, targets = [], []
+        with torch.no_grad():
+            for x, y in DataLoader(setup.val_set, batch_size=32, shuffle=False):
+                logits.append(model(x.to(device)).float().cpu().numpy())
+                targets.append(np.asarray(y))
+        return np.concatenate(logits), np.concatenate(targets).astype(np.int64)
 
     def prepare(self, project: Path, config: TrainConfig, start: Start) -> Setup:
         from idl.train.tasks.classification.prepare import prepare_classification
