@@ -110,3 +110,21 @@ def coverage_note(summary: Mapping[str, float | int]) -> str:
     if summary.get(THRESHOLDED):
         notes.append(f"{summary[THRESHOLDED]} probability map(s) turned into classes")
     return "".join(f"; {note}" for note in notes)
+
+
+def looks_like_labels(truth: np.ndarray) -> int:
+    """The number of objects when ``truth`` looks like a label image (integers, at least three
+    non-zero values, each of the first twenty one connected region), else 0: evaluated as semantic
+    classes, its objects would be scored as that many classes."""
+    from scipy import ndimage
+
+    if not np.issubdtype(truth.dtype, np.integer):
+        return 0
+    values = np.unique(truth)
+    values = values[values != 0]
+    if values.size < 3:
+        return 0
+    for value in values[:20]:
+        if ndimage.label(truth == value)[1] != 1:
+            return 0
+    return int(values.size)

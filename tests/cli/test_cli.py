@@ -219,3 +219,25 @@ def test_demo_writes_an_instance_project_with_its_baseline(tmp_path: Path) -> No
     expected = otsu_instance_scores(pair_files(project / "test"))
     assert f"ap50 {expected['ap50']:.4f}, ap50_95 {expected['ap50_95']:.4f}" in result.output
     assert f"next: idl-train {project} --task instance" in result.output
+
+
+def test_evaluating_label_images_as_classes_suggests_the_instance_task(tmp_path: Path) -> None:
+    from idl.cli.evaluate import main as evaluate_main
+    from idl.infer.evaluate.checks import looks_like_labels
+    from idl.infer.io.formats.tiff import write_tiff
+
+    labels = np.zeros((40, 40), np.uint16)
+    labels[5:15, 5:15], labels[20:30, 20:35], labels[2:8, 30:38] = 1, 2, 3
+    for folder in ("pred", "gt"):
+        write_tiff(tmp_path / folder / "a.tif", labels)
+    with caplog.at_level(logging.WARNING, logger="idl"):
+        result = CliRunner().invoke(evaluate_main, [str(tmp_path / "pred"), str(tmp_path / "gt")])
+    assert result.exit_code == 0, result.output
+    assert (
+        "a.tif looks like a label image (3 objects, one value each), evaluated here as 4 classes: for "
+        in caplog.text
+    )
+    assert looks_like_labels((labels > 0).astype(np.uint8)) == 0  # a binary mask is not
+    classes = labels.copy()
+    classes[30:35, 0:5] = 1  # a class in two places: classes, not labels
+    assert looks_like_labels(classes) == 0
