@@ -119,7 +119,7 @@ def _list_option(ctx: click.Context, param: click.Parameter, value: str | None) 
     "authors",
     multiple=True,
     callback=lambda ctx, param, value: tuple(value) or None,
-    help="Author named in the bioimage.io package (repeatable) [default: your login name].",
+    help="Author named in the bioimage.io package (repeatable) [default: none named].",
 )
 @click.option(
     "--augment",

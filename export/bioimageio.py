@@ -16,7 +16,6 @@ named, and validation runs offline. A package is not written unless it passes
 from __future__ import annotations
 
 import contextlib
-import getpass
 import json
 import logging
 import re
@@ -72,19 +71,11 @@ class PackageRequest:
     """What goes into a package besides the network: a sample image, provenance and results."""
 
     sample: np.ndarray  # raw channels-last image (the test tensor is cut from it)
-    authors: tuple[str, ...] = ()  # empty: the login name
+    authors: tuple[str, ...] = ()  # empty: the package names no author (never the login name)
     description: str = ""
     settings: dict[str, Any] = field(default_factory=dict)  # resolved training configuration
     metrics: dict[str, Any] = field(default_factory=dict)  # test-set evaluation summary
     mc_samples: int = 20
-
-
-def default_author() -> str:
-    """The login name, the author of a package when none is named."""
-    try:
-        return getpass.getuser()
-    except (OSError, KeyError):  # containers without a user entry
-        return "idl user"
 
 
 def package_path(model_dir: Path, name: str) -> Path:
@@ -350,7 +341,7 @@ def build_description(
     return bio.ModelDescr(
         name=safe_name(info.name),
         description=(request.description or f"{text.network} ({text.title}) trained with idl")[:1024],
-        authors=[bio.Author(name=a) for a in request.authors or (default_author(),)],
+        authors=[bio.Author(name=a) for a in request.authors],  # none named: left out, not guessed
         cite=[bio.CiteEntry(text=cite, doi=bio.Doi(doi)) for cite, doi in citations(text)],
         license=LICENSE,
         documentation=bio.FileDescr(source=readme),

@@ -128,7 +128,7 @@ class TrainConfig:
     freeze_encoder: bool = False  # with pretrained weights: train only the decoder and head
     package: bool = True  # also write a validated bioimage.io package
     save_augmentations: bool = False  # write PROJECT/model/augmentations.png before training
-    authors: tuple[str, ...] = ()  # for the package; empty: the login name
+    authors: tuple[str, ...] = ()  # for the package; empty: it names no author
     # whether the plan may add to ``augment`` (a classifier's flips and quarter turns, decided from the
     # data); None: when ``augment`` is not given. Saved in config.json, so --resume decides alike.
     augment_planned: bool | None = None
