@@ -19,6 +19,28 @@ from idl.infer.core.errors import IdlError
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _keep_words_whole() -> None:
+    """Help texts wrap between words only: click's wrapper (``click._textwrap.TextWrapper``, looked up
+    on every wrap) breaks at hyphens by default, which cut option names in two ("--list-" / "cached")."""
+    from click import _textwrap
+
+    base = _textwrap.TextWrapper
+    if getattr(base, "whole_words", False):
+        return
+
+    class WholeWords(base):  # type: ignore[misc, valid-type]
+        whole_words = True
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("break_on_hyphens", False)
+            super().__init__(*args, **kwargs)
+
+    _textwrap.TextWrapper = WholeWords
+
+
+_keep_words_whole()
+
+
 def digits(values: Sequence[int]) -> tuple[str, ...]:
     """Integer choices as the strings a command line gives (``DIMS`` -> ``("2", "3")``)."""
     return tuple(str(v) for v in values)

@@ -114,8 +114,6 @@ def main(
         on_nonfinite=on_nonfinite,
         strict=strict,
     )
-    if task == "semantic":
-        _suggest_instance(gt_dir)
     try:
         summary = task_named(task).evaluate_folder(folders)
     except BaseException:
@@ -156,26 +154,3 @@ def check_order(pred_dir: Path, gt_dir: Path) -> None:
 
 if __name__ == "__main__":
     main()
-
-
-def _suggest_instance(gt_dir: Path) -> None:
-    """Warn when the ground truth holds label images (one value per object) evaluated as classes."""
-    import logging
-
-    from idl.infer.core.project import files_by_stem
-    from idl.infer.evaluate.checks import looks_like_labels
-    from idl.infer.io.images import read_image
-
-    found = files_by_stem(gt_dir) if gt_dir.is_dir() else {}
-    if not found:
-        return
-    first = next(iter(found.values()))
-    objects = looks_like_labels(read_image(first))
-    if objects:
-        logging.getLogger("idl").warning(
-            "%s looks like a label image (%d objects, one value each), evaluated here as %d classes: "
-            "for instance segmentation give --task instance.",
-            first.name,
-            objects,
-            objects + 1,
-        )

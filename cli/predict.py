@@ -26,7 +26,18 @@ if TYPE_CHECKING:
     from idl.infer.runtime.model import LoadedModel
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+EXAMPLES = """Examples:
+
+\b
+  idl-predict PROJECT/model images/ --out results/
+  idl-predict model.bioimageio.zip scan.tif --out results/ --mc-samples 10
+  idl-predict PROJECT/model images/ --out results/ --gt groundtruth/     # and evaluate
+  idl-predict affable-shark images/ --out results/    # a bioimage.io model zoo id
+  idl-predict PROJECT/model image.tif --activations   # the network's layers
+"""
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXAMPLES)
 @click.argument("model", required=False)
 @click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
 @click.option(

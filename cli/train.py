@@ -31,7 +31,18 @@ def _list_option(ctx: click.Context, param: click.Parameter, value: str | None) 
     return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+EXAMPLES = """Examples:
+
+\b
+  idl-train PROJECT --task semantic            # masks in PROJECT/train/groundtruth
+  idl-train PROJECT --task instance            # label images, one value per object
+  idl-train PROJECT --task classification      # PROJECT/train/groundtruth.csv
+  idl-train --config instantdl_config.json     # an InstantDL config file as it is
+  idl-train PROJECT --task semantic --resume   # continue a stopped run
+"""
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXAMPLES)
 @click.argument("project", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
     "--task",

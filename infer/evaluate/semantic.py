@@ -25,6 +25,7 @@ from idl.infer.evaluate.checks import (
     axes_of,
     check_groundtruth_values,
     check_prediction_values,
+    looks_like_labels,
 )
 from idl.infer.evaluate.metrics import confusion_matrix, semantic_scores
 from idl.infer.evaluate.plots import save_boxplot, save_sample_figure
@@ -152,8 +153,16 @@ def evaluate_semantic(
     rows, sample_figures = [], []
     unscored = thresholded = 0
     pixels = UncertaintySample()  # uncertainty against error, pixel by pixel
-    for item in todo:
+    for index, item in enumerate(todo):
         mask = read_groundtruth_mask(item.groundtruth, dims)
+        if index == 0 and (objects := looks_like_labels(mask)):
+            log.warning(
+                "%s looks like a label image (%d objects, one value each), evaluated here as %d classes: "
+                "for instance segmentation give --task instance.",
+                item.groundtruth.name,
+                objects,
+                objects + 1,
+            )
         gt = semantic_target(mask, num_classes, str(item.groundtruth), dims)
         raw = read_image(item.prediction)
         pred = predicted_classes(raw, num_classes, str(item.prediction), dims, threshold)

@@ -46,15 +46,37 @@ def parse_threshold(value: str | float) -> str | float:
     return number
 
 
-def to_mask(probabilities: np.ndarray, threshold: str | float) -> tuple[np.ndarray, float | None]:
+def uncalibrated(probability: np.ndarray, temperature: float) -> np.ndarray:
+    """The probabilities of a calibrated network's output before its temperature (idl.train.calibrate):
+    ``sigmoid(T * logit(p))``."""
+    p = np.clip(probability.astype(np.float32, copy=False), 1e-7, 1 - 1e-7)
+    return (1.0 / (1.0 + np.exp(-temperature * (np.log(p) - np.log1p(-p))))).astype(np.float32)
+
+
+def calibrated(threshold: float, temperature: float) -> float:
+    """A threshold of the uncalibrated probabilities as one of the calibrated: ``sigmoid(logit(t) / T)``."""
+    t = min(max(threshold, 1e-7), 1 - 1e-7)
+    return float(1.0 / (1.0 + np.exp(-(np.log(t) - np.log1p(-t)) / temperature)))
+
+
+def to_mask(
+    probabilities: np.ndarray, threshold: str | float, temperature: float = 1.0
+) -> tuple[np.ndarray, float | None]:
     """Class map (uint8) from ``(K, Y, X)`` probabilities, plus the threshold used (binary only).
 
     One channel means binary (sigmoid): foreground where ``p > threshold``. More channels (softmax):
-    the most probable class.
+    the most probable class. Otsu's threshold of a calibrated network's probabilities (``temperature``)
+    is taken on them as they were before the calibration, so calibrating changes no mask (Otsu's
+    method is not blind to a change of scale of the probabilities, as the arg-max is).
     """
     if probabilities.shape[0] == 1:
         p = probabilities[0]
-        t = otsu_threshold(p) if threshold == "otsu" else float(threshold)
+        if threshold != "otsu":
+            t = float(threshold)
+        elif temperature == 1.0:
+            t = otsu_threshold(p)
+        else:
+            t = calibrated(otsu_threshold(uncalibrated(p, temperature)), temperature)
         mask = np.empty(p.shape, np.uint8)
         np.greater(p, t, out=mask.view(bool))  # no temporary boolean image
         return mask, t

@@ -9,7 +9,13 @@ from typing import Any
 import numpy as np
 
 from idl.infer.core.model_info import ModelInfo
-from idl.infer.post.postprocess import otsu_threshold, probability_histogram, to_mask
+from idl.infer.post.postprocess import (
+    calibrated,
+    otsu_threshold,
+    probability_histogram,
+    to_mask,
+    uncalibrated,
+)
 from idl.infer.tasks.base import Summary, extras
 from idl.infer.tasks.pixels import PixelTask, Scoring
 from idl.infer.tasks.registry import register
@@ -22,10 +28,13 @@ class ClassMasks(Outputs):
 
     makes_mask = True
 
+    def __init__(self, temperature: float = 1.0) -> None:
+        self.temperature = temperature  # the model's calibration (ModelInfo.temperature)
+
     def finish(
         self, output: np.ndarray, uncertainty: np.ndarray | None, options: PredictOptions
     ) -> Prediction:
-        mask, threshold = to_mask(output, options.threshold)
+        mask, threshold = to_mask(output, options.threshold, self.temperature)
         return Prediction(output, mask, uncertainty, threshold)
 
     def mask_blocks(self, values: Any, mask: Any, options: PredictOptions) -> float | None:
@@ -34,9 +43,12 @@ class ClassMasks(Outputs):
                 mask[start] = np.argmax(values[:, start], axis=0).astype(np.uint8)
             return None
         threshold = options.threshold
-        if threshold == "otsu":
-            counts = sum(probability_histogram(block) for _, block in values.blocks())
+        if threshold == "otsu":  # of the probabilities before calibration, as to_mask takes it
+            t = self.temperature
+            scale = (lambda b: b) if t == 1.0 else (lambda b: uncalibrated(b, t))
+            counts = sum(probability_histogram(scale(block)) for _, block in values.blocks())
             threshold = otsu_threshold(counts=counts)
+            threshold = threshold if t == 1.0 else calibrated(threshold, t)
         for window, block in values.blocks():
             mask[window] = (block > threshold).astype(np.uint8)
         return float(threshold)
@@ -49,7 +61,7 @@ class Semantic(PixelTask):
     demo = "nuclei and their masks"
 
     def outputs(self, info: ModelInfo) -> Outputs:
-        return ClassMasks()
+        return ClassMasks(info.temperature)
 
     def write_demo(self, project: Path, n_train: int, n_test: int, seed: int, size: int) -> str:
         from idl.infer.core.project import pair_files

@@ -96,3 +96,21 @@ def test_regression_evaluation_reports_interval_coverage(tmp_path, rng) -> None:
     summary = evaluate_regression(items, tmp_path / "eval", figures=False, progress=False)
     assert summary["coverage_1sigma"] == pytest.approx(0.683, abs=0.01)
     assert summary["coverage_2sigma"] == pytest.approx(0.954, abs=0.01)
+
+
+def test_calibration_changes_no_otsu_mask(rng) -> None:
+    """Otsu's threshold moves when the probabilities are rescaled; taken on the probabilities as they
+    were before the temperature, the mask is the uncalibrated network's, pixel for pixel."""
+    from idl.infer.post.postprocess import to_mask, uncalibrated
+
+    def calibrated_back(threshold: float, temperature: float) -> float:  # in the uncalibrated scale
+        return float(uncalibrated(np.array([threshold]), temperature)[0])
+
+    logits = np.concatenate([rng.normal(-3, 1.5, 6000), rng.normal(2, 2.5, 4000)]).reshape(1, 100, 100)
+    plain = 1 / (1 + np.exp(-logits))
+    for temperature in (0.5, 2.2):
+        scaled = 1 / (1 + np.exp(-logits / temperature))
+        naive = to_mask(scaled, "otsu")[1]
+        assert abs(calibrated_back(naive, temperature) - to_mask(plain, "otsu")[1]) > 0.005  # it moves
+        mask, _ = to_mask(scaled.astype(np.float32), "otsu", temperature)
+        np.testing.assert_array_equal(mask, to_mask(plain.astype(np.float32), "otsu")[0])
