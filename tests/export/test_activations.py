@@ -157,3 +157,33 @@ def test_skip_empty_with_an_idl_model_and_monte_carlo(tmp_path: Path, rng, caplo
         and mc.uncertainty[250:, 250:].std() < 0.1 * mc.uncertainty[250:, 250:].mean()
     )
     assert mc.uncertainty[250:, 250:].mean() > 0  # the constant tile's samples differ
+
+
+def test_a_classifiers_layers_for_its_resized_input(tmp_path: Path, rng) -> None:
+    from idl.models import ResNetClassifier, ResNetSpec
+
+    torch.manual_seed(0)
+    net = ResNetClassifier(ResNetSpec(1, 3, "resnet18", 0.2, True)).eval()
+    info = ModelInfo(
+        task="classification",
+        in_channels=1,
+        num_classes=3,
+        size_multiple=1,
+        halo=0,
+        input_size=(32, 32),
+        class_names=("a", "b", "c"),
+        dropout=0.2,
+    )
+    export_onnx(net, info, tmp_path / "m")
+    write_tiff(tmp_path / "x.tif", rng.integers(0, 255, (50, 40)).astype(np.uint8))  # resized to 32 x 32
+    rows = _run(str(tmp_path / "m"), str(tmp_path / "x.tif"), "--activations").splitlines()
+    assert "/net/maxpool/MaxPool                               MaxPool            1 x 64 x 16 x 16" in rows
+    _run(
+        str(tmp_path / "m"),
+        str(tmp_path / "x.tif"),
+        "--activations",
+        "/net/maxpool/MaxPool",
+        "--out",
+        str(tmp_path / "a"),
+    )
+    assert tifffile.imread(tmp_path / "a" / "x" / "net_maxpool_MaxPool.tif").shape == (8, 16, 16)
