@@ -5,9 +5,11 @@ For every PROJECT (a project folder trained by ``idl-train``, e.g. the ones ``be
 leaves in its ``--out`` folder, with ``test/image`` and ``test/groundtruth``) this predicts the test
 images with the exported model three times, as ``idl-predict`` does, and evaluates them: without
 sampling, with ``--mc-samples N`` (the default answer: the deterministic pass, the samples giving the
-uncertainty) and with ``--mc-samples N --mc-answer mean``. Printed: the headline score of each (and
-the time of each command), so the default can be checked to never score below the deterministic
-prediction and the mean's gain or loss is seen per task.
+uncertainty), with ``--mc-samples N --mc-answer mean``, with test-time augmentation (``--tta d4``) and
+with both. Printed: the headline score of each, how well its uncertainty flags wrong pixels or
+images (AUROC, the share of errors among the 10 % most uncertain) and the time of each command, so
+the default can be checked to never score below the deterministic prediction, and the mean's and
+TTA's gain or loss is seen per task.
 
     python bench/mc_answer.py PROJECT [PROJECT ...] [--samples 20] [--out DIR]
 """
@@ -26,7 +28,10 @@ SETTINGS = {
     "deterministic": [],
     "--mc-samples N (default answer)": ["--mc-samples", "{n}"],
     "--mc-samples N --mc-answer mean": ["--mc-samples", "{n}", "--mc-answer", "mean"],
+    "--tta d4": ["--tta", "d4"],
+    "--tta d4 --mc-samples N": ["--tta", "d4", "--mc-samples", "{n}"],
 }
+UNCERTAINTY = ("uncertainty_auroc", "errors_caught_10")
 
 
 def headline(summary: dict) -> tuple[str, float]:
@@ -53,7 +58,7 @@ def main() -> None:
         task = task_of(project)
         scores = {}
         for label, extra in SETTINGS.items():
-            out = args.out / project.name / label.split()[0].strip("-") / str(len(extra))
+            out = args.out / project.name / f"setting{list(SETTINGS).index(label)}"
             shutil.rmtree(out, ignore_errors=True)
             command = [
                 "idl-predict",
@@ -69,9 +74,14 @@ def main() -> None:
             start = time.perf_counter()
             subprocess.run(command, check=True, capture_output=True)
             seconds = time.perf_counter() - start
-            metric, value = headline(json.loads((out / "evaluation" / "summary.json").read_text()))
-            scores[label] = (value, seconds)
-            print(f"{project.name} ({task}) {label}: {metric} {value:.4f} ({seconds:.0f} s)", flush=True)
+            summary = json.loads((out / "evaluation" / "summary.json").read_text())
+            metric, value = headline(summary)
+            flags = tuple(summary.get(k, float("nan")) for k in UNCERTAINTY)
+            scores[label] = (value, seconds, flags)
+            print(
+                f"{project.name} ({task}) {label}: {metric} {value:.4f}, {flags} ({seconds:.0f} s)",
+                flush=True,
+            )
         rows.append((project.name, task, metric, scores))
     print(
         f"\n| project | task | score | deterministic | {args.samples} samples, default answer | their mean |"
