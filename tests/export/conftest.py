@@ -24,6 +24,23 @@ class FreshPackage:
     path: Path  # the validated .bioimageio.zip
 
 
+def unet_info(spec: UNetSpec, **fields: object) -> ModelInfo:
+    """A semantic model's description of a U-Net of ``spec`` (2D or 3D), with ``fields`` set."""
+    volume = spec.dims == 3
+    return ModelInfo(
+        task="semantic",
+        in_channels=spec.in_channels,
+        num_classes=2,
+        size_multiple=spec.size_multiple,
+        halo=spec.halo,
+        z_multiple=spec.z_multiple if volume else 0,
+        z_halo=spec.z_halo if volume else 0,
+        dims=spec.dims,
+        dropout=spec.dropout,
+        **fields,  # type: ignore[arg-type]
+    )
+
+
 def fresh_unet(seed: int = 0, spec: UNetSpec | None = None) -> tuple[UNet, ModelInfo]:
     """A small U-Net with random weights and random batch-norm statistics (so a state dict that is not
     loaded shows), in evaluation mode, and its ModelInfo."""

@@ -17,23 +17,13 @@ from idl.export.onnx import export_onnx
 from idl.infer.core.model_info import ModelInfo
 from idl.infer.io.formats.tiff import write_tiff
 from idl.models import UNet, UNetSpec
+from tests.export.conftest import unet_info
 
 
 def _model(folder: Path, dims: int) -> Path:
     torch.manual_seed(dims)
     spec = UNetSpec(depth=2, base_filters=4, dims=dims)
-    info = ModelInfo(
-        task="semantic",
-        in_channels=1,
-        num_classes=2,
-        size_multiple=spec.size_multiple,
-        halo=spec.halo,
-        z_multiple=spec.z_multiple if dims == 3 else 0,
-        z_halo=spec.z_halo if dims == 3 else 0,
-        dims=dims,
-        dropout=0.2,
-    )
-    export_onnx(UNet(spec).eval(), info, folder)
+    export_onnx(UNet(spec).eval(), unet_info(spec), folder)
     return folder
 
 

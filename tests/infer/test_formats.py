@@ -166,7 +166,17 @@ def test_formats_are_found_by_suffix_case_insensitive_and_the_longest_suffix_win
     (tmp_path / "c.ome.zarr").mkdir()
     (tmp_path / "d.tif").mkdir()  # a folder with a file suffix: a mask folder, not an image folder
     assert project.is_image_file(tmp_path / "c.ome.zarr") and not project.is_image_file(tmp_path / "d.tif")
-    assert project.IMAGE_SUFFIXES == (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy", ".czi", ".nd2", ".lif")
+    assert project.IMAGE_SUFFIXES == (
+        ".tif",
+        ".tiff",
+        ".png",
+        ".jpg",
+        ".jpeg",
+        ".npy",
+        ".czi",
+        ".nd2",
+        ".lif",
+    )
     assert project.FOLDER_SUFFIXES == (".ome.zarr", ".zarr")
 
 

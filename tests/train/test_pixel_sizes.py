@@ -60,22 +60,12 @@ def test_the_package_axes_carry_the_sizes(tmp_path: Path, rng) -> None:
 
     from idl.export.bioimageio import PackageRequest, build_description
     from idl.export.onnx import export_onnx
-    from idl.infer.core.model_info import ModelInfo
     from idl.models import UNet, UNetSpec
+    from tests.export.conftest import unet_info
 
     torch.manual_seed(0)
     spec = UNetSpec(depth=1, base_filters=4, dims=3, dropout=0.0)
-    info = ModelInfo(
-        task="semantic",
-        in_channels=1,
-        num_classes=2,
-        size_multiple=spec.size_multiple,
-        halo=spec.halo,
-        z_multiple=spec.z_multiple,
-        z_halo=spec.z_halo,
-        dims=3,
-        pixel_size=(1.0, 0.2, 0.2),
-    )
+    info = unet_info(spec, pixel_size=(1.0, 0.2, 0.2))
     net = UNet(spec).eval()
     det, _ = export_onnx(net, info, tmp_path / "m")
     sample = rng.integers(0, 255, (16, 32, 32, 1)).astype(np.uint8)
