@@ -18,6 +18,7 @@
    mask differs, as a share of the full prediction's foreground.
 
     python bench/skip_empty.py DATA_DIR [--part contrast|sparse|both] [--model MODEL] [--out DIR]
+        [--layout scattered|clustered] [--repeats N]
 """
 
 from __future__ import annotations
@@ -88,8 +89,12 @@ def contrast_table(data: Path) -> None:
     )
 
 
-def canvas(data: Path, out: Path, side: int = 8192, cover: float = 0.2, seed: int = 0) -> tuple[Path, Path]:
-    """The sparse image and its ground truth (binary)."""
+def canvas(
+    data: Path, out: Path, side: int = 8192, cover: float = 0.2, seed: int = 0, layout: str = "scattered"
+) -> tuple[Path, Path]:
+    """The sparse image and its ground truth (binary): the fields at random places of a grid
+    (``scattered``) or side by side from the top left, as a specimen in one part of a slide
+    (``clustered``)."""
     from scipy import ndimage
 
     from idl.infer.tiling.empty import noise_level
@@ -111,7 +116,12 @@ def canvas(data: Path, out: Path, side: int = 8192, cover: float = 0.2, seed: in
     h, w = fields[0][0].shape
     cells = [(r, c) for r in range(0, side - h, h) for c in range(0, side - w, w)]
     count = int(round(cover * side * side / (h * w)))
-    for k, index in enumerate(rng.choice(len(cells), size=count, replace=False)):
+    places = rng.choice(len(cells), size=count, replace=False) if layout == "scattered" else range(count)
+    columns = (side - w) // w + 1
+    if layout == "clustered":  # a block about as wide as high
+        across = max(1, int(np.ceil(np.sqrt(count * h / w))))
+        places = [(k // across) * columns + k % across for k in range(count)]
+    for k, index in enumerate(places):
         r, c = cells[index]
         field, mask = fields[k % len(fields)]
         image[r : r + h, c : c + w] = field
@@ -122,7 +132,8 @@ def canvas(data: Path, out: Path, side: int = 8192, cover: float = 0.2, seed: in
     truth_path.parent.mkdir(exist_ok=True)
     tifffile.imwrite(image_path, image)  # uncompressed: read window by window
     tifffile.imwrite(truth_path, truth, compression="zlib")
-    print(f"canvas {side} x {side}: {count} BBBC039 fields ({100 * count * h * w / side**2:.0f} % of it)")
+    share = 100 * count * h * w / side**2
+    print(f"canvas {side} x {side}: {count} BBBC039 fields {layout} ({share:.0f} % of it)")
     return image_path, truth_path
 
 
@@ -141,8 +152,8 @@ def train_model(data: Path, out: Path) -> Path:
     return project / "model"
 
 
-def sparse(data: Path, out: Path, model: Path | None, repeats: int) -> None:
-    image, truth = canvas(data, out / "canvas")
+def sparse(data: Path, out: Path, model: Path | None, repeats: int, layout: str = "scattered") -> None:
+    image, truth = canvas(data, out / f"canvas-{layout}", layout=layout)
     model = model or train_model(data, out)
     times: dict[str, list[float]] = {"all tiles": [], "--skip-empty": []}
     for _ in range(repeats):
@@ -192,11 +203,12 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="a binary BBBC039 model (default: train one)")
     parser.add_argument("--out", type=Path, default=Path("bench_skip_empty"))
     parser.add_argument("--repeats", type=int, default=1, help="alternating pairs of predictions")
+    parser.add_argument("--layout", choices=("scattered", "clustered"), default="scattered")
     args = parser.parse_args()
     if args.part in ("contrast", "both"):
         contrast_table(args.data)
     if args.part in ("sparse", "both"):
-        sparse(args.data, args.out, args.model, args.repeats)
+        sparse(args.data, args.out, args.model, args.repeats, args.layout)
 
 
 if __name__ == "__main__":
