@@ -75,7 +75,7 @@ class PixelTask(Task):
 
         gt = request.groundtruth
         assert gt is not None
-        uncertainty = request.options.mc_samples > 0
+        uncertainty = request.options.sampled  # Monte Carlo samples or test-time augmentation
         return items_for_predictions(predictions, request.files, gt, uncertainty, request.options.suffix)
 
     def package_text(self, info: ModelInfo) -> PackageText:
