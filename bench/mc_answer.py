@@ -23,7 +23,12 @@ import subprocess
 import time
 from pathlib import Path
 
-HEADLINE = ("ap50_95", "jaccard", "pearson_median", "accuracy")
+HEADLINE = {
+    "semantic": "jaccard",
+    "instance": "ap50_95",
+    "regression": "pearson_median",
+    "classification": "accuracy",
+}
 SETTINGS = {
     "deterministic": [],
     "--mc-samples N (default answer)": ["--mc-samples", "{n}"],
@@ -34,11 +39,8 @@ SETTINGS = {
 UNCERTAINTY = ("uncertainty_auroc", "errors_caught_10")
 
 
-def headline(summary: dict) -> tuple[str, float]:
-    for key in HEADLINE:
-        if key in summary:
-            return key, float(summary[key])
-    raise KeyError(f"no headline score in {sorted(summary)}")
+def headline(summary: dict, task: str) -> tuple[str, float]:
+    return HEADLINE[task], float(summary[HEADLINE[task]])
 
 
 def task_of(project: Path) -> str:
@@ -56,6 +58,7 @@ def main() -> None:
     rows = []
     for project in args.projects:
         task = task_of(project)
+        name = project.name if project.name != "default" else project.parent.name
         scores = {}
         for label, extra in SETTINGS.items():
             out = args.out / project.name / f"setting{list(SETTINGS).index(label)}"
@@ -72,23 +75,28 @@ def main() -> None:
                 *[a.format(n=args.samples) for a in extra],
             ]
             start = time.perf_counter()
-            subprocess.run(command, check=True, capture_output=True)
+            done = subprocess.run(command, capture_output=True, text=True)
             seconds = time.perf_counter() - start
+            if done.returncode:  # a setting the task refuses (e.g. TTA of a classifier)
+                print(f"{name} ({task}) {label}: refused: {done.stderr.strip().splitlines()[-1]}", flush=True)
+                scores[label] = (float("nan"), seconds, (float("nan"), float("nan")))
+                continue
             summary = json.loads((out / "evaluation" / "summary.json").read_text())
-            metric, value = headline(summary)
+            metric, value = headline(summary, task)
             flags = tuple(summary.get(k, float("nan")) for k in UNCERTAINTY)
             scores[label] = (value, seconds, flags)
             print(
-                f"{project.name} ({task}) {label}: {metric} {value:.4f}, {flags} ({seconds:.0f} s)",
+                f"{name} ({task}) {label}: {metric} {value:.4f}, {flags} ({seconds:.0f} s)",
                 flush=True,
             )
-        rows.append((project.name, task, metric, scores))
+        rows.append((name, task, HEADLINE[task], scores))
+    print("\nscore (uncertainty AUROC, errors among the 10 % most uncertain; time of the command)")
     print(
-        f"\n| project | task | score | deterministic | {args.samples} samples, default answer | their mean |"
+        "| project | task | score | " + " | ".join(x.replace("N", str(args.samples)) for x in SETTINGS) + " |"
     )
-    print("|---|---|---|---:|---:|---:|")
+    print("|---|---|---|" + "---:|" * len(SETTINGS))
     for name, task, metric, scores in rows:
-        cells = " | ".join(f"{v:.4f} ({s:.0f} s)" for v, s in scores.values())
+        cells = " | ".join(f"{v:.4f} ({f[0]:.3f}, {f[1]:.2f}; {s:.0f} s)" for v, s, f in scores.values())
         print(f"| {name} | {task} | {metric} | {cells} |")
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from idl.infer.core.errors import DataError
+from idl.infer.core.errors import ConfigError, DataError
 from idl.infer.core.grid import AxisSize
 from idl.infer.core.model_info import ModelInfo
 from idl.infer.core.processing import SPACE, ScaleRange, Softmax, apply_ops
@@ -147,6 +147,12 @@ class Classification(Task):
     def predict(self, request: Request) -> Path:
         labels = self._labels(request)
         options = request.options
+        if options.tta is not None:
+            raise ConfigError(
+                "--tta is for networks that output images: a mirrored or turned image may be another "
+                "class (letters, polarity), so a classifier is not averaged over such copies; use "
+                "--mc-samples for its uncertainty."
+            )
         settings = Classify(
             options.mc_samples,
             request.axes,
