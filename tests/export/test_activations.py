@@ -177,3 +177,8 @@ def test_a_classifiers_layers_for_its_resized_input(tmp_path: Path, rng) -> None
         str(tmp_path / "a"),
     )
     assert tifffile.imread(tmp_path / "a" / "x" / "net_maxpool_MaxPool.tif").shape == (8, 16, 16)
+    refused = CliRunner().invoke(
+        predict_main,
+        [str(tmp_path / "m"), str(tmp_path / "x.tif"), "--out", str(tmp_path / "o"), "--tta", "d4"],
+    )
+    assert refused.exit_code != 0 and "--tta is for networks that output images" in refused.output
