@@ -534,7 +534,8 @@ class Outputs:
     whole_image: str = ""  # why images are predicted in memory (empty: out of core is fine)
     objects: bool = False  # also write objects/<name>.csv (one row per labelled object)
     makes_mask: bool = False  # out of core: the values are written first, then made a mask
-    # with Monte Carlo samples, where the answer comes from unless --mc-answer says (MC_ANSWERS)
+    # with Monte Carlo samples, where the answer comes from unless --mc-answer says (MC_ANSWERS): the
+    # deterministic pass, unless a task measured the samples' mean better (semantic segmentation)
     mc_answer: str = "deterministic"
 
     def deterministic(self, model: LoadedModel, options: PredictOptions) -> Runner | None:

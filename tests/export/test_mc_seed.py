@@ -1,6 +1,6 @@
 """Monte Carlo prediction that a user can repeat: the same idl-predict command with --mc-samples
 writes the same files, bit for bit; another --seed draws other samples; the mask is the
-deterministic prediction's unless --mc-answer mean. Test-time augmentation of a U-Net, tiled."""
+deterministic prediction's with --mc-answer deterministic. Test-time augmentation of a U-Net, tiled."""
 
 from __future__ import annotations
 
@@ -41,9 +41,9 @@ def test_the_same_command_writes_the_same_files(tmp_path: Path) -> None:
     alone = _predict(tmp_path / "model", tmp_path / "in" / "n1.tif", tmp_path / "d", *args)
     np.testing.assert_array_equal(alone["uncertainty/n1.tif"], first["uncertainty/n1.tif"])
     plain = _predict(tmp_path / "model", tmp_path / "in", tmp_path / "e", "--tile-size", "96")
-    np.testing.assert_array_equal(plain["n0.tif"], first["n0.tif"])  # the deterministic answer
-    mean = _predict(tmp_path / "model", tmp_path / "in", tmp_path / "f", *args, "--mc-answer", "mean")
-    np.testing.assert_array_equal(mean["uncertainty/n0.tif"], first["uncertainty/n0.tif"])
+    det = _predict(tmp_path / "model", tmp_path / "in", tmp_path / "f", *args, "--mc-answer", "deterministic")
+    np.testing.assert_array_equal(plain["n0.tif"], det["n0.tif"])  # the deterministic answer
+    np.testing.assert_array_equal(det["uncertainty/n0.tif"], first["uncertainty/n0.tif"])
 
 
 def test_tta_of_a_unet_tiles_exactly_and_combines_with_monte_carlo(tmp_path: Path) -> None:

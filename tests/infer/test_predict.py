@@ -23,19 +23,18 @@ def test_tiled_2048_image_equals_whole_image_prediction(model_dir: Path) -> None
 
 
 def test_mc_prediction_gives_mean_and_uncertainty(model_dir: Path) -> None:
-    """By default the answer is the deterministic prediction's, bit for bit, and the samples give the
-    uncertainty; with mc_answer="mean" the answer is the samples' mean, from which InstantDL's
-    uncertainty p (1 - p) is computed."""
+    """With mc_answer="deterministic" the answer is the deterministic prediction's, bit for bit, and
+    the samples give the uncertainty; by default (semantic) it is the samples' mean, from which
+    InstantDL's uncertainty p (1 - p) is computed."""
     model = load_model(model_dir)
     image, _ = synthetic_nuclei(np.random.default_rng(8), NucleiSpec(size=200))
     det = predict_image(model, image[..., None], PredictOptions(tile_size=128, progress=False))
-    mc = predict_image(model, image[..., None], PredictOptions(tile_size=128, mc_samples=8, progress=False))
+    options = PredictOptions(tile_size=128, mc_samples=8, progress=False, mc_answer="deterministic")
+    mc = predict_image(model, image[..., None], options)
     assert det.uncertainty is None and mc.uncertainty is not None
     np.testing.assert_array_equal(mc.probabilities, det.probabilities)
     np.testing.assert_array_equal(mc.mask, det.mask)
-    mean = predict_image(
-        model, image[..., None], PredictOptions(tile_size=128, mc_samples=8, progress=False, mc_answer="mean")
-    )
+    mean = predict_image(model, image[..., None], PredictOptions(tile_size=128, mc_samples=8, progress=False))
     assert mean.uncertainty.shape == (200, 200) and mean.uncertainty.dtype == np.float32
     assert 0 <= mean.uncertainty.min() and mean.uncertainty.max() <= 0.25 + 1e-6
     p = mean.probabilities[0]
