@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from idl.infer.core.errors import DataError
+from idl.infer.evaluate.calibration import area_under_risk_coverage, errors_caught
 from idl.infer.evaluate.checks import UNSCORED, check_prediction_values
 from idl.infer.evaluate.instance_metrics import (
     MatchCounts,
@@ -175,6 +176,9 @@ def evaluate_instance(
         spread = np.concatenate([u for u, _ in per_object])
         quality = np.concatenate([q for _, q in per_object])
         overall["object_uncertainty_auroc"] = auroc(spread, quality <= 0.5)
+        if (quality <= 0.5).any():  # reviewing the most uncertain objects: what it would catch
+            overall["object_uncertainty_aurc"] = area_under_risk_coverage(spread, quality <= 0.5)
+            overall["object_errors_caught_10"] = errors_caught(spread, quality <= 0.5, 0.1)
         if figures and spread.size:
             figure = out_dir / "object_uncertainty.png"
             sample_figures.insert(

@@ -127,6 +127,9 @@ def test_object_uncertainty_flags_false_detections(tmp_path) -> None:
     )
     summary = evaluate_instance([item], tmp_path / "ev", progress=False)
     assert summary["object_uncertainty_auroc"] == pytest.approx(1.0)  # both false ones above the match
+    # sorted most certain first: the match (right), then the two false ones: risks 0, 1/2, 2/3
+    assert summary["object_uncertainty_aurc"] == pytest.approx((0 + 1 / 2 + 2 / 3) / 3)
+    assert summary["object_errors_caught_10"] == pytest.approx(1 / 2)  # the most uncertain of 3: one of 2
     assert (tmp_path / "ev" / "object_uncertainty.png").stat().st_size > 1000
     pred[20:26, 20:26] = 0
     uncertainty[10:16, 10:13] = 0.05  # now the false one is the least uncertain
