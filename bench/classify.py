@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from idl.infer.datasets.synthetic import CELL_CLASSES, synthetic_cell, write_classification_project
-from idl.infer.evaluate.classification import auroc
+from idl.infer.evaluate.calibration import auroc
 from idl.infer.io.images import write_tiff
 from idl.infer.service.load import load_model
 from idl.infer.tiling.classify import Classify, classify_files

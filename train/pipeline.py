@@ -567,10 +567,11 @@ def export(run: Run, tracker: Tracker) -> tuple[nn.Module, Path, Path | None]:
     """The best epoch's network (built as trained) exported to ONNX, deterministic and Monte Carlo."""
     setup, model_dir = run.setup, run.model_dir
     best = type(setup.model)(setup.spec)
-    best.load_state_dict(load_checkpoint(model_dir / BEST_NAME)["state_dict"])
+    saved = load_checkpoint(model_dir / BEST_NAME)
+    best.load_state_dict(saved["state_dict"])
     best.eval()
     if run.config.calibrate:
-        calibrate(run, best, tracker)
+        calibrate(run, best, saved, tracker)
     onnx_path, mc_path = export_onnx(best, run.setup.info, model_dir)
     for path in (model_dir / CONFIG_NAME, model_dir / BEST_NAME, onnx_path, mc_path):
         if path is not None:
@@ -578,9 +579,10 @@ def export(run: Run, tracker: Tracker) -> tuple[nn.Module, Path, Path | None]:
     return best, onnx_path, mc_path
 
 
-def calibrate(run: Run, best: nn.Module, tracker: Tracker) -> None:
+def calibrate(run: Run, best: nn.Module, saved: dict[str, Any], tracker: Tracker) -> None:
     """Fit a temperature on the validation images (:mod:`idl.train.calibrate`), fold it into
-    ``best`` and record it in the model description; tasks without calibration are left alone."""
+    ``best`` (loaded from the checkpoint ``saved``) and record it in the model description; tasks
+    without calibration are left alone."""
     scale = getattr(best, "scale_output", None)
     cpu = torch.device("cpu")  # where the best epoch was loaded
     rows = run.resolved.trainer.calibration_rows(run.setup, best, cpu) if scale else None
@@ -592,7 +594,6 @@ def calibrate(run: Run, best: nn.Module, tracker: Tracker) -> None:
     training = {**info.training, "calibration": found.to_dict()}
     run.setup.info = replace(info, temperature=found.temperature, training=training)
     # the best checkpoint holds the calibrated network too, so idl-export from it exports the same
-    saved = load_checkpoint(run.model_dir / BEST_NAME)
     save_checkpoint(run.model_dir / BEST_NAME, {**saved, **model_payload(best, run.setup.info)})
     log.info("calibration: %s", found.describe())
     tracker.log_metrics({"temperature": found.temperature, "val_ece_calibrated": found.ece_after})

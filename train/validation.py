@@ -134,10 +134,8 @@ class WholeImageValidation:
 
     def __call__(self, model: nn.Module, device: torch.device) -> tuple[float, float]:
         """Mean loss per image and the score over all validation images."""
-        model.eval()
         losses, score = [], self.new_score()
-        for sample in self.samples:
-            logits = predict_logits(model, sample.image, self.tile, self.halo, self.multiples, device)
+        for logits, sample in self.logits(model, device):
             losses.append(self._loss(logits, sample.target, device))
             score.add(logits, sample)
         return float(np.mean(losses)), score.result()

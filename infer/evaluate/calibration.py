@@ -56,6 +56,17 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins
     return float(np.sum(gaps * found.count[filled]) / np.sum(found.count[filled]))
 
 
+def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve of ``scores`` for the ``positive`` (bool) items; NaN when one of the
+    two groups is empty."""
+    from sklearn.metrics import roc_auc_score
+
+    positive = np.asarray(positive, bool)
+    if positive.all() or not positive.any():
+        return float("nan")
+    return float(roc_auc_score(positive, scores))
+
+
 def risk_coverage(uncertainty: np.ndarray, error: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(coverage, risk)``: the results sorted by uncertainty (most certain first, ties kept in
     order), and for each count kept the share kept and their error rate."""
@@ -130,10 +141,8 @@ class UncertaintySample:
         u, e = np.concatenate(self.uncertainty), np.concatenate(self.error).astype(bool)
         if not e.any() or e.all():
             return {}
-        from sklearn.metrics import roc_auc_score
-
         return {
-            f"{prefix}_auroc": float(roc_auc_score(e, u)),
+            f"{prefix}_auroc": auroc(u, e),
             f"{prefix}_aurc": area_under_risk_coverage(u, e),
             f"{prefix}_error_rate": float(e.mean()),
             "errors_caught_10": errors_caught(u, e, 0.1),

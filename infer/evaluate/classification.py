@@ -31,24 +31,13 @@ import numpy as np
 import pandas as pd
 
 from idl.infer.core.errors import DataError
-from idl.infer.evaluate.calibration import area_under_risk_coverage, errors_caught
+from idl.infer.evaluate.calibration import area_under_risk_coverage, auroc, errors_caught
 from idl.infer.evaluate.semantic import write_evaluation
 from idl.infer.post.classes import class_indices, label_key
 
 log = logging.getLogger("idl")
 
 MAX_SHOWN_ERRORS = 24
-
-
-def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
-    """Area under the ROC curve of ``scores`` for the ``positive`` (bool) items; NaN when one of the
-    two groups is empty."""
-    from sklearn.metrics import roc_auc_score
-
-    positive = np.asarray(positive, bool)
-    if positive.all() or not positive.any():
-        return float("nan")
-    return float(roc_auc_score(positive, scores))
 
 
 def expected_calibration_error(probabilities: np.ndarray, truth: np.ndarray, bins: int = 10) -> float:

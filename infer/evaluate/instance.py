@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from idl.infer.core.errors import DataError
-from idl.infer.evaluate.calibration import area_under_risk_coverage, errors_caught
+from idl.infer.evaluate.calibration import area_under_risk_coverage, auroc, errors_caught
 from idl.infer.evaluate.checks import UNSCORED, check_prediction_values
 from idl.infer.evaluate.instance_metrics import (
     MatchCounts,
@@ -171,8 +171,6 @@ def evaluate_instance(
             )
     overall = scores_from_counts(totals)
     if per_object:  # does an object's uncertainty tell false detections from matched ones?
-        from idl.infer.evaluate.classification import auroc
-
         spread = np.concatenate([u for u, _ in per_object])
         quality = np.concatenate([q for _, q in per_object])
         overall["object_uncertainty_auroc"] = auroc(spread, quality <= 0.5)

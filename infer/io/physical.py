@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -131,13 +131,6 @@ def voxel_size(path: str | os.PathLike[str]) -> tuple[float, float, float] | Non
     """``(z, y, x)`` micrometres when the file records all three, else None."""
     sizes = pixel_sizes(path)
     return (sizes["z"], sizes["y"], sizes["x"]) if all(a in sizes for a in "zyx") else None
-
-
-def typical_sizes(paths: Sequence[Path]) -> dict[str, float]:
-    """The median size per axis over the files that record it."""
-    found = [pixel_sizes(p) for p in paths]
-    axes = {a for sizes in found for a in sizes}
-    return {a: float(np.median([s[a] for s in found if a in s])) for a in "zyx" if a in axes}
 
 
 def disagreeing(sizes: Mapping[Path, Mapping[str, float]], tolerance: float = TOLERANCE) -> list[str]:

@@ -172,7 +172,7 @@ class ChannelView:
 
 class Discarded:
     """An output nobody keeps: writes of a ``shape`` go nowhere (the Monte Carlo mean of a prediction
-    whose answer comes from the deterministic pass, predicted out of core)."""
+    whose answer comes from the deterministic pass)."""
 
     def __init__(self, shape: tuple[int, ...]) -> None:
         self.shape = tuple(shape)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 # Otsu is InstantDL's default threshold. On a probability map with no foreground at all it would
@@ -59,24 +61,28 @@ def calibrated(threshold: float, temperature: float) -> float:
     return float(1.0 / (1.0 + np.exp(-(np.log(t) - np.log1p(-t)) / temperature)))
 
 
+def calibrated_otsu(blocks: Iterable[np.ndarray], temperature: float = 1.0) -> float:
+    """Otsu's threshold of a probability map given in ``blocks`` (the whole map, or its blocks out of
+    core), taken on the probabilities as they were before a calibration's ``temperature`` and given
+    back on the calibrated scale: Otsu's method is not blind to a rescaling of the probabilities, as
+    the arg-max is, so this keeps a calibrated model's masks its uncalibrated ones."""
+    scale = (lambda b: b) if temperature == 1.0 else (lambda b: uncalibrated(b, temperature))
+    threshold = otsu_threshold(counts=sum(probability_histogram(scale(b)) for b in blocks))
+    return threshold if temperature == 1.0 else calibrated(threshold, temperature)
+
+
 def to_mask(
     probabilities: np.ndarray, threshold: str | float, temperature: float = 1.0
 ) -> tuple[np.ndarray, float | None]:
     """Class map (uint8) from ``(K, Y, X)`` probabilities, plus the threshold used (binary only).
 
     One channel means binary (sigmoid): foreground where ``p > threshold``. More channels (softmax):
-    the most probable class. Otsu's threshold of a calibrated network's probabilities (``temperature``)
-    is taken on them as they were before the calibration, so calibrating changes no mask (Otsu's
-    method is not blind to a change of scale of the probabilities, as the arg-max is).
+    the most probable class. A calibrated network's (``temperature``) Otsu threshold is
+    :func:`calibrated_otsu`'s, so calibrating changes no mask.
     """
     if probabilities.shape[0] == 1:
         p = probabilities[0]
-        if threshold != "otsu":
-            t = float(threshold)
-        elif temperature == 1.0:
-            t = otsu_threshold(p)
-        else:
-            t = calibrated(otsu_threshold(uncalibrated(p, temperature)), temperature)
+        t = calibrated_otsu([p], temperature) if threshold == "otsu" else float(threshold)
         mask = np.empty(p.shape, np.uint8)
         np.greater(p, t, out=mask.view(bool))  # no temporary boolean image
         return mask, t

@@ -67,22 +67,43 @@ def read_for(model: LoadedModel, path: Path, axes: str | None) -> np.ndarray:
     return np.asarray(load_input(path, axes, model.io))
 
 
-def capture(
-    model: LoadedModel, image: np.ndarray, layers: list[Layer], limit: int = LIMIT
-) -> tuple[tuple[int, ...], dict[str, np.ndarray]]:
-    """``(input shape, {layer name: (C, [Z,] Y, X)})`` of ``image`` (read by :func:`read_for`)."""
+def _looked_at(
+    model: LoadedModel, image: np.ndarray, limit: int = LIMIT
+) -> tuple[np.ndarray, tuple[int, ...]]:
+    """The part of an image model's input the explorer runs on (its central ``limit`` px per axis)
+    and the one tile, of a size the network accepts, that holds it."""
+    if any(n > limit for n in image.shape[:-1]):
+        image = _centre(image, limit)
+    io = model.io
+    return image, tuple(io.sizes[a].at_least(n) for a, n in zip(io.spatial, image.shape[:-1], strict=True))
+
+
+def activation_session(model: LoadedModel, layers: list[Layer]) -> OnnxRunner:
+    """A session of the model's graph that also outputs ``layers``."""
     graph = with_outputs(model.weights, layers)
-    session = OnnxRunner(graph, model.device, label=f"{model.label} (activations)")
+    return OnnxRunner(graph, model.device, label=f"{model.label} (activations)")
+
+
+def capture(
+    model: LoadedModel,
+    image: np.ndarray,
+    layers: list[Layer],
+    limit: int = LIMIT,
+    session: OnnxRunner | None = None,
+) -> tuple[tuple[int, ...], dict[str, np.ndarray]]:
+    """``(input shape, {layer name: (C, [Z,] Y, X)})`` of ``image`` (read by :func:`read_for`), run by
+    ``session`` (:func:`activation_session`, made here when not given)."""
+    session = session or activation_session(model, layers)
     io = model.io
     if _classifier(model):
         x = image[np.newaxis]
         return x.shape, _by_layer(session, session.run_all([io.to_model(x)]), layers)
     from idl.infer.tiling.predict import predict_probabilities
 
-    if any(n > limit for n in image.shape[:-1]):
-        image = _centre(image, limit)
-        log.info("activations of the central %s px of the image", " x ".join(map(str, image.shape[:-1])))
-    tile = tuple(io.sizes[a].at_least(n) for a, n in zip(io.spatial, image.shape[:-1], strict=True))
+    shown, tile = _looked_at(model, image, limit)
+    if shown.shape != image.shape:
+        log.info("activations of the central %s px of the image", " x ".join(map(str, shown.shape[:-1])))
+    image = shown
     seen: dict[str, np.ndarray] = {}
     shapes: list[tuple[int, ...]] = []
 
@@ -122,10 +143,8 @@ def layers_for(model: LoadedModel, image: np.ndarray) -> list[Layer]:
     """The model's layers with their shapes for ``image`` (read by :func:`read_for`)."""
     if _classifier(model):
         shape = model.io.to_model(image[np.newaxis]).shape
-    else:
-        image_shape = _centre(image, LIMIT).shape[:-1]
-        padded = [model.io.sizes[a].at_least(n) for a, n in zip(model.io.spatial, image_shape, strict=True)]
-        shape = model.io.to_model(np.empty((1, model.io.in_channels, *padded), np.float32)).shape
+    else:  # the tile's shape in the network's axes (an empty array: no memory is touched)
+        shape = model.io.to_model(np.empty((1, model.io.in_channels, *_looked_at(model, image)[1]))).shape
     return list_layers(model.weights, tuple(shape))
 
 
@@ -210,11 +229,15 @@ def explore(
     """Every image's activations of the layers ``names`` written to ``out_dir``."""
     if count < 1:
         raise DataError(f"--maps must be at least 1, got {count}")
-    written = []
+    written: list[Path] = []
+    layers: list[Layer] = []
+    session = None
     for path in files:
         image = read_for(model, path, axes)
-        layers = find_layers(layers_for(model, image), names)
-        shape, maps = capture(model, image, layers)
+        if session is None:  # the layers and their session, once for all images
+            layers = find_layers(layers_for(model, image), names)
+            session = activation_session(model, layers)
+        shape, maps = capture(model, image, layers, session=session)
         written += write_activations(Activations(path.name, tuple(shape), maps), out_dir, count, plane)
         log.info("%s: the activations of %d layer(s) -> %s", path.name, len(layers), out_dir)
     return written

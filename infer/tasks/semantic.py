@@ -9,13 +9,7 @@ from typing import Any
 import numpy as np
 
 from idl.infer.core.model_info import ModelInfo
-from idl.infer.post.postprocess import (
-    calibrated,
-    otsu_threshold,
-    probability_histogram,
-    to_mask,
-    uncalibrated,
-)
+from idl.infer.post.postprocess import calibrated_otsu, to_mask
 from idl.infer.tasks.base import Summary, extras
 from idl.infer.tasks.pixels import PixelTask, Scoring
 from idl.infer.tasks.registry import register
@@ -46,12 +40,8 @@ class ClassMasks(Outputs):
                 mask[start] = np.argmax(values[:, start], axis=0).astype(np.uint8)
             return None
         threshold = options.threshold
-        if threshold == "otsu":  # of the probabilities before calibration, as to_mask takes it
-            t = self.temperature
-            scale = (lambda b: b) if t == 1.0 else (lambda b: uncalibrated(b, t))
-            counts = sum(probability_histogram(scale(block)) for _, block in values.blocks())
-            threshold = otsu_threshold(counts=counts)
-            threshold = threshold if t == 1.0 else calibrated(threshold, t)
+        if threshold == "otsu":  # from every block's histogram, as to_mask takes it of the whole map
+            threshold = calibrated_otsu((block for _, block in values.blocks()), self.temperature)
         for window, block in values.blocks():
             mask[window] = (block > threshold).astype(np.uint8)
         return float(threshold)

@@ -264,7 +264,8 @@ def predict_probabilities(
             mark_nonfinite,
             skip=skip,
         )
-        discard = None if output is None else Discarded(tuple(output.shape))
+        # the samples' mean is not kept: in memory it would be a second whole-image array
+        discard = Discarded(tuple(output.shape) if output is not None else (1, *image.shape[:-1]))
         sampled_skip = None if skip is None else EmptyTiles(skip.threshold)
         _, uncertainty = predict_probabilities(
             run,
@@ -836,7 +837,15 @@ def predict_files(
     def work(group: Sequence[Item]) -> list[Any]:
         return [
             _predict_file(
-                model, item.source, out_dir, options, axes, save_probabilities, outputs, scenes.get(item.name)
+                model,
+                item.source,
+                out_dir,
+                options,
+                axes,
+                save_probabilities,
+                outputs,
+                item.name,
+                scenes.get(item.name),
             )
             for item in group
         ]
@@ -855,14 +864,14 @@ def _predict_file(
     axes: str | None,
     save_probabilities: bool,
     outputs: Outputs,
+    name: str,
     scene: int | None = None,
 ) -> Path:
-    """Predict one input file (or scene ``scene`` of it) and write its outputs; returns the
-    prediction's path."""
+    """Predict one input file (or scene ``scene`` of it) and write its outputs named ``name``;
+    returns the prediction's path."""
     image = load_input(path, axes, model.io, lazy=scene is None, scene=scene)
     # the input's pixel sizes, kept in OME-TIFF and OME-Zarr outputs
     scale = pixel_sizes(path) if scene is None else scene_pixel_sizes(path, scene)
-    name = image_stem(path) if scene is None else scene_stems(image_stem(path), scene_names(path))[scene]
     found = check_nonfinite(image, str(path), model.io.image_axes, options.on_nonfinite)
     # a package's input padding is read lazily too (engine.PaddedView); statistics of the whole output
     # are not
