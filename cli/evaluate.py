@@ -69,6 +69,14 @@ from idl.infer.core.nonfinite import POLICIES
     help="Ground truth without a prediction is an error (by default a warning, and the count is in the "
     "summary).",
 )
+@click.option(
+    "--run",
+    "run_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="The model folder of the idl-train run that made the predictions (PROJECT/model): the report "
+    "also shows its settings, data, plan and training curves.",
+)
 @click.option("--quiet", is_flag=True, help="Only warnings and errors.")
 @user_errors
 def main(
@@ -83,6 +91,7 @@ def main(
     threshold: str | float,
     on_nonfinite: str,
     strict: bool,
+    run_dir: Path | None,
     quiet: bool,
 ) -> None:
     """Evaluate predictions in PRED_DIR against ground truth in GT_DIR (matched by file name).
@@ -120,6 +129,15 @@ def main(
         if created:  # a refused evaluation leaves no folder of its own behind (nor figures in it)
             shutil.rmtree(out, ignore_errors=True)
         raise
+    if run_dir is not None:
+        from idl.infer.service.load import load_model
+        from idl.infer.service.run import report_run
+
+        if not report_run(out, load_model(run_dir)):
+            raise DataError(
+                f"--run {run_dir}: not a model folder written by idl-train (no config.json next to "
+                "model.onnx). Give the PROJECT/model folder of the run that made the predictions."
+            )
     click.echo(f"{task_named(task).headline(summary)}{coverage_note(summary)}; report: {out / 'report.html'}")
 
 

@@ -24,6 +24,7 @@ from idl.export.onnx import NothingToShow, export_onnx
 from idl.infer.core.errors import IdlError
 from idl.infer.core.model_info import ModelInfo
 from idl.infer.core.project import EVALUATION_DIR, MODEL_DIR, RESULTS_DIR
+from idl.infer.evaluate.run_record import HISTORY_FILE, history_json
 from idl.infer.io.images import read_channels_last, write_text
 from idl.infer.io.places import remove_leftovers, writable_folder
 from idl.infer.service.load import load_model
@@ -446,6 +447,7 @@ def fit(run: Run, tracker: Tracker | None) -> TrainState:
     which alone has a ``tracker``)."""
     config, setup, plan, model, model_dir = run.config, run.setup, run.plan, run.model, run.model_dir
     trainer = run.resolved.trainer
+    metric = trainer.validation_metric(config.model)
 
     def on_epoch(current: TrainState, improved: bool) -> None:
         assert tracker is not None  # called on rank 0 only
@@ -468,6 +470,7 @@ def fit(run: Run, tracker: Tracker | None) -> TrainState:
                 **({DATA_KEY: run.resolved.data.to_dict()} if run.resolved.data is not None else {}),
             },
         )
+        write_text(model_dir / HISTORY_FILE, history_json(current.history, current.best_epoch, metric))
         metrics = {k: v for k, v in current.history[-1].items() if k != "epoch"}
         tracker.log_metrics(metrics, step=current.epoch)
 
@@ -479,7 +482,7 @@ def fit(run: Run, tracker: Tracker | None) -> TrainState:
         config.seed,
         setup.num_classes,
         run.progress,
-        metric=trainer.validation_metric(config.model),
+        metric=metric,
         precise_batch_norm=trainer.precise_batch_norm,
         steps_per_epoch=plan.steps_per_epoch,
         learning_rate=plan.learning_rate,
@@ -666,5 +669,7 @@ def predict_and_evaluate(project: Path, config: TrainConfig, progress: bool = Tr
         config.axes,
         groundtruth=groundtruth if config.evaluate else None,
         evaluation_dir=project / EVALUATION_DIR,
+        # a calibrated model's probabilities too: the evaluation measures their calibration on the test set
+        save_probabilities=model.info is not None and model.info.temperature != 1.0,
     )
     return predict_and_evaluate_request(request)[1]

@@ -131,14 +131,19 @@ class UncertaintySample:
         self.uncertainty.append(u)
         self.error.append(e)
 
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Everything gathered: the uncertainties and the errors (as given), concatenated."""
+        if not self.uncertainty:
+            return np.zeros(0, np.float32), np.zeros(0, bool)
+        return np.concatenate(self.uncertainty), np.concatenate(self.error)
+
     def summary(self, prefix: str = "uncertainty") -> dict[str, float]:
         """``{prefix}_auroc`` (wrong against right), ``{prefix}_aurc`` (the area under the
         risk-coverage curve), ``{prefix}_error_rate`` (the risk at full coverage, for comparison) and
         ``errors_caught_10`` (the share of the errors among the 10 % most uncertain); {} without
         data or errors."""
-        if not self.uncertainty:
-            return {}
-        u, e = np.concatenate(self.uncertainty), np.concatenate(self.error).astype(bool)
+        u, e = self.arrays()
+        e = e.astype(bool)
         if not e.any() or e.all():
             return {}
         return {
@@ -147,3 +152,15 @@ class UncertaintySample:
             f"{prefix}_error_rate": float(e.mean()),
             "errors_caught_10": errors_caught(u, e, 0.1),
         }
+
+
+def pixel_confidence(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(confidence, class)`` per pixel of ``(K, *spatial)`` probabilities: for one (sigmoid)
+    channel the probability of the side of 0.5 chosen, else the largest probability and its class.
+    The class is the probabilities' own decision (0.5 or arg-max), which calibration is about, not
+    a mask's threshold (Otsu's) chosen after them."""
+    if probabilities.shape[0] == 1:
+        p = probabilities[0]
+        chosen = p > 0.5
+        return np.where(chosen, p, 1.0 - p), chosen.astype(np.int64)
+    return probabilities.max(axis=0), probabilities.argmax(axis=0)

@@ -32,6 +32,7 @@ import pandas as pd
 
 from idl.infer.core.errors import DataError
 from idl.infer.evaluate.calibration import area_under_risk_coverage, auroc, errors_caught
+from idl.infer.evaluate.figures import Figure, reliability_figure, risk_coverage_figure
 from idl.infer.evaluate.semantic import write_evaluation
 from idl.infer.post.classes import class_indices, label_key
 
@@ -87,13 +88,24 @@ def _columns(table: pd.DataFrame, prefix: str, class_names: Sequence[str]) -> np
     return table[names].to_numpy(np.float64)
 
 
+def _uncertainty_figures(
+    out_dir: Path, probabilities: np.ndarray, correct: np.ndarray, table: pd.DataFrame, mc_correct: np.ndarray
+) -> list[Figure]:
+    """The images' reliability diagram (of the probabilities) and, with Monte Carlo samples, their
+    risk-coverage curve (the uncertainty against the sampled prediction's mistakes)."""
+    made = [reliability_figure(out_dir / "reliability.png", probabilities.max(axis=1), correct, "images")]
+    if "uncertainty" in table:
+        uncertainty = table["uncertainty"].to_numpy(np.float64)
+        made.append(risk_coverage_figure(out_dir / "risk_coverage.png", uncertainty, ~mc_correct, "images"))
+    return made
+
+
 def _figures(
     out_dir: Path,
     truth: np.ndarray,
     probabilities: np.ndarray,
     class_names: Sequence[str],
     table: pd.DataFrame,
-    correct: np.ndarray,
     mc_correct: np.ndarray,
 ) -> list[Path]:
     from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
@@ -130,20 +142,6 @@ def _figures(
     ax.plot([0, 1], [0, 1], ":", color="grey")
     ax.set_title("ROC " + ("(one vs rest)" if k > 2 else f"({class_names[1]})"), fontsize=10)
     save(fig, "roc.png")
-
-    fig, ax = plt.subplots(figsize=(4.5, 4))
-    confidence = probabilities.max(axis=1)
-    edges = np.linspace(0, 1, 11)
-    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, 9)
-    centres = [(edges[b] + edges[b + 1]) / 2 for b in range(10) if (which == b).any()]
-    accuracy = [correct[which == b].mean() for b in range(10) if (which == b).any()]
-    ax.bar(centres, accuracy, width=0.09, alpha=0.7, label="accuracy")
-    ax.plot([0, 1], [0, 1], ":", color="grey", label="perfect calibration")
-    ax.set_xlabel("confidence (highest probability)")
-    ax.set_ylabel("accuracy")
-    ax.legend(fontsize=8)
-    ax.set_title("reliability", fontsize=10)
-    save(fig, "reliability.png")
 
     if "uncertainty" in table:
         fig, ax = plt.subplots(figsize=(4.5, 4))
@@ -247,9 +245,9 @@ def evaluate_classification(
     out_dir.mkdir(parents=True, exist_ok=True)
     # the uncertainty describes the MC prediction: its figure splits by the MC prediction's mistakes
     mc_right = (mc.argmax(axis=1) == truth) if mc is not None else correct
-    overview = (
-        _figures(out_dir, truth, probabilities, class_names, table, correct, mc_right) if figures else []
-    )
+    overview = _figures(out_dir, truth, probabilities, class_names, table, mc_right) if figures else []
+    measured = _uncertainty_figures(out_dir, probabilities, correct, table, mc_right) if figures else []
+    most = np.bincount(truth, minlength=len(class_names)).argmax()  # the baseline: always this class
     gallery = (
         _error_gallery(out_dir / "misclassified.png", table, ~correct, images or {}, axes)
         if figures and (~correct).any()
@@ -258,16 +256,27 @@ def evaluate_classification(
 
     def summarize(_: pd.DataFrame) -> dict[str, float | int]:
         counted = {key: int(value) for key, value in (notes or {}).items() if value}
-        return {**scores, **extra, "n_images": len(truth), "num_classes": len(class_names), **counted}
+        return {
+            **scores,
+            **extra,
+            "n_images": len(truth),
+            "num_classes": len(class_names),
+            **counted,
+            "baseline_accuracy": float(np.mean(truth == most)),
+        }
 
+    shown = [Figure(p.name, p.stem.replace("_", " ")) for p in [*overview, *([gallery] if gallery else [])]]
     summary = write_evaluation(
         out_dir,
         metrics.to_dict("records"),
         summarize,
-        overview + ([gallery] if gallery else []),
+        [],
         "probability_groundtruth",
         "idl evaluation: classification",
         boxplot=False,
+        uncertainty=measured,
+        overview=shown,
+        baseline=f"always the most frequent class ({class_names[most]})",
     )
     log.info(
         "evaluation: accuracy %.4f, AUC %.4f over %d image(s)%s",

@@ -17,8 +17,10 @@ import numpy as np
 import pandas as pd
 
 from idl.infer.core.errors import DataError
+from idl.infer.evaluate.baseline import OtsuBaseline
 from idl.infer.evaluate.calibration import area_under_risk_coverage, auroc, errors_caught
 from idl.infer.evaluate.checks import UNSCORED, check_prediction_values
+from idl.infer.evaluate.figures import Figure, risk_coverage_figure
 from idl.infer.evaluate.instance_metrics import (
     MatchCounts,
     best_iou,
@@ -26,6 +28,7 @@ from idl.infer.evaluate.instance_metrics import (
     iou_matrix,
     scores_from_counts,
 )
+from idl.infer.evaluate.plots import display_image
 from idl.infer.evaluate.semantic import (
     EvalItem,
     check_same_shape,
@@ -49,8 +52,6 @@ def outlines(labels: np.ndarray, image: np.ndarray | None) -> np.ndarray:
     from skimage.color import label2rgb
     from skimage.segmentation import find_boundaries
 
-    from idl.infer.evaluate.plots import display_image
-
     grey = display_image(image) if image is not None else np.zeros(labels.shape, np.float32)
     if grey.ndim == 3:
         grey = grey.mean(axis=-1)
@@ -59,6 +60,34 @@ def outlines(labels: np.ndarray, image: np.ndarray | None) -> np.ndarray:
     colours = label2rgb(labels, bg_label=0)
     rgb[edges] = colours[edges]
     return rgb
+
+
+def object_errors(truth: np.ndarray, pred: np.ndarray, iou: np.ndarray) -> np.ndarray:
+    """RGB: predicted objects that match no true object (best IoU at most 0.5) in magenta, true
+    objects that no prediction matches in green, matched objects in grey."""
+    from idl.infer.evaluate.plots import ERROR_COLOURS
+
+    false = np.flatnonzero(best_iou(iou) <= 0.5) + 1  # positions in label order, as iou_matrix's
+    missed = np.flatnonzero((iou.max(axis=1) if iou.shape[1] else np.zeros(iou.shape[0])) <= 0.5) + 1
+    pred_ids, truth_ids = np.unique(pred[pred > 0]), np.unique(truth[truth > 0])
+    code = np.zeros(pred.shape, np.uint8)
+    code[(pred > 0) | (truth > 0)] = 1
+    code[np.isin(truth, truth_ids[missed - 1])] = 3
+    code[np.isin(pred, pred_ids[false - 1])] = 2
+    return ERROR_COLOURS[code]
+
+
+def match_tally(mask: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """The match counts of a mask's connected components against true objects, as a ``(10, 3)``
+    array (tp, fp, fn per IoU threshold) that adds up over images."""
+    from idl.infer.post.instance_labels import binary_to_labels
+
+    return np.array([[c.tp, c.fp, c.fn] for c in counts_per_threshold(truth, binary_to_labels(mask))])
+
+
+def counts_scores(tally: np.ndarray) -> dict[str, float]:
+    """:func:`scores_from_counts` of a :func:`match_tally`."""
+    return scores_from_counts([MatchCounts(*map(int, r)) for r in tally])
 
 
 def object_uncertainty(labels: np.ndarray, uncertainty: np.ndarray) -> np.ndarray:
@@ -70,7 +99,9 @@ def object_uncertainty(labels: np.ndarray, uncertainty: np.ndarray) -> np.ndarra
     return np.asarray(ndimage.mean(uncertainty, labels, ids), dtype=float).reshape(-1)
 
 
-def save_object_uncertainty(path: Path, uncertainty: np.ndarray, iou: np.ndarray, area_under: float) -> Path:
+def save_object_uncertainty(
+    path: Path, uncertainty: np.ndarray, iou: np.ndarray, area_under: float
+) -> Figure:
     """Scatter of every predicted object's mean uncertainty against its best IoU with the truth."""
     from idl.infer.evaluate.plots import _pyplot, save_figure
 
@@ -84,7 +115,12 @@ def save_object_uncertainty(path: Path, uncertainty: np.ndarray, iou: np.ndarray
     ax.set_ylabel("mean uncertainty in the object")
     ax.set_title(f"per-object uncertainty (AUROC false vs matched {area_under:.3f})", fontsize=9)
     ax.legend(fontsize=8)
-    return save_figure(fig, path)
+    save_figure(fig, path)
+    reading = (
+        f"An object's mean uncertainty tells a false detection from a matched object with an AUROC of "
+        f"{area_under:.3f} (0.5: not at all, 1: every false one is more uncertain than every matched one)."
+    )
+    return Figure(path.name, "Uncertainty of the objects", reading)
 
 
 def read_label_pair(
@@ -135,6 +171,7 @@ def evaluate_instance(
     inter = union = unscored = 0
     rows, sample_figures = [], []
     per_object: list[tuple[np.ndarray, np.ndarray]] = []  # (mean uncertainty, best IoU) per object
+    baseline = OtsuBaseline(match_tally)
     for item in each_item(items, out_dir, progress):
         truth, pred, left_out = read_label_pair(item, dims, on_nonfinite)
         unscored += left_out
@@ -157,19 +194,22 @@ def evaluate_instance(
         if uncertainty is not None:
             per_object.append((object_uncertainty(pred, uncertainty), best_iou(iou)))
         rows.append(row)
+        image = load_display_image(item.image, axes, dims)
+        baseline.add(image, truth)
         if figures and dims == 2:
-            image = load_display_image(item.image, axes, dims)
             panels = [
+                ("image", display_image(image), {"cmap": "gray"}) if image is not None else None,
                 ("ground truth", outlines(truth, image), {}),
                 ("prediction", outlines(pred, image), {}),
+                ("errors: false objects magenta, missed green", object_errors(truth, pred, iou), {}),
             ]
             if uncertainty is not None:
                 panels.append(("uncertainty", uncertainty, {"cmap": "magma"}))
             title = f"{item.name}  ap50 {row['ap50']:.3f}, ap50_95 {row['ap50_95']:.3f}"
-            sample_figures.append(
-                save_panels(out_dir / f"{item.name}.png", title, [panels], ("uncertainty",))
-            )
+            shown = [panel for panel in panels if panel is not None]
+            sample_figures.append(save_panels(out_dir / f"{item.name}.png", title, [shown], ("uncertainty",)))
     overall = scores_from_counts(totals)
+    measured = []
     if per_object:  # does an object's uncertainty tell false detections from matched ones?
         spread = np.concatenate([u for u, _ in per_object])
         quality = np.concatenate([q for _, q in per_object])
@@ -178,10 +218,13 @@ def evaluate_instance(
             overall["object_uncertainty_aurc"] = area_under_risk_coverage(spread, quality <= 0.5)
             overall["object_errors_caught_10"] = errors_caught(spread, quality <= 0.5, 0.1)
         if figures and spread.size:
-            figure = out_dir / "object_uncertainty.png"
-            sample_figures.insert(
-                0, save_object_uncertainty(figure, spread, quality, overall["object_uncertainty_auroc"])
-            )
+            measured = [
+                save_object_uncertainty(
+                    out_dir / "object_uncertainty.png", spread, quality, overall["object_uncertainty_auroc"]
+                ),
+                risk_coverage_figure(out_dir / "risk_coverage.png", spread, quality <= 0.5, "objects"),
+            ]
+    compared = baseline.finish(rows, "ap50_95", counts_scores)
 
     def summarize(metrics: pd.DataFrame) -> dict[str, float | int]:
         return {
@@ -192,10 +235,18 @@ def evaluate_instance(
             "n_images": len(items),
             "n_objects": int(metrics["n_true"].sum()),
             **summary_counts({UNSCORED: unscored, **(notes or {})}),
+            **{k: v for k, v in compared.items() if k in ("baseline_ap50", "baseline_ap50_95")},
         }
 
     summary = write_evaluation(
-        out_dir, rows, summarize, sample_figures, "ap50_95", "idl evaluation: instance segmentation"
+        out_dir,
+        rows,
+        summarize,
+        sample_figures,
+        "ap50_95",
+        "idl evaluation: instance segmentation",
+        uncertainty=measured,
+        baseline=f"{baseline.name}, connected components" if compared else "",
     )
     log.info(
         "evaluation: ap50 %.4f, ap50_95 %.4f, Jaccard %.4f over %d image(s)",

@@ -15,9 +15,10 @@ import numpy as np
 import pandas as pd
 
 from idl.infer.core.errors import DataError
-from idl.infer.evaluate.calibration import interval_coverage
+from idl.infer.evaluate.calibration import UncertaintySample, interval_coverage
 from idl.infer.evaluate.checks import UNSCORED, check_groundtruth_values, check_prediction_values
-from idl.infer.evaluate.metrics import regression_scores
+from idl.infer.evaluate.figures import sigma_figure
+from idl.infer.evaluate.metrics import pearson, regression_scores
 from idl.infer.evaluate.plots import save_regression_figure
 from idl.infer.evaluate.semantic import (
     EvalItem,
@@ -63,6 +64,8 @@ def evaluate_regression(
     abs_error = sq_error = abs_truth = 0.0
     n_pixels = unscored = 0
     within: dict[int, list[float]] = {1: [0.0, 0.0], 2: [0.0, 0.0]}  # k: [values within k sigma, values]
+    deviations = UncertaintySample()  # (sigma, residual) pairs for the figure of error against sigma
+    baseline: list[float | None] = []  # per image: |Pearson r| of the raw intensity and the target
     for item in each_item(items, out_dir, progress):
         gt, pred = _channels_last(item.groundtruth, dims), _channels_last(item.prediction, dims)
         if pred.shape != gt.shape:
@@ -94,15 +97,32 @@ def evaluate_regression(
             for k, counted in within.items():
                 counted[0] += interval_coverage(residual, sigma, k) * residual.size
                 counted[1] += residual.size
+            deviations.add(sigma, residual)
         rows.append(row)
+        image = load_display_image(item.image, axes, dims)
+        baseline.append(
+            abs(pearson(image[..., 0], gt[..., 0]))
+            if image is not None and image.shape[:-1] == gt.shape[:-1]
+            else None
+        )
         if figures:
-            image = load_display_image(item.image, axes, dims)
             title = f"{item.name}  Pearson {scores['pearson']:.3f}"
             sample_figures.append(
                 save_regression_figure(
                     out_dir / f"{item.name}.png", title, image, gt[..., 0], pred[..., 0], uncertainty
                 )
             )
+
+    compared = {}
+    if baseline and all(b is not None for b in baseline):
+        for row, value in zip(rows, baseline, strict=True):
+            row["baseline_pearson"] = value
+        compared = {
+            "baseline_pearson_median": float(np.median(baseline)),
+            "baseline_pearson_mean": float(np.mean(baseline)),
+        }
+    sigma, residual = deviations.arrays()
+    measured = [sigma_figure(out_dir / "sigma.png", residual, sigma)] if figures and sigma.size else []
 
     def summarize(metrics: pd.DataFrame) -> dict[str, float | int]:
         return {
@@ -114,6 +134,7 @@ def evaluate_regression(
             "n_images": len(items),
             **{f"coverage_{k}sigma": n / total for k, (n, total) in within.items() if total},
             **counts({UNSCORED: unscored, **(notes or {})}),
+            **compared,
         }
 
     summary = write_evaluation(
@@ -124,6 +145,8 @@ def evaluate_regression(
         "pearson",
         "idl evaluation: pixel-wise regression",
         (-1.02, 1.02),
+        uncertainty=measured,
+        baseline="raw intensity (|Pearson r| of the image and the target)" if compared else "",
     )
     log.info(
         "evaluation: Pearson median %.4f (mean %.4f), MAE %.4g over %d image(s)",

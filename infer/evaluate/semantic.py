@@ -17,8 +17,9 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from idl.infer.core.errors import DataError
-from idl.infer.core.project import UNCERTAINTY_DIR, files_by_stem
-from idl.infer.evaluate.calibration import UncertaintySample
+from idl.infer.core.project import PROBABILITY_DIR, UNCERTAINTY_DIR, files_by_stem
+from idl.infer.evaluate.baseline import OtsuBaseline, confusion_score
+from idl.infer.evaluate.calibration import UncertaintySample, expected_calibration_error, pixel_confidence
 from idl.infer.evaluate.checks import (
     THRESHOLDED,
     UNSCORED,
@@ -27,13 +28,15 @@ from idl.infer.evaluate.checks import (
     check_prediction_values,
     looks_like_labels,
 )
+from idl.infer.evaluate.figures import Figure, reliability_figure, risk_coverage_figure
 from idl.infer.evaluate.metrics import confusion_matrix, semantic_scores
 from idl.infer.evaluate.plots import save_boxplot, save_sample_figure
-from idl.infer.evaluate.report import write_report
+from idl.infer.evaluate.report import FIGURES_NAME, write_report
 from idl.infer.io.images import atomic_path, read_channels_last, read_image, write_text
 from idl.infer.io.omezarr import image_stem
 from idl.infer.post.labels import (
     PredictedClasses,
+    class_probabilities,
     infer_num_classes,
     mask_plane,
     predicted_classes,
@@ -54,6 +57,7 @@ class EvalItem:
     groundtruth: Path
     image: Path | None = None
     uncertainty: Path | None = None
+    probabilities: Path | None = None  # idl-predict --save-probabilities: what calibration is measured on
 
 
 def match_items(
@@ -75,8 +79,13 @@ def match_items(
     uncertainties = (
         files_by_stem(uncertainty_dir) if uncertainty_dir is not None and uncertainty_dir.is_dir() else {}
     )
+    probability_dir = pred_dir / PROBABILITY_DIR
+    probabilities = files_by_stem(probability_dir) if probability_dir.is_dir() else {}
     return [
-        EvalItem(stem, preds[stem], gts[stem], images.get(stem), uncertainties.get(stem)) for stem in preds
+        EvalItem(
+            stem, preds[stem], gts[stem], images.get(stem), uncertainties.get(stem), probabilities.get(stem)
+        )
+        for stem in preds
     ]
 
 
@@ -98,6 +107,7 @@ def items_for_predictions(
             f"{where}no ground truth for {missing[0].name} ({len(missing)} image(s) without one). "
             "Ground-truth files need the image's name."
         )
+    saved = out_dir / PROBABILITY_DIR
     return [
         EvalItem(
             image_stem(image),
@@ -105,6 +115,7 @@ def items_for_predictions(
             Path(matched[image_stem(image)]),
             image,
             out_dir / UNCERTAINTY_DIR / f"{image_stem(image)}{suffix}" if uncertainty else None,
+            p if (p := saved / f"{image_stem(image)}{suffix}").is_file() else None,
         )
         for image in images
     ]
@@ -145,7 +156,10 @@ def evaluate_semantic(
     A prediction may be a class mask or class probabilities, which become classes as idl-predict
     makes them (``threshold``, said in a warning); pixels with a non-finite prediction value are left
     out by the rule ``on_nonfinite`` (:mod:`idl.infer.evaluate.checks`). ``notes`` (e.g. the ground
-    truth without a prediction) and the counts of both go into the summary."""
+    truth without a prediction) and the counts of both go into the summary. With the images, binary
+    masks are compared with Otsu's threshold of each image (:class:`~idl.infer.evaluate.baseline.
+    OtsuBaseline`); with the uncertainty maps, how well they flag the wrong pixels; with the saved
+    probabilities, how well calibrated they are."""
     todo = each_item(items, out_dir, progress)
     if num_classes is None:
         num_classes = infer_num_classes([read_groundtruth_mask(i.groundtruth, dims) for i in items])
@@ -153,6 +167,8 @@ def evaluate_semantic(
     rows, sample_figures = [], []
     unscored = thresholded = 0
     pixels = UncertaintySample()  # uncertainty against error, pixel by pixel
+    confidences = UncertaintySample()  # confidence against correctness (saved probabilities)
+    baseline = OtsuBaseline(confusion_score(2)) if num_classes == 2 else None
     for index, item in enumerate(todo):
         mask = read_groundtruth_mask(item.groundtruth, dims)
         if index == 0 and (objects := looks_like_labels(mask)):
@@ -174,7 +190,8 @@ def evaluate_semantic(
             say_probabilities(item.prediction, pred, threshold)
         thresholded += pred.probabilities
         unscored += left_out
-        scored = (pred.classes, gt) if pred.valid is None else (pred.classes[pred.valid], gt[pred.valid])
+        valid = pred.valid
+        scored = (pred.classes, gt) if valid is None else (pred.classes[valid], gt[valid])
         cm = confusion_matrix(*scored, num_classes)
         total += cm
         row: dict[str, float | str] = {"filename": item.name, **semantic_scores(cm)}
@@ -184,17 +201,19 @@ def evaluate_semantic(
             row["unscored_pixels"] = left_out
         uncertainty = record_uncertainty(item, row)
         if uncertainty is not None and uncertainty.shape == gt.shape:
-            wrong = pred.classes != gt
-            pixels.add(
-                *(
-                    (uncertainty, wrong)
-                    if pred.valid is None
-                    else (uncertainty[pred.valid], wrong[pred.valid])
-                )
+            pixels.add(*_valid((uncertainty, pred.classes != gt), valid))
+        if item.probabilities is not None:
+            probabilities = class_probabilities(
+                read_image(item.probabilities), num_classes, str(item.probabilities), dims
             )
+            if probabilities.shape[1:] == gt.shape:
+                confidence, chosen = pixel_confidence(probabilities)
+                confidences.add(*_valid((confidence, chosen == gt), valid))
+        image = load_display_image(item.image, axes, dims) if figures or baseline else None
+        if baseline is not None:
+            baseline.add(image, gt, valid)
         rows.append(row)
         if figures:
-            image = load_display_image(item.image, axes, dims)
             title = f"{item.name}  Jaccard {row['jaccard']:.3f}"
             sample_figures.append(
                 save_sample_figure(
@@ -202,6 +221,8 @@ def evaluate_semantic(
                 )
             )
     overall = semantic_scores(total)
+    measured = uncertainty_figures(out_dir, pixels, confidences, "pixels") if figures else []
+    compared = baseline.finish(rows, "jaccard", semantic_scores) if baseline is not None else {}
 
     def summarize(metrics: pd.DataFrame) -> dict[str, float | int]:
         return {
@@ -212,11 +233,20 @@ def evaluate_semantic(
             "n_images": len(items),
             "num_classes": num_classes,
             **pixels.summary(),
+            **calibration_summary(confidences),
             **counts({THRESHOLDED: thresholded, UNSCORED: unscored, **(notes or {})}),
+            **compared,
         }
 
     summary = write_evaluation(
-        out_dir, rows, summarize, sample_figures, "jaccard", "idl evaluation: semantic segmentation"
+        out_dir,
+        rows,
+        summarize,
+        sample_figures,
+        "jaccard",
+        "idl evaluation: semantic segmentation",
+        uncertainty=measured,
+        baseline=baseline.name if baseline is not None and compared else "",
     )
     log.info(
         "evaluation: Jaccard %.4f (median per image %.4f) over %d image(s)",
@@ -225,6 +255,32 @@ def evaluate_semantic(
         len(items),
     )
     return summary
+
+
+def _valid(arrays: tuple[np.ndarray, ...], valid: np.ndarray | None) -> tuple[np.ndarray, ...]:
+    """The arrays at the scored pixels (all of them without a ``valid`` mask)."""
+    return arrays if valid is None else tuple(a[valid] for a in arrays)
+
+
+def calibration_summary(confidences: UncertaintySample) -> dict[str, float]:
+    """``ece`` of the confidences gathered (the probabilities' own decisions), {} without any."""
+    confidence, correct = confidences.arrays()
+    return {"ece": expected_calibration_error(confidence, correct)} if confidence.size else {}
+
+
+def uncertainty_figures(
+    out_dir: Path, errors: UncertaintySample, confidences: UncertaintySample, unit: str
+) -> list[Figure]:
+    """The reliability diagram (from the confidences, when gathered) and the risk-coverage curve
+    (from the uncertainties and errors, when gathered) of ``unit`` ("pixels", "objects")."""
+    made = []
+    confidence, correct = confidences.arrays()
+    if confidence.size:
+        made.append(reliability_figure(out_dir / "reliability.png", confidence, correct, unit))
+    uncertainty, error = errors.arrays()
+    if uncertainty.size:
+        made.append(risk_coverage_figure(out_dir / "risk_coverage.png", uncertainty, error, unit))
+    return made
 
 
 def counts(values: Mapping[str, int]) -> dict[str, int]:
@@ -285,15 +341,20 @@ def write_evaluation(
     out_dir: Path,
     rows: list[dict],
     summarize: Callable[[pd.DataFrame], dict[str, float | int]],
-    sample_figures: list[Path],
+    sample_figures: Sequence[Path],
     score: str,
     title: str,
     limits: tuple[float, float] = (-0.02, 1.02),
     boxplot: bool = True,
+    uncertainty: Sequence[Figure] = (),
+    overview: Sequence[Figure] = (),
+    baseline: str = "",
 ) -> dict[str, float | int]:
     """The files every evaluation writes: metrics.csv, summary.json (with the mean uncertainty when
     there is one), and, with figures, a box plot of the per-image ``score`` (unless ``boxplot`` is
-    off) and report.html."""
+    off), ``figures.json`` (the per-image figures, named by their image, and the ``uncertainty`` and
+    ``overview`` figures, each with its reading) and report.html (:mod:`idl.infer.evaluate.report`).
+    ``baseline`` names the classical baseline whose scores are the summary's ``baseline_*``."""
     metrics = pd.DataFrame(rows)
     summary = summarize(metrics)
     if "uncertainty_mean" in metrics:
@@ -301,13 +362,28 @@ def write_evaluation(
     with atomic_path(out_dir / "metrics.csv") as tmp:
         metrics.to_csv(tmp, index=False)
     write_text(out_dir / "summary.json", json.dumps(summary, indent=2))
-    if sample_figures:
+    if sample_figures or uncertainty or overview:
         boxes = (
-            [save_boxplot(out_dir / f"{score}_boxplot.png", metrics[score].tolist(), score, limits)]
-            if boxplot
+            [
+                Figure(
+                    save_boxplot(
+                        out_dir / f"{score}_boxplot.png", metrics[score].tolist(), score, limits
+                    ).name,
+                    f"{score} per image",
+                )
+            ]
+            if boxplot and sample_figures
             else []
         )
-        shown = sample_figures[:MAX_REPORT_FIGURES]
-        omitted = len(sample_figures) - len(shown)
-        write_report(out_dir / "report.html", title, summary, metrics, boxes, shown, omitted=omitted)
+        listing = {
+            "title": title,
+            "score": score,
+            "baseline": baseline,
+            "max_gallery": MAX_REPORT_FIGURES,
+            "uncertainty": [f.to_dict() for f in uncertainty],
+            "overview": [f.to_dict() for f in [*boxes, *overview]],
+            "gallery": [{"name": path.stem, "file": path.name} for path in sample_figures],
+        }
+        write_text(out_dir / FIGURES_NAME, json.dumps(listing, indent=1))
+        write_report(out_dir)
     return summary

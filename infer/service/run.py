@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from idl.infer.evaluate.report import FIGURES_NAME, write_report
+from idl.infer.evaluate.run_record import RunRecord
 from idl.infer.io.places import check_apart, writable_folder
+from idl.infer.runtime.model import LoadedModel
 from idl.infer.tasks.base import Request, Summary
 from idl.infer.tasks.registry import task_for
 
@@ -34,4 +37,18 @@ def predict_and_evaluate(request: Request) -> tuple[Path, Summary | None]:
     if not task.evaluates:
         log.warning("this package was not made by idl, so its task is unknown; skipping evaluation")
         return predictions, None
-    return predictions, task.evaluate(request, predictions)
+    summary = task.evaluate(request, predictions)
+    report_run(request.evaluation, request.model)
+    return predictions, summary
+
+
+def report_run(evaluation: Path, model: LoadedModel) -> bool:
+    """Write the evaluation's report again with the training run of ``model`` (its settings, data,
+    plan and training curves), when it is a model folder ``idl-train`` wrote and the evaluation wrote
+    a report; returns whether it did."""
+    if not isinstance(model.weights, Path) or not (evaluation / FIGURES_NAME).is_file():
+        return False
+    run = RunRecord.read(model.weights.parent, model.info)
+    if run is not None:
+        write_report(evaluation, run)
+    return run is not None
