@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from skimage.filters import threshold_otsu
 
 from idl.cli import evaluate as evaluate_cli
 from idl.cli import export as export_cli
@@ -65,7 +66,21 @@ def test_predict_then_evaluate_matches_direct_jaccard(trained_project: Path, tmp
     )
     assert summary["jaccard"] == pytest.approx(jaccard(total))
     metrics = pd.read_csv(out / "evaluation" / "metrics.csv")
-    assert list(metrics.columns) == ["filename", "jaccard", "dice", "accuracy"] and len(metrics) == 3
+    assert list(metrics.columns) == ["filename", "jaccard", "dice", "accuracy", "baseline_jaccard"]
+    assert len(metrics) == 3
+    # the classical baseline beside it: Otsu's threshold of each image, the better polarity over the set
+    otsu = {}
+    for polarity in ("bright", "dark"):
+        total = 0
+        for p in sorted(out.glob("*.tif")):
+            image = read_image(test / "image" / p.name).astype(np.float32)
+            above = image > threshold_otsu(image)
+            found = above if polarity == "bright" else ~above
+            total = total + confusion_matrix(
+                found.astype(np.uint8), read_image(test / "groundtruth" / p.name), 2
+            )
+        otsu[polarity] = jaccard(total)
+    assert summary["baseline_jaccard"] == pytest.approx(max(otsu.values()))
     assert summary["jaccard_median"] == pytest.approx(metrics["jaccard"].median())
     assert len(list((out / "evaluation").glob("nuclei_*.png"))) == 3
 
@@ -79,7 +94,15 @@ def test_train_wrote_the_contracted_outputs(trained_project: Path) -> None:
     assert sorted(p.stem for p in (trained_project / "results" / "uncertainty").glob("*.tif")) == names
     summary = json.loads((trained_project / "evaluation" / "summary.json").read_text())
     assert {"jaccard", "jaccard_median", "dice", "accuracy", "uncertainty_mean"} <= set(summary)
-    assert (trained_project / "evaluation" / "report.html").stat().st_size > 10_000
+    report = (trained_project / "evaluation" / "report.html").read_text()
+    # the run's sections, its training curves from history.json, and the calibrated model's test ECE
+    history = json.loads((model / "history.json").read_text())
+    epochs = [h["epoch"] for h in history["epochs"]]
+    assert epochs == list(range(1, len(epochs) + 1)) and history["best_epoch"] in epochs
+    assert all("train_loss" in h and "val_jaccard" in h for h in history["epochs"])
+    for section in ("summary", "run", "training", "uncertainty", "images", "gallery"):
+        assert f'<section id="{section}">' in report, section
+    assert 0 <= summary["ece"] < 0.5 and f'data-key="ece" data-value="{summary["ece"]!r}"' in report
     assert (trained_project / "mlflow.db").is_file()
     assert list((trained_project / "mlruns").rglob("model.onnx")), "ONNX model not logged to MLflow"
 
