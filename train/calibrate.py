@@ -8,6 +8,12 @@ not change) and corrects the confidences. ``T`` is folded into the network's las
 (:meth:`~idl.models.unet.PaddedNetwork.scale_output`), so the ONNX graphs, the package's weights in
 every format and every tool that runs them give calibrated probabilities; the model description keeps
 ``T`` and the validation figures before and after.
+
+Regression has no probabilities; its uncertainty is the Monte Carlo samples' standard deviation
+``sigma``, which dropout alone does not put on the scale of the errors. One factor ``s`` (the root mean
+square of ``residual / sigma`` on the validation pixels, :func:`fit_sigma_scale`) makes the residuals
+standard normal in scale: the model description keeps it (``ModelInfo.sigma_scale``) and the inference
+side multiplies the standard-deviation map by it.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import numpy as np
 
 BOUNDS = (0.05, 20.0)  # the temperatures searched
 PIXELS = 2_000_000  # validation pixels used at most (a seeded random choice beyond)
+SIGMA_BOUNDS = (1e-3, 1e3)  # the standard-deviation factors allowed (beyond: the samples say nothing)
 
 
 @dataclass(frozen=True)
@@ -98,3 +105,44 @@ def pixel_rows(logits: np.ndarray, target: np.ndarray, limit: int, rng: np.rando
         chosen = rng.choice(len(classes), limit, replace=False)
         rows, classes = rows[chosen], classes[chosen]
     return rows, classes
+
+
+@dataclass(frozen=True)
+class SigmaCalibration:
+    """Regression: the factor of the Monte Carlo standard deviation and the validation pixels' coverage
+    of the ±1 sigma and ±2 sigma intervals before and after (0.683 and 0.954 for a right sigma)."""
+
+    sigma_scale: float
+    coverage_1sigma_before: float
+    coverage_1sigma_after: float
+    coverage_2sigma_before: float
+    coverage_2sigma_after: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: round(float(v), 6) for k, v in self.__dict__.items()}
+
+    def describe(self) -> str:
+        return (
+            f"Monte Carlo standard deviation x {self.sigma_scale:.3f}, fitted on the validation images: "
+            f"share within ±1 sigma {self.coverage_1sigma_before:.3f} -> {self.coverage_1sigma_after:.3f} "
+            f"(0.683 when right), within ±2 sigma {self.coverage_2sigma_before:.3f} -> "
+            f"{self.coverage_2sigma_after:.3f} (0.954)"
+        )
+
+
+def fit_sigma_scale(residual: np.ndarray, sigma: np.ndarray) -> SigmaCalibration | None:
+    """The factor ``s`` with ``mean((residual / (s sigma))^2) = 1`` over the pixels whose ``sigma`` is
+    positive (a standard normal's second moment), kept within :data:`SIGMA_BOUNDS`; None when no pixel
+    has a positive sigma (a network without dropout, or samples that never differ)."""
+    residual = np.asarray(residual, np.float64).ravel()
+    sigma = np.asarray(sigma, np.float64).ravel()
+    usable = (sigma > 0) & np.isfinite(sigma) & np.isfinite(residual)
+    if not usable.any():
+        return None
+    r, s = residual[usable], sigma[usable]
+    scale = float(np.clip(np.sqrt(np.mean((r / s) ** 2)), *SIGMA_BOUNDS))
+
+    def within(k: float, factor: float) -> float:
+        return float(np.mean(np.abs(r) <= k * factor * s))
+
+    return SigmaCalibration(scale, within(1, 1.0), within(1, scale), within(2, 1.0), within(2, scale))

@@ -34,7 +34,7 @@ from idl.infer.tasks.registry import task_for
 from idl.infer.tiling.predict import PredictOptions
 from idl.train import budget
 from idl.train.accelerate import acceleration
-from idl.train.calibrate import fit_temperature
+from idl.train.calibrate import fit_sigma_scale, fit_temperature
 from idl.train.checkpoint import (
     BEST_NAME,
     LAST_NAME,
@@ -583,23 +583,34 @@ def export(run: Run, tracker: Tracker) -> tuple[nn.Module, Path, Path | None]:
 
 
 def calibrate(run: Run, best: nn.Module, saved: dict[str, Any], tracker: Tracker) -> None:
-    """Fit a temperature on the validation images (:mod:`idl.train.calibrate`), fold it into
-    ``best`` (loaded from the checkpoint ``saved``) and record it in the model description; tasks
-    without calibration are left alone."""
+    """Fit a temperature (semantic, classification) or a factor of the Monte Carlo standard deviation
+    (regression) on the validation images (:mod:`idl.train.calibrate`), fold a temperature into
+    ``best`` (loaded from the checkpoint ``saved``) and record either in the model description;
+    tasks without calibration are left alone."""
     scale = getattr(best, "scale_output", None)
     cpu = torch.device("cpu")  # where the best epoch was loaded
-    rows = run.resolved.trainer.calibration_rows(run.setup, best, cpu) if scale else None
-    if rows is None:
+    trainer, info = run.resolved.trainer, run.setup.info
+    rows = trainer.calibration_rows(run.setup, best, cpu) if scale else None
+    samples = run.config.mc_samples if run.config.uncertainty else 0
+    sigma_rows = None if rows is not None else trainer.sigma_rows(run.setup, best, cpu, samples)
+    if rows is not None:
+        found = fit_temperature(*rows)
+        scale(1.0 / found.temperature)
+        changed = {"temperature": found.temperature}
+        metrics = {"temperature": found.temperature, "val_ece_calibrated": found.ece_after}
+    elif sigma_rows is not None and (fitted := fit_sigma_scale(*sigma_rows)) is not None:
+        found = fitted
+        changed = {"sigma_scale": found.sigma_scale}
+        metrics = {"sigma_scale": found.sigma_scale, "val_coverage_1sigma": found.coverage_1sigma_after}
+    else:
         return
-    found = fit_temperature(*rows)
-    scale(1.0 / found.temperature)
-    info = run.setup.info
     training = {**info.training, "calibration": found.to_dict()}
-    run.setup.info = replace(info, temperature=found.temperature, training=training)
-    # the best checkpoint holds the calibrated network too, so idl-export from it exports the same
+    run.setup.info = replace(info, training=training, **changed)
+    # the best checkpoint holds the calibrated network and description too, so idl-export from it
+    # exports the same
     save_checkpoint(run.model_dir / BEST_NAME, {**saved, **model_payload(best, run.setup.info)})
     log.info("calibration: %s", found.describe())
-    tracker.log_metrics({"temperature": found.temperature, "val_ece_calibrated": found.ece_after})
+    tracker.log_metrics(metrics)
 
 
 def evaluate(run: Run, tracker: Tracker) -> dict[str, Any] | None:

@@ -132,6 +132,28 @@ class WholeImageValidation:
         for sample in self.samples:
             yield predict_logits(model, sample.image, self.tile, self.halo, self.multiples, device), sample
 
+    def monte_carlo(
+        self, model: nn.Module, device: torch.device, draws: int, seed: int = 0
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, Sample]]:
+        """Each validation image's deterministic output ``(K, *spatial)`` and ``draws`` Monte Carlo
+        samples ``(draws, K, *spatial)`` of the network with its dropout on (seeded by ``seed``)."""
+        from idl.models import set_mc_dropout
+
+        model.eval()
+        torch.manual_seed(seed)
+        try:
+            for sample in self.samples:
+                set_mc_dropout(model, False)
+                plain = predict_logits(model, sample.image, self.tile, self.halo, self.multiples, device)
+                set_mc_dropout(model, True)
+                drawn = [
+                    predict_logits(model, sample.image, self.tile, self.halo, self.multiples, device)
+                    for _ in range(draws)
+                ]
+                yield plain, np.stack(drawn), sample
+        finally:
+            set_mc_dropout(model, False)
+
     def __call__(self, model: nn.Module, device: torch.device) -> tuple[float, float]:
         """Mean loss per image and the score over all validation images."""
         losses, score = [], self.new_score()

@@ -84,6 +84,9 @@ class ModelInfo:
     # the temperature folded into the network's last layer by calibration (idl.train.calibrate): its
     # logits are the trained network's divided by it; 1: not calibrated
     temperature: float = 1.0
+    # regression: the factor the Monte Carlo standard deviation is multiplied by, so that the validation
+    # residuals are standard normal in its units (idl.train.calibrate.fit_sigma_scale); 1: not calibrated
+    sigma_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.kind:

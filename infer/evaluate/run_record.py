@@ -113,6 +113,14 @@ def data_facts(info: ModelInfo) -> dict[str, Any]:
         facts["calibration"] = (
             f"temperature {calibration['temperature']:.3f}; validation ECE {before:.4f} -> {after:.4f}"
         )
+    elif isinstance(calibration, dict) and "sigma_scale" in calibration:
+        before, after = (
+            calibration.get(k, float("nan")) for k in ("coverage_1sigma_before", "coverage_1sigma_after")
+        )
+        facts["calibration"] = (
+            f"Monte Carlo sigma x {calibration['sigma_scale']:.3f}; validation share within ±1 sigma "
+            f"{before:.3f} -> {after:.3f} (0.683 when right)"
+        )
     return {k: v for k, v in facts.items() if v not in (None, "", [])}
 
 

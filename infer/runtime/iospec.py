@@ -42,6 +42,8 @@ class IOSpec:
     input_pad_value: float = 0.0
     max_batch: int = 0  # tiles per network call at most (0: any)
     uncertainty: str = "probability"  # Monte Carlo uncertainty: "probability" (InstantDL) or "std"
+    # the Monte Carlo standard deviation's calibration factor (regression, ModelInfo.sigma_scale)
+    sigma_scale: float = 1.0
 
     @property
     def spatial(self) -> str:
@@ -78,7 +80,13 @@ def activation(info: ModelInfo, out_channels: int) -> tuple[Op, ...]:
     return (Sigmoid(),) if out_channels == 1 else (Softmax("c"),)
 
 
-def image_io(info: ModelInfo, out_channels: int, postprocessing: tuple[Op, ...], uncertainty: str) -> IOSpec:
+def image_io(
+    info: ModelInfo,
+    out_channels: int,
+    postprocessing: tuple[Op, ...],
+    uncertainty: str,
+    sigma_scale: float = 1.0,
+) -> IOSpec:
     """The :class:`IOSpec` of an idl network that maps an image to an image: channels-first batches
     of any size (a multiple of the network's), percentile normalization, the halo that makes tiling
     seamless."""
@@ -94,4 +102,5 @@ def image_io(info: ModelInfo, out_channels: int, postprocessing: tuple[Op, ...],
         preprocessing=(ScaleRange(spatial, norm.low, norm.high, norm.eps),),
         postprocessing=postprocessing,
         uncertainty=uncertainty,
+        sigma_scale=sigma_scale,
     )

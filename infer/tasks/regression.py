@@ -33,9 +33,10 @@ class Regression(PixelTask):
 
     def io_spec(self, info: ModelInfo) -> IOSpec:
         """Values mapped back to ground-truth units with the training targets' mean and standard
-        deviation; Monte Carlo uncertainty as the samples' standard deviation."""
+        deviation; Monte Carlo uncertainty as the samples' standard deviation, times the factor fitted
+        on the validation images (``sigma_scale``, :mod:`idl.train.calibrate`)."""
         back = (ScaleLinear(info.target_std or 1.0, info.target_mean or 0.0, "c"),)
-        return image_io(info, self.out_channels(info), back, "std")
+        return image_io(info, self.out_channels(info), back, "std", info.sigma_scale)
 
     def package_text(self, info: ModelInfo) -> PackageText:
         training = info.training
@@ -48,7 +49,14 @@ class Regression(PixelTask):
             channels=tuple(f"target{i}" for i in range(self.out_channels(info))),
             value_range=(None, None),
             use="per-pixel predictions in the units of the training ground truth (the network's output is "
-            "mapped back with the training targets' mean and standard deviation, `scale_linear`).",
+            "mapped back with the training targets' mean and standard deviation, `scale_linear`)."
+            + (
+                f" The Monte Carlo graph's samples' standard deviation is multiplied by {info.sigma_scale:.4g} "
+                "(fitted on the validation images so that the residuals are standard normal in its units; "
+                "`config.idl` `sigma_scale`)."
+                if info.sigma_scale != 1.0
+                else ""
+            ),
             targets=f"- targets: {len(info.target_mean)} channel(s), mean {list(info.target_mean)}, "
             f"standard deviation {list(info.target_std)}",
             inputs=f"- training patches: {training.get('patch', '?')} px, loss: {training.get('loss', '?')}",

@@ -166,12 +166,14 @@ class MonteCarlo:
     """Monte Carlo samples of each tile: their mean placed by ``mean`` and the uncertainty ``map``
     (:data:`idl.infer.post.uncertainty.MAPS`) by ``spread``. The samples are dealt into two halves, so
     with a ``tolerance`` a tile is settled once its map's estimated relative error is within it
-    (:class:`idl.infer.post.uncertainty.SplitHalves`); ``drawn`` collects each tile's count."""
+    (:class:`idl.infer.post.uncertainty.SplitHalves`); ``drawn`` collects each tile's count. The
+    ``std`` map is multiplied by ``sigma_scale`` (a regression model's calibration)."""
 
     mean: Placed | NonFinite
     spread: Placed | NonFinite
     map: str = "instantdl"
     tolerance: float = 0.0
+    sigma_scale: float = 1.0
     drawn: list[int] = field(default_factory=list)
     _halves: dict[int, SplitHalves] = field(default_factory=dict)
 
@@ -196,7 +198,10 @@ class MonteCarlo:
         self.drawn.append(halves.count)
         moments = halves.combined()
         self.mean.place(tile, moments.mean())
-        self.spread.place(tile, moments.map(self.map))
+        spread = moments.map(self.map)
+        if self.map == "std" and self.sigma_scale != 1.0:
+            spread *= np.float32(self.sigma_scale)
+        self.spread.place(tile, spread)
 
     def finalize(self) -> tuple[Any, Any]:
         return self.mean.finalize(), self.spread.finalize()

@@ -222,6 +222,7 @@ def predict_probabilities(
     drawn: list[int] | None = None,
     skip: EmptyTiles | None = None,
     deterministic: Runner | None = None,
+    sigma_scale: float | None = None,
 ) -> tuple[Any, Any]:
     """Run a one-input, one-output network over a raw channels-last image (``io.image_axes``), tile
     by tile, through the tile loop (:mod:`idl.infer.tiling.engine`).
@@ -247,7 +248,8 @@ def predict_probabilities(
     (:class:`idl.infer.post.uncertainty.SplitHalves`); ``drawn`` collects the samples of every tile.
     ``skip`` (:class:`~idl.infer.tiling.empty.EmptyTiles`) leaves out tiles of background alone.
     With ``samples`` and a ``deterministic`` runner (the network without dropout), the output is that
-    runner's and the samples give the uncertainty alone (their mean is not kept).
+    runner's and the samples give the uncertainty alone (their mean is not kept). ``sigma_scale``
+    multiplies a ``std`` map (default: the model's calibration, ``io.sigma_scale``).
     """
     if samples and deterministic is not None:
         values, _ = predict_probabilities(
@@ -284,6 +286,7 @@ def predict_probabilities(
             tolerance,
             drawn,
             sampled_skip,
+            sigma_scale=sigma_scale,
         )
         return values, uncertainty
     tensors = Tensors.single(io)
@@ -325,7 +328,13 @@ def predict_probabilities(
     merger: Merger
     if samples:
         spread_target = uncertainty_out if uncertainty_out is not None else np.empty(grid.length, np.float32)
-        merger = MonteCarlo(placer(output, channels), placer(spread_target, False), spread_name, tolerance)
+        merger = MonteCarlo(
+            placer(output, channels),
+            placer(spread_target, False),
+            spread_name,
+            tolerance,
+            io.sigma_scale if sigma_scale is None else sigma_scale,
+        )
     else:
         merger = placer(output, channels)
     result = run_sample(
@@ -390,6 +399,9 @@ def sampling(model: LoadedModel, options: PredictOptions, outputs: Outputs) -> d
         "samples": count,
         "sample": tta_sampler(run, chosen),
         "tolerance": 0.0,
+        # a regression model's sigma factor was fitted to Monte Carlo dropout alone: the transforms'
+        # spread is left as it is
+        "sigma_scale": 1.0,
     }
 
 

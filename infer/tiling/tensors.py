@@ -103,6 +103,7 @@ def predict_tensors(
                 placer(out.id, spread_target, False),
                 spread,
                 options.mc_tolerance,
+                model.io.sigma_scale,
             )
         else:
             mergers[out.id] = placer(out.id, target, channels)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from idl.models import ResNetClassifier, ResNetSpec, SegNet, SegNetSpec, UNet, UNetSpec
-from idl.train.calibrate import fit_temperature
+from idl.train.calibrate import fit_sigma_scale, fit_temperature
 
 
 @pytest.mark.parametrize("classes", [1, 4])  # a sigmoid channel, a softmax of four
@@ -25,6 +25,22 @@ def test_the_fitted_temperature_recovers_the_true_one(classes: int, rng) -> None
     assert found.nll_after < found.nll_before and found.ece_after < found.ece_before / 2
     calibrated = fit_temperature(true, targets)
     assert calibrated.temperature == pytest.approx(1.0, rel=0.05)
+
+
+@pytest.mark.parametrize("true_scale", [0.4, 1.0, 3.0])
+def test_the_sigma_factor_recovers_a_known_gaussian(true_scale: float, rng) -> None:
+    """Residuals drawn from N(0, (true_scale sigma)^2) with sigma varying by pixel: the factor is
+    true_scale (within 2 %) and the calibrated intervals cover 68.3 % and 95.4 %."""
+    sigma = rng.uniform(0.1, 5.0, 400_000)
+    residual = rng.normal(0.0, true_scale * sigma)
+    found = fit_sigma_scale(residual, np.concatenate([sigma[:-10], np.zeros(10)]))  # sigma 0: left out
+    assert found is not None
+    assert found.sigma_scale == pytest.approx(true_scale, rel=0.02)
+    assert found.coverage_1sigma_after == pytest.approx(0.683, abs=0.005)
+    assert found.coverage_2sigma_after == pytest.approx(0.954, abs=0.005)
+    expected_before = float(np.mean(np.abs(residual[:-10]) <= sigma[:-10]))
+    assert found.coverage_1sigma_before == pytest.approx(expected_before, abs=1e-9)
+    assert fit_sigma_scale(residual, np.zeros_like(sigma)) is None  # samples that never differ
 
 
 @pytest.mark.parametrize(

@@ -109,6 +109,36 @@ def test_regression_package_maps_back_to_units(regression_project: Path) -> None
     np.testing.assert_allclose(from_package, from_folder, rtol=1e-6, atol=1e-3)
 
 
+def test_the_monte_carlo_sigma_is_calibrated_and_every_copy_applies_it(regression_project: Path) -> None:
+    """The factor fitted on the validation images is recorded, carried by the package, and multiplies
+    the standard-deviation map exactly (the same samples, drawn from the same seed)."""
+    from dataclasses import replace
+
+    from idl.infer.tiling.predict import PredictOptions, predict_image
+
+    model = load_model(regression_project / "model")
+    calibration = model.info.training["calibration"]
+    scale = model.info.sigma_scale
+    assert scale == pytest.approx(calibration["sigma_scale"], abs=1e-6) and scale != 1.0
+    assert model.io.sigma_scale == scale
+    for k in ("1sigma", "2sigma"):
+        assert (
+            0.0 <= calibration[f"coverage_{k}_before"] <= 1.0
+            and 0.0 <= calibration[f"coverage_{k}_after"] <= 1.0
+        )
+    # the coverage moves the way the factor says: wider intervals cover more
+    assert (calibration["coverage_1sigma_after"] > calibration["coverage_1sigma_before"]) == (scale > 1.0)
+    package = load_model(next((regression_project / "model").glob("*.bioimageio.zip")))
+    assert package.io.sigma_scale == scale
+    image = read_image(next((regression_project / "test" / "image").iterdir()))[..., None]
+    options = PredictOptions(progress=False, mc_samples=4)
+    calibrated = predict_image(model, image, options).uncertainty
+    model.io = replace(model.io, sigma_scale=1.0)
+    raw = predict_image(model, image, options).uncertainty
+    assert raw.std() > 0
+    np.testing.assert_allclose(calibrated, raw * scale, rtol=1e-5, atol=1e-7)
+
+
 def test_demo_and_evaluate_commands_for_regression(regression_project: Path, tmp_path: Path) -> None:
     from click.testing import CliRunner
 

@@ -71,6 +71,14 @@ class Trainer:
         (:mod:`idl.train.calibrate`), or None for a task whose outputs are not calibrated this way."""
         return None
 
+    def sigma_rows(
+        self, setup: Setup, model: nn.Module, device: Any, samples: int
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The validation residuals of the deterministic prediction and the standard deviation of
+        ``samples`` Monte Carlo samples, pixel by pixel (regression's calibration,
+        :func:`idl.train.calibrate.fit_sigma_scale`), or None for a task without such a map."""
+        return None
+
     def default_model(self, device: str) -> str:
         """The network trained when none is named."""
         return self.models[0]

@@ -5,7 +5,7 @@ the mean Pearson r of whole images."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,7 +18,10 @@ from idl.train.tasks.pixels import PixelTrainer
 from idl.train.tasks.registry import register
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from idl.train.config import TrainConfig
+    from idl.train.setup import Setup
 
 
 class MeanPearson:
@@ -57,6 +60,34 @@ class RegressionTrainer(PixelTrainer):
 
     def image_score(self, num_classes: int) -> MeanPearson:
         return MeanPearson()
+
+    def sigma_rows(
+        self, setup: Setup, model: nn.Module, device: Any, samples: int
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Validation pixels (at most :data:`~idl.train.calibrate.PIXELS`, a seeded choice): the
+        residual of the deterministic output and the samples' standard deviation, both in the
+        network's normalized target units (their ratio is what is fitted, the same in ground-truth
+        units), channel by channel."""
+        from idl.models import set_mc_dropout
+        from idl.train.calibrate import PIXELS
+        from idl.train.validation import WholeImageValidation
+
+        validation = setup.validation
+        if not isinstance(validation, WholeImageValidation) or not validation.samples:
+            return None
+        if samples < 2 or set_mc_dropout(model, False) == 0:
+            return None
+        rng = np.random.default_rng(0)
+        limit = PIXELS // len(validation.samples)
+        rows: list[tuple[np.ndarray, np.ndarray]] = []
+        for plain, drawn, sample in validation.monte_carlo(model, device, samples):
+            residual = (np.moveaxis(sample.target, -1, 0) - plain).ravel()
+            sigma = drawn.std(axis=0).ravel()
+            if residual.size > limit:
+                chosen = rng.choice(residual.size, limit, replace=False)
+                residual, sigma = residual[chosen], sigma[chosen]
+            rows.append((residual, sigma))
+        return np.concatenate([r for r, _ in rows]), np.concatenate([s for _, s in rows])
 
     def reference(self, samples: list[Sample], num_classes: int) -> Reference:
         """The input itself, up to a linear map."""
