@@ -3,12 +3,12 @@ mean (``idl-predict --mc-answer``), measured on trained real projects.
 
 For every PROJECT (a project folder trained by ``idl-train``, e.g. the ones ``bench/real_data.py``
 leaves in its ``--out`` folder, with ``test/image`` and ``test/groundtruth``) this predicts the test
-images with the exported model three times, as ``idl-predict`` does, and evaluates them: without
-sampling, with ``--mc-samples N`` (the default answer: the deterministic pass, the samples giving the
-uncertainty), with ``--mc-samples N --mc-answer mean``, with test-time augmentation (``--tta d4``) and
-with both. Printed: the headline score of each, how well its uncertainty flags wrong pixels or
-images (AUROC, the share of errors among the 10 % most uncertain) and the time of each command, so
-the default can be checked to never score below the deterministic prediction, and the mean's and
+images with the exported model five times, as ``idl-predict`` does, and evaluates them: without
+sampling, with ``--mc-samples N`` (the task's default answer: the samples' mean for semantic masks,
+else the deterministic pass, the samples giving the uncertainty), with ``--mc-samples N --mc-answer
+mean``, with test-time augmentation (``--tta d4``) and with both. Printed: the headline score of each,
+how well its uncertainty flags wrong pixels or images (objects for instance segmentation: AUROC, the
+share of errors among the 10 % most uncertain) and the time of each command, so the default can be checked to never score below the deterministic prediction, and the mean's and
 TTA's gain or loss is seen per task.
 
     python bench/mc_answer.py PROJECT [PROJECT ...] [--samples 20] [--out DIR]
@@ -36,7 +36,8 @@ SETTINGS = {
     "--tta d4": ["--tta", "d4"],
     "--tta d4 --mc-samples N": ["--tta", "d4", "--mc-samples", "{n}"],
 }
-UNCERTAINTY = ("uncertainty_auroc", "errors_caught_10")
+UNCERTAINTY = ("uncertainty_auroc", "errors_caught_10")  # pixels or images
+OBJECT_UNCERTAINTY = ("object_uncertainty_auroc", "object_errors_caught_10")  # instance: objects
 
 
 def headline(summary: dict, task: str) -> tuple[str, float]:
@@ -83,7 +84,8 @@ def main() -> None:
                 continue
             summary = json.loads((out / "evaluation" / "summary.json").read_text())
             metric, value = headline(summary, task)
-            flags = tuple(summary.get(k, float("nan")) for k in UNCERTAINTY)
+            keys = OBJECT_UNCERTAINTY if task == "instance" else UNCERTAINTY
+            flags = tuple(summary.get(k, float("nan")) for k in keys)
             scores[label] = (value, seconds, flags)
             print(
                 f"{name} ({task}) {label}: {metric} {value:.4f}, {flags} ({seconds:.0f} s)",
@@ -91,6 +93,7 @@ def main() -> None:
             )
         rows.append((name, task, HEADLINE[task], scores))
     print("\nscore (uncertainty AUROC, errors among the 10 % most uncertain; time of the command)")
+    print("(pixels for semantic segmentation, objects for instance, images for classification)")
     print(
         "| project | task | score | " + " | ".join(x.replace("N", str(args.samples)) for x in SETTINGS) + " |"
     )

@@ -213,7 +213,8 @@ EXAMPLES = """Examples:
     "--calibrate/--no-calibrate",
     default=None,
     help="Fit a temperature on the validation images so the probabilities mean what they say "
-    "(semantic, classification) [default: on].",
+    "(semantic, classification), or a factor of the Monte Carlo standard deviation (regression) "
+    "[default: on].",
 )
 @click.option(
     "--tracking-uri", help="MLflow store [default: sqlite:///PROJECT/mlflow.db or $MLFLOW_TRACKING_URI]."

@@ -113,7 +113,9 @@ class TrainConfig:
     # 10: within 0.005 AUROC of 20 on BBBC039 and the EM sections (docs/benchmarks.md, issue 18)
     mc_samples: int = 10
     tta: str | None = None  # test-time augmentation of the test set's prediction: "flips", "d4" or off
-    calibrate: bool = True  # fit a temperature on the validation images (semantic, classification)
+    # fit a temperature (semantic, classification) or the Monte Carlo sigma's factor (regression) on
+    # the validation images (train/calibrate.py)
+    calibrate: bool = True
     evaluate: bool = True
     device: str = "auto"
     amp: str = "auto"  # mixed precision on CUDA: auto (bf16 if the GPU has it, else fp16), bf16, fp16, off
