@@ -8,8 +8,9 @@ sampling, with ``--mc-samples N`` (the task's default answer: the samples' mean 
 else the deterministic pass, the samples giving the uncertainty), with ``--mc-samples N --mc-answer
 mean``, with test-time augmentation (``--tta d4``) and with both. Printed: the headline score of each,
 how well its uncertainty flags wrong pixels or images (objects for instance segmentation: AUROC, the
-share of errors among the 10 % most uncertain) and the time of each command, so the default can be checked to never score below the deterministic prediction, and the mean's and
-TTA's gain or loss is seen per task.
+share of errors among the 10 % most uncertain) and the time of each command, so the default can be
+checked to never score below the deterministic prediction, and the mean's and TTA's gain or loss is
+seen per task.
 
     python bench/mc_answer.py PROJECT [PROJECT ...] [--samples 20] [--out DIR]
 """
