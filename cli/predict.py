@@ -20,7 +20,7 @@ from idl.infer.io.formats import output_formats
 from idl.infer.post.uncertainty import MAPS, MC_ANSWERS
 from idl.infer.runtime.session import DEVICES, THREADS_VARIABLE
 from idl.infer.tiling.empty import DEFAULT_THRESHOLD
-from idl.infer.tiling.tta import TTA_CHOICES
+from idl.infer.tiling.tta import TTA_AUTO, TTA_SETTINGS
 
 if TYPE_CHECKING:
     from idl.infer.runtime.model import LoadedModel
@@ -195,11 +195,13 @@ EXAMPLES = """Examples:
 )
 @click.option(
     "--tta",
-    type=click.Choice(TTA_CHOICES),
-    default=None,
+    type=click.Choice(TTA_SETTINGS),
+    default=TTA_AUTO,
+    show_default=True,
     help="Test-time augmentation: predict every tile mirrored (flips: 4 copies) or mirrored and turned "
     "(d4: 8; 16 for isotropic volumes), turn each back and average; their spread is written as the "
-    "uncertainty. With --mc-samples each sample is drawn under the next transform.",
+    "uncertainty. With --mc-samples each sample is drawn under the next transform. auto: d4 for "
+    "semantic segmentation models with --mc-samples (the same cost, measured better), else off.",
 )
 @click.option(
     "--mc-answer",

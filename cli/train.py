@@ -18,7 +18,7 @@ from idl.infer.core.axes import DIMS
 from idl.infer.core.model_info import DROPOUT_PLACES
 from idl.infer.core.nonfinite import POLICIES
 from idl.infer.runtime.session import DEVICES
-from idl.infer.tiling.tta import TTA_CHOICES
+from idl.infer.tiling.tta import TTA_SETTINGS
 from idl.train.choices import AMP_CHOICES
 from idl.train.plan import SCHEDULES
 
@@ -205,8 +205,9 @@ EXAMPLES = """Examples:
 @click.option("--mc-samples", type=click.IntRange(min=2), help="Monte Carlo samples [default: 10].")
 @click.option(
     "--tta",
-    type=click.Choice(TTA_CHOICES),
-    help="Test-time augmentation of the test set's prediction (as idl-predict --tta) [default: off].",
+    type=click.Choice(TTA_SETTINGS),
+    help="Test-time augmentation of the test set's prediction (as idl-predict --tta) [default: auto: "
+    "d4 with the Monte Carlo samples of semantic segmentation, else off].",
 )
 @click.option("--evaluate/--no-evaluate", default=None, help="Evaluate the test set [default: on].")
 @click.option(

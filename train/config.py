@@ -18,7 +18,7 @@ from idl.infer.core.model_info import normalize_task
 from idl.infer.core.nonfinite import POLICIES as NONFINITE_POLICIES
 from idl.infer.core.normalize import Normalization
 from idl.infer.runtime.session import DEVICES
-from idl.infer.tiling.tta import TTA_CHOICES
+from idl.infer.tiling.tta import TTA_AUTO, TTA_SETTINGS
 from idl.models.unet import DROPOUT_PLACES
 from idl.train.augment import Augmentation
 from idl.train.augment import resolve as resolve_augmentation
@@ -112,7 +112,9 @@ class TrainConfig:
     uncertainty: bool = True
     # 10: within 0.005 AUROC of 20 on BBBC039 and the EM sections (docs/benchmarks.md, issue 18)
     mc_samples: int = 10
-    tta: str | None = None  # test-time augmentation of the test set's prediction: "flips", "d4" or off
+    # test-time augmentation of the test set's prediction (infer/tiling/tta.py TTA_SETTINGS): "flips",
+    # "d4", "off" or "auto" (the task's choice with Monte Carlo samples: d4 for semantic segmentation)
+    tta: str | None = TTA_AUTO
     # fit a temperature (semantic, classification) or the Monte Carlo sigma's factor (regression) on
     # the validation images (train/calibrate.py)
     calibrate: bool = True
@@ -226,7 +228,7 @@ class TrainConfig:
                 "must be at least 0 (0: no validation) and below 1",
             ),
             (self.mc_samples >= 2, "mc_samples", "must be >= 2"),
-            (self.tta in (None, *TTA_CHOICES), "tta", f"must be one of {', '.join(TTA_CHOICES)}"),
+            (self.tta in (None, *TTA_SETTINGS), "tta", f"must be one of {', '.join(TTA_SETTINGS)}"),
             (
                 self.device in DEVICES,
                 "device",

@@ -22,6 +22,7 @@ from idl.infer.runtime.session import OnnxRunner
 from idl.infer.tasks.base import RESNET_CITATION, Folders, PackageText, Request, Summary, Task, extras
 from idl.infer.tasks.registry import register
 from idl.infer.tiling.classify import Classify, predict_classes
+from idl.infer.tiling.tta import TTA_CHOICES
 
 
 class Classification(Task):
@@ -147,7 +148,7 @@ class Classification(Task):
     def predict(self, request: Request) -> Path:
         labels = self._labels(request)
         options = request.options
-        if options.tta is not None:
+        if options.tta in TTA_CHOICES:
             raise ConfigError(
                 "--tta is for networks that output images: a mirrored or turned image may be another "
                 "class (letters, polarity), so a classifier is not averaged over such copies; use "

@@ -51,8 +51,9 @@ class Regression(PixelTask):
             use="per-pixel predictions in the units of the training ground truth (the network's output is "
             "mapped back with the training targets' mean and standard deviation, `scale_linear`)."
             + (
-                f" The Monte Carlo graph's samples' standard deviation is multiplied by {info.sigma_scale:.4g} "
-                "(fitted on the validation images so that the residuals are standard normal in its units; "
+                " The Monte Carlo graph's samples' standard deviation is multiplied by "
+                f"{info.sigma_scale:.4g} (fitted on the validation images so that the residuals are "
+                "standard normal in its units; "
                 "`config.idl` `sigma_scale`)."
                 if info.sigma_scale != 1.0
                 else ""

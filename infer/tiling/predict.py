@@ -44,7 +44,7 @@ from idl.infer.tiling.batch import Batch, Item, run_batch
 from idl.infer.tiling.empty import EmptyTiles
 from idl.infer.tiling.engine import Layout, finish, layout, needs_whole_output, run_sample
 from idl.infer.tiling.mergers import Merger, MonteCarlo, NonFinite, Objects, Placed
-from idl.infer.tiling.tta import TTA_CHOICES, transforms, tta_sampler
+from idl.infer.tiling.tta import TTA_AUTO, TTA_CHOICES, TTA_SETTINGS, transforms, tta_sampler
 
 log = logging.getLogger("idl")
 
@@ -118,7 +118,9 @@ class PredictOptions:
     # tiles whose input's contrast is at most this many noise units are not run (tiling.empty); None: all run
     skip_empty: float | None = None
     seed: int = 0  # Monte Carlo samples are drawn from it: the same command writes the same files
-    tta: str | None = None  # test-time augmentation (tiling.tta.TTA_CHOICES): "flips" or "d4"; None: off
+    # test-time augmentation (tiling.tta.TTA_SETTINGS): "flips" or "d4"; "auto": the task's choice with
+    # Monte Carlo samples (Outputs.mc_tta, measured in docs/benchmarks.md), none without; None or "off": none
+    tta: str | None = TTA_AUTO
     # with Monte Carlo samples, where the mask, labels or values come from: "deterministic" (the
     # network without dropout; the samples give the uncertainty only) or "mean" (the samples' mean);
     # None: the task's choice (Outputs.mc_answer, measured in docs/benchmarks.md)
@@ -128,7 +130,17 @@ class PredictOptions:
     def sampled(self) -> bool:
         """Whether each tile is predicted several times (Monte Carlo, test-time augmentation): then an
         uncertainty map is written."""
-        return self.mc_samples > 0 or self.tta is not None
+        return self.mc_samples > 0 or self.tta in TTA_CHOICES
+
+    def tta_for(self, outputs: Outputs) -> str | None:
+        """The test-time augmentation a model's prediction draws (``tta`` resolved for the task's
+        ``outputs``): ``auto`` is the task's choice when samples are drawn and their mean is the
+        answer, else none."""
+        if self.tta in TTA_CHOICES:
+            return self.tta
+        if self.tta == TTA_AUTO and self.mc_samples and (self.mc_answer or outputs.mc_answer) == "mean":
+            return outputs.mc_tta
+        return None
 
     @property
     def suffix(self) -> str:
@@ -144,8 +156,8 @@ class PredictOptions:
             raise ValueError("Monte Carlo dropout needs at least 2 samples (or 0 to switch it off)")
         if not 0.0 <= self.mc_tolerance < 1.0:
             raise ValueError(f"mc_tolerance must be in [0, 1), got {self.mc_tolerance}")
-        if self.tta not in (None, *TTA_CHOICES):
-            raise ValueError(f"tta must be one of {', '.join(TTA_CHOICES)}, got {self.tta}")
+        if self.tta not in (None, *TTA_SETTINGS):
+            raise ValueError(f"tta must be one of {', '.join(TTA_SETTINGS)}, got {self.tta}")
         if self.mc_answer not in (None, *MC_ANSWERS):
             raise ValueError(f"mc_answer must be one of {', '.join(MC_ANSWERS)}, got {self.mc_answer}")
         if self.skip_empty is not None and not self.skip_empty >= 0:
@@ -377,7 +389,8 @@ def sampling(model: LoadedModel, options: PredictOptions, outputs: Outputs) -> d
     mc = options.mc_samples > 0
     run = model.network(mc=mc)
     common = {"run": run, "uncertainty_map": options.uncertainty, "tolerance": options.mc_tolerance}
-    if not options.tta:
+    tta = options.tta_for(outputs)
+    if tta is None:
         return {
             **common,
             "batch_size": options.batch_for(model.io),
@@ -388,7 +401,7 @@ def sampling(model: LoadedModel, options: PredictOptions, outputs: Outputs) -> d
     info = model.info
     dims = len(model.io.spatial)
     isotropic = info is not None and info.z_multiple in (0, info.size_multiple)  # packages: in-plane only
-    chosen = transforms(options.tta, dims, isotropic)
+    chosen = transforms(tta, dims, isotropic)
     count = options.mc_samples or len(chosen)
     drawn = model.sampler() if mc else None  # a sample-count graph draws one sample per call
     if drawn is not None:
@@ -550,6 +563,9 @@ class Outputs:
     # with Monte Carlo samples, where the answer comes from unless --mc-answer says (MC_ANSWERS): the
     # deterministic pass, unless a task measured the samples' mean better (semantic segmentation)
     mc_answer: str = "deterministic"
+    # with Monte Carlo samples whose mean is the answer and --tta auto: the transforms each sample is
+    # drawn under (tiling.tta), or None; a task sets what it measured better
+    mc_tta: str | None = None
 
     def deterministic(self, model: LoadedModel, options: PredictOptions) -> Runner | None:
         """The network without dropout, when a Monte Carlo prediction takes its answer from it."""

@@ -18,6 +18,10 @@ from collections.abc import Callable
 import numpy as np
 
 TTA_CHOICES = ("flips", "d4")
+# --tta also takes "off" and "auto": the transforms a task measured worth drawing its Monte Carlo
+# samples under (Outputs.mc_tta; semantic segmentation: d4), and none without samples
+TTA_AUTO, TTA_OFF = "auto", "off"
+TTA_SETTINGS = (TTA_AUTO, TTA_OFF, *TTA_CHOICES)
 
 # a transform: (turns by 90 degrees in the y-x plane, mirror x, mirror z)
 Transform = tuple[int, bool, bool]

@@ -1,6 +1,7 @@
 """Monte Carlo prediction that a user can repeat: the same idl-predict command with --mc-samples
 writes the same files, bit for bit; another --seed draws other samples; the mask is the
-deterministic prediction's with --mc-answer deterministic. Test-time augmentation of a U-Net, tiled."""
+deterministic prediction's with --mc-answer deterministic; a semantic model's samples are drawn under
+the mirrors and turns by default. Test-time augmentation of a U-Net, tiled."""
 
 from __future__ import annotations
 
@@ -43,7 +44,14 @@ def test_the_same_command_writes_the_same_files(tmp_path: Path) -> None:
     plain = _predict(tmp_path / "model", tmp_path / "in", tmp_path / "e", "--tile-size", "96")
     det = _predict(tmp_path / "model", tmp_path / "in", tmp_path / "f", *args, "--mc-answer", "deterministic")
     np.testing.assert_array_equal(plain["n0.tif"], det["n0.tif"])  # the deterministic answer
-    np.testing.assert_array_equal(det["uncertainty/n0.tif"], first["uncertainty/n0.tif"])
+    # the same samples without the mirrors and turns the default draws them under (--tta auto: d4 for
+    # a semantic model whose answer is the samples' mean)
+    untransformed = _predict(tmp_path / "model", tmp_path / "in", tmp_path / "g", *args, "--tta", "off")
+    np.testing.assert_array_equal(det["uncertainty/n0.tif"], untransformed["uncertainty/n0.tif"])
+    d4 = _predict(tmp_path / "model", tmp_path / "in", tmp_path / "h", *args, "--tta", "d4")
+    for name in first:
+        np.testing.assert_array_equal(d4[name], first[name])
+    assert np.abs(untransformed["uncertainty/n0.tif"] - first["uncertainty/n0.tif"]).max() > 1e-4
 
 
 def test_tta_of_a_unet_tiles_exactly_and_combines_with_monte_carlo(tmp_path: Path) -> None:

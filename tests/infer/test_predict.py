@@ -25,7 +25,7 @@ def test_tiled_2048_image_equals_whole_image_prediction(model_dir: Path) -> None
 def test_mc_prediction_gives_mean_and_uncertainty(model_dir: Path) -> None:
     """With mc_answer="deterministic" the answer is the deterministic prediction's, bit for bit, and
     the samples give the uncertainty; by default (semantic) it is the samples' mean, from which
-    InstantDL's uncertainty p (1 - p) is computed."""
+    InstantDL's uncertainty p (1 - p) is computed, and the samples are drawn under mirrors and turns."""
     model = load_model(model_dir)
     image, _ = synthetic_nuclei(np.random.default_rng(8), NucleiSpec(size=200))
     det = predict_image(model, image[..., None], PredictOptions(tile_size=128, progress=False))
@@ -34,7 +34,8 @@ def test_mc_prediction_gives_mean_and_uncertainty(model_dir: Path) -> None:
     assert det.uncertainty is None and mc.uncertainty is not None
     np.testing.assert_array_equal(mc.probabilities, det.probabilities)
     np.testing.assert_array_equal(mc.mask, det.mask)
-    mean = predict_image(model, image[..., None], PredictOptions(tile_size=128, mc_samples=8, progress=False))
+    untransformed = PredictOptions(tile_size=128, mc_samples=8, progress=False, tta="off")
+    mean = predict_image(model, image[..., None], untransformed)
     assert mean.uncertainty.shape == (200, 200) and mean.uncertainty.dtype == np.float32
     assert 0 <= mean.uncertainty.min() and mean.uncertainty.max() <= 0.25 + 1e-6
     p = mean.probabilities[0]
@@ -42,6 +43,13 @@ def test_mc_prediction_gives_mean_and_uncertainty(model_dir: Path) -> None:
     assert 0 < np.abs(mean.probabilities - det.probabilities).mean() < 0.05
     np.testing.assert_array_equal(mean.uncertainty, mc.uncertainty)  # the same seed, the same samples
     assert mean.mask.dtype == np.uint8 and set(np.unique(mean.mask)) <= {0, 1}
+    # by default (--tta auto) a semantic model's samples are drawn under the 8 mirrors and turns
+    auto = predict_image(model, image[..., None], PredictOptions(tile_size=128, mc_samples=8, progress=False))
+    d4 = predict_image(
+        model, image[..., None], PredictOptions(tile_size=128, mc_samples=8, progress=False, tta="d4")
+    )
+    np.testing.assert_array_equal(auto.probabilities, d4.probabilities)
+    assert np.abs(auto.probabilities - mean.probabilities).max() > 1e-4
 
 
 def test_mc_uncertainty_maps_are_the_samples_disagreement(model_dir: Path) -> None:
