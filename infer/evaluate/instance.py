@@ -17,10 +17,17 @@ import numpy as np
 import pandas as pd
 
 from idl.infer.core.errors import DataError
+from idl.infer.core.project import OBJECTS_DIR
 from idl.infer.evaluate.baseline import OtsuBaseline
-from idl.infer.evaluate.calibration import area_under_risk_coverage, auroc, errors_caught
+from idl.infer.evaluate.calibration import (
+    UncertaintySample,
+    area_under_risk_coverage,
+    auroc,
+    errors_caught,
+    expected_calibration_error,
+)
 from idl.infer.evaluate.checks import UNSCORED, check_prediction_values
-from idl.infer.evaluate.figures import Figure, risk_coverage_figure
+from idl.infer.evaluate.figures import Figure, reliability_figure, risk_coverage_figure
 from idl.infer.evaluate.instance_metrics import (
     MatchCounts,
     best_iou,
@@ -99,6 +106,29 @@ def object_uncertainty(labels: np.ndarray, uncertainty: np.ndarray) -> np.ndarra
     return np.asarray(ndimage.mean(uncertainty, labels, ids), dtype=float).reshape(-1)
 
 
+def object_scores(item: EvalItem, labels: np.ndarray) -> np.ndarray | None:
+    """Every predicted object's ``score`` (in label order) from the objects table idl-predict writes
+    beside the prediction (``objects/<name>.csv``: the detection score, object probability or mean
+    foreground probability), or None when there is none, it lists other objects than the label
+    image holds, or its scores are not probabilities."""
+    table_path = item.prediction.parent / OBJECTS_DIR / f"{item.name}.csv"
+    if not table_path.is_file():
+        return None
+    table = pd.read_csv(table_path)
+    if not {"label", "score"} <= set(table.columns):
+        return None
+    ids = np.unique(labels)
+    ids = ids[ids > 0]
+    by_label = dict(zip(table["label"].astype(np.int64), table["score"].astype(float), strict=True))
+    if set(by_label) != {int(i) for i in ids}:
+        log.warning(
+            "%s lists other objects than %s holds: its scores are not used", table_path, item.prediction
+        )
+        return None
+    scores = np.array([by_label[int(i)] for i in ids], dtype=float)
+    return scores if np.all((scores >= 0) & (scores <= 1)) else None
+
+
 def save_object_uncertainty(
     path: Path, uncertainty: np.ndarray, iou: np.ndarray, area_under: float
 ) -> Figure:
@@ -171,6 +201,7 @@ def evaluate_instance(
     inter = union = unscored = 0
     rows, sample_figures = [], []
     per_object: list[tuple[np.ndarray, np.ndarray]] = []  # (mean uncertainty, best IoU) per object
+    confidences = UncertaintySample()  # each object's score against whether it matches a true one
     baseline = OtsuBaseline(match_tally)
     for item in each_item(items, out_dir, progress):
         truth, pred, left_out = read_label_pair(item, dims, on_nonfinite)
@@ -193,6 +224,9 @@ def evaluate_instance(
         uncertainty = record_uncertainty(item, row)
         if uncertainty is not None:
             per_object.append((object_uncertainty(pred, uncertainty), best_iou(iou)))
+        scores = object_scores(item, pred)
+        if scores is not None:
+            confidences.add(scores, best_iou(iou) > 0.5)
         rows.append(row)
         image = load_display_image(item.image, axes, dims)
         baseline.add(image, truth)
@@ -224,6 +258,11 @@ def evaluate_instance(
                 ),
                 risk_coverage_figure(out_dir / "risk_coverage.png", spread, quality <= 0.5, "objects"),
             ]
+    confidence, matched = confidences.arrays()
+    if confidence.size:  # are the objects' scores the share of them that are right?
+        overall["object_ece"] = expected_calibration_error(confidence, matched)
+        if figures:
+            measured.append(reliability_figure(out_dir / "reliability.png", confidence, matched, "objects"))
     compared = baseline.finish(rows, "ap50_95", counts_scores)
 
     def summarize(metrics: pd.DataFrame) -> dict[str, float | int]:

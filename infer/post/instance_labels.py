@@ -86,7 +86,8 @@ def objects_table(
     labels: np.ndarray, uncertainty: np.ndarray | None = None, scores: np.ndarray | None = None
 ):
     """One row per object: label, area (pixels), centroid, and with Monte Carlo dropout the mean
-    pixel uncertainty inside the object; for Mask R-CNN its detection score (pandas DataFrame)."""
+    pixel uncertainty inside the object; its ``score``: Mask R-CNN's detection score, the star-convex
+    network's object probability, the U-Net's mean foreground probability (pandas DataFrame)."""
     import pandas as pd
     from skimage.measure import regionprops_table
 

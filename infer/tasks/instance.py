@@ -48,7 +48,10 @@ class Labels(Outputs):
     ) -> Prediction:
         from idl.infer.post.instance_labels import labels_from_probabilities
 
-        return Prediction(output, labels_from_probabilities(output), uncertainty, None)
+        # each pixel's foreground probability: the objects table's score is its mean over the object
+        # (the confidence the evaluation's reliability diagram of objects reads)
+        foreground = (1.0 - output[0]).astype(np.float32)
+        return Prediction(output, labels_from_probabilities(output), uncertainty, None, foreground)
 
     def collect(self, merged: Any, options: PredictOptions) -> Prediction:
         """What an :class:`~idl.infer.tiling.mergers.Objects` merger's labels and scores become."""

@@ -209,7 +209,9 @@ class Prediction:
     mask: np.ndarray | None
     uncertainty: np.ndarray | None
     threshold: float | None
-    scores: np.ndarray | None = None  # Mask R-CNN: the detection score of the object owning each pixel
+    # instance models: the score of the object owning each pixel (Mask R-CNN's detection score, the
+    # star-convex network's object probability) or each pixel's foreground probability (U-Net)
+    scores: np.ndarray | None = None
 
 
 def _per_axis(value: int | Sequence[int], n: int) -> tuple[int, ...]:

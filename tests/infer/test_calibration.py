@@ -114,3 +114,42 @@ def test_calibration_changes_no_otsu_mask(rng) -> None:
         assert abs(calibrated_back(naive, temperature) - to_mask(plain, "otsu")[1]) > 0.005  # it moves
         mask, _ = to_mask(scaled.astype(np.float32), "otsu", temperature)
         np.testing.assert_array_equal(mask, to_mask(plain.astype(np.float32), "otsu")[0])
+
+
+def test_instance_evaluation_reports_the_reliability_of_the_objects_scores(tmp_path) -> None:
+    """Ten predicted squares, six of them on a true object (IoU 1) and four false; their scores in the
+    objects table idl-predict writes: the objects' ECE is the hand-computed one, and a table listing
+    other objects than the label image is not used."""
+    import pandas as pd
+
+    from idl.infer.evaluate.calibration import expected_calibration_error
+    from idl.infer.evaluate.instance import evaluate_instance
+    from idl.infer.evaluate.semantic import EvalItem
+    from idl.infer.io.formats.tiff import write_tiff
+
+    truth = np.zeros((60, 120), np.uint16)
+    pred = np.zeros_like(truth)
+    for k in range(10):
+        y, x = 5 + 30 * (k // 5), 5 + 22 * (k % 5)
+        pred[y : y + 12, x : x + 12] = k + 1
+        if k < 6:
+            truth[y : y + 12, x : x + 12] = k + 1
+    scores = np.array([0.95, 0.91, 0.93, 0.86, 0.97, 0.65, 0.92, 0.82, 0.35, 0.25])  # none on a bin edge
+    write_tiff(tmp_path / "pred" / "a.tif", pred)
+    write_tiff(tmp_path / "gt" / "a.tif", truth)
+    table = pd.DataFrame({"label": np.arange(1, 11), "area": 144, "score": scores})
+    (tmp_path / "pred" / "objects").mkdir()
+    table.to_csv(tmp_path / "pred" / "objects" / "a.csv", index=False)
+    item = EvalItem("a", tmp_path / "pred" / "a.tif", tmp_path / "gt" / "a.tif")
+    summary = evaluate_instance([item], tmp_path / "eval", figures=True, progress=False)
+    correct = np.arange(10) < 6
+    expected = expected_calibration_error(scores, correct)
+    # by hand, 15 bins of 1/15 (wrong: 0.92, 0.82, 0.35, 0.25): 0.25 right 0 of 1, 0.35 0 of 1,
+    # 0.65 1 of 1, 0.82 0.86 1 of 2 (mean 0.84), 0.91 0.92 0.93 2 of 3 (mean 0.92), 0.95 0.97 2 of 2
+    by_hand = (0.25 + 0.35 + 0.35 + 2 * 0.34 + 3 * (0.92 - 2 / 3) + 2 * 0.04) / 10
+    assert summary["object_ece"] == pytest.approx(expected, abs=1e-6)  # the scores gathered as float32
+    assert summary["object_ece"] == pytest.approx(by_hand, abs=1e-6)
+    assert (tmp_path / "eval" / "reliability.png").is_file()
+    table.iloc[:9].to_csv(tmp_path / "pred" / "objects" / "a.csv", index=False)  # one object missing
+    again = evaluate_instance([item], tmp_path / "eval2", figures=False, progress=False)
+    assert "object_ece" not in again
