@@ -90,7 +90,7 @@ def main() -> None:
         out = args.out / name
         shutil.rmtree(out, ignore_errors=True)
         predicted, before = out / "calibrated", out / "uncalibrated"
-        ground_truth = project / "test" / ("groundtruth.csv" if task == "classification" else "groundtruth")
+        ground_truth = project / "test" / "groundtruth"  # classification: the folder holding groundtruth.csv
         run(
             [
                 "idl-predict",
