@@ -10,7 +10,12 @@ gave before calibration) are evaluated by the same command, so the two ECEs diff
 temperature. Printed beside them: the temperature and the validation ECE before and after, from the
 model description.
 
-    python bench/calibration.py PROJECT [PROJECT ...] [--out DIR]
+    python bench/calibration.py PROJECT [PROJECT ...] [--out DIR] [--predict-args "--mc-samples 10"]
+
+``--predict-args`` are added to the ``idl-predict`` command, e.g. Monte Carlo samples, whose mean is
+the answer of a semantic model (drawn under mirrors and turns by default): the probabilities are then
+the samples' mean, and "before" undoes the temperature on that mean, which is only approximately what
+an uncalibrated network's samples would average to (a mean of softmaxes is not the softmax of a mean).
 """
 
 from __future__ import annotations
@@ -78,6 +83,7 @@ def main() -> None:
     )
     parser.add_argument("projects", type=Path, nargs="+")
     parser.add_argument("--out", type=Path, default=Path("bench_calibration"))
+    parser.add_argument("--predict-args", default="", help="more idl-predict arguments, one string")
     args = parser.parse_args()
     rows = []
     for project in args.projects:
@@ -100,6 +106,7 @@ def main() -> None:
                 str(predicted),
                 "--save-probabilities",
                 "--quiet",
+                *args.predict_args.split(),
             ]
         )
         if task == "classification":
