@@ -42,11 +42,11 @@ def test_an_interrupt_swallowed_by_a_finalizer_is_raised_again(capsys: pytest.Ca
             time.sleep(0.01)
         return "finished"
 
-    began = time.monotonic()
     with pytest.raises(Interrupted) as caught:
         work()
     assert caught.value.exit_code == 130 and caught.value.message == f"interrupted. {HOW}"
-    assert time.monotonic() - began < 1.5 and len(steps) < 100  # stopped, not run to its end
+    # stopped, not run to its end (a count of steps, not a wall time: a loaded machine runs fewer)
+    assert len(steps) < 100
     assert "Exception ignored" not in capsys.readouterr().err
 
 
