@@ -69,6 +69,11 @@ def outlines(labels: np.ndarray, image: np.ndarray | None) -> np.ndarray:
     return rgb
 
 
+def central_plane(volume: np.ndarray | None) -> np.ndarray | None:
+    """The central z slice of a volume (z first), as the gallery shows a 3D image."""
+    return None if volume is None else volume[volume.shape[0] // 2]
+
+
 def object_errors(truth: np.ndarray, pred: np.ndarray, iou: np.ndarray) -> np.ndarray:
     """RGB: predicted objects that match no true object (best IoU at most 0.5) in magenta, true
     objects that no prediction matches in green, matched objects in grey."""
@@ -230,16 +235,21 @@ def evaluate_instance(
         rows.append(row)
         image = load_display_image(item.image, axes, dims)
         baseline.add(image, truth)
-        if figures and dims == 2:
+        if figures:
+            # a volume is shown by its central z slice (its objects scored in 3D)
+            plane = central_plane if dims == 3 else (lambda a: a)
+            shown_image, shown_truth, shown_pred = plane(image), plane(truth), plane(pred)
             panels = [
-                ("image", display_image(image), {"cmap": "gray"}) if image is not None else None,
-                ("ground truth", outlines(truth, image), {}),
-                ("prediction", outlines(pred, image), {}),
-                ("errors: false objects magenta, missed green", object_errors(truth, pred, iou), {}),
+                ("image", display_image(shown_image), {"cmap": "gray"}) if shown_image is not None else None,
+                ("ground truth", outlines(shown_truth, shown_image), {}),
+                ("prediction", outlines(shown_pred, shown_image), {}),
+                ("errors: false objects magenta, missed green", plane(object_errors(truth, pred, iou)), {}),
             ]
             if uncertainty is not None:
-                panels.append(("uncertainty", uncertainty, {"cmap": "magma"}))
-            title = f"{item.name}  ap50 {row['ap50']:.3f}, ap50_95 {row['ap50_95']:.3f}"
+                panels.append(("uncertainty", plane(uncertainty), {"cmap": "magma"}))
+            title = f"{item.name}  ap50 {row['ap50']:.3f}, ap50_95 {row['ap50_95']:.3f}" + (
+                "  (central z slice)" if dims == 3 else ""
+            )
             shown = [panel for panel in panels if panel is not None]
             sample_figures.append(save_panels(out_dir / f"{item.name}.png", title, [shown], ("uncertainty",)))
     overall = scores_from_counts(totals)

@@ -153,3 +153,35 @@ def test_instance_evaluation_reports_the_reliability_of_the_objects_scores(tmp_p
     table.iloc[:9].to_csv(tmp_path / "pred" / "objects" / "a.csv", index=False)  # one object missing
     again = evaluate_instance([item], tmp_path / "eval2", figures=False, progress=False)
     assert "object_ece" not in again
+
+
+def test_a_volume_of_objects_is_shown_by_its_central_slice(tmp_path) -> None:
+    """3D instance evaluation: the objects are scored in 3D, and the gallery has a figure of the
+    central z slice, with the false object that crosses it marked."""
+    import json
+
+    from idl.infer.evaluate.instance import evaluate_instance
+    from idl.infer.evaluate.semantic import EvalItem
+    from idl.infer.io.formats.tiff import write_tiff
+
+    truth = np.zeros((9, 40, 40), np.uint16)
+    truth[2:7, 5:15, 5:15] = 1
+    truth[2:7, 25:35, 25:35] = 2
+    pred = truth.copy()
+    pred[2:7, 25:35, 25:35] = 0
+    pred[3:6, 25:28, 5:9] = 2  # a false object, missing the second true one
+    for folder, array in (("pred", pred), ("gt", truth), ("img", (truth > 0).astype(np.float32))):
+        write_tiff(tmp_path / folder / "v.tif", array)
+    item = EvalItem(
+        "v", tmp_path / "pred" / "v.tif", tmp_path / "gt" / "v.tif", image=tmp_path / "img" / "v.tif"
+    )
+    summary = evaluate_instance([item], tmp_path / "eval", progress=False, dims=3, axes="zyx")
+    assert summary["precision"] == 0.5 and summary["recall"] == 0.5
+    listed = json.loads((tmp_path / "eval" / "figures.json").read_text())
+    assert listed["gallery"] == [{"name": "v", "file": "v.png"}]
+    from PIL import Image
+
+    shown = np.asarray(Image.open(tmp_path / "eval" / "v.png").convert("RGB"))
+    near = lambda rgb: (np.abs(shown.astype(int) - np.array(rgb)) < 40).all(axis=-1)  # noqa: E731
+    # the false object (magenta) and the missed one (green) cross the central slice (z 4), marked
+    assert near((230, 25, 153)).sum() > 20 and near((25, 204, 51)).sum() > 20
