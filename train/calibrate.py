@@ -27,8 +27,15 @@ PIXELS = 2_000_000  # validation pixels used at most (a seeded random choice bey
 SIGMA_BOUNDS = (1e-3, 1e3)  # the standard-deviation factors allowed (beyond: the samples say nothing)
 
 
+class Figures:
+    """A calibration's record: its numbers, rounded, for the model description."""
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: round(float(v), 6) for k, v in self.__dict__.items()}
+
+
 @dataclass(frozen=True)
-class Calibration:
+class Calibration(Figures):
     """The fitted temperature and the validation negative log-likelihood and ECE before and after."""
 
     temperature: float
@@ -36,9 +43,6 @@ class Calibration:
     nll_after: float
     ece_before: float
     ece_after: float
-
-    def to_dict(self) -> dict[str, float]:
-        return {k: round(float(v), 6) for k, v in self.__dict__.items()}
 
     def describe(self) -> str:
         return (
@@ -96,19 +100,24 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> Calibration:
     )
 
 
+def at_most(limit: int, rng: np.random.Generator, *rows: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The same random choice of at most ``limit`` rows of every array (all of them when fewer)."""
+    if len(rows[0]) <= limit:
+        return rows
+    chosen = rng.choice(len(rows[0]), limit, replace=False)
+    return tuple(r[chosen] for r in rows)
+
+
 def pixel_rows(logits: np.ndarray, target: np.ndarray, limit: int, rng: np.random.Generator):
     """One image's ``(K, *spatial)`` logits and class map as rows ``(N, K)`` and ``(N,)``, at most
     ``limit`` rows (a random choice)."""
     rows = logits.reshape(logits.shape[0], -1).T
     classes = np.asarray(target).reshape(-1).astype(np.int64)
-    if len(classes) > limit:
-        chosen = rng.choice(len(classes), limit, replace=False)
-        rows, classes = rows[chosen], classes[chosen]
-    return rows, classes
+    return at_most(limit, rng, rows, classes)
 
 
 @dataclass(frozen=True)
-class SigmaCalibration:
+class SigmaCalibration(Figures):
     """Regression: the factor of the Monte Carlo standard deviation and the validation pixels' coverage
     of the ±1 sigma and ±2 sigma intervals before and after (0.683 and 0.954 for a right sigma)."""
 
@@ -117,9 +126,6 @@ class SigmaCalibration:
     coverage_1sigma_after: float
     coverage_2sigma_before: float
     coverage_2sigma_after: float
-
-    def to_dict(self) -> dict[str, float]:
-        return {k: round(float(v), 6) for k, v in self.__dict__.items()}
 
     def describe(self) -> str:
         return (

@@ -226,12 +226,13 @@ def evaluate_instance(
         }
         if left_out:
             row["unscored_pixels"] = left_out
+        best = best_iou(iou)  # each predicted object's best IoU, in label order
         uncertainty = record_uncertainty(item, row)
         if uncertainty is not None:
-            per_object.append((object_uncertainty(pred, uncertainty), best_iou(iou)))
+            per_object.append((object_uncertainty(pred, uncertainty), best))
         scores = object_scores(item, pred)
         if scores is not None:
-            confidences.add(scores, best_iou(iou) > 0.5)
+            confidences.add(scores, best > 0.5)
         rows.append(row)
         image = load_display_image(item.image, axes, dims)
         baseline.add(image, truth)

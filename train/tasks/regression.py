@@ -69,7 +69,7 @@ class RegressionTrainer(PixelTrainer):
         network's normalized target units (their ratio is what is fitted, the same in ground-truth
         units), channel by channel."""
         from idl.models import set_mc_dropout
-        from idl.train.calibrate import PIXELS
+        from idl.train.calibrate import PIXELS, at_most
         from idl.train.validation import WholeImageValidation
 
         validation = setup.validation
@@ -79,14 +79,10 @@ class RegressionTrainer(PixelTrainer):
             return None
         rng = np.random.default_rng(0)
         limit = PIXELS // len(validation.samples)
-        rows: list[tuple[np.ndarray, np.ndarray]] = []
+        rows: list[tuple[np.ndarray, ...]] = []
         for plain, drawn, sample in validation.monte_carlo(model, device, samples):
             residual = (np.moveaxis(sample.target, -1, 0) - plain).ravel()
-            sigma = drawn.std(axis=0).ravel()
-            if residual.size > limit:
-                chosen = rng.choice(residual.size, limit, replace=False)
-                residual, sigma = residual[chosen], sigma[chosen]
-            rows.append((residual, sigma))
+            rows.append(at_most(limit, rng, residual, drawn.std(axis=0).ravel()))
         return np.concatenate([r for r, _ in rows]), np.concatenate([s for _, s in rows])
 
     def reference(self, samples: list[Sample], num_classes: int) -> Reference:
