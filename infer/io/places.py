@@ -13,6 +13,7 @@ import logging
 import re
 import shutil
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 
 from idl.infer.core.errors import DataError
@@ -51,14 +52,25 @@ def writable_folder(path: Path, role: str = "output") -> Path:
     return path
 
 
-def remove_leftovers(folder: Path) -> int:
+def leftover_of(name: str) -> str:
+    """The output a leftover's name belongs to (``.a.tif.part``, ``.a.tif.x1y2.tmp.tif`` -> ``a.tif``)."""
+    if name.endswith(".part"):
+        return name[1:-5]
+    base = name[1:].rpartition(".tmp")[0]  # <output>.<random>
+    return base.rpartition(".")[0]
+
+
+def remove_leftovers(folder: Path, outputs: Collection[str] | None = None) -> int:
     """Delete the temporary files and folders an interrupted run left directly in ``folder``;
-    returns how many (logged)."""
+    returns how many (logged). With ``outputs`` (file names), only the leftovers of those: the
+    shards of a job array share a folder, and one must not remove another's files in progress."""
     if not folder.is_dir():
         return 0
     removed = 0
     for item in folder.iterdir():
         if not LEFTOVER.match(item.name):
+            continue
+        if outputs is not None and leftover_of(item.name) not in outputs:
             continue
         if item.is_dir():
             shutil.rmtree(item, ignore_errors=True)

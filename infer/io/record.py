@@ -10,6 +10,12 @@ idl's, and is replaced only with ``--overwrite``.
 
 Lines are appended (a folder of 200 000 predictions costs no rewrite per image) and flushed; a line
 cut off by a killed run is ignored when the record is read.
+
+The shards of a job array (``--shard I/N``, :mod:`idl.infer.core.shard`) write into one folder at
+once: each appends to a record of its own (``.idl-outputs.IofN.jsonl``, its lines naming the shard),
+so no two processes append to one file, and the record read is all of them, line by line in time
+order. Each shard also writes the plan (``.idl-shards.json``: every item of the whole array), from
+which ``idl-predict --status`` says what is left.
 """
 
 from __future__ import annotations
@@ -21,17 +27,61 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from idl.infer.core.errors import DataError
+from idl.infer.core.shard import Shard
+from idl.infer.io.disk import write_text
 
 log = logging.getLogger("idl")
 
 RECORD_NAME = ".idl-outputs.jsonl"
+PLAN_NAME = ".idl-shards.json"
+
+
+def record_name(shard: Shard | None) -> str:
+    """The record file a run appends to: the folder's, or its shard's own."""
+    return RECORD_NAME if shard is None else f".idl-outputs.{shard.key}.jsonl"
+
+
+def record_files(folder: Path) -> list[Path]:
+    """Every record file in ``folder``: the unsharded run's and each shard's."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob(".idl-outputs*.jsonl") if p.is_file())
 
 
 def is_prediction_folder(folder: Path) -> bool:
     """True when idl has written predictions into ``folder`` (it holds a record)."""
-    return (Path(folder) / RECORD_NAME).is_file()
+    return bool(record_files(folder))
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def write_plan(folder: Path, items: Sequence[str], shard: Shard, model: str) -> None:
+    """Record every item of a sharded run (all shards', in order) and the number of shards, for
+    ``--status``; each shard writes the same plan (atomically), so whichever starts first leaves it."""
+    plan = {"items": list(items), "shards": shard.count, "model": model}
+    path = Path(folder) / PLAN_NAME
+    if path.is_file():
+        try:
+            if json.loads(path.read_text(encoding="utf-8")) == plan:
+                return
+        except ValueError:
+            pass
+    write_text(path, json.dumps(plan))
+
+
+def read_plan(folder: Path) -> dict[str, Any] | None:
+    """The plan of a sharded run in ``folder`` (:func:`write_plan`), or ``None``."""
+    path = Path(folder) / PLAN_NAME
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return None
 
 
 def _input_key(path: Path) -> dict[str, object]:
@@ -49,37 +99,45 @@ class Entry:
     source: dict[str, object]
     model: str
     complete: bool
+    shard: str = ""  # the shard (I/N) that wrote it; empty: an unsharded run
+    time: str = ""
 
 
 @dataclass
 class OutputRecord:
-    """The record of one output folder (:data:`RECORD_NAME`)."""
+    """The record of one output folder (:data:`RECORD_NAME`, and each shard's), appended to the
+    file of ``shard``."""
 
     folder: Path
     entries: dict[str, Entry] = field(default_factory=dict)
     owned: set[str] = field(default_factory=set)  # every output path it ever named
+    shard: Shard | None = None
 
     @classmethod
-    def read(cls, folder: Path) -> OutputRecord:
-        """The folder's record (empty when there is none); cut-off or foreign lines are skipped."""
-        record = cls(Path(folder))
-        path = record.folder / RECORD_NAME
-        if not path.is_file():
-            return record
-        with path.open(encoding="utf-8", errors="replace") as lines:
-            for line in lines:
-                try:
-                    item = json.loads(line)
-                    entry = Entry(
-                        dict(item["outputs"]),
-                        dict(item["input"]),
-                        str(item["model"]),
-                        item["state"] == "done",
-                    )
-                except (ValueError, KeyError, TypeError):
-                    continue  # the last line of a killed run, or not ours
-                record.entries[str(item["item"])] = entry
-                record.owned.update(entry.outputs)
+    def read(cls, folder: Path, shard: Shard | None = None) -> OutputRecord:
+        """The folder's record from every record file, in time order (empty when there is none);
+        cut-off or foreign lines are skipped."""
+        record = cls(Path(folder), shard=shard)
+        lines = []
+        for number, path in enumerate(record_files(record.folder)):
+            with path.open(encoding="utf-8", errors="replace") as file:
+                for row, line in enumerate(file):
+                    try:
+                        item = json.loads(line)
+                        entry = Entry(
+                            dict(item["outputs"]),
+                            dict(item["input"]),
+                            str(item["model"]),
+                            item["state"] == "done",
+                            str(item.get("shard", "")),
+                            str(item.get("time", "")),
+                        )
+                    except (ValueError, KeyError, TypeError, AttributeError):
+                        continue  # the last line of a killed run, or not ours
+                    lines.append((entry.time, number, row, str(item["item"]), entry))
+        for *_, name, entry in sorted(lines, key=lambda line: line[:3]):
+            record.entries[name] = entry
+            record.owned.update(entry.outputs)
         return record
 
     def _relative(self, path: Path) -> str:
@@ -122,19 +180,22 @@ class OutputRecord:
             self._relative(p): (p.stat().st_size if state == "done" and p.is_file() else None)
             for p in outputs
         }
+        shard = self.shard.label if self.shard is not None else ""
         line = {
             "item": item,
             "state": state,
             "outputs": sizes,
             "input": source,
             "model": model,
-            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "time": _now(),
         }
+        if shard:
+            line["shard"] = shard
         self.folder.mkdir(parents=True, exist_ok=True)
-        with (self.folder / RECORD_NAME).open("a", encoding="utf-8") as out:
+        with (self.folder / record_name(self.shard)).open("a", encoding="utf-8") as out:
             out.write(json.dumps(line) + "\n")
             out.flush()
-        self.entries[item] = Entry(sizes, source, model, state == "done")
+        self.entries[item] = Entry(sizes, source, model, state == "done", shard, str(line["time"]))
         self.owned.update(sizes)
 
     def start(self, item: str, outputs: Sequence[Path], source: Path, model: str) -> None:

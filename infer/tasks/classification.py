@@ -170,6 +170,7 @@ class Classification(Task):
             dict(labels) if labels is not None else None,
             options.progress,
             options.overwrite,
+            options.shard,
         )
 
     def done(self, request: Request, predictions: Path) -> str:

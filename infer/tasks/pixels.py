@@ -26,7 +26,8 @@ from idl.infer.tasks.base import (
     Summary,
     Task,
 )
-from idl.infer.tiling.predict import predict_files, predict_probabilities
+from idl.infer.tiling.files import predict_files
+from idl.infer.tiling.predict import predict_probabilities
 
 if TYPE_CHECKING:  # evaluation modules (pandas, matplotlib) load only when something is evaluated
     from idl.infer.evaluate.semantic import EvalItem

@@ -9,6 +9,11 @@ write, and idl's outputs of another input or model, are refused before any work 
 itself stops at once); one summary at the end. A task that writes one table for all its items (the
 classifier's ``results.csv``) hands the driver a :class:`Table`: the rows of the items of earlier runs
 are kept beside the new ones.
+
+With a :class:`~idl.infer.core.shard.Shard` (``--shard I/N``, job arrays) the driver predicts its part
+of the items alone, appends to a record of its own, removes only its own items' leftovers (the other
+shards may be writing theirs in the same folder) and writes the plan of the whole array, so
+``idl-predict --status`` says what is left.
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ from typing import Any, Protocol
 from tqdm.auto import tqdm
 
 from idl.infer.core.errors import BatchError, IdlError, ModelError
+from idl.infer.core.shard import Shard
 from idl.infer.io.places import remove_leftovers
-from idl.infer.io.record import OutputRecord, claim
+from idl.infer.io.record import OutputRecord, claim, write_plan
 from idl.infer.tiling.engine import batched
 
 log = logging.getLogger("idl")
@@ -64,7 +70,8 @@ Work = Callable[[Sequence[Item]], Sequence[Any]]
 @dataclass(frozen=True)
 class Batch:
     """How a batch runs: where its outputs go, the model (for the record), the policy switches, the
-    items per call of its work, the folders to clean of a killed run's leftovers, and its table."""
+    items per call of its work, the folders to clean of a killed run's leftovers, its table, and the
+    shard of the items it predicts (None: all)."""
 
     out_dir: Path
     model: str
@@ -74,6 +81,18 @@ class Batch:
     group: int = 1
     leftovers: tuple[Path, ...] = ()
     table: Table | None = None
+    shard: Shard | None = None
+    # whether the shard takes its part of the items (else every shard works on every item: the blocks
+    # of one volume, shared inside the item's work)
+    split: bool = True
+
+
+@dataclass(frozen=True)
+class Pending:
+    """The result of an item whose share of the work is done here but not all of it (the blocks of a
+    volume, other shards still at theirs): neither finished nor failed."""
+
+    reason: str
 
 
 @dataclass
@@ -87,9 +106,23 @@ class Outcome:
 def run_batch(items: Sequence[Item], batch: Batch, work: Work) -> Outcome:
     """Predict ``items`` with ``work`` under the batch policy (module docstring); raises
     :class:`BatchError` after the others are done when some failed."""
+    shard = batch.shard
+    mine: set[str] | None = None
+    if shard is not None:
+        if batch.table is not None:
+            raise IdlError(
+                f"--shard: this model writes one {batch.table.path.name} for all images, which the shards "
+                "of a job array cannot share; predict without --shard, or in separate --out folders."
+            )
+        write_plan(batch.out_dir, [item.name for item in items], shard, batch.model)
+        if batch.split:
+            total = len(items)
+            items = shard.part(items)
+            log.info("shard %s: %d of %d %s(s)", shard.label, len(items), total, batch.unit)
+        mine = {path.name for item in items for path in item.outputs}
     for folder in (batch.out_dir, *batch.leftovers):
-        remove_leftovers(folder)  # what a killed run left
-    record = OutputRecord.read(batch.out_dir)
+        remove_leftovers(folder, mine)  # what a killed run left
+    record = OutputRecord.read(batch.out_dir, shard)
     planned = {item.name: (item.source, list(item.outputs)) for item in items}
     claim(record, planned, batch.model, batch.overwrite)
     outcome = Outcome()
@@ -128,6 +161,9 @@ def run_batch(items: Sequence[Item], batch: Batch, work: Work) -> Outcome:
             if isinstance(result, IdlError):
                 log.error("not predicted: %s", result)
                 failures.append((item.source, str(result)))
+                continue
+            if isinstance(result, Pending):
+                log.info("%s: %s", item.source.name, result.reason)
                 continue
             outcome.results.append((item, result))
             if batch.table is None:

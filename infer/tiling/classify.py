@@ -26,6 +26,7 @@ from idl.infer.core.axes import match_channels
 from idl.infer.core.errors import DataError, IdlError, ModelError
 from idl.infer.core.nonfinite import check_nonfinite
 from idl.infer.core.processing import apply_ops
+from idl.infer.core.shard import Shard
 from idl.infer.io.images import read_channels_last
 from idl.infer.io.omezarr import image_stem
 from idl.infer.post.classify import (
@@ -197,6 +198,7 @@ def predict_classes(
     groundtruth: dict[str, str] | None = None,
     progress: bool = True,
     overwrite: bool = True,
+    shard: Shard | None = None,
 ) -> Path:
     """Classify ``files`` into ``out_dir/results.csv`` (with a ``groundtruth`` column when the
     labels are given, keyed by file name without suffix as in ``groundtruth.csv``) under the one
@@ -234,7 +236,7 @@ def predict_classes(
         return outcomes
 
     group = batch_size(model.io, settings.batch_size)
-    batch = Batch(out_dir, model.label, overwrite, progress, "image", group, (), ResultsTable(path))
+    batch = Batch(out_dir, model.label, overwrite, progress, "image", group, (), ResultsTable(path), shard)
     done = run_batch(items, batch, work)
     if done.results:
         predicted = pd.DataFrame([row for _, row in done.results])["prediction"].value_counts()

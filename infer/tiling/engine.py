@@ -119,11 +119,13 @@ def run_sample(
     draws: int = 0,
     progress: bool = False,
     skip: EmptyTiles | None = None,
+    fitted: Mapping[str, tuple[Any, ...]] | None = None,
 ) -> dict[str, Any]:
     """:func:`run_tiles` over one sample laid out by :func:`layout`: its inputs read from ``images``
     (input id -> raw channels-last image) and ``forward`` followed by the outputs' pointwise
-    post-processing; ``skip`` leaves out empty tiles."""
-    read = tile_reader(tensors, images, where)
+    post-processing; ``skip`` leaves out empty tiles; ``fitted``: each input's pre-processing fitted
+    already (:func:`fitted_inputs`), when ``images`` are parts of a larger sample."""
+    read = tile_reader(tensors, images, where, fitted)
     heads = with_heads(tensors, forward)
     return run_tiles(where.tiles, read, heads, mergers, batch_size, draws, progress, skip)
 
@@ -236,19 +238,28 @@ def tiled_voxels(
     )
 
 
+def fitted_inputs(tensors: Tensors, images: Mapping[str, Any]) -> dict[str, tuple[Any, ...]]:
+    """Each input's pre-processing with the statistics of its whole image (input id -> pointwise ops)."""
+    return {t.id: fit_ops(t.io.preprocessing, images[t.id], t.io.image_axes) for t in tensors.inputs}
+
+
 def tile_reader(
-    tensors: Tensors, images: Mapping[str, Any], where: Layout
+    tensors: Tensors,
+    images: Mapping[str, Any],
+    where: Layout,
+    given: Mapping[str, tuple[Any, ...]] | None = None,
 ) -> Callable[[Tile], dict[str, np.ndarray]]:
     """A tile's network inputs: each input's window (padded as its package asks, read lazily when the
-    image is), pre-processed with statistics of the whole image."""
-    views, fitted = {}, {}
+    image is), pre-processed with statistics of the whole image (or as ``given``)."""
+    views, fitted = {}, dict(given or {})
     for tensor in tensors.inputs:
         image = images[tensor.id]
         io = tensor.io
         if any(where.padding) and io.input_pad is not None:
             image = PaddedView(image, where.padding, io.input_pad, io.input_pad_value)
         views[tensor.id] = image
-        fitted[tensor.id] = fit_ops(io.preprocessing, image, io.image_axes)
+        if tensor.id not in fitted:
+            fitted[tensor.id] = fit_ops(io.preprocessing, image, io.image_axes)
 
     def read(tile: Tile) -> dict[str, np.ndarray]:
         return {

@@ -20,27 +20,23 @@ import numpy as np
 from idl.infer.core.axes import match_channels, resolve_axes, to_channels_last
 from idl.infer.core.errors import DataError, IdlError
 from idl.infer.core.grid import AxisSize, read_window, smallest_tile
-from idl.infer.core.nonfinite import POLICIES, check_nonfinite, has_floats
+from idl.infer.core.nonfinite import POLICIES, has_floats
 from idl.infer.core.project import (
     IMAGE_SUFFIXES,
-    OBJECTS_DIR,
-    PROBABILITY_DIR,
-    UNCERTAINTY_DIR,
     is_image_file,
 )
-from idl.infer.io.formats import open_sink, output_format, write_image
-from idl.infer.io.images import atomic_path, read_channels_last, read_image
+from idl.infer.core.shard import Shard
+from idl.infer.io.formats import output_format, write_image
+from idl.infer.io.images import read_channels_last, read_image
 from idl.infer.io.lazy import is_lazy, match_channels_lazily, open_channels_last
 from idl.infer.io.omezarr import image_stem, is_zarr
-from idl.infer.io.physical import pixel_sizes
-from idl.infer.io.scenes import read_scene, scene_names, scene_pixel_sizes, scene_stems
-from idl.infer.io.sinks import ChannelView, Discarded
+from idl.infer.io.scenes import read_scene
+from idl.infer.io.sinks import Discarded
 from idl.infer.post.uncertainty import MAPS, MC_ANSWERS
 from idl.infer.runtime.iospec import IOSpec
 from idl.infer.runtime.model import LoadedModel
 from idl.infer.runtime.session import Runner, Sampler
 from idl.infer.runtime.tensors import Tensors
-from idl.infer.tiling.batch import Batch, Item, run_batch
 from idl.infer.tiling.empty import EmptyTiles
 from idl.infer.tiling.engine import Layout, finish, layout, needs_whole_output, run_sample
 from idl.infer.tiling.mergers import Merger, MonteCarlo, NonFinite, Objects, Placed
@@ -125,6 +121,13 @@ class PredictOptions:
     # network without dropout; the samples give the uncertainty only) or "mean" (the samples' mean);
     # None: the task's choice (Outputs.mc_answer, measured in docs/benchmarks.md)
     mc_answer: str | None = None
+    # the part of the inputs this process predicts (--shard I/N, job arrays): of the files, or of the
+    # blocks of one volume written to OME-Zarr; None: all of them
+    shard: Shard | None = None
+    # one volume written to OME-Zarr is predicted block by block (tiling.blocks) with blocks of about
+    # this side (a multiple of the output's chunks); None: the default, and blocks only for volumes
+    # predicted out of core or shared by shards or Dask
+    block_size: int | None = None
 
     @property
     def sampled(self) -> bool:
@@ -237,6 +240,7 @@ def predict_probabilities(
     skip: EmptyTiles | None = None,
     deterministic: Runner | None = None,
     sigma_scale: float | None = None,
+    fitted: Mapping[str, tuple[Any, ...]] | None = None,
 ) -> tuple[Any, Any]:
     """Run a one-input, one-output network over a raw channels-last image (``io.image_axes``), tile
     by tile, through the tile loop (:mod:`idl.infer.tiling.engine`).
@@ -263,7 +267,8 @@ def predict_probabilities(
     ``skip`` (:class:`~idl.infer.tiling.empty.EmptyTiles`) leaves out tiles of background alone.
     With ``samples`` and a ``deterministic`` runner (the network without dropout), the output is that
     runner's and the samples give the uncertainty alone (their mean is not kept). ``sigma_scale``
-    multiplies a ``std`` map (default: the model's calibration, ``io.sigma_scale``).
+    multiplies a ``std`` map (default: the model's calibration, ``io.sigma_scale``). ``fitted``: the
+    input's pre-processing fitted on a larger image of which ``image`` is a part (a block of a volume).
     """
     if samples and deterministic is not None:
         values, _ = predict_probabilities(
@@ -279,6 +284,7 @@ def predict_probabilities(
             None,
             mark_nonfinite,
             skip=skip,
+            fitted=fitted,
         )
         # the samples' mean is not kept: in memory it would be a second whole-image array
         discard = Discarded(tuple(output.shape) if output is not None else (1, *image.shape[:-1]))
@@ -301,6 +307,7 @@ def predict_probabilities(
             drawn,
             sampled_skip,
             sigma_scale=sigma_scale,
+            fitted=fitted,
         )
         return values, uncertainty
     tensors = Tensors.single(io)
@@ -352,7 +359,16 @@ def predict_probabilities(
     else:
         merger = placer(output, channels)
     result = run_sample(
-        tensors, {"input": image}, forward, where, {"output": merger}, batch_size, samples, progress, skip
+        tensors,
+        {"input": image},
+        forward,
+        where,
+        {"output": merger},
+        batch_size,
+        samples,
+        progress,
+        skip,
+        fitted,
     )["output"]
     if samples and drawn is not None:
         assert isinstance(merger, MonteCarlo)
@@ -717,100 +733,6 @@ def collect_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     return files
 
 
-def _output_image(model: LoadedModel, result: Prediction) -> np.ndarray:
-    """What is written as the prediction: the class mask, or a package's output (channel axis first,
-    dropped when there is one channel) in the dtype the package declares."""
-    if result.mask is not None:
-        return result.mask
-    output = result.probabilities
-    if output.shape[0] == 1:
-        output = output[0]
-    return output.astype(model.io.output_dtype, copy=False)
-
-
-def _predict_out_of_core(
-    model: LoadedModel,
-    image: Any,
-    name: str,
-    out_dir: Path,
-    options: PredictOptions,
-    save_probabilities: bool,
-    nonfinite: bool = False,
-    scale: Mapping[str, float] | None = None,
-) -> tuple[Path, float | None]:
-    """Predict a lazily read image with every output written tile by tile into TIFF files (or
-    OME-Zarr), so memory follows the tiles, not the image. Returns the prediction's path and the
-    threshold."""
-    io, outputs = model.io, outputs_of(model)
-    shape, k, ext = image.shape[:-1], io.out_channels, options.suffix
-    if outputs.makes_mask:  # probabilities first (kept only when asked for), then the mask
-        hidden = out_dir / f".{name}.prob{ext}"
-        target = out_dir / PROBABILITY_DIR / f"{name}{ext}" if save_probabilities else hidden
-    else:
-        target = out_dir / f"{name}{ext}"
-
-    def sink(path: Path, sink_shape: tuple[int, ...], dtype: Any) -> Any:
-        axes = ("c" if len(sink_shape) > len(shape) else "") + io.spatial
-        return open_sink(path, sink_shape, dtype, options.out_format, axes, scale)
-
-    sinks: list[Any] = []
-    uncertainty = None
-    try:
-        values = sink(target, shape if k == 1 else (k, *shape), np.float32)
-        sinks.append(values)
-        if options.sampled:
-            uncertainty = sink(out_dir / UNCERTAINTY_DIR / f"{name}{ext}", shape, np.float32)
-            sinks.append(uncertainty)
-        tile = options.bounded_tile(io, shape, smallest_tile_for(model, options))
-        halos = _halos(model, options, tile)
-        _check_tiles(io, shape, tile, halos)
-        skip = empty_tiles(options)
-        if options.mc_samples:
-            model.reseed(options.seed)
-        predict_probabilities(
-            image=image,
-            io=io,
-            tile_size=tile,
-            halo=halos,
-            progress=options.progress,
-            output=ChannelView(values) if k == 1 else values,
-            uncertainty_out=uncertainty,
-            mark_nonfinite=nonfinite,
-            skip=skip,
-            **sampling(model, options, outputs),
-        )
-        report_skipped(skip)
-        threshold = None
-        if outputs.makes_mask:
-            mask = sink(out_dir / f"{name}{ext}", shape, np.uint8)
-            sinks.append(mask)
-            threshold = outputs.mask_blocks(values, mask, options)
-            mask.close()
-        if save_probabilities or not outputs.makes_mask:
-            values.close()
-        else:
-            values.discard()
-        if uncertainty is not None:
-            uncertainty.close()
-    except BaseException:
-        for sink in sinks:
-            sink.discard()
-        raise
-    return out_dir / f"{name}{ext}", threshold
-
-
-def _write_objects(path: Path, result: Prediction) -> Path:
-    """``objects/<name>.csv``: label, area, centroid and (with MC) mean uncertainty per object."""
-    from idl.infer.post.instance_labels import objects_table
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        objects_table(result.mask, result.uncertainty, result.scores).to_csv(
-            tmp, index=False, float_format="%.6g"
-        )
-    return path
-
-
 def write_output(
     path: Path,
     array: np.ndarray,
@@ -822,116 +744,3 @@ def write_output(
     input's pixel sizes ``scale`` where the format records them (OME-TIFF, OME-Zarr)."""
     axes = ("c" if array.ndim > len(io.spatial) else "") + io.spatial
     return write_image(path, array, options.out_format, axes, scale)
-
-
-def expected_outputs(
-    out_dir: Path, stem: str, options: PredictOptions, outputs: Outputs, save_probabilities: bool
-) -> list[Path]:
-    """Every file prediction writes for an image named ``stem``; the first is the prediction."""
-    ext = options.suffix
-    paths = [out_dir / f"{stem}{ext}"]
-    if options.sampled:
-        paths.append(out_dir / UNCERTAINTY_DIR / f"{stem}{ext}")
-    if outputs.objects:
-        paths.append(out_dir / OBJECTS_DIR / f"{stem}.csv")
-    if save_probabilities and outputs.makes_mask:
-        paths.append(out_dir / PROBABILITY_DIR / f"{stem}{ext}")
-    return paths
-
-
-def predict_files(
-    model: LoadedModel,
-    inputs: Sequence[Path],
-    out_dir: Path,
-    options: PredictOptions,
-    axes: str | None = None,
-    save_probabilities: bool = False,
-) -> list[Path]:
-    """Predict every input file and write ``out_dir/<name>.tif`` (+ uncertainty, probabilities),
-    under the one batch driver's policy (:func:`idl.infer.tiling.batch.run_batch`: keep going past
-    bad inputs, skip what an earlier run finished, refuse files idl did not write)."""
-    outputs = outputs_of(model)
-    check_batch(model, options)
-    items, scenes = [], {}  # scenes: item name -> scene index, for files of several images
-    for p in inputs:
-        names = scene_names(p)
-        stems = scene_stems(image_stem(p), names) if names else [image_stem(p)]
-        for index, stem in enumerate(stems):
-            if names:
-                scenes[stem] = index
-            expected = expected_outputs(out_dir, stem, options, outputs, save_probabilities)
-            items.append(Item(stem, {"input": p}, tuple(expected)))
-    if scenes:
-        log.info("%d image(s) from files of several scenes, each predicted as <file>_<scene>", len(scenes))
-
-    def work(group: Sequence[Item]) -> list[Any]:
-        return [
-            _predict_file(
-                model,
-                item.source,
-                out_dir,
-                options,
-                axes,
-                save_probabilities,
-                outputs,
-                item.name,
-                scenes.get(item.name),
-            )
-            for item in group
-        ]
-
-    folders = tuple(out_dir / sub for sub in (UNCERTAINTY_DIR, PROBABILITY_DIR, OBJECTS_DIR))
-    batch = Batch(out_dir, model.label, options.overwrite, options.progress, leftovers=folders)
-    done = run_batch(items, batch, work)
-    return [item.outputs[0] for item in done.skipped] + [path for _, path in done.results]
-
-
-def _predict_file(
-    model: LoadedModel,
-    path: Path,
-    out_dir: Path,
-    options: PredictOptions,
-    axes: str | None,
-    save_probabilities: bool,
-    outputs: Outputs,
-    name: str,
-    scene: int | None = None,
-) -> Path:
-    """Predict one input file (or scene ``scene`` of it) and write its outputs named ``name``;
-    returns the prediction's path."""
-    image = load_input(path, axes, model.io, lazy=scene is None, scene=scene)
-    # the input's pixel sizes, kept in OME-TIFF and OME-Zarr outputs
-    scale = pixel_sizes(path) if scene is None else scene_pixel_sizes(path, scene)
-    found = check_nonfinite(image, str(path), model.io.image_axes, options.on_nonfinite)
-    # a package's input padding is read lazily too (engine.PaddedView); statistics of the whole output
-    # are not
-    whole_image_needed = outputs.whole_image or needs_whole_output(model.tensors)
-    if is_lazy(image) and whole_image_needed and image.nbytes > options.out_of_core_bytes:
-        log.warning(
-            "%s: %s, so the image is predicted in memory",
-            path.name,
-            outputs.whole_image or "this package post-processes with statistics of the whole output",
-        )
-    if is_lazy(image) and (image.nbytes <= options.out_of_core_bytes or whole_image_needed):
-        image = np.asarray(image[tuple(slice(None) for _ in image.shape)])
-    if is_lazy(image):
-        target, threshold = _predict_out_of_core(
-            model, image, name, out_dir, options, save_probabilities, found is not None, scale
-        )
-        note = f" (threshold {threshold:.3f})" if isinstance(threshold, float) else ""
-        log.info("%s -> %s, written tile by tile%s", path.name, target.name, note)
-        return target
-    result = predict_image(model, image, options)
-    stem, ext = name, options.suffix
-    # the prediction itself last: when it exists, so does everything else of the image
-    if result.uncertainty is not None:
-        write_output(out_dir / UNCERTAINTY_DIR / f"{stem}{ext}", result.uncertainty, options, model.io, scale)
-    if outputs.objects:
-        _write_objects(out_dir / OBJECTS_DIR / f"{stem}.csv", result)
-    if save_probabilities and result.mask is not None:
-        probabilities = result.probabilities
-        write_output(out_dir / PROBABILITY_DIR / f"{stem}{ext}", probabilities, options, model.io, scale)
-    target = write_output(out_dir / f"{stem}{ext}", _output_image(model, result), options, model.io, scale)
-    threshold = f" (threshold {result.threshold:.3f})" if result.threshold is not None else ""
-    log.info("%s -> %s%s", path.name, target.name, threshold)
-    return target

@@ -194,7 +194,15 @@ def predict_tensor_files(
     leftovers = tuple(
         folder / o.id for folder in (out_dir, out_dir / UNCERTAINTY_DIR) for o in tensors.outputs
     )
-    batch = Batch(out_dir, model.label, options.overwrite, options.progress, "sample", leftovers=leftovers)
+    batch = Batch(
+        out_dir,
+        model.label,
+        options.overwrite,
+        options.progress,
+        "sample",
+        leftovers=leftovers,
+        shard=options.shard,
+    )
     done = run_batch(items, batch, work)
     return [p for item in done.skipped for p in item.outputs] + [
         p for _, paths in done.results for p in paths

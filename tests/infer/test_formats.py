@@ -119,7 +119,7 @@ def test_an_output_format_without_a_sink_is_written_out_of_core_through_a_tempor
 ) -> None:
     """A lazily read input (a memory-mapped .npy) predicted out of core into a format without a sink."""
     from idl.infer.service.load import load_model
-    from idl.infer.tiling.predict import predict_files
+    from idl.infer.tiling.files import predict_files
 
     np.save(tmp_path / "cells.npy", image)
     model = load_model(write_identity_model(tmp_path / "model"))

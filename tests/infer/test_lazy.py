@@ -69,7 +69,8 @@ def test_large_2d_image_out_of_core_equals_in_memory(model_dir: Path, tmp_path: 
     from idl.infer.datasets.synthetic import NucleiSpec, synthetic_nuclei
     from idl.infer.io.images import read_image
     from idl.infer.service.load import load_model
-    from idl.infer.tiling.predict import PredictOptions, predict_files
+    from idl.infer.tiling.files import predict_files
+    from idl.infer.tiling.predict import PredictOptions
 
     image = synthetic_nuclei(np.random.default_rng(5), NucleiSpec(size=300, objects=(20, 30)))[0]
     np.save(tmp_path / "big.npy", image)
@@ -138,7 +139,8 @@ def test_ome_zarr_in_and_out(model_dir: Path, tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "z" / "evaluation" / "summary.json").read_text())
     assert 0.5 < summary["jaccard"] <= 1.0
     from idl.infer.service.load import load_model
-    from idl.infer.tiling.predict import PredictOptions, predict_files
+    from idl.infer.tiling.files import predict_files
+    from idl.infer.tiling.predict import PredictOptions
 
     options = PredictOptions(progress=False, out_of_core_bytes=0, out_format="zarr", tile_size=104)
     predict_files(load_model(model_dir), [inputs / f"{image_path.stem}.ome.zarr"], tmp_path / "s", options)

@@ -427,7 +427,8 @@ def test_padded_package_on_a_large_lazy_image_runs_out_of_core_like_in_memory(
     """The halo padding a package asks for is read window by window (a padded view of the lazy
     image, the padding cropped off the outputs): above the out-of-core limit the image is predicted
     tile by tile, with the in-memory result."""
-    from idl.infer.tiling.predict import PredictOptions, predict_files
+    from idl.infer.tiling.files import predict_files
+    from idl.infer.tiling.predict import PredictOptions
 
     image = _blobs(np.random.default_rng(9), (96, 112, 2))
     np.save(tmp_path / "cells.npy", image)  # memory-mapped when read

@@ -78,7 +78,8 @@ def _two_series(path: Path) -> None:
 
 def test_each_scene_is_predicted_and_keeps_its_sizes(small_package: Path, tmp_path: Path) -> None:
     from idl.infer.service.load import load_model
-    from idl.infer.tiling.predict import PredictOptions, predict_files
+    from idl.infer.tiling.files import predict_files
+    from idl.infer.tiling.predict import PredictOptions
 
     (tmp_path / "in").mkdir()
     _two_series(tmp_path / "in" / "multi.tif")

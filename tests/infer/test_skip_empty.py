@@ -77,7 +77,7 @@ def test_out_of_core_skips_as_in_memory(small_package: Path, tmp_path: Path, rng
     in_memory = predict_image(
         model, image[..., None], PredictOptions(tile_size=128, overlap=0.125, skip_empty=4.0)
     )
-    from idl.infer.tiling.predict import predict_files
+    from idl.infer.tiling.files import predict_files
 
     predict_files(model, [tmp_path / "in" / "a.tif"], tmp_path / "out", options)
     written = tifffile.imread(tmp_path / "out" / "a.tif")

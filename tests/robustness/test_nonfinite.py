@@ -15,7 +15,8 @@ from idl.infer.core.nonfinite import find_nonfinite
 from idl.infer.core.processing import ScaleRange, ZeroMeanUnitVariance, apply_ops, fit_ops
 from idl.infer.io.images import read_image, write_tiff
 from idl.infer.service.load import load_model
-from idl.infer.tiling.predict import PredictOptions, predict_files
+from idl.infer.tiling.files import predict_files
+from idl.infer.tiling.predict import PredictOptions
 
 LOW, HIGH, EPS = 1.0, 99.8, 1e-6  # the identity model's normalization (ModelInfo's defaults)
 

@@ -23,7 +23,8 @@ from idl.infer.io.record import RECORD_NAME, OutputRecord
 from idl.infer.service.load import load_model
 from idl.infer.tiling import classify, engine
 from idl.infer.tiling import predict as tiling
-from idl.infer.tiling.predict import PredictOptions, predict_files
+from idl.infer.tiling.files import predict_files
+from idl.infer.tiling.predict import PredictOptions
 
 
 def _run(*args: object) -> tuple[int, str]:

@@ -108,7 +108,8 @@ def test_out_of_core_prediction_equals_in_memory(project_3d: Path, tmp_path: Pat
     """A volume stored page by page is read window by window and written into memory-mapped TIFFs."""
     import tifffile
 
-    from idl.infer.tiling.predict import PredictOptions, predict_files
+    from idl.infer.tiling.files import predict_files
+    from idl.infer.tiling.predict import PredictOptions
 
     volume = synthetic_nuclei_3d(np.random.default_rng(11), (36, 70, 60))[0]
     tifffile.imwrite(tmp_path / "stack.tif", volume, photometric="minisblack")  # one page per plane

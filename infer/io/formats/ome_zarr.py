@@ -48,8 +48,18 @@ def read_ome_zarr(path: Path) -> np.ndarray:
     return np.asarray(array[...])
 
 
+def default_chunks(shape: tuple[int, ...], axes: str) -> tuple[int, ...]:
+    """Chunks of an output: one channel, 64 voxels per side in volumes and 512 px in images."""
+    return tuple(
+        1 if a == "c" else min(n, 64 if "z" in axes else 512) for a, n in zip(axes, shape, strict=True)
+    )
+
+
 class ZarrSink:
-    """An output written tile by tile into an OME-Zarr folder (zarr v2, NGFF 0.4)."""
+    """An output written tile by tile into an OME-Zarr folder (zarr v2, NGFF 0.4), created at the
+    hidden ``partial`` path (default ``.<name>.part`` beside ``path``) and moved to ``path`` by
+    :meth:`close`; ``chunks`` default to :func:`default_chunks`. :meth:`attach` opens one created
+    earlier (by another process: the blocks of :mod:`idl.infer.io.blocks`)."""
 
     def __init__(
         self,
@@ -58,19 +68,36 @@ class ZarrSink:
         dtype: Any,
         axes: str,
         scale: Mapping[str, float] | None = None,
+        chunks: tuple[int, ...] | None = None,
+        partial: Path | None = None,
     ) -> None:
         import zarr
 
         self.scale = dict(scale or {})
         self.path = Path(path)
-        self.partial = self.path.with_name(f".{self.path.name}.part")
+        self.partial = (
+            Path(partial) if partial is not None else self.path.with_name(f".{self.path.name}.part")
+        )
         shutil.rmtree(self.partial, ignore_errors=True)
         self.shape, self.dtype, self.ndim, self.axes = tuple(shape), np.dtype(dtype), len(shape), axes
-        chunks = tuple(
-            1 if a == "c" else min(n, 64 if "z" in axes else 512) for a, n in zip(axes, shape, strict=True)
-        )
+        chunks = chunks or default_chunks(self.shape, axes)
         self.group = zarr.open_group(store=str(self.partial), mode="w", zarr_format=2)
         self.array = self.group.create_array("0", shape=shape, chunks=chunks, dtype=self.dtype, fill_value=0)
+
+    @classmethod
+    def attach(
+        cls, partial: Path, path: Path, axes: str, scale: Mapping[str, float] | None = None
+    ) -> ZarrSink:
+        """The sink created earlier at ``partial``, to be written on (and closed into ``path``)."""
+        import zarr
+
+        sink = cls.__new__(cls)
+        sink.scale, sink.path, sink.partial, sink.axes = dict(scale or {}), Path(path), Path(partial), axes
+        sink.group = zarr.open_group(store=str(sink.partial), mode="r+", zarr_format=2)
+        sink.array = sink.group["0"]
+        sink.shape, sink.dtype = tuple(sink.array.shape), np.dtype(sink.array.dtype)
+        sink.ndim = len(sink.shape)
+        return sink
 
     def __setitem__(self, index: Any, value: np.ndarray) -> None:
         self.array[index] = value
@@ -86,6 +113,7 @@ class ZarrSink:
             yield window, np.asarray(self.array[window])
 
     def close(self) -> Path:
+        """Write the OME-Zarr metadata and move the image to its final name."""
         self.group.attrs["multiscales"] = [
             {
                 "version": "0.4",
@@ -104,6 +132,7 @@ class ZarrSink:
                 ],
             }
         ]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(self.path, ignore_errors=True)
         os.replace(self.partial, self.path)
         return self.path
