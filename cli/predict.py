@@ -34,6 +34,9 @@ EXAMPLES = """Examples:
   idl-predict PROJECT/model images/ --out results/ --gt groundtruth/     # and evaluate
   idl-predict affable-shark images/ --out results/    # a bioimage.io model zoo id
   idl-predict PROJECT/model image.tif --activations   # the network's layers
+  idl-predict PROJECT/model images/ --out results/ --shard auto   # a task of a Slurm job array
+  idl-predict PROJECT/model volume.tif --out results/ --out-format zarr --dask local:4
+  idl-predict --status results/     # what a run (or job array) has done and what is left
 """
 
 
@@ -252,6 +255,39 @@ EXAMPLES = """Examples:
     default=None,
     help="Volumes: the z plane (of the input) the --activations figure shows [default: the middle].",
 )
+@click.option(
+    "--shard",
+    "shard_text",
+    default=None,
+    metavar="I/N|auto",
+    help="Predict the I-th of N parts (for job arrays): every N-th input file, or, for one volume written "
+    "with --out-format zarr, every N-th block. auto: from Slurm's SLURM_ARRAY_TASK_ID and the array's "
+    "size. The shards share --out; each skips what is finished, so a re-submitted task continues.",
+)
+@click.option(
+    "--dask",
+    "dask_address",
+    default=None,
+    metavar="local[:N]|ADDRESS",
+    help="Predict the blocks of one volume (--out-format zarr) on Dask workers: local:N starts N worker "
+    "processes of one thread here; an address (tcp://host:8786) or scheduler file uses a running cluster "
+    "(dask-jobqueue's SLURMCluster, ...). Needs the [dask] extra. See docs/cluster.md.",
+)
+@click.option(
+    "--block-size",
+    type=click.IntRange(min=8),
+    default=None,
+    help="Side of the blocks one volume written to OME-Zarr is predicted in (rounded up to whole zarr "
+    "chunks; each block is one task of --shard or --dask) [default: 256 voxels in 3D, 2048 px in 2D].",
+)
+@click.option(
+    "--status",
+    "status_dir",
+    default=None,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Say what a prediction into this --out folder (all its shards, a volume's blocks) has done and "
+    "what is left, and exit.",
+)
 @click.option("--quiet", is_flag=True, help="Only warnings and errors.")
 @user_errors
 @interruptible(
@@ -291,6 +327,10 @@ def main(
     activations: str | None,
     maps: int,
     plane: int | None,
+    shard_text: str | None,
+    dask_address: str | None,
+    block_size: int | None,
+    status_dir: Path | None,
     quiet: bool,
 ) -> None:
     """Predict INPUT images or folders with MODEL: a PROJECT/model folder, a .onnx file, a
@@ -308,6 +348,11 @@ def main(
 
     if list_cached:
         click.echo(_cache_listing(cache_dir))
+        return
+    if status_dir is not None:
+        from idl.infer.io.status import describe, folder_status
+
+        click.echo(describe(status_dir, folder_status(status_dir)))
         return
     if model is None:
         raise click.UsageError("give a MODEL (or --list-cached)")
@@ -349,6 +394,21 @@ def main(
         raise click.UsageError("--out DIR is required to predict")
     if mc_samples == 1:
         raise click.BadParameter("use 0 (off) or at least 2 samples", param_hint="--mc-samples")
+    from idl.infer.core.shard import parse_shard
+
+    shard = parse_shard(shard_text, os.environ) if shard_text is not None else None
+    if shard is not None and gt_dir is not None:
+        raise click.UsageError(
+            "--gt with --shard: a shard sees only its part; once every shard is done, evaluate the whole "
+            "folder with idl-evaluate OUT GT_DIR"
+        )
+    if shard is not None and dask_address is not None:
+        raise click.UsageError("--shard and --dask each share the work: give one of them")
+    runner = None
+    if dask_address is not None:
+        from idl.infer.service.cluster import DaskBlocks, parse_address
+
+        runner = DaskBlocks(parse_address(dask_address), str(path), device, threads or 1, not quiet)
     from idl.infer.io.places import check_apart
     from idl.infer.service.run import predict_and_evaluate
     from idl.infer.tasks.base import Request
@@ -378,6 +438,8 @@ def main(
         seed=seed,
         mc_answer=mc_answer,
         tta=tta,
+        shard=shard,
+        block_size=block_size,
     )
     files = collect_inputs(inputs) if inputs else collect_inputs(next(iter(named.values())))
     request = Request(
@@ -389,6 +451,7 @@ def main(
         save_probabilities,
         gt_dir,
         named_inputs={name: collect_inputs(paths) for name, paths in named.items()},
+        blocks=runner,
     )
     predictions, summary = predict_and_evaluate(request)
     click.echo(task_for(loaded).done(request, predictions))

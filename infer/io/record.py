@@ -61,10 +61,11 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
-def write_plan(folder: Path, items: Sequence[str], shard: Shard, model: str) -> None:
-    """Record every item of a sharded run (all shards', in order) and the number of shards, for
-    ``--status``; each shard writes the same plan (atomically), so whichever starts first leaves it."""
-    plan = {"items": list(items), "shards": shard.count, "model": model}
+def write_plan(folder: Path, items: Sequence[str], shard: Shard, model: str, by: str = "files") -> None:
+    """Record every item of a sharded run (all shards', in order), the number of shards and what they
+    share (``files``, or the ``blocks`` of one volume), for ``--status``; each shard writes the same
+    plan (atomically), so whichever starts first leaves it."""
+    plan = {"items": list(items), "shards": shard.count, "model": model, "by": by}
     path = Path(folder) / PLAN_NAME
     if path.is_file():
         try:

@@ -20,6 +20,7 @@ from idl.infer.core.grid import AxisSize
 from idl.infer.core.model_info import ModelInfo
 from idl.infer.runtime.iospec import IOSpec, activation, image_io
 from idl.infer.runtime.model import LoadedModel
+from idl.infer.tiling.blocks import BlockRunner
 from idl.infer.tiling.predict import AS_IT_IS, Outputs, PredictOptions
 
 Summary = dict[str, float | int]
@@ -42,6 +43,8 @@ class Request:
     evaluation_dir: Path | None = None  # None: out_dir / "evaluation"
     # multi-input networks: each input tensor's files (--input NAME=PATH), matched by image name
     named_inputs: Mapping[str, Sequence[Path]] | None = None
+    # where the blocks of one volume written to OME-Zarr are predicted (--dask); None: here
+    blocks: BlockRunner | None = None
 
     @property
     def evaluation(self) -> Path:

@@ -148,6 +148,11 @@ class Classification(Task):
     def predict(self, request: Request) -> Path:
         labels = self._labels(request)
         options = request.options
+        if request.blocks is not None:
+            raise ConfigError(
+                "--dask shares the blocks of one volume among workers; a classifier predicts whole images "
+                "(use --shard I/N in separate --out folders to share many images among jobs)."
+            )
         if options.tta in TTA_CHOICES:
             raise ConfigError(
                 "--tta is for networks that output images: a mirrored or turned image may be another "

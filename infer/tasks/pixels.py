@@ -143,6 +143,7 @@ class PixelTask(Task):
             request.options,
             request.axes,
             request.save_probabilities,
+            request.blocks,
         )
         return request.out_dir
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from idl.infer.core.errors import ConfigError
 from idl.infer.tasks.base import Request, Task
 from idl.infer.tasks.registry import TENSORS_KIND, register
 from idl.infer.tiling.tensors import pair_inputs, predict_tensor_files
@@ -29,6 +30,11 @@ class TensorOutputs(Task):
         self.samples(request)
 
     def predict(self, request: Request) -> Path:
+        if request.blocks is not None:
+            raise ConfigError(
+                "--dask shares the blocks of one volume among workers, for networks of one input and one "
+                "output of its size; predict this package without it (--shard I/N shares its samples)."
+            )
         predict_tensor_files(
             request.model, self.samples(request), request.out_dir, request.options, request.axes
         )

@@ -114,7 +114,8 @@ def run_batch(items: Sequence[Item], batch: Batch, work: Work) -> Outcome:
                 f"--shard: this model writes one {batch.table.path.name} for all images, which the shards "
                 "of a job array cannot share; predict without --shard, or in separate --out folders."
             )
-        write_plan(batch.out_dir, [item.name for item in items], shard, batch.model)
+        by = "files" if batch.split else "blocks"
+        write_plan(batch.out_dir, [item.name for item in items], shard, batch.model, by)
         if batch.split:
             total = len(items)
             items = shard.part(items)

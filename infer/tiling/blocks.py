@@ -389,11 +389,12 @@ def predict_volume(
     options: PredictOptions,
     save_probabilities: bool,
     runner: BlockRunner | None = None,
+    axes: str | None = None,
 ) -> Path | Pending:
     """Predict the volume ``image`` (read from ``source``) into ``out_dir/name`` (OME-Zarr) block by
     block: this shard's blocks (all without ``options.shard``) here, or every block by ``runner``;
-    then, when no block is left, the last step. Returns the prediction's path, or :class:`Pending`
-    while blocks are left to other shards."""
+    then, when no block is left, the last step (``axes``: the input's, as given). Returns the
+    prediction's path, or :class:`Pending` while blocks are left to other shards."""
     volume = plan_volume(model, image.shape[:-1], name, out_dir, options)
     if options.overwrite and volume.store.exists():
         if options.shard is not None:
@@ -408,7 +409,7 @@ def predict_volume(
         run_blocks(model, image, volume, store, options, shard, shard.label if shard else "one process")
     else:
         done = store.done()
-        runner(BlockJob(source, None, volume, options), [i for i in range(store.count) if i not in done])
+        runner(BlockJob(source, axes, volume, options), [i for i in range(store.count) if i not in done])
     target = finish_volume(model, store, volume, options, save_probabilities, pixel_sizes(source))
     if target is not None:
         log.info("%s -> %s, %d block(s)", source.name, target.name, volume.grid.count)

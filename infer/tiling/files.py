@@ -250,7 +250,7 @@ def _predict_file(
         and not blockable(model)
     ):
         return predict_volume(
-            model, image, path, out_dir, f"{name}{ext}", options, save_probabilities, blocks
+            model, image, path, out_dir, f"{name}{ext}", options, save_probabilities, blocks, axes
         )
     # the input's pixel sizes, kept in OME-TIFF and OME-Zarr outputs
     scale = pixel_sizes(path) if scene is None else scene_pixel_sizes(path, scene)

@@ -1,0 +1,159 @@
+"""``--dask``: the blocks of one volume predicted by Dask workers (a local cluster of processes, or a
+running scheduler: dask-jobqueue's ``SLURMCluster``, Kubernetes, ...).
+
+Each block is one Dask task: :func:`predict_block_task` loads the model once per worker, reads its block
+with the halo from the input file, writes the block's own zarr chunks into the volume's block store and
+records the block as done (:mod:`idl.infer.tiling.blocks`, :mod:`idl.infer.io.blocks`). Dask
+recomputes the tasks of a worker that is lost; the store keeps finished blocks across whole restarts,
+and the last step (mask, OME-Zarr metadata) is taken by the process that called Dask.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from idl.infer.core.errors import IdlError
+from idl.infer.io.blocks import BlockStore
+from idl.infer.runtime.model import LoadedModel
+from idl.infer.runtime.session import THREADS_VARIABLE
+from idl.infer.tiling.blocks import BlockJob, predict_block
+from idl.infer.tiling.predict import load_input
+
+log = logging.getLogger("idl")
+
+MISSING = (
+    "--dask needs Dask and its distributed scheduler, which are not installed: pip install "
+    "'idl-toolkit[dask]' (or pip install dask distributed), or predict without --dask (--shard for job "
+    "arrays)."
+)
+
+_MODELS: dict[tuple[str, str], LoadedModel] = {}  # per worker process: each model loaded once
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where the workers are: a local cluster of ``workers`` processes (``local`` or ``local:N``), or
+    the ``scheduler`` of a running cluster (``tcp://host:8786``, or a scheduler file)."""
+
+    workers: int = 0
+    scheduler: str = ""
+
+
+def parse_address(text: str) -> Address:
+    """``local``, ``local:N`` or a scheduler's address; raises :class:`IdlError` naming the forms."""
+    text = text.strip()
+    if text == "local":
+        return Address(workers=max(1, os.cpu_count() or 1))
+    if text.startswith("local:"):
+        count = text.partition(":")[2]
+        if not count.isdigit() or int(count) < 1:
+            raise IdlError(f"--dask {text}: give local:N with N >= 1 worker processes (e.g. local:4).")
+        return Address(workers=int(count))
+    if not text:
+        raise IdlError("--dask: give local, local:N or the address of a Dask scheduler (tcp://host:8786).")
+    return Address(scheduler=text)
+
+
+def predict_block_task(model: str, device: str, threads: int, job: BlockJob, index: int, by: str) -> int:
+    """One Dask task: predict block ``index`` of ``job`` and record it done; returns the index."""
+    from idl.infer.service.load import load_model
+
+    os.environ[THREADS_VARIABLE] = str(threads)
+    key = (model, device)
+    if key not in _MODELS:
+        _MODELS[key] = load_model(model, device)
+    loaded = _MODELS[key]
+    image = load_input(job.source, job.axes, loaded.io, lazy=True)
+    store = BlockStore(job.volume.store)
+    predict_block(loaded, image, job.volume, store, index, job.options)
+    store.mark(index, by)
+    return index
+
+
+def peak_memory() -> int:
+    """This process's peak resident memory, bytes (Linux reports kilobytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+@dataclass
+class DaskBlocks:
+    """A :data:`~idl.infer.tiling.blocks.BlockRunner` on Dask: the model (its path, as the workers
+    load it), the ONNX Runtime device and threads of each worker, where the workers are. ``task``
+    replaces :func:`predict_block_task` (tests inject failures with it). After a run, ``peaks``
+    holds each worker's peak resident memory (bytes)."""
+
+    address: Address
+    model: str
+    device: str = "auto"
+    threads: int = 1
+    progress: bool = True
+    task: Callable[..., int] = predict_block_task
+    peaks: dict[str, int] | None = None
+
+    def __call__(self, job: BlockJob, todo: list[int]) -> None:
+        try:
+            from distributed import Client, LocalCluster, as_completed
+        except ImportError as exc:
+            raise IdlError(MISSING) from exc
+        if not todo:
+            return
+        for name in ("distributed", "distributed.scheduler", "distributed.core", "distributed.nanny"):
+            logging.getLogger(name).setLevel(logging.WARNING)  # their INFO lines are the cluster's chatter
+        cluster: Any = None
+        if self.address.workers:
+            cluster = LocalCluster(
+                n_workers=self.address.workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                silence_logs=logging.ERROR,
+            )
+        where = self.address.scheduler
+        try:
+            if cluster is not None:
+                client = Client(cluster)
+            elif Path(where).is_file():  # a scheduler file (dask-jobqueue, dask-mpi)
+                client = Client(scheduler_file=where)
+            else:
+                client = Client(where)
+            with client:
+                log.info(
+                    "Dask: %d block(s) of %s on %d worker(s)",
+                    len(todo),
+                    job.source.name,
+                    len(client.scheduler_info()["workers"]),
+                )
+                futures = client.map(
+                    self.task,
+                    [self.model] * len(todo),
+                    [self.device] * len(todo),
+                    [self.threads] * len(todo),
+                    [job] * len(todo),
+                    todo,
+                    ["dask"] * len(todo),
+                    pure=False,
+                )
+                bar = tqdm(total=len(todo), unit="block", disable=None if self.progress else True)
+                for future in as_completed(futures):
+                    try:
+                        future.result()
+                    except IdlError:
+                        raise
+                    except Exception as exc:  # a worker's error, or a task that killed its workers
+                        raise IdlError(f"Dask could not predict a block of {job.source}: {exc}") from exc
+                    bar.update()
+                bar.close()
+                self.peaks = {str(k): int(v) for k, v in client.run(peak_memory).items()}
+        finally:
+            if cluster is not None:
+                cluster.close()
