@@ -266,7 +266,7 @@ ENGINE_RULES = {
     r"\btile_grid\(": {TILE_LOOP, "infer/core/grid.py"},
     # a batch driver's pieces: the record of outputs, the failures collected to the end, a killed run's
     # leftovers (training clears its model folder's, which is no batch)
-    r"\bOutputRecord\b": {BATCH_DRIVER, "infer/io/record.py"},
+    r"\bOutputRecord\b": {BATCH_DRIVER, "infer/io/record.py", "infer/io/status.py"},  # status: reads it
     r"\bBatchError\(": {BATCH_DRIVER, "infer/core/errors.py"},
     r"\bremove_leftovers\(": {BATCH_DRIVER, "infer/io/places.py", "train/pipeline.py"},
 }

@@ -154,6 +154,10 @@ class DaskBlocks:
                     bar.update()
                 bar.close()
                 self.peaks = {str(k): int(v) for k, v in client.run(peak_memory).items()}
+                log.info(
+                    "Dask workers' peak memory: %s MB",
+                    ", ".join(f"{peak / 2**20:.0f}" for peak in sorted(self.peaks.values())),
+                )
         finally:
             if cluster is not None:
                 cluster.close()

@@ -55,7 +55,16 @@ MEMORY_SHARE = 0.25
 
 
 def available_memory() -> int | None:
-    """Bytes of physical memory available now (Linux), or ``None`` where the system does not say."""
+    """Bytes of memory available now without swapping (Linux's MemAvailable: free memory and the page
+    cache that can be dropped; reading a large volume fills the cache, which free memory alone would
+    count as used), or ``None`` where the system does not say."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
@@ -560,7 +569,14 @@ def check_batch(model: LoadedModel, options: PredictOptions, available: int | No
     budget = MEMORY_SHARE * available
     if batch * per_tile <= budget:
         return
-    fits = max(1, int(budget // per_tile))
+    fits = int(budget // per_tile)
+    if fits < 1:  # not even one tile: a smaller batch cannot help
+        raise IdlError(
+            f"not enough memory: one tile of the smallest size the model allows ({side} px) needs about "
+            f"{per_tile / 2**30:.1f} GB for the network's activations, more than a quarter of the "
+            f"{available / 2**30:.1f} GB available now. Close other programs (or jobs sharing this "
+            "machine), or use a smaller --overlap."
+        )
     raise IdlError(
         f"--batch-size {options.batch_size} is too large for this machine: {batch} tile(s) per call need "
         f"about {batch * per_tile / 2**30:.1f} GB for the network's activations even at the smallest "
