@@ -65,6 +65,9 @@ def main() -> None:
     parser.add_argument("source")
     parser.add_argument("--shape", type=int, nargs=3, default=[64, 512, 512])
     parser.add_argument("--block-size", type=int, default=64)
+    parser.add_argument(
+        "--tile-size", type=int, default=None, help="idl-predict's --tile-size [default: its own]"
+    )
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--work", type=Path, default=None)
     args = parser.parse_args()
@@ -72,12 +75,15 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     volume = make_volume(Path(args.source), tuple(args.shape), work / "volume.tif")
     predict = str(Path(sys.executable).with_name("idl-predict"))
-    common = [predict, args.model, str(volume), "--out-format", "zarr", "--block-size", str(args.block_size)]
-    common += ["--threads", "1", "--quiet"]
+    common = [predict, args.model, str(volume), "--threads", "1", "--quiet"]
+    common += ["--tile-size", str(args.tile_size)] if args.tile_size else []
+    blocks = ["--out-format", "zarr", "--block-size", str(args.block_size)]
     settings = {
-        "one process": [],
-        "dask local:1": ["--dask", "local:1"],
-        "dask local:2": ["--dask", "local:2"],
+        # the reference without blocks: the whole volume's tile grid, written tile by tile into a TIFF
+        "no blocks, tif": ["--out-format", "tif"],
+        "one process": blocks,
+        "dask local:1": [*blocks, "--dask", "local:1"],
+        "dask local:2": [*blocks, "--dask", "local:2"],
     }
     times: dict[str, list[float]] = {name: [] for name in settings}
     peaks: dict[str, int] = {}
@@ -98,6 +104,12 @@ def main() -> None:
     )
     median = {name: statistics.median(values) for name, values in times.items()}
     for name in settings:
+        if name.startswith("no blocks"):
+            print(
+                f"  {name:<13} {median[name]:7.1f} s ({', '.join(f'{t:.1f}' for t in times[name])}), "
+                f"peak {peaks[name] / 2**20:.0f} MB"
+            )
+            continue
         per_worker = f"; each worker's peak {workers[name]} MB" if workers[name] else ""
         print(
             f"  {name:<13} {median[name]:7.1f} s ({', '.join(f'{t:.1f}' for t in times[name])}), "

@@ -192,10 +192,14 @@ class PredictOptions:
 
     def bounded_tile(self, io: IOSpec, shape: Sequence[int], minimum: int = 64) -> int:
         """The tile side for an image of ``shape``, capped by the memory available
-        (:func:`bounded_tile`), never below ``minimum``."""
-        return bounded_tile(
-            self.tile_for(len(io.spatial)), shape, self.memory_batch(io), available_memory(), minimum
-        )
+        (:func:`bounded_tile`), never below ``minimum`` (the smallest tile the model's halo allows).
+        The default tile grows to ``minimum`` where the halo needs more (a 3D U-Net of depth 4 has a
+        96-voxel halo: 128-voxel tiles would leave it no owned region); a ``--tile-size`` the user gave
+        too small is refused by :func:`_check_tiles` instead, saying what it needs."""
+        tile = self.tile_for(len(io.spatial))
+        if self.tile_size is None:
+            tile = max(tile, minimum)
+        return bounded_tile(tile, shape, self.memory_batch(io), available_memory(), minimum)
 
     def tile_for(self, dims: int) -> int:
         """Tile side for 2D or 3D images."""

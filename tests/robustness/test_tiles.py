@@ -164,3 +164,34 @@ def test_a_constant_image_gets_an_empty_mask(caplog) -> None:
     image[5, 5] = 1.0
     empty_if_constant(kept, image)
     assert kept.mask.sum() == noisy_mask.sum() == 64  # an image with contrast keeps its mask
+
+
+def test_the_default_tile_grows_to_what_the_halo_needs_and_a_given_one_is_refused(monkeypatch) -> None:
+    """A 3D U-Net of depth 4 has a 96-voxel halo: the default 128-voxel tile would own nothing, so it
+    grows to the smallest tile the halo allows (208); a --tile-size the user gave is kept and refused
+    with what it needs."""
+    from idl.infer.core.errors import IdlError
+    from idl.infer.tiling.predict import PredictOptions, _check_tiles
+
+    info = ModelInfo(
+        task="semantic",
+        in_channels=1,
+        num_classes=2,
+        size_multiple=16,
+        halo=96,
+        dims=3,
+        axes="zyx",
+        z_multiple=16,
+        z_halo=96,
+    )
+    io = io_for_info(info)
+    monkeypatch.setattr(predict, "available_memory", lambda: 64 * 2**30)
+    smallest = smallest_tile(96, io.sizes["y"])
+    assert smallest == 208
+    assert PredictOptions().bounded_tile(io, (60, 256, 256), smallest) == 208
+    _check_tiles(io, (60, 256, 256), 208, (96, 96, 96))  # passes
+    assert PredictOptions(tile_size=128).bounded_tile(io, (60, 256, 256), smallest) == 128
+    with pytest.raises(
+        IdlError, match="--tile-size 128 is too small along y: each tile needs 96 px of context"
+    ):
+        _check_tiles(io, (60, 256, 256), 128, (96, 96, 96))
