@@ -9,7 +9,9 @@
 #   2. a 4-task array over the blocks of one VOLUME written to OME-Zarr with MODEL_3D (each task:
 #      every 4th block; the task that finishes the last block writes the mask and the metadata),
 # waits for both, and checks each result against single-process idl-predict (files and volume
-# identical), printing idl-predict --status of both folders. The daemons are stopped at the end.
+# identical), printing idl-predict --status of both folders. Where dask-jobqueue is installed, it
+# also predicts the volume with --dask on a SLURMCluster of two worker jobs (docs/cluster.md's
+# example). The daemons are stopped at the end.
 # Needs root (the daemons, apt). Output: docs/cluster.md, "A real Slurm".
 set -euo pipefail
 if [ $# -lt 4 ]; then
@@ -124,6 +126,36 @@ done
 "$PREDICT" --status "$WORK/array-files"
 "$PREDICT" --status "$WORK/array-volume"
 
+if "$PYTHON" -c "import dask_jobqueue" 2>/dev/null; then
+    say "dask-jobqueue: the volume on a SLURMCluster of two worker jobs"
+    "$PYTHON" - "$PREDICT" "$MODEL_3D" "$VOLUME" "$WORK" "$BLOCK" <<'EOF'
+import subprocess
+import sys
+import time
+
+from dask_jobqueue import SLURMCluster
+from distributed import Client
+
+predict, model, volume, work, block = sys.argv[1:]
+cluster = SLURMCluster(
+    cores=1, processes=1, memory="4GB", walltime="00:30:00", python=sys.executable,
+    job_extra_directives=[f"--output={work}/jobqueue-%j.log"], scheduler_options={"dashboard_address": None},
+)
+cluster.scale(jobs=2)
+with Client(cluster) as client:
+    start = time.perf_counter()
+    client.wait_for_workers(2, timeout=300)
+    print(f"  2 workers up in {time.perf_counter() - start:.0f} s, as Slurm jobs:")
+    subprocess.run(["squeue"], check=True)
+    subprocess.run(
+        [predict, model, volume, "--out", f"{work}/jobqueue-volume", "--out-format", "zarr", "--block-size", block,
+         "--dask", cluster.scheduler_address, "--threads", "1"],
+        check=True,
+    )
+cluster.close()
+EOF
+fi
+
 "$PYTHON" - "$WORK" <<'EOF'
 import sys
 from pathlib import Path
@@ -138,11 +170,14 @@ one, array = sorted((work / "one-files").glob("*.tif")), sorted((work / "array-f
 assert [p.name for p in one] == [p.name for p in array] and one, "the arrays wrote other files"
 differ = [p.name for p, q in zip(one, array) if not np.array_equal(tifffile.imread(p), tifffile.imread(q))]
 print(f"files: {len(array)} predictions of the 4-task array, {len(differ)} differ from one process")
-for name in sorted(p.name for p in (work / "one-volume").glob("*.ome.zarr")):
-    a, b = read_ome_zarr(work / "one-volume" / name), read_ome_zarr(work / "array-volume" / name)
-    same = a.shape == b.shape and np.array_equal(a, b)
-    print(f"volume: {name} {a.shape} {a.dtype}: {'identical to' if same else 'DIFFERS from'} one process")
-    differ += [] if same else [name]
+for run in ("array-volume", "jobqueue-volume"):
+    if not (work / run).is_dir():
+        continue
+    for name in sorted(p.name for p in (work / "one-volume").glob("*.ome.zarr")):
+        a, b = read_ome_zarr(work / "one-volume" / name), read_ome_zarr(work / run / name)
+        same = a.shape == b.shape and np.array_equal(a, b)
+        print(f"{run}: {name} {a.shape} {a.dtype}: {'identical to' if same else 'DIFFERS from'} one process")
+        differ += [] if same else [f"{run}/{name}"]
 sys.exit(1 if differ else 0)
 EOF
-say "done: both job arrays equal single-process idl-predict"
+say "done: every result equals single-process idl-predict"

@@ -133,16 +133,22 @@ class DaskBlocks:
                     job.source.name,
                     len(client.scheduler_info()["workers"]),
                 )
-                futures = client.map(
-                    self.task,
-                    [self.model] * len(todo),
-                    [self.device] * len(todo),
-                    [self.threads] * len(todo),
-                    [job] * len(todo),
-                    todo,
-                    ["dask"] * len(todo),
-                    pure=False,
-                )
+                # in the order given (the most expensive blocks first), as priorities: Dask's own
+                # order for independent tasks is not the order of submission
+                futures = [
+                    client.submit(
+                        self.task,
+                        self.model,
+                        self.device,
+                        self.threads,
+                        job,
+                        index,
+                        "dask",
+                        pure=False,
+                        priority=len(todo) - rank,
+                    )
+                    for rank, index in enumerate(todo)
+                ]
                 bar = tqdm(total=len(todo), unit="block", disable=None if self.progress else True)
                 for future in as_completed(futures):
                     try:

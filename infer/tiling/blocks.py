@@ -364,6 +364,18 @@ def finish_volume(
     return target
 
 
+def by_cost(model: LoadedModel, volume: Volume, blocks: list[int]) -> list[int]:
+    """``blocks`` with the most expensive first (the largest window: blocks at the volume's faces
+    have less halo to read), so workers taking them in this order finish together: on 16 blocks of a
+    60 x 512 x 512 volume and 2 workers the row-major order left one worker a block behind the other."""
+    aligns = [model.io.sizes[a].align for a in model.io.spatial]
+
+    def cost(index: int) -> int:
+        return math.prod(w.stop - w.start for w in volume.grid.window(index, volume.halos, aligns))
+
+    return sorted(blocks, key=lambda index: (-cost(index), index))
+
+
 @dataclass(frozen=True)
 class BlockJob:
     """What a worker elsewhere needs to predict blocks of a volume (picklable): the input file and its
@@ -409,7 +421,10 @@ def predict_volume(
         run_blocks(model, image, volume, store, options, shard, shard.label if shard else "one process")
     else:
         done = store.done()
-        runner(BlockJob(source, axes, volume, options), [i for i in range(store.count) if i not in done])
+        runner(
+            BlockJob(source, axes, volume, options),
+            by_cost(model, volume, [i for i in range(store.count) if i not in done]),
+        )
     target = finish_volume(model, store, volume, options, save_probabilities, pixel_sizes(source))
     if target is not None:
         log.info("%s -> %s, %d block(s)", source.name, target.name, volume.grid.count)

@@ -72,3 +72,49 @@ def test_a_classifier_batch_keeps_going_and_a_rerun_keeps_its_results(
     code, output = _run(str(model), str(images), "--out", str(out))
     assert code == 0 and "lists every image already; skipped" in output
     assert (out / "results.csv").stat().st_mtime == 1_000_000_000
+
+
+def test_what_the_shards_cannot_share_is_refused_before_any_work(
+    identity_model, mean_classifier: Path, tmp_path: Path
+) -> None:
+    """A classifier's one results.csv, evaluation of a part, an instance model's volume by blocks and
+    --dask for a batch of files are refused naming what to do instead; nothing is written."""
+    images = _inputs(tmp_path / "in")
+    for bad in ("b.tif", "d.tif"):
+        (images / bad).unlink()
+    code, output = _run(str(mean_classifier), str(images), "--out", str(tmp_path / "c"), "--shard", "1/2")
+    assert (
+        code == 1 and "--shard: this model writes one results.csv for all images, which the shards" in output
+    )
+    code, output = _run(
+        str(identity_model()),
+        str(images),
+        "--out",
+        str(tmp_path / "g"),
+        "--shard",
+        "1/2",
+        "--gt",
+        str(images),
+    )
+    assert code != 0 and "--gt with --shard: a shard sees only its part" in output
+    code, output = _run(
+        str(identity_model("instance")),
+        str(images / "a.tif"),
+        "--out",
+        str(tmp_path / "i"),
+        "--out-format",
+        "zarr",
+        "--shard",
+        "1/2",
+    )
+    assert code == 1
+    assert (
+        "cannot predict a volume block by block (instance labels are made from the whole probability map)"
+        in output
+    )
+    code, output = _run(str(identity_model()), str(images), "--out", str(tmp_path / "d"), "--dask", "local:1")
+    assert (
+        code == 1
+        and "--dask predicts one volume into OME-Zarr: give one image and --out-format zarr." in output
+    )
+    assert not [p for p in tmp_path.iterdir() if p.name in ("c", "g", "i", "d") and any(p.glob("*.*"))]
