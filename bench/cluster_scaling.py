@@ -75,7 +75,13 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     volume = make_volume(Path(args.source), tuple(args.shape), work / "volume.tif")
     predict = str(Path(sys.executable).with_name("idl-predict"))
-    common = [predict, args.model, str(volume), "--threads", "1", "--quiet"]
+    common = [
+        predict,
+        args.model,
+        str(volume),
+        "--threads",
+        "1",
+    ]  # not --quiet: the workers' peaks are logged
     common += ["--tile-size", str(args.tile_size)] if args.tile_size else []
     blocks = ["--out-format", "zarr", "--block-size", str(args.block_size)]
     settings = {
