@@ -10,6 +10,8 @@ arrays live in ``OUT/.<name>.blocks/`` until every block is done:
 - ``stats.pkl``: the input's normalization, fitted once on the whole volume by whoever created the
   store, so no other process reads the whole volume again;
 - one zarr group per array (``values.zarr``, ``uncertainty.zarr``; ``mask.zarr`` at the end);
+- ``summaries/<block>.npy``: what the last step needs of each block (the semantic mask's histogram),
+  computed where the block was predicted, so the last step reads the values once;
 - ``done/<host>-<pid>.jsonl``: the blocks each process finished (block, shard or worker, time); one file
   per process, appended and flushed after a block's chunks are written, so nobody appends to another
   process's file and a killed process loses only the block it was writing.
@@ -33,6 +35,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from idl.infer.core.errors import DataError
 from idl.infer.io.disk import write_text
 from idl.infer.io.formats.ome_zarr import ZarrSink
@@ -41,6 +45,7 @@ SUFFIX = ".blocks"
 PLAN = "plan.json"
 STATS = "stats.pkl"
 DONE = "done"
+SUMMARIES = "summaries"
 LOCK = "finishing.lock"
 
 
@@ -114,6 +119,7 @@ class BlockStore:
             with (new / STATS).open("wb") as file:
                 pickle.dump(stats, file)
             (new / DONE).mkdir()
+            (new / SUMMARIES).mkdir()
             (new / PLAN).write_text(json.dumps(full), encoding="utf-8")  # last: the store is complete
             try:
                 os.rename(new, folder)  # of several processes, one wins; the others open its store
@@ -148,6 +154,23 @@ class BlockStore:
         """A new array (the mask made at the end), as a sink to be moved to ``target``."""
         path = self.folder / f"{name}.zarr"
         return ZarrSink(target, spec.shape, spec.dtype, spec.axes, None, spec.chunks, path)
+
+    def save_summary(self, block: int, summary: np.ndarray) -> None:
+        """Keep ``block``'s summary (before the block is marked done)."""
+        path = self.folder / SUMMARIES / f"{block}.npy"
+        path.parent.mkdir(exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.part")
+        with partial.open("wb") as file:
+            np.save(file, summary)
+        os.replace(partial, path)
+
+    def summaries(self) -> list[np.ndarray] | None:
+        """Every block's summary, or None when any block has none."""
+        folder = self.folder / SUMMARIES
+        paths = [folder / f"{block}.npy" for block in range(self.count)]
+        if not all(path.is_file() for path in paths):
+            return None
+        return [np.load(path) for path in paths]
 
     def done(self) -> dict[int, dict[str, Any]]:
         """The finished blocks: index -> the line that says so (who, when)."""

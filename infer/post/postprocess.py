@@ -61,14 +61,26 @@ def calibrated(threshold: float, temperature: float) -> float:
     return float(1.0 / (1.0 + np.exp(-(np.log(t) - np.log1p(-t)) / temperature)))
 
 
+def otsu_counts(probability: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """The histogram :func:`calibrated_otsu` takes of one block of a probability map (on the scale
+    before the calibration's ``temperature``); summable over blocks."""
+    return probability_histogram(
+        probability if temperature == 1.0 else uncalibrated(probability, temperature)
+    )
+
+
+def otsu_of_counts(counts: np.ndarray, temperature: float = 1.0) -> float:
+    """Otsu's threshold, on the calibrated scale, from the summed :func:`otsu_counts` of every block."""
+    threshold = otsu_threshold(counts=counts)
+    return threshold if temperature == 1.0 else calibrated(threshold, temperature)
+
+
 def calibrated_otsu(blocks: Iterable[np.ndarray], temperature: float = 1.0) -> float:
     """Otsu's threshold of a probability map given in ``blocks`` (the whole map, or its blocks out of
     core), taken on the probabilities as they were before a calibration's ``temperature`` and given
     back on the calibrated scale: Otsu's method is not blind to a rescaling of the probabilities, as
     the arg-max is, so this keeps a calibrated model's masks its uncalibrated ones."""
-    scale = (lambda b: b) if temperature == 1.0 else (lambda b: uncalibrated(b, temperature))
-    threshold = otsu_threshold(counts=sum(probability_histogram(scale(b)) for b in blocks))
-    return threshold if temperature == 1.0 else calibrated(threshold, temperature)
+    return otsu_of_counts(sum(otsu_counts(b, temperature) for b in blocks), temperature)
 
 
 def to_mask(

@@ -3,13 +3,14 @@ foreground probability, or arg-max), evaluated by Jaccard and Dice per class."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from idl.infer.core.model_info import ModelInfo
-from idl.infer.post.postprocess import calibrated_otsu, to_mask
+from idl.infer.post.postprocess import calibrated_otsu, otsu_counts, otsu_of_counts, to_mask
 from idl.infer.tasks.base import Summary, extras
 from idl.infer.tasks.pixels import PixelTask, Scoring
 from idl.infer.tasks.registry import register
@@ -38,13 +39,22 @@ class ClassMasks(Outputs):
         mask, threshold = to_mask(output, options.threshold, self.temperature)
         return Prediction(output, mask, uncertainty, threshold)
 
-    def mask_blocks(self, values: Any, mask: Any, options: PredictOptions) -> float | None:
+    def block_summary(self, values: np.ndarray, options: PredictOptions) -> np.ndarray | None:
+        if values.shape[0] != 1 or options.threshold != "otsu":
+            return None
+        return otsu_counts(values[0], self.temperature)
+
+    def mask_blocks(
+        self, values: Any, mask: Any, options: PredictOptions, summaries: Sequence[np.ndarray] | None = None
+    ) -> float | None:
         if values.shape != mask.shape:  # one channel per class
             for start in range(mask.shape[0]):
                 mask[start] = np.argmax(values[:, start], axis=0).astype(np.uint8)
             return None
         threshold = options.threshold
-        if threshold == "otsu":  # from every block's histogram, as to_mask takes it of the whole map
+        if threshold == "otsu" and summaries:  # the blocks' histograms, taken where they were predicted
+            threshold = otsu_of_counts(np.sum(summaries, axis=0), self.temperature)
+        elif threshold == "otsu":  # from every block's histogram, as to_mask takes it of the whole map
             threshold = calibrated_otsu((block for _, block in values.blocks()), self.temperature)
         for window, block in values.blocks():
             mask[window] = (block > threshold).astype(np.uint8)

@@ -287,6 +287,9 @@ def predict_block(
         )
     except ValueError as exc:  # tiling arithmetic the checks did not foresee
         raise IdlError(f"cannot tile block {index} for the model: {exc}") from exc
+    summary = outputs_of(model).block_summary(values, options)
+    if summary is not None:
+        store.save_summary(index, summary)
     target = store.sink("values", Path(volume.name))
     target[region if volume.channels == 1 else (slice(None), *region)] = (
         values[0] if volume.channels == 1 else values
@@ -352,7 +355,7 @@ def finish_volume(
                 "mask", ArraySpec(volume.grid.shape, "uint8", axes, volume.grid.chunk), target
             )
             mask.scale = dict(scale or {})
-            threshold = outputs.mask_blocks(values, mask, options)
+            threshold = outputs.mask_blocks(values, mask, options, store.summaries())
             if save_probabilities:
                 values.close()
             mask.close()

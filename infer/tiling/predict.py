@@ -663,9 +663,18 @@ class Outputs:
         """What the assembled output of a whole image becomes."""
         return Prediction(output, None, uncertainty, None)
 
-    def mask_blocks(self, values: Any, mask: Any, options: PredictOptions) -> float | None:
+    def block_summary(self, values: np.ndarray, options: PredictOptions) -> np.ndarray | None:
+        """What :meth:`mask_blocks` needs of one block of a volume predicted by blocks (``(K, ...)``
+        values), computed where the block is predicted, so the last step reads the values once: the
+        semantic mask's histogram for Otsu's threshold; None (the default): nothing."""
+        return None
+
+    def mask_blocks(
+        self, values: Any, mask: Any, options: PredictOptions, summaries: Sequence[np.ndarray] | None = None
+    ) -> float | None:
         """Out of core (``makes_mask``): write ``mask`` from ``values`` (sinks of the whole image,
-        read block by block); returns the threshold used, if any."""
+        read block by block), with every block's :meth:`block_summary` when the volume was predicted
+        by blocks; returns the threshold used, if any."""
         raise NotImplementedError
 
 

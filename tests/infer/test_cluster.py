@@ -332,3 +332,33 @@ def test_a_store_of_other_settings_is_not_continued(tmp_path: Path, volume_model
         "holds the blocks of another prediction of this volume (it differs in settings)"
         in other.stderr + other.stdout
     )
+
+
+def test_the_blocks_histograms_give_the_threshold_of_the_whole_map() -> None:
+    """The last step of a semantic volume takes Otsu's threshold from the histograms each block's
+    process kept: the same threshold and mask as one pass over the whole map (a calibrated model too)."""
+    from idl.infer.tasks.semantic import ClassMasks
+    from idl.infer.tiling.predict import PredictOptions
+
+    class Sink:  # the array-like of an output written block by block
+        def __init__(self, array: np.ndarray) -> None:
+            self.array, self.shape = array, array.shape
+
+        def blocks(self):  # noqa: ANN202
+            yield from ((slice(i, i + 3), self.array[i : i + 3]) for i in range(0, self.shape[0], 3))
+
+        def __setitem__(self, index, value) -> None:  # noqa: ANN001
+            self.array[index] = value
+
+    rng = np.random.default_rng(3)
+    values = np.concatenate([rng.beta(0.5, 4, (5, 20, 20)), rng.beta(6, 1, (5, 20, 20))]).astype(np.float32)
+    options = PredictOptions()
+    for temperature in (1.0, 0.6):
+        masks = ClassMasks(temperature)
+        summaries = [masks.block_summary(values[np.newaxis, i : i + 4], options) for i in (0, 4, 8)]
+        one, blocks = Sink(np.zeros(values.shape, np.uint8)), Sink(np.zeros(values.shape, np.uint8))
+        whole = masks.mask_blocks(Sink(values), one, options)
+        by_blocks = masks.mask_blocks(Sink(values), blocks, options, summaries)
+        assert 0.1 < whole < 0.9 and by_blocks == whole
+        np.testing.assert_array_equal(one.array, blocks.array)
+    assert ClassMasks().block_summary(values[np.newaxis], PredictOptions(threshold=0.5)) is None
