@@ -306,21 +306,16 @@ def run_blocks(
     options: PredictOptions,
     shard: Shard | None,
     by: str,
-    block: Callable[[int], None] | None = None,
 ) -> int:
     """Predict the blocks of ``shard`` (all without one) that are not done, one after the other,
-    each recorded as done by ``by``; returns how many were predicted. ``block`` replaces
-    :func:`predict_block` (tests)."""
+    each recorded as done by ``by``; returns how many were predicted."""
     done = store.done()
     mine = [i for i in range(store.count) if (shard is None or shard.owns(i)) and i not in done]
     if len(done):
         log.info("%s: %d of %d block(s) were finished earlier", volume.name, len(done), store.count)
     bar = tqdm(total=len(mine), unit="block", disable=None if options.progress else True, leave=False)
     for index in mine:
-        if block is not None:
-            block(index)
-        else:
-            predict_block(model, image, volume, store, index, options)
+        predict_block(model, image, volume, store, index, options)
         store.mark(index, by)
         bar.update()
     bar.close()
