@@ -128,8 +128,9 @@ class BlockStore:
                 if not (folder / PLAN).is_file():
                     raise
         store = cls(folder)
-        if store.plan != json.loads(json.dumps(full)):
-            differ = sorted(k for k in full if store.plan.get(k) != json.loads(json.dumps(full[k])))
+        wanted = json.loads(json.dumps(full))  # as read back: tuples become lists
+        if store.plan != wanted:
+            differ = sorted(k for k in wanted if store.plan.get(k) != wanted[k])
             raise DataError(
                 f"{folder}: holds the blocks of another prediction of this volume (it differs in "
                 f"{', '.join(differ)}). Finish it with the same command, or pass --overwrite to start again."

@@ -34,7 +34,7 @@ from idl.infer.core.grid import round_up
 from idl.infer.core.nonfinite import check_nonfinite, has_floats
 from idl.infer.core.project import PROBABILITY_DIR, UNCERTAINTY_DIR
 from idl.infer.core.shard import Shard
-from idl.infer.io.blocks import ArraySpec, BlockStore, store_folder
+from idl.infer.io.blocks import PLAN, ArraySpec, BlockStore, store_folder
 from idl.infer.io.formats.ome_zarr import default_chunks
 from idl.infer.io.physical import pixel_sizes
 from idl.infer.runtime.model import LoadedModel
@@ -177,12 +177,17 @@ class Volume:
     grid: BlockGrid
     tile: int
     halos: tuple[int, ...]
+    aligns: tuple[int, ...]  # the network's size step per axis
     channels: int
     out_dir: Path
 
     @property
     def store(self) -> Path:
         return store_folder(self.out_dir, self.name)
+
+    def window(self, index: int) -> tuple[slice, ...]:
+        """The input block ``index`` is predicted from (:meth:`BlockGrid.window`)."""
+        return self.grid.window(index, self.halos, self.aligns)
 
 
 def plan_volume(
@@ -192,12 +197,12 @@ def plan_volume(
     io = model.io
     dims = len(io.spatial)
     side = options.block_size or DEFAULT_BLOCK.get(dims, 256)
-    aligns = [io.sizes[a].align for a in io.spatial]
+    aligns = tuple(io.sizes[a].align for a in io.spatial)
     chunks = default_chunks(tuple(shape), io.spatial)
     grid = block_grid(shape, side, chunks, aligns)
     tile = options.bounded_tile(io, grid.block, smallest_tile_for(model, options))
     halos = _halos(model, options, tile)
-    return Volume(name, grid, tile, halos, io.out_channels, out_dir)
+    return Volume(name, grid, tile, halos, aligns, io.out_channels, out_dir)
 
 
 def _arrays(volume: Volume, options: PredictOptions) -> dict[str, ArraySpec]:
@@ -220,13 +225,8 @@ def _arrays(volume: Volume, options: PredictOptions) -> dict[str, ArraySpec]:
 
 def settings_key(options: PredictOptions) -> dict[str, Any]:
     """What the values of a block depend on, so a store is never continued with other settings."""
-    keys = ("tile_size", "overlap", "mc_samples", "uncertainty", "mc_tolerance", "skip_empty", "seed")
-    return {
-        **{k: getattr(options, k) for k in keys},
-        "tta": options.tta,
-        "mc_answer": options.mc_answer,
-        "block_size": options.block_size,
-    }
+    keys = ("tile_size", "overlap", "mc_samples", "uncertainty", "mc_tolerance", "skip_empty", "seed", "tta")
+    return {k: getattr(options, k) for k in (*keys, "mc_answer", "block_size")}
 
 
 def open_store(
@@ -242,7 +242,7 @@ def open_store(
         "grid": {"shape": list(volume.grid.shape), "block": list(volume.grid.block)},
         "blocks": volume.grid.count,
     }
-    if (folder / "plan.json").is_file():
+    if (folder / PLAN).is_file():
         return BlockStore.open_or_create(folder, plan, _arrays(volume, options), None)
     found = check_nonfinite(image, str(source), model.io.image_axes, options.on_nonfinite)
     stats = {
@@ -259,8 +259,7 @@ def predict_block(
     chunks into ``store``'s arrays (the caller records it done)."""
     io, grid = model.io, volume.grid
     region = grid.region(index)
-    aligns = [io.sizes[a].align for a in io.spatial]
-    window = grid.window(index, volume.halos, aligns)
+    window = volume.window(index)
     view = WindowView(image, window)
     local = tuple(slice(r.start - w.start, r.stop - w.start) for r, w in zip(region, window, strict=True))
     size = tuple(r.stop - r.start for r in region)
@@ -362,14 +361,13 @@ def finish_volume(
     return target
 
 
-def by_cost(model: LoadedModel, volume: Volume, blocks: list[int]) -> list[int]:
+def by_cost(volume: Volume, blocks: list[int]) -> list[int]:
     """``blocks`` with the most expensive first (the largest window: blocks at the volume's faces
     have less halo to read), so workers taking them in this order finish together: on 16 blocks of a
     60 x 512 x 512 volume and 2 workers the row-major order left one worker a block behind the other."""
-    aligns = [model.io.sizes[a].align for a in model.io.spatial]
 
     def cost(index: int) -> int:
-        return math.prod(w.stop - w.start for w in volume.grid.window(index, volume.halos, aligns))
+        return math.prod(w.stop - w.start for w in volume.window(index))
 
     return sorted(blocks, key=lambda index: (-cost(index), index))
 
@@ -400,28 +398,28 @@ def predict_volume(
     save_probabilities: bool,
     runner: BlockRunner | None = None,
     axes: str | None = None,
+    shard: Shard | None = None,
 ) -> Path | Pending:
     """Predict the volume ``image`` (read from ``source``) into ``out_dir/name`` (OME-Zarr) block by
-    block: this shard's blocks (all without ``options.shard``) here, or every block by ``runner``;
+    block: ``shard``'s blocks (all without one) here, or every block by ``runner``;
     then, when no block is left, the last step (``axes``: the input's, as given). Returns the
     prediction's path, or :class:`Pending` while blocks are left to other shards."""
     volume = plan_volume(model, image.shape[:-1], name, out_dir, options)
     if options.overwrite and volume.store.exists():
-        if options.shard is not None:
+        if shard is not None:
             raise IdlError(
                 "--overwrite with --shard: the shards would remove each other's blocks. Delete "
                 f"{volume.store} once, then submit the shards without --overwrite."
             )
         BlockStore(volume.store).remove()
     store = open_store(model, image, source, volume, options)
-    shard = options.shard
     if runner is None:
         run_blocks(model, image, volume, store, options, shard, shard.label if shard else "one process")
     else:
         done = store.done()
         runner(
             BlockJob(source, axes, volume, options),
-            by_cost(model, volume, [i for i in range(store.count) if i not in done]),
+            by_cost(volume, [i for i in range(store.count) if i not in done]),
         )
     target = finish_volume(model, store, volume, options, save_probabilities, pixel_sizes(source))
     if target is not None:

@@ -172,16 +172,6 @@ def predict_files(
     ``blocks`` (a Dask cluster), instead of by file."""
     outputs = outputs_of(model)
     check_batch(model, options)
-    by_block = options.out_format == "zarr" and len(inputs) == 1 and not scene_names(inputs[0])
-    if by_block and (options.shard is not None or blocks is not None or options.block_size):
-        why = blockable(model)
-        if why:
-            raise IdlError(
-                f"{inputs[0]}: this model cannot predict a volume block by block ({why}), so --shard, "
-                "--dask and --block-size cannot share it; predict it in one process without them."
-            )
-    elif blocks is not None:
-        raise IdlError("--dask predicts one volume into OME-Zarr: give one image and --out-format zarr.")
     items, scenes = [], {}  # scenes: item name -> scene index, for files of several images
     for p in inputs:
         names = scene_names(p)
@@ -193,6 +183,17 @@ def predict_files(
             items.append(Item(stem, {"input": p}, tuple(expected)))
     if scenes:
         log.info("%d image(s) from files of several scenes, each predicted as <file>_<scene>", len(scenes))
+    # one volume into OME-Zarr: the shards (or Dask's workers) share its blocks, not the files
+    by_block = options.out_format == "zarr" and len(items) == 1 and not scenes
+    if by_block and (options.shard is not None or blocks is not None or options.block_size):
+        why = blockable(model)
+        if why:
+            raise IdlError(
+                f"{inputs[0]}: this model cannot predict a volume block by block ({why}), so --shard, "
+                "--dask and --block-size cannot share it; predict it in one process without them."
+            )
+    elif blocks is not None:
+        raise IdlError("--dask predicts one volume into OME-Zarr: give one image and --out-format zarr.")
 
     def work(group: Sequence[Item]) -> list[Any]:
         return [
@@ -206,7 +207,8 @@ def predict_files(
                 outputs,
                 item.name,
                 scenes.get(item.name),
-                blocks if by_block else None,
+                by_block,
+                blocks,
             )
             for item in group
         ]
@@ -236,21 +238,26 @@ def _predict_file(
     outputs: Outputs,
     name: str,
     scene: int | None = None,
+    by_block: bool = False,
     blocks: BlockRunner | None = None,
 ) -> Path | Pending:
     """Predict one input file (or scene ``scene`` of it) and write its outputs named ``name``;
-    returns the prediction's path (:class:`Pending` while other shards have blocks of it left)."""
+    returns the prediction's path (:class:`Pending` while other shards have blocks of it left).
+    With ``by_block`` the file is the one volume whose blocks the shard (or ``blocks``, Dask) shares;
+    otherwise a volume into OME-Zarr read out of core is predicted by blocks here, all of them."""
     image = load_input(path, axes, model.io, lazy=scene is None, scene=scene)
     ext = options.suffix
     large = is_lazy(image) and image.nbytes > options.out_of_core_bytes
+    shared = by_block and (options.shard is not None or blocks is not None)
     if (
         options.out_format == "zarr"
         and scene is None
-        and (large or blocks is not None or options.shard is not None or options.block_size)
+        and (large or shared or options.block_size)
         and not blockable(model)
     ):
+        shard, runner = (options.shard, blocks) if by_block else (None, None)
         return predict_volume(
-            model, image, path, out_dir, f"{name}{ext}", options, save_probabilities, blocks, axes
+            model, image, path, out_dir, f"{name}{ext}", options, save_probabilities, runner, axes, shard
         )
     # the input's pixel sizes, kept in OME-TIFF and OME-Zarr outputs
     scale = pixel_sizes(path) if scene is None else scene_pixel_sizes(path, scene)

@@ -299,7 +299,10 @@ def test_dask_without_distributed_says_how_to_install_it(tmp_path: Path, monkeyp
 
     grid = block_grid((16, 16), 16, (16, 16), (1, 1))
     job = BlockJob(
-        tmp_path / "v.tif", None, Volume("v.ome.zarr", grid, 16, (0, 0), 1, tmp_path), PredictOptions()
+        tmp_path / "v.tif",
+        None,
+        Volume("v.ome.zarr", grid, 16, (0, 0), (1, 1), 1, tmp_path),
+        PredictOptions(),
     )
     monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed raises ImportError
     with pytest.raises(IdlError) as error:
@@ -362,3 +365,20 @@ def test_the_blocks_histograms_give_the_threshold_of_the_whole_map() -> None:
         assert 0.1 < whole < 0.9 and by_blocks == whole
         np.testing.assert_array_equal(one.array, blocks.array)
     assert ClassMasks().block_summary(values[np.newaxis], PredictOptions(threshold=0.5)) is None
+
+
+def test_shards_of_several_volumes_each_predict_their_volumes_whole(tmp_path: Path, volume_model) -> None:
+    """With several volumes the shards share the files: a shard's volume is predicted in all its
+    blocks by that shard (not a shard's share of its blocks, which no other shard would finish)."""
+    model = volume_model()
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(3):
+        _volume(images / f"v{i}.tif", (16, 40, 40), seed=i)
+    common = [str(model), str(images), "--out-format", "zarr", "--block-size", "16", "--quiet"]
+    for name, extra in (("one", []), ("a", ["--shard", "1/2"]), ("a", ["--shard", "2/2"])):
+        result = CliRunner().invoke(predict_main, [*common, "--out", str(tmp_path / name), *extra])
+        assert result.exit_code == 0, result.output
+    for i in range(3):
+        _same(_outputs(tmp_path / "a", f"v{i}.ome.zarr"), _outputs(tmp_path / "one", f"v{i}.ome.zarr"), 0.0)
+    assert not block_stores(tmp_path / "a")
