@@ -12,6 +12,8 @@ arrays live in ``OUT/.<name>.blocks/`` until every block is done:
 - one zarr group per array (``values.zarr``, ``uncertainty.zarr``; ``mask.zarr`` at the end);
 - ``summaries/<block>.npy``: what the last step needs of each block (the semantic mask's histogram),
   computed where the block was predicted, so the last step reads the values once;
+- ``labels/<block>.npz`` and ``keys.zarr``: the instance labels' first pass, block by block (the
+  objects each block owns, the object keys of its region), kept so a killed last step continues;
 - ``done/<host>-<pid>.jsonl``: the blocks each process finished (block, shard or worker, time); one file
   per process, appended and flushed after a block's chunks are written, so nobody appends to another
   process's file and a killed process loses only the block it was writing.
@@ -46,6 +48,7 @@ PLAN = "plan.json"
 STATS = "stats.pkl"
 DONE = "done"
 SUMMARIES = "summaries"
+LABELS = "labels"
 LOCK = "finishing.lock"
 
 
@@ -151,6 +154,10 @@ class BlockStore:
         """The array ``name`` as a sink, to be written and (at the end) moved to ``target``."""
         return ZarrSink.attach(self.folder / f"{name}.zarr", target, self.arrays[name].axes, scale)
 
+    def holds(self, name: str) -> bool:
+        """Whether the array ``name`` is still in the store (not yet moved to its place)."""
+        return (self.folder / f"{name}.zarr").is_dir()
+
     def add_array(self, name: str, spec: ArraySpec, target: Path) -> ZarrSink:
         """A new array (the mask made at the end), as a sink to be moved to ``target``."""
         path = self.folder / f"{name}.zarr"
@@ -172,6 +179,32 @@ class BlockStore:
         if not all(path.is_file() for path in paths):
             return None
         return [np.load(path) for path in paths]
+
+    def scratch(self, name: str, spec: ArraySpec) -> ZarrSink:
+        """An array of the last step's own (``keys``), created once (atomically) and kept until the
+        store is removed, so a last step taken again continues on it."""
+        path = self.folder / f"{name}.zarr"
+        if not path.is_dir():
+            new = path.with_name(f".{path.name}.new-{os.getpid()}")
+            ZarrSink(new, spec.shape, spec.dtype, spec.axes, None, spec.chunks, new)
+            os.rename(new, path)
+        return ZarrSink.attach(path, path, spec.axes)
+
+    def save_part(self, block: int, **arrays: np.ndarray) -> None:
+        """Keep what the last step made of ``block`` (``labels/<block>.npz``, written atomically)."""
+        path = self.folder / LABELS / f"{block}.npz"
+        path.parent.mkdir(exist_ok=True)
+        partial = path.with_name(f".{block}.{os.getpid()}.part.npz")
+        np.savez(partial, **arrays)
+        os.replace(partial, path)
+
+    def part(self, block: int) -> dict[str, np.ndarray] | None:
+        """What :meth:`save_part` kept of ``block``, or None."""
+        path = self.folder / LABELS / f"{block}.npz"
+        if not path.is_file():
+            return None
+        with np.load(path) as data:
+            return {name: data[name] for name in data.files}
 
     def done(self) -> dict[int, dict[str, Any]]:
         """The finished blocks: index -> the line that says so (who, when)."""

@@ -42,6 +42,7 @@ class Labels(Outputs):
 
     whole_image = "instance labels are made from the whole probability map"
     objects = True
+    labels_by_blocks = True  # the watershed's labels depend on each foreground component alone
 
     def finish(
         self, output: np.ndarray, uncertainty: np.ndarray | None, options: PredictOptions
@@ -53,6 +54,11 @@ class Labels(Outputs):
         foreground = (1.0 - output[0]).astype(np.float32)
         return Prediction(output, labels_from_probabilities(output), uncertainty, None, foreground)
 
+    def block_labels(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        from idl.infer.post.instance_labels import labels_from_probabilities
+
+        return labels_from_probabilities(values), values[0] < 0.5, (1.0 - values[0]).astype(np.float32)
+
     def collect(self, merged: Any, options: PredictOptions) -> Prediction:
         """What an :class:`~idl.infer.tiling.mergers.Objects` merger's labels and scores become."""
         labels, scores = merged
@@ -62,6 +68,8 @@ class Labels(Outputs):
 class Detections(Labels):
     """Mask R-CNN's labels, tiled so that every object is kept once: the tile loop with the
     :class:`idl.infer.tiling.mergers.Objects` merger."""
+
+    labels_by_blocks = False  # a detector's objects are not components of a foreground
 
     def merger(self, model: LoadedModel, where: Layout, options: PredictOptions) -> Merger | None:
         if options.mc_samples:
@@ -76,6 +84,7 @@ class StarLabels(Labels):
     stitched map of their means, as the U-Net's labels are."""
 
     whole_image = "instance labels are made from the whole probability and distance map"
+    labels_by_blocks = False
 
     def merger(self, model: LoadedModel, where: Layout, options: PredictOptions) -> Merger | None:
         return None if options.mc_samples else StarObjects(where.shape)

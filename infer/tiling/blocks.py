@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from idl.infer.core.errors import IdlError
 from idl.infer.core.grid import round_up
 from idl.infer.core.nonfinite import check_nonfinite, has_floats
-from idl.infer.core.project import PROBABILITY_DIR, UNCERTAINTY_DIR
+from idl.infer.core.project import OBJECTS_DIR, PROBABILITY_DIR, UNCERTAINTY_DIR, image_stem
 from idl.infer.core.shard import Shard
 from idl.infer.io.blocks import PLAN, ArraySpec, BlockStore, store_folder
 from idl.infer.io.formats.ome_zarr import default_chunks
@@ -40,6 +40,7 @@ from idl.infer.io.physical import pixel_sizes
 from idl.infer.runtime.model import LoadedModel
 from idl.infer.runtime.tensors import Tensors
 from idl.infer.tiling.batch import Pending
+from idl.infer.tiling.block_labels import LabelPlan, caps_for, label_volume
 from idl.infer.tiling.engine import fitted_inputs, needs_whole_output
 from idl.infer.tiling.predict import (
     PredictOptions,
@@ -157,7 +158,7 @@ class WindowView:
 def blockable(model: LoadedModel) -> str:
     """Why ``model`` cannot predict a volume block by block (empty: it can)."""
     outputs = outputs_of(model)
-    if outputs.whole_image:
+    if outputs.whole_image and not outputs.labels_by_blocks:
         return outputs.whole_image
     tensors = model.tensors
     if not tensors.simple:
@@ -340,23 +341,37 @@ def finish_volume(
         out, name = volume.out_dir, volume.name
         outputs = outputs_of(model)
         target = out / name
-        if "uncertainty" in store.arrays:
-            store.sink("uncertainty", out / UNCERTAINTY_DIR / name, scale).close()
-        if outputs.makes_mask:  # the prediction itself last: when it exists, so does everything else
+        made = None  # the prediction made here (labels, mask), closed last
+        if outputs.labels_by_blocks:
+            plan = LabelPlan(
+                volume.grid.shape,
+                tuple(volume.grid.region(i) for i in range(store.count)),
+                caps_for(volume.grid.shape, volume.grid.block),
+                volume.grid.chunk,
+                store.arrays["values"].axes.lstrip("c"),
+            )
+            objects = out / OBJECTS_DIR / f"{image_stem(target)}.csv"
+            made = label_volume(outputs.block_labels, store, plan, target, objects, scale, options.progress)
+        elif outputs.makes_mask:
             values = store.sink("values", out / PROBABILITY_DIR / name, scale)
             axes = store.arrays["values"].axes.lstrip("c")
-            mask = store.add_array(
+            made = store.add_array(
                 "mask", ArraySpec(volume.grid.shape, "uint8", axes, volume.grid.chunk), target
             )
-            mask.scale = dict(scale or {})
-            threshold = outputs.mask_blocks(values, mask, options, store.summaries())
-            if save_probabilities:
-                values.close()
-            mask.close()
+            made.scale = dict(scale or {})
+            threshold = outputs.mask_blocks(values, made, options, store.summaries())
             if isinstance(threshold, float):
                 log.info("%s: threshold %.3f from every block's histogram", name, threshold)
-        else:
+        # the companions first, the prediction itself last: when it exists, so does everything else (a
+        # last step killed between two moves finds the moved arrays gone and goes on)
+        if store.holds("uncertainty"):
+            store.sink("uncertainty", out / UNCERTAINTY_DIR / name, scale).close()
+        if made is None:
             store.sink("values", target, scale).close()
+        else:
+            if save_probabilities and store.holds("values"):
+                store.sink("values", out / PROBABILITY_DIR / name, scale).close()
+            made.close()
         store.remove()
     return target
 

@@ -663,6 +663,16 @@ class Outputs:
         """What the assembled output of a whole image becomes."""
         return Prediction(output, None, uncertainty, None)
 
+    # a volume predicted by blocks is labelled block by block (block_labels; whole_image is for images)
+    labels_by_blocks: bool = False
+
+    def block_labels(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Labels of a window of a volume predicted by blocks, from its ``(K, ...)`` values: the
+        labels, the foreground they were made within (each label must depend only on the connected
+        component of the foreground it lies in: :mod:`idl.infer.post.block_labels`), and the map whose
+        mean per object is the objects table's score."""
+        raise NotImplementedError
+
     def block_summary(self, values: np.ndarray, options: PredictOptions) -> np.ndarray | None:
         """What :meth:`mask_blocks` needs of one block of a volume predicted by blocks (``(K, ...)``
         values), computed where the block is predicted, so the last step reads the values once: the

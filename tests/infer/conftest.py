@@ -98,12 +98,21 @@ def small_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def write_volume_model(folder: Path, task: str = "semantic", seed: int = 0, dims: int = 3) -> Path:
     """``folder/model.onnx`` and ``model_mc.onnx``: a binary semantic model (foreground
-    probability) or a regression model (values) of ``(n, 1, z, y, x)`` volumes (``(n, 1, y, x)``
-    images with ``dims`` 2), halo 4 voxels."""
+    probability), a regression model (values) or an instance U-Net (background, interior and boundary
+    probabilities of bright blobs) of ``(n, 1, z, y, x)`` volumes (``(n, 1, y, x)`` images with
+    ``dims`` 2), halo 4 voxels."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     w1 = (rng.standard_normal((4, 1, *(3,) * dims)) / 5).astype(np.float32)
     w2 = (rng.standard_normal((1, 4, *(3,) * dims)) / 5).astype(np.float32)
+    out = 1
+    if task == "instance":  # logits of background, interior, boundary from the local mean m of the input
+        out, mean = 3, np.full((3,) * dims, 1 / 3**dims, np.float32)
+        w1 = np.stack([mean, -mean, 0 * mean, 0 * mean])[:, None]  # relu(m), relu(-m)
+        w2 = np.zeros((3, 4, *(3,) * dims), np.float32)
+        centre = (slice(None), slice(None), *(1,) * dims)
+        w2[centre] = [[-10, 10, 0, 0], [10, -10, 0, 0], [0, 0, 0, 0]]
+        b2 = np.array([5, -7, 0], np.float32)  # background below m ~ 0.25, interior above m ~ 0.6
     axes = "zyx"[-dims:]
     for name, mc in (("model.onnx", False), ("model_mc.onnx", True)):
         nodes = [
@@ -123,20 +132,27 @@ def write_volume_model(folder: Path, task: str = "semantic", seed: int = 0, dims
                 helper.make_node("Mul", ["r", "keep"], ["dropped"]),
                 helper.make_node("Mul", ["dropped", "rescale"], ["d"]),
             ]
-        nodes.append(helper.make_node("Conv", ["d" if mc else "r", "w2"], ["z"], pads=[1] * 2 * dims))
-        nodes.append(helper.make_node("Sigmoid" if task == "semantic" else "Identity", ["z"], ["y"]))
+        if task == "instance":
+            inits.append(numpy_helper.from_array(b2, "b2"))
+            nodes.append(
+                helper.make_node("Conv", ["d" if mc else "r", "w2", "b2"], ["z"], pads=[1] * 2 * dims)
+            )
+            nodes.append(helper.make_node("Softmax", ["z"], ["y"], axis=1))
+        else:
+            nodes.append(helper.make_node("Conv", ["d" if mc else "r", "w2"], ["z"], pads=[1] * 2 * dims))
+            nodes.append(helper.make_node("Sigmoid" if task == "semantic" else "Identity", ["z"], ["y"]))
         graph = helper.make_graph(
             nodes,
             "volume",
             [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, *axes])],
-            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 1, *axes])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", out, *axes])],
             inits,
         )
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
         info = ModelInfo(
             task=task,
             in_channels=1,
-            num_classes=2 if task == "semantic" else 1,
+            num_classes={"semantic": 2, "instance": 3}.get(task, 1),
             size_multiple=1,
             halo=4,
             dims=dims,
@@ -144,7 +160,7 @@ def write_volume_model(folder: Path, task: str = "semantic", seed: int = 0, dims
             z_multiple=1 if dims == 3 else 0,
             z_halo=4 if dims == 3 else 0,
             dropout=0.3,
-            output="probabilities" if task == "semantic" else "values",
+            output="values" if task == "regression" else "probabilities",
         )
         helper.set_model_props(model, {METADATA_KEY: info.to_json()})
         onnx.save(model, folder / name)

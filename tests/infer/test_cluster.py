@@ -382,3 +382,95 @@ def test_shards_of_several_volumes_each_predict_their_volumes_whole(tmp_path: Pa
     for i in range(3):
         _same(_outputs(tmp_path / "a", f"v{i}.ome.zarr"), _outputs(tmp_path / "one", f"v{i}.ome.zarr"), 0.0)
     assert not block_stores(tmp_path / "a")
+
+
+def _blobs(path: Path, shape: tuple[int, ...], count: int, seed: int = 0) -> Path:
+    """Bright balls of radius 2.5-5 (some touching, some across block borders) on a noisy background."""
+    rng = np.random.default_rng(seed)
+    volume = np.zeros(shape, np.float32)
+    grid = np.indices(shape)
+    for _ in range(count):
+        centre, radius = rng.uniform(0, shape), rng.uniform(2.5, 5)
+        volume[sum((g - c) ** 2 for g, c in zip(grid, centre, strict=True)) < radius**2] = 1
+    tifffile.imwrite(path, volume + rng.normal(0, 0.05, shape).astype(np.float32))
+    return path
+
+
+def _same_objects(a: np.ndarray, b: np.ndarray) -> None:
+    """The same objects, whatever their numbers: each label of ``a`` is one label of ``b`` and back."""
+    np.testing.assert_array_equal(a > 0, b > 0)
+    pairs = np.unique(np.stack([a[a > 0], b[b > 0]]), axis=1)
+    assert len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
+
+
+def test_instance_labels_by_blocks_are_the_whole_maps_with_ids_unique_across_blocks(
+    tmp_path: Path, volume_model
+) -> None:
+    """The U-Net's watershed labels of a volume predicted by blocks (one process, and Dask's two
+    workers) are those of the whole map predicted in memory, numbered 1..N across the blocks, with the
+    objects table of the labels (and their Monte Carlo uncertainty) written."""
+    import pandas as pd
+    from skimage.measure import regionprops_table
+
+    model = volume_model("instance")
+    volume = _blobs(tmp_path / "vol.tif", (32, 96, 112), 60)
+    common = [str(model), str(volume), "--quiet", "--mc-samples", "2"]
+    blocks = ["--out-format", "zarr", "--block-size", "16", "--save-probabilities"]
+    for name, extra in (("whole", []), ("one", blocks), ("dask", [*blocks, "--dask", "local:2"])):
+        result = CliRunner().invoke(predict_main, [*common, "--out", str(tmp_path / name), *extra])
+        assert result.exit_code == 0, result.output
+    whole = tifffile.imread(tmp_path / "whole" / "vol.tif")
+    one, dask = _outputs(tmp_path / "one", "vol.ome.zarr"), _outputs(tmp_path / "dask", "vol.ome.zarr")
+    _same(one, dask, 1e-6)  # bit for bit: the same labels, numbered alike
+    labels = one[""]
+    assert labels.dtype == np.uint16 and 40 <= labels.max() <= 60
+    np.testing.assert_array_equal(np.unique(labels), np.arange(labels.max() + 1))  # 1..N, none twice
+    _same_objects(labels, whole)
+    # 84 blocks of 16 voxels: most objects cross a block border, and are still one object
+    crossing = [
+        i for i in range(1, labels.max() + 1) if len({tuple(c // 16) for c in np.argwhere(labels == i)}) > 1
+    ]
+    assert len(crossing) > labels.max() // 2
+    table = pd.read_csv(tmp_path / "one" / "objects" / "vol.csv")
+    reference = pd.DataFrame(regionprops_table(labels, properties=["label", "area", "centroid"]))
+    np.testing.assert_array_equal(table["label"], reference["label"])
+    np.testing.assert_array_equal(table["area"], reference["area"])
+    for i, axis in enumerate("zyx"):
+        np.testing.assert_allclose(table[f"centroid_{axis}"], reference[f"centroid-{i}"], rtol=1e-5)
+    assert table["score"].between(0.5, 1).all() and table["uncertainty_mean"].between(0, 1).all()
+    assert table["uncertainty_mean"].max() > 0.001  # the Monte Carlo samples did differ
+    assert not block_stores(tmp_path / "one") and not block_stores(tmp_path / "dask")
+
+
+def test_a_last_step_killed_while_labelling_continues_where_it_stopped(
+    tmp_path: Path, volume_model, monkeypatch
+) -> None:
+    """The labels' first pass is kept block by block: a last step that fails at block 5 and is taken
+    again labels only the blocks left, and gives the labels of an uninterrupted run."""
+    import idl.infer.tiling.block_labels as block_labels
+
+    model = volume_model("instance")
+    volume = _blobs(tmp_path / "vol.tif", (16, 64, 64), 25)
+    common = [str(model), str(volume), "--quiet", "--out-format", "zarr", "--block-size", "16"]
+    result = CliRunner().invoke(predict_main, [*common, "--out", str(tmp_path / "one")])
+    assert result.exit_code == 0, result.output
+    labelled, original = [], block_labels.label_block
+
+    def failing(labeller, values, uncertainty, plan, index):  # noqa: ANN001, ANN202
+        if index == 5 and not labelled.count(5):
+            labelled.append(index)
+            raise OSError("disk gone")
+        labelled.append(index)
+        return original(labeller, values, uncertainty, plan, index)
+
+    monkeypatch.setattr(block_labels, "label_block", failing)
+    result = CliRunner().invoke(predict_main, [*common, "--out", str(tmp_path / "again")])
+    assert result.exit_code != 0 and "disk gone" in str(result.exception)
+    assert labelled == [0, 1, 2, 3, 4, 5]
+    result = CliRunner().invoke(predict_main, [*common, "--out", str(tmp_path / "again")])
+    assert result.exit_code == 0, result.output
+    assert labelled == [0, 1, 2, 3, 4, 5, *range(5, 16)]  # blocks 0-4 were kept
+    _same(_outputs(tmp_path / "one", "vol.ome.zarr"), _outputs(tmp_path / "again", "vol.ome.zarr"), 0)
+    assert (tmp_path / "again" / "objects" / "vol.csv").read_text() == (
+        tmp_path / "one" / "objects" / "vol.csv"
+    ).read_text()

@@ -13,15 +13,17 @@ from onnx import TensorProto, helper
 from idl.infer.core.model_info import METADATA_KEY, ModelInfo
 
 
-def write_identity_model(folder: Path, task: str = "semantic") -> Path:
+def write_identity_model(folder: Path, task: str = "semantic", kind: str = "") -> Path:
     """``folder/model.onnx``: the normalized input as the foreground probability of a binary
-    ``task`` model (any image size, no halo)."""
+    ``task`` model (any image size, no halo; ``kind``: the network's, for the instance task)."""
     folder.mkdir(parents=True, exist_ok=True)
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, "y", "x"])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 1, "y", "x"])
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "identity", [x], [y])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    info = ModelInfo(task=task, in_channels=1, num_classes=2, size_multiple=1, halo=0, output="probabilities")
+    info = ModelInfo(
+        task=task, in_channels=1, num_classes=2, size_multiple=1, halo=0, output="probabilities", kind=kind
+    )
     helper.set_model_props(model, {METADATA_KEY: info.to_json()})
     onnx.save(model, folder / "model.onnx")
     return folder
@@ -30,7 +32,7 @@ def write_identity_model(folder: Path, task: str = "semantic") -> Path:
 @pytest.fixture
 def identity_model(tmp_path: Path) -> Callable[..., Path]:
     """Makes :func:`write_identity_model` models under the test's folder."""
-    return lambda task="semantic": write_identity_model(tmp_path / f"model-{task}", task)
+    return lambda task="semantic", kind="": write_identity_model(tmp_path / f"model-{task}{kind}", task, kind)
 
 
 def write_mean_classifier(folder: Path) -> Path:
