@@ -453,7 +453,13 @@ def main(
         named_inputs={name: collect_inputs(paths) for name, paths in named.items()},
         blocks=runner,
     )
-    predictions, summary = predict_and_evaluate(request)
+    if runner is not None:
+        runner.start()  # the workers start while the volume's store is prepared
+    try:
+        predictions, summary = predict_and_evaluate(request)
+    finally:
+        if runner is not None:
+            runner.close()
     click.echo(task_for(loaded).done(request, predictions))
     if summary is not None:
         click.echo(f"{task_for(loaded).headline(summary)}; report: {request.evaluation / 'report.html'}")

@@ -12,8 +12,9 @@ arrays live in ``OUT/.<name>.blocks/`` until every block is done:
 - one zarr group per array (``values.zarr``, ``uncertainty.zarr``; ``mask.zarr`` at the end);
 - ``summaries/<block>.npy``: what the last step needs of each block (the semantic mask's histogram),
   computed where the block was predicted, so the last step reads the values once;
-- ``labels/<block>.npz`` and ``keys.zarr``: the instance labels' first pass, block by block (the
-  objects each block owns, the object keys of its region), kept so a killed last step continues;
+- ``parts/<name>.npz`` and arrays of the last step's own (``keys.zarr``): what the last step made so
+  far (the instance labels' first pass, block by block: the objects each block owns, the object keys
+  of its region; the ids), kept so a killed last step continues;
 - ``done/<host>-<pid>.jsonl``: the blocks each process finished (block, shard or worker, time); one file
   per process, appended and flushed after a block's chunks are written, so nobody appends to another
   process's file and a killed process loses only the block it was writing.
@@ -48,7 +49,7 @@ PLAN = "plan.json"
 STATS = "stats.pkl"
 DONE = "done"
 SUMMARIES = "summaries"
-LABELS = "labels"
+PARTS = "parts"
 LOCK = "finishing.lock"
 
 
@@ -190,21 +191,30 @@ class BlockStore:
             os.rename(new, path)
         return ZarrSink.attach(path, path, spec.axes)
 
-    def save_part(self, block: int, **arrays: np.ndarray) -> None:
-        """Keep what the last step made of ``block`` (``labels/<block>.npz``, written atomically)."""
-        path = self.folder / LABELS / f"{block}.npz"
+    def save_arrays(self, name: str, **arrays: np.ndarray) -> None:
+        """Keep arrays the last step made (``parts/<name>.npz``, written atomically)."""
+        path = self.folder / PARTS / f"{name}.npz"
         path.parent.mkdir(exist_ok=True)
-        partial = path.with_name(f".{block}.{os.getpid()}.part.npz")
+        partial = path.with_name(f".{name}.{socket.gethostname()}-{os.getpid()}.part.npz")
         np.savez(partial, **arrays)
         os.replace(partial, path)
 
-    def part(self, block: int) -> dict[str, np.ndarray] | None:
-        """What :meth:`save_part` kept of ``block``, or None."""
-        path = self.folder / LABELS / f"{block}.npz"
+    def arrays_of(self, name: str) -> dict[str, np.ndarray] | None:
+        """What :meth:`save_arrays` kept as ``name``, or None."""
+        path = self.folder / PARTS / f"{name}.npz"
         if not path.is_file():
             return None
         with np.load(path) as data:
-            return {name: data[name] for name in data.files}
+            return {key: data[key] for key in data.files}
+
+    def attach(
+        self, name: str, target: Path | None = None, scale: Mapping[str, float] | None = None
+    ) -> ZarrSink:
+        """An array the last step created in the store (``mask``, ``labels``), to write blocks of (and
+        close into ``target``)."""
+        path = self.folder / f"{name}.zarr"
+        axes = self.arrays["values"].axes.lstrip("c")
+        return ZarrSink.attach(path, target or path, axes, scale)
 
     def done(self) -> dict[int, dict[str, Any]]:
         """The finished blocks: index -> the line that says so (who, when)."""
@@ -221,7 +231,11 @@ class BlockStore:
 
     def mark(self, block: int, by: str) -> None:
         """Record that ``block``'s chunks are written (by the shard or worker ``by``)."""
-        line = {"block": block, "by": by, "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        line = {
+            "block": block,
+            "by": by,
+            "time": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+        }
         path = self.folder / DONE / f"{socket.gethostname()}-{os.getpid()}.jsonl"
         with path.open("a", encoding="utf-8") as file:
             file.write(json.dumps(line) + "\n")

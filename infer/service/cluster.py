@@ -14,19 +14,19 @@ import logging
 import os
 import resource
 import sys
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
 from idl.infer.core.errors import IdlError
-from idl.infer.io.blocks import BlockStore
 from idl.infer.runtime.model import LoadedModel
 from idl.infer.runtime.session import THREADS_VARIABLE
-from idl.infer.tiling.blocks import BlockJob, predict_block
-from idl.infer.tiling.predict import load_input
+from idl.infer.tiling.blocks import BlockJob
+from idl.infer.tiling.volume import block_step
 
 log = logging.getLogger("idl")
 
@@ -64,18 +64,15 @@ def parse_address(text: str) -> Address:
 
 
 def predict_block_task(model: str, device: str, threads: int, job: BlockJob, index: int, by: str) -> int:
-    """One Dask task: predict block ``index`` of ``job`` and record it done; returns the index."""
+    """One Dask task: ``job``'s step for block ``index`` (predicted and recorded done, or its part of
+    the last step); returns the index."""
     from idl.infer.service.load import load_model
 
     os.environ[THREADS_VARIABLE] = str(threads)
     key = (model, device)
     if key not in _MODELS:
         _MODELS[key] = load_model(model, device)
-    loaded = _MODELS[key]
-    image = load_input(job.source, job.axes, loaded.io, lazy=True)
-    store = BlockStore(job.volume.store)
-    predict_block(loaded, image, job.volume, store, index, job.options)
-    store.mark(index, by)
+    block_step(_MODELS[key], job, index, by)
     return index
 
 
@@ -87,10 +84,11 @@ def peak_memory() -> int:
 
 @dataclass
 class DaskBlocks:
-    """A :data:`~idl.infer.tiling.blocks.BlockRunner` on Dask: the model (its path, as the workers
+    """A :data:`~idl.infer.tiling.volume.BlockRunner` on Dask: the model (its path, as the workers
     load it), the ONNX Runtime device and threads of each worker, where the workers are. ``task``
-    replaces :func:`predict_block_task` (tests inject failures with it). After a run, ``peaks``
-    holds each worker's peak resident memory (bytes)."""
+    replaces :func:`predict_block_task` (tests inject failures with it). The cluster is started once
+    (:meth:`start`, in the background while the caller prepares the volume) and serves every step
+    until :meth:`close`, which logs each worker's peak resident memory (bytes, in ``peaks``)."""
 
     address: Address
     model: str
@@ -99,71 +97,114 @@ class DaskBlocks:
     progress: bool = True
     task: Callable[..., int] = predict_block_task
     peaks: dict[str, int] | None = None
+    _client: Any = field(default=None, repr=False)
+    _cluster: Any = field(default=None, repr=False)
+    _starting: threading.Thread | None = field(default=None, repr=False)
+    _failed: BaseException | None = field(default=None, repr=False)
+
+    def start(self) -> None:
+        """Start the cluster (a local one: its worker processes) and connect, in the background."""
+        if self._starting is None and self._client is None:
+            self._starting = threading.Thread(target=self._connect, name="idl-dask-start", daemon=True)
+            self._starting.start()
+
+    def _connect(self) -> None:
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError as exc:
+            self._failed = IdlError(MISSING)
+            self._failed.__cause__ = exc
+            return
+        try:
+            for name in ("distributed", "distributed.scheduler", "distributed.core", "distributed.nanny"):
+                logging.getLogger(name).setLevel(
+                    logging.WARNING
+                )  # their INFO lines are the cluster's chatter
+            where = self.address.scheduler
+            if self.address.workers:
+                self._cluster = LocalCluster(
+                    n_workers=self.address.workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                    silence_logs=logging.ERROR,
+                )
+                self._client = Client(self._cluster)
+            elif Path(where).is_file():  # a scheduler file (dask-jobqueue, dask-mpi)
+                self._client = Client(scheduler_file=where)
+            else:
+                self._client = Client(where)
+        except BaseException as exc:  # handed to the caller by _connected
+            self._failed = exc
+
+    def _connected(self) -> Any:
+        self.start()
+        if self._starting is not None:
+            self._starting.join()
+            self._starting = None
+        if self._failed is not None:
+            failed, self._failed = self._failed, None
+            raise failed
+        return self._client
 
     def __call__(self, job: BlockJob, todo: list[int]) -> None:
-        try:
-            from distributed import Client, LocalCluster, as_completed
-        except ImportError as exc:
-            raise IdlError(MISSING) from exc
         if not todo:
             return
-        for name in ("distributed", "distributed.scheduler", "distributed.core", "distributed.nanny"):
-            logging.getLogger(name).setLevel(logging.WARNING)  # their INFO lines are the cluster's chatter
-        cluster: Any = None
-        if self.address.workers:
-            cluster = LocalCluster(
-                n_workers=self.address.workers,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=None,
-                silence_logs=logging.ERROR,
+        client = self._connected()
+        from distributed import as_completed
+
+        log.info(
+            "Dask: %s of %d block(s) of %s on %d worker(s)",
+            job.step,
+            len(todo),
+            job.source.name,
+            len(client.scheduler_info()["workers"]),
+        )
+        # in the order given (the most expensive blocks first), as priorities: Dask's own order for
+        # independent tasks is not the order of submission
+        futures = [
+            client.submit(
+                self.task,
+                self.model,
+                self.device,
+                self.threads,
+                job,
+                index,
+                "dask",
+                pure=False,
+                priority=len(todo) - rank,
             )
-        where = self.address.scheduler
-        try:
-            if cluster is not None:
-                client = Client(cluster)
-            elif Path(where).is_file():  # a scheduler file (dask-jobqueue, dask-mpi)
-                client = Client(scheduler_file=where)
-            else:
-                client = Client(where)
-            with client:
-                log.info(
-                    "Dask: %d block(s) of %s on %d worker(s)",
-                    len(todo),
-                    job.source.name,
-                    len(client.scheduler_info()["workers"]),
-                )
-                # in the order given (the most expensive blocks first), as priorities: Dask's own
-                # order for independent tasks is not the order of submission
-                futures = [
-                    client.submit(
-                        self.task,
-                        self.model,
-                        self.device,
-                        self.threads,
-                        job,
-                        index,
-                        "dask",
-                        pure=False,
-                        priority=len(todo) - rank,
-                    )
-                    for rank, index in enumerate(todo)
-                ]
-                bar = tqdm(total=len(todo), unit="block", disable=None if self.progress else True)
-                for future in as_completed(futures):
-                    try:
-                        future.result()
-                    except IdlError:
-                        raise
-                    except Exception as exc:  # a worker's error, or a task that killed its workers
-                        raise IdlError(f"Dask could not predict a block of {job.source}: {exc}") from exc
-                    bar.update()
-                bar.close()
-                self.peaks = {str(k): int(v) for k, v in client.run(peak_memory).items()}
-                log.info(
-                    "Dask workers' peak memory: %s MB",
-                    ", ".join(f"{peak / 2**20:.0f}" for peak in sorted(self.peaks.values())),
-                )
-        finally:
-            if cluster is not None:
-                cluster.close()
+            for rank, index in enumerate(todo)
+        ]
+        bar = tqdm(total=len(todo), unit="block", desc=job.step, disable=None if self.progress else True)
+        for future in as_completed(futures):
+            try:
+                future.result()
+            except IdlError:
+                raise
+            except Exception as exc:  # a worker's error, or a task that killed its workers
+                raise IdlError(f"Dask could not {job.step} a block of {job.source}: {exc}") from exc
+            bar.update()
+        bar.close()
+        self.peaks = {str(k): int(v) for k, v in client.run(peak_memory).items()}
+
+    def close(self) -> None:
+        """Log the workers' peak memory, disconnect, and stop a local cluster."""
+        if self._starting is not None:
+            self._starting.join()
+            self._starting = None
+        if self.peaks:
+            log.info(
+                "Dask workers' peak memory: %s MB",
+                ", ".join(f"{peak / 2**20:.0f}" for peak in sorted(self.peaks.values())),
+            )
+        for part in (self._client, self._cluster):
+            if part is not None:
+                part.close()
+        self._client = self._cluster = None
+
+    def __enter__(self) -> DaskBlocks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

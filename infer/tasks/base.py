@@ -20,8 +20,8 @@ from idl.infer.core.grid import AxisSize
 from idl.infer.core.model_info import ModelInfo
 from idl.infer.runtime.iospec import IOSpec, activation, image_io
 from idl.infer.runtime.model import LoadedModel
-from idl.infer.tiling.blocks import BlockRunner
 from idl.infer.tiling.predict import AS_IT_IS, Outputs, PredictOptions
+from idl.infer.tiling.volume import BlockRunner
 
 Summary = dict[str, float | int]
 

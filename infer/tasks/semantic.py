@@ -44,21 +44,31 @@ class ClassMasks(Outputs):
             return None
         return otsu_counts(values[0], self.temperature)
 
-    def mask_blocks(
-        self, values: Any, mask: Any, options: PredictOptions, summaries: Sequence[np.ndarray] | None = None
-    ) -> float | None:
+    def mask_blocks(self, values: Any, mask: Any, options: PredictOptions) -> float | None:
         if values.shape != mask.shape:  # one channel per class
             for start in range(mask.shape[0]):
-                mask[start] = np.argmax(values[:, start], axis=0).astype(np.uint8)
+                mask[start] = self.block_mask(values[:, start], None)
             return None
         threshold = options.threshold
-        if threshold == "otsu" and summaries:  # the blocks' histograms, taken where they were predicted
-            threshold = otsu_of_counts(np.sum(summaries, axis=0), self.temperature)
-        elif threshold == "otsu":  # from every block's histogram, as to_mask takes it of the whole map
+        if threshold == "otsu":  # from every block's histogram, as to_mask takes it of the whole map
             threshold = calibrated_otsu((block for _, block in values.blocks()), self.temperature)
         for window, block in values.blocks():
-            mask[window] = (block > threshold).astype(np.uint8)
+            mask[window] = self.block_mask(block[np.newaxis], threshold)
         return float(threshold)
+
+    def block_threshold(
+        self, options: PredictOptions, summaries: Sequence[np.ndarray] | None
+    ) -> float | None:
+        if options.threshold != "otsu":
+            return float(options.threshold)
+        if not summaries:  # one channel per class: kept no histograms
+            return None
+        return float(otsu_of_counts(np.sum(summaries, axis=0), self.temperature))
+
+    def block_mask(self, values: np.ndarray, threshold: float | None) -> np.ndarray:
+        if values.shape[0] > 1:
+            return np.argmax(values, axis=0).astype(np.uint8)
+        return (values[0] > threshold).astype(np.uint8)
 
 
 class Semantic(PixelTask):

@@ -3,11 +3,13 @@ step labels it block by block, with bounded memory, ids unique across the volume
 narrower than the margin's cap, the labels the whole map would give (:mod:`idl.infer.post.block_labels`
 says why).
 
-Two passes over the blocks. The first labels each block's window (its region and a margin, grown until
-the components meeting the region lie inside it, at most ``cap`` voxels per axis), writes the region's
-object keys and keeps the objects the block owns (their voxel counts, centroids and mean scores); the
-second turns keys into ids 1..N. The first pass is kept per block in the store, so a last step taken
-again (after a kill) continues where it stopped.
+Two passes over the blocks, each block by block (in this process, or on Dask's workers like the
+predictions). The first (:func:`label_step`) labels each block's window (its region and a margin,
+grown until the components meeting the region lie inside it, at most ``cap`` voxels per axis), writes
+the region's object keys and keeps the objects the block owns (their voxel counts, centroids and mean
+scores). Then :func:`assign_step` numbers every object 1..N and writes the objects table, and the
+second pass (:func:`ids_step`) turns each region's keys into ids. The first pass is kept per block in
+the store, so a last step taken again (after a kill) continues where it stopped.
 """
 
 from __future__ import annotations
@@ -19,12 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from idl.infer.io.blocks import ArraySpec, BlockStore
 from idl.infer.io.disk import atomic_path
 from idl.infer.io.formats.ome_zarr import ZarrSink
-from idl.infer.post.block_labels import BlockObjects, assign_ids, block_objects, keys_to_ids
+from idl.infer.post.block_labels import assign_ids, block_objects, keys_to_ids
 from idl.infer.post.instance_labels import label_dtype
 
 log = logging.getLogger("idl")
@@ -102,57 +103,49 @@ def objects_rows(stats: np.ndarray, ids: np.ndarray, axes: str, sampled: bool):
     return pd.DataFrame(table)
 
 
-def label_volume(
-    labeller: Any,
-    store: BlockStore,
-    plan: LabelPlan,
-    target: Path,
-    objects: Path,
-    scale: Any,
-    progress: bool,
-) -> ZarrSink:
-    """Label the volume in ``store``'s values block by block (``labeller``: a window's values ->
-    labels, foreground, score map) into a sink for ``target`` (closed by the caller, last) and write
-    the objects table to ``objects``; block results already kept are not made again."""
+def label_step(labeller: Any, store: BlockStore, plan: LabelPlan, index: int) -> None:
+    """The first pass of block ``index`` (``labeller``: a window's values -> labels, foreground, score
+    map): its region's object keys written, what it owns kept; nothing when it was kept before."""
+    if store.arrays_of(f"labels-{index}") is not None:
+        return
     values = store.sink("values", store.folder / "values.zarr")
     uncertainty = (
         store.sink("uncertainty", store.folder / "uncertainty.zarr")
         if "uncertainty" in store.arrays
         else None
     )
-    keys = store.scratch("keys", ArraySpec(plan.shape, "int64", plan.axes, plan.chunks))
-    count = len(plan.regions)
-    bar = tqdm(total=2 * count, unit="block", desc="labels", disable=None if progress else True, leave=False)
-    cut = 0  # blocks with clusters wider than the cap
-    owned, stats = [], []
-    for index, region in enumerate(plan.regions):
-        part = store.part(index)
-        if part is None:
-            found: BlockObjects = label_block(labeller, values, uncertainty, plan, index)
-            keys[region] = found.keys
-            part = {"owned": found.owned, "stats": found.stats, "cut": np.array(found.cut)}
-            store.save_part(index, **part)
-        owned.append(part["owned"])
-        stats.append(part["stats"])
-        cut += int(part["cut"]) > 0
-        bar.update()
-    sorted_keys, ids = assign_ids(owned)
+    found = label_block(labeller, values, uncertainty, plan, index)
+    store.scratch("keys", keys_spec(plan))[plan.regions[index]] = found.keys
+    store.save_arrays(f"labels-{index}", owned=found.owned, stats=found.stats, cut=np.array(found.cut))
+
+
+def keys_spec(plan: LabelPlan) -> ArraySpec:
+    """The array of object keys (the first pass's)."""
+    return ArraySpec(plan.shape, "int64", plan.axes, plan.chunks)
+
+
+def labels_left(store: BlockStore, plan: LabelPlan) -> list[int]:
+    """The blocks whose first pass is not kept yet."""
+    return [i for i in range(len(plan.regions)) if store.arrays_of(f"labels-{i}") is None]
+
+
+def assign_step(store: BlockStore, plan: LabelPlan, target: Path, objects: Path, scale: Any) -> ZarrSink:
+    """Once every block's first pass is kept: the ids of every owned object (kept in the store for
+    :func:`ids_step`), the objects table written to ``objects``, and the label image's array created
+    in the store (returned, to be closed into ``target`` last)."""
+    store.scratch("keys", keys_spec(plan))  # a volume without objects made none
+    parts = [store.arrays_of(f"labels-{i}") for i in range(len(plan.regions))]
+    if any(part is None for part in parts):
+        raise RuntimeError("the labels' first pass is not done for every block")
+    sorted_keys, ids = assign_ids([part["owned"] for part in parts])
     total = int(sorted_keys.size)
-    dtype = label_dtype(total)
-    sink = ZarrSink(target, plan.shape, dtype, plan.axes, scale, plan.chunks, store.folder / "labels.zarr")
-    for region in plan.regions:
-        sink[region] = keys_to_ids(keys[region], sorted_keys, ids, dtype)
-        bar.update()
-    bar.close()
-    table = objects_rows(
-        np.concatenate([np.zeros((0, stats[0].shape[1])), *stats]),
-        np.arange(1, total + 1),
-        plan.axes,
-        uncertainty is not None,
-    )
+    store.save_arrays("ids", keys=sorted_keys, ids=ids)
+    stats = np.concatenate([np.zeros((0, parts[0]["stats"].shape[1])), *(part["stats"] for part in parts)])
+    table = objects_rows(stats, np.arange(1, total + 1), plan.axes, "uncertainty" in store.arrays)
     objects.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(objects) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")
+    cut = sum(int(part["cut"]) > 0 for part in parts)
     if cut:
         log.warning(
             "%s: %d block(s) meet clusters of touching objects wider than %s voxels, labelled block by "
@@ -162,4 +155,14 @@ def label_volume(
             " x ".join(map(str, plan.caps)),
         )
     log.info("%s: %d object(s) labelled block by block", target.name, total)
-    return sink
+    dtype = label_dtype(total)
+    return ZarrSink(target, plan.shape, dtype, plan.axes, scale, plan.chunks, store.folder / "labels.zarr")
+
+
+def ids_step(store: BlockStore, plan: LabelPlan, index: int) -> None:
+    """The second pass of block ``index``: its region's object keys as ids, into the label image."""
+    table = store.arrays_of("ids")
+    labels = store.attach("labels")
+    region = plan.regions[index]
+    keys = store.scratch("keys", keys_spec(plan))[region]
+    labels[region] = keys_to_ids(keys, table["keys"], table["ids"], labels.dtype.type)

@@ -21,26 +21,20 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from idl.infer.core.errors import IdlError
 from idl.infer.core.grid import round_up
 from idl.infer.core.nonfinite import check_nonfinite, has_floats
-from idl.infer.core.project import OBJECTS_DIR, PROBABILITY_DIR, UNCERTAINTY_DIR, image_stem
-from idl.infer.core.shard import Shard
 from idl.infer.io.blocks import PLAN, ArraySpec, BlockStore, store_folder
 from idl.infer.io.formats.ome_zarr import default_chunks
-from idl.infer.io.physical import pixel_sizes
 from idl.infer.runtime.model import LoadedModel
 from idl.infer.runtime.tensors import Tensors
-from idl.infer.tiling.batch import Pending
-from idl.infer.tiling.block_labels import LabelPlan, caps_for, label_volume
 from idl.infer.tiling.engine import fitted_inputs, needs_whole_output
 from idl.infer.tiling.predict import (
     PredictOptions,
@@ -298,84 +292,6 @@ def predict_block(
         store.sink("uncertainty", Path(volume.name))[region] = uncertainty
 
 
-def run_blocks(
-    model: LoadedModel,
-    image: Any,
-    volume: Volume,
-    store: BlockStore,
-    options: PredictOptions,
-    shard: Shard | None,
-    by: str,
-) -> int:
-    """Predict the blocks of ``shard`` (all without one) that are not done, one after the other,
-    each recorded as done by ``by``; returns how many were predicted."""
-    done = store.done()
-    mine = [i for i in range(store.count) if (shard is None or shard.owns(i)) and i not in done]
-    if len(done):
-        log.info("%s: %d of %d block(s) were finished earlier", volume.name, len(done), store.count)
-    bar = tqdm(total=len(mine), unit="block", disable=None if options.progress else True, leave=False)
-    for index in mine:
-        predict_block(model, image, volume, store, index, options)
-        store.mark(index, by)
-        bar.update()
-    bar.close()
-    return len(mine)
-
-
-def finish_volume(
-    model: LoadedModel,
-    store: BlockStore,
-    volume: Volume,
-    options: PredictOptions,
-    save_probabilities: bool,
-    scale: Any = None,
-) -> Path | None:
-    """The last step, once every block is done: the mask (semantic models), the OME-Zarr metadata,
-    each output moved to its place. Returns the prediction's path, or None when blocks are left or
-    another process takes the step."""
-    if len(store.done()) < store.count:
-        return None
-    with store.finishing() as mine:
-        if not mine or not store.folder.is_dir():
-            return None
-        out, name = volume.out_dir, volume.name
-        outputs = outputs_of(model)
-        target = out / name
-        made = None  # the prediction made here (labels, mask), closed last
-        if outputs.labels_by_blocks:
-            plan = LabelPlan(
-                volume.grid.shape,
-                tuple(volume.grid.region(i) for i in range(store.count)),
-                caps_for(volume.grid.shape, volume.grid.block),
-                volume.grid.chunk,
-                store.arrays["values"].axes.lstrip("c"),
-            )
-            objects = out / OBJECTS_DIR / f"{image_stem(target)}.csv"
-            made = label_volume(outputs.block_labels, store, plan, target, objects, scale, options.progress)
-        elif outputs.makes_mask:
-            values = store.sink("values", out / PROBABILITY_DIR / name, scale)
-            axes = store.arrays["values"].axes.lstrip("c")
-            made = store.add_array(
-                "mask", ArraySpec(volume.grid.shape, "uint8", axes, volume.grid.chunk), target
-            )
-            made.scale = dict(scale or {})
-            threshold = outputs.mask_blocks(values, made, options, store.summaries())
-            if isinstance(threshold, float):
-                log.info("%s: threshold %.3f from every block's histogram", name, threshold)
-        # the companions first, the prediction itself last: when it exists, so does everything else (a
-        # last step killed between two moves finds the moved arrays gone and goes on)
-        if store.holds("uncertainty"):
-            store.sink("uncertainty", out / UNCERTAINTY_DIR / name, scale).close()
-        if made is None:
-            store.sink("values", target, scale).close()
-        else:
-            if save_probabilities and store.holds("values"):
-                store.sink("values", out / PROBABILITY_DIR / name, scale).close()
-            made.close()
-        store.remove()
-    return target
-
-
 def by_cost(volume: Volume, blocks: list[int]) -> list[int]:
     """``blocks`` with the most expensive first (the largest window: blocks at the volume's faces
     have less halo to read), so workers taking them in this order finish together: on 16 blocks of a
@@ -387,58 +303,19 @@ def by_cost(volume: Volume, blocks: list[int]) -> list[int]:
     return sorted(blocks, key=lambda index: (-cost(index), index))
 
 
+# the steps a volume's blocks go through, each block by block: predicted; then, in the last step, the
+# semantic mask, or the instance labels' two passes (idl.infer.tiling.block_labels)
+PREDICT, MASK, LABELS, IDS = "predict", "mask", "labels", "ids"
+
+
 @dataclass(frozen=True)
 class BlockJob:
-    """What a worker elsewhere needs to predict blocks of a volume (picklable): the input file and its
-    axes, the volume's plan, the settings; the model it loads itself (once per worker)."""
+    """What a worker elsewhere needs to take a step of blocks of a volume (picklable): the input file
+    and its axes, the volume's plan, the settings, the step; the model it loads itself (once per
+    worker)."""
 
     source: Path
     axes: str | None
     volume: Volume
     options: PredictOptions
-
-
-# runs the given blocks of a job somewhere (a Dask cluster: idl.infer.service.cluster), each recorded
-# in the store as it finishes; returns when all are done or raises
-BlockRunner = Callable[[BlockJob, list[int]], None]
-
-
-def predict_volume(
-    model: LoadedModel,
-    image: Any,
-    source: Path,
-    out_dir: Path,
-    name: str,
-    options: PredictOptions,
-    save_probabilities: bool,
-    runner: BlockRunner | None = None,
-    axes: str | None = None,
-    shard: Shard | None = None,
-) -> Path | Pending:
-    """Predict the volume ``image`` (read from ``source``) into ``out_dir/name`` (OME-Zarr) block by
-    block: ``shard``'s blocks (all without one) here, or every block by ``runner``;
-    then, when no block is left, the last step (``axes``: the input's, as given). Returns the
-    prediction's path, or :class:`Pending` while blocks are left to other shards."""
-    volume = plan_volume(model, image.shape[:-1], name, out_dir, options)
-    if options.overwrite and volume.store.exists():
-        if shard is not None:
-            raise IdlError(
-                "--overwrite with --shard: the shards would remove each other's blocks. Delete "
-                f"{volume.store} once, then submit the shards without --overwrite."
-            )
-        BlockStore(volume.store).remove()
-    store = open_store(model, image, source, volume, options)
-    if runner is None:
-        run_blocks(model, image, volume, store, options, shard, shard.label if shard else "one process")
-    else:
-        done = store.done()
-        runner(
-            BlockJob(source, axes, volume, options),
-            by_cost(volume, [i for i in range(store.count) if i not in done]),
-        )
-    target = finish_volume(model, store, volume, options, save_probabilities, pixel_sizes(source))
-    if target is not None:
-        log.info("%s -> %s, %d block(s)", source.name, target.name, volume.grid.count)
-        return target
-    left = store.count - len(store.done()) if store.folder.is_dir() else 0
-    return Pending(f"this shard's blocks are done; {left} of {store.count} block(s) are left to other shards")
+    step: str = PREDICT

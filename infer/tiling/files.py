@@ -24,7 +24,7 @@ from idl.infer.io.scenes import scene_names, scene_pixel_sizes, scene_stems
 from idl.infer.io.sinks import ChannelView
 from idl.infer.runtime.model import LoadedModel
 from idl.infer.tiling.batch import Batch, Item, Pending, run_batch
-from idl.infer.tiling.blocks import BlockRunner, blockable, predict_volume
+from idl.infer.tiling.blocks import blockable
 from idl.infer.tiling.engine import needs_whole_output
 from idl.infer.tiling.predict import (
     Outputs,
@@ -43,6 +43,7 @@ from idl.infer.tiling.predict import (
     smallest_tile_for,
     write_output,
 )
+from idl.infer.tiling.volume import BlockRunner, predict_volume
 
 log = logging.getLogger("idl")
 

@@ -679,12 +679,20 @@ class Outputs:
         semantic mask's histogram for Otsu's threshold; None (the default): nothing."""
         return None
 
-    def mask_blocks(
-        self, values: Any, mask: Any, options: PredictOptions, summaries: Sequence[np.ndarray] | None = None
-    ) -> float | None:
+    def mask_blocks(self, values: Any, mask: Any, options: PredictOptions) -> float | None:
         """Out of core (``makes_mask``): write ``mask`` from ``values`` (sinks of the whole image,
-        read block by block), with every block's :meth:`block_summary` when the volume was predicted
-        by blocks; returns the threshold used, if any."""
+        read block by block); returns the threshold used, if any."""
+        raise NotImplementedError
+
+    def block_threshold(
+        self, options: PredictOptions, summaries: Sequence[np.ndarray] | None
+    ) -> float | None:
+        """The threshold of a volume predicted by blocks (``makes_mask``), from every block's
+        :meth:`block_summary`; None: the mask takes no threshold (arg-max)."""
+        raise NotImplementedError
+
+    def block_mask(self, values: np.ndarray, threshold: float | None) -> np.ndarray:
+        """The mask of one block's ``(K, ...)`` values (``makes_mask``)."""
         raise NotImplementedError
 
 

@@ -285,8 +285,8 @@ def test_a_dask_worker_killed_mid_run_still_gives_the_same_volume(tmp_path: Path
     model = load_model(model_dir)
     options = PredictOptions(progress=False, out_format="zarr", block_size=16, mc_samples=3)
     predict_files(model, [volume], tmp_path / "one", options)
-    runner = DaskBlocks(Address(workers=2), str(model_dir), progress=False, task=_dying_task)
-    predict_files(model, [volume], tmp_path / "dask", options, blocks=runner)
+    with DaskBlocks(Address(workers=2), str(model_dir), progress=False, task=_dying_task) as runner:
+        predict_files(model, [volume], tmp_path / "dask", options, blocks=runner)
     assert (tmp_path / "died").read_text() == "once"  # a worker did exit
     _same(_outputs(tmp_path / "one", "vol.ome.zarr"), _outputs(tmp_path / "dask", "vol.ome.zarr"), 1e-6)
     assert runner.peaks and all(peak > 10 * 2**20 for peak in runner.peaks.values())
@@ -361,10 +361,16 @@ def test_the_blocks_histograms_give_the_threshold_of_the_whole_map() -> None:
         summaries = [masks.block_summary(values[np.newaxis, i : i + 4], options) for i in (0, 4, 8)]
         one, blocks = Sink(np.zeros(values.shape, np.uint8)), Sink(np.zeros(values.shape, np.uint8))
         whole = masks.mask_blocks(Sink(values), one, options)
-        by_blocks = masks.mask_blocks(Sink(values), blocks, options, summaries)
+        by_blocks = masks.block_threshold(options, summaries)
         assert 0.1 < whole < 0.9 and by_blocks == whole
-        np.testing.assert_array_equal(one.array, blocks.array)
+        for start in (0, 4, 8):
+            part = values[np.newaxis, start : start + 4]
+            np.testing.assert_array_equal(one.array[start : start + 4], masks.block_mask(part, by_blocks))
     assert ClassMasks().block_summary(values[np.newaxis], PredictOptions(threshold=0.5)) is None
+    assert ClassMasks().block_threshold(PredictOptions(threshold=0.5), None) == 0.5
+    assert ClassMasks().block_threshold(PredictOptions(), None) is None  # several classes: arg-max
+    three = rng.random((3, 4, 5)).astype(np.float32)
+    np.testing.assert_array_equal(ClassMasks().block_mask(three, None), np.argmax(three, axis=0))
 
 
 def test_shards_of_several_volumes_each_predict_their_volumes_whole(tmp_path: Path, volume_model) -> None:
