@@ -186,9 +186,14 @@ class BlockStore:
         store is removed, so a last step taken again continues on it."""
         path = self.folder / f"{name}.zarr"
         if not path.is_dir():
-            new = path.with_name(f".{path.name}.new-{os.getpid()}")
+            new = path.with_name(f".{path.name}.new-{socket.gethostname()}-{os.getpid()}")
             ZarrSink(new, spec.shape, spec.dtype, spec.axes, None, spec.chunks, new)
-            os.rename(new, path)
+            try:
+                os.rename(new, path)  # of several workers, one wins; the others use its array
+            except OSError:
+                shutil.rmtree(new, ignore_errors=True)
+                if not path.is_dir():
+                    raise
         return ZarrSink.attach(path, path, spec.axes)
 
     def save_arrays(self, name: str, **arrays: np.ndarray) -> None:

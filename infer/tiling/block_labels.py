@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from idl.infer.io.blocks import ArraySpec, BlockStore
+from idl.infer.io.blocks import PARTS, ArraySpec, BlockStore
 from idl.infer.io.disk import atomic_path
 from idl.infer.io.formats.ome_zarr import ZarrSink
 from idl.infer.post.block_labels import assign_ids, block_objects, keys_to_ids
@@ -159,9 +159,22 @@ def assign_step(store: BlockStore, plan: LabelPlan, target: Path, objects: Path,
     return ZarrSink(target, plan.shape, dtype, plan.axes, scale, plan.chunks, store.folder / "labels.zarr")
 
 
+_IDS: dict[tuple[str, int], dict[str, np.ndarray]] = {}  # per process: the ids table, read once
+
+
+def _ids(store: BlockStore) -> dict[str, np.ndarray]:
+    """The ids table :func:`assign_step` kept, read once per process (it holds every object)."""
+    path = store.folder / PARTS / "ids.npz"
+    key = (str(path), path.stat().st_mtime_ns)
+    if key not in _IDS:
+        _IDS.clear()
+        _IDS[key] = store.arrays_of("ids")
+    return _IDS[key]
+
+
 def ids_step(store: BlockStore, plan: LabelPlan, index: int) -> None:
     """The second pass of block ``index``: its region's object keys as ids, into the label image."""
-    table = store.arrays_of("ids")
+    table = _ids(store)
     labels = store.attach("labels")
     region = plan.regions[index]
     keys = store.scratch("keys", keys_spec(plan))[region]

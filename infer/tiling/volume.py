@@ -25,7 +25,15 @@ from idl.infer.io.blocks import ArraySpec, BlockStore
 from idl.infer.io.physical import pixel_sizes
 from idl.infer.runtime.model import LoadedModel
 from idl.infer.tiling.batch import Pending
-from idl.infer.tiling.block_labels import LabelPlan, assign_step, caps_for, ids_step, label_step, labels_left
+from idl.infer.tiling.block_labels import (
+    LabelPlan,
+    assign_step,
+    caps_for,
+    ids_step,
+    keys_spec,
+    label_step,
+    labels_left,
+)
 from idl.infer.tiling.blocks import (
     IDS,
     LABELS,
@@ -127,6 +135,7 @@ def finish_volume(
         made = None  # the prediction made here (labels, mask), closed last
         if outputs.labels_by_blocks:
             plan = label_plan(volume, store)
+            store.scratch("keys", keys_spec(plan))  # before the workers write into it
             _each(model, replace(job, step=LABELS), labels_left(store, plan), runner, options.progress)
             objects = out / OBJECTS_DIR / f"{image_stem(target)}.csv"
             made = assign_step(store, plan, target, objects, scale)
