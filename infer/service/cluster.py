@@ -36,6 +36,19 @@ MISSING = (
     "arrays)."
 )
 
+# the workers of --dask local:N without two of Dask's defaults that cost a worker predicting blocks
+# 18 % of its speed with two workers on 2 cores (docs/benchmarks.md): MALLOC_TRIM_THRESHOLD_ set in the
+# workers' environment (glibc then maps and unmaps every large array, each tile's among them, instead
+# of reusing it), and the statistical profiler sampling each task's stack every 10 ms
+LOCAL_WORKERS = {
+    "distributed.nanny.pre-spawn-environ": {
+        "OMP_NUM_THREADS": 1,
+        "MKL_NUM_THREADS": 1,
+        "OPENBLAS_NUM_THREADS": 1,
+    },
+    "distributed.worker.profile.enabled": False,
+}
+
 _MODELS: dict[tuple[str, str], LoadedModel] = {}  # per worker process: each model loaded once
 
 
@@ -110,6 +123,7 @@ class DaskBlocks:
 
     def _connect(self) -> None:
         try:
+            import dask
             from distributed import Client, LocalCluster
         except ImportError as exc:
             self._failed = IdlError(MISSING)
@@ -122,13 +136,14 @@ class DaskBlocks:
                 )  # their INFO lines are the cluster's chatter
             where = self.address.scheduler
             if self.address.workers:
-                self._cluster = LocalCluster(
-                    n_workers=self.address.workers,
-                    threads_per_worker=1,
-                    processes=True,
-                    dashboard_address=None,
-                    silence_logs=logging.ERROR,
-                )
+                with dask.config.set(LOCAL_WORKERS):
+                    self._cluster = LocalCluster(
+                        n_workers=self.address.workers,
+                        threads_per_worker=1,
+                        processes=True,
+                        dashboard_address=None,
+                        silence_logs=logging.ERROR,
+                    )
                 self._client = Client(self._cluster)
             elif Path(where).is_file():  # a scheduler file (dask-jobqueue, dask-mpi)
                 self._client = Client(scheduler_file=where)
