@@ -36,10 +36,11 @@ MISSING = (
     "arrays)."
 )
 
-# the workers of --dask local:N without two of Dask's defaults that cost a worker predicting blocks
-# 18 % of its speed with two workers on 2 cores (docs/benchmarks.md): MALLOC_TRIM_THRESHOLD_ set in the
-# workers' environment (glibc then maps and unmaps every large array, each tile's among them, instead
-# of reusing it), and the statistical profiler sampling each task's stack every 10 ms
+# the workers of --dask local:N without two of Dask's defaults that cost a worker predicting blocks its
+# speed (docs/benchmarks.md): MALLOC_TRIM_THRESHOLD_ in the workers' environment (glibc then maps and
+# unmaps every large array, each tile's among them, instead of reusing it: one process predicting 4
+# blocks took 33 % more page faults and 5 % more time with it), and the statistical profiler, which
+# samples each task's stack every 10 ms
 LOCAL_WORKERS = {
     "distributed.nanny.pre-spawn-environ": {
         "OMP_NUM_THREADS": 1,
