@@ -15,6 +15,7 @@ the store, so a last step taken again (after a kill) continues where it stopped.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +31,12 @@ from idl.infer.post.instance_labels import label_dtype
 
 log = logging.getLogger("idl")
 
-# the margin's cap per axis: a quarter of the block, at least this many voxels (objects and clusters of
-# touching objects narrower than the cap come out as on the whole map)
+# the margin's cap: at least this many voxels, and as many more as keep a block's window within
+# WINDOW_VOXELS (about 2.5 GB at the peak of a U-Net's labels: three channels of float32 values, the
+# components, seeds and labels, the watershed's own arrays). Foreground clusters narrower than the cap
+# come out as on the whole map; the 3D nuclei's reach 82 voxels (docs/benchmarks.md).
 MIN_CAP = 32
+WINDOW_VOXELS = 2**26
 
 
 @dataclass(frozen=True)
@@ -46,10 +50,15 @@ class LabelPlan:
     axes: str
 
 
-def caps_for(shape: Sequence[int], block: Sequence[int]) -> tuple[int, ...]:
-    """The margin's cap per axis: a quarter of the block side, at least :data:`MIN_CAP`, at most the
-    axis."""
-    return tuple(min(n, max(MIN_CAP, b // 4)) for n, b in zip(shape, block, strict=True))
+def caps_for(shape: Sequence[int], block: Sequence[int], budget: int = WINDOW_VOXELS) -> tuple[int, ...]:
+    """The margin's cap per axis: the largest margin (in steps of 8 voxels, at least :data:`MIN_CAP`)
+    whose windows hold at most ``budget`` voxels, at most each axis's length."""
+    cap = MIN_CAP
+    for margin in range(MIN_CAP, max(shape) + 8, 8):
+        if math.prod(min(n, b + 2 * margin) for n, b in zip(shape, block, strict=True)) > budget:
+            break
+        cap = margin
+    return tuple(min(n, cap) for n in shape)
 
 
 def margins(caps: Sequence[int]) -> list[tuple[int, ...]]:
@@ -149,10 +158,12 @@ def assign_step(store: BlockStore, plan: LabelPlan, target: Path, objects: Path,
     if cut:
         log.warning(
             "%s: %d block(s) meet clusters of touching objects wider than %s voxels, labelled block by "
-            "block: their objects are cut at block borders (a larger --block-size keeps them whole)",
+            "block: their objects are cut at block borders (the margin around a block is bounded so its "
+            "window stays within %d M voxels; a smaller --block-size leaves room for a wider one)",
             target.name,
             cut,
             " x ".join(map(str, plan.caps)),
+            WINDOW_VOXELS // 2**20,
         )
     log.info("%s: %d object(s) labelled block by block", target.name, total)
     dtype = label_dtype(total)

@@ -65,6 +65,11 @@ def test_objects_narrower_than_the_cap_come_out_whole_and_wide_ones_are_cut_with
 
 def test_margins_grow_to_the_cap_and_caps_follow_the_block() -> None:
     assert margins((32, 64)) == [(8, 16), (16, 32), (32, 64)]
-    assert caps_for((60, 512, 512), (64, 256, 256)) == (32, 64, 64)
+    # windows of at most 2**26 voxels: 256 + 2 x 72 = 400 (64 M voxels), 128 + 2 x 136 = 400
+    assert caps_for((1024, 2048, 2048), (256, 256, 256)) == (72, 72, 72)
+    assert caps_for((1024, 2048, 2048), (128, 128, 128)) == (136, 136, 136)
+    assert caps_for((256, 2048, 2048), (256, 256, 256)) == (128, 128, 128)  # z is one block: 256 x 512²
+    assert caps_for((60, 512, 512), (64, 256, 256)) == (60, 512, 512)  # the whole volume fits
     assert caps_for((20, 512), (20, 2048)) == (20, 512)
+    assert caps_for((100, 100, 100), (64, 64, 64), budget=10) == (32, 32, 32)  # never below 32
     assert grown((slice(10, 20), slice(0, 8)), (4, 4), (22, 30)) == (slice(6, 22), slice(0, 12))

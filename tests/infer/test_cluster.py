@@ -359,7 +359,7 @@ def test_the_blocks_histograms_give_the_threshold_of_the_whole_map() -> None:
     for temperature in (1.0, 0.6):
         masks = ClassMasks(temperature)
         summaries = [masks.block_summary(values[np.newaxis, i : i + 4], options) for i in (0, 4, 8)]
-        one, blocks = Sink(np.zeros(values.shape, np.uint8)), Sink(np.zeros(values.shape, np.uint8))
+        one = Sink(np.zeros(values.shape, np.uint8))
         whole = masks.mask_blocks(Sink(values), one, options)
         by_blocks = masks.block_threshold(options, summaries)
         assert 0.1 < whole < 0.9 and by_blocks == whole
