@@ -65,7 +65,6 @@ def labels_from_probabilities(probabilities: np.ndarray, min_size: int = 4) -> n
     pixels), grown by a watershed on the interior probability over the foreground (1 - p_background
     > 0.5), so boundary pixels go to the object they border."""
     from skimage.measure import label
-    from skimage.segmentation import watershed
 
     interior = probabilities[1]
     foreground = probabilities[0] < 0.5
@@ -73,8 +72,32 @@ def labels_from_probabilities(probabilities: np.ndarray, min_size: int = 4) -> n
     small = np.bincount(seeds.ravel()) < min_size
     small[0] = False
     seeds[small[seeds]] = 0  # specks are no objects
-    labels = watershed(-interior, seeds, mask=foreground)
+    labels = watershed_by_component(-interior, seeds, foreground)
     return labels.astype(label_dtype(int(labels.max())))
+
+
+def watershed_by_component(image: np.ndarray, seeds: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``watershed(image, seeds, mask=mask)`` run on each connected component of ``mask`` (pixels
+    touching by a side or a corner) in its own bounding box, so a component's labels depend on its
+    pixels alone. scikit-image's watershed breaks ties between equal values (a saturated network's
+    interiors are exactly 1.0) by the layout of its heap, which holds the whole image: the same
+    component in another crop could be split otherwise, and a volume labelled block by block
+    (:mod:`idl.infer.post.block_labels`) relies on the labels of a component being the same in every
+    window that holds it."""
+    from skimage.segmentation import watershed
+
+    components = ndimage.label(mask, structure=np.ones((3,) * mask.ndim, bool))[0]
+    labels = np.zeros(mask.shape, np.int32)
+    for index, box in enumerate(ndimage.find_objects(components), start=1):
+        if box is None:
+            continue
+        inside = components[box] == index
+        local = np.where(inside, seeds[box], 0)
+        if not local.any():
+            continue  # no seed: background, as the watershed of the whole image leaves it
+        flooded = watershed(image[box], local, mask=inside)
+        labels[box][inside] = flooded[inside]
+    return labels
 
 
 def label_dtype(count: int) -> type:

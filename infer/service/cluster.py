@@ -152,6 +152,9 @@ class DaskBlocks:
                 self._client = Client(where)
         except BaseException as exc:  # handed to the caller by _connected
             self._failed = exc
+            if self._cluster is not None:  # started, but no client: its workers are stopped here
+                self._cluster.close()
+                self._cluster = None
 
     def _connected(self) -> Any:
         self.start()
@@ -193,15 +196,20 @@ class DaskBlocks:
             for rank, index in enumerate(todo)
         ]
         bar = tqdm(total=len(todo), unit="block", desc=job.step, disable=None if self.progress else True)
-        for future in as_completed(futures):
-            try:
-                future.result()
-            except IdlError:
-                raise
-            except Exception as exc:  # a worker's error, or a task that killed its workers
-                raise IdlError(f"Dask could not {job.step} a block of {job.source}: {exc}") from exc
-            bar.update()
-        bar.close()
+        try:
+            for future in as_completed(futures):
+                try:
+                    future.result()
+                except IdlError:
+                    raise
+                except Exception as exc:  # a worker's error, or a task that killed its workers
+                    raise IdlError(f"Dask could not {job.step} a block of {job.source}: {exc}") from exc
+                bar.update()
+        except BaseException:
+            client.cancel(futures)  # no block of a failed step goes on writing into its store
+            raise
+        finally:
+            bar.close()
         self.peaks = {str(k): int(v) for k, v in client.run(peak_memory).items()}
 
     def close(self) -> None:
@@ -214,10 +222,13 @@ class DaskBlocks:
                 "Dask workers' peak memory: %s MB",
                 ", ".join(f"{peak / 2**20:.0f}" for peak in sorted(self.peaks.values())),
             )
-        for part in (self._client, self._cluster):
-            if part is not None:
-                part.close()
-        self._client = self._cluster = None
+        client, cluster, self._client, self._cluster = self._client, self._cluster, None, None
+        try:
+            if client is not None:
+                client.close()
+        finally:
+            if cluster is not None:
+                cluster.close()
 
     def __enter__(self) -> DaskBlocks:
         return self

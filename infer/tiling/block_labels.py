@@ -170,13 +170,14 @@ def assign_step(store: BlockStore, plan: LabelPlan, target: Path, objects: Path,
     return ZarrSink(target, plan.shape, dtype, plan.axes, scale, plan.chunks, store.folder / "labels.zarr")
 
 
-_IDS: dict[tuple[str, int], dict[str, np.ndarray]] = {}  # per process: the ids table, read once
+_IDS: dict[tuple[str, int, int, int], dict[str, np.ndarray]] = {}  # per process: the ids table, read once
 
 
 def _ids(store: BlockStore) -> dict[str, np.ndarray]:
     """The ids table :func:`assign_step` kept, read once per process (it holds every object)."""
     path = store.folder / PARTS / "ids.npz"
-    key = (str(path), path.stat().st_mtime_ns)
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size, stat.st_ino)
     if key not in _IDS:
         _IDS.clear()
         _IDS[key] = store.arrays_of("ids")

@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from idl.infer.core.errors import IdlError
@@ -49,6 +50,8 @@ from idl.infer.tiling.blocks import (
 from idl.infer.tiling.predict import PredictOptions, load_input, outputs_of
 
 log = logging.getLogger("idl")
+
+MADE = "made"  # kept in the store once the mask or labels are complete
 
 # takes a step of the given blocks of a job somewhere (a Dask cluster: idl.infer.service.cluster),
 # through block_step; returns when all are done or raises
@@ -133,7 +136,10 @@ def finish_volume(
         target = out / name
         everything = list(range(store.count))
         made = None  # the prediction made here (labels, mask), closed last
-        if outputs.labels_by_blocks:
+        kind = "labels" if outputs.labels_by_blocks else "mask" if outputs.makes_mask else ""
+        if kind and store.arrays_of(MADE) is not None:  # made by a last step killed before the moves
+            made = store.attach(kind, target, scale)
+        elif outputs.labels_by_blocks:
             plan = label_plan(volume, store)
             store.scratch("keys", keys_spec(plan))  # before the workers write into it
             _each(model, replace(job, step=LABELS), labels_left(store, plan), runner, options.progress)
@@ -150,6 +156,8 @@ def finish_volume(
             made = store.add_array("mask", spec, target)
             made.scale = dict(scale or {})
             _each(model, replace(job, step=MASK), everything, runner, options.progress)
+        if kind:
+            store.save_arrays(MADE, done=np.ones(1))  # the values may move now: the prediction is made
         # the companions first, the prediction itself last: when it exists, so does everything else (a
         # last step killed between two moves finds the moved arrays gone and goes on)
         if store.holds("uncertainty"):

@@ -480,3 +480,35 @@ def test_a_last_step_killed_while_labelling_continues_where_it_stopped(
     assert (tmp_path / "again" / "objects" / "vol.csv").read_text() == (
         tmp_path / "one" / "objects" / "vol.csv"
     ).read_text()
+
+
+@pytest.mark.parametrize("task", ["semantic", "instance"])
+def test_a_last_step_killed_after_moving_the_probabilities_is_finished_by_a_rerun(
+    tmp_path: Path, volume_model, monkeypatch, task: str
+) -> None:
+    """The last step moves the probabilities out of the store before the prediction itself: a step
+    that dies between the two moves leaves the mask (or labels) made, and a rerun closes it instead
+    of making it again from values that are gone."""
+    from idl.infer.io.formats.ome_zarr import ZarrSink
+
+    model = volume_model(task)
+    volume = _blobs(tmp_path / "vol.tif", (16, 48, 48), 12)
+    common = [str(model), str(volume), "--quiet", "--out-format", "zarr", "--block-size", "16"]
+    common += ["--save-probabilities"]
+    result = CliRunner().invoke(predict_main, [*common, "--out", str(tmp_path / "one")])
+    assert result.exit_code == 0, result.output
+    close, died = ZarrSink.close, []
+
+    def dying(sink: ZarrSink) -> Path:
+        if sink.path == tmp_path / "again" / "vol.ome.zarr" and not died:
+            died.append(sink.path)
+            raise OSError("killed")
+        return close(sink)
+
+    monkeypatch.setattr(ZarrSink, "close", dying)
+    result = CliRunner().invoke(predict_main, [*common, "--out", str(tmp_path / "again")])
+    assert result.exit_code != 0 and died
+    assert (tmp_path / "again" / "probabilities" / "vol.ome.zarr").is_dir()  # moved before the kill
+    result = CliRunner().invoke(predict_main, [*common, "--out", str(tmp_path / "again")])
+    assert result.exit_code == 0, result.output
+    _same(_outputs(tmp_path / "one", "vol.ome.zarr"), _outputs(tmp_path / "again", "vol.ome.zarr"), 0)
