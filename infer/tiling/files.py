@@ -152,7 +152,7 @@ def expected_outputs(
         paths.append(out_dir / UNCERTAINTY_DIR / f"{stem}{ext}")
     if outputs.objects:
         paths.append(out_dir / OBJECTS_DIR / f"{stem}.csv")
-    if save_probabilities and outputs.makes_mask:
+    if save_probabilities and outputs.saves_probabilities:
         paths.append(out_dir / PROBABILITY_DIR / f"{stem}{ext}")
     return paths
 

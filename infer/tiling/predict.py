@@ -605,6 +605,12 @@ class Outputs:
     # drawn under (tiling.tta), or None; a task sets what it measured better
     mc_tta: str | None = None
 
+    @property
+    def saves_probabilities(self) -> bool:
+        """Whether ``--save-probabilities`` writes the network's values beside the prediction: for a
+        mask or labels made from them (a regression's values are the prediction itself)."""
+        return self.makes_mask or self.objects
+
     def deterministic(self, model: LoadedModel, options: PredictOptions) -> Runner | None:
         """The network without dropout, when a Monte Carlo prediction takes its answer from it."""
         if options.mc_samples and (options.mc_answer or self.mc_answer) == "deterministic":

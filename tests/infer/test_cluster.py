@@ -512,3 +512,17 @@ def test_a_last_step_killed_after_moving_the_probabilities_is_finished_by_a_reru
     result = CliRunner().invoke(predict_main, [*common, "--out", str(tmp_path / "again")])
     assert result.exit_code == 0, result.output
     _same(_outputs(tmp_path / "one", "vol.ome.zarr"), _outputs(tmp_path / "again", "vol.ome.zarr"), 0)
+
+
+def test_instance_probabilities_are_outputs_a_rerun_makes_again(tmp_path: Path, volume_model) -> None:
+    """``--save-probabilities`` of an instance model writes probabilities/: they are among the image's
+    outputs, so a rerun that finds them missing predicts the image again instead of skipping it."""
+    model = volume_model("instance", dims=2)
+    tifffile.imwrite(tmp_path / "a.tif", np.random.default_rng(0).random((40, 48)).astype(np.float32))
+    common = [str(model), str(tmp_path / "a.tif"), "--out", str(tmp_path / "o"), "--save-probabilities"]
+    for _ in range(2):
+        result = CliRunner().invoke(predict_main, [*common, "--quiet"])
+        assert result.exit_code == 0, result.output
+        probabilities = tmp_path / "o" / "probabilities" / "a.tif"
+        assert tifffile.imread(probabilities).shape == (3, 40, 48)
+        probabilities.unlink()
