@@ -32,9 +32,10 @@ from idl.infer.post.instance_labels import label_dtype
 log = logging.getLogger("idl")
 
 # the margin's cap: at least this many voxels, and as many more as keep a block's window within
-# WINDOW_VOXELS (about 2.5 GB at the peak of a U-Net's labels: three channels of float32 values, the
-# components, seeds and labels, the watershed's own arrays). Foreground clusters narrower than the cap
-# come out as on the whole map; the 3D nuclei's reach 82 voxels (docs/benchmarks.md).
+# WINDOW_VOXELS (estimated, not measured: some 2.5 GB at the peak of a U-Net's labels, from three
+# channels of float32 values, the components, seeds and labels, and the watershed's own arrays).
+# Foreground clusters narrower than the cap come out as on the whole map; the 3D nuclei's reach 82
+# voxels (docs/benchmarks.md).
 MIN_CAP = 32
 WINDOW_VOXELS = 2**26
 

@@ -10,6 +10,7 @@ shards and Dask's workers write the same volume. What the blocks are and how one
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import replace
@@ -58,15 +59,17 @@ MADE = "made"  # kept in the store once the mask or labels are complete
 BlockRunner = Callable[[BlockJob, list[int]], None]
 
 
-def label_plan(volume: Volume, store: BlockStore) -> LabelPlan:
-    """What the labels' passes need of ``volume``."""
+@functools.lru_cache(maxsize=4)
+def label_plan(volume: Volume) -> LabelPlan:
+    """What the labels' passes need of ``volume`` (made once per process and volume: every block's
+    step asks for it)."""
     grid = volume.grid
     return LabelPlan(
         grid.shape,
         tuple(grid.region(i) for i in range(grid.count)),
         caps_for(grid.shape, grid.block),
         grid.chunk,
-        store.arrays["values"].axes.lstrip("c"),
+        "zyx"[-len(grid.shape) :],  # the store's arrays' space axes (blocks._arrays)
     )
 
 
@@ -88,17 +91,24 @@ def block_step(model: LoadedModel, job: BlockJob, index: int, by: str, image: An
         values_block = values[(slice(None), *region)] if values.ndim > len(region) else values[region][None]
         store.attach("mask")[region] = outputs.block_mask(values_block, level)
     elif job.step == LABELS:
-        label_step(outputs.block_labels, store, label_plan(job.volume, store), index)
+        label_step(outputs.block_labels, store, label_plan(job.volume), index)
     elif job.step == IDS:
-        ids_step(store, label_plan(job.volume, store), index)
+        ids_step(store, label_plan(job.volume), index)
     else:
         raise ValueError(f"unknown block step {job.step!r}")
 
 
 def _each(
-    model: LoadedModel, job: BlockJob, blocks: list[int], runner: BlockRunner | None, progress: bool
+    model: LoadedModel,
+    job: BlockJob,
+    blocks: list[int],
+    runner: BlockRunner | None,
+    progress: bool,
+    by: str = "one process",
+    image: Any = None,
 ) -> None:
-    """Take ``job``'s step for ``blocks``: by ``runner``, or here one after the other."""
+    """Take ``job``'s step for ``blocks``: by ``runner``, or here one after the other (recorded as
+    done by ``by``; ``image``: the input, already open)."""
     if not blocks:
         return
     if runner is not None:
@@ -108,7 +118,7 @@ def _each(
         total=len(blocks), unit="block", desc=job.step, disable=None if progress else True, leave=False
     )
     for index in blocks:
-        block_step(model, job, index, "one process")
+        block_step(model, job, index, by, image)
         bar.update()
     bar.close()
 
@@ -140,7 +150,7 @@ def finish_volume(
         if kind and store.arrays_of(MADE) is not None:  # made by a last step killed before the moves
             made = store.attach(kind, target, scale)
         elif outputs.labels_by_blocks:
-            plan = label_plan(volume, store)
+            plan = label_plan(volume)
             store.scratch("keys", keys_spec(plan))  # before the workers write into it
             _each(model, replace(job, step=LABELS), labels_left(store, plan), runner, options.progress)
             objects = out / OBJECTS_DIR / f"{image_stem(target)}.csv"
@@ -202,15 +212,9 @@ def predict_volume(
     if done:
         log.info("%s: %d of %d block(s) were finished earlier", volume.name, len(done), store.count)
     todo = [i for i in range(store.count) if (shard is None or shard.owns(i)) and i not in done]
-    if runner is not None:
-        _each(model, job, by_cost(volume, todo), runner, options.progress)
-    else:
-        by = shard.label if shard else "one process"
-        bar = tqdm(total=len(todo), unit="block", disable=None if options.progress else True, leave=False)
-        for index in todo:
-            block_step(model, job, index, by, image)
-            bar.update()
-        bar.close()
+    by = shard.label if shard else "one process"
+    order = by_cost(volume, todo) if runner is not None else todo
+    _each(model, job, order, runner, options.progress, by, image)
     target = finish_volume(model, store, job, save_probabilities, pixel_sizes(source), runner)
     if target is not None:
         log.info("%s -> %s, %d block(s)", source.name, target.name, volume.grid.count)
