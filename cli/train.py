@@ -157,7 +157,7 @@ EXAMPLES = """Examples:
 )
 @click.option(
     "--model",
-    help="Network: unet or segnet (semantic, 2D); unet (regression); unet, stardist or maskrcnn "
+    help="Network: unet or segnet (semantic, 2D); unet (regression); unet, flows, stardist or maskrcnn "
     "(instance); resnet18, resnet34, resnet50 or resnet101 (classification) [default: unet; "
     "classification: resnet18 on a CPU, resnet50 on a GPU].",
 )

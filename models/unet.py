@@ -351,3 +351,22 @@ def build_stardist(**spec: object) -> StarDistUNet:
     """A :class:`StarDistUNet` from keyword arguments (the fields of :class:`StarDistSpec`): the
     architecture entry point of its bioimage.io packages."""
     return StarDistUNet(StarDistSpec(**spec))  # type: ignore[arg-type]
+
+
+class FlowUNet(UNet):
+    """A U-Net that predicts flow fields (cellpose, Stringer et al. 2021): three output channels, the
+    foreground probability (a sigmoid, in the graph) and the two components ``(dy, dx)`` of the unit
+    vector towards the object's centre (:mod:`idl.infer.post.flows` turns them into labels on the
+    inference side)."""
+
+    builder: ClassVar[str] = "build_flows"
+
+    def _run(self, x: torch.Tensor, samples: torch.Tensor | None) -> torch.Tensor:
+        out = super()._run(x, samples)
+        return torch.cat([torch.sigmoid(out[:, :1]), out[:, 1:]], dim=1)
+
+
+def build_flows(**spec: object) -> FlowUNet:
+    """A :class:`FlowUNet` from keyword arguments (the fields of :class:`UNetSpec`): the architecture
+    entry point of its bioimage.io packages."""
+    return FlowUNet(UNetSpec(**spec))  # type: ignore[arg-type]

@@ -174,3 +174,9 @@ def labels_from_stars(
     labels = polygons_to_labels(stars, keep, shape)
     scores = np.concatenate([[0.0], stars.probabilities[keep]]).astype(np.float32)[labels]
     return labels, scores
+
+
+def objects_from_output(out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and scores (:func:`labels_from_stars`) from a network output ``(1 + n, Y, X)``: the
+    probability, then the distances."""
+    return labels_from_stars(out[0], out[1:])

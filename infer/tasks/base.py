@@ -93,6 +93,11 @@ STARDIST_CITATION = (
     "MICCAI 2018.",
     "10.1007/978-3-030-00934-2_30",
 )
+CELLPOSE_CITATION = (
+    "Stringer, C., Wang, T., Michaelos, M. & Pachitariu, M. Cellpose: a generalist algorithm for "
+    "cellular segmentation. Nature Methods 18, 100-106 (2021).",
+    "10.1038/s41592-020-01018-x",
+)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ labels and each object's score)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ from idl.infer.core.model_info import ModelInfo
 from idl.infer.core.processing import SPACE
 from idl.infer.runtime.iospec import DETECTOR_MIN_SIZE, IOSpec, image_io
 from idl.infer.tasks.base import (
+    CELLPOSE_CITATION,
     MASK_RCNN_CITATION,
     STARDIST_CITATION,
     UNET_CITATION,
@@ -29,7 +31,7 @@ from idl.infer.tasks.base import (
 from idl.infer.tasks.pixels import PixelTask, Scoring
 from idl.infer.tasks.registry import register
 from idl.infer.tiling.engine import Layout
-from idl.infer.tiling.mergers import Merger, Objects, StarObjects
+from idl.infer.tiling.mergers import MadeObjects, Merger, Objects
 from idl.infer.tiling.predict import Outputs, Prediction, PredictOptions
 
 if TYPE_CHECKING:
@@ -77,25 +79,29 @@ class Detections(Labels):
         return Objects(where.shape)
 
 
-class StarLabels(Labels):
-    """Label images from a star-convex polygon network's object probability and distances along rays
-    (:mod:`idl.infer.post.stardist`): tile by tile, each object kept by the tile that owns its centre
-    (:class:`~idl.infer.tiling.mergers.StarObjects`); with Monte Carlo samples from the whole
-    stitched map of their means, as the U-Net's labels are."""
+class MadeLabels(Labels):
+    """Label images made from a network's outputs in numpy by ``make`` (output ``(C, ...)`` ->
+    labels and scores): the star-convex polygon network's probability and distances
+    (:mod:`idl.infer.post.stardist`), or the flow-field network's probability and flows
+    (:mod:`idl.infer.post.flows`). Tile by tile, each object kept by the tile that owns its centre
+    (:class:`~idl.infer.tiling.mergers.MadeObjects`); with Monte Carlo samples from the whole stitched
+    map of their means, as the U-Net's labels are."""
 
-    whole_image = "instance labels are made from the whole probability and distance map"
-    labels_by_blocks = False
+    whole_image = "instance labels are made from the whole map of the network's outputs"
+    labels_by_blocks = False  # made from polygons or flows, not from components of a foreground
+
+    def __init__(self, make: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]) -> None:
+        self.make = make
 
     def merger(self, model: LoadedModel, where: Layout, options: PredictOptions) -> Merger | None:
-        return None if options.mc_samples else StarObjects(where.shape)
+        return None if options.mc_samples else MadeObjects(where.shape, make=self.make)
 
     def finish(
         self, output: np.ndarray, uncertainty: np.ndarray | None, options: PredictOptions
     ) -> Prediction:
         from idl.infer.post.instance_labels import label_dtype
-        from idl.infer.post.stardist import labels_from_stars
 
-        labels, scores = labels_from_stars(output[0], output[1:])
+        labels, scores = self.make(output)
         return Prediction(
             output[:1], labels.astype(label_dtype(int(labels.max()))), uncertainty, None, scores
         )
@@ -210,7 +216,9 @@ class Stars(Instance):
     demo = ""
 
     def outputs(self, info: ModelInfo) -> Outputs:
-        return StarLabels()
+        from idl.infer.post.stardist import objects_from_output
+
+        return MadeLabels(objects_from_output)
 
     def out_channels(self, info: ModelInfo) -> int:
         return info.num_classes  # the object probability and one distance per ray
@@ -260,6 +268,66 @@ class Stars(Instance):
         ]
 
 
+class Flows(Instance):
+    """Instance segmentation by flow fields (cellpose): the network's graph outputs the foreground
+    probability and each pixel's unit vector towards its object's centre; labels are made in numpy."""
+
+    kind = "flows"
+    demo = ""
+
+    def outputs(self, info: ModelInfo) -> Outputs:
+        from idl.infer.post.flows import objects_from_output
+
+        return MadeLabels(objects_from_output)
+
+    def out_channels(self, info: ModelInfo) -> int:
+        return 3  # the foreground probability and the flow's two components
+
+    def io_spec(self, info: ModelInfo) -> IOSpec:
+        """Image in; probability (a sigmoid in the graph) and flows out; Monte Carlo: the standard
+        deviation over samples."""
+        return image_io(info, 3, (), "std")
+
+    def package_text(self, info: ModelInfo) -> PackageText:
+        from idl.infer.post.flows import FLOW_ERROR, MIN_SIZE, PROB_THRESHOLD, STEPS
+
+        meaning = "foreground probability and the unit vector (dy, dx) towards the object's centre (cellpose)"
+        use = (
+            f"{meaning}: rows grow downwards. Labels: every pixel with probability >= {PROB_THRESHOLD} "
+            f"follows the flows for {STEPS} steps; pixels whose paths end at one sink form an object; "
+            f"objects whose flows differ from those of their own shape by a mean squared error above "
+            f"{FLOW_ERROR}, or smaller than {MIN_SIZE} px, are dropped (idl.infer.post.flows, numpy and "
+            "scipy)."
+        )
+        return replace(
+            super().package_text(info),
+            network="U-Net (flow fields, cellpose)",
+            tags=("cellpose", "flows", "unet", "instance-segmentation", "segmentation"),
+            citations=(CELLPOSE_CITATION, UNET_CITATION),
+            tensor="flows",
+            output=meaning,
+            channels=("probability", "flow_y", "flow_x"),
+            value_range=(None, None),
+            use=use,
+            postprocessing={
+                "method": "flow fields (cellpose)",
+                "probability_threshold": PROB_THRESHOLD,
+                "steps": STEPS,
+                "flow_error_threshold": FLOW_ERROR,
+                "min_size": MIN_SIZE,
+                "function": "idl.infer.post.flows.labels_from_flows",
+            },
+        )
+
+    def describe(self, info: ModelInfo) -> list[str]:
+        return [
+            f"task: instance (flow fields), {info.dims}D, trained on axes {info.axes}",
+            "  output channels: foreground probability and flows (dy, dx); writes label images and "
+            "objects/<name>.csv",
+        ]
+
+
 register(Instance())
 register(Detection())
 register(Stars())
+register(Flows())

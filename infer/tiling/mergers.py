@@ -301,15 +301,18 @@ class Objects:
 
 
 @dataclass
-class StarObjects(Objects):
-    """Label images from a star-convex polygon network's object probability and distances (channel
-    0 and 1..): each tile's polygons are made from its own output (:mod:`idl.infer.post.stardist`),
-    and, as in :class:`Objects`, each object is kept only by the tile that owns its centre, so the
-    image is never held as a whole map of 33 channels."""
+class MadeObjects(Objects):
+    """Label images from a network whose output is turned into objects by ``make`` (output ``(C,
+    ...)`` -> labels and each pixel's object score): the star-convex polygon network's probability
+    and distances (:mod:`idl.infer.post.stardist`), or the flow-field network's probability and flows
+    (:mod:`idl.infer.post.flows`). Each tile's objects are made from its own output, and, as in
+    :class:`Objects`, each object is kept only by the tile that owns its centre, so the image is
+    never held as a whole map of all channels. Both make an object from its own pixels' outputs
+    alone, so a tile whose halo holds the whole object finds what the whole image does."""
+
+    make: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
 
     def add(self, tile: Tile, values: np.ndarray) -> None:
-        from idl.infer.post.stardist import labels_from_stars
-
-        out = values[0]
-        labels, scores = labels_from_stars(out[0], out[1:])
+        assert self.make is not None
+        labels, scores = self.make(values[0])
         super().add(tile, np.stack([labels.astype(np.float32), scores])[np.newaxis])

@@ -90,12 +90,13 @@ def test_tiles_keep_each_object_once_as_the_whole_image_does() -> None:
     from idl.infer.core.grid import tile_grid
     from idl.infer.datasets.synthetic import NucleiSpec, synthetic_nuclei
     from idl.infer.evaluate.instance_metrics import counts_per_threshold, scores_from_counts
-    from idl.infer.tiling.mergers import StarObjects
+    from idl.infer.post.stardist import objects_from_output
+    from idl.infer.tiling.mergers import MadeObjects
 
     labels = synthetic_nuclei(np.random.default_rng(4), NucleiSpec(size=288))[1].astype(np.int64)
     out = np.concatenate([object_probability(labels)[None], star_distances(labels, 32)])
     whole, _ = labels_from_stars(out[0], out[1:])
-    merger = StarObjects((288, 288))
+    merger = MadeObjects((288, 288), make=objects_from_output)
     tiles = tile_grid((288, 288), (128, 128), (32, 32), 16)
     assert len(tiles) == 16
     for tile in tiles:

@@ -2,7 +2,9 @@
 interior and boundary classes, turned into labels by a watershed and validated by AP50:95 of whole
 images; Mask R-CNN (``--model maskrcnn``, :mod:`.maskrcnn`) learns the objects directly and is
 validated by ``ap50`` of its crops; the star-convex polygon U-Net (``--model stardist``,
-:mod:`.stardist`) learns an object probability and distances to the edge along rays."""
+:mod:`.stardist`) learns an object probability and distances to the edge along rays; the flow-field
+U-Net (``--model flows``, :mod:`.flows`) learns the foreground and each pixel's direction to its
+object's centre."""
 
 from __future__ import annotations
 
@@ -56,10 +58,11 @@ class LabelsAP:
 
 class InstanceTrainer(PixelTrainer):
     task = "instance"
-    models = ("unet", MASK_RCNN, "stardist")
+    models = ("unet", MASK_RCNN, "stardist", "flows")
     metric = "ap50_95"
-    # the U-Net's; "stardist": the star-convex polygon network's own (train/tasks/instance/stardist.py)
-    loss_names = (*dict.fromkeys(BINARY_LOSSES + MULTICLASS_LOSSES), "stardist")
+    # the U-Net's; "stardist" and "flows": the star-convex polygon and flow-field networks' own
+    # (train/tasks/instance/stardist.py, flows.py)
+    loss_names = (*dict.fromkeys(BINARY_LOSSES + MULTICLASS_LOSSES), "stardist", "flows")
     class_names = INSTANCE_CLASSES
 
     def learning_rate(self, model: str | None) -> float:
@@ -89,6 +92,10 @@ class InstanceTrainer(PixelTrainer):
             from idl.train.tasks.instance.stardist import STARDIST_TRAINER
 
             return STARDIST_TRAINER.prepare(project, config, start)
+        if config.model == "flows":
+            from idl.train.tasks.instance.flows import FLOW_TRAINER
+
+            return FLOW_TRAINER.prepare(project, config, start)
         return super().prepare(project, config, start)
 
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from idl.infer.core.errors import ConfigError
-from idl.infer.post.stardist import RAYS, labels_from_stars, object_probability, star_distances
+from idl.infer.post.stardist import RAYS, object_probability, objects_from_output, star_distances
 from idl.models.unet import StarDistSpec, StarDistUNet, UNetSpec
 from idl.train.data import Sample, TrainingData, load_instance_data
 from idl.train.losses import LossFn
@@ -71,7 +71,7 @@ def stardist_loss(rays: int = RAYS) -> LossFn:
 
 def star_labels(out: np.ndarray) -> np.ndarray:
     """The labels idl-predict makes from the network's probability and distances."""
-    return labels_from_stars(out[0], out[1:])[0]
+    return objects_from_output(out)[0]
 
 
 class StarDistTrainer(PixelTrainer):
@@ -86,7 +86,9 @@ class StarDistTrainer(PixelTrainer):
 
     def load_data(self, split_dir: Path, config: TrainConfig, spatial: str) -> TrainingData:
         if len(spatial) != 2:
-            raise ConfigError("--model stardist is built for 2D images; use --model unet for volumes.")
+            raise ConfigError(
+                f"--model {self.network_name} is built for 2D images; use --model unet for volumes."
+            )
         data = load_instance_data(
             split_dir,
             config.normalization,

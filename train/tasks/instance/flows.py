@@ -1,0 +1,111 @@
+"""Flow-field training (``--task instance --model flows``; cellpose, Stringer et al. 2021).
+
+The U-Net's plan, patches and whole-image validation are the instance U-Net's; what differs is the
+target and the head. Each training image's objects get the heat diffused from their centres once, on
+the whole image (:func:`idl.infer.post.flows.diffused_heat`), so an object cut by a patch's border
+keeps the flows of its whole shape. Heat and labels travel through the augmentation as one integer
+target (:func:`pack`: the label in the high bits, the heat in 16 low bits), so nearest-neighbour
+resampling keeps both exact and flips and turns move them together; the loss turns each augmented
+patch's heat into flows (:func:`idl.infer.post.flows.heat_flows`), so the vectors turn with the patch.
+The loss is cellpose's: binary cross-entropy on the foreground probability plus half the mean
+squared error of the flows scaled by 5. Validation makes labels as ``idl-predict`` does and scores
+AP50:95.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from idl.infer.post.flows import diffused_heat, heat_flows, objects_from_output
+from idl.models.unet import FlowUNet, UNetSpec
+from idl.train.data import TrainingData
+from idl.train.losses import LossFn
+from idl.train.tasks.instance import LabelsAP
+from idl.train.tasks.instance.stardist import StarDistTrainer
+
+if TYPE_CHECKING:
+    from idl.train.config import TrainConfig
+
+FLOWS = "flows"
+FLOW_SCALE = 5.0  # cellpose trains the flows at 5x their unit length
+HEAT_BITS = 16  # the heat's share of a packed target
+HEAT_LEVELS = 2**HEAT_BITS - 1
+
+
+def pack(labels: np.ndarray) -> np.ndarray:
+    """int64 ``labels * 2**16 + heat``: each object's heat (0..1, :func:`diffused_heat`) in 16
+    bits below its label, one integer target that nearest-neighbour augmentation keeps exact."""
+    heat = np.rint(diffused_heat(labels) * HEAT_LEVELS).astype(np.int64)
+    return (labels.astype(np.int64) << HEAT_BITS) | heat
+
+
+def unpack(target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and heat (0..1) of packed targets (:func:`pack`), any shape."""
+    return target >> HEAT_BITS, (target & HEAT_LEVELS).astype(np.float64) / HEAT_LEVELS
+
+
+def flow_targets(target: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Of packed patches ``(N, Y, X)``: the foreground ``(N, Y, X)``, the flows ``(N, 2, Y, X)`` and
+    their weight ``(N, Y, X)``, 0 on each patch's outermost pixels (there the heat's neighbour beyond
+    the patch is unknown, so the central difference would be wrong)."""
+    labels, heat = unpack(target)
+    weight = np.zeros(labels.shape, np.float32)
+    weight[..., 1:-1, 1:-1] = 1.0
+    return (labels > 0).astype(np.float32), heat_flows(labels, heat), weight
+
+
+def flows_loss() -> LossFn:
+    """The loss of a batch: ``out`` ``(N, 3, Y, X)`` (probability, dy, dx) against packed targets."""
+
+    def loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        foreground, flows, weight = (
+            torch.from_numpy(a).to(out.device) for a in flow_targets(target.cpu().numpy())
+        )
+        bce = F.binary_cross_entropy(out[:, 0].clamp(1e-6, 1 - 1e-6), foreground)
+        squared = ((out[:, 1:] - flows) * FLOW_SCALE) ** 2 * weight.unsqueeze(1)
+        return bce + squared.sum() / (2 * 2 * weight.sum().clamp_min(1.0))
+
+    return loss
+
+
+def flow_labels(out: np.ndarray) -> np.ndarray:
+    """The labels idl-predict makes from the network's probability and flows."""
+    return objects_from_output(out)[0]
+
+
+class FlowTrainer(StarDistTrainer):
+    """The instance task's flow-field network (reached through ``--model flows``); its data are the
+    star-convex network's label images, packed with their heat."""
+
+    network = FlowUNet
+    network_name = FLOWS
+    kind = FLOWS
+
+    def load_data(self, split_dir: Path, config: TrainConfig, spatial: str) -> TrainingData:
+        data = super().load_data(split_dir, config, spatial)
+        samples = [replace(s, target=pack(s.target)) for s in data.samples]
+        return replace(data, samples=samples, num_classes=3)
+
+    def network_spec(self, spec: UNetSpec, data: TrainingData) -> UNetSpec:
+        return spec
+
+    def loss_name(self, config: TrainConfig, num_classes: int) -> str:
+        return FLOWS
+
+    def make_loss(self, name: str, num_classes: int) -> LossFn:
+        return flows_loss()
+
+    def describe_data(self, data: TrainingData) -> str:
+        return "label images, foreground probability and flows to the object centres"
+
+    def image_score(self, num_classes: int) -> LabelsAP:
+        return LabelsAP(flow_labels)
+
+
+FLOW_TRAINER = FlowTrainer()
