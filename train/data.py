@@ -411,15 +411,19 @@ MAX_COORDINATES = 10_000  # foreground positions kept per image and class
 
 def foreground_positions(target: np.ndarray, seed: int) -> dict[int, np.ndarray]:
     """Up to :data:`MAX_COORDINATES` random positions of every foreground class (values > 0) of a class
-    map; nothing for regression targets (float)."""
+    map or label image; nothing for regression targets (float). One sort of the foreground's values
+    groups the positions, so a label image of thousands of objects costs no more than a class map."""
     if target.dtype == np.float32:
         return {}
     rng = np.random.default_rng(seed)
+    flat = np.flatnonzero(target.ravel() > 0)
+    values = target.ravel()[flat]
+    order = np.argsort(values, kind="stable")  # each value's positions stay in row-major order
+    found, starts = np.unique(values[order], return_index=True)
     out = {}
-    for value in np.unique(target):
-        if value == 0:
-            continue
-        positions = np.argwhere(target == value)
+    stops = np.append(starts[1:], flat.size)[: starts.size]
+    for value, start, stop in zip(found, starts, stops, strict=True):
+        positions = np.stack(np.unravel_index(flat[order[start:stop]], target.shape), axis=1)
         if len(positions) > MAX_COORDINATES:
             positions = positions[rng.choice(len(positions), MAX_COORDINATES, replace=False)]
         out[int(value)] = positions
@@ -432,8 +436,9 @@ class PatchDataset(Dataset):
     An epoch holds ``steps * batch_size`` patches whatever the number of images: each patch comes from
     an image chosen with probability proportional to its size, and :data:`FOREGROUND_SHARE` of them are
     placed on a random pixel of a random foreground class of that image, so sparse objects and rare
-    classes are seen. Randomness comes from a generator seeded per epoch and index, so runs are
-    reproducible and resumable regardless of data-loader workers.
+    classes are seen (``placing``: per sample, the map whose foreground values are the classes,
+    where the target is not such a map). Randomness comes from a generator seeded per epoch and
+    index, so runs are reproducible and resumable regardless of data-loader workers.
     """
 
     def __init__(
@@ -445,6 +450,7 @@ class PatchDataset(Dataset):
         steps: int = 1,
         batch_size: int = 1,
         foreground: float = FOREGROUND_SHARE,
+        placing: list[np.ndarray] | None = None,
     ) -> None:
         self.samples = samples
         self.patch = _patch(patch, samples[0].image.ndim - 1)
@@ -455,7 +461,8 @@ class PatchDataset(Dataset):
         sizes = np.array([s.target.size for s in samples], np.float64)
         self.weights = sizes / sizes.sum()
         self.foreground = foreground
-        self.positions = [foreground_positions(s.target, seed + i) for i, s in enumerate(samples)]
+        maps = placing if placing is not None else [s.target for s in samples]
+        self.positions = [foreground_positions(m, seed + i) for i, m in enumerate(maps)]
 
     def __len__(self) -> int:
         return self.length

@@ -9,6 +9,8 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
+import numpy as np
+
 from idl.infer.core.errors import ConfigError
 from idl.infer.core.model_info import ModelInfo
 from idl.infer.tasks.registry import task_named
@@ -56,6 +58,10 @@ class PixelTrainer(Trainer):
     def reference(self, samples: list[Sample], num_classes: int) -> Reference | None:
         """The best validation score of an answer without training (:mod:`idl.train.reference`), or
         None where the task has none: such runs are never started again."""
+        return None
+
+    def placing(self, samples: list[Sample]) -> list[np.ndarray] | None:
+        """Per sample, the map whose foreground classes patches are placed on; None: the targets."""
         return None
 
     def network_spec(self, spec: UNetSpec, data: TrainingData) -> UNetSpec:
@@ -172,7 +178,13 @@ class PixelTrainer(Trainer):
             spec=spec,
             info=info,
             train_set=PatchDataset(
-                train_samples, patch, config.augmentation, config.seed, plan.steps_per_epoch, plan.batch_size
+                train_samples,
+                patch,
+                config.augmentation,
+                config.seed,
+                plan.steps_per_epoch,
+                plan.batch_size,
+                placing=self.placing(train_samples),
             ),
             val_set=None,
             validation=whole_images if val_samples else None,

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from idl.infer.post.flows import diffused_heat, heat_flows, objects_from_output
 from idl.models.unet import FlowUNet, UNetSpec
-from idl.train.data import TrainingData
+from idl.train.data import Sample, TrainingData
 from idl.train.losses import LossFn
 from idl.train.tasks.instance import LabelsAP
 from idl.train.tasks.instance.stardist import StarDistTrainer
@@ -94,6 +94,11 @@ class FlowTrainer(StarDistTrainer):
 
     def network_spec(self, spec: UNetSpec, data: TrainingData) -> UNetSpec:
         return spec
+
+    def placing(self, samples: list[Sample]) -> list[np.ndarray]:
+        """The label images: patches are placed on objects, as the star-convex network's are (each
+        packed target's value is one pixel's heat, not a class)."""
+        return [s.labels for s in samples if s.labels is not None]
 
     def loss_name(self, config: TrainConfig, num_classes: int) -> str:
         return FLOWS
