@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -278,26 +279,30 @@ class Flows(Instance):
     def outputs(self, info: ModelInfo) -> Outputs:
         from idl.infer.post.flows import objects_from_output
 
-        return MadeLabels(objects_from_output)
+        return MadeLabels(partial(objects_from_output, **info.postprocessing))
 
     def out_channels(self, info: ModelInfo) -> int:
-        return 3  # the foreground probability and the flow's two components
+        return 1 + info.dims  # the foreground probability and one flow component per axis
 
     def io_spec(self, info: ModelInfo) -> IOSpec:
         """Image in; probability (a sigmoid in the graph) and flows out; Monte Carlo: the standard
         deviation over samples."""
-        return image_io(info, 3, (), "std")
+        return image_io(info, 1 + info.dims, (), "std")
 
     def package_text(self, info: ModelInfo) -> PackageText:
         from idl.infer.post.flows import FLOW_ERROR, MIN_SIZE, PROB_THRESHOLD, STEPS
 
-        meaning = "foreground probability and the unit vector (dy, dx) towards the object's centre (cellpose)"
+        prob_threshold = info.postprocessing.get("prob_threshold", PROB_THRESHOLD)
+        flow_error = info.postprocessing.get("flow_error", FLOW_ERROR)
+
+        axes = "(dz, dy, dx)" if info.dims == 3 else "(dy, dx)"
+        meaning = f"foreground probability and the unit vector {axes} towards the object's centre (cellpose)"
         use = (
-            f"{meaning}: rows grow downwards. Labels: every pixel with probability >= {PROB_THRESHOLD} "
+            f"{meaning}: rows grow downwards. Labels: every pixel with probability >= {prob_threshold} "
             f"follows the flows for {STEPS} steps; pixels whose paths end at one sink form an object; "
             f"objects whose flows differ from those of their own shape by a mean squared error above "
-            f"{FLOW_ERROR}, or smaller than {MIN_SIZE} px, are dropped (idl.infer.post.flows, numpy and "
-            "scipy)."
+            f"{flow_error}, or smaller than {MIN_SIZE} px, are dropped (idl.infer.post.flows, numpy and "
+            "scipy; both thresholds were chosen on the validation images)."
         )
         return replace(
             super().package_text(info),
@@ -306,24 +311,25 @@ class Flows(Instance):
             citations=(CELLPOSE_CITATION, UNET_CITATION),
             tensor="flows",
             output=meaning,
-            channels=("probability", "flow_y", "flow_x"),
+            channels=("probability", *(f"flow_{a}" for a in "zyx"[-info.dims :])),
             value_range=(None, None),
             use=use,
             postprocessing={
                 "method": "flow fields (cellpose)",
-                "probability_threshold": PROB_THRESHOLD,
+                "probability_threshold": prob_threshold,
                 "steps": STEPS,
-                "flow_error_threshold": FLOW_ERROR,
+                "flow_error_threshold": flow_error,
                 "min_size": MIN_SIZE,
                 "function": "idl.infer.post.flows.labels_from_flows",
             },
         )
 
     def describe(self, info: ModelInfo) -> list[str]:
+        components = ", ".join("d" + a for a in "zyx"[-info.dims :])
         return [
             f"task: instance (flow fields), {info.dims}D, trained on axes {info.axes}",
-            "  output channels: foreground probability and flows (dy, dx); writes label images and "
-            "objects/<name>.csv",
+            f"  output channels: foreground probability and flows ({components}); writes label images "
+            "and objects/<name>.csv",
         ]
 
 

@@ -124,3 +124,26 @@ def test_tiles_keep_each_object_once_as_the_whole_image_does() -> None:
     assert tiled.max() == whole.max() > 10
     assert min(_matches(whole.astype(np.int64), tiled.astype(np.int64)).values()) == 1.0
     assert min(_matches(tiled.astype(np.int64), whole.astype(np.int64)).values()) == 1.0
+
+
+def test_volumes_two_touching_balls_and_a_bent_tube() -> None:
+    """In 3D: two balls that touch and an L-shaped tube come back exactly from exact outputs, and the
+    flows of a ball point at its centre."""
+    from skimage.draw import ellipsoid
+
+    labels = np.zeros((24, 40, 56), np.int32)
+    ball = ellipsoid(7, 7, 7)[1:-1, 1:-1, 1:-1]  # 15^3
+    labels[4:19, 4:19, 4:19][ball] = 1
+    labels[4:19, 4:19, 17:32][ball & (labels[4:19, 4:19, 17:32] == 0)] = 2  # touches the first
+    labels[8:14, 24:36, 38:44] = 3
+    labels[8:14, 30:36, 44:54] = 3  # the tube bends
+    flows = flow_field(labels)
+    assert flows.shape == (3, 24, 40, 56)
+    z, y, x = np.nonzero(labels == 1)
+    far = np.sqrt((z - 11) ** 2 + (y - 11) ** 2 + (x - 11) ** 2) >= 3
+    towards = np.stack([11 - z, 11 - y, 11 - x])[:, far]
+    towards = towards / np.linalg.norm(towards, axis=0)
+    assert (flows[:, z[far], y[far], x[far]] * towards).sum(axis=0).min() > 0.9
+    found, _ = objects_from_output(_exact(labels))
+    assert found.max() == 3
+    assert _matches(labels, found) == {1: 1.0, 2: 1.0, 3: 1.0}

@@ -110,8 +110,33 @@ def test_a_short_run_exports_packages_and_tiles_exactly(tmp_path: Path) -> None:
     packages = list((project / "model").glob("*.zip"))
     with zipfile.ZipFile(packages[0]) as package:
         rdf = yaml.safe_load(package.read("rdf.yaml"))
+    # the thresholds fitted on the validation images travel with the model and its package
+    fitted = model.info.postprocessing
+    assert set(fitted) == {"prob_threshold", "flow_error"}
+    assert len(model.info.training["postprocessing"]["scores"]) == 18
     assert rdf["config"]["idl"]["postprocessing"]["steps"] == 200
-    assert rdf["config"]["idl"]["postprocessing"]["flow_error_threshold"] == 0.4
+    assert rdf["config"]["idl"]["postprocessing"]["flow_error_threshold"] == fitted["flow_error"]
+    assert rdf["config"]["idl"]["postprocessing"]["probability_threshold"] == fitted["prob_threshold"]
     assert rdf["outputs"][0]["id"] == "flows"
     plan = json.loads((project / "model" / "plan.json").read_text())
     assert plan["reference"] == ""  # instance runs are never restarted
+
+
+def test_thresholds_are_fitted_on_validation_images() -> None:
+    """A network whose flows point the right way at a fifth of their length (unsure everywhere):
+    cellpose's flow-error limit of 0.4 drops every object (error 0.64), the fit finds a limit that
+    keeps them, and records what each setting scored, the defaults first."""
+    from idl.train.tasks.instance.flows import FLOW_ERROR_GRID, PROB_GRID, fit_thresholds
+
+    pairs = []
+    for seed in (2, 3):
+        labels = _labels(seed, 96)
+        pairs.append(
+            (np.concatenate([(labels > 0).astype(np.float32)[None], 0.2 * flow_field(labels)]), labels)
+        )
+    fit = fit_thresholds(pairs)
+    assert fit.scores[0][0] == {"prob_threshold": 0.5, "flow_error": 0.4} and fit.scores[0][1] == 0.0
+    assert len(fit.scores) == len(PROB_GRID) * len(FLOW_ERROR_GRID)
+    assert fit.thresholds == {"prob_threshold": 0.5, "flow_error": 0.8}  # the first limit above 0.64
+    assert fit.best > 0.95
+    assert "flow_error 0.8 fitted on the validation images: ap50_95" in fit.describe()

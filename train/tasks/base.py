@@ -50,6 +50,36 @@ class Start:
         return dict((self.saved or {}).get("spec", {}))
 
 
+@dataclass(frozen=True)
+class PostprocessingFit:
+    """Post-processing thresholds chosen on the validation images, with the evidence: the validation
+    score of each setting tried (in the order tried; the first best wins, so the defaults win ties)."""
+
+    thresholds: dict[str, float]
+    metric: str
+    scores: list[tuple[dict[str, float], float]]
+
+    @property
+    def best(self) -> float:
+        return max(score for _, score in self.scores)
+
+    def describe(self) -> str:
+        default = self.scores[0]
+        chosen = ", ".join(f"{k} {v:g}" for k, v in self.thresholds.items())
+        return (
+            f"{chosen} fitted on the validation images: {self.metric} {self.best:.4f} "
+            f"(the defaults, {', '.join(f'{k} {v:g}' for k, v in default[0].items())}: {default[1]:.4f}; "
+            f"{len(self.scores)} settings tried)"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "thresholds": self.thresholds,
+            "metric": self.metric,
+            "scores": [{**setting, self.metric: score} for setting, score in self.scores],
+        }
+
+
 class Trainer:
     """How one task trains. Subclasses set ``task`` and override :meth:`losses` and :meth:`prepare`."""
 
@@ -77,6 +107,11 @@ class Trainer:
         """The validation residuals of the deterministic prediction and the standard deviation of
         ``samples`` Monte Carlo samples, pixel by pixel (regression's calibration,
         :func:`idl.train.calibrate.fit_sigma_scale`), or None for a task without such a map."""
+        return None
+
+    def fit_postprocessing(self, setup: Setup, model: nn.Module, device: Any) -> PostprocessingFit | None:
+        """The thresholds of the inference side's post-processing that score best on the validation
+        images, or None for a task without such thresholds (or without validation images)."""
         return None
 
     def default_model(self, device: str) -> str:

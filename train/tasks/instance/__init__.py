@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,13 +19,15 @@ from idl.infer.post.instance_labels import INSTANCE_CLASSES, labels_from_probabi
 from idl.train.data import Sample, TrainingData, load_instance_data
 from idl.train.losses import BINARY_LOSSES, MULTICLASS_LOSSES
 from idl.train.prepare import model_name
-from idl.train.tasks.base import LossChoice, Start
+from idl.train.tasks.base import LossChoice, PostprocessingFit, Start
 from idl.train.tasks.pixels import PixelTrainer
 from idl.train.tasks.registry import register
 from idl.train.tasks.semantic import segmentation_losses
 from idl.train.validation import probabilities
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from idl.train.config import TrainConfig
     from idl.train.setup import Setup
 
@@ -82,6 +84,15 @@ class InstanceTrainer(PixelTrainer):
 
     def image_score(self, num_classes: int) -> LabelsAP:
         return LabelsAP()
+
+    def fit_postprocessing(self, setup: Setup, model: nn.Module, device: Any) -> PostprocessingFit | None:
+        """The flow-field network's thresholds (:meth:`.flows.FlowTrainer.fit_postprocessing`); the
+        other networks' post-processing has none fitted."""
+        if setup.config.model == "flows":
+            from idl.train.tasks.instance.flows import FLOW_TRAINER
+
+            return FLOW_TRAINER.fit_postprocessing(setup, model, device)
+        return None
 
     def prepare(self, project: Path, config: TrainConfig, start: Start) -> Setup:
         if config.model == MASK_RCNN:

@@ -9,28 +9,46 @@ resampling keeps both exact and flips and turns move them together; the loss tur
 patch's heat into flows (:func:`idl.infer.post.flows.heat_flows`), so the vectors turn with the patch.
 The loss is cellpose's: binary cross-entropy on the foreground probability plus half the mean
 squared error of the flows scaled by 5. Validation makes labels as ``idl-predict`` does and scores
-AP50:95.
+AP50:95. After training, the probability threshold and the flow-error limit of the labels are chosen
+on the validation images (:func:`fit_thresholds`) and travel with the model.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from idl.infer.post.flows import diffused_heat, heat_flows, objects_from_output
+from idl.infer.evaluate.instance_metrics import counts_per_threshold, scores_from_counts
+from idl.infer.post.flows import (
+    FLOW_ERROR,
+    PROB_THRESHOLD,
+    checked_objects,
+    diffused_heat,
+    flow_errors,
+    heat_flows,
+    objects_from_output,
+    sink_objects,
+)
 from idl.models.unet import FlowUNet, UNetSpec
-from idl.train.data import Sample, TrainingData
+from idl.train.data import Sample, TrainingData, load_instance_data
 from idl.train.losses import LossFn
+from idl.train.tasks.base import PostprocessingFit
 from idl.train.tasks.instance import LabelsAP
 from idl.train.tasks.instance.stardist import StarDistTrainer
+from idl.train.validation import WholeImageValidation
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from torch import nn
+
     from idl.train.config import TrainConfig
+    from idl.train.setup import Setup
 
 FLOWS = "flows"
 FLOW_SCALE = 5.0  # cellpose trains the flows at 5x their unit length
@@ -51,17 +69,19 @@ def unpack(target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def flow_targets(target: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Of packed patches ``(N, Y, X)``: the foreground ``(N, Y, X)``, the flows ``(N, 2, Y, X)`` and
-    their weight ``(N, Y, X)``, 0 on each patch's outermost pixels (there the heat's neighbour beyond
-    the patch is unknown, so the central difference would be wrong)."""
+    """Of packed patches ``(N, *spatial)`` (2D or 3D): the foreground ``(N, *spatial)``, the flows
+    ``(N, D, *spatial)`` and their weight ``(N, *spatial)``, 0 on each patch's outermost pixels (there
+    the heat's neighbour beyond the patch is unknown, so the central difference would be wrong)."""
     labels, heat = unpack(target)
+    dims = target.ndim - 1
     weight = np.zeros(labels.shape, np.float32)
-    weight[..., 1:-1, 1:-1] = 1.0
-    return (labels > 0).astype(np.float32), heat_flows(labels, heat), weight
+    weight[(slice(None), *(slice(1, -1),) * dims)] = 1.0
+    return (labels > 0).astype(np.float32), heat_flows(labels, heat, dims), weight
 
 
 def flows_loss() -> LossFn:
-    """The loss of a batch: ``out`` ``(N, 3, Y, X)`` (probability, dy, dx) against packed targets."""
+    """The loss of a batch: ``out`` ``(N, 1 + D, *spatial)`` (probability, flows) against packed
+    targets."""
 
     def loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         foreground, flows, weight = (
@@ -69,9 +89,40 @@ def flows_loss() -> LossFn:
         )
         bce = F.binary_cross_entropy(out[:, 0].clamp(1e-6, 1 - 1e-6), foreground)
         squared = ((out[:, 1:] - flows) * FLOW_SCALE) ** 2 * weight.unsqueeze(1)
-        return bce + squared.sum() / (2 * 2 * weight.sum().clamp_min(1.0))
+        return bce + squared.sum() / (2 * flows.shape[1] * weight.sum().clamp_min(1.0))
 
     return loss
+
+
+PROB_GRID = (PROB_THRESHOLD, 0.4, 0.6)  # the default first: it wins ties
+FLOW_ERROR_GRID = (FLOW_ERROR, 0.6, 0.8, 1.0, 1.5, 2.5)
+
+
+def fit_thresholds(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> PostprocessingFit:
+    """The foreground probability threshold and flow-error limit (:func:`labels_from_flows`) whose
+    labels score the best AP50:95 over all ``(output (1 + D, *spatial), true labels)`` pairs (the
+    validation images), from :data:`PROB_GRID` x :data:`FLOW_ERROR_GRID`. A network's flows are
+    shorter than unit vectors where it is unsure (small objects, edges), so cellpose's limit of 0.4
+    can drop objects a network found well; the limit that suits it is measured, not assumed. Each
+    image is followed once per probability threshold; the limits only filter its objects."""
+    counts: dict[tuple[float, float], list] = {}
+    for out, truth in pairs:
+        for prob_threshold in PROB_GRID:
+            labels = sink_objects(out[0], out[1:], prob_threshold)
+            errors = flow_errors(labels, out[1:])
+            for limit in FLOW_ERROR_GRID:
+                found, _ = checked_objects(labels, errors, out[0], limit)
+                new = counts_per_threshold(truth.astype(np.int64), found.astype(np.int64))
+                old = counts.get((prob_threshold, limit))
+                counts[(prob_threshold, limit)] = (
+                    new if old is None else [a + b for a, b in zip(old, new, strict=True)]
+                )
+    scores = [
+        ({"prob_threshold": p, "flow_error": e}, scores_from_counts(c)["ap50_95"])
+        for (p, e), c in counts.items()
+    ]
+    best = max(scores, key=lambda row: row[1])  # the first of the best: the defaults win ties
+    return PostprocessingFit(best[0], "ap50_95", scores)
 
 
 def flow_labels(out: np.ndarray) -> np.ndarray:
@@ -80,17 +131,25 @@ def flow_labels(out: np.ndarray) -> np.ndarray:
 
 
 class FlowTrainer(StarDistTrainer):
-    """The instance task's flow-field network (reached through ``--model flows``); its data are the
-    star-convex network's label images, packed with their heat."""
+    """The instance task's flow-field network (reached through ``--model flows``), 2D and 3D: the
+    star-convex network's training with label images packed with their heat."""
 
     network = FlowUNet
     network_name = FLOWS
     kind = FLOWS
 
     def load_data(self, split_dir: Path, config: TrainConfig, spatial: str) -> TrainingData:
-        data = super().load_data(split_dir, config, spatial)
-        samples = [replace(s, target=pack(s.target)) for s in data.samples]
-        return replace(data, samples=samples, num_classes=3)
+        """The label images (2D or 3D) with their packed targets: ``1 + D`` output channels."""
+        data = load_instance_data(
+            split_dir,
+            config.normalization,
+            config.axes,
+            spatial,
+            as_labels=True,
+            on_nonfinite=config.on_nonfinite,
+        )
+        samples = [replace(s, target=pack(s.target), labels=s.target.astype(np.int32)) for s in data.samples]
+        return replace(data, samples=samples, num_classes=1 + len(spatial))
 
     def network_spec(self, spec: UNetSpec, data: TrainingData) -> UNetSpec:
         return spec
@@ -111,6 +170,13 @@ class FlowTrainer(StarDistTrainer):
 
     def image_score(self, num_classes: int) -> LabelsAP:
         return LabelsAP(flow_labels)
+
+    def fit_postprocessing(self, setup: Setup, model: nn.Module, device: Any) -> PostprocessingFit | None:
+        """The thresholds of the labels fitted on the validation images (:func:`fit_thresholds`)."""
+        validation = setup.validation
+        if not isinstance(validation, WholeImageValidation) or not validation.samples:
+            return None
+        return fit_thresholds((out, sample.labels) for out, sample in validation.logits(model, device))
 
 
 FLOW_TRAINER = FlowTrainer()
