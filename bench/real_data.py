@@ -125,6 +125,7 @@ PROJECTS = (
         args=("--model", "flows"),
     ),
     Project("nuclei3d 3D instance", "nuclei3d-cells3d", "instance"),
+    Project("nuclei3d 3D instance flows", "nuclei3d-cells3d", "instance", args=("--model", "flows")),
     Project(
         "InstantDL regression 3D",
         INSTANTDL,
