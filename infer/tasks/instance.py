@@ -294,7 +294,7 @@ class Flows(Instance):
 
         prob_threshold = info.postprocessing.get("prob_threshold", PROB_THRESHOLD)
         flow_error = info.postprocessing.get("flow_error", FLOW_ERROR)
-
+        chosen = "chosen on the validation images" if info.postprocessing else "cellpose's defaults"
         axes = "(dz, dy, dx)" if info.dims == 3 else "(dy, dx)"
         meaning = f"foreground probability and the unit vector {axes} towards the object's centre (cellpose)"
         use = (
@@ -302,7 +302,7 @@ class Flows(Instance):
             f"follows the flows for {STEPS} steps; pixels whose paths end at one sink form an object; "
             f"objects whose flows differ from those of their own shape by a mean squared error above "
             f"{flow_error}, or smaller than {MIN_SIZE} px, are dropped (idl.infer.post.flows, numpy and "
-            "scipy; both thresholds were chosen on the validation images)."
+            f"scipy; the two thresholds are {chosen})."
         )
         return replace(
             super().package_text(info),
@@ -330,6 +330,13 @@ class Flows(Instance):
             f"task: instance (flow fields), {info.dims}D, trained on axes {info.axes}",
             f"  output channels: foreground probability and flows ({components}); writes label images "
             "and objects/<name>.csv",
+            "  labels: "
+            + (
+                ", ".join(f"{k} {v:g}" for k, v in sorted(info.postprocessing.items()))
+                + " (fitted on the validation images)"
+                if info.postprocessing
+                else "the default thresholds"
+            ),
         ]
 
 

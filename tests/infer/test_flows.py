@@ -147,3 +147,39 @@ def test_volumes_two_touching_balls_and_a_bent_tube() -> None:
     found, _ = objects_from_output(_exact(labels))
     assert found.max() == 3
     assert _matches(labels, found) == {1: 1.0, 2: 1.0, 3: 1.0}
+
+
+def test_the_fitted_thresholds_reach_the_labels_the_package_and_the_info() -> None:
+    """A model's ``postprocessing`` (fitted on its validation images) is what idl-predict's labels,
+    the package's README and config, and ``--info`` use; without it, the defaults."""
+    import json
+
+    from idl.infer.core.model_info import ModelInfo
+    from idl.infer.tasks.registry import task_named
+
+    fitted = {"prob_threshold": 0.6, "flow_error": 1.0}
+    info = ModelInfo(
+        task="instance",
+        kind="flows",
+        in_channels=1,
+        num_classes=3,
+        size_multiple=8,
+        halo=16,
+        postprocessing=fitted,
+    )
+    assert ModelInfo.from_json(info.to_json()).postprocessing == fitted
+    plain = ModelInfo.from_json(json.dumps({**json.loads(info.to_json()), "postprocessing": {}}))
+    task = task_named("flows")
+    assert "  labels: flow_error 1, prob_threshold 0.6 (fitted on the validation images)" in task.describe(info)
+    assert "  labels: the default thresholds" in task.describe(plain)
+    text = task.package_text(info)
+    assert text.postprocessing["flow_error_threshold"] == 1.0
+    assert text.postprocessing["probability_threshold"] == 0.6
+    assert "probability >= 0.6" in text.use and "chosen on the validation images" in text.use
+    # flows a fifth of their length: the default limit (0.4) drops both objects, the fitted one keeps them
+    labels = _disk((48, 64), (24, 18), 12, 1)
+    labels[14:34, 30:50] = 2
+    out = _exact(labels)
+    out[1:] *= 0.2
+    assert task.outputs(info).make(out)[0].max() == 2
+    assert task.outputs(plain).make(out)[0].max() == 0

@@ -35,11 +35,11 @@ from idl.infer.post.flows import (
     sink_objects,
 )
 from idl.models.unet import FlowUNet, UNetSpec
-from idl.train.data import Sample, TrainingData, load_instance_data
+from idl.train.data import Sample, TrainingData
 from idl.train.losses import LossFn
 from idl.train.tasks.base import PostprocessingFit
 from idl.train.tasks.instance import LabelsAP
-from idl.train.tasks.instance.stardist import StarDistTrainer
+from idl.train.tasks.instance.stardist import StarDistTrainer, label_data
 from idl.train.validation import WholeImageValidation
 
 if TYPE_CHECKING:
@@ -140,15 +140,8 @@ class FlowTrainer(StarDistTrainer):
 
     def load_data(self, split_dir: Path, config: TrainConfig, spatial: str) -> TrainingData:
         """The label images (2D or 3D) with their packed targets: ``1 + D`` output channels."""
-        data = load_instance_data(
-            split_dir,
-            config.normalization,
-            config.axes,
-            spatial,
-            as_labels=True,
-            on_nonfinite=config.on_nonfinite,
-        )
-        samples = [replace(s, target=pack(s.target), labels=s.target.astype(np.int32)) for s in data.samples]
+        data = label_data(split_dir, config, spatial)
+        samples = [replace(s, target=pack(s.target)) for s in data.samples]
         return replace(data, samples=samples, num_classes=1 + len(spatial))
 
     def network_spec(self, spec: UNetSpec, data: TrainingData) -> UNetSpec:

@@ -42,6 +42,20 @@ def typical_radius(samples: list[Sample]) -> float:
     return float(max(1.0, np.sqrt(np.median(areas) / np.pi))) if areas.size else 1.0
 
 
+def label_data(split_dir: Path, config: TrainConfig, spatial: str) -> TrainingData:
+    """The label images of ``split_dir`` as the targets (int64, augmented by nearest neighbour) and
+    as each sample's ``labels`` (int32, what validation scores against)."""
+    data = load_instance_data(
+        split_dir,
+        config.normalization,
+        config.axes,
+        spatial,
+        as_labels=True,
+        on_nonfinite=config.on_nonfinite,
+    )
+    return replace(data, samples=[replace(s, labels=s.target.astype(np.int32)) for s in data.samples])
+
+
 def star_targets(labels: np.ndarray, rays: int) -> tuple[np.ndarray, np.ndarray]:
     """``(N, Y, X)`` object probabilities and ``(N, rays, Y, X)`` distances of a batch of label
     patches ``(N, Y, X)``."""
@@ -89,16 +103,7 @@ class StarDistTrainer(PixelTrainer):
             raise ConfigError(
                 f"--model {self.network_name} is built for 2D images; use --model unet for volumes."
             )
-        data = load_instance_data(
-            split_dir,
-            config.normalization,
-            config.axes,
-            spatial,
-            as_labels=True,
-            on_nonfinite=config.on_nonfinite,
-        )
-        samples = [replace(s, labels=s.target.astype(np.int32)) for s in data.samples]
-        return replace(data, samples=samples, num_classes=1 + RAYS)
+        return replace(label_data(split_dir, config, spatial), num_classes=1 + RAYS)
 
     def network_spec(self, spec: UNetSpec, data: TrainingData) -> StarDistSpec:
         """The U-Net's spec with the distance head in units of the objects' median radius."""
