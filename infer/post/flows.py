@@ -15,8 +15,6 @@ polygon from the centre or a watershed of distances would cut it).
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 from scipy import ndimage
 from skimage.segmentation import relabel_sequential
@@ -29,72 +27,49 @@ FLOW_ERROR = 0.4  # an object whose predicted flows differ from its own by more 
 MIN_SIZE = 15  # px (voxels): a smaller object is dropped (cellpose's min_size)
 
 
-def _offsets(dims: int) -> list[tuple[int, ...]]:
-    """The 3**dims offsets of a pixel's neighbourhood (itself included), in row-major order."""
-    return list(itertools.product((-1, 0, 1), repeat=dims))
+def _centre(mask: np.ndarray) -> tuple[int, ...]:
+    """The pixel of ``mask`` nearest the median of its coordinates: a point inside the object even
+    where it bends (its mean can lie outside)."""
+    coords = np.argwhere(mask)
+    median = np.median(coords, axis=0)
+    return tuple(int(c) for c in coords[np.argmin(((coords - median) ** 2).sum(axis=1))])
 
 
-def _neighbours(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The object pixels' coordinates ``(P, D)``, their labels ``(P,)`` and ``(P, 3**D)`` indices of
-    each one's neighbourhood (:func:`_offsets`) among them, ``P`` where the neighbour lies in another
-    object, the background or outside the image."""
-    coords = np.stack(np.nonzero(labels), axis=1)
-    count = coords.shape[0]
-    index = np.full(tuple(n + 2 for n in labels.shape), count, np.int64)
-    index[tuple((coords + 1).T)] = np.arange(count)
-    padded = np.pad(labels, 1)
-    own = labels[tuple(coords.T)]
-    columns = []
-    for offset in _offsets(labels.ndim):
-        at = tuple((coords + 1 + np.array(offset)).T)
-        columns.append(np.where(padded[at] == own, index[at], count))
-    return coords, np.stack(columns, axis=1), own
-
-
-def _centres(coords: np.ndarray, own: np.ndarray) -> np.ndarray:
-    """Per object (in order of ``own``'s values), the index of its pixel nearest the median of its
-    coordinates: a point inside the object even where it bends (its mean can lie outside)."""
-    order = np.argsort(own, kind="stable")
-    ids, starts = np.unique(own[order], return_index=True)
-    centres = np.empty(ids.size, np.int64)
-    for k, (start, stop) in enumerate(zip(starts, [*starts[1:], own.size], strict=True)):
-        members = order[start:stop]
-        median = np.median(coords[members], axis=0)
-        centres[k] = members[np.argmin(((coords[members] - median) ** 2).sum(axis=1))]
-    return centres
+def _object_heat(mask: np.ndarray, iterations: int) -> np.ndarray:
+    """The heat of one object (``mask``, with a margin of at least one background pixel around it)
+    after ``iterations`` steps: one unit added at its centre, then every pixel takes the mean of its
+    3 x 3 (x 3) neighbourhood, the pixels outside the object counting as 0."""
+    centre = _centre(mask)
+    heat = np.zeros(mask.shape)
+    for _ in range(iterations):
+        heat[centre] += 1.0
+        heat = ndimage.uniform_filter(heat, 3, mode="constant") * mask
+    return heat
 
 
 def diffused_heat(labels: np.ndarray, iterations: int | None = None) -> np.ndarray:
     """``labels``' shape, float64: in each object, the logarithm of the heat diffused from its
     centre, scaled to 0 (its coldest pixel) .. 1 (its centre); 0 in the background. 2D or 3D.
 
-    The heat is cellpose's: at each of ``iterations`` steps (default: twice the largest object's
-    summed extents, enough to reach every pixel of every object) one unit is added at each centre
-    and every pixel takes the mean of its 3 x 3 (x 3) neighbourhood, counting pixels of other objects
-    and of the background as 0. All objects diffuse at once, each only over its own pixels. The
-    logarithm and the scale leave the direction of its gradient (the flow) as it is, and make the
-    heat a value that 16 bits hold without losing the gradient at an object's edge, where the heat
-    itself is many orders of magnitude below the centre's."""
+    The heat is cellpose's: each object diffuses on its own, over its own pixels, for ``iterations``
+    steps (default: twice its summed extents, enough to reach its every pixel; cellpose's), from its
+    pixel nearest the median of its coordinates. The logarithm and the scale leave the direction of
+    its gradient (the flow) as it is, and make the heat a value that 16 bits hold without losing the
+    gradient at an object's edge, where the heat itself is many orders of magnitude below the
+    centre's. Each object is diffused in its bounding box, so a volume's few large nuclei cost their
+    own boxes and steps, not the largest one's steps over every object."""
     labels = np.asarray(labels)
     out = np.zeros(labels.shape, np.float64)
-    if not labels.any():
-        return out
-    coords, neighbours, own = _neighbours(labels)
-    centres = _centres(coords, own)
-    if iterations is None:
-        boxes = [b for b in ndimage.find_objects(labels) if b is not None]
-        iterations = 2 * max(sum(s.stop - s.start for s in b) for b in boxes)
-    heat = np.zeros(coords.shape[0] + 1)  # the last entry stays 0: the neighbours outside the object
-    for _ in range(iterations):
-        heat[centres] += 1.0
-        heat[:-1] = heat[neighbours].mean(axis=1)
-    logs = np.log(np.maximum(heat[:-1], np.finfo(np.float64).tiny))
-    ids = np.unique(own)
-    low, high = ndimage.minimum(logs, own, ids), ndimage.maximum(logs, own, ids)
-    rank = np.searchsorted(ids, own)
-    span = (high - low)[rank]
-    flat = span <= 1e-12  # a one-pixel object: its centre
-    out[tuple(coords.T)] = np.where(flat, 1.0, (logs - low[rank]) / np.where(flat, 1.0, span))
+    for i, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None:
+            continue
+        grown = tuple(slice(max(0, s.start - 1), s.stop + 1) for s in box)
+        mask = labels[grown] == i
+        steps = iterations if iterations is not None else 2 * sum(s.stop - s.start for s in box)
+        heat = _object_heat(mask, steps)
+        logs = np.log(np.maximum(heat[mask], np.finfo(np.float64).tiny))
+        span = logs.max() - logs.min()
+        out[grown][mask] = (logs - logs.min()) / span if span > 1e-12 else 1.0  # one pixel: its centre
     return out
 
 

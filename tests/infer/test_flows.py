@@ -170,7 +170,9 @@ def test_the_fitted_thresholds_reach_the_labels_the_package_and_the_info() -> No
     assert ModelInfo.from_json(info.to_json()).postprocessing == fitted
     plain = ModelInfo.from_json(json.dumps({**json.loads(info.to_json()), "postprocessing": {}}))
     task = task_named("flows")
-    assert "  labels: flow_error 1, prob_threshold 0.6 (fitted on the validation images)" in task.describe(info)
+    assert "  labels: flow_error 1, prob_threshold 0.6 (fitted on the validation images)" in task.describe(
+        info
+    )
     assert "  labels: the default thresholds" in task.describe(plain)
     text = task.package_text(info)
     assert text.postprocessing["flow_error_threshold"] == 1.0
