@@ -46,14 +46,19 @@ def main() -> None:
     )
     parser.add_argument("data", type=Path)
     parser.add_argument(
-        "--project", required=True, help="a project name of bench/real_data.py (or part of it)"
+        "--project",
+        required=True,
+        help="a project name of bench/real_data.py (the whole name, or a part that names one)",
     )
     parser.add_argument("--seeds", default="42,1,2,3,4,5")
     parser.add_argument("--target", type=float, default=None, help="count the seeds reaching this score")
     parser.add_argument("--out", type=Path, default=Path("bench_seeds"))
     parser.add_argument("extra", nargs="*", help="more idl-train options (after --)")
     args = parser.parse_args()
-    chosen = [p for p in real_data.PROJECTS if args.project.lower() in p.name.lower()]
+    wanted = args.project.lower()
+    chosen = [p for p in real_data.PROJECTS if p.name.lower() == wanted] or [
+        p for p in real_data.PROJECTS if wanted in p.name.lower()
+    ]
     if len(chosen) != 1:
         raise SystemExit(f"--project '{args.project}' names {len(chosen)} projects; be more precise")
     project = chosen[0]

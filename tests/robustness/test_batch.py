@@ -109,8 +109,8 @@ def test_what_the_shards_cannot_share_is_refused_before_any_work(
     )
     assert code == 1
     assert (
-        "cannot predict a volume block by block (instance labels are made from the whole probability and "
-        "distance map)" in output
+        "cannot predict a volume block by block (instance labels are made from the whole map of the "
+        "network's outputs)" in output
     )
     code, output = _run(str(identity_model()), str(images), "--out", str(tmp_path / "d"), "--dask", "local:1")
     assert (
