@@ -142,3 +142,23 @@ def test_patches_are_square_in_plane_so_rotations_apply() -> None:
     assert patch_shape_for(samples, (64, 64), (8, 8), "yx") == (40, 40)
     volumes = [Sample("v", np.zeros((20, 48, 80, 1), np.float32), np.zeros((20, 48, 80), np.uint8))]
     assert patch_shape_for(volumes, (16, 64, 64), (4, 8, 8), "zyx") == (16, 48, 48)
+
+
+def test_foreground_positions_are_each_values_pixels_in_row_major_order() -> None:
+    """One sort groups a label image's thousands of values: each value's positions are
+    ``np.argwhere(target == value)``, and a class with more than the cap keeps the same seeded
+    choice of them."""
+    from idl.train.data import MAX_COORDINATES, foreground_positions
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3000, size=(60, 80)).astype(np.int64)
+    found = foreground_positions(labels, 1)
+    assert sorted(found) == sorted(int(v) for v in np.unique(labels) if v)
+    for value in (1, 17, 2999):
+        np.testing.assert_array_equal(found[value], np.argwhere(labels == value))
+    big = np.zeros((200, 200), np.uint8)
+    big[:, :120] = 1  # 24 000 pixels of class 1
+    chosen = foreground_positions(big, 5)[1]
+    everything = np.argwhere(big == 1)
+    expected = everything[np.random.default_rng(5).choice(len(everything), MAX_COORDINATES, replace=False)]
+    np.testing.assert_array_equal(chosen, expected)
