@@ -19,6 +19,8 @@ import numpy as np
 from scipy import ndimage
 from skimage.segmentation import relabel_sequential
 
+from idl.infer.post.instance_labels import object_windows
+
 PROB_THRESHOLD = 0.5  # a pixel is followed from this foreground probability on
 STEPS = 200  # Euler steps of unit length at most along the flows (cellpose's niter)
 SEED_COUNT = 10  # paths ending in one 5 x 5 (x 5) neighbourhood for a sink (cellpose's)
@@ -60,12 +62,8 @@ def diffused_heat(labels: np.ndarray, iterations: int | None = None) -> np.ndarr
     own boxes and steps, not the largest one's steps over every object."""
     labels = np.asarray(labels)
     out = np.zeros(labels.shape, np.float64)
-    for i, box in enumerate(ndimage.find_objects(labels), start=1):
-        if box is None:
-            continue
-        grown = tuple(slice(max(0, s.start - 1), s.stop + 1) for s in box)
-        mask = labels[grown] == i
-        steps = iterations if iterations is not None else 2 * sum(s.stop - s.start for s in box)
+    for grown, mask in object_windows(labels):
+        steps = iterations if iterations is not None else 2 * sum(np.ptp(np.nonzero(mask), axis=1) + 1)
         heat = _object_heat(mask, steps)
         logs = np.log(np.maximum(heat[mask], np.finfo(np.float64).tiny))
         span = logs.max() - logs.min()

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 import numpy as np
 from scipy import ndimage
@@ -98,6 +99,16 @@ def watershed_by_component(image: np.ndarray, seeds: np.ndarray, mask: np.ndarra
         flooded = watershed(image[box], local, mask=inside)
         labels[box][inside] = flooded[inside]
     return labels
+
+
+def object_windows(labels: np.ndarray) -> Iterator[tuple[tuple[slice, ...], np.ndarray]]:
+    """Each object of a label image (1..N, in order): its bounding box grown by one pixel on every
+    side (within the image) and its mask there, for per-object work that must see the object's
+    edge."""
+    for i, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is not None:
+            grown = tuple(slice(max(0, s.start - 1), s.stop + 1) for s in box)
+            yield grown, labels[grown] == i
 
 
 def label_dtype(count: int) -> type:

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from idl.infer.post.instance_labels import object_windows
+
 RAYS = 32  # StarDist's default for 2D nuclei
 PROB_THRESHOLD = 0.5  # a pixel proposes a polygon from this object probability on
 NMS_THRESHOLD = 0.4  # a proposal overlapping a kept polygon by more than this IoU is dropped
@@ -65,11 +67,7 @@ def object_probability(labels: np.ndarray) -> np.ndarray:
     the edge; 0 in the background."""
     labels = np.asarray(labels)
     out = np.zeros(labels.shape, np.float32)
-    for i, box in enumerate(ndimage.find_objects(labels), start=1):
-        if box is None:
-            continue
-        grown = tuple(slice(max(0, s.start - 1), s.stop + 1) for s in box)
-        mask = labels[grown] == i
+    for grown, mask in object_windows(labels):
         distance = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
         out[grown][mask] = (distance[mask] / distance[mask].max()).astype(np.float32)
     return out
