@@ -46,6 +46,7 @@ SCORES = {
     "classification": "accuracy",
 }
 INSTANTDL = "instantdl-examples"
+BBBC039_FIRST = "IXMtest_A02_s1_w1051DAA7C-7042-435F-99F0-1E847D9B42CB.tif"  # one whole training image
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,14 @@ PROJECTS = (
         "bbbc039-small",
         "instance",
         tiles=(12, 4, 128),
+        args=("--model", "flows"),
+    ),
+    Project("bbbc039 one image instance", "bbbc039-small", "instance", keep_train=(BBBC039_FIRST,)),
+    Project(
+        "bbbc039 one image instance flows",
+        "bbbc039-small",
+        "instance",
+        keep_train=(BBBC039_FIRST,),
         args=("--model", "flows"),
     ),
     Project("sstem-vnc 5-class", "sstem-vnc", "semantic"),

@@ -69,7 +69,7 @@ def test_validation_of_exact_targets_finds_every_nucleus() -> None:
 
 
 @pytest.mark.slow  # trains for more than ten seconds
-def test_a_short_run_exports_packages_and_tiles_exactly(tmp_path: Path) -> None:
+def test_a_short_flow_run_exports_packages_and_tiles(tmp_path: Path) -> None:
     from idl.infer.evaluate.instance_metrics import counts_per_threshold, scores_from_counts
     from idl.infer.service.load import load_model
     from idl.infer.tiling.predict import PredictOptions, predict_image
