@@ -575,7 +575,7 @@ def export(run: Run, tracker: Tracker) -> tuple[nn.Module, Path, Path | None]:
     best.eval()
     if run.config.calibrate:
         calibrate(run, best, saved, tracker)
-    fit_postprocessing(run, best, tracker)
+    fit_postprocessing(run, best, saved, tracker)
     onnx_path, mc_path = export_onnx(best, run.setup.info, model_dir)
     for path in (model_dir / CONFIG_NAME, model_dir / BEST_NAME, onnx_path, mc_path):
         if path is not None:
@@ -607,26 +607,30 @@ def calibrate(run: Run, best: nn.Module, saved: dict[str, Any], tracker: Tracker
         return
     training = {**info.training, "calibration": found.to_dict()}
     run.setup.info = replace(info, training=training, **changed)
-    # the best checkpoint holds the calibrated network and description too, so idl-export from it
-    # exports the same
-    save_checkpoint(run.model_dir / BEST_NAME, {**saved, **model_payload(best, run.setup.info)})
+    keep_in_best(run, best, saved)
     log.info("calibration: %s", found.describe())
     tracker.log_metrics(metrics)
 
 
-def fit_postprocessing(run: Run, best: nn.Module, tracker: Tracker) -> None:
+def keep_in_best(run: Run, best: nn.Module, saved: dict[str, Any]) -> None:
+    """Write ``best`` (the network as it is now) and the run's model description into the best
+    checkpoint ``saved`` was read from, so idl-export from it exports what training exported (a
+    calibrated network, fitted post-processing)."""
+    save_checkpoint(run.model_dir / BEST_NAME, {**saved, **model_payload(best, run.setup.info)})
+
+
+def fit_postprocessing(run: Run, best: nn.Module, saved: dict[str, Any], tracker: Tracker) -> None:
     """Choose the thresholds of the task's post-processing on the validation images (tasks that
     have such thresholds, :meth:`~idl.train.tasks.base.Trainer.fit_postprocessing`) and record them
-    in the model description and the best checkpoint, so idl-predict, idl-export and packages use
-    them."""
+    in the model description and the best checkpoint (``saved``, as read before), so idl-predict,
+    idl-export and packages use them."""
     found = run.resolved.trainer.fit_postprocessing(run.setup, best, torch.device("cpu"))
     if found is None:
         return
     info = run.setup.info
     training = {**info.training, "postprocessing": found.to_dict()}
     run.setup.info = replace(info, training=training, postprocessing=found.thresholds)
-    saved = load_checkpoint(run.model_dir / BEST_NAME)
-    save_checkpoint(run.model_dir / BEST_NAME, {**saved, **model_payload(best, run.setup.info)})
+    keep_in_best(run, best, saved)
     log.info("post-processing: %s", found.describe())
     tracker.log_metrics({f"postprocessing_{k}": v for k, v in found.thresholds.items()})
 

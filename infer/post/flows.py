@@ -144,23 +144,24 @@ def _sinks(ends: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 def flow_errors(labels: np.ndarray, flows: np.ndarray) -> np.ndarray:
     """Per object ``1..N`` of ``labels`` (index 0, the background: 0), the mean over its pixels of
     the squared difference between the predicted flows and the flows of its own shape."""
-    own = flow_field(labels)
-    error = ((own - flows) ** 2).sum(axis=0)
+    return _object_means(labels, ((flow_field(labels) - flows) ** 2).sum(axis=0))
+
+
+def _object_means(labels: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Per object ``1..N`` of ``labels``, the mean of ``values`` over its pixels; 0 at index 0."""
     count = np.bincount(labels.ravel(), minlength=labels.max() + 1)
-    total = np.bincount(labels.ravel(), weights=error.ravel(), minlength=labels.max() + 1)
-    out = total / np.maximum(count, 1)
-    out[0] = 0.0
-    return out
+    total = np.bincount(labels.ravel(), weights=values.ravel(), minlength=labels.max() + 1)
+    means = total / np.maximum(count, 1)
+    means[0] = 0.0
+    return means
 
 
 def _fill_and_sieve(labels: np.ndarray, min_size: int) -> np.ndarray:
     """Each object with its holes filled, those smaller than ``min_size`` px removed, renumbered
     1..N in the same order."""
     out = np.zeros_like(labels)
-    for i, box in enumerate(ndimage.find_objects(labels), start=1):
-        if box is None:
-            continue
-        filled = ndimage.binary_fill_holes(labels[box] == i)
+    for i, (box, mask) in enumerate(object_windows(labels), start=1):
+        filled = ndimage.binary_fill_holes(mask)
         if np.count_nonzero(filled) >= min_size:
             out[box][filled & (out[box] == 0)] = i
     return relabel_sequential(out)[0].astype(np.int32)
@@ -194,11 +195,7 @@ def checked_objects(
     labels = labels.copy()
     labels[errors[labels] > flow_error] = 0
     labels = _fill_and_sieve(labels, min_size)
-    count = np.bincount(labels.ravel(), minlength=labels.max() + 1)
-    total = np.bincount(labels.ravel(), weights=prob.ravel(), minlength=labels.max() + 1)
-    means = (total / np.maximum(count, 1)).astype(np.float32)
-    means[0] = 0.0
-    return labels, means[labels]
+    return labels, _object_means(labels, prob).astype(np.float32)[labels]
 
 
 def labels_from_flows(

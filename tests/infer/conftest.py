@@ -173,3 +173,22 @@ def volume_model(tmp_path: Path):
     return lambda task="semantic", dims=3: write_volume_model(
         tmp_path / f"model-{task}-{dims}d", task, 0, dims
     )
+
+
+@pytest.fixture
+def tile_objects():
+    """A function labelling a network output ``(C, Y, X)`` tile by tile, as idl-predict does for
+    networks whose objects are made in numpy (``make``: output -> labels and scores): 128 px tiles
+    with a 32 px halo, each object kept by the tile that owns its centre. Returns the labels, the
+    scores and the tiles."""
+    from idl.infer.core.grid import tile_grid
+    from idl.infer.tiling.mergers import MadeObjects
+
+    def run(out: np.ndarray, make) -> tuple[np.ndarray, np.ndarray, list]:
+        merger = MadeObjects(out.shape[1:], make=make)
+        tiles = tile_grid(out.shape[1:], (128, 128), (32, 32), 16)
+        for tile in tiles:
+            merger.add(tile, out[(slice(None), *tile.window)][None])
+        return (*merger.finalize(), tiles)
+
+    return run

@@ -101,24 +101,18 @@ def test_heat_flows_turn_with_the_image() -> None:
     np.testing.assert_allclose(mirrored[0], flows[0][:, ::-1], atol=1e-6)
 
 
-def test_tiles_keep_each_object_once_as_the_whole_image_does() -> None:
+def test_tiles_keep_each_object_once_as_the_whole_image_does(tile_objects) -> None:
     """The exact outputs of 288 x 288 px of touching nuclei, cut into 128 px tiles with a 32 px halo:
     each tile follows its own flows and keeps the objects whose centre it owns, and the label image
     is the whole image's, object for object."""
-    from idl.infer.core.grid import tile_grid
     from idl.infer.datasets.synthetic import NucleiSpec, synthetic_nuclei
-    from idl.infer.tiling.mergers import MadeObjects
 
     labels = synthetic_nuclei(np.random.default_rng(4), NucleiSpec(size=288))[1].astype(np.int64)
     out = _exact(labels)
     whole, _ = objects_from_output(out)
     assert min(_matches(labels, whole).values()) > 0.9
-    merger = MadeObjects((288, 288), make=objects_from_output)
-    tiles = tile_grid((288, 288), (128, 128), (32, 32), 16)
+    tiled, scores, tiles = tile_objects(out, objects_from_output)
     assert len(tiles) == 16
-    for tile in tiles:
-        merger.add(tile, out[(slice(None), *tile.window)][None])
-    tiled, scores = merger.finalize()
     crossing = [k for k in np.unique(whole)[1:] if sum(bool((whole == k)[t.owned].any()) for t in tiles) > 1]
     assert len(crossing) > 3  # objects lie across tile borders
     assert tiled.max() == whole.max() > 10

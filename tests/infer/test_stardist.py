@@ -83,25 +83,19 @@ def test_overlapping_proposals_are_suppressed_and_the_more_probable_wins() -> No
     assert labels[20, 26] == 1  # on the line where both polygons reach: the more probable one's
 
 
-def test_tiles_keep_each_object_once_as_the_whole_image_does() -> None:
+def test_tiles_keep_each_object_once_as_the_whole_image_does(tile_objects) -> None:
     """The exact outputs of 288 x 288 px of touching nuclei, cut into 128 px tiles with a 32 px halo:
     each tile makes its own polygons and keeps those whose centre it owns, and the label image
     matches the whole image's object for object (AP50:95 1.0 against it)."""
-    from idl.infer.core.grid import tile_grid
     from idl.infer.datasets.synthetic import NucleiSpec, synthetic_nuclei
     from idl.infer.evaluate.instance_metrics import counts_per_threshold, scores_from_counts
     from idl.infer.post.stardist import objects_from_output
-    from idl.infer.tiling.mergers import MadeObjects
 
     labels = synthetic_nuclei(np.random.default_rng(4), NucleiSpec(size=288))[1].astype(np.int64)
     out = np.concatenate([object_probability(labels)[None], star_distances(labels, 32)])
     whole, _ = labels_from_stars(out[0], out[1:])
-    merger = MadeObjects((288, 288), make=objects_from_output)
-    tiles = tile_grid((288, 288), (128, 128), (32, 32), 16)
+    tiled, scores, tiles = tile_objects(out, objects_from_output)
     assert len(tiles) == 16
-    for tile in tiles:
-        merger.add(tile, out[(slice(None), *tile.window)][None])
-    tiled, scores = merger.finalize()
     crossing = [
         k
         for k in np.unique(whole)[1:]

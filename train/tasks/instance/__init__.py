@@ -49,9 +49,13 @@ class LabelsAP:
 
     def add(self, logits: np.ndarray, sample: Sample) -> None:
         assert sample.labels is not None
-        found = counts_per_threshold(sample.labels, self.make_labels(logits))
+        self.add_labels(sample.labels, self.make_labels(logits))
+
+    def add_labels(self, truth: np.ndarray, found: np.ndarray) -> None:
+        """Count the matches of one image's labels ``found`` against its true labels."""
+        counts = counts_per_threshold(truth, found)
         self.counts = (
-            found if self.counts is None else [a + b for a, b in zip(self.counts, found, strict=True)]
+            counts if self.counts is None else [a + b for a, b in zip(self.counts, counts, strict=True)]
         )
 
     def result(self) -> float:

@@ -23,7 +23,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from idl.infer.evaluate.instance_metrics import counts_per_threshold, scores_from_counts
 from idl.infer.post.flows import (
     FLOW_ERROR,
     PROB_THRESHOLD,
@@ -105,22 +104,15 @@ def fit_thresholds(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> Postproces
     shorter than unit vectors where it is unsure (small objects, edges), so cellpose's limit of 0.4
     can drop objects a network found well; the limit that suits it is measured, not assumed. Each
     image is followed once per probability threshold; the limits only filter its objects."""
-    counts: dict[tuple[float, float], list] = {}
+    scored = {(p, e): LabelsAP(flow_labels) for p in PROB_GRID for e in FLOW_ERROR_GRID}
     for out, truth in pairs:
         for prob_threshold in PROB_GRID:
             labels = sink_objects(out[0], out[1:], prob_threshold)
             errors = flow_errors(labels, out[1:])
             for limit in FLOW_ERROR_GRID:
                 found, _ = checked_objects(labels, errors, out[0], limit)
-                new = counts_per_threshold(truth.astype(np.int64), found.astype(np.int64))
-                old = counts.get((prob_threshold, limit))
-                counts[(prob_threshold, limit)] = (
-                    new if old is None else [a + b for a, b in zip(old, new, strict=True)]
-                )
-    scores = [
-        ({"prob_threshold": p, "flow_error": e}, scores_from_counts(c)["ap50_95"])
-        for (p, e), c in counts.items()
-    ]
+                scored[(prob_threshold, limit)].add_labels(truth.astype(np.int64), found.astype(np.int64))
+    scores = [({"prob_threshold": p, "flow_error": e}, s.result()) for (p, e), s in scored.items()]
     best = max(scores, key=lambda row: row[1])  # the first of the best: the defaults win ties
     return PostprocessingFit(best[0], "ap50_95", scores)
 
@@ -148,9 +140,10 @@ class FlowTrainer(StarDistTrainer):
         return spec
 
     def placing(self, samples: list[Sample]) -> list[np.ndarray]:
-        """The label images: patches are placed on objects, as the star-convex network's are (each
-        packed target's value is one pixel's heat, not a class)."""
-        return [s.labels for s in samples if s.labels is not None]
+        """The label images (:func:`label_data` gives every sample its own): patches are placed on
+        objects, as the star-convex network's are (each packed target's value is one pixel's heat,
+        not a class)."""
+        return [s.target >> HEAT_BITS if s.labels is None else s.labels for s in samples]
 
     def loss_name(self, config: TrainConfig, num_classes: int) -> str:
         return FLOWS
