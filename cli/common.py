@@ -232,3 +232,15 @@ def parse_threshold_option(ctx: click.Context, param: click.Parameter, value: st
         return parse_threshold(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
+
+
+def parse_memory_option(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    """``--max-memory``: bytes of a size such as ``1.5G`` or ``800M`` (None: the default)."""
+    from idl.infer.tiling.memory import parse_memory
+
+    if value is None:
+        return None
+    try:
+        return parse_memory(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc

@@ -11,6 +11,7 @@ import click
 from idl.cli.common import (
     RegisteredChoice,
     interruptible,
+    parse_memory_option,
     parse_threshold_option,
     setup_logging,
     user_errors,
@@ -119,9 +120,17 @@ EXAMPLES = """Examples:
     "--tile-size",
     default=None,
     type=click.IntRange(min=8),
-    help="Side of the tiles fed to the model, halo included (bounds memory; larger tiles recompute less "
-    "halo: 1024 px ran a depth-4 U-Net 1.6x faster with 670 instead of 380 MB, docs/benchmarks.md) "
-    "[default: 512 px in 2D, 128 voxels in 3D].",
+    help="Side of the tiles fed to the model, halo included [default: the largest tile --max-memory "
+    "allows, measured from the network's graph; sides follow the halos, so 3D tiles are as deep as the z "
+    "halo needs].",
+)
+@click.option(
+    "--max-memory",
+    default=None,
+    callback=parse_memory_option,
+    help="Memory the prediction may use, e.g. 1.5G or 800M: the tiles are the largest whose network "
+    "activations fit in it beside the images (the chosen tile and its expected memory are logged) "
+    "[default: a quarter of the memory available, at most 1.5G].",
 )
 @click.option(
     "--overlap",
@@ -308,6 +317,7 @@ def main(
     uncertainty_map: str | None,
     mc_tolerance: float,
     tile_size: int | None,
+    max_memory: int | None,
     overlap: float | None,
     batch_size: int,
     threshold: str | float,
@@ -440,6 +450,7 @@ def main(
         tta=tta,
         shard=shard,
         block_size=block_size,
+        max_memory=max_memory,
     )
     files = collect_inputs(inputs) if inputs else collect_inputs(next(iter(named.values())))
     request = Request(

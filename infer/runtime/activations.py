@@ -10,6 +10,7 @@ the input's shape, they are the sizes the network computes for it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,11 +35,13 @@ class Layer:
         return " x ".join("?" if d is None else str(d) for d in self.shape)
 
 
-def _load(model: Path | bytes):  # -> onnx.ModelProto
+def load_graph(model: Path | bytes, purpose: str = "the activation explorer"):  # -> onnx.ModelProto
+    """The ONNX graph of a file or of serialized bytes (``purpose`` names who needs it, for the error
+    where the onnx package is missing)."""
     try:
         import onnx
     except ImportError as exc:  # pragma: no cover - a dependency of idl's base install
-        raise ModelError("the activation explorer needs the onnx package: pip install onnx") from exc
+        raise ModelError(f"{purpose} needs the onnx package: pip install onnx") from exc
     try:
         return onnx.load_from_string(model) if isinstance(model, bytes) else onnx.load(str(model))
     except Exception as exc:
@@ -53,14 +56,16 @@ def _dims(value_type) -> tuple[int | str | None, ...]:
     )
 
 
-def _with_input_shape(proto, shape: tuple[int, ...] | None):
-    """A copy of ``proto`` with its first input fixed to ``shape`` (where given)."""
+def with_input_shapes(proto, shapes: Sequence[tuple[int, ...] | None]):
+    """A copy of ``proto`` with its inputs fixed, in order, to ``shapes`` (``None``: left as it is)."""
     import onnx
 
     copy = onnx.ModelProto()
     copy.CopyFrom(proto)
-    if shape is not None:
-        dims = copy.graph.input[0].type.tensor_type.shape.dim
+    for given, shape in zip(copy.graph.input, shapes, strict=False):
+        if shape is None:
+            continue
+        dims = given.type.tensor_type.shape.dim
         if len(dims) != len(shape):
             raise DataError(f"the network's input has {len(dims)} axes, the image gives {len(shape)}")
         for dim, n in zip(dims, shape, strict=True):
@@ -74,7 +79,7 @@ def list_layers(model: Path | bytes, input_shape: tuple[int, ...] | None = None)
     in the network's axes) their shapes for that input."""
     import onnx
 
-    proto = _with_input_shape(_load(model), input_shape)
+    proto = with_input_shapes(load_graph(model), [input_shape])
     try:
         inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)
     except Exception:  # a graph shape inference cannot follow: list the layers without shapes
@@ -119,7 +124,7 @@ def with_outputs(model: Path | bytes, layers: list[Layer]) -> bytes:
     """The graph, serialized, with the tensors of ``layers`` as further outputs after its own."""
     import onnx
 
-    proto = _with_input_shape(_load(model), None)
+    proto = load_graph(model)
     present = {o.name for o in proto.graph.output}
     for layer in layers:
         if layer.tensor not in present:

@@ -3,6 +3,7 @@ model package (ours or anyone's; see :mod:`idl.infer.runtime.package`)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,7 @@ import numpy as np
 
 from idl.infer.core.errors import ModelError
 from idl.infer.core.model_info import METADATA_KEY, ModelInfo
+from idl.infer.runtime.footprint import Footprint, Probe, footprint
 from idl.infer.runtime.iospec import IOSpec
 from idl.infer.runtime.session import OnnxRunner, Runner, Sampler
 from idl.infer.runtime.tensors import Tensors
@@ -66,6 +68,7 @@ class LoadedModel:
     # so a command run twice writes the same files; see reseed)
     seed: int = 0
     _runners: dict[bool, OnnxRunner] = field(default_factory=dict, repr=False)
+    _footprints: dict[bool, Footprint | None] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.tensors is None:
@@ -89,6 +92,30 @@ class LoadedModel:
             label = f"{self.label}{' (MC)' if mc else ''}"
             self._runners[mc] = OnnxRunner(source, self.device, label=label, seed=self.seed if mc else None)
         return self._runners[mc]
+
+    def footprint(self, mc: bool = False) -> Footprint | None:
+        """What a call of the deterministic (or Monte Carlo) graph costs in memory per tile pixel
+        (:mod:`idl.infer.runtime.footprint`), measured once from the graph; ``None`` for a network of
+        several inputs, of a fixed size, or whose graph shape inference cannot follow."""
+        if mc not in self._footprints:
+            self._footprints[mc] = self._measure_footprint(mc)
+        return self._footprints[mc]
+
+    def _measure_footprint(self, mc: bool) -> Footprint | None:
+        io = self.io
+        source = self.mc_weights if mc else self.weights
+        rules = [io.sizes[a] for a in io.spatial]
+        if source is None or len(self.tensors.inputs) != 1 or any(r.step == 0 for r in rules):
+            return None
+        counted = mc and self.counts_samples()
+
+        def probe(side: int) -> Probe:
+            sizes = {a: r.at_least(side) for a, r in zip(io.spatial, rules, strict=True)}
+            pixels = math.prod(sizes.values())
+            shape = tuple((sizes | {"b": 1, "c": io.in_channels})[a] for a in io.input_axes)
+            return ([shape, (1,)] if counted else [shape]), pixels
+
+        return footprint(source, (probe(64), probe(128)), self.label)
 
     def reseed(self, seed: int) -> None:
         """Draw the Monte Carlo samples from ``seed`` on: the next Monte Carlo session starts from it

@@ -44,7 +44,7 @@ from idl.infer.tiling.predict import (
     outputs_of,
     predict_probabilities,
     sampling,
-    smallest_tile_for,
+    tile_shape,
 )
 
 log = logging.getLogger("idl")
@@ -170,7 +170,7 @@ class Volume:
 
     name: str  # the output's file name, <stem>.ome.zarr
     grid: BlockGrid
-    tile: int
+    tile: tuple[int, ...]
     halos: tuple[int, ...]
     aligns: tuple[int, ...]  # the network's size step per axis
     channels: int
@@ -195,7 +195,7 @@ def plan_volume(
     aligns = tuple(io.sizes[a].align for a in io.spatial)
     chunks = default_chunks(tuple(shape), io.spatial)
     grid = block_grid(shape, side, chunks, aligns)
-    tile = options.bounded_tile(io, grid.block, smallest_tile_for(model, options))
+    tile = tile_shape(model, options, grid.block)
     halos = _halos(model, options, tile)
     return Volume(name, grid, tile, halos, aligns, io.out_channels, out_dir)
 

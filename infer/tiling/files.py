@@ -40,7 +40,7 @@ from idl.infer.tiling.predict import (
     predict_probabilities,
     report_skipped,
     sampling,
-    smallest_tile_for,
+    tile_shape,
     write_output,
 )
 from idl.infer.tiling.volume import BlockRunner, predict_volume
@@ -92,7 +92,7 @@ def _predict_out_of_core(
         if options.sampled:
             uncertainty = sink(out_dir / UNCERTAINTY_DIR / f"{name}{ext}", shape, np.float32)
             sinks.append(uncertainty)
-        tile = options.bounded_tile(io, shape, smallest_tile_for(model, options))
+        tile = tile_shape(model, options, shape)
         halos = _halos(model, options, tile)
         _check_tiles(io, shape, tile, halos)
         skip = empty_tiles(options)

@@ -39,6 +39,14 @@ from idl.infer.runtime.session import Runner, Sampler
 from idl.infer.runtime.tensors import Tensors
 from idl.infer.tiling.empty import EmptyTiles
 from idl.infer.tiling.engine import Layout, finish, layout, needs_whole_output, run_sample
+from idl.infer.tiling.memory import (
+    MEMORY_SHARE,
+    TileChoice,
+    choose_tile,
+    default_budget,
+    output_bytes,
+    resident_bytes,
+)
 from idl.infer.tiling.mergers import Merger, MonteCarlo, NonFinite, Objects, Placed
 from idl.infer.tiling.tta import TTA_AUTO, TTA_CHOICES, TTA_SETTINGS, transforms, tta_sampler
 
@@ -51,7 +59,6 @@ DEFAULT_TILE = {2: 512, 3: 128}
 # 8.6 GB reported for one 6000 x 6000 tile; tiles are capped so that an estimate with it stays within a
 # quarter of the memory available
 BYTES_PER_PIXEL = 256
-MEMORY_SHARE = 0.25
 
 
 def available_memory() -> int | None:
@@ -103,7 +110,7 @@ def bounded_tile(
 class PredictOptions:
     """How to run a model over images (defaults suit a CPU lab PC)."""
 
-    tile_size: int | None = None  # None: 512 px for 2D, 128 voxels for 3D
+    tile_size: int | None = None  # None: the largest tile max_memory allows (tiling.memory)
     overlap: float | None = None  # fraction of a tile shared with each neighbour; None: the model's halo
     batch_size: int = 1
     mc_samples: int = 0
@@ -137,6 +144,8 @@ class PredictOptions:
     # this side (a multiple of the output's chunks); None: the default, and blocks only for volumes
     # predicted out of core or shared by shards or Dask
     block_size: int | None = None
+    # bytes the prediction may use (--max-memory); None: tiling.memory.default_budget of what is available
+    max_memory: int | None = None
 
     @property
     def sampled(self) -> bool:
@@ -162,6 +171,8 @@ class PredictOptions:
     def __post_init__(self) -> None:
         if self.overlap is not None and not 0.0 <= self.overlap < 1.0:
             raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
+        if self.max_memory is not None and self.max_memory < 1:
+            raise ValueError(f"max_memory must be a number of bytes >= 1, got {self.max_memory}")
         if (self.tile_size is not None and self.tile_size < 1) or self.batch_size < 1 or self.mc_samples < 0:
             raise ValueError("tile size and batch size must be >= 1 and mc samples >= 0")
         if self.mc_samples == 1:
@@ -204,6 +215,11 @@ class PredictOptions:
     def tile_for(self, dims: int) -> int:
         """Tile side for 2D or 3D images."""
         return self.tile_size if self.tile_size is not None else DEFAULT_TILE.get(dims, 512)
+
+    def budget(self) -> int:
+        """Bytes the prediction may use: ``max_memory``, or the share of the memory available now
+        (:func:`~idl.infer.tiling.memory.default_budget`)."""
+        return self.max_memory if self.max_memory is not None else default_budget(available_memory())
 
     def halo(self, model_halo: int, tile: int) -> int:
         """Context kept on each side of a tile's owned region, in pixels.
@@ -516,9 +532,9 @@ def load_input(path: Path, axes: str | None, io: IOSpec, lazy: bool = False, sce
     return image
 
 
-def _check_tiles(io: IOSpec, shape: tuple[int, ...], tile: int, halos: tuple[int, ...]) -> None:
+def _check_tiles(io: IOSpec, shape: tuple[int, ...], tiles: Sequence[int], halos: tuple[int, ...]) -> None:
     """Refuse tiles too small for the halo with advice (instead of the tiler's bare error)."""
-    for axis, size, halo in zip(io.spatial, shape, halos, strict=True):
+    for axis, size, halo, tile in zip(io.spatial, shape, halos, tiles, strict=True):
         rule = io.sizes[axis]
         padded = size + (2 * io.halo_of(axis) if io.input_pad else 0)
         length = min(rule.at_most(tile), rule.at_least(padded))
@@ -536,11 +552,13 @@ def _check_tiles(io: IOSpec, shape: tuple[int, ...], tile: int, halos: tuple[int
         )
 
 
-def _halos(model: LoadedModel, options: PredictOptions, tile: int) -> tuple[int, ...]:
+def _halos(model: LoadedModel, options: PredictOptions, tiles: int | Sequence[int]) -> tuple[int, ...]:
     """Tile halos: the model's own, or ``--overlap``; a package that declares no halo still gets an
     eighth of the tile, so tiles never meet without context (whole-image results need it)."""
     io = model.io
     declared = [io.halo_of(a) for a in io.spatial]
+    tiles = _per_axis(tiles, len(declared))
+    tile = max(tiles)
     if options.overlap is None and model.info is None and not any(declared):
         fallback = max(io.sizes[a].align for a in io.spatial) * max(
             1, tile // 8 // max(io.sizes[a].align for a in io.spatial)
@@ -549,7 +567,7 @@ def _halos(model: LoadedModel, options: PredictOptions, tile: int) -> tuple[int,
             "the package declares no halo: tiles overlap by %d px (set --overlap to change)", 2 * fallback
         )
         return tuple(fallback for _ in io.spatial)
-    return tuple(options.halo(h, tile) for h in declared)
+    return tuple(options.halo(h, t) for h, t in zip(declared, tiles, strict=True))
 
 
 def smallest_tile_for(model: LoadedModel, options: PredictOptions) -> int:
@@ -586,6 +604,61 @@ def check_batch(model: LoadedModel, options: PredictOptions, available: int | No
         f"about {batch * per_tile / 2**30:.1f} GB for the network's activations even at the smallest "
         f"tile the model allows ({side} px), more than a quarter of the {available / 2**30:.1f} GB "
         f"available. Use --batch-size {fits} or less."
+    )
+
+
+def tile_shape(
+    model: LoadedModel, options: PredictOptions, shape: Sequence[int], outputs_in_memory: bool = False
+) -> tuple[int, ...]:
+    """The tile (per spatial axis, halo included) for an image of spatial ``shape``: ``--tile-size``
+    where given (capped by the memory available, :func:`bounded_tile`), else the largest tile whose
+    activations fit what ``--max-memory`` leaves (:mod:`idl.infer.tiling.memory`): the budget less
+    the process's memory now and, with ``outputs_in_memory``, the image's output arrays. Networks
+    whose graph cannot be measured get the fixed default tile, as before."""
+    io = model.io
+    dims = len(io.spatial)
+    smallest = smallest_tile_for(model, options)
+    cost = None if options.tile_size is not None else model.footprint(mc=options.mc_samples > 0)
+    if cost is None:
+        return (options.bounded_tile(io, shape, smallest),) * dims
+    budget = options.budget() - resident_bytes()
+    if outputs_in_memory:
+        budget -= output_bytes(math.prod(shape), io.out_channels, options.sampled)
+    rules = [io.sizes[a] for a in io.spatial]
+    halos = [io.halo_of(a) if options.overlap is None else 0 for a in io.spatial]
+    least = [max(smallest_tile(h, r), r.at_least(64)) for h, r in zip(halos, rules, strict=True)]
+    choice = choose_tile(
+        cost, budget, shape, halos, [r.align for r in rules], least, options.memory_batch(io)
+    )
+    _report_tile(choice, options)
+    return choice.tile
+
+
+_REPORTED: set[tuple[int, ...]] = set()  # the tiles said in this run, once each
+
+
+def _report_tile(choice: TileChoice, options: PredictOptions) -> None:
+    """Say the chosen tile and its expected memory once per tile shape (a warning where even the
+    smallest tile exceeds the budget)."""
+    if choice.tile in _REPORTED:
+        return
+    _REPORTED.add(choice.tile)
+    text = " x ".join(map(str, choice.tile))
+    budget = options.budget() / 2**20
+    if not choice.fits:
+        log.warning(
+            "--max-memory %.0f MB leaves too little for even the smallest tile the model allows (%s px, "
+            "about %.0f MB for the network): predicting with it anyway; give more with --max-memory",
+            budget,
+            text,
+            choice.expected / 2**20,
+        )
+        return
+    log.info(
+        "tiles of %s px (halo included): about %.0f MB for the network, within --max-memory %.0f MB",
+        text,
+        choice.expected / 2**20,
+        budget,
     )
 
 
@@ -628,12 +701,17 @@ class Outputs:
         raise NotImplementedError
 
     def predict(
-        self, model: LoadedModel, image: Any, options: PredictOptions, tile: int, halos: tuple[int, ...]
+        self,
+        model: LoadedModel,
+        image: Any,
+        options: PredictOptions,
+        tile: tuple[int, ...],
+        halos: tuple[int, ...],
     ) -> Prediction:
         """The network's output over a whole image, tile by tile through the one tile loop, merged by
         the task's :meth:`merger` and :meth:`collect`, or placed and :meth:`finish` ed."""
         tensors = Tensors.single(model.io)
-        where = layout(tensors, image.shape[:-1], (tile,) * len(halos), halos)
+        where = layout(tensors, image.shape[:-1], tile, halos)
         merger = self.merger(model, where, options)
         skip = empty_tiles(options)
         if merger is not None:
@@ -718,7 +796,7 @@ def predict_image(model: LoadedModel, image: np.ndarray, options: PredictOptions
     instance labels); other packages give their post-processed output, and ``mask`` is ``None``.
     """
     io = model.io
-    tile = options.bounded_tile(io, image.shape[:-1], smallest_tile_for(model, options))
+    tile = tile_shape(model, options, image.shape[:-1], outputs_in_memory=True)
     halos = _halos(model, options, tile)
     _check_tiles(io, image.shape[:-1], tile, halos)
     if options.mc_samples:  # every image's samples from the seed: the same image, the same samples

@@ -41,7 +41,14 @@ from idl.infer.tiling.engine import (
     shared_shape,
 )
 from idl.infer.tiling.mergers import Merger, MonteCarlo, NonFinite, Placed
-from idl.infer.tiling.predict import PredictOptions, empty_tiles, load_input, report_skipped, write_output
+from idl.infer.tiling.predict import (
+    PredictOptions,
+    empty_tiles,
+    load_input,
+    report_skipped,
+    tile_shape,
+    write_output,
+)
 
 log = logging.getLogger("idl")
 
@@ -64,7 +71,7 @@ def predict_tensors(
     pixel was not finite."""
     tensors: Tensors = model.tensors
     original = shared_shape(tensors, images)
-    tile = [options.bounded_tile(model.io, original)] * len(tensors.spatial)
+    tile = tile_shape(model, options, original)
     halos = None
     if options.overlap is not None:
         halos = [options.halo(output_halo(tensors, a), t) for a, t in zip(tensors.spatial, tile, strict=True)]

@@ -189,9 +189,9 @@ def test_the_default_tile_grows_to_what_the_halo_needs_and_a_given_one_is_refuse
     smallest = smallest_tile(96, io.sizes["y"])
     assert smallest == 208
     assert PredictOptions().bounded_tile(io, (60, 256, 256), smallest) == 208
-    _check_tiles(io, (60, 256, 256), 208, (96, 96, 96))  # passes
+    _check_tiles(io, (60, 256, 256), (208,) * 3, (96, 96, 96))  # passes
     assert PredictOptions(tile_size=128).bounded_tile(io, (60, 256, 256), smallest) == 128
     with pytest.raises(
         IdlError, match="--tile-size 128 is too small along y: each tile needs 96 px of context"
     ):
-        _check_tiles(io, (60, 256, 256), 128, (96, 96, 96))
+        _check_tiles(io, (60, 256, 256), (128,) * 3, (96, 96, 96))

@@ -1,0 +1,120 @@
+"""Tiles sized by a memory budget: the largest tile whose network activations fit.
+
+A tile of side ``t`` with a halo ``h`` on each side owns ``t - 2h`` px per axis, so small tiles spend
+most of their work on halos that their neighbours compute again (a 512-px tile with a 96-px halo
+owns 320 px: 2.6x the pixels go through the network). The largest tile the memory allows recomputes
+least. Per axis, the owned volume of a tile of fixed size is largest when every axis owns the same
+share of its extent, that is with sides proportional to the halos: a 3D U-Net with a z halo of a
+quarter of its in-plane halo gets tiles a quarter as deep. An axis the image spans in one tile takes
+its whole extent (it needs no halo), and the other axes share what is left.
+
+What a tile costs comes from the network's graph (:mod:`idl.infer.runtime.footprint`); the budget is
+what ``--max-memory`` leaves after the process's own memory and the image's output arrays.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from idl.infer.runtime.footprint import Footprint
+
+# --max-memory's default: this share of the memory available when idl-predict starts, at most the cap
+MEMORY_SHARE = 0.25
+MEMORY_CAP = 1536 * 2**20  # 1.5 GB: larger tiles than this allows gained < 5 % (docs/benchmarks.md)
+UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "m": 2**20, "mb": 2**20, "g": 2**30, "gb": 2**30}
+
+
+def parse_memory(text: str) -> int:
+    """Bytes of a memory size as users write it: ``1.5G``, ``800M``, ``800MB``, ``2gb`` or bytes.
+    Raises ``ValueError`` with what was wrong."""
+    value = text.strip().lower().replace(" ", "")
+    number = value.rstrip("kmgb")
+    unit = value[len(number) :]
+    try:
+        amount = float(number)
+    except ValueError:
+        amount = math.nan
+    if unit not in UNITS or not amount > 0 or not math.isfinite(amount):
+        raise ValueError(f"'{text}' is not a memory size; write it as 1.5G, 800M or a number of bytes")
+    return int(amount * UNITS[unit])
+
+
+def default_budget(available: int | None) -> int:
+    """``--max-memory``'s default: :data:`MEMORY_SHARE` of the ``available`` bytes, at most
+    :data:`MEMORY_CAP` (the cap where the system does not say what is available)."""
+    if available is None:
+        return MEMORY_CAP
+    return int(min(MEMORY_SHARE * available, MEMORY_CAP))
+
+
+def resident_bytes() -> int:
+    """The process's resident memory now (Linux: ``/proc/self/statm``; elsewhere its peak so far)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024
+
+
+@dataclass(frozen=True)
+class TileChoice:
+    """The tile a budget allows and what it is expected to cost."""
+
+    tile: tuple[int, ...]  # per spatial axis, halo included
+    expected: float  # bytes of the network's activations for the batch of tiles
+    fits: bool  # False: even the smallest tile exceeds the budget (it is returned anyway)
+
+
+def _aligned(n: float, align: int) -> int:
+    return max(align, int(n) // align * align)
+
+
+def choose_tile(
+    cost: Footprint,
+    budget: float,
+    extents: Sequence[int],
+    halos: Sequence[int],
+    aligns: Sequence[int],
+    smallest: Sequence[int],
+    batch: int = 1,
+) -> TileChoice:
+    """The largest tile (per axis; sides proportional to ``halos``, each a multiple of its ``aligns``
+    and at least ``smallest``, no axis beyond its image ``extents`` rounded up to the alignment) whose
+    ``batch`` tiles cost at most ``budget`` bytes by ``cost``. Pure arithmetic: a search over the
+    tile's scale."""
+    full = [-(-n // a) * a for n, a in zip(extents, aligns, strict=True)]
+    weights = [max(h, a) for h, a in zip(halos, aligns, strict=True)]
+    top = max(weights)
+    weights = [w / top for w in weights]
+
+    def tile_at(scale: float) -> tuple[int, ...]:
+        return tuple(
+            min(f, max(s, _aligned(scale * w, a)))
+            for f, s, w, a in zip(full, smallest, weights, aligns, strict=True)
+        )
+
+    lowest = tile_at(0)
+    if cost.bytes_for(lowest, batch) > budget:
+        return TileChoice(lowest, cost.bytes_for(lowest, batch), False)
+    low, high = 0.0, float(max(f / w for f, w in zip(full, weights, strict=True)))
+    if cost.bytes_for(tile_at(high), batch) <= budget:
+        low = high
+    for _ in range(60):  # the scale to within a pixel on any image
+        if high - low < 0.5:
+            break
+        middle = (low + high) / 2
+        low, high = (middle, high) if cost.bytes_for(tile_at(middle), batch) <= budget else (low, middle)
+    tile = tile_at(low)
+    return TileChoice(tile, cost.bytes_for(tile, batch), True)
+
+
+def output_bytes(pixels: int, channels: int, sampled: bool) -> int:
+    """Bytes of a whole image's in-memory outputs: float32 values of every channel, an uncertainty
+    map when sampled, and a mask or labels (int32 at most)."""
+    return pixels * (4 * channels + (4 if sampled else 0) + 4)

@@ -1,0 +1,164 @@
+"""Tiles sized by a memory budget: the graph's live tensors, the tile a budget allows, --max-memory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper, numpy_helper
+
+from idl.infer.runtime.activations import load_graph
+from idl.infer.runtime.footprint import ARENA_FACTOR, Footprint, footprint, peak_live_bytes
+from idl.infer.tiling.memory import MEMORY_CAP, choose_tile, default_budget, parse_memory, resident_bytes
+
+
+def _wide_net(path: Path, width: int) -> Path:
+    """conv 1 -> ``width`` channels, relu, conv -> 1: its live peak is the relu's input and output,
+    ``2 * width`` float channels per pixel."""
+    w1 = numpy_helper.from_array(np.ones((width, 1, 3, 3), np.float32), "w1")
+    w2 = numpy_helper.from_array(np.ones((1, width, 3, 3), np.float32), "w2")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w1"], ["h"], pads=[1] * 4),
+            helper.make_node("Relu", ["h"], ["r"]),
+            helper.make_node("Conv", ["r", "w2"], ["y"], pads=[1] * 4),
+        ],
+        "wide",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, "y", "x"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 1, "y", "x"])],
+        [w1, w2],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_the_live_peak_counts_the_tensors_alive_at_once(tmp_path: Path) -> None:
+    graph = load_graph(_wide_net(tmp_path / "net.onnx", 8))
+    # h and r (8 channels each) are alive together while the relu runs; x died after the first conv
+    assert peak_live_bytes(graph, [(1, 1, 100, 50)]) == 2 * 8 * 4 * 100 * 50
+    assert peak_live_bytes(graph, [(3, 1, 10, 10)]) == 3 * 2 * 8 * 4 * 100  # a batch of three
+
+
+def test_footprints_differ_by_network_and_follow_the_graph(tmp_path: Path, volume_model) -> None:
+    def probe(side: int):
+        return [(1, 1, side, side)], side * side
+
+    narrow = footprint(_wide_net(tmp_path / "a.onnx", 4), (probe(64), probe(128)))
+    wide = footprint(_wide_net(tmp_path / "b.onnx", 32), (probe(64), probe(128)))
+    assert narrow == Footprint(0.0, ARENA_FACTOR * 32)
+    assert wide == Footprint(0.0, ARENA_FACTOR * 256)
+    # the Monte Carlo graph holds its random mask too: more per pixel than its deterministic twin
+    folder = volume_model("semantic", 2)
+    det = footprint(folder / "model.onnx", (probe(64), probe(128)))
+    mc = footprint(folder / "model_mc.onnx", (probe(64), probe(128)))
+    assert det is not None and mc is not None and det.per_pixel == ARENA_FACTOR * 32
+    assert mc.per_pixel > det.per_pixel
+    assert footprint(b"not a graph", (probe(64), probe(128))) is None
+
+
+def test_the_tile_is_the_largest_the_budget_allows() -> None:
+    cost = Footprint(fixed=1e6, per_pixel=400.0)
+    two_d = {"halos": (96, 96), "aligns": (16, 16), "smallest": (208, 208)}
+    choice = choose_tile(cost, 1.5 * 2**30, (4096, 4096), **two_d)
+    side = choice.tile[0]
+    assert choice.fits and choice.tile == (side, side) and side % 16 == 0
+    assert cost.bytes_for(choice.tile) <= 1.5 * 2**30 < cost.bytes_for((side + 16, side + 16))
+    assert side == 2000  # (1.5 GiB - 1 MB) / 400 B = 4.02 M px: 2005 px, down to a multiple of 16
+    # a batch of four tiles: about half the side ((1.5 GiB / 4 - 1 MB) / 400 B: 1002 px)
+    assert choose_tile(cost, 1.5 * 2**30, (4096, 4096), batch=4, **two_d).tile == (992, 992)
+    # a network of 4x the bytes per pixel: about half the side (1003 px)
+    wide = choose_tile(Footprint(1e6, 1600.0), 1.5 * 2**30, (4096, 4096), **two_d)
+    assert wide.tile == (992, 992)
+    # an image smaller than the tile: the whole image, rounded up to the size multiple
+    assert choose_tile(cost, 1.5 * 2**30, (600, 700), **two_d).tile == (608, 704)
+    # a budget below the smallest tile: that tile, said not to fit
+    small = choose_tile(cost, 1e6, (4096, 4096), **two_d)
+    assert small.tile == (208, 208) and not small.fits
+
+
+def test_3d_tiles_follow_the_halos_and_the_volume() -> None:
+    cost = Footprint(fixed=0.0, per_pixel=500.0)
+    # an anisotropic 3D U-Net: z halo a quarter of the in-plane halo -> tiles a quarter as deep
+    budget = 8 * 2**30
+    choice = choose_tile(cost, budget, (512, 2048, 2048), (24, 96, 96), (4, 16, 16), (52, 208, 208))
+    assert choice.tile == (100, 400, 400) and choice.fits  # 17.2 M voxels: z = y / 4
+    assert 0.9 * budget < cost.bytes_for(choice.tile) <= budget
+    # a volume of 64 planes: the tile spans them all (no z halo needed), the planes share the rest
+    thin = choose_tile(cost, budget, (64, 1024, 1024), (96, 96, 96), (16, 16, 16), (208, 208, 208))
+    assert thin.tile == (64, 512, 512)  # 17.2 M voxels over 64 planes: 518 px, down to 512
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1.5G", int(1.5 * 2**30)),
+        ("800M", 800 * 2**20),
+        ("800mb", 800 * 2**20),
+        ("2 GB", 2 * 2**30),
+        ("1000000", 10**6),
+        ("64k", 64 * 2**10),
+    ],
+)
+def test_memory_sizes_are_read_as_users_write_them(text: str, expected: int) -> None:
+    assert parse_memory(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "lots", "-1G", "0", "1.5T", "nanG"])
+def test_a_memory_size_that_is_none_says_how_to_write_it(text: str) -> None:
+    with pytest.raises(ValueError, match="is not a memory size; write it as 1.5G, 800M or a number of bytes"):
+        parse_memory(text)
+
+
+def test_the_default_budget_is_a_quarter_of_what_is_available_at_most_the_cap() -> None:
+    assert default_budget(4 * 2**30) == 2**30
+    assert default_budget(64 * 2**30) == MEMORY_CAP == 1536 * 2**20
+    assert default_budget(None) == MEMORY_CAP
+
+
+def test_idl_predict_sizes_tiles_by_max_memory_and_says_so(tmp_path: Path, volume_model) -> None:
+    """The same image under two budgets: the tile follows the budget and is logged; the output is
+    the same (the halo covers the network's reach)."""
+    import tifffile
+
+    from idl.cli.predict import main
+    from idl.infer.tiling import predict as tiling
+
+    model = volume_model("semantic", 2)
+    tifffile.imwrite(tmp_path / "a.tif", np.random.default_rng(0).random((1200, 1000)).astype(np.float32))
+    outputs, tiles = [], []
+    tight = 0
+    for budget in ("4G", "tight"):
+        if budget == "tight":  # what this process holds after one prediction, and 20 MB for the next
+            tight = resident_bytes() // 2**20 + 20
+            budget = f"{tight}M"
+        tiling._REPORTED.clear()
+        out = tmp_path / budget
+        result = CliRunner().invoke(
+            main, [str(model), str(tmp_path / "a.tif"), "--out", str(out), "--max-memory", budget]
+        )
+        assert result.exit_code == 0, result.output
+        said = [line for line in result.output.splitlines() if line.startswith("tiles of")]
+        assert len(said) == 1, result.output
+        tiles.append(said[0])
+        outputs.append(tifffile.imread(out / "a.tif"))
+    assert tiles[0].startswith("tiles of 1200 x 1000 px")  # 4 GB: the whole image is one tile
+    side = int(tiles[1].split()[2])
+    # 20 MB less the outputs (9.6 MB) leave about 10 MB: at 48 B per pixel, tiles of about 470 px
+    assert 300 <= side < 700 and side == int(tiles[1].split()[4])
+    assert f"within --max-memory {tight} MB" in tiles[1]
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+
+
+def test_a_max_memory_that_is_no_size_is_refused_with_the_way_to_write_it(
+    tmp_path: Path, volume_model
+) -> None:
+    from idl.cli.predict import main
+
+    result = CliRunner().invoke(
+        main, [str(volume_model("semantic", 2)), str(tmp_path), "--max-memory", "lots"]
+    )
+    assert result.exit_code == 2
+    assert "'lots' is not a memory size; write it as 1.5G, 800M or a number of bytes" in result.output
