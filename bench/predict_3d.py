@@ -13,6 +13,13 @@ of the pipeline around it, which should not grow with the volume.
 
     python bench/predict_3d.py [--work bench_out/predict_3d] [--mc-samples 0] [--model PROJECT/model]
     python bench/predict_3d.py --side 256 --planes 64 128       # a quick check on small volumes
+    python bench/predict_3d.py --model PROJECT/model --settings --repeat 3   # tiles: before and now
+
+``--settings`` (issue 36) measures instead, alternating ``--repeat`` times on the first volume,
+idl-predict with today's default tile (``--tile-size 128``: 208 voxels for a 96-voxel halo) and with
+the tiles ``--max-memory`` chooses (the default), and whole-volume ONNX Runtime on the largest volume
+of ``--ort-side`` planes that fits in memory, whose time is scaled by the voxels to the first volume's
+(idl-predict's default is measured on that volume too, for a ratio without scaling).
 
 Each method is its own process (wall time and peak RSS of the whole process, bench/_measure.py).
 Targets (issue 4): the 256-plane volume uses at most 10% more peak memory than the 64-plane one,
@@ -89,6 +96,9 @@ def main() -> None:
         "--planes", type=int, nargs=2, default=(64, 256), help="the two volumes; peers run on the first"
     )
     add_skip_options(parser)
+    parser.add_argument("--settings", action="store_true", help="today's tile, the default and ORT (above)")
+    parser.add_argument("--repeat", type=int, default=1, help="--settings: alternate the rows this often")
+    parser.add_argument("--ort-side", type=int, default=512, help="--settings: whole-volume ORT's plane side")
     parser.add_argument("--child", choices=["volume"], help=argparse.SUPPRESS)
     parser.add_argument("--child-planes", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -102,6 +112,9 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     model = args.model or _train_model(args.work)
     side = args.side
+    if args.settings:
+        _settings(args, model)
+        return
 
     def idl_predict(label: str, volume: Path, out: str, mc_samples: int) -> Run:
         """idl-predict on ``volume`` into ``work/out`` (``--overwrite``: an earlier run's mask would
@@ -146,6 +159,76 @@ def main() -> None:
     differ = print_table([ours, *peers], ours)
     if "monai" in differ:
         print(describe_monai(model, volumes[0], args.tile_size))
+
+
+def _volume(args: argparse.Namespace, planes: int, side: int) -> Path:
+    volume = args.work / f"volume_{planes}x{side}.tif"
+    if not volume.is_file():
+        cmd = [sys.executable, __file__, "--child", "volume", "--child-planes", str(planes)]
+        subprocess.run([*cmd, "--side", str(side), "--out", str(volume)], check=True)
+    return volume
+
+
+def _settings(args: argparse.Namespace, model: Path) -> None:
+    """Today's tile against the default's and whole-volume ONNX Runtime (bench/_peers.py), each a
+    whole process, alternating ``--repeat`` times; medians."""
+    import tifffile
+
+    planes = args.planes[0]
+    big, small = _volume(args, planes, args.side), _volume(args, planes, args.ort_side)
+    scale = (args.side / args.ort_side) ** 2
+
+    def idl(volume: Path, out: str, *extra: str) -> tuple[float, float]:
+        cmd = [
+            sys.executable,
+            "-m",
+            "idl.cli.predict",
+            str(model),
+            str(volume),
+            "--out",
+            str(args.work / out),
+        ]
+        r = measure(out, [*cmd, "--quiet", "--overwrite", *extra])
+        return r.seconds, r.peak_mb
+
+    def ort(volume: Path) -> tuple[float, float]:
+        cmd = [
+            sys.executable,
+            str(Path(__file__).with_name("_peers.py")),
+            "onnxruntime",
+            "--model",
+            str(model),
+        ]
+        cmd += ["--image", str(volume), "--out", str(args.work / "ort.tif"), "--tile-size", "128"]
+        r = measure("ort", cmd)
+        return r.seconds, r.peak_mb
+
+    rows: dict[str, list[tuple[float, float]]] = {}
+    for _ in range(args.repeat):
+        rows.setdefault("today", []).append(idl(big, "today", "--tile-size", "128"))
+        rows.setdefault("default", []).append(idl(big, "default"))
+        rows.setdefault("default_small", []).append(idl(small, "default_small"))
+        rows.setdefault("ort_small", []).append(ort(small))
+
+    def median(name: str) -> tuple[float, float]:
+        ordered = sorted(rows[name])
+        return ordered[(len(ordered) - 1) // 2]
+
+    ort_s, ort_mb = median("ort_small")
+    print(f"\n3D settings, model {model}, medians of {args.repeat} run(s)")
+    print(f"{'method':<58}{'time (s)':>10}{'vs ORT':>9}{'peak RSS (MB)':>15}")
+    table = [
+        (f"idl-predict, --tile-size 128 (before), {planes} x {args.side}^2", *median("today"), scale),
+        (f"idl-predict, default (--max-memory), {planes} x {args.side}^2", *median("default"), scale),
+        (f"idl-predict, default, {planes} x {args.ort_side}^2", *median("default_small"), 1.0),
+        (f"onnxruntime, whole volume, {planes} x {args.ort_side}^2", ort_s, ort_mb, 1.0),
+    ]
+    for label, seconds, peak, voxels in table:
+        print(f"{label:<58}{seconds:>10.2f}{seconds / (ort_s * voxels):>8.2f}x{peak:>15.0f}")
+    print(f"(rows on {args.side}^2 planes against ORT's time scaled by the voxels, x{scale:g})")
+    ours = tifffile.imread(args.work / "default_small" / small.name)
+    differ = int((ours != tifffile.imread(args.work / "ort.tif")).sum())
+    print(f"mask voxels of the default != whole-volume ORT: {differ}")
 
 
 if __name__ == "__main__":

@@ -50,6 +50,23 @@ from idl.export.choices import METHODS
 @click.option(
     "--package/--no-package", default=True, show_default=True, help="Write the bioimage.io package."
 )
+@click.option(
+    "--int8/--no-int8",
+    default=True,
+    show_default=True,
+    help="Also write int8 graphs for CPUs (model_int8.onnx, model_int8_mc.onnx; idl-predict --precision), "
+    "calibrated on training patches of the project and kept only where they give the float32 graph's "
+    "answers on its validation images (the split of the checkpoint's run). Without the project's "
+    "training images none is written.",
+)
+@click.option(
+    "--project",
+    "project_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="The project whose train/ images calibrate and check the int8 graphs [default: the project the "
+    "checkpoint is in, PROJECT/model/best.pt].",
+)
 @click.option("--quiet", is_flag=True, help="Only warnings and errors.")
 @user_errors
 def main(
@@ -61,6 +78,8 @@ def main(
     package: bool,
     to_onnx: Path | None,
     converter: str,
+    int8: bool,
+    project_dir: Path | None,
     quiet: bool,
 ) -> None:
     """Export CHECKPOINT (best.pt or last.pt from idl-train) to ONNX, checked against torch, and to a
@@ -88,9 +107,19 @@ def main(
     net, info = model_from_checkpoint(payload)
     det, mc = export_onnx(net, info, out_dir)
     click.echo(f"wrote {det}" + (f" and {mc}" if mc else ""))
+    project = project_dir or checkpoint.resolve().parent.parent  # PROJECT/model/best.pt
+    if int8:
+        from idl.infer.runtime.model import mc_path_for
+        from idl.infer.runtime.precision import int8_path_for
+        from idl.train.int8 import quantize_checkpoint
+
+        info = quantize_checkpoint(det, mc, info, payload, checkpoint, project)
+        int8 = int8_path_for(det)
+        kept = [p for p in (int8, mc_path_for(int8)) if p.is_file()]
+        if kept:
+            click.echo(f"wrote {' and '.join(map(str, kept))}")
     if not package:
         return
-    project = checkpoint.resolve().parent.parent  # PROJECT/model/best.pt
     if sample is not None:
         image = read_channels_last(sample, axes, "zyx"[-info.dims :])[0]
     else:

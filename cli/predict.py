@@ -19,6 +19,7 @@ from idl.cli.common import (
 from idl.infer.core.nonfinite import POLICIES
 from idl.infer.io.formats import output_formats
 from idl.infer.post.uncertainty import MAPS, MC_ANSWERS
+from idl.infer.runtime.precision import PRECISIONS
 from idl.infer.runtime.session import DEVICES, THREADS_VARIABLE
 from idl.infer.tiling.empty import DEFAULT_THRESHOLD
 from idl.infer.tiling.tta import TTA_AUTO, TTA_SETTINGS
@@ -195,6 +196,16 @@ EXAMPLES = """Examples:
     "used is printed.",
 )
 @click.option(
+    "--precision",
+    default="auto",
+    show_default=True,
+    type=click.Choice(PRECISIONS),
+    help="The model's graph: fp32, or int8 (the quantized graph idl-train and idl-export write beside it "
+    "when it agrees with the float32 one on the validation images; CPU only). auto: int8 where the model "
+    "has it and the CPU has fast int8 instructions (VNNI, AMX, ARM dot product), else fp32. --info shows "
+    "the agreement measured at export.",
+)
+@click.option(
     "--threads",
     type=click.IntRange(min=1),
     default=None,
@@ -328,6 +339,7 @@ def main(
     on_nonfinite: str,
     overwrite: bool,
     device: str,
+    precision: str,
     threads: int | None,
     tracking_uri: str | None,
     tta: str | None,
@@ -377,12 +389,12 @@ def main(
     if show_info:
         from idl.infer.service.describe import describe
 
-        click.echo(describe(load_model(path, device)))
+        click.echo(describe(load_model(path, device, precision=precision)))
         return
     if run_test:
         from idl.infer.service.selfcheck import check_test_tensors
 
-        results = check_test_tensors(path, load_model(path, device))
+        results = check_test_tensors(path, load_model(path, device, precision=precision))
         failed = False
         for result in results:
             verdict = "passed" if result.max_abs_diff <= tolerance else "FAILED"
@@ -395,7 +407,9 @@ def main(
             raise click.exceptions.Exit(1)
         return
     if activations is not None:
-        _explore(load_model(path, device), inputs, activations, out_dir, maps, plane, axes)
+        # the float32 graph's layers unless int8 is asked for (auto would show the int8 graph's on some CPUs)
+        loaded = load_model(path, device, precision="int8" if precision == "int8" else "fp32")
+        _explore(loaded, inputs, activations, out_dir, maps, plane, axes)
         return
     named = _named_inputs(named_inputs)
     if not inputs and not named:
@@ -418,7 +432,9 @@ def main(
     if dask_address is not None:
         from idl.infer.service.cluster import DaskBlocks, parse_address
 
-        runner = DaskBlocks(parse_address(dask_address), str(path), device, threads or 1, not quiet)
+        runner = DaskBlocks(
+            parse_address(dask_address), str(path), device, threads or 1, not quiet, precision=precision
+        )
     from idl.infer.io.places import check_apart
     from idl.infer.service.run import predict_and_evaluate
     from idl.infer.tasks.base import Request
@@ -426,7 +442,7 @@ def main(
 
     given = [*inputs, *(p for paths in named.values() for p in paths)]
     check_apart(out_dir, given, gt_dir)  # before the model is even opened
-    loaded = load_model(path, device)
+    loaded = load_model(path, device, precision=precision)
     if named and loaded.tensors.simple:
         raise click.UsageError("this model has one input: give its images as INPUT, not --input NAME=PATH")
     if len(loaded.tensors.inputs) > 1 and inputs:

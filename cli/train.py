@@ -218,6 +218,14 @@ EXAMPLES = """Examples:
     "[default: on].",
 )
 @click.option(
+    "--int8/--no-int8",
+    default=None,
+    help="Also write int8 graphs for CPUs (model_int8.onnx, model_int8_mc.onnx; idl-predict --precision), "
+    "calibrated on training patches and kept only where they give the float32 graph's answers on the "
+    "validation images (mask pixels within 0.1 %, values within 1 % of their spread, classes of 99.5 % "
+    "of the images) [default: on].",
+)
+@click.option(
     "--tracking-uri", help="MLflow store [default: sqlite:///PROJECT/mlflow.db or $MLFLOW_TRACKING_URI]."
 )
 @click.option(
@@ -291,9 +299,18 @@ def main(
     result = train_project(project, config, resume=resume, overwrite=overwrite, progress=not quiet)
     if not main_rank:
         return
+    from idl.infer.runtime.model import mc_path_for
+    from idl.infer.runtime.precision import int8_path_for
+
+    int8 = int8_path_for(result.onnx)
+    graphs = [
+        p.name
+        for p in (result.onnx, result.onnx_mc, int8, mc_path_for(int8))
+        if p is not None and p.is_file()
+    ]
     click.echo(
         f"model: {result.model_dir} (best epoch {result.state.best_epoch} of {result.state.epoch}; "
-        f"{result.onnx.name}{', ' + result.onnx_mc.name if result.onnx_mc else ''})"
+        f"{', '.join(graphs)})"
     )
     if result.package is not None:
         click.echo(f"bioimage.io package (validated): {result.package}")

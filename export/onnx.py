@@ -26,10 +26,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from idl.export.metadata import add_metadata
 from idl.infer.core.errors import ExportError, NothingToShow
-from idl.infer.core.model_info import METADATA_KEY, ModelInfo
+from idl.infer.core.model_info import ModelInfo
 from idl.infer.io.images import atomic_path
 from idl.infer.runtime.model import MC_SAMPLES_INPUT, mc_path_for
+from idl.infer.runtime.precision import int8_path_for
 from idl.infer.runtime.session import OnnxRunner
 from idl.models.network import TOLERANCE, Agreement, Network
 from idl.models.registry import describe
@@ -73,7 +75,7 @@ def _export(
             output_names=["output"],
             dynamic_axes=dynamic_axes,
         )
-        _add_metadata(tmp, info)
+        add_metadata(tmp, info)
 
 
 def verify_deterministic(
@@ -117,16 +119,6 @@ def verify_stochastic(path: Path, x: torch.Tensor) -> float:
     return spread
 
 
-def _add_metadata(path: Path, info: ModelInfo) -> None:
-    import onnx
-
-    proto = onnx.load(str(path))
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, info.to_json()
-    proto.producer_name = "idl"
-    onnx.save(proto, str(path))
-
-
 def export_onnx(
     net: Network, info: ModelInfo, out_dir: Path, name: str = "model.onnx"
 ) -> tuple[Path, Path | None]:
@@ -139,6 +131,8 @@ def export_onnx(
     info = replace(info, output=network.output)  # what the graphs output, whatever an older checkpoint says
     examples = network.example_inputs(info)
     det_path, mc_path = out_dir / name, mc_path_for(out_dir / name)
+    for stale in (int8_path_for(det_path), mc_path_for(int8_path_for(det_path))):
+        stale.unlink(missing_ok=True)  # an earlier export's int8 graphs (export/quantize.py) are stale
     module = network.exported()
     _export(module, (examples.trace,), det_path, info, examples.axes, network.onnx_opset)
     try:

@@ -118,6 +118,9 @@ class TrainConfig:
     # fit a temperature (semantic, classification) or the Monte Carlo sigma's factor (regression) on
     # the validation images (train/calibrate.py)
     calibrate: bool = True
+    # also write int8 graphs (model_int8.onnx, model_int8_mc.onnx) for CPUs, kept where they agree with
+    # the float32 graphs on the validation images (export/quantize.py)
+    int8: bool = True
     evaluate: bool = True
     device: str = "auto"
     amp: str = "auto"  # mixed precision on CUDA: auto (bf16 if the GPU has it, else fp16), bf16, fp16, off
@@ -389,6 +392,7 @@ _KINDS: dict[str, tuple[str, tuple[type, ...]]] = {
         for k in (
             "uncertainty",
             "calibrate",
+            "int8",
             "evaluate",
             "freeze_encoder",
             "package",

@@ -21,12 +21,15 @@ from torch import nn
 
 from idl.export.bioimageio import PackageRequest, export_package, package_path
 from idl.export.onnx import NothingToShow, export_onnx
+from idl.export.quantize import quantize_model, skip_quantization
 from idl.infer.core.errors import IdlError
 from idl.infer.core.model_info import ModelInfo
 from idl.infer.core.project import EVALUATION_DIR, MODEL_DIR, RESULTS_DIR
 from idl.infer.evaluate.run_record import HISTORY_FILE, history_json
 from idl.infer.io.images import read_channels_last, write_text
 from idl.infer.io.places import remove_leftovers, writable_folder
+from idl.infer.runtime.model import mc_path_for
+from idl.infer.runtime.precision import DETERMINISTIC, MONTE_CARLO, int8_path_for
 from idl.infer.service.load import load_model
 from idl.infer.service.run import predict_and_evaluate as predict_and_evaluate_request
 from idl.infer.tasks.base import Request
@@ -45,6 +48,7 @@ from idl.train.checkpoint import (
 from idl.train.config import ConfigError, TrainConfig
 from idl.train.distributed import SINGLE, Ranks, from_environment
 from idl.train.fingerprint import DataFingerprint, check_unchanged, fingerprint
+from idl.train.int8 import quantization_data
 from idl.train.loop import LoopSettings, TrainState, channels_last, loader_validation
 from idl.train.loop import fit as fit_loop
 from idl.train.plan import Plan
@@ -100,6 +104,8 @@ TRAINED_FILES = (
     PLAN_NAME,
     "model.onnx",
     "model_mc.onnx",
+    "model_int8.onnx",
+    "model_int8_mc.onnx",
     PRETRAINED_REPORT,
 )
 
@@ -577,10 +583,32 @@ def export(run: Run, tracker: Tracker) -> tuple[nn.Module, Path, Path | None]:
         calibrate(run, best, saved, tracker)
     fit_postprocessing(run, best, saved, tracker)
     onnx_path, mc_path = export_onnx(best, run.setup.info, model_dir)
-    for path in (model_dir / CONFIG_NAME, model_dir / BEST_NAME, onnx_path, mc_path):
-        if path is not None:
+    if run.config.int8:
+        quantize(run, onnx_path, mc_path, tracker)
+    int8 = int8_path_for(onnx_path)
+    for path in (model_dir / CONFIG_NAME, model_dir / BEST_NAME, onnx_path, mc_path, int8, mc_path_for(int8)):
+        if path is not None and path.is_file():
             tracker.log_artifact(path, "model")
     return best, onnx_path, mc_path
+
+
+def quantize(run: Run, onnx_path: Path, mc_path: Path | None, tracker: Tracker) -> None:
+    """The int8 graphs beside the exported ones, calibrated on training patches and kept where they
+    agree with the float32 graphs on the validation images (:mod:`idl.export.quantize`); what was
+    measured goes into every graph's model description and to MLflow."""
+    try:
+        data = quantization_data(run.setup, run.config)
+    except Exception as exc:  # the int8 graphs are an extra: a run never fails for them
+        log.warning("no int8 graph: the calibration patches or validation images could not be read (%s)", exc)
+        skip_quantization(onnx_path, mc_path, run.setup.info, f"no calibration data ({exc})")
+        return
+    info = quantize_model(onnx_path, mc_path, run.setup.info, data)
+    for key in (DETERMINISTIC, MONTE_CARLO):
+        entry = info.quantized.get(key)
+        if entry is not None and "value" in entry:
+            tracker.log_metrics(
+                {f"int8_{key}_difference": entry["value"], f"int8_{key}_kept": float(entry["kept"])}
+            )
 
 
 def calibrate(run: Run, best: nn.Module, saved: dict[str, Any], tracker: Tracker) -> None:

@@ -90,6 +90,12 @@ class ModelInfo:
     # the thresholds of the task's post-processing fitted on the validation images (flow fields:
     # prob_threshold and flow_error, infer/post/flows.py); {}: the post-processing's defaults
     postprocessing: dict[str, float] = field(default_factory=dict)
+    # the int8 graphs written beside the float32 ones (idl.export.quantize): per graph ("deterministic",
+    # "monte_carlo") its file, whether it was kept, and its agreement with the float32 graph on the
+    # validation images (measure, value, limit, images); the quantization scheme and calibration; or
+    # "skipped" with the reason none was made. {}: none made (exported with --no-int8, or before int8
+    # graphs existed). idl.infer.runtime.precision reads it.
+    quantized: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.kind:

@@ -3,6 +3,7 @@ model package (ours or anyone's; see :mod:`idl.infer.runtime.package`)."""
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,12 +16,15 @@ from idl.infer.core.errors import ModelError
 from idl.infer.core.model_info import METADATA_KEY, ModelInfo
 from idl.infer.runtime.footprint import Footprint, Probe, footprint
 from idl.infer.runtime.iospec import IOSpec
+from idl.infer.runtime.precision import choose_graphs, int8_path_for
 from idl.infer.runtime.session import OnnxRunner, Runner, Sampler
 from idl.infer.runtime.tensors import Tensors
 
 DETERMINISTIC_NAME = "model.onnx"
 PACKAGE_SUFFIX = ".bioimageio.zip"
 RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")
+
+log = logging.getLogger("idl")
 
 
 MC_SUFFIX = "_mc"
@@ -67,6 +71,10 @@ class LoadedModel:
     # the random seed of the Monte Carlo session: the same seed, the same samples (a fixed default,
     # so a command run twice writes the same files; see reseed)
     seed: int = 0
+    # the graphs' numbers: "fp32", or "int8" for an idl model's int8 graphs (idl.infer.runtime.precision);
+    # precision_note says why (--precision auto)
+    precision: str = "fp32"
+    precision_note: str = ""
     _runners: dict[bool, OnnxRunner] = field(default_factory=dict, repr=False)
     _footprints: dict[bool, Footprint | None] = field(default_factory=dict, repr=False)
 
@@ -211,8 +219,11 @@ class ModelKind(Protocol):
 KindOf = Callable[[ModelInfo], ModelKind]
 
 
-def load_onnx_model(path: Path, kind_of: KindOf, device: str = "auto") -> LoadedModel:
-    """Open an idl model folder or ``.onnx`` file (any model: :mod:`idl.infer.service.load`)."""
+def load_onnx_model(
+    path: Path, kind_of: KindOf, device: str = "auto", precision: str = "fp32"
+) -> LoadedModel:
+    """Open an idl model folder or ``.onnx`` file (any model: :mod:`idl.infer.service.load`) at
+    ``precision`` (``fp32``, ``int8`` or ``auto``: :func:`~idl.infer.runtime.precision.choose_graphs`)."""
     onnx_path = resolve_model_path(path)
     info, input_names = _probe(onnx_path)
     if info is None:
@@ -223,16 +234,28 @@ def load_onnx_model(path: Path, kind_of: KindOf, device: str = "auto") -> Loaded
         )
     refuse_mc_graph(onnx_path, input_names, info)
     mc, kind = mc_path_for(onnx_path), kind_of(info)
+    graphs = choose_graphs(
+        onnx_path,
+        mc if mc.is_file() else None,
+        mc_path_for(int8_path_for(onnx_path)),
+        info.quantized,
+        precision,
+        device,
+    )
+    if graphs.note and (graphs.precision == "int8" or int8_path_for(onnx_path).is_file()):
+        log.info("precision %s: %s", graphs.precision, graphs.note)
     return LoadedModel(
         io=kind.io_spec(info),
-        weights=onnx_path,
-        label=str(onnx_path),
+        weights=graphs.weights,
+        label=str(graphs.weights),
         info=info,
-        mc_weights=mc if mc.is_file() else None,
+        mc_weights=graphs.mc_weights,
         mc_missing=kind.mc_missing(info, mc),
         outputs=kind.outputs(info),
         details={"name": info.name, "source": str(onnx_path)},
-        device=device,
+        device=graphs.device,
+        precision=graphs.precision,
+        precision_note=graphs.note,
     )
 
 

@@ -50,7 +50,7 @@ LOCAL_WORKERS = {
     "distributed.worker.profile.enabled": False,
 }
 
-_MODELS: dict[tuple[str, str], LoadedModel] = {}  # per worker process: each model loaded once
+_MODELS: dict[tuple[str, str, str], LoadedModel] = {}  # per worker process: each model loaded once
 
 
 @dataclass(frozen=True)
@@ -77,15 +77,18 @@ def parse_address(text: str) -> Address:
     return Address(scheduler=text)
 
 
-def predict_block_task(model: str, device: str, threads: int, job: BlockJob, index: int, by: str) -> int:
+def predict_block_task(
+    model: str, device: str, threads: int, job: BlockJob, index: int, by: str, precision: str = "fp32"
+) -> int:
     """One Dask task: ``job``'s step for block ``index`` (predicted and recorded done, or its part of
-    the last step); returns the index."""
+    the last step); returns the index. ``precision``: the model's graph (``--precision``; ``auto`` is
+    decided by each worker's CPU)."""
     from idl.infer.service.load import load_model
 
     os.environ[THREADS_VARIABLE] = str(threads)
-    key = (model, device)
+    key = (model, device, precision)
     if key not in _MODELS:
-        _MODELS[key] = load_model(model, device)
+        _MODELS[key] = load_model(model, device, precision=precision)
     block_step(_MODELS[key], job, index, by)
     return index
 
@@ -111,6 +114,7 @@ class DaskBlocks:
     progress: bool = True
     task: Callable[..., int] = predict_block_task
     peaks: dict[str, int] | None = None
+    precision: str = "fp32"  # the model's graph on the workers (--precision)
     _client: Any = field(default=None, repr=False)
     _cluster: Any = field(default=None, repr=False)
     _starting: threading.Thread | None = field(default=None, repr=False)
@@ -190,6 +194,7 @@ class DaskBlocks:
                 job,
                 index,
                 "dask",
+                precision=self.precision,
                 pure=False,
                 priority=len(todo) - rank,
             )

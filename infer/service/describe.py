@@ -10,6 +10,7 @@ from typing import Any
 from idl.infer.core.processing import Op
 from idl.infer.runtime.iospec import IOSpec
 from idl.infer.runtime.model import LoadedModel
+from idl.infer.runtime.precision import describe_quantized
 from idl.infer.tasks.registry import task_for
 
 AXIS_NAMES = {"b": "batch", "c": "channel", "z": "z", "y": "y", "x": "x"}
@@ -88,9 +89,22 @@ def describe(model: LoadedModel) -> str:
     metrics = _metrics(model)
     if metrics:
         lines.append("test metrics: " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items())))
+    lines += _precision_lines(model)
     if model.has_mc:
         dropout = info.dropout if info is not None else "?"
         lines.append(f"Monte Carlo dropout: available (p = {dropout}); use --mc-samples N (e.g. 10)")
     else:
         lines.append(f"Monte Carlo dropout: not available ({model.mc_missing})")
     return "\n".join(lines)
+
+
+def _precision_lines(model: LoadedModel) -> list[str]:
+    """Which graph runs (``--precision``) and how the int8 graphs agreed with the float32 ones when
+    they were exported (an idl model folder or ``.onnx`` file; packages hold float32 graphs only)."""
+    if isinstance(model.weights, bytes):
+        return ["precision: float32 (bioimage.io packages hold no int8 graph)"]
+    runs = f"precision: {'int8' if model.precision == 'int8' else 'float32'}, {Path(model.weights).name}"
+    lines = [runs + (f" ({model.precision_note})" if model.precision_note else "")]
+    if model.info is not None:
+        lines += describe_quantized(model.info.quantized)
+    return lines

@@ -18,9 +18,10 @@ import numpy as np
 
 from idl.infer.core.grid import AxisSize
 from idl.infer.core.model_info import ModelInfo
+from idl.infer.evaluate.agreement import Agreement
 from idl.infer.runtime.iospec import IOSpec, activation, image_io
 from idl.infer.runtime.model import LoadedModel
-from idl.infer.tiling.predict import AS_IT_IS, Outputs, PredictOptions
+from idl.infer.tiling.predict import AS_IT_IS, Outputs, PredictOptions, predict_image
 from idl.infer.tiling.volume import BlockRunner
 
 Summary = dict[str, float | int]
@@ -161,6 +162,25 @@ class Task:
     def describe(self, info: ModelInfo) -> list[str]:
         """Lines for ``idl-predict --info`` about the task and what prediction writes."""
         return [f"task: {info.task}, {info.num_classes} classes, {info.dims}D, trained on axes {info.axes}"]
+
+    def agreement(self, info: ModelInfo) -> Agreement | None:
+        """How the answers of an int8 graph must agree with the float32 graph's for it to be kept
+        (:mod:`idl.infer.evaluate.agreement`, :mod:`idl.export.quantize`); None (the default): the
+        task's graphs are not quantized."""
+        return None
+
+    def answers(
+        self, model: LoadedModel, images: Sequence[np.ndarray], options: PredictOptions
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """What idl-predict answers for each of ``images`` (normalized, channels-last), as
+        :meth:`agreement` compares them: the mask, labels or values of the tiled prediction, and its
+        uncertainty map (empty without Monte Carlo samples)."""
+        found, spreads = [], []
+        for image in images:
+            prediction = predict_image(model, image, options)
+            found.append(prediction.mask if prediction.mask is not None else prediction.probabilities)
+            spreads.append(prediction.uncertainty if prediction.uncertainty is not None else np.zeros(0))
+        return found, spreads
 
     def package_text(self, info: ModelInfo) -> PackageText:
         """How a bioimage.io package of the model describes it."""

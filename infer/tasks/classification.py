@@ -4,7 +4,7 @@ confusion matrix against ``groundtruth.csv``."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +14,17 @@ from idl.infer.core.errors import ConfigError, DataError
 from idl.infer.core.grid import AxisSize
 from idl.infer.core.model_info import ModelInfo
 from idl.infer.core.processing import SPACE, ScaleRange, Softmax, apply_ops
+from idl.infer.evaluate.agreement import CLASS_LIMIT, Agreement, class_disagreement
 from idl.infer.io.omezarr import image_stem
 from idl.infer.post.classes import label_csv_for, labelled_images, read_labels
 from idl.infer.post.classify import class_names_for, prepare_image, resize_to
 from idl.infer.runtime.iospec import IOSpec
+from idl.infer.runtime.model import LoadedModel
 from idl.infer.runtime.session import OnnxRunner
 from idl.infer.tasks.base import RESNET_CITATION, Folders, PackageText, Request, Summary, Task, extras
 from idl.infer.tasks.registry import register
-from idl.infer.tiling.classify import Classify, predict_classes
+from idl.infer.tiling.classify import Classify, classify_batch, predict_classes
+from idl.infer.tiling.predict import PredictOptions
 from idl.infer.tiling.tta import TTA_CHOICES
 
 
@@ -49,6 +52,25 @@ class Classification(Task):
 
     def out_channels(self, info: ModelInfo) -> int:
         return info.num_classes  # softmax over all classes, also for two
+
+    def agreement(self, info: ModelInfo) -> Agreement:
+        return Agreement("fraction of images given another class", CLASS_LIMIT, class_disagreement)
+
+    def answers(
+        self, model: LoadedModel, images: Sequence[np.ndarray], options: PredictOptions
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The class of each network input ``(C, H, W)`` (resized and normalized) as idl-predict
+        finds it (:func:`~idl.infer.tiling.classify.classify_batch`): from the deterministic graph,
+        or with ``options.mc_samples`` from the samples' mean (drawn from ``options.seed``), with
+        its uncertainty (the entropy of that mean)."""
+        samples = options.mc_samples
+        if samples:
+            model.reseed(options.seed)
+        scores = classify_batch(model, np.stack(images), samples)
+        if not samples:
+            return list(np.argmax(scores.probabilities, axis=1)), [np.zeros(0)] * len(images)
+        assert scores.mc_probabilities is not None and scores.uncertainty is not None
+        return list(np.argmax(scores.mc_probabilities, axis=1)), list(np.asarray(scores.uncertainty))
 
     def io_spec(self, info: ModelInfo) -> IOSpec:
         """One image of the fixed input size in, one value per class out (axes ``bc``)."""

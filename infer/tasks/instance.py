@@ -19,6 +19,7 @@ from idl.infer.core.errors import NothingToShow
 from idl.infer.core.grid import AxisSize
 from idl.infer.core.model_info import ModelInfo
 from idl.infer.core.processing import SPACE
+from idl.infer.evaluate.agreement import LABEL_LIMIT, Agreement, label_disagreement
 from idl.infer.runtime.iospec import DETECTOR_MIN_SIZE, IOSpec, image_io
 from idl.infer.tasks.base import (
     CELLPOSE_CITATION,
@@ -117,6 +118,9 @@ class Instance(PixelTask):
     def outputs(self, info: ModelInfo) -> Outputs:
         return Labels()
 
+    def agreement(self, info: ModelInfo) -> Agreement | None:
+        return Agreement("fraction of pixels in another object", LABEL_LIMIT, label_disagreement)
+
     def write_demo(self, project: Path, n_train: int, n_test: int, seed: int, size: int) -> str:
         from idl.infer.core.project import pair_files
         from idl.infer.datasets.synthetic import NucleiSpec, write_instance_project
@@ -155,6 +159,9 @@ class Detection(Instance):
 
     def outputs(self, info: ModelInfo) -> Outputs:
         return Detections()
+
+    def agreement(self, info: ModelInfo) -> Agreement | None:
+        return None  # no int8 graph: no measure of detections here, and its loops and sorting gain nothing
 
     def out_channels(self, info: ModelInfo) -> int:
         return 2  # labels and the score of the object that owns the pixel

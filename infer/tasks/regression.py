@@ -8,6 +8,7 @@ from pathlib import Path
 
 from idl.infer.core.model_info import ModelInfo
 from idl.infer.core.processing import ScaleLinear
+from idl.infer.evaluate.agreement import REGRESSION_LIMIT, Agreement, relative_error
 from idl.infer.runtime.iospec import IOSpec, image_io
 from idl.infer.tasks.base import PackageText, Summary, extras
 from idl.infer.tasks.pixels import PixelTask, Scoring
@@ -30,6 +31,11 @@ class Regression(PixelTask):
 
     def out_channels(self, info: ModelInfo) -> int:
         return max(1, len(info.target_mean))  # one linear output per target channel
+
+    def agreement(self, info: ModelInfo) -> Agreement:
+        return Agreement(
+            "mean |int8 - float32| / std of the float32 values", REGRESSION_LIMIT, relative_error
+        )
 
     def io_spec(self, info: ModelInfo) -> IOSpec:
         """Values mapped back to ground-truth units with the training targets' mean and standard

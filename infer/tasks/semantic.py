@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from idl.infer.core.model_info import ModelInfo
+from idl.infer.evaluate.agreement import MASK_LIMIT, Agreement, mask_disagreement
 from idl.infer.post.postprocess import calibrated_otsu, otsu_counts, otsu_of_counts, to_mask
 from idl.infer.tasks.base import Summary, extras
 from idl.infer.tasks.pixels import PixelTask, Scoring
@@ -76,6 +77,9 @@ class Semantic(PixelTask):
     task = "semantic"
 
     demo = "nuclei and their masks"
+
+    def agreement(self, info: ModelInfo) -> Agreement:
+        return Agreement("fraction of mask pixels differing", MASK_LIMIT, mask_disagreement)
 
     def outputs(self, info: ModelInfo) -> Outputs:
         return ClassMasks(info.temperature)

@@ -587,7 +587,9 @@ def check_batch(model: LoadedModel, options: PredictOptions, available: int | No
         return
     io, batch = model.io, options.memory_batch(model.io)
     side = smallest_tile_for(model, options)
-    per_tile = BYTES_PER_PIXEL * side ** len(io.spatial)
+    cost = model.footprint(mc=options.mc_samples > 0)  # the network's own, where its graph says
+    tile = (side,) * len(io.spatial)
+    per_tile = cost.bytes_for(tile) if cost is not None else BYTES_PER_PIXEL * math.prod(tile)
     budget = MEMORY_SHARE * available
     if batch * per_tile <= budget:
         return

@@ -259,7 +259,7 @@ def test_dask_local_2_equals_one_process_exactly(tmp_path: Path, volume_model) -
     _same(one, dask, 1e-6)
 
 
-def _dying_task(model, device, threads, job, index, by):  # noqa: ANN001, ANN202
+def _dying_task(model, device, threads, job, index, by, precision="fp32"):  # noqa: ANN001, ANN202
     """A Dask task whose worker exits (``os._exit``) the first time it reaches block 5: after some
     blocks are done, mid-run."""
     from idl.infer.service.cluster import predict_block_task
@@ -268,7 +268,7 @@ def _dying_task(model, device, threads, job, index, by):  # noqa: ANN001, ANN202
     if index == 5 and not marker.exists():
         marker.write_text("once")
         os._exit(1)
-    return predict_block_task(model, device, threads, job, index, by)
+    return predict_block_task(model, device, threads, job, index, by, precision)
 
 
 def test_a_dask_worker_killed_mid_run_still_gives_the_same_volume(tmp_path: Path, volume_model) -> None:

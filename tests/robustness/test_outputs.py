@@ -150,17 +150,19 @@ def test_a_batch_too_large_for_memory_is_one_error_before_any_work(
 ) -> None:
     monkeypatch.setattr(tiling, "available_memory", lambda: 2**30)  # 1 GB: a quarter is 256 MB
     images, out = _images(tmp_path / "in"), tmp_path / "out"
-    code, output = _run(identity_model(), images, "--out", out, "--batch-size", 2**21)
+    # the identity network's graph holds its input and output: 8 bytes per pixel, 12 with the arena's
+    # share (runtime.footprint.ARENA_FACTOR), so a quarter of 1 GB holds 22369621 one-pixel tiles
+    code, output = _run(identity_model(), images, "--out", out, "--batch-size", 2**25)
     assert code == 1
     assert output.count("Error:") == 1 and "not predicted" not in output
     assert (
-        "--batch-size 2097152 is too large for this machine: 2097152 tile(s) per call need about 0.5 GB "
+        "--batch-size 33554432 is too large for this machine: 33554432 tile(s) per call need about 0.4 GB "
         "for the network's activations even at the smallest tile the model allows (1 px), more than a "
-        "quarter of the 1.0 GB available. Use --batch-size 1048576 or less." in output
+        "quarter of the 1.0 GB available. Use --batch-size 22369621 or less." in output
     )
     assert not out.exists() or not [p for p in out.iterdir() if p.name != RECORD_NAME]
     # the advice works: the largest batch it names predicts every image
-    assert _run(identity_model(), images, "--out", out, "--batch-size", 2**20, "--quiet")[0] == 0
+    assert _run(identity_model(), images, "--out", out, "--batch-size", 22369621, "--quiet")[0] == 0
 
 
 def test_the_memory_cap_never_shrinks_tiles_below_the_models_smallest() -> None:
