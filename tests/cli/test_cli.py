@@ -189,7 +189,8 @@ def test_classification_info_evaluate_and_errors(classified_project: Path, tmp_p
     )
     out = tmp_path / "pred"
     images = classified_project / "test" / "image"
-    _run(predict_cli, [str(model), str(images), "--out", str(out), "--quiet"])
+    # the float32 graph, as idl-train's evaluation (--precision auto would run the int8 graph here)
+    _run(predict_cli, [str(model), str(images), "--out", str(out), "--quiet", "--precision", "fp32"])
     table = pd.read_csv(out / "results.csv")
     assert "uncertainty" not in table and table["filename"].iloc[0] == "cell_000.tif"
     gt = classified_project / "test" / "groundtruth"
