@@ -10,7 +10,7 @@ import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from idl.infer.io.omezarr import image_stem, is_zarr
 from idl.infer.io.scenes import read_scene
 from idl.infer.io.sinks import Discarded
 from idl.infer.post.uncertainty import MAPS, MC_ANSWERS
+from idl.infer.runtime.footprint import Footprint
 from idl.infer.runtime.iospec import IOSpec
 from idl.infer.runtime.model import LoadedModel
 from idl.infer.runtime.session import Runner, Sampler
@@ -623,6 +624,8 @@ def tile_shape(
     cost = None if options.tile_size is not None else model.footprint(mc=options.mc_samples > 0)
     if cost is None:
         return (options.bounded_tile(io, shape, smallest),) * dims
+    if options.sampled:
+        cost = sampled_cost(cost, io.out_channels, options, outputs_of(model))
     budget = options.budget() - resident_bytes()
     if outputs_in_memory:
         budget -= output_bytes(math.prod(shape), io.out_channels, options.sampled)
@@ -634,6 +637,17 @@ def tile_shape(
     )
     _report_tile(choice, options)
     return choice.tile
+
+
+def sampled_cost(cost: Footprint, channels: int, options: PredictOptions, outputs: Outputs) -> Footprint:
+    """``cost`` with what a sampled tile holds beside the network: the running moments of its samples
+    (two halves of float64 means and squares: 32 bytes per channel and pixel, :class:`MonteCarlo`) and,
+    with test-time augmentation, all its samples at once (their outputs and the stacked copy)."""
+    draws = 0
+    tta = options.tta_for(outputs)
+    if tta is not None:
+        draws = options.mc_samples or 16  # the most copies test-time augmentation makes (d4 in 3D)
+    return replace(cost, per_pixel=cost.per_pixel + 32 * channels + 8 * channels * draws)
 
 
 _REPORTED: set[tuple[int, ...]] = set()  # the tiles said in this run, once each

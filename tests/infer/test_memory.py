@@ -162,3 +162,15 @@ def test_a_max_memory_that_is_no_size_is_refused_with_the_way_to_write_it(
     )
     assert result.exit_code == 2
     assert "'lots' is not a memory size; write it as 1.5G, 800M or a number of bytes" in result.output
+
+
+def test_a_sampled_tile_also_holds_its_moments_and_with_tta_its_samples() -> None:
+    from idl.infer.tiling.predict import AS_IT_IS, PredictOptions, sampled_cost
+
+    cost = Footprint(fixed=10.0, per_pixel=100.0)
+    # Monte Carlo alone: two halves of float64 means and squares per output channel (2 channels)
+    mc = sampled_cost(cost, 2, PredictOptions(mc_samples=10, tta="off"), AS_IT_IS)
+    assert mc == Footprint(10.0, 100.0 + 32 * 2)
+    # with test-time augmentation all 10 samples of a tile are held at once, twice (outputs, stack)
+    tta = sampled_cost(cost, 2, PredictOptions(mc_samples=10, tta="d4"), AS_IT_IS)
+    assert tta == Footprint(10.0, 100.0 + 32 * 2 + 8 * 2 * 10)
