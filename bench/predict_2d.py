@@ -46,6 +46,7 @@ from _peers import (  # noqa: E402
 from idl.infer.tiling.memory import default_budget  # noqa: E402
 from idl.infer.tiling.predict import available_memory  # noqa: E402
 
+FP32 = ("--precision", "fp32")  # on a CPU with VNNI the default (auto) runs the int8 graph
 TIME_TARGET = 0.65
 INT8_TARGET = 0.4
 INT8_DIFFERENT = 0.001  # share of mask pixels
@@ -145,11 +146,11 @@ def main() -> None:
         return Run(out, measure(label, cmd), args.work / out / image.name)
 
     settings = [
-        ("today", f"idl-predict, {args.tile_size}-px tiles (before)", ("--tile-size", str(args.tile_size))),
-        ("idl", "idl-predict, default (--max-memory tiles)", ()),
+        ("today", f"{args.tile_size}-px tiles, fp32 (before)", ("--tile-size", str(args.tile_size), *FP32)),
+        ("idl", "idl-predict --max-memory tiles, fp32", FP32),
     ]
     if (model / "model_int8.onnx").is_file():
-        settings.append(("int8", "idl-predict --precision int8", ("--precision", "int8")))
+        settings.append(("int8", "idl-predict --max-memory tiles, int8", ("--precision", "int8")))
     else:
         print(f"{model} has no int8 graph (model_int8.onnx): the int8 row is skipped")
     rows: dict[str, list[Run]] = {}
@@ -162,7 +163,10 @@ def main() -> None:
     runs = [_median_run(rows[name]) for name in [*(s[0] for s in settings), "onnxruntime"]]
     if not args.skip_bioimageio:
         runs.append(idl_predict("idl-predict on the package", package_of(model), "pkg"))
-    runs += run_peers(model, image_path, args.work, args.tile_size, skipped(args) | {"onnxruntime"})
+    others = skipped(args) | {"onnxruntime"}
+    runs += [
+        r for r in run_peers(model, image_path, args.work, args.tile_size, others) if r.name != "onnxruntime"
+    ]
 
     ours = runs[1]
     print(f"\n{args.size} x {args.size} uint16 image, model {model}, medians of {args.repeat} run(s)")
@@ -198,20 +202,29 @@ def _median_run(runs: list[Run]) -> Run:
 
 
 def _monte_carlo(args: argparse.Namespace, model: Path, idl_predict) -> None:
-    """``--mc-samples`` against one deterministic pass of the default on a ``--mc-size`` image, both
-    alternating ``--repeat`` times; the ratio of the medians."""
+    """``--mc-samples`` against one deterministic pass on a ``--mc-size`` image, in float32 and (where
+    the model has it) int8, alternating ``--repeat`` times; the ratio of the medians."""
     image = nuclei_image(args.mc_size, args.work)
+    precisions = ["fp32", *(["int8"] if (model / "model_int8_mc.onnx").is_file() else [])]
     mc = ("--mc-samples", str(args.mc_samples))
-    times: dict[str, list[float]] = {"det": [], "mc": []}
+    times: dict[tuple[str, str], list[float]] = {}
     for _ in range(args.repeat):
-        times["det"].append(idl_predict("deterministic", model, "mc_det", image=image).measurement.seconds)
-        times["mc"].append(idl_predict("samples", model, "mc", *mc, image=image).measurement.seconds)
-    det, sampled = _median(times["det"]), _median(times["mc"])
-    print(
-        f"\n{args.mc_size} x {args.mc_size}: one deterministic pass {det:.2f} s, {args.mc_samples} "
-        f"Monte Carlo samples {sampled:.2f} s: {sampled / det:.2f}x (target <= {MC_TARGET}x: "
-        f"{'met' if sampled / det <= MC_TARGET else 'MISSED'})"
-    )
+        for precision in precisions:
+            flag = ("--precision", precision)
+            for kind, extra in (("det", ()), ("mc", mc)):
+                run = idl_predict(kind, model, f"mc_{kind}_{precision}", *flag, *extra, image=image)
+                times.setdefault((kind, precision), []).append(run.measurement.seconds)
+    print(f"\n{args.mc_size} x {args.mc_size}, medians of {args.repeat} run(s):")
+    for precision in precisions:
+        det, sampled = _median(times["det", precision]), _median(times["mc", precision])
+        print(
+            f"{precision}: one deterministic pass {det:.2f} s, {args.mc_samples} Monte Carlo samples "
+            f"{sampled:.2f} s: {sampled / det:.2f}x (target <= {MC_TARGET}x: "
+            f"{'met' if sampled / det <= MC_TARGET else 'MISSED'})"
+        )
+    if len(precisions) == 2:
+        det = _median(times["det", "fp32"])
+        print(f"int8 samples against the fp32 pass: {_median(times['mc', 'int8']) / det:.2f}x")
 
 
 if __name__ == "__main__":

@@ -96,6 +96,7 @@ def main(
         click.echo(f"wrote {conversion.path} ({conversion.summary()}; passed bioimageio.core test_model)")
         return
     from idl.export.bioimageio import PackageRequest, export_package, package_path
+    from idl.export.metadata import record_footprints
     from idl.export.onnx import export_onnx
     from idl.infer.core.errors import IdlError
     from idl.infer.io.images import read_channels_last
@@ -106,6 +107,7 @@ def main(
     payload = load_checkpoint(checkpoint)
     net, info = model_from_checkpoint(payload)
     det, mc = export_onnx(net, info, out_dir)
+    info = record_footprints(det, mc, info)
     click.echo(f"wrote {det}" + (f" and {mc}" if mc else ""))
     project = project_dir or checkpoint.resolve().parent.parent  # PROJECT/model/best.pt
     if int8:

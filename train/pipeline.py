@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from idl.export.bioimageio import PackageRequest, export_package, package_path
+from idl.export.metadata import record_footprints
 from idl.export.onnx import NothingToShow, export_onnx
 from idl.export.quantize import quantize_model, skip_quantization
 from idl.infer.core.errors import IdlError
@@ -583,6 +584,7 @@ def export(run: Run, tracker: Tracker) -> tuple[nn.Module, Path, Path | None]:
         calibrate(run, best, saved, tracker)
     fit_postprocessing(run, best, saved, tracker)
     onnx_path, mc_path = export_onnx(best, run.setup.info, model_dir)
+    run.setup.info = record_footprints(onnx_path, mc_path, run.setup.info)
     if run.config.int8:
         quantize(run, onnx_path, mc_path, tracker)
     int8 = int8_path_for(onnx_path)

@@ -97,6 +97,12 @@ class ModelInfo:
     # graphs existed). idl.infer.runtime.precision reads it.
     quantized: dict[str, Any] = field(default_factory=dict)
 
+    # the float32 graphs' memory per call (idl.infer.runtime.footprint): "deterministic" and
+    # "monte_carlo" -> [fixed bytes, bytes per input pixel], measured at export so that idl-predict
+    # sizes its tiles without ONNX's shape inference (importing onnx took 0.6 s of its start); {}:
+    # measured when predicting
+    footprint: dict[str, list[float]] = field(default_factory=dict)
+
     def __post_init__(self) -> None:
         if not self.kind:
             object.__setattr__(self, "kind", LEGACY_KINDS.get((self.task, self.output), self.task))

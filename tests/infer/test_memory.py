@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from idl.infer.runtime.activations import load_graph
 from idl.infer.runtime.footprint import ARENA_FACTOR, Footprint, footprint, peak_live_bytes
-from idl.infer.tiling.memory import MEMORY_CAP, choose_tile, default_budget, parse_memory, resident_bytes
+from idl.infer.tiling.memory import MEMORY_CAP, choose_tile, default_budget, parse_memory
 
 
 def _wide_net(path: Path, width: int) -> Path:
@@ -118,22 +119,19 @@ def test_the_default_budget_is_a_quarter_of_what_is_available_at_most_the_cap() 
     assert default_budget(None) == MEMORY_CAP
 
 
-def test_idl_predict_sizes_tiles_by_max_memory_and_says_so(tmp_path: Path, volume_model) -> None:
+def test_idl_predict_sizes_tiles_by_max_memory_and_says_so(tmp_path: Path, volume_model, monkeypatch) -> None:
     """The same image under two budgets: the tile follows the budget and is logged; the output is
-    the same (the halo covers the network's reach)."""
+    the same (the halo covers the network's reach). The process is taken to hold 100 MB."""
     import tifffile
 
     from idl.cli.predict import main
     from idl.infer.tiling import predict as tiling
 
+    monkeypatch.setattr(tiling, "resident_bytes", lambda: 100 * 2**20)
     model = volume_model("semantic", 2)
     tifffile.imwrite(tmp_path / "a.tif", np.random.default_rng(0).random((1200, 1000)).astype(np.float32))
     outputs, tiles = [], []
-    tight = 0
-    for budget in ("4G", "tight"):
-        if budget == "tight":  # what this process holds after one prediction, and 20 MB for the next
-            tight = resident_bytes() // 2**20 + 20
-            budget = f"{tight}M"
+    for budget in ("4G", "120M"):
         tiling._REPORTED.clear()
         out = tmp_path / budget
         result = CliRunner().invoke(
@@ -145,10 +143,11 @@ def test_idl_predict_sizes_tiles_by_max_memory_and_says_so(tmp_path: Path, volum
         tiles.append(said[0])
         outputs.append(tifffile.imread(out / "a.tif"))
     assert tiles[0].startswith("tiles of 1200 x 1000 px")  # 4 GB: the whole image is one tile
-    side = int(tiles[1].split()[2])
-    # 20 MB less the outputs (9.6 MB) leave about 10 MB: at 48 B per pixel, tiles of about 470 px
-    assert 300 <= side < 700 and side == int(tiles[1].split()[4])
-    assert f"within --max-memory {tight} MB" in tiles[1]
+    # 120 MB less the process's 100 MB and the outputs (1.2 M px of a float32 value and a mask, 9.6 MB)
+    # leave 11.4 MB: at 48 B per pixel (the graph's 32 and the arena's share), 486 x 486 px
+    left = 20 * 2**20 - 1200 * 1000 * 8
+    assert abs(int(tiles[1].split()[2]) - math.isqrt(left // 48)) <= 1
+    assert tiles[1].split()[2] == tiles[1].split()[4] and "within --max-memory 120 MB" in tiles[1]
     np.testing.assert_array_equal(outputs[0], outputs[1])
 
 
@@ -174,3 +173,25 @@ def test_a_sampled_tile_also_holds_its_moments_and_with_tta_its_samples() -> Non
     # with test-time augmentation all 10 samples of a tile are held at once, twice (outputs, stack)
     tta = sampled_cost(cost, 2, PredictOptions(mc_samples=10, tta="d4"), AS_IT_IS)
     assert tta == Footprint(10.0, 100.0 + 32 * 2 + 8 * 2 * 10)
+
+
+def test_footprints_recorded_at_export_are_read_without_the_graph(volume_model, monkeypatch) -> None:
+    """idl-predict reads the footprints stored at export instead of importing onnx (0.6 s)."""
+    from idl.export.metadata import record_footprints
+    from idl.infer.runtime import footprint as footprint_module
+    from idl.infer.service.load import load_model
+
+    folder = volume_model("semantic", 2)
+    info = record_footprints(folder / "model.onnx", folder / "model_mc.onnx", load_model(folder).info)
+    measured = load_model(folder).footprint(mc=True)
+    assert info.footprint["deterministic"] == [0.0, ARENA_FACTOR * 32]
+    assert measured is not None and info.footprint["monte_carlo"] == [0.0, measured.per_pixel]
+
+    def no_graph(*args, **kwargs):
+        raise AssertionError("the graph was measured again")
+
+    monkeypatch.setattr(footprint_module, "peak_live_bytes", no_graph)
+    loaded = load_model(folder)
+    assert loaded.info.footprint == info.footprint
+    assert loaded.footprint() == Footprint(0.0, ARENA_FACTOR * 32)
+    assert loaded.footprint(mc=True) == measured
