@@ -14,7 +14,6 @@ import logging
 from collections.abc import Iterator
 
 import numpy as np
-from scipy import ndimage
 
 log = logging.getLogger("idl")
 
@@ -34,6 +33,8 @@ def binary_to_labels(mask: np.ndarray, split_touching: bool = False, min_distanc
     components = label(foreground)
     if not split_touching or components.max() == 0:
         return components.astype(np.uint16)
+    from scipy import ndimage  # imported where needed: idl-predict starts 0.2 s sooner without it
+
     distance = ndimage.distance_transform_edt(foreground)
     peaks = peak_local_max(distance, min_distance=min_distance, labels=components, exclude_border=False)
     markers = np.zeros(foreground.shape, np.int32)
@@ -85,6 +86,7 @@ def watershed_by_component(image: np.ndarray, seeds: np.ndarray, mask: np.ndarra
     component in another crop could be split otherwise, and a volume labelled block by block
     (:mod:`idl.infer.post.block_labels`) relies on the labels of a component being the same in every
     window that holds it."""
+    from scipy import ndimage
     from skimage.segmentation import watershed
 
     components = ndimage.label(mask, structure=np.ones((3,) * mask.ndim, bool))[0]
@@ -105,6 +107,8 @@ def object_windows(labels: np.ndarray) -> Iterator[tuple[tuple[slice, ...], np.n
     """Each object of a label image (1..N, in order): its bounding box grown by one pixel on every
     side (within the image) and its mask there, for per-object work that must see the object's
     edge."""
+    from scipy import ndimage
+
     for i, box in enumerate(ndimage.find_objects(labels), start=1):
         if box is not None:
             grown = tuple(slice(max(0, s.start - 1), s.stop + 1) for s in box)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from idl.infer.evaluate.report import FIGURES_NAME, write_report
 from idl.infer.evaluate.run_record import RunRecord
 from idl.infer.io.places import check_apart, writable_folder
 from idl.infer.runtime.model import LoadedModel
@@ -46,6 +45,9 @@ def report_run(evaluation: Path, model: LoadedModel) -> bool:
     """Write the evaluation's report again with the training run of ``model`` (its settings, data,
     plan and training curves), when it is a model folder ``idl-train`` wrote and the evaluation wrote
     a report; returns whether it did."""
+    # imported here: pandas, which the report needs, is 0.25 s of a start that predicts without --gt
+    from idl.infer.evaluate.report import FIGURES_NAME, write_report
+
     if not isinstance(model.weights, Path) or not (evaluation / FIGURES_NAME).is_file():
         return False
     run = RunRecord.read(model.weights.parent, model.info)
