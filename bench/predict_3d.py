@@ -99,6 +99,10 @@ def main() -> None:
     parser.add_argument("--settings", action="store_true", help="today's tile, the default and ORT (above)")
     parser.add_argument("--repeat", type=int, default=1, help="--settings: alternate the rows this often")
     parser.add_argument("--ort-side", type=int, default=512, help="--settings: whole-volume ORT's plane side")
+    parser.add_argument("--more", default="6G", help="--settings: a larger --max-memory, measured too")
+    parser.add_argument(
+        "--today", action="store_true", help="--settings: also today's tile on the ORT volume (slow)"
+    )
     parser.add_argument("--child", choices=["volume"], help=argparse.SUPPRESS)
     parser.add_argument("--child-planes", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -203,27 +207,36 @@ def _settings(args: argparse.Namespace, model: Path) -> None:
         r = measure("ort", cmd)
         return r.seconds, r.peak_mb
 
+    big_label, small_label = f"{planes} x {args.side}^2", f"{planes} x {args.ort_side}^2"
+    plan = [  # name, label, volume, extra arguments, voxel scale to ORT's volume
+        ("default", f"idl-predict, default (--max-memory), {big_label}", big, (), scale),
+        (
+            "more",
+            f"idl-predict --max-memory {args.more}, {big_label}",
+            big,
+            ("--max-memory", args.more),
+            scale,
+        ),
+        ("default_small", f"idl-predict, default, {small_label}", small, (), 1.0),
+        ("ort_small", f"onnxruntime, whole volume, {small_label}", small, None, 1.0),
+    ]
+    if args.today:
+        today = ("--tile-size", "128")
+        plan.insert(0, ("today", f"idl-predict, --tile-size 128 (before), {small_label}", small, today, 1.0))
     rows: dict[str, list[tuple[float, float]]] = {}
     for _ in range(args.repeat):
-        rows.setdefault("today", []).append(idl(big, "today", "--tile-size", "128"))
-        rows.setdefault("default", []).append(idl(big, "default"))
-        rows.setdefault("default_small", []).append(idl(small, "default_small"))
-        rows.setdefault("ort_small", []).append(ort(small))
+        for name, _, volume, extra, _ in plan:
+            rows.setdefault(name, []).append(ort(volume) if extra is None else idl(volume, name, *extra))
 
     def median(name: str) -> tuple[float, float]:
         ordered = sorted(rows[name])
         return ordered[(len(ordered) - 1) // 2]
 
-    ort_s, ort_mb = median("ort_small")
+    ort_s = median("ort_small")[0]
     print(f"\n3D settings, model {model}, medians of {args.repeat} run(s)")
     print(f"{'method':<58}{'time (s)':>10}{'vs ORT':>9}{'peak RSS (MB)':>15}")
-    table = [
-        (f"idl-predict, --tile-size 128 (before), {planes} x {args.side}^2", *median("today"), scale),
-        (f"idl-predict, default (--max-memory), {planes} x {args.side}^2", *median("default"), scale),
-        (f"idl-predict, default, {planes} x {args.ort_side}^2", *median("default_small"), 1.0),
-        (f"onnxruntime, whole volume, {planes} x {args.ort_side}^2", ort_s, ort_mb, 1.0),
-    ]
-    for label, seconds, peak, voxels in table:
+    for name, label, _, _, voxels in plan:
+        seconds, peak = median(name)
         print(f"{label:<58}{seconds:>10.2f}{seconds / (ort_s * voxels):>8.2f}x{peak:>15.0f}")
     print(f"(rows on {args.side}^2 planes against ORT's time scaled by the voxels, x{scale:g})")
     ours = tifffile.imread(args.work / "default_small" / small.name)

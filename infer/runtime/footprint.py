@@ -28,6 +28,7 @@ ELEMENT_BYTES = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 1
 # own (idl's depth-4 U-Net, 512 to 2048-px tiles, docs/benchmarks.md): this factor times the graph's
 # live peak covered every measurement.
 ARENA_FACTOR = 1.5
+ORT_NUMPY = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(uint8)": "uint8"}
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,8 @@ def peak_live_bytes(graph, shapes: Sequence[tuple[int, ...] | None]) -> int:  # 
             sizes[value.name] = -1
         else:
             sizes[value.name] = ELEMENT_BYTES[kind.elem_type] * math.prod(dims)
+    if any(size < 0 for size in sizes.values()) or any(o for n in g.node for o in n.output if o not in sizes):
+        sizes = _sizes_by_running(inferred, shapes, weights)
     last_use: dict[str, int] = {}
     for index, node in enumerate(g.node):
         for name in node.input:
@@ -77,6 +80,38 @@ def peak_live_bytes(graph, shapes: Sequence[tuple[int, ...] | None]) -> int:  # 
         for name in [n for n in live if last_use.get(n, -1) <= index and n not in kept]:
             del live[name]
     return peak
+
+
+def _sizes_by_running(graph, shapes: Sequence[tuple[int, ...] | None], weights: set[str]) -> dict[str, int]:
+    """Every tensor's bytes as ONNX Runtime computes it for inputs of ``shapes`` (zeros; a sample
+    count input of length 1), for graphs whose shapes ONNX's inference cannot follow: a Monte Carlo
+    graph's samples fan out through shapes computed at run time. The graph runs once with every
+    tensor as an output, on inputs as small as the caller's probes."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(graph)
+    present = {o.name for o in copy.graph.output}
+    types = {v.name: v.type.tensor_type.elem_type for v in (*copy.graph.value_info, *copy.graph.input)}
+    for node in copy.graph.node:
+        for name in node.output:
+            if name and name not in present and name not in weights and types.get(name):
+                copy.graph.output.append(onnx.helper.make_tensor_value_info(name, types[name], None))
+                present.add(name)
+    session = ort.InferenceSession(copy.SerializeToString(), providers=["CPUExecutionProvider"])
+    inputs = session.get_inputs()
+    feed = {
+        given.name: np.zeros(shape, ORT_NUMPY.get(given.type, np.float32))
+        for given, shape in zip(inputs, shapes, strict=False)
+        if shape is not None
+    }
+    names = [o.name for o in session.get_outputs()]
+    values = session.run(names, feed)
+    sizes = {name: int(value.nbytes) for name, value in zip(names, values, strict=True)}
+    sizes.update({name: int(array.nbytes) for name, array in feed.items()})
+    return sizes
 
 
 def _size(sizes: dict[str, int], name: str) -> int:
