@@ -195,3 +195,45 @@ def test_footprints_recorded_at_export_are_read_without_the_graph(volume_model, 
     assert loaded.info.footprint == info.footprint
     assert loaded.footprint() == Footprint(0.0, ARENA_FACTOR * 32)
     assert loaded.footprint(mc=True) == measured
+
+
+def test_shapes_computed_at_run_time_are_measured_by_running_the_graph(tmp_path: Path) -> None:
+    """A graph that fans its input out by a sample count computed at run time (as the Monte Carlo
+    graphs do), which ONNX's shape inference cannot follow: its sizes come from one small run."""
+    ones = numpy_helper.from_array(np.array([1], np.int64), "one")
+    rest = numpy_helper.from_array(np.array([1, 1, 1], np.int64), "rest")
+    w = numpy_helper.from_array(np.ones((8, 1, 3, 3), np.float32), "w")
+    nodes = [
+        helper.make_node("Shape", ["samples"], ["count_shape"]),
+        helper.make_node("ConstantOfShape", ["count_shape"], ["ones"], value=ones),
+        helper.make_node("ReduceSum", ["ones"], ["count"], keepdims=1),  # the count, at run time
+        helper.make_node("Concat", ["count", "rest"], ["repeats"], axis=0),
+        helper.make_node("Tile", ["x", "repeats"], ["fanned"]),
+        helper.make_node("Conv", ["fanned", "w"], ["y"], pads=[1] * 4),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "fan",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, "h", "w"]),
+            helper.make_tensor_value_info("samples", TensorProto.FLOAT, ["s"]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [ones, rest, w],
+    )
+    path = tmp_path / "fan.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    inferred = onnx.shape_inference.infer_shapes(load_graph(path), data_prop=True)
+    assert not [
+        v
+        for v in inferred.graph.value_info
+        if v.name == "fanned"
+        and v.type.tensor_type.shape.dim
+        and all(d.HasField("dim_value") for d in v.type.tensor_type.shape.dim)
+    ]
+    # one sample: the fanned input (400 B) and the 8-channel output (3200 B) alive together, with a few
+    # bytes of shape tensors
+    peak = peak_live_bytes(load_graph(path), [(1, 1, 10, 10), (1,)])
+    assert 3600 <= peak <= 3600 + 100
+    # three samples: the fan-out holds three copies
+    assert 3 * 3600 <= peak_live_bytes(load_graph(path), [(1, 1, 10, 10), (3,)]) <= 3 * 3600 + 100
