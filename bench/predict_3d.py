@@ -99,6 +99,7 @@ def main() -> None:
     parser.add_argument("--settings", action="store_true", help="today's tile, the default and ORT (above)")
     parser.add_argument("--repeat", type=int, default=1, help="--settings: alternate the rows this often")
     parser.add_argument("--ort-side", type=int, default=512, help="--settings: whole-volume ORT's plane side")
+    parser.add_argument("--precision", default="fp32", help="--settings: idl-predict's graphs (fp32, int8)")
     parser.add_argument("--more", default="6G", help="--settings: a larger --max-memory, measured too")
     parser.add_argument(
         "--today", action="store_true", help="--settings: also today's tile on the ORT volume (slow)"
@@ -192,7 +193,7 @@ def _settings(args: argparse.Namespace, model: Path) -> None:
             "--out",
             str(args.work / out),
         ]
-        r = measure(out, [*cmd, "--quiet", "--overwrite", *extra])
+        r = measure(out, [*cmd, "--quiet", "--overwrite", "--precision", args.precision, *extra])
         return r.seconds, r.peak_mb
 
     def ort(volume: Path) -> tuple[float, float]:
