@@ -73,6 +73,10 @@ class Detections(Labels):
     """Mask R-CNN's labels, tiled so that every object is kept once: the tile loop with the
     :class:`idl.infer.tiling.mergers.Objects` merger."""
 
+    # its 512-px tiles: a detector's memory does not grow with the tile as the graph's probe says, and sized
+    # by memory its end-to-end test's prediction ran for over 10 minutes
+    sized_by_memory = False
+
     labels_by_blocks = False  # a detector's objects are not components of a foreground
 
     def merger(self, model: LoadedModel, where: Layout, options: PredictOptions) -> Merger | None:

@@ -621,7 +621,8 @@ def tile_shape(
     io = model.io
     dims = len(io.spatial)
     smallest = smallest_tile_for(model, options)
-    cost = None if options.tile_size is not None else model.footprint(mc=options.mc_samples > 0)
+    sized = options.tile_size is None and outputs_of(model).sized_by_memory
+    cost = model.footprint(mc=options.mc_samples > 0) if sized else None
     if cost is None:
         return (options.bounded_tile(io, shape, smallest),) * dims
     if options.sampled:
@@ -693,6 +694,9 @@ class Outputs:
     # with Monte Carlo samples whose mean is the answer and --tta auto: the transforms each sample is
     # drawn under (tiling.tta), or None; a task sets what it measured better
     mc_tta: str | None = None
+    # whether the tiles are the largest --max-memory allows (the network's memory grows with its tile);
+    # False: the fixed default tile (a detector, whose proposals and masks do not grow that way)
+    sized_by_memory: bool = True
 
     @property
     def saves_probabilities(self) -> bool:
