@@ -131,10 +131,7 @@ def main() -> None:
 
     volumes, runs = [], []
     for planes in args.planes:
-        volume = args.work / f"volume_{planes}x{side}.tif"
-        if not volume.is_file():
-            cmd = [sys.executable, __file__, "--child", "volume", "--child-planes", str(planes)]
-            subprocess.run([*cmd, "--side", str(side), "--out", str(volume)], check=True)
+        volume = _volume(args, planes, side)
         volumes.append(volume)
         runs.append(idl_predict(f"{planes} x {side} x {side}", volume, f"out_{planes}", args.mc_samples))
     label = f"idl-predict ({args.tile_size}-voxel tiles)"

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from idl.infer.runtime.activations import load_graph, with_input_shapes
+from idl.infer.runtime.session import ORT_TYPES
 
 log = logging.getLogger("idl")
 
@@ -28,7 +29,6 @@ ELEMENT_BYTES = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 1
 # own (idl's depth-4 U-Net, 512 to 2048-px tiles, docs/benchmarks.md): this factor times the graph's
 # live peak covered every measurement.
 ARENA_FACTOR = 1.5
-ORT_NUMPY = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(uint8)": "uint8"}
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ def _sizes_by_running(graph, shapes: Sequence[tuple[int, ...] | None], weights: 
     session = ort.InferenceSession(copy.SerializeToString(), providers=["CPUExecutionProvider"])
     inputs = session.get_inputs()
     feed = {
-        given.name: np.zeros(shape, ORT_NUMPY.get(given.type, np.float32))
+        given.name: np.zeros(shape, ORT_TYPES.get(given.type, np.float32))
         for given, shape in zip(inputs, shapes, strict=False)
         if shape is not None
     }

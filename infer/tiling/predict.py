@@ -627,7 +627,8 @@ def tile_shape(
         return (options.bounded_tile(io, shape, smallest),) * dims
     if options.sampled:
         cost = sampled_cost(cost, io.out_channels, options, outputs_of(model))
-    budget = options.budget() - resident_bytes()
+    allowed = options.budget()
+    budget = allowed - resident_bytes()
     if outputs_in_memory:
         budget -= output_bytes(math.prod(shape), io.out_channels, options.sampled)
     rules = [io.sizes[a] for a in io.spatial]
@@ -636,7 +637,7 @@ def tile_shape(
     choice = choose_tile(
         cost, budget, shape, halos, [r.align for r in rules], least, options.memory_batch(io)
     )
-    _report_tile(choice, options)
+    _report_tile(choice, allowed)
     return choice.tile
 
 
@@ -654,14 +655,14 @@ def sampled_cost(cost: Footprint, channels: int, options: PredictOptions, output
 _REPORTED: set[tuple[int, ...]] = set()  # the tiles said in this run, once each
 
 
-def _report_tile(choice: TileChoice, options: PredictOptions) -> None:
+def _report_tile(choice: TileChoice, allowed: int) -> None:
     """Say the chosen tile and its expected memory once per tile shape (a warning where even the
     smallest tile exceeds the budget)."""
     if choice.tile in _REPORTED:
         return
     _REPORTED.add(choice.tile)
     text = " x ".join(map(str, choice.tile))
-    budget = options.budget() / 2**20
+    budget = allowed / 2**20
     if not choice.fits:
         log.warning(
             "--max-memory %.0f MB leaves too little for even the smallest tile the model allows (%s px, "
