@@ -18,14 +18,21 @@ import math
 import os
 import resource
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from idl.infer.core.grid import AxisSize, axis_tiles
 from idl.infer.runtime.footprint import Footprint
 
 # --max-memory's default: this share of the memory available when idl-predict starts, at most the cap
 MEMORY_SHARE = 0.25
 MEMORY_CAP = 1536 * 2**20  # 1.5 GB: larger tiles than this allows gained < 5 % (docs/benchmarks.md)
+# ... in 2D. Where the cap's tiles would send more than MAX_RECOMPUTE times the image's pixels through
+# the network (a 3D U-Net's 96-voxel halo on every axis: 1.5 GB leaves 64 x 224 x 224 tiles owning
+# 32 x 32 in-plane, 49x), the default grows to the smallest budget whose tiles recompute at most that
+# much, up to MEMORY_CEILING of the available memory (measured in docs/benchmarks.md)
+MAX_RECOMPUTE = 1.5
+MEMORY_CEILING = 0.5
 UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "m": 2**20, "mb": 2**20, "g": 2**30, "gb": 2**30}
 
 
@@ -112,6 +119,41 @@ def choose_tile(
         low, high = (middle, high) if cost.bytes_for(tile_at(middle), batch) <= budget else (low, middle)
     tile = tile_at(low)
     return TileChoice(tile, cost.bytes_for(tile, batch), True)
+
+
+def recomputed(
+    extents: Sequence[int], tile: Sequence[int], halos: Sequence[int], rules: Sequence[AxisSize]
+) -> float:
+    """Pixels the tiles of ``tile`` send through the network over the image's own (1.0: one tile):
+    the grid's tiles (:func:`idl.infer.core.grid.axis_tiles`, shortened to balance, overlapping by
+    twice the halo) along each axis, multiplied."""
+    ratio = 1.0
+    for n, t, h, rule in zip(extents, tile, halos, rules, strict=True):
+        ratio *= sum(a.size for a in axis_tiles(n, t, h, rule)) / n
+    return ratio
+
+
+def grown_budget(
+    choose: Callable[[float], TileChoice],
+    waste: Callable[[tuple[int, ...]], float],
+    budget: float,
+    ceiling: float,
+) -> tuple[TileChoice, float]:
+    """The default budget's tile and the budget: ``budget``'s tile where it recomputes at most
+    :data:`MAX_RECOMPUTE` (``waste``, e.g. :func:`recomputed`), else the tile of the smallest budget up
+    to ``ceiling`` that does (the ceiling's where none does). ``choose`` is :func:`choose_tile` for a
+    budget. The smallest such budget: beyond it larger tiles save little and only take memory."""
+    choice = choose(budget)
+    if ceiling <= budget or waste(choice.tile) <= MAX_RECOMPUTE:
+        return choice, budget
+    top = choose(ceiling)
+    if waste(top.tile) > MAX_RECOMPUTE:
+        return top, ceiling
+    low, high = budget, ceiling
+    while high - low > 2**24:  # to within 16 MB
+        middle = (low + high) / 2
+        low, high = (low, middle) if waste(choose(middle).tile) <= MAX_RECOMPUTE else (middle, high)
+    return choose(high), high
 
 
 def output_bytes(pixels: int, channels: int, sampled: bool) -> int:

@@ -41,11 +41,14 @@ from idl.infer.runtime.tensors import Tensors
 from idl.infer.tiling.empty import EmptyTiles
 from idl.infer.tiling.engine import Layout, finish, layout, needs_whole_output, run_sample
 from idl.infer.tiling.memory import (
+    MEMORY_CEILING,
     MEMORY_SHARE,
     TileChoice,
     choose_tile,
     default_budget,
+    grown_budget,
     output_bytes,
+    recomputed,
     resident_bytes,
 )
 from idl.infer.tiling.mergers import Merger, MonteCarlo, NonFinite, Objects, Placed
@@ -628,15 +631,32 @@ def tile_shape(
     if options.sampled:
         cost = sampled_cost(cost, io.out_channels, options, outputs_of(model))
     allowed = options.budget()
-    budget = allowed - resident_bytes()
+    taken = resident_bytes()
     if outputs_in_memory:
-        budget -= output_bytes(math.prod(shape), io.out_channels, options.sampled)
+        taken += output_bytes(math.prod(shape), io.out_channels, options.sampled)
     rules = [io.sizes[a] for a in io.spatial]
     halos = [io.halo_of(a) if options.overlap is None else 0 for a in io.spatial]
     least = [max(smallest_tile(h, r), r.at_least(64)) for h, r in zip(halos, rules, strict=True)]
-    choice = choose_tile(
-        cost, budget, shape, halos, [r.align for r in rules], least, options.memory_batch(io)
-    )
+    aligns, batch = [r.align for r in rules], options.memory_batch(io)
+
+    def choose(budget: float) -> TileChoice:
+        return choose_tile(cost, budget - taken, shape, halos, aligns, least, batch)
+
+    available = available_memory() if options.max_memory is None else None
+    if available is None:
+        choice = choose(allowed)
+    else:  # the default grows where the cap's tiles would mostly recompute halos (tiling.memory)
+        waste = partial(recomputed, shape, halos=halos, rules=rules)
+        choice, grown = grown_budget(choose, waste, allowed, MEMORY_CEILING * available)
+        if grown > allowed:
+            log.info(
+                "the model's halo (%s px) would leave tiles within %.0f MB mostly halo: the memory "
+                "budget grows to %.0f MB (at most half the memory available; --max-memory sets it)",
+                " x ".join(map(str, halos)),
+                allowed / 2**20,
+                grown / 2**20,
+            )
+            allowed = int(grown)
     _report_tile(choice, allowed)
     return choice.tile
 

@@ -11,9 +11,19 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
+from idl.infer.core.grid import AxisSize
 from idl.infer.runtime.activations import load_graph
 from idl.infer.runtime.footprint import ARENA_FACTOR, Footprint, footprint, peak_live_bytes
-from idl.infer.tiling.memory import MEMORY_CAP, choose_tile, default_budget, parse_memory
+from idl.infer.tiling.memory import (
+    MAX_RECOMPUTE,
+    MEMORY_CAP,
+    TileChoice,
+    choose_tile,
+    default_budget,
+    grown_budget,
+    parse_memory,
+    recomputed,
+)
 
 
 def _wide_net(path: Path, width: int) -> Path:
@@ -92,6 +102,50 @@ def test_3d_tiles_follow_the_halos_and_the_volume() -> None:
     assert thin.tile == (64, 512, 512)  # 17.2 M voxels over 64 planes: 518 px, down to 512
 
 
+def test_the_pixels_tiles_recompute_follow_the_grid() -> None:
+    rule = AxisSize(16, 16)
+    # one tile per axis: nothing is computed twice
+    assert recomputed((64, 256, 256), (64, 256, 256), (96, 96, 96), [rule] * 3) == 1.0
+    # 1024 px in two tiles of 608 (each 512 owned + 96 halo): 1216 px per axis, 1.41x in-plane
+    assert recomputed((64, 1024, 1024), (64, 608, 608), (96, 96, 96), [rule] * 3) == (1216 / 1024) ** 2
+    # 4096 px under 1840-px tiles: three tiles of 1494 -> 1504 (a multiple of 16) per axis
+    assert recomputed((4096, 4096), (1840, 1840), (96, 96), [rule] * 2) == (3 * 1504 / 4096) ** 2
+
+
+def test_the_default_budget_grows_only_where_its_tiles_would_mostly_recompute_halos() -> None:
+    """The 3D nuclei U-Net's footprint (384 B per voxel, halo 96 on every axis): the 1.5-GB cap's
+    tiles of a 64 x 1024 x 1024 volume own 32 x 32 in-plane; the budget grows to the smallest whose
+    tiles recompute at most 1.5x, within the ceiling. A 4096 x 4096 image's tiles already do."""
+    cost, rule = Footprint(0.0, 384.0), AxisSize(16, 16)
+
+    def grow(shape: tuple[int, ...], ceiling: float) -> tuple[TileChoice, float]:
+        halos, dims = (96,) * len(shape), len(shape)
+
+        def choose(budget: float) -> TileChoice:
+            return choose_tile(cost, budget, shape, halos, (16,) * dims, (208,) * dims)
+
+        return grown_budget(choose, lambda t: recomputed(shape, t, halos, [rule] * dims), MEMORY_CAP, ceiling)
+
+    volume = (64, 1024, 1024)
+    capped = choose_tile(cost, MEMORY_CAP, volume, (96,) * 3, (16,) * 3, (208,) * 3).tile
+    assert capped == (64, 256, 256)  # 13 tiles per axis, 10.6x the voxels
+    assert recomputed(volume, capped, (96,) * 3, [rule] * 3) == (13 * 256 / 1024) ** 2
+    choice, budget = grow(volume, 16 * 2**30)
+    assert choice.tile == (64, 608, 608) and choice.fits  # two tiles per axis: 1.41x
+    assert recomputed(volume, choice.tile, (96,) * 3, [rule] * 3) <= MAX_RECOMPUTE
+    # the smallest such budget: 16 MB less gives a tile that recomputes more
+    assert cost.bytes_for((64, 608, 608)) <= budget < cost.bytes_for((64, 608, 608)) + 2**24
+    # a smaller machine: its ceiling, the largest tile within it (three tiles of 480 per axis, 1.98x)
+    low, low_budget = grow(volume, 6 * 2**30)
+    assert low_budget == 6 * 2**30 and low.tile == (64, 512, 512)
+    assert recomputed(volume, low.tile, (96,) * 3, [rule] * 3) == (3 * 480 / 1024) ** 2
+    # 2D: the cap's tiles recompute 1.21x, the budget stays the cap
+    flat, flat_budget = grow((4096, 4096), 16 * 2**30)
+    assert flat_budget == MEMORY_CAP and flat.tile == (2048, 2048)
+    # a ceiling below the cap leaves the cap alone (it is the smaller share of a small machine already)
+    assert grow(volume, 2**30)[1] == MEMORY_CAP
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -149,6 +203,37 @@ def test_idl_predict_sizes_tiles_by_max_memory_and_says_so(tmp_path: Path, volum
     assert abs(int(tiles[1].split()[2]) - math.isqrt(left // 48)) <= 1
     assert tiles[1].split()[2] == tiles[1].split()[4] and "within --max-memory 120 MB" in tiles[1]
     np.testing.assert_array_equal(outputs[0], outputs[1])
+
+
+def test_the_default_budget_grows_where_the_cap_leaves_tiles_of_mostly_halo(
+    tmp_path: Path, volume_model, monkeypatch
+) -> None:
+    """Without --max-memory: a process taken to hold all but 11 MB of the 1.5-GB cap gets the
+    smallest tiles (200 px, after the image's 9.6 MB of outputs) on a 1200 x 1000 image. This small
+    network's 4-px halo makes them recompute 1.2x; with the limit lowered to 1.01x the budget grows,
+    says so, and the tile is the smallest that recomputes at most that."""
+    import tifffile
+
+    from idl.cli.predict import main
+    from idl.infer.tiling import memory
+    from idl.infer.tiling import predict as tiling
+
+    monkeypatch.setattr(memory, "MAX_RECOMPUTE", 1.01)
+    monkeypatch.setattr(tiling, "available_memory", lambda: 16 * 2**30)
+    monkeypatch.setattr(tiling, "resident_bytes", lambda: MEMORY_CAP - 11 * 2**20)
+    tiling._REPORTED.clear()
+    model = volume_model("semantic", 2)
+    tifffile.imwrite(tmp_path / "a.tif", np.random.default_rng(0).random((1200, 1000)).astype(np.float32))
+    result = CliRunner().invoke(main, [str(model), str(tmp_path / "a.tif"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    assert "would leave tiles within 1536 MB mostly halo: the memory budget grows to" in result.output
+    (said,) = [line for line in result.output.splitlines() if line.startswith("tiles of")]
+    tile = tuple(int(n) for n in said.split()[2:5:2])  # "tiles of Y x X px ..."
+    rules = [AxisSize(1, 1)] * 2  # this network: any size, a halo of 4 px
+    assert recomputed((1200, 1000), (200, 200), (4, 4), rules) > 1.01  # the cap's
+    assert recomputed((1200, 1000), tile, (4, 4), rules) <= 1.01 and tile == (1176, 1000)  # 2 x 604 px
+    grown = float(said.split("within --max-memory ")[1].split()[0])
+    assert MEMORY_CAP / 2**20 < grown < 8 * 2**10  # more than the cap, within half the 16 GB
 
 
 def test_a_max_memory_that_is_no_size_is_refused_with_the_way_to_write_it(
