@@ -87,8 +87,9 @@ class ModelInfo:
     # regression: the factor the Monte Carlo standard deviation is multiplied by, so that the validation
     # residuals are standard normal in its units (idl.train.calibrate.fit_sigma_scale); 1: not calibrated
     sigma_scale: float = 1.0
-    # the thresholds of the task's post-processing fitted on the validation images (flow fields:
-    # prob_threshold and flow_error, infer/post/flows.py); {}: the post-processing's defaults
+    # the thresholds of the task's post-processing fitted on the validation images (the instance
+    # U-Net's watershed: foreground_threshold and seed_threshold, infer/post/instance_labels.py; flow
+    # fields: prob_threshold and flow_error, infer/post/flows.py); {}: the post-processing's defaults
     postprocessing: dict[str, float] = field(default_factory=dict)
     # the int8 graphs written beside the float32 ones (idl.export.quantize): per graph ("deterministic",
     # "monte_carlo") its file, whether it was kept, and its agreement with the float32 graph on the

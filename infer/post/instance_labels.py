@@ -61,21 +61,37 @@ def instance_target(labels: np.ndarray) -> np.ndarray:
     return target
 
 
-def labels_from_probabilities(probabilities: np.ndarray, min_size: int = 4) -> np.ndarray:
+# the watershed's thresholds by default; idl-train fits them on the validation images (they travel
+# in the model description's ``postprocessing``)
+FOREGROUND_THRESHOLD = 0.5
+SEED_THRESHOLD = 0.5
+
+
+def labels_from_probabilities(
+    probabilities: np.ndarray,
+    min_size: int = 4,
+    foreground_threshold: float = FOREGROUND_THRESHOLD,
+    seed_threshold: float = SEED_THRESHOLD,
+) -> np.ndarray:
     """Label image (uint32 when more than 65535 objects, else uint16) from the instance U-Net's
-    ``(3, ...)`` probabilities: seeds are the connected interiors (p > 0.5, at least ``min_size``
-    pixels), grown by a watershed on the interior probability over the foreground (1 - p_background
-    > 0.5), so boundary pixels go to the object they border."""
+    ``(3, ...)`` probabilities: seeds are the connected interiors (p > ``seed_threshold``, at least
+    ``min_size`` pixels), grown by a watershed on the interior probability over the foreground
+    (1 - p_background > ``foreground_threshold``), so boundary pixels go to the object they border."""
     from skimage.measure import label
 
     interior = probabilities[1]
-    foreground = probabilities[0] < 0.5
-    seeds = label(interior > 0.5)
+    seeds = label(interior > seed_threshold)
     small = np.bincount(seeds.ravel()) < min_size
     small[0] = False
     seeds[small[seeds]] = 0  # specks are no objects
-    labels = watershed_by_component(-interior, seeds, foreground)
+    labels = watershed_by_component(-interior, seeds, foreground_of(probabilities, foreground_threshold))
     return labels.astype(label_dtype(int(labels.max())))
+
+
+def foreground_of(probabilities: np.ndarray, threshold: float = FOREGROUND_THRESHOLD) -> np.ndarray:
+    """The pixels of the U-Net's ``(3, ...)`` probabilities that belong to some object: 1 -
+    p_background > ``threshold``."""
+    return probabilities[0] < 1.0 - threshold
 
 
 def watershed_by_component(image: np.ndarray, seeds: np.ndarray, mask: np.ndarray) -> np.ndarray:

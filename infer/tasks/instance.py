@@ -48,6 +48,10 @@ class Labels(Outputs):
     objects = True
     labels_by_blocks = True  # the watershed's labels depend on each foreground component alone
 
+    def __init__(self, thresholds: dict[str, float] | None = None) -> None:
+        # the watershed's thresholds fitted at training (ModelInfo.postprocessing); none: the defaults
+        self.thresholds = dict(thresholds or {})
+
     def finish(
         self, output: np.ndarray, uncertainty: np.ndarray | None, options: PredictOptions
     ) -> Prediction:
@@ -56,12 +60,19 @@ class Labels(Outputs):
         # each pixel's foreground probability: the objects table's score is its mean over the object
         # (the confidence the evaluation's reliability diagram of objects reads)
         foreground = (1.0 - output[0]).astype(np.float32)
-        return Prediction(output, labels_from_probabilities(output), uncertainty, None, foreground)
+        labels = labels_from_probabilities(output, **self.thresholds)
+        return Prediction(output, labels, uncertainty, None, foreground)
 
     def block_labels(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        from idl.infer.post.instance_labels import labels_from_probabilities
+        from idl.infer.post.instance_labels import (
+            FOREGROUND_THRESHOLD,
+            foreground_of,
+            labels_from_probabilities,
+        )
 
-        return labels_from_probabilities(values), values[0] < 0.5, (1.0 - values[0]).astype(np.float32)
+        threshold = self.thresholds.get("foreground_threshold", FOREGROUND_THRESHOLD)
+        labels = labels_from_probabilities(values, **self.thresholds)
+        return labels, foreground_of(values, threshold), (1.0 - values[0]).astype(np.float32)
 
     def collect(self, merged: Any, options: PredictOptions) -> Prediction:
         """What an :class:`~idl.infer.tiling.mergers.Objects` merger's labels and scores become."""
@@ -120,10 +131,44 @@ class Instance(PixelTask):
     demo = "touching nuclei and their label images"
 
     def outputs(self, info: ModelInfo) -> Outputs:
-        return Labels()
+        return Labels(info.postprocessing)
 
     def agreement(self, info: ModelInfo) -> Agreement | None:
         return Agreement("fraction of pixels in another object", LABEL_LIMIT, label_disagreement)
+
+    def package_text(self, info: ModelInfo) -> PackageText:
+        """The U-Net's class probabilities and the watershed that makes labels of them, with the
+        thresholds it uses (fitted on the validation images, or the defaults)."""
+        from idl.infer.post.instance_labels import FOREGROUND_THRESHOLD, SEED_THRESHOLD
+
+        foreground = info.postprocessing.get("foreground_threshold", FOREGROUND_THRESHOLD)
+        seed = info.postprocessing.get("seed_threshold", SEED_THRESHOLD)
+        chosen = "chosen on the validation images" if info.postprocessing else "the defaults"
+        use = (
+            "per-pixel probabilities of background, object interior and object boundary (softmax). "
+            f"Labels: seeds are the connected pixels of interior probability > {seed} (at least 4 px), "
+            "grown by a watershed of the interior probability over the pixels of 1 - background "
+            f"probability > {foreground} (idl.infer.post.instance_labels, scikit-image; the two "
+            f"thresholds are {chosen})."
+        )
+        return replace(
+            super().package_text(info),
+            use=use,
+            postprocessing={
+                "method": "seeded watershed",
+                "seed_threshold": seed,
+                "foreground_threshold": foreground,
+                "min_size": 4,
+                "function": "idl.infer.post.instance_labels.labels_from_probabilities",
+            },
+        )
+
+    def describe(self, info: ModelInfo) -> list[str]:
+        lines = super().describe(info)
+        if info.postprocessing:
+            fitted = ", ".join(f"{k} {v:g}" for k, v in sorted(info.postprocessing.items()))
+            lines.append(f"  labels: {fitted} (fitted on the validation images)")
+        return lines
 
     def write_demo(self, project: Path, n_train: int, n_test: int, seed: int, size: int) -> str:
         from idl.infer.core.project import pair_files
@@ -191,6 +236,7 @@ class Detection(Instance):
             channels=("labels", "score"),
             value_range=(0.0, None),
             use=f"{meaning}.",
+            postprocessing=None,  # the graph makes the labels
             mismatch_ppm=1000,  # a mask probability within rounding of 0.5 may flip a pixel across formats
             citations=(MASK_RCNN_CITATION,),
         )

@@ -97,3 +97,44 @@ def test_instance_target_and_back() -> None:
     assert list(table.columns) == ["label", "area", "centroid_y", "centroid_x", "uncertainty_mean"]
     row = table.set_index("label").loc[labels[20, 45]]  # the object truth labels 2
     assert row["uncertainty_mean"] == pytest.approx(0.5) and row["area"] == (truth == 2).sum()
+
+
+def test_the_watershed_thresholds_of_the_model_description_make_the_labels() -> None:
+    """A U-Net model whose description carries fitted thresholds: idl-predict's labels (whole image
+    and by blocks) use them, the package says them, --info shows them; without, the defaults."""
+    from dataclasses import replace
+
+    from idl.infer.core.model_info import ModelInfo
+    from idl.infer.post.instance_labels import instance_target, labels_from_probabilities
+    from idl.infer.tasks.registry import kind_of
+    from idl.infer.tiling.predict import PredictOptions
+
+    truth, _ = _touching_pair()
+    target = instance_target(truth)
+    p = np.stack([(target == k).astype(np.float32) for k in range(3)])
+    p[:, target == 2] = np.array([0.65, 0.05, 0.3], np.float32)[:, None]  # edges read as background
+    fitted = {"foreground_threshold": 0.3, "seed_threshold": 0.5}
+    info = ModelInfo(
+        task="instance",
+        num_classes=3,
+        dims=2,
+        in_channels=1,
+        size_multiple=16,
+        halo=16,
+        postprocessing=fitted,
+    )
+    task = kind_of(info)
+    labels = task.outputs(info).finish(p, None, PredictOptions()).mask
+    np.testing.assert_array_equal(labels, labels_from_probabilities(p, **fitted))
+    assert instance_scores(truth, labels)["ap50_95"] == 1.0
+    by_blocks, foreground, _ = task.outputs(info).block_labels(p)
+    np.testing.assert_array_equal(by_blocks, labels)
+    np.testing.assert_array_equal(foreground, truth > 0)
+    default = task.outputs(replace(info, postprocessing={})).finish(p, None, PredictOptions())
+    assert (default.mask > 0).sum() == (target == 1).sum() < (truth > 0).sum()  # the edges lost
+    text = task.package_text(info)
+    assert text.postprocessing is not None and text.postprocessing["foreground_threshold"] == 0.3
+    assert "1 - background probability > 0.3" in text.use and "chosen on the validation images" in text.use
+    assert "  labels: foreground_threshold 0.3, seed_threshold 0.5 (fitted on the validation images)" in (
+        task.describe(info)
+    )

@@ -109,3 +109,37 @@ def test_instance_score_is_the_ap50_95_of_the_watershed_labels() -> None:
     assert predicted.max() == 3
     expected = instance_scores(labels, predicted)["ap50_95"]
     assert 0.3 < expected < 0.75 and abs(score - expected) < 1e-12
+
+
+def _spilled_logits(labels: np.ndarray) -> np.ndarray:
+    """Logits of an instance U-Net whose boundary probability spills over its objects' edges: each
+    object's own edge pixels read background 0.65, boundary 0.3 (the truth: boundary), the interior
+    0.9 interior, the rest 0.95 background."""
+    target = instance_target(labels)
+    values = np.empty((3, *labels.shape), np.float32)
+    values[:, target == 0] = np.array([0.95, 0.025, 0.025])[:, None]
+    values[:, target == 1] = np.array([0.05, 0.9, 0.05])[:, None]
+    values[:, target == 2] = np.array([0.65, 0.05, 0.3])[:, None]
+    return np.log(values)
+
+
+def test_the_watershed_thresholds_are_fitted_where_the_boundary_spills_into_the_background() -> None:
+    """At the default foreground threshold (1 - p_background > 0.5) every object loses its edge: 15 x
+    15 px squares become 13 x 13 (IoU 0.751), so AP50:95 counts them at 6 of 10 thresholds; the fit
+    chooses 0.3, which keeps the edges (1 - 0.65 = 0.35), scores 1.0 and records every setting tried."""
+    from idl.infer.evaluate.instance_metrics import instance_scores
+    from idl.train.tasks.instance import FOREGROUND_GRID, SEED_GRID, fit_watershed
+
+    labels = np.zeros((64, 64), np.int32)
+    labels[5:20, 5:20], labels[5:20, 20:35], labels[30:45, 30:45] = 1, 2, 3  # 1 and 2 touch
+    logits = _spilled_logits(labels)
+    fit = fit_watershed([(logits, labels)])
+    assert fit.scores[0][0] == {"foreground_threshold": 0.5, "seed_threshold": 0.5}
+    default = labels_from_probabilities(np.exp(logits))
+    assert np.bincount(default.ravel())[1:].tolist() == [169, 169, 169]
+    assert fit.scores[0][1] == instance_scores(labels, default)["ap50_95"] == 0.6
+    assert len(fit.scores) == len(FOREGROUND_GRID) * len(SEED_GRID)
+    assert fit.thresholds == {"foreground_threshold": 0.3, "seed_threshold": 0.5} and fit.best == 1.0
+    fitted = labels_from_probabilities(np.exp(logits), **fit.thresholds)
+    assert instance_scores(labels, fitted)["ap50_95"] == 1.0 and fitted.max() == 3
+    assert "foreground_threshold 0.3, seed_threshold 0.5 fitted on the validation images" in fit.describe()
