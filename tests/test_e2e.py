@@ -71,7 +71,8 @@ def test_classification_demo_learns_and_its_uncertainty_flags_mistakes(tmp_path:
     # 12 epochs of 6 steps (at 64 px the validation loss was lowest at epoch 9 of 20)
     args = ["--task", "Classification", "--model", "resnet18", "--epochs", "12", "--steps-per-epoch", "6"]
     args += ["--image-size", "32"]  # the 64 px crops resized: a quarter of the pixels to train on
-    out = _cli("train", str(project), *args, "--mc-samples", "20", "--no-package", "--quiet")
+    # int8 graphs: the demo test above and tests/export/test_quantize.py
+    out = _cli("train", str(project), *args, "--mc-samples", "20", "--no-package", "--no-int8", "--quiet")
     summary = json.loads((project / "evaluation" / "summary.json").read_text())
     print(
         f"test accuracy {summary['accuracy']:.4f}, AUC {summary['auc']:.4f}, uncertainty AUROC wrong vs "
@@ -94,7 +95,7 @@ def test_instance_unet_beats_otsu_and_connected_components(tmp_path: Path) -> No
     project = write_instance_project(tmp_path / "nuclei", 24, 6, 0, NucleiSpec(size=192))
     args = ["--task", "InstanceSegmentation", "--epochs", "25", "--patience", "8", "--image-size", "128"]
     args += ["--steps-per-epoch", "5", "--batch-size", "4"]
-    _cli("train", str(project), *args, "--mc-samples", "8", "--quiet")
+    _cli("train", str(project), *args, "--mc-samples", "8", "--no-int8", "--quiet")
     summary = json.loads((project / "evaluation" / "summary.json").read_text())
     baseline = otsu_instance_scores(pair_files(project / "test"))
     print(
@@ -132,7 +133,7 @@ def test_tiled_instance_prediction_of_a_large_image_equals_whole_image(tmp_path:
     from idl.infer.tiling.predict import PredictOptions, predict_image
 
     project = write_instance_project(tmp_path / "nuclei", 12, 2, 1, NucleiSpec(size=192))
-    args = ["--task", "instance", "--epochs", "8", "--image-size", "128", "--no-uncertainty", "--no-package"]
+    args = ["--task", "instance", "--epochs", "8", "--image-size", "128", "--no-uncertainty", "--no-package", "--no-int8"]
     args += ["--steps-per-epoch", "3", "--batch-size", "4"]
     _cli("train", str(project), *args, "--quiet")
     model = load_model(project / "model")

@@ -39,7 +39,9 @@ def _copy(tmp_path: Path, train: tuple[str, ...] | None = None, binary: bool = F
 @pytest.mark.slow
 def test_a_few_real_images_beat_otsu_and_connected_components(tmp_path: Path) -> None:
     project = _copy(tmp_path)
-    config = TrainConfig(task="instance", epochs=8, steps_per_epoch=25, package=False, uncertainty=False)
+    config = TrainConfig(
+        int8=False, task="instance", epochs=8, steps_per_epoch=25, package=False, uncertainty=False
+    )
     result = train_project(project, config, progress=False)
     plan = json.loads((project / "model" / "plan.json").read_text())
     baseline = otsu_instance_scores(pair_files(project / "test"))
@@ -56,7 +58,9 @@ def test_a_few_real_images_beat_otsu_and_connected_components(tmp_path: Path) ->
 @pytest.mark.slow
 def test_one_image_trains_on_one_part_and_validates_on_another(tmp_path: Path) -> None:
     project = _copy(tmp_path, train=("A02.tif",), binary=True)
-    config = TrainConfig(task="semantic", epochs=6, steps_per_epoch=25, package=False, mc_samples=3)
+    config = TrainConfig(
+        int8=False, task="semantic", epochs=6, steps_per_epoch=25, package=False, mc_samples=3
+    )
     result = train_project(project, config, progress=False)
     plan = json.loads((project / "model" / "plan.json").read_text())
     # 256 x 256 px: y >= 205 validates (51 px); half the image stays for training (y < 128), which
@@ -82,7 +86,9 @@ def test_one_volume_trains_validates_on_a_block_and_predicts(tmp_path: Path) -> 
         volume, labels = synthetic_nuclei_3d(rng, (16, 64, 112))
         write_tiff(tmp_path / split / "image" / "v.tif", volume)
         write_tiff(tmp_path / split / "groundtruth" / "v.tif", (labels > 0).astype(np.uint8))
-    config = TrainConfig(task="semantic", epochs=8, steps_per_epoch=10, package=False, mc_samples=2)
+    config = TrainConfig(
+        int8=False, task="semantic", epochs=8, steps_per_epoch=10, package=False, mc_samples=2
+    )
     result = train_project(tmp_path, config, progress=False)  # no dims: the volume says 3D
     plan = json.loads((tmp_path / "model" / "plan.json").read_text())
     assert plan["dims"] == 3 and plan["validation"].startswith("one training image: x >= 90 of v")
@@ -96,7 +102,13 @@ def test_one_volume_trains_validates_on_a_block_and_predicts(tmp_path: Path) -> 
     again = train_project(
         tmp_path,
         TrainConfig(
-            task="semantic", epochs=3, steps_per_epoch=5, val_fraction=0.0, package=False, uncertainty=False
+            int8=False,
+            task="semantic",
+            epochs=3,
+            steps_per_epoch=5,
+            val_fraction=0.0,
+            package=False,
+            uncertainty=False,
         ),
         overwrite=True,
         progress=False,

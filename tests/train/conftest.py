@@ -9,8 +9,10 @@ from typing import Any
 
 from idl.train.config import TrainConfig
 
+# no int8 graphs (each run's quantization and agreement cost seconds): tests/export/test_quantize.py
+# and the session's trained fixtures (tests/conftest.py) cover them
 TINY: dict[str, Any] = dict(
-    depth=2, base_filters=4, image_size=48, batch_size=4, steps_per_epoch=3, uncertainty=False
+    depth=2, base_filters=4, image_size=48, batch_size=4, steps_per_epoch=3, uncertainty=False, int8=False
 )
 
 

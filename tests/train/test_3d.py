@@ -33,6 +33,7 @@ def project_3d(tmp_path_factory) -> Path:
         tmp_path_factory.mktemp("p3d"), n_train=8, n_test=2, seed=3, shape=(16, 48, 48)
     )
     config = TrainConfig(
+        int8=False,
         dims=3,
         epochs=12,
         steps_per_epoch=6,
@@ -225,6 +226,7 @@ def test_3d_regression_comes_back_in_units(tmp_path: Path) -> None:
             write_tiff(tmp_path / split / "image" / f"v{i}.tif", volume)
             write_tiff(tmp_path / split / "groundtruth" / f"v{i}.tif", stain)
     config = TrainConfig(
+        int8=False,
         task="regression",
         dims=3,
         epochs=6,

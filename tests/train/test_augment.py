@@ -202,10 +202,14 @@ def test_settings_are_checked_with_helpful_messages() -> None:
 def test_config_names_every_augmentation() -> None:
     from idl.train.config import ConfigError, TrainConfig
 
-    config = TrainConfig(augment=("rotate", "flip", "gamma"), augment_settings={"gamma": {"probability": 1}})
+    config = TrainConfig(
+        int8=False, augment=("rotate", "flip", "gamma"), augment_settings={"gamma": {"probability": 1}}
+    )
     assert config.augment == ("flip", "rotate", "gamma")
     assert config.augmentation["gamma"] == Setting(1.0, DEFAULTS["gamma"].range)
     assert config.to_dict()["augment_settings"]["rotate"] == {"probability": 0.5, "range": [-30.0, 30.0]}
-    assert TrainConfig().augment == ("flip", "rot90")  # the default is unchanged
+    assert TrainConfig(
+        int8=False,
+    ).augment == ("flip", "rot90")  # the default is unchanged
     with pytest.raises(ConfigError, match="unknown augmentation 'elastics'. Did you mean 'elastic'"):
-        TrainConfig(augment=("elastics",))
+        TrainConfig(int8=False, augment=("elastics",))

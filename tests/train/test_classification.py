@@ -59,22 +59,28 @@ def test_classification_settings_are_checked() -> None:
     with pytest.raises(
         ConfigError, match="model 'unet' does not fit the classification task. Use one of resnet18"
     ):
-        TrainConfig(task="classification", model="unet")
+        TrainConfig(int8=False, task="classification", model="unet")
     with pytest.raises(ConfigError, match="model 'resnet50' does not fit the semantic task"):
-        TrainConfig(task="semantic", model="resnet50")
+        TrainConfig(int8=False, task="semantic", model="resnet50")
     with pytest.raises(ConfigError, match="loss 'dice' does not fit classification; use one of ce"):
-        TrainConfig(task="classification", loss="dice").resolved_loss(3)
+        TrainConfig(int8=False, task="classification", loss="dice").resolved_loss(3)
     with pytest.raises(ConfigError, match="class weights must be 'balanced' or one number per class"):
         parse_class_weights("heavy")
     with pytest.raises(ConfigError, match="class_weights must be 'balanced' or one number per class"):
-        TrainConfig(task="classification", class_weights="heavy")
-    config = TrainConfig(task="classification")
+        TrainConfig(int8=False, task="classification", class_weights="heavy")
+    config = TrainConfig(int8=False, task="classification")
     assert (config.resolved_model("cpu"), config.classification_batch_size, config.image_size) == (
         "resnet18",  # planned for the device: a CPU affords 3x the steps of resnet50
         32,
         None,
     )
-    assert config.resolved_model("cuda") == "resnet50" and TrainConfig().resolved_model("cpu") == "unet"
+    assert (
+        config.resolved_model("cuda") == "resnet50"
+        and TrainConfig(
+            int8=False,
+        ).resolved_model("cpu")
+        == "unet"
+    )
 
 
 def test_instantdl_classification_config(tmp_path: Path) -> None:
@@ -165,6 +171,7 @@ def test_resume_pretrained_and_early_test_label_check(tmp_path: Path) -> None:
 
     project = write_classification_project(tmp_path / "a", n_train=24, n_test=6, seed=5, size=16)
     base = TrainConfig(
+        int8=False,
         task="classification",
         model="resnet18",
         epochs=3,
@@ -292,7 +299,13 @@ def test_colour_training_images_and_grey_test_images_make_a_package(tmp_path: Pa
     for path in (project / "train" / "image").iterdir():
         write_tiff(path, np.repeat(read_image(path)[..., None], 3, axis=-1))
     config = TrainConfig(
-        task="classification", model="resnet18", epochs=1, steps_per_epoch=2, batch_size=4, uncertainty=False
+        int8=False,
+        task="classification",
+        model="resnet18",
+        epochs=1,
+        steps_per_epoch=2,
+        batch_size=4,
+        uncertainty=False,
     )
     result = train_project(project, config, progress=False)  # failed in ONNX Runtime before
     import zipfile

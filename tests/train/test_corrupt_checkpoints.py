@@ -104,7 +104,7 @@ def test_resume_without_last_pt_says_there_is_nothing_to_resume(tmp_path: Path) 
 
 
 TINY_RUN = ["--epochs", "2", "--steps-per-epoch", "2", "--depth", "2", "--filters", "4", "--image-size", "48"]
-TINY_RUN += ["--batch-size", "4", "--no-uncertainty", "--no-package", "--quiet"]
+TINY_RUN += ["--batch-size", "4", "--no-uncertainty", "--no-package", "--no-int8", "--quiet"]
 
 
 @pytest.mark.slow  # two short trainings with their export and evaluation: about 40 s

@@ -52,7 +52,7 @@ def test_on_nonfinite_error_refuses_training_images(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"im1\.tif: 2 non-finite pixel value\(s\).*first at y=3, x=4"):
         load_semantic_data(split, Normalization(), on_nonfinite="error")
     with pytest.raises(ConfigError, match="on_nonfinite must be one of replace, error, got 'skip'"):
-        TrainConfig(on_nonfinite="skip")
+        TrainConfig(int8=False, on_nonfinite="skip")
 
 
 def test_a_nan_regression_target_is_refused_with_its_place(tmp_path: Path) -> None:
@@ -72,5 +72,7 @@ def test_a_test_mask_of_the_wrong_size_fails_before_training(tmp_path: Path) -> 
     write_tiff(project / "test" / "groundtruth" / "im0.tif", np.zeros((30, 40), np.uint8))
     where = r"im0\.tif: ground-truth shape \(30, 40\) does not match its image .*\(YX = \(32, 40\)\)"
     with pytest.raises(DataError, match=where):
-        train_project(project, TrainConfig(epochs=1, steps_per_epoch=1, device="cpu"), progress=False)
+        train_project(
+            project, TrainConfig(int8=False, epochs=1, steps_per_epoch=1, device="cpu"), progress=False
+        )
     assert not (project / "model" / "last.pt").exists()  # nothing was trained

@@ -55,19 +55,21 @@ def test_ranks_come_from_torchrun_variables() -> None:
 
 def test_gpu_switches_fall_back_on_a_cpu(caplog: pytest.LogCaptureFixture) -> None:
     cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
-    assert acceleration(TrainConfig(task="semantic"), cpu) == Acceleration("off", 0, False)
+    assert acceleration(TrainConfig(int8=False, task="semantic"), cpu) == Acceleration("off", 0, False)
     with caplog.at_level("WARNING", logger="idl"):
-        assert acceleration(TrainConfig(task="semantic", amp="fp16", workers=2), cpu) == Acceleration(
-            "off", 2, False
-        )
+        assert acceleration(
+            TrainConfig(int8=False, task="semantic", amp="fp16", workers=2), cpu
+        ) == Acceleration("off", 2, False)
     assert "--amp fp16 needs a CUDA GPU" in caplog.text
     # on a GPU (decided without one: capabilities given)
-    auto = TrainConfig(task="semantic")
+    auto = TrainConfig(int8=False, task="semantic")
     assert acceleration(auto, gpu, bf16=True, cpus=8) == Acceleration("bf16", 4, True)
     assert acceleration(auto, gpu, bf16=False, cpus=2) == Acceleration("fp16", 1, True)
-    bf16 = TrainConfig(task="semantic", amp="bf16", workers=0)
+    bf16 = TrainConfig(int8=False, task="semantic", amp="bf16", workers=0)
     assert acceleration(bf16, gpu, bf16=False, cpus=8) == Acceleration("fp16", 0, True)
-    assert acceleration(TrainConfig(task="semantic", amp="off"), gpu, bf16=True, cpus=8).amp == "off"
+    assert (
+        acceleration(TrainConfig(int8=False, task="semantic", amp="off"), gpu, bf16=True, cpus=8).amp == "off"
+    )
 
 
 def test_loader_workers_give_the_batches_of_the_training_process(small_project: Path, tmp_path: Path) -> None:

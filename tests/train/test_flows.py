@@ -78,6 +78,7 @@ def test_a_short_flow_run_exports_packages_and_tiles(tmp_path: Path) -> None:
 
     project = write_instance_project(tmp_path / "p", 6, 2, 0, NucleiSpec(size=96))
     config = TrainConfig(
+        int8=False,
         task="instance",
         model="flows",
         epochs=8,

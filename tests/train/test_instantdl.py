@@ -114,19 +114,20 @@ def _overrides(data: dict) -> dict:
 
 def test_instantdl_losses_are_used_where_they_fit(caplog: pytest.LogCaptureFixture) -> None:
     semantic = TrainConfig(
-        **_overrides({"use_algorithm": "SemanticSegmentation", "loss_function": "dice_loss"})
+        int8=False, **_overrides({"use_algorithm": "SemanticSegmentation", "loss_function": "dice_loss"})
     )
     assert semantic.resolved_loss(2) == "dice"
     with caplog.at_level(logging.WARNING, logger="idl"):  # InstantDL's own examples pair these
         mse = TrainConfig(**_overrides({"use_algorithm": "SemanticSegmentation", "loss_function": "mse"}))
         assert mse.resolved_loss(2) == "bce+dice"
         classify = TrainConfig(
-            **_overrides({"use_algorithm": "Classification", "loss_function": "binary_crossentropy"})
+            int8=False,
+            **_overrides({"use_algorithm": "Classification", "loss_function": "binary_crossentropy"}),
         )
         assert classify.resolved_loss(15) == "ce"
     assert "loss_function 'bce' does not fit classification; training with 'ce'" in caplog.text
     with pytest.raises(ConfigError, match="loss 'mse' does not fit binary segmentation"):
-        TrainConfig(loss="mse").resolved_loss(2)  # our own key: no silent fallback
+        TrainConfig(int8=False, loss="mse").resolved_loss(2)  # our own key: no silent fallback
 
 
 def test_instantdl_weights(
@@ -170,7 +171,7 @@ def test_file_settings_and_command_line_overrides(tmp_path: Path, caplog) -> Non
     assert (zero.epoch_limit, zero.epochs, zero.image_size) == (None, None, None)
     assert "iterations_over_dataset 0 asks InstantDL to only predict" in caplog.text
     with pytest.raises(ConfigError, match="epochs must be >= 1 .*idl-predict"):
-        TrainConfig(epochs=0)
+        TrainConfig(int8=False, epochs=0)
 
 
 def test_instantdl_zoom_is_a_crop_in_pixels_of_the_image(tmp_path: Path) -> None:
@@ -183,7 +184,7 @@ def test_instantdl_zoom_is_a_crop_in_pixels_of_the_image(tmp_path: Path) -> None
     assert config.with_image_side(512).augmentation["zoom"] == Setting(0.5, (1.0, 1.641))
     assert config.with_image_side(96).augmentation["zoom"].range == (1.0, 2.0)
     assert config.with_image_side(1000).augmentation["zoom"].range == (1.0, 1.25)
-    plain = TrainConfig(augment=("zoom",))
+    plain = TrainConfig(int8=False, augment=("zoom",))
     assert plain.with_image_side(512) == plain
 
 

@@ -47,7 +47,7 @@ pipeline.evaluate = evaluate_after_a_finalizer
 main()
 """
 TINY_RUN = ["--epochs", "1", "--steps-per-epoch", "1", "--depth", "2", "--filters", "4", "--image-size", "48"]
-TINY_RUN += ["--batch-size", "4", "--no-uncertainty", "--no-package", "--quiet"]
+TINY_RUN += ["--batch-size", "4", "--no-uncertainty", "--no-package", "--no-int8", "--quiet"]
 
 
 @pytest.mark.slow  # a whole idl-train process (about 20 s on 2 busy cores, of which 1 step of training)

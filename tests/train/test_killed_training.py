@@ -22,7 +22,7 @@ TRAIN = [sys.executable, "-c", "from idl.cli.train import main; main()"]
 def test_sigkill_during_training_then_resume_completes(tmp_path: Path) -> None:
     project = write_semantic_project(tmp_path / "p", n_train=6, n_test=2, seed=3, spec=NucleiSpec(size=96))
     args = [str(project), "--task", "semantic", "--epochs", "6", "--steps-per-epoch", "4", "--depth", "2"]
-    args += ["--filters", "4", "--no-package", "--no-uncertainty", "--no-evaluate", "--quiet"]
+    args += ["--filters", "4", "--no-package", "--no-uncertainty", "--no-evaluate", "--no-int8", "--quiet"]
     process = subprocess.Popen([*TRAIN, *args], stderr=subprocess.DEVNULL)
     last = project / "model" / "last.pt"
     deadline = time.monotonic() + 240

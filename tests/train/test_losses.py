@@ -108,10 +108,11 @@ def test_tversky_weights_misses_more_than_false_alarms() -> None:
 def test_instantdl_loss_names_map_to_ours_everywhere() -> None:
     from idl.train.config import TrainConfig
 
-    assert TrainConfig(loss="Binary CrossEntropy Dice Loss").loss == "bce+dice"
+    assert TrainConfig(int8=False, loss="Binary CrossEntropy Dice Loss").loss == "bce+dice"
     assert (
-        TrainConfig(loss="tversky_loss").loss == "tversky" and TrainConfig(loss="focal_loss").loss == "focal"
+        TrainConfig(int8=False, loss="tversky_loss").loss == "tversky"
+        and TrainConfig(int8=False, loss="focal_loss").loss == "focal"
     )
-    assert TrainConfig(loss="dice").loss == "dice"
+    assert TrainConfig(int8=False, loss="dice").loss == "dice"
     with pytest.raises(Exception, match="unknown loss 'hinge'.*focal, tversky"):
-        TrainConfig(loss="hinge")
+        TrainConfig(int8=False, loss="hinge")

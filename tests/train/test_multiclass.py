@@ -35,6 +35,7 @@ def _two_class_project(root: Path) -> Path:
 def test_multiclass_multichannel_training(tmp_path: Path) -> None:
     project = _two_class_project(tmp_path)
     config = TrainConfig(
+        int8=False,
         epochs=40,
         steps_per_epoch=3,
         batch_size=4,

@@ -159,7 +159,13 @@ def test_a_run_decides_from_its_data_and_resume_keeps_the_decision(tmp_path: Pat
     from idl.train.tasks.classification.data import ImageDataset
 
     config = TrainConfig(
-        task="classification", epochs=4, steps_per_epoch=8, batch_size=16, package=False, uncertainty=False
+        int8=False,
+        task="classification",
+        epochs=4,
+        steps_per_epoch=8,
+        batch_size=16,
+        package=False,
+        uncertainty=False,
     )
     assert config.augment == ("shift", "contrast", "brightness") and config.augment_planned
     hooks = _project(tmp_path / "hooks", _hook, ("L", "J"), 0)

@@ -84,6 +84,7 @@ def test_fine_tuning_from_a_package_adopts_its_architecture(model_dir: Path, tmp
     package = next(model_dir.glob("*.bioimageio.zip"))
     project = write_semantic_project(tmp_path / "p", n_train=6, n_test=1, seed=5, spec=NucleiSpec(size=64))
     config = TrainConfig(
+        int8=False,
         epochs=2,
         steps_per_epoch=2,
         batch_size=4,
@@ -111,7 +112,16 @@ def test_fine_tuning_from_a_package_adopts_its_architecture(model_dir: Path, tmp
 
 def test_pretrained_errors_are_clear(model_dir: Path, small_project: Path) -> None:
     with pytest.raises(ConfigError, match="--freeze-encoder keeps pretrained encoder weights"):
-        train_project(small_project, replace(TrainConfig(), freeze_encoder=True), progress=False)
+        train_project(
+            small_project,
+            replace(
+                TrainConfig(
+                    int8=False,
+                ),
+                freeze_encoder=True,
+            ),
+            progress=False,
+        )
     with pytest.raises(ModelError, match="ONNX graphs cannot be fine-tuned"):
         read_pretrained(model_dir / "model.onnx")
     with pytest.raises(ModelError, match="no such file or folder"):

@@ -19,8 +19,8 @@ from idl.train.config import TrainConfig
 
 def test_segnet_is_a_semantic_model_only() -> None:
     with pytest.raises(ConfigError, match="model 'segnet' does not fit the instance task"):
-        TrainConfig(task="instance", model="segnet")
-    assert TrainConfig(task="semantic", model="segnet").model == "segnet"
+        TrainConfig(int8=False, task="instance", model="segnet")
+    assert TrainConfig(int8=False, task="semantic", model="segnet").model == "segnet"
 
 
 @pytest.mark.slow  # trains for about ten seconds and validates a package
@@ -32,6 +32,7 @@ def test_a_short_run_trains_exports_and_tiles_exactly(tmp_path: Path) -> None:
 
     project = write_semantic_project(tmp_path / "p", 6, 2, 0, NucleiSpec(size=96))
     config = TrainConfig(
+        int8=False,
         task="semantic",
         model="segnet",
         epochs=15,

@@ -63,6 +63,7 @@ def test_a_short_run_exports_packages_and_tiles_exactly(tmp_path: Path) -> None:
 
     project = write_instance_project(tmp_path / "p", 6, 2, 0, NucleiSpec(size=96))
     config = TrainConfig(
+        int8=False,
         task="instance",
         model="stardist",
         epochs=8,

@@ -37,7 +37,7 @@ def test_resumed_run_equals_uninterrupted_run(
 
     straight = _copy_train_split(small_project, tmp_path / "straight")
     resumed = _copy_train_split(small_project, tmp_path / "resumed")
-    train_project(straight, TrainConfig(epochs=3, patience=5, **FAST), progress=False)
+    train_project(straight, TrainConfig(int8=False, epochs=3, patience=5, **FAST), progress=False)
     logged = Tracker.log_metrics
 
     def interrupted(self, metrics, step=None):  # Ctrl-C after the second epoch's checkpoint
@@ -47,14 +47,18 @@ def test_resumed_run_equals_uninterrupted_run(
 
     monkeypatch.setattr(Tracker, "log_metrics", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        train_project(resumed, TrainConfig(epochs=3, patience=5, **FAST), progress=False)
+        train_project(resumed, TrainConfig(int8=False, epochs=3, patience=5, **FAST), progress=False)
     monkeypatch.setattr(Tracker, "log_metrics", logged)
     with pytest.raises(IdlError, match="already holds a trained model.*--resume"):
-        train_project(resumed, TrainConfig(epochs=3, patience=5, **FAST), progress=False)
+        train_project(resumed, TrainConfig(int8=False, epochs=3, patience=5, **FAST), progress=False)
     other = {**FAST, "base_filters": 8}
     with pytest.raises(IdlError, match="holds a network built with .*--config"):
-        train_project(resumed, TrainConfig(epochs=3, patience=5, **other), resume=True, progress=False)
-    result = train_project(resumed, TrainConfig(epochs=3, patience=5, **FAST), resume=True, progress=False)
+        train_project(
+            resumed, TrainConfig(int8=False, epochs=3, patience=5, **other), resume=True, progress=False
+        )
+    result = train_project(
+        resumed, TrainConfig(int8=False, epochs=3, patience=5, **FAST), resume=True, progress=False
+    )
     assert result.state.epoch == 3
     a = load_checkpoint(straight / "model" / "last.pt")
     b = load_checkpoint(resumed / "model" / "last.pt")
@@ -70,10 +74,12 @@ def test_overwrite_without_dropout_removes_the_old_model(small_project: Path, tm
     project = _copy_train_split(small_project, tmp_path / "p")
     shutil.copytree(small_project / "test", project / "test")
     train_project(
-        project, TrainConfig(epochs=1, **{**FAST, "uncertainty": True, "mc_samples": 2}), progress=False
+        project,
+        TrainConfig(int8=False, epochs=1, **{**FAST, "uncertainty": True, "mc_samples": 2}),
+        progress=False,
     )
     assert (project / "model" / "model_mc.onnx").is_file() and (project / "results" / "uncertainty").is_dir()
-    config = TrainConfig(epochs=1, dropout=0.0, **{**FAST, "uncertainty": True})
+    config = TrainConfig(int8=False, epochs=1, dropout=0.0, **{**FAST, "uncertainty": True})
     result = train_project(project, config, overwrite=True, progress=False)
     assert result.onnx_mc is None and not (project / "model" / "model_mc.onnx").exists()
     assert not (project / "results" / "uncertainty").exists()
@@ -93,7 +99,7 @@ def test_an_extended_budget_is_in_the_plan_the_log_and_the_checkpoint(
     monkeypatch.setattr(budget, "trend", lambda scores: budget.Trend(0.5, 0.4, 1))
     monkeypatch.setattr(budget, "stuck", lambda best, reference: False)  # never started again here
     caplog.set_level("INFO", logger="idl")
-    result = train_project(project, TrainConfig(epochs=5, budget_cap=2.0, **FAST), progress=False)
+    result = train_project(project, TrainConfig(int8=False, epochs=5, budget_cap=2.0, **FAST), progress=False)
     assert result.state.epoch == 10 and result.state.epochs == 10
     plan = json.loads((project / "model" / "plan.json").read_text())
     assert (plan["epochs"], plan["max_epochs"], plan["extended_to"], plan["total_steps"]) == (
@@ -119,7 +125,27 @@ def test_an_extended_budget_is_in_the_plan_the_log_and_the_checkpoint(
     from idl.train.plan import Plan
 
     planned = Plan(2, (48, 48), 4, 2, False, 3, 5, 10, 1e-3, 1, sources={"epochs": "cpu budget"})
-    assert _budget_cap(TrainConfig(), planned) == budget.CAP == 3.0
-    assert _budget_cap(TrainConfig(), replace(planned, sources={"epochs": "set"})) == 1.0
-    assert _budget_cap(TrainConfig(val_fraction=0.0), planned) == 1.0
-    assert _budget_cap(TrainConfig(budget_cap=1.5), replace(planned, sources={"epochs": "set"})) == 1.5
+    assert (
+        _budget_cap(
+            TrainConfig(
+                int8=False,
+            ),
+            planned,
+        )
+        == budget.CAP
+        == 3.0
+    )
+    assert (
+        _budget_cap(
+            TrainConfig(
+                int8=False,
+            ),
+            replace(planned, sources={"epochs": "set"}),
+        )
+        == 1.0
+    )
+    assert _budget_cap(TrainConfig(int8=False, val_fraction=0.0), planned) == 1.0
+    assert (
+        _budget_cap(TrainConfig(int8=False, budget_cap=1.5), replace(planned, sources={"epochs": "set"}))
+        == 1.5
+    )
