@@ -195,7 +195,9 @@ def plan_volume(
     aligns = tuple(io.sizes[a].align for a in io.spatial)
     chunks = default_chunks(tuple(shape), io.spatial)
     grid = block_grid(shape, side, chunks, aligns)
-    tile = tile_shape(model, options, grid.block)
+    # the default budget is not grown to half the machine's memory: the tile is every worker's, and
+    # a machine may run several (--dask local:N)
+    tile = tile_shape(model, options, grid.block, grow=False)
     halos = _halos(model, options, tile)
     return Volume(name, grid, tile, halos, aligns, io.out_channels, out_dir)
 

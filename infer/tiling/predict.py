@@ -614,13 +614,19 @@ def check_batch(model: LoadedModel, options: PredictOptions, available: int | No
 
 
 def tile_shape(
-    model: LoadedModel, options: PredictOptions, shape: Sequence[int], outputs_in_memory: bool = False
+    model: LoadedModel,
+    options: PredictOptions,
+    shape: Sequence[int],
+    outputs_in_memory: bool = False,
+    grow: bool = True,
 ) -> tuple[int, ...]:
     """The tile (per spatial axis, halo included) for an image of spatial ``shape``: ``--tile-size``
     where given (capped by the memory available, :func:`bounded_tile`), else the largest tile whose
     activations fit what ``--max-memory`` leaves (:mod:`idl.infer.tiling.memory`): the budget less
     the process's memory now and, with ``outputs_in_memory``, the image's output arrays. Networks
-    whose graph cannot be measured get the fixed default tile, as before."""
+    whose graph cannot be measured get the fixed default tile, as before. ``grow`` False: the default
+    budget never grows past its cap (:func:`~idl.infer.tiling.memory.grown_budget`), for tiles that
+    several processes of one machine run at once."""
     io = model.io
     dims = len(io.spatial)
     smallest = smallest_tile_for(model, options)
@@ -642,7 +648,7 @@ def tile_shape(
     def choose(budget: float) -> TileChoice:
         return choose_tile(cost, budget - taken, shape, halos, aligns, least, batch)
 
-    available = available_memory() if options.max_memory is None else None
+    available = available_memory() if options.max_memory is None and grow else None
     if available is None:
         choice = choose(allowed)
     else:  # the default grows where the cap's tiles would mostly recompute halos (tiling.memory)

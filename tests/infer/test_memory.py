@@ -322,3 +322,23 @@ def test_shapes_computed_at_run_time_are_measured_by_running_the_graph(tmp_path:
     assert 3600 <= peak <= 3600 + 100
     # three samples: the fan-out holds three copies
     assert 3 * 3600 <= peak_live_bytes(load_graph(path), [(1, 1, 10, 10), (3,)]) <= 3 * 3600 + 100
+
+
+def test_blocks_for_several_workers_keep_the_cap(volume_model, monkeypatch) -> None:
+    """The block plan's tile is every Dask worker's, and a machine may run several: it never grows the
+    default budget (half the memory per worker could exceed the machine), where one process does."""
+    from idl.infer.service.load import load_model
+    from idl.infer.tiling import memory
+    from idl.infer.tiling import predict as tiling
+    from idl.infer.tiling.blocks import plan_volume
+    from idl.infer.tiling.predict import PredictOptions, tile_shape
+
+    monkeypatch.setattr(memory, "MAX_RECOMPUTE", 1.01)
+    monkeypatch.setattr(tiling, "available_memory", lambda: 16 * 2**30)
+    monkeypatch.setattr(tiling, "resident_bytes", lambda: MEMORY_CAP - 2 * 2**20)  # 2 MB left
+    model = load_model(volume_model("semantic", 3), "cpu")
+    options = PredictOptions(block_size=128)
+    capped = tile_shape(model, options, (128, 128, 128), grow=False)
+    grown = tile_shape(model, options, (128, 128, 128))
+    assert math.prod(capped) < math.prod(grown) == 128**3  # the whole block, once grown
+    assert plan_volume(model, (256, 256, 256), "v", Path("unused"), options).tile == capped
