@@ -654,7 +654,7 @@ def tile_shape(
     else:  # the default grows where the cap's tiles would mostly recompute halos (tiling.memory)
         waste = partial(recomputed, shape, halos=halos, rules=rules)
         choice, grown = grown_budget(choose, waste, allowed, MEMORY_CEILING * available)
-        if grown > allowed:
+        if grown > allowed and choice.tile not in _REPORTED:  # said once per tile, as the tile is
             log.info(
                 "the model's halo (%s px) would leave tiles within %.0f MB mostly halo: the memory "
                 "budget grows to %.0f MB (at most half the memory available; --max-memory sets it)",
@@ -662,7 +662,7 @@ def tile_shape(
                 allowed / 2**20,
                 grown / 2**20,
             )
-            allowed = int(grown)
+        allowed = int(grown)
     _report_tile(choice, allowed)
     return choice.tile
 
