@@ -20,6 +20,7 @@ import resource
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from idl.infer.core.grid import AxisSize, axis_tiles
 from idl.infer.runtime.footprint import Footprint
@@ -67,6 +68,62 @@ def resident_bytes() -> int:
     except (OSError, ValueError, IndexError):
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return peak if sys.platform == "darwin" else peak * 1024
+
+
+# a cgroup v1 "limit" at or above this is none (the kernel writes the largest page-aligned int64)
+NO_LIMIT = 2**60
+
+
+def cgroup_available(root: Path = Path("/")) -> int | None:
+    """Bytes this process's control group still allows, or None where it sets no memory limit: a
+    Slurm job's ``--mem``, a container's ``--memory``. A machine's free memory says nothing about
+    them, and a job that takes a share of a 256-GB node's memory under a 4-GB limit is killed.
+    The limit less the group's usage, plus its inactive page cache (reclaimable: reading a large
+    volume fills it). cgroup v2 (``memory.max``) and v1 (``memory.limit_in_bytes``), at the group
+    ``/proc/self/cgroup`` names and at the mount's root (a container's own group); the tightest.
+    ``root``: where ``/proc`` and ``/sys`` are (tests)."""
+    try:
+        lines = (root / "proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    mount = root / "sys/fs/cgroup"
+    places: list[tuple[Path, str, str, str]] = []  # folder, limit file, usage file, cache field
+    for line in lines:
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        relative = path.lstrip("/")
+        if controllers == "":  # v2
+            for base in (mount, mount / "unified"):
+                for folder in (base / relative, base):
+                    places.append((folder, "memory.max", "memory.current", "inactive_file"))
+        elif "memory" in controllers.split(","):
+            for folder in (mount / "memory" / relative, mount / "memory"):
+                places.append(
+                    (folder, "memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
+                )
+    found = []
+    for folder, limit_name, usage_name, cache_name in places:
+        try:
+            limit_text = (folder / limit_name).read_text().strip()
+            if limit_text == "max" or int(limit_text) >= NO_LIMIT:
+                continue
+            usage = int((folder / usage_name).read_text())
+            cache = _stat(folder / "memory.stat", cache_name)
+        except (OSError, ValueError):
+            continue
+        found.append(max(0, int(limit_text) - usage + cache))
+    return min(found) if found else None
+
+
+def _stat(path: Path, name: str) -> int:
+    """A field of a cgroup's ``memory.stat`` (0 where it is missing)."""
+    try:
+        for line in path.read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key == name:
+                return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 @dataclass(frozen=True)

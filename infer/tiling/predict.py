@@ -44,6 +44,7 @@ from idl.infer.tiling.memory import (
     MEMORY_CEILING,
     MEMORY_SHARE,
     TileChoice,
+    cgroup_available,
     choose_tile,
     default_budget,
     grown_budget,
@@ -68,7 +69,17 @@ BYTES_PER_PIXEL = 256
 def available_memory() -> int | None:
     """Bytes of memory available now without swapping (Linux's MemAvailable: free memory and the page
     cache that can be dropped; reading a large volume fills the cache, which free memory alone would
-    count as used), or ``None`` where the system does not say."""
+    count as used), at most what the process's control group still allows (a Slurm job's or a
+    container's limit, :func:`~idl.infer.tiling.memory.cgroup_available`), or ``None`` where the
+    system does not say."""
+    limit = cgroup_available()
+    machine = _machine_available()
+    if limit is None or machine is None:
+        return machine if limit is None else limit
+    return min(machine, limit)
+
+
+def _machine_available() -> int | None:
     try:
         with open("/proc/meminfo", encoding="ascii") as meminfo:
             for line in meminfo:

@@ -342,3 +342,59 @@ def test_blocks_for_several_workers_keep_the_cap(volume_model, monkeypatch) -> N
     grown = tile_shape(model, options, (128, 128, 128))
     assert math.prod(capped) < math.prod(grown) == 128**3  # the whole block, once grown
     assert plan_volume(model, (256, 256, 256), "v", Path("unused"), options).tile == capped
+
+
+def _cgroup_tree(root: Path, groups: str, files: dict[str, str]) -> Path:
+    (root / "proc/self").mkdir(parents=True)
+    (root / "proc/self/cgroup").write_text(groups)
+    for name, text in files.items():
+        (root / "sys/fs/cgroup" / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / "sys/fs/cgroup" / name).write_text(text)
+    return root
+
+
+def test_a_control_group_s_memory_limit_bounds_what_is_available(tmp_path: Path) -> None:
+    """A Slurm job's or a container's limit: the limit less the group's usage, plus its inactive page
+    cache; v2 at the group /proc/self/cgroup names, v1 at the mount's root (a container's own
+    group); none without a limit."""
+    from idl.infer.tiling.memory import cgroup_available
+
+    gib = 2**30
+    v2 = _cgroup_tree(
+        tmp_path / "v2",
+        "0::/slurm/job_7/step_0\n",
+        {
+            "slurm/job_7/step_0/memory.max": str(4 * gib),
+            "slurm/job_7/step_0/memory.current": str(3 * gib),
+            "slurm/job_7/step_0/memory.stat": f"anon {2 * gib}\ninactive_file {gib // 2}\n",
+        },
+    )
+    assert cgroup_available(v2) == gib + gib // 2
+    v1 = _cgroup_tree(
+        tmp_path / "v1",
+        "4:memory:/docker/abc\n0::/\n",
+        {
+            "memory/memory.limit_in_bytes": str(8 * gib),
+            "memory/memory.usage_in_bytes": str(9 * gib),  # over the limit by its cache
+            "memory/memory.stat": f"total_inactive_file {2 * gib}\n",
+        },
+    )
+    assert cgroup_available(v1) == gib
+    unlimited = _cgroup_tree(
+        tmp_path / "none",
+        "4:memory:/\n0::/\n",
+        {"memory/memory.limit_in_bytes": "9223372036854771712", "memory/memory.usage_in_bytes": "5"},
+    )
+    assert cgroup_available(unlimited) is None
+    assert cgroup_available(_cgroup_tree(tmp_path / "max", "0::/a\n", {"a/memory.max": "max"})) is None
+    assert cgroup_available(tmp_path / "nothing") is None
+
+
+def test_available_memory_is_the_machine_s_at_most_the_group_s(monkeypatch) -> None:
+    from idl.infer.tiling import predict as tiling
+
+    monkeypatch.setattr(tiling, "_machine_available", lambda: 200 * 2**30)
+    monkeypatch.setattr(tiling, "cgroup_available", lambda: 3 * 2**30)
+    assert tiling.available_memory() == 3 * 2**30
+    monkeypatch.setattr(tiling, "cgroup_available", lambda: None)
+    assert tiling.available_memory() == 200 * 2**30
