@@ -231,10 +231,10 @@ class PredictOptions:
         """Tile side for 2D or 3D images."""
         return self.tile_size if self.tile_size is not None else DEFAULT_TILE.get(dims, 512)
 
-    def budget(self) -> int:
-        """Bytes the prediction may use: ``max_memory``, or the share of the memory available now
-        (:func:`~idl.infer.tiling.memory.default_budget`)."""
-        return self.max_memory if self.max_memory is not None else default_budget(available_memory())
+    def budget(self, available: int | None) -> int:
+        """Bytes the prediction may use: ``max_memory``, or the share of the ``available`` memory
+        (:func:`available_memory`, read by the caller; :func:`~idl.infer.tiling.memory.default_budget`)."""
+        return self.max_memory if self.max_memory is not None else default_budget(available)
 
     def halo(self, model_halo: int, tile: int) -> int:
         """Context kept on each side of a tile's owned region, in pixels.
@@ -647,7 +647,8 @@ def tile_shape(
         return (options.bounded_tile(io, shape, smallest),) * dims
     if options.sampled:
         cost = sampled_cost(cost, io.out_channels, options, outputs_of(model))
-    allowed = options.budget()
+    available = available_memory() if options.max_memory is None else None  # read once, used twice
+    allowed = options.budget(available)
     taken = resident_bytes()
     if outputs_in_memory:
         taken += output_bytes(math.prod(shape), io.out_channels, options.sampled)
@@ -659,8 +660,7 @@ def tile_shape(
     def choose(budget: float) -> TileChoice:
         return choose_tile(cost, budget - taken, shape, halos, aligns, least, batch)
 
-    available = available_memory() if options.max_memory is None and grow else None
-    if available is None:
+    if available is None or not grow:
         choice = choose(allowed)
     else:  # the default grows where the cap's tiles would mostly recompute halos (tiling.memory)
         waste = partial(recomputed, shape, halos=halos, rules=rules)

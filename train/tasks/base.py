@@ -59,6 +59,12 @@ class PostprocessingFit:
     metric: str
     scores: list[tuple[dict[str, float], float]]
 
+    @classmethod
+    def first_best(cls, metric: str, scores: list[tuple[dict[str, float], float]]) -> PostprocessingFit:
+        """The fit of the first setting of ``scores`` (in the order tried) that scores best."""
+        chosen = max(scores, key=lambda row: row[1])  # max keeps the first of equals: the defaults win ties
+        return cls(chosen[0], metric, scores)
+
     @property
     def best(self) -> float:
         return max(score for _, score in self.scores)

@@ -8,7 +8,7 @@ object's centre."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,8 +62,20 @@ def fit_watershed(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> Postprocess
         for thresholds, score in zip(grid, scored, strict=True):
             score.add_labels(truth, labels_from_probabilities(values, **thresholds))
     scores = [(thresholds, score.result()) for thresholds, score in zip(grid, scored, strict=True)]
-    best = max(scores, key=lambda row: row[1])  # the first of the best: the defaults win ties
-    return PostprocessingFit(best[0], "ap50_95", scores)
+    return PostprocessingFit.first_best("ap50_95", scores)
+
+
+def validation_pairs(
+    setup: Setup, model: nn.Module, device: Any
+) -> Iterator[tuple[np.ndarray, np.ndarray]] | None:
+    """Each validation image's raw output and true labels, for fitting the post-processing's
+    thresholds; None where the run validates on no whole labelled images."""
+    validation = setup.validation
+    if not isinstance(validation, WholeImageValidation) or not validation.samples:
+        return None
+    return (
+        (out, sample.labels) for out, sample in validation.logits(model, device) if sample.labels is not None
+    )
 
 
 class LabelsAP:
@@ -124,16 +136,8 @@ class InstanceTrainer(PixelTrainer):
             from idl.train.tasks.instance.flows import FLOW_TRAINER
 
             return FLOW_TRAINER.fit_postprocessing(setup, model, device)
-        validation = setup.validation
-        if setup.config.model not in (None, "unet") or not isinstance(validation, WholeImageValidation):
-            return None
-        if not validation.samples:
-            return None
-        return fit_watershed(
-            (out, sample.labels)
-            for out, sample in validation.logits(model, device)
-            if sample.labels is not None
-        )
+        pairs = validation_pairs(setup, model, device) if setup.config.model in (None, "unet") else None
+        return None if pairs is None else fit_watershed(pairs)
 
     def prepare(self, project: Path, config: TrainConfig, start: Start) -> Setup:
         if config.model == MASK_RCNN:

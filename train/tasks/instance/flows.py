@@ -37,9 +37,8 @@ from idl.models.unet import FlowUNet, UNetSpec
 from idl.train.data import Sample, TrainingData
 from idl.train.losses import LossFn
 from idl.train.tasks.base import PostprocessingFit
-from idl.train.tasks.instance import LabelsAP
+from idl.train.tasks.instance import LabelsAP, validation_pairs
 from idl.train.tasks.instance.stardist import StarDistTrainer, label_data
-from idl.train.validation import WholeImageValidation
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -113,8 +112,7 @@ def fit_thresholds(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> Postproces
                 found, _ = checked_objects(labels, errors, out[0], limit)
                 scored[(prob_threshold, limit)].add_labels(truth.astype(np.int64), found.astype(np.int64))
     scores = [({"prob_threshold": p, "flow_error": e}, s.result()) for (p, e), s in scored.items()]
-    best = max(scores, key=lambda row: row[1])  # the first of the best: the defaults win ties
-    return PostprocessingFit(best[0], "ap50_95", scores)
+    return PostprocessingFit.first_best("ap50_95", scores)
 
 
 def flow_labels(out: np.ndarray) -> np.ndarray:
@@ -159,10 +157,8 @@ class FlowTrainer(StarDistTrainer):
 
     def fit_postprocessing(self, setup: Setup, model: nn.Module, device: Any) -> PostprocessingFit | None:
         """The thresholds of the labels fitted on the validation images (:func:`fit_thresholds`)."""
-        validation = setup.validation
-        if not isinstance(validation, WholeImageValidation) or not validation.samples:
-            return None
-        return fit_thresholds((out, sample.labels) for out, sample in validation.logits(model, device))
+        pairs = validation_pairs(setup, model, device)
+        return None if pairs is None else fit_thresholds(pairs)
 
 
 FLOW_TRAINER = FlowTrainer()
