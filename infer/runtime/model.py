@@ -14,6 +14,7 @@ import numpy as np
 
 from idl.infer.core.errors import ModelError
 from idl.infer.core.model_info import METADATA_KEY, ModelInfo
+from idl.infer.runtime.arena import fits_shared_arena
 from idl.infer.runtime.footprint import Footprint, Probe, footprint
 from idl.infer.runtime.iospec import IOSpec
 from idl.infer.runtime.precision import (
@@ -81,6 +82,10 @@ class LoadedModel:
     # precision_note says why (--precision auto)
     precision: str = "fp32"
     precision_note: str = ""
+    # the bytes a call of the sessions is expected to take (the chosen tile's estimate, set by the
+    # tiling); None: unknown. It decides whether they run in the shared arena (runtime.arena); a
+    # session opened for other tiles is opened again (a Monte Carlo one from the seed, as by reseed).
+    expected: float | None = None
     _runners: dict[bool, OnnxRunner] = field(default_factory=dict, repr=False)
     _footprints: dict[bool, Footprint | None] = field(default_factory=dict, repr=False)
 
@@ -100,12 +105,19 @@ class LoadedModel:
                 f"{self.label}: this model has no Monte Carlo dropout graph ({self.mc_missing}). "
                 "Predict without --mc-samples."
             )
-        if mc not in self._runners:
+        runner = self._runners.get(mc)
+        if runner is None or runner.shared_arena != self._shares_arena(runner):
             source = self.mc_weights if mc else self.weights
             assert source is not None
             label = f"{self.label}{' (MC)' if mc else ''}"
-            self._runners[mc] = OnnxRunner(source, self.device, label=label, seed=self.seed if mc else None)
-        return self._runners[mc]
+            seed = self.seed if mc else None
+            self._runners[mc] = runner = OnnxRunner(source, self.device, label, seed, self.expected)
+        return runner
+
+    def _shares_arena(self, runner: OnnxRunner) -> bool:
+        """Whether ``runner``'s session should be in the shared arena for the expected tiles (a CPU
+        session whose tiles fit its first region)."""
+        return runner.provider == "CPUExecutionProvider" and fits_shared_arena(self.expected)
 
     def footprint(self, mc: bool = False) -> Footprint | None:
         """What a call of the deterministic (or Monte Carlo) graph costs in memory per tile pixel

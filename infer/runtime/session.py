@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from idl.infer.core.errors import ModelError
+from idl.infer.runtime.arena import fits_shared_arena
 
 log = logging.getLogger("idl")
 
@@ -67,10 +68,17 @@ class OnnxRunner:
     """
 
     def __init__(
-        self, path: Path | bytes, device: str = "auto", label: str | None = None, seed: int | None = None
+        self,
+        path: Path | bytes,
+        device: str = "auto",
+        label: str | None = None,
+        seed: int | None = None,
+        expected: float | None = None,
     ) -> None:
         """``seed``: ONNX Runtime's random seed for the random operators of this session (Monte Carlo
-        dropout): a session made with the same seed draws the same masks, call after call."""
+        dropout): a session made with the same seed draws the same masks, call after call.
+        ``expected``: the bytes a call is expected to take (a tile's estimate); where they fit, a CPU
+        session runs in the process's shared arena (:mod:`idl.infer.runtime.arena`)."""
         import onnxruntime as ort
 
         providers = choose_providers(device, ort.get_available_providers())
@@ -80,6 +88,9 @@ class OnnxRunner:
         options.enable_mem_pattern = False
         threads = session_threads()
         options.intra_op_num_threads = threads
+        self.shared_arena = providers == ["CPUExecutionProvider"] and fits_shared_arena(expected)
+        if self.shared_arena:
+            options.add_session_config_entry("session.use_env_allocators", "1")
         if seed is not None:  # each random kernel takes its seed from this when the session is made
             ort.set_seed(int(seed))
         try:

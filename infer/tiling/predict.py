@@ -643,6 +643,7 @@ def tile_shape(
     smallest = smallest_tile_for(model, options)
     sized = options.tile_size is None and outputs_of(model).sized_by_memory
     cost = model.footprint(mc=options.mc_samples > 0) if sized else None
+    model.expected = None  # sessions in their own arenas unless the tile's cost is known
     if cost is None:
         return (options.bounded_tile(io, shape, smallest),) * dims
     if options.sampled:
@@ -675,6 +676,7 @@ def tile_shape(
             )
         allowed = int(grown)
     _report_tile(choice, allowed)
+    model.expected = choice.expected  # a call's: the batch of tiles runs in one
     return choice.tile
 
 
