@@ -120,13 +120,14 @@ def _network_input(image: np.ndarray, norm: Normalization) -> np.ndarray:
     return np.ascontiguousarray(normalize(image[..., None], norm)[None, None, ..., 0])
 
 
-def _write_mask(probabilities: np.ndarray, out: Path) -> None:
-    """Otsu's mask of ``(1, *spatial)`` probabilities, as idl-predict thresholds them by default."""
+def _write_mask(probabilities: np.ndarray, out: Path, temperature: float = 1.0) -> None:
+    """Otsu's mask of ``(1, *spatial)`` probabilities, as idl-predict thresholds them by default: for
+    probabilities calibrated by ``temperature``, on the network's own scale (the same mask)."""
     import tifffile
 
     from idl.infer.post.postprocess import to_mask
 
-    tifffile.imwrite(out, to_mask(probabilities, "otsu")[0])
+    tifffile.imwrite(out, to_mask(probabilities, "otsu", temperature)[0])
 
 
 def _child_onnxruntime(model_dir: Path, image_path: Path, out: Path, tile: int) -> None:
@@ -141,7 +142,8 @@ def _child_onnxruntime(model_dir: Path, image_path: Path, out: Path, tile: int) 
     x = _network_input(tifffile.imread(image_path), model.info.normalization)
     session = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
     logits = session.run(None, {session.get_inputs()[0].name: x})[0]
-    _write_mask(apply_ops(model.io.postprocessing, logits, model.io.batch_axes)[0], out)  # sigmoid
+    probabilities = apply_ops(model.io.postprocessing, logits, model.io.batch_axes)[0]  # calibrated sigmoid
+    _write_mask(probabilities, out, model.info.temperature)
 
 
 def _child_torch(model_dir: Path, image_path: Path, out: Path, tile: int) -> None:
