@@ -133,7 +133,17 @@ def test_tiled_instance_prediction_of_a_large_image_equals_whole_image(tmp_path:
     from idl.infer.tiling.predict import PredictOptions, predict_image
 
     project = write_instance_project(tmp_path / "nuclei", 12, 2, 1, NucleiSpec(size=192))
-    args = ["--task", "instance", "--epochs", "8", "--image-size", "128", "--no-uncertainty", "--no-package", "--no-int8"]
+    args = [
+        "--task",
+        "instance",
+        "--epochs",
+        "8",
+        "--image-size",
+        "128",
+        "--no-uncertainty",
+        "--no-package",
+        "--no-int8",
+    ]
     args += ["--steps-per-epoch", "3", "--batch-size", "4"]
     _cli("train", str(project), *args, "--quiet")
     model = load_model(project / "model")

@@ -65,6 +65,8 @@ def instance_target(labels: np.ndarray) -> np.ndarray:
 # in the model description's ``postprocessing``)
 FOREGROUND_THRESHOLD = 0.5
 SEED_THRESHOLD = 0.5
+# 0: seeds are the connected interiors; > 0: the interior's maxima of at least this dynamic
+SEED_DYNAMIC = 0.0
 
 
 def labels_from_probabilities(
@@ -72,19 +74,32 @@ def labels_from_probabilities(
     min_size: int = 4,
     foreground_threshold: float = FOREGROUND_THRESHOLD,
     seed_threshold: float = SEED_THRESHOLD,
+    seed_dynamic: float = SEED_DYNAMIC,
 ) -> np.ndarray:
     """Label image (uint32 when more than 65535 objects, else uint16) from the instance U-Net's
-    ``(3, ...)`` probabilities: seeds are the connected interiors (p > ``seed_threshold``, at least
-    ``min_size`` pixels), grown by a watershed on the interior probability over the foreground
-    (1 - p_background > ``foreground_threshold``), so boundary pixels go to the object they border."""
-    from skimage.measure import label
+    ``(3, ...)`` probabilities, by a watershed over the foreground (1 - p_background >
+    ``foreground_threshold``), so boundary pixels go to the object they border. Its seeds:
 
+    - ``seed_dynamic`` 0: the connected interiors (p > ``seed_threshold``, at least ``min_size``
+      pixels), grown on the interior probability;
+    - ``seed_dynamic`` > 0: the maxima of the interior probability (smoothed by a 1-px Gaussian)
+      above ``seed_threshold`` that rise at least ``seed_dynamic`` over every path to a higher one
+      (h-maxima), grown on the smoothed probability. Two touching nuclei whose interiors meet above
+      the threshold are one seed in the first way and two in this one. Computed within each
+      foreground component alone (:func:`maxima_watershed`).
+    """
+    foreground = foreground_of(probabilities, foreground_threshold)
     interior = probabilities[1]
-    seeds = label(interior > seed_threshold)
-    small = np.bincount(seeds.ravel()) < min_size
-    small[0] = False
-    seeds[small[seeds]] = 0  # specks are no objects
-    labels = watershed_by_component(-interior, seeds, foreground_of(probabilities, foreground_threshold))
+    if seed_dynamic > 0:
+        labels = maxima_watershed(interior, foreground, seed_dynamic, seed_threshold)
+    else:
+        from skimage.measure import label
+
+        seeds = label(interior > seed_threshold)
+        small = np.bincount(seeds.ravel()) < min_size
+        small[0] = False
+        seeds[small[seeds]] = 0  # specks are no objects
+        labels = watershed_by_component(-interior, seeds, foreground)
     return labels.astype(label_dtype(int(labels.max())))
 
 
@@ -92,6 +107,17 @@ def foreground_of(probabilities: np.ndarray, threshold: float = FOREGROUND_THRES
     """The pixels of the U-Net's ``(3, ...)`` probabilities that belong to some object: 1 -
     p_background > ``threshold``."""
     return probabilities[0] < 1.0 - threshold
+
+
+def _components(mask: np.ndarray) -> Iterator[tuple[tuple[slice, ...], np.ndarray]]:
+    """Each connected component of ``mask`` (pixels touching by a side or a corner): its bounding box
+    and its pixels there."""
+    from scipy import ndimage
+
+    components = ndimage.label(mask, structure=np.ones((3,) * mask.ndim, bool))[0]
+    for index, box in enumerate(ndimage.find_objects(components), start=1):
+        if box is not None:
+            yield box, components[box] == index
 
 
 def watershed_by_component(image: np.ndarray, seeds: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -102,20 +128,41 @@ def watershed_by_component(image: np.ndarray, seeds: np.ndarray, mask: np.ndarra
     component in another crop could be split otherwise, and a volume labelled block by block
     (:mod:`idl.infer.post.block_labels`) relies on the labels of a component being the same in every
     window that holds it."""
-    from scipy import ndimage
     from skimage.segmentation import watershed
 
-    components = ndimage.label(mask, structure=np.ones((3,) * mask.ndim, bool))[0]
     labels = np.zeros(mask.shape, np.int32)
-    for index, box in enumerate(ndimage.find_objects(components), start=1):
-        if box is None:
-            continue
-        inside = components[box] == index
+    for box, inside in _components(mask):
         local = np.where(inside, seeds[box], 0)
         if not local.any():
             continue  # no seed: background, as the watershed of the whole image leaves it
         flooded = watershed(image[box], local, mask=inside)
         labels[box][inside] = flooded[inside]
+    return labels
+
+
+def maxima_watershed(interior: np.ndarray, mask: np.ndarray, dynamic: float, floor: float) -> np.ndarray:
+    """Labels of each connected component of ``mask`` from the maxima of its ``interior``
+    probability: within the component's bounding box (the pixels outside it taken as 0, so the labels
+    depend on the component alone, as :func:`watershed_by_component`'s do), the interior smoothed by a
+    1-px Gaussian, its h-maxima of height ``dynamic`` above ``floor`` as seeds (each connected
+    plateau one object), grown by a watershed of the smoothed interior. A component without such a
+    maximum stays background, as one without a seed does."""
+    from scipy import ndimage
+    from skimage.measure import label
+    from skimage.morphology import h_maxima
+    from skimage.segmentation import watershed
+
+    labels = np.zeros(mask.shape, np.int32)
+    count = 0
+    for box, inside in _components(mask):
+        smooth = ndimage.gaussian_filter(np.where(inside, interior[box], 0).astype(np.float32), 1.0)
+        peaks = h_maxima(smooth, dynamic).astype(bool) & inside & (smooth > floor)
+        seeds, found = label(peaks, return_num=True)
+        if not found:
+            continue
+        flooded = watershed(-smooth, seeds, mask=inside)
+        labels[box][inside] = flooded[inside] + count
+        count += found
     return labels
 
 

@@ -139,17 +139,27 @@ class Instance(PixelTask):
     def package_text(self, info: ModelInfo) -> PackageText:
         """The U-Net's class probabilities and the watershed that makes labels of them, with the
         thresholds it uses (fitted on the validation images, or the defaults)."""
-        from idl.infer.post.instance_labels import FOREGROUND_THRESHOLD, SEED_THRESHOLD
+        from idl.infer.post.instance_labels import FOREGROUND_THRESHOLD, SEED_DYNAMIC, SEED_THRESHOLD
 
         foreground = info.postprocessing.get("foreground_threshold", FOREGROUND_THRESHOLD)
         seed = info.postprocessing.get("seed_threshold", SEED_THRESHOLD)
+        dynamic = info.postprocessing.get("seed_dynamic", SEED_DYNAMIC)
         chosen = "chosen on the validation images" if info.postprocessing else "the defaults"
+        if dynamic > 0:
+            seeds = (
+                "seeds are the maxima of the interior probability (smoothed by a 1-px Gaussian) above "
+                f"{seed} that rise at least {dynamic} over every path to a higher one (h-maxima, within each "
+                "foreground component), grown by a watershed of the smoothed interior probability"
+            )
+        else:
+            seeds = (
+                f"seeds are the connected pixels of interior probability > {seed} (at least 4 px), grown by "
+                "a watershed of the interior probability"
+            )
         use = (
             "per-pixel probabilities of background, object interior and object boundary (softmax). "
-            f"Labels: seeds are the connected pixels of interior probability > {seed} (at least 4 px), "
-            "grown by a watershed of the interior probability over the pixels of 1 - background "
-            f"probability > {foreground} (idl.infer.post.instance_labels, scikit-image; the two "
-            f"thresholds are {chosen})."
+            f"Labels: {seeds} over the pixels of 1 - background probability > {foreground} "
+            f"(idl.infer.post.instance_labels, scikit-image and SciPy; the settings are {chosen})."
         )
         return replace(
             super().package_text(info),
@@ -157,6 +167,7 @@ class Instance(PixelTask):
             postprocessing={
                 "method": "seeded watershed",
                 "seed_threshold": seed,
+                "seed_dynamic": dynamic,
                 "foreground_threshold": foreground,
                 "min_size": 4,
                 "function": "idl.infer.post.instance_labels.labels_from_probabilities",

@@ -138,3 +138,58 @@ def test_the_watershed_thresholds_of_the_model_description_make_the_labels() -> 
     assert "  labels: foreground_threshold 0.3, seed_threshold 0.5 (fitted on the validation images)" in (
         task.describe(info)
     )
+
+
+def _two_bumps(
+    shape: tuple[int, ...] = (40, 60),
+    peaks: tuple[float, float] = (0.98, 0.95),
+    saddle: float = 0.56,
+    flat: float = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities of two touching discs (the truth: labels 1 and 2, radius 10, centres 19 px apart)
+    whose interior probability is ``peaks`` within ``flat`` px of their centres and falls to
+    ``saddle`` where they meet. By default the interiors are connected above 0.5, and the lower peak
+    rises 0.39 over the saddle (about 0.33 once smoothed)."""
+    truth = np.zeros(shape, np.uint16)
+    yy, xx = np.indices(shape)
+    interior = np.full(shape, 0.02)
+    for index, ((y, x), peak) in enumerate(zip(((20, 18), (20, 37)), peaks, strict=True), start=1):
+        distance = np.hypot(yy - y, xx - x)
+        inside = (distance <= 10) & (truth == 0)
+        truth[inside] = index
+        interior[inside] = peak - (peak - saddle) * np.clip((distance[inside] - flat) / (9.5 - flat), 0, 1)
+    background = np.where(truth > 0, 0.02, 0.96)
+    return np.stack([background, interior, 1 - background - interior]).astype(np.float32), truth
+
+
+def test_maxima_seeds_split_touching_objects_whose_interiors_meet() -> None:
+    """Connected interiors (p > 0.5) are one seed for both discs, so one object; the interior's
+    maxima of dynamic 0.3 are two, and the labels match the truth."""
+    from idl.infer.post.instance_labels import labels_from_probabilities
+
+    probabilities, truth = _two_bumps()
+    merged = labels_from_probabilities(probabilities)
+    # the merged object overlaps the first disc at IoU just over 0.5: 1 match, 1 disc missed
+    assert merged.max() == 1 and instance_scores(truth, merged)["ap50"] == 0.5
+    assert instance_scores(truth, merged)["ap50_95"] == pytest.approx(0.05)
+    split = labels_from_probabilities(probabilities, seed_dynamic=0.3)
+    assert split.max() == 2 and instance_scores(truth, split)["ap50_95"] == pytest.approx(1.0)
+    # a dynamic above the lower peak's rise keeps one maximum, a floor above the peaks none
+    assert labels_from_probabilities(probabilities, seed_dynamic=0.45).max() == 1
+    assert labels_from_probabilities(probabilities, seed_threshold=0.96, seed_dynamic=0.3).max() == 0
+
+
+def test_maxima_seeds_depend_on_the_component_alone() -> None:
+    """The labels of a component are the same in a crop that holds it whole as in the whole image
+    (what labels by blocks rely on), in 2D and 3D, and ids follow the components."""
+    from idl.infer.post.instance_labels import labels_from_probabilities
+
+    probabilities, _ = _two_bumps((40, 120))
+    probabilities[:, :, 60:] = probabilities[:, :, :60]  # a second pair beside the first
+    whole = labels_from_probabilities(probabilities, seed_dynamic=0.3)
+    assert whole.max() == 4
+    crop = labels_from_probabilities(probabilities[:, 5:35, 2:58], seed_dynamic=0.3)
+    np.testing.assert_array_equal(crop, whole[5:35, 2:58])
+    volume = np.repeat(probabilities[:, None, :, :60], 5, axis=1)  # 5 planes of one pair
+    labels = labels_from_probabilities(volume, seed_dynamic=0.3)
+    assert labels.max() == 2 and all((labels[z] == labels[2]).all() for z in (1, 2, 3))

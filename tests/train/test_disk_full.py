@@ -182,7 +182,16 @@ def test_a_package_folder_that_fills_up_is_removed_and_named(
 
 
 TINY_RUN = ["--task", "semantic", "--epochs", "3", "--steps-per-epoch", "2", "--depth", "2", "--filters", "4"]
-TINY_RUN += ["--image-size", "48", "--batch-size", "4", "--no-uncertainty", "--no-package", "--no-int8", "--quiet"]
+TINY_RUN += [
+    "--image-size",
+    "48",
+    "--batch-size",
+    "4",
+    "--no-uncertainty",
+    "--no-package",
+    "--no-int8",
+    "--quiet",
+]
 
 
 @pytest.mark.slow  # three short epochs, then the resumed run's export and evaluation: about 30 s

@@ -128,18 +128,34 @@ def test_the_watershed_thresholds_are_fitted_where_the_boundary_spills_into_the_
     15 px squares become 13 x 13 (IoU 0.751), so AP50:95 counts them at 6 of 10 thresholds; the fit
     chooses 0.3, which keeps the edges (1 - 0.65 = 0.35), scores 1.0 and records every setting tried."""
     from idl.infer.evaluate.instance_metrics import instance_scores
-    from idl.train.tasks.instance import FOREGROUND_GRID, SEED_GRID, fit_watershed
+    from idl.train.tasks.instance import FOREGROUND_GRID, SEED_DYNAMIC_GRID, SEED_GRID, fit_watershed
 
     labels = np.zeros((64, 64), np.int32)
     labels[5:20, 5:20], labels[5:20, 20:35], labels[30:45, 30:45] = 1, 2, 3  # 1 and 2 touch
     logits = _spilled_logits(labels)
     fit = fit_watershed([(logits, labels)])
-    assert fit.scores[0][0] == {"foreground_threshold": 0.5, "seed_threshold": 0.5}
+    assert fit.scores[0][0] == {"foreground_threshold": 0.5, "seed_threshold": 0.5, "seed_dynamic": 0.0}
     default = labels_from_probabilities(np.exp(logits))
     assert np.bincount(default.ravel())[1:].tolist() == [169, 169, 169]
     assert fit.scores[0][1] == instance_scores(labels, default)["ap50_95"] == 0.6
-    assert len(fit.scores) == len(FOREGROUND_GRID) * len(SEED_GRID)
-    assert fit.thresholds == {"foreground_threshold": 0.3, "seed_threshold": 0.5} and fit.best == 1.0
+    assert len(fit.scores) == len(FOREGROUND_GRID) * len(SEED_GRID) * len(SEED_DYNAMIC_GRID) == 24
+    chosen = {"foreground_threshold": 0.3, "seed_threshold": 0.5, "seed_dynamic": 0.0}
+    assert fit.thresholds == chosen and fit.best == 1.0
     fitted = labels_from_probabilities(np.exp(logits), **fit.thresholds)
     assert instance_scores(labels, fitted)["ap50_95"] == 1.0 and fitted.max() == 3
-    assert "foreground_threshold 0.3, seed_threshold 0.5 fitted on the validation images" in fit.describe()
+    said = "foreground_threshold 0.3, seed_threshold 0.5, seed_dynamic 0 fitted on the validation images"
+    assert said in fit.describe()
+
+
+def test_the_fit_chooses_maxima_seeds_where_touching_interiors_meet() -> None:
+    """Two touching discs whose interiors meet at 0.605, above every seed threshold of the grid:
+    connected interiors merge them at every setting (AP50:95 at most 0.05), the interior's maxima
+    (the lower peak 0.365 over the saddle) split them (1.0), and the fit says so."""
+    from idl.train.tasks.instance import fit_watershed
+    from tests.infer.test_instance_labels import _two_bumps
+
+    probabilities, truth = _two_bumps(peaks=(0.975, 0.97), saddle=0.605, flat=2)
+    fit = fit_watershed([(np.log(probabilities), truth)])
+    assert max(score for setting, score in fit.scores if setting["seed_dynamic"] == 0) <= 0.05 + 1e-9
+    assert fit.thresholds["seed_dynamic"] == 0.3 and fit.best == 1.0
+    assert "seed_dynamic 0.3 fitted on the validation images: ap50_95 1.0000" in fit.describe()
