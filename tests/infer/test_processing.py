@@ -53,6 +53,10 @@ def test_statistics_see_the_operations_before_them(image: np.ndarray) -> None:
 def test_pointwise_operations_along_axes(rng) -> None:
     batch = rng.normal(size=(2, 3, 8, 8)).astype(np.float32)
     np.testing.assert_allclose(Sigmoid()(batch, "bcyx"), expit(batch), rtol=1e-6)
+    extreme = np.array([-1e4, -100, -30, -1e-3, 0, 1e-3, 30, 100, 1e4], np.float32)
+    sigmoid = Sigmoid()(extreme, "c")
+    np.testing.assert_allclose(sigmoid, expit(extreme), rtol=1e-6, atol=1e-40)  # 9.4e-14 at -30
+    assert sigmoid[0] == 0.0 and sigmoid[-1] == 1.0 and sigmoid[4] == 0.5 and sigmoid.dtype == np.float32
     np.testing.assert_allclose(Softmax("c")(batch, "bcyx"), softmax(batch, axis=1), rtol=1e-5)
     gain, offset = (1.0, 2.0, 3.0), (0.0, -1.0, 1.0)
     out = ScaleLinear(gain, offset, "c")(batch, "bcyx")
