@@ -115,9 +115,10 @@ class LoadedModel:
         return runner
 
     def _shares_arena(self, runner: OnnxRunner) -> bool:
-        """Whether ``runner``'s session should be in the shared arena for the expected tiles (a CPU
-        session whose tiles fit its first region)."""
-        return runner.provider == "CPUExecutionProvider" and fits_shared_arena(self.expected)
+        """Whether ``runner``'s session should be in the shared arena for the expected tiles (a
+        CPU-only session whose tiles fit its first region; one that asked for CUDA and fell back to the
+        CPU keeps its own, as it was made)."""
+        return runner.cpu_only and fits_shared_arena(self.expected)
 
     def footprint(self, mc: bool = False) -> Footprint | None:
         """What a call of the deterministic (or Monte Carlo) graph costs in memory per tile pixel

@@ -88,7 +88,9 @@ class OnnxRunner:
         options.enable_mem_pattern = False
         threads = session_threads()
         options.intra_op_num_threads = threads
-        self.shared_arena = providers == ["CPUExecutionProvider"] and fits_shared_arena(expected)
+        # the shared arena is a CPU one: a session that may run on a GPU keeps its own
+        self.cpu_only = providers == ["CPUExecutionProvider"]
+        self.shared_arena = self.cpu_only and fits_shared_arena(expected)
         if self.shared_arena:
             options.add_session_config_entry("session.use_env_allocators", "1")
         if seed is not None:  # each random kernel takes its seed from this when the session is made

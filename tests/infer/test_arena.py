@@ -64,3 +64,23 @@ def test_the_tile_choice_tells_the_model_what_a_call_takes(volume_model, monkeyp
     assert 0 < model.expected <= 20 * 2**20  # what 120 MB leave over the process's 100
     tile_shape(model, PredictOptions(tile_size=256), (1200, 1000))
     assert model.expected is None
+
+
+def test_a_session_that_asked_for_a_gpu_keeps_its_own_arena_and_is_not_reopened(
+    volume_model, monkeypatch
+) -> None:
+    """A session made for CUDA (here falling back to the CPU, as ONNX Runtime does without a GPU)
+    stays out of the CPU's shared arena, and asking for it again gives the same session."""
+    from idl.infer.runtime import session as sessions
+    from idl.infer.service.load import load_model
+
+    monkeypatch.setattr(
+        sessions,
+        "choose_providers",
+        lambda device, available: ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    )
+    model = load_model(volume_model("semantic", 2), "cpu")
+    model.expected = 50 * 2**20
+    runner = model.runner
+    assert not runner.cpu_only and not runner.shared_arena
+    assert model.runner is runner and runner.provider == "CPUExecutionProvider"
