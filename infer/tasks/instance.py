@@ -179,6 +179,13 @@ class Instance(PixelTask):
         if info.postprocessing:
             fitted = ", ".join(f"{k} {v:g}" for k, v in sorted(info.postprocessing.items()))
             lines.append(f"  labels: {fitted} (fitted on the validation images)")
+        dynamic = info.postprocessing.get("seed_dynamic")
+        if dynamic is not None:  # the U-Net's watershed since its seeds' kind is fitted
+            lines.append(
+                f"  seeds: the interior probability's maxima that rise at least {dynamic:g} (h-maxima)"
+                if dynamic > 0
+                else "  seeds: the connected interiors"
+            )
         return lines
 
     def write_demo(self, project: Path, n_train: int, n_test: int, seed: int, size: int) -> str:

@@ -138,6 +138,15 @@ def test_the_watershed_thresholds_of_the_model_description_make_the_labels() -> 
     assert "  labels: foreground_threshold 0.3, seed_threshold 0.5 (fitted on the validation images)" in (
         task.describe(info)
     )
+    maxima = replace(info, postprocessing={**fitted, "seed_dynamic": 0.3})
+    assert "  seeds: the interior probability's maxima that rise at least 0.3 (h-maxima)" in task.describe(
+        maxima
+    )
+    assert "(h-maxima, within each foreground component)" in task.package_text(maxima).use
+    assert task.package_text(maxima).postprocessing["seed_dynamic"] == 0.3
+    labels = task.outputs(maxima).finish(p, None, PredictOptions()).mask
+    np.testing.assert_array_equal(labels, labels_from_probabilities(p, **maxima.postprocessing))
+    np.testing.assert_array_equal(task.outputs(maxima).block_labels(p)[0], labels)
 
 
 def _two_bumps(
