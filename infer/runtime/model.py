@@ -14,7 +14,6 @@ import numpy as np
 
 from idl.infer.core.errors import ModelError
 from idl.infer.core.model_info import METADATA_KEY, ModelInfo
-from idl.infer.runtime.arena import fits_shared_arena
 from idl.infer.runtime.footprint import Footprint, Probe, footprint
 from idl.infer.runtime.iospec import IOSpec
 from idl.infer.runtime.precision import (
@@ -106,19 +105,13 @@ class LoadedModel:
                 "Predict without --mc-samples."
             )
         runner = self._runners.get(mc)
-        if runner is None or runner.shared_arena != self._shares_arena(runner):
+        if runner is None or runner.shared_arena != runner.arena_for(self.expected):
             source = self.mc_weights if mc else self.weights
             assert source is not None
             label = f"{self.label}{' (MC)' if mc else ''}"
             seed = self.seed if mc else None
             self._runners[mc] = runner = OnnxRunner(source, self.device, label, seed, self.expected)
         return runner
-
-    def _shares_arena(self, runner: OnnxRunner) -> bool:
-        """Whether ``runner``'s session should be in the shared arena for the expected tiles (a
-        CPU-only session whose tiles fit its first region; one that asked for CUDA and fell back to the
-        CPU keeps its own, as it was made)."""
-        return runner.cpu_only and fits_shared_arena(self.expected)
 
     def footprint(self, mc: bool = False) -> Footprint | None:
         """What a call of the deterministic (or Monte Carlo) graph costs in memory per tile pixel

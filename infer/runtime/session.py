@@ -90,7 +90,7 @@ class OnnxRunner:
         options.intra_op_num_threads = threads
         # the shared arena is a CPU one: a session that may run on a GPU keeps its own
         self.cpu_only = providers == ["CPUExecutionProvider"]
-        self.shared_arena = self.cpu_only and fits_shared_arena(expected)
+        self.shared_arena = self.arena_for(expected)
         if self.shared_arena:
             options.add_session_config_entry("session.use_env_allocators", "1")
         if seed is not None:  # each random kernel takes its seed from this when the session is made
@@ -115,6 +115,12 @@ class OnnxRunner:
         self.input_dtypes = [ORT_TYPES.get(i.type, np.float32) for i in inputs]
         self.input_name, self.output_name = self.input_names[0], self.output_names[0]
         self.input_dtype = self.input_dtypes[0]
+
+    def arena_for(self, expected: float | None) -> bool:
+        """Whether this session belongs in the shared arena for calls of ``expected`` bytes: a
+        CPU-only session (one that asked for CUDA keeps its own, even where it fell back to the CPU)
+        whose calls fit the arena's first region."""
+        return self.cpu_only and fits_shared_arena(expected)
 
     @property
     def metadata(self) -> dict[str, str]:
